@@ -1,0 +1,23 @@
+//! The fhec graph IR: a petgraph dataflow graph of tensor ops with typed values.
+//!
+//! Every value has a [`Type`]: security (`clear` or `enc`), element type and a fully static shape.
+//! [`Module`] holds the graph; [`Op::infer`] gives each op's typing rule; `Module::verify` checks the
+//! invariants; `Display`/`FromStr` are the canonical text form (see [`print`]).
+//!
+//! This crate depends on petgraph and serde only: never on tract, tfhe, egg or cranelift.
+
+mod error;
+mod module;
+mod op;
+mod parse;
+pub mod print;
+mod tensor;
+mod types;
+mod verify;
+
+pub use error::IrError;
+pub use module::{Module, Node, ValueId};
+pub use op::{Attr, AttrMap, Binary, ConvAttrs, Op, PadMode, PoolAttrs, ReduceKind, Unary, broadcast_shapes, slice_len, window_out};
+pub use print::DataMode;
+pub use tensor::{Tensor, TensorData};
+pub use types::{DType, Security, Shape, Type, numel};

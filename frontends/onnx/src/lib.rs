@@ -1,0 +1,52 @@
+//! The ONNX frontend: the only crate that touches tract-onnx.
+//!
+//! tract-onnx decodes the protobuf and the initializers; translation to the IR is ours, one file per op
+//! family under `ops/`, registered in one table (`ops::REGISTRY`). Shapes are resolved statically (a
+//! symbolic batch dimension is bound to 1), and every node whose operands are all constant is folded on
+//! the spot by the reference interpreter's kernels, so shape-computing subgraphs
+//! (`Shape -> Gather -> Concat -> Reshape`) disappear.
+//!
+//! Errors always name the node (its ONNX name and op type). Unsupported ops are reported all at once,
+//! with the list of supported ones.
+
+mod ctx;
+mod error;
+mod ops;
+mod proto;
+
+pub use error::OnnxError;
+pub use ops::supported_ops;
+
+use fhec_ir::Module;
+use std::path::Path;
+use tract_onnx::pb;
+use tract_onnx::prelude::Framework;
+
+/// Loads an ONNX file into a verified IR module.
+pub fn load(path: impl AsRef<Path>) -> Result<Module, OnnxError> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| OnnxError::Io { path: path.display().to_string(), msg: e.to_string() })?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let dir = path.parent().map(|p| p.to_string_lossy().into_owned());
+    load_bytes(&bytes, &name, dir.as_deref()).map_err(|e| e.in_file(path))
+}
+
+/// Loads ONNX bytes; `dir` is where external tensor data would be looked up.
+pub fn load_bytes(bytes: &[u8], name: &str, dir: Option<&str>) -> Result<Module, OnnxError> {
+    let proto: pb::ModelProto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| OnnxError::Decode { msg: format!("not a valid ONNX protobuf ({e})") })?;
+    let graph = proto.graph.as_ref().filter(|g| !g.node.is_empty() || !g.output.is_empty()).ok_or(OnnxError::Decode {
+        msg: "the file decodes as protobuf but holds no ONNX graph (is it an ONNX model?)".into(),
+    })?;
+    let opset = proto
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .unwrap_or(if proto.ir_version > 0 { 1 } else { 0 });
+    if opset == 0 {
+        return Err(OnnxError::Decode { msg: "the file declares no ONNX opset (is it an ONNX model?)".into() });
+    }
+    ctx::import(graph, name, opset, dir)
+}

@@ -1,0 +1,110 @@
+//! Elementwise activations and univariate math: Relu, Sigmoid, Clip, Pow, ...
+
+use crate::ctx::{Ctx, Val};
+use fhec_ir::{Binary, Op, Unary};
+
+fn unary(ctx: &mut Ctx, u: Unary) -> Result<Vec<Val>, String> {
+    let x = ctx.input(0)?;
+    Ok(vec![ctx.op(Op::Unary(u), &[x])?])
+}
+
+pub fn relu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    unary(ctx, Unary::Relu)
+}
+
+pub fn leaky_relu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let alpha = ctx.attrs().float("alpha", 0.01)?;
+    unary(ctx, Unary::LeakyRelu { alpha })
+}
+
+pub fn prelu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let (x, slope) = (ctx.input(0)?, ctx.input(1)?);
+    Ok(vec![ctx.binary(Binary::PRelu, &x, &slope)?])
+}
+
+pub fn sigmoid(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    unary(ctx, Unary::Sigmoid)
+}
+
+pub fn hard_sigmoid(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let a = ctx.attrs();
+    let (alpha, beta) = (a.float("alpha", 0.2)?, a.float("beta", 0.5)?);
+    unary(ctx, Unary::HardSigmoid { alpha, beta })
+}
+
+pub fn tanh(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    unary(ctx, Unary::Tanh)
+}
+
+pub fn softplus(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    unary(ctx, Unary::Softplus)
+}
+
+pub fn elu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let alpha = ctx.attrs().float("alpha", 1.0)?;
+    unary(ctx, Unary::Elu { alpha })
+}
+
+pub fn selu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let a = ctx.attrs();
+    let alpha = a.float("alpha", 1.673_263_2)?;
+    let gamma = a.float("gamma", 1.050_701)?;
+    unary(ctx, Unary::Selu { alpha, gamma })
+}
+
+pub fn erf(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    unary(ctx, Unary::Erf)
+}
+
+pub fn abs(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    unary(ctx, Unary::Abs)
+}
+
+pub fn exp(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    unary(ctx, Unary::Exp)
+}
+
+pub fn log(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    unary(ctx, Unary::Log)
+}
+
+pub fn sqrt(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    unary(ctx, Unary::Sqrt)
+}
+
+pub fn neg(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    unary(ctx, Unary::Neg)
+}
+
+/// Clip: bounds are attributes before opset 11 and optional constant inputs from 11 on.
+pub fn clip(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let (min, max) = if ctx.opset < 11 {
+        let a = ctx.attrs();
+        (a.float("min", f32::NEG_INFINITY)?, a.float("max", f32::INFINITY)?)
+    } else {
+        let scalar = |t: Option<fhec_ir::Tensor>, default: f32| -> Result<f32, String> {
+            match t {
+                None => Ok(default),
+                Some(t) if t.numel() == 1 => Ok(t.to_f32_vec()[0]),
+                Some(t) => Err(format!("clip bounds must be scalars, got shape {:?}", t.shape())),
+            }
+        };
+        (scalar(ctx.const_input(1, "min")?, f32::NEG_INFINITY)?, scalar(ctx.const_input(2, "max")?, f32::INFINITY)?)
+    };
+    unary(ctx, Unary::Clip { min, max })
+}
+
+/// Pow with a constant exponent that is the same for every element.
+pub fn pow(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let base = ctx.input(0)?;
+    let e = ctx.const_input(1, "exponent")?.ok_or("missing required input 1 (exponent)")?;
+    let ev = e.to_f32_vec();
+    let exponent = *ev.first().ok_or("empty exponent")?;
+    if ev.iter().any(|&x| x != exponent) {
+        return Err("the exponent must be one value (the same for every element)".into());
+    }
+    let out = ctx.op(Op::Unary(Unary::Pow { exponent }), &[base.clone()])?;
+    // A broadcasting exponent tensor may raise the rank: reshape like numpy would.
+    let shape = fhec_ir::broadcast_shapes(&ctx.shape(&base), e.shape()).ok_or("shapes do not broadcast")?;
+    Ok(vec![ctx.reshape(&out, shape)?])
+}

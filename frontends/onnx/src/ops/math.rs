@@ -1,0 +1,129 @@
+//! Arithmetic, linear algebra, reductions, softmax and argmax.
+
+use super::{axes, axis};
+use crate::ctx::{Ctx, Val};
+use fhec_ir::{Binary, Op, ReduceKind};
+
+fn binary(ctx: &mut Ctx, b: Binary) -> Result<Vec<Val>, String> {
+    let (x, y) = (ctx.input(0)?, ctx.input(1)?);
+    Ok(vec![ctx.binary(b, &x, &y)?])
+}
+
+pub fn add(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    binary(ctx, Binary::Add)
+}
+
+pub fn sub(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    binary(ctx, Binary::Sub)
+}
+
+pub fn mul(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    binary(ctx, Binary::Mul)
+}
+
+pub fn div(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    binary(ctx, Binary::Div)
+}
+
+pub fn matmul(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let (a, b) = (ctx.input(0)?, ctx.input(1)?);
+    Ok(vec![ctx.op(Op::MatMul, &[a, b])?])
+}
+
+/// Gemm: `alpha * A' B' + beta * C` with A' and B' optionally transposed. Constant factors fold into
+/// the constant operands where there are some.
+pub fn gemm(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let a_ = ctx.attrs();
+    let (alpha, beta) = (a_.float("alpha", 1.0)?, a_.float("beta", 1.0)?);
+    let (trans_a, trans_b) = (a_.int("transA", 0)? != 0, a_.int("transB", 0)? != 0);
+    let (mut a, mut b) = (ctx.input(0)?, ctx.input(1)?);
+    for (v, t) in [(&mut a, trans_a), (&mut b, trans_b)] {
+        if ctx.shape(v).len() != 2 {
+            return Err(format!("Gemm operands must be 2-D, got {:?}", ctx.shape(v)));
+        }
+        if t {
+            *v = ctx.op(Op::Transpose { perm: vec![1, 0] }, &[v.clone()])?;
+        }
+    }
+    if alpha != 1.0 {
+        let s = Ctx::f32_const(vec![], vec![alpha]);
+        // Scale whichever operand is constant (folded); else the product.
+        if b.as_const().is_some() {
+            b = ctx.binary(Binary::Mul, &b, &s)?;
+        } else if a.as_const().is_some() {
+            a = ctx.binary(Binary::Mul, &a, &s)?;
+        }
+    }
+    let mut y = ctx.op(Op::MatMul, &[a.clone(), b.clone()])?;
+    if alpha != 1.0 && a.as_const().is_none() && b.as_const().is_none() {
+        y = ctx.binary(Binary::Mul, &y, &Ctx::f32_const(vec![], vec![alpha]))?;
+    }
+    if let Some(c) = ctx.opt_input(2)? {
+        if beta != 0.0 {
+            let c = if beta != 1.0 { ctx.binary(Binary::Mul, &c, &Ctx::f32_const(vec![], vec![beta]))? } else { c };
+            let out_shape = ctx.shape(&y);
+            y = ctx.binary(Binary::Add, &y, &c)?;
+            if ctx.shape(&y) != out_shape {
+                return Err(format!("C of shape {:?} does not broadcast to the result {:?}", ctx.shape(&c), out_shape));
+            }
+        }
+    }
+    Ok(vec![y])
+}
+
+/// ReduceSum / ReduceMean: axes are an attribute, or an input from opset 13 (Sum) / 18 (Mean).
+fn reduce(ctx: &mut Ctx, kind: ReduceKind, axes_as_input_from: i64) -> Result<Vec<Val>, String> {
+    let x = ctx.input(0)?;
+    let rank = ctx.shape(&x).len();
+    let a = ctx.attrs();
+    let keepdims = a.int("keepdims", 1)? != 0;
+    let noop_with_empty_axes = a.int("noop_with_empty_axes", 0)? != 0;
+    let list = if ctx.opset >= axes_as_input_from { ctx.const_ints(1, "axes")? } else { a.ints("axes")? };
+    let list = match list {
+        Some(l) if !l.is_empty() => axes(&l, rank)?,
+        _ if noop_with_empty_axes => return Ok(vec![x]),
+        _ => (0..rank).collect(),
+    };
+    Ok(vec![ctx.op(Op::Reduce { kind, axes: list, keepdims }, &[x])?])
+}
+
+pub fn reduce_sum(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    reduce(ctx, ReduceKind::Sum, 13)
+}
+
+pub fn reduce_mean(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    reduce(ctx, ReduceKind::Mean, 18)
+}
+
+/// Softmax and LogSoftmax. Before opset 13 the input is seen as 2-D, flattened at `axis` (default 1).
+fn softmax_like(ctx: &mut Ctx, log: bool) -> Result<Vec<Val>, String> {
+    let x = ctx.input(0)?;
+    let shape = ctx.shape(&x);
+    let default = if ctx.opset < 13 { 1 } else { -1 };
+    let ax = axis(ctx.attrs().int("axis", default)?, shape.len())?;
+    let make = |axis| if log { Op::LogSoftmax { axis } } else { Op::Softmax { axis } };
+    if ctx.opset >= 13 || ax + 1 == shape.len() {
+        return Ok(vec![ctx.op(make(ax), &[x])?]);
+    }
+    let flat = vec![shape[..ax].iter().product(), shape[ax..].iter().product()];
+    let x2 = ctx.reshape(&x, flat)?;
+    let y2 = ctx.op(make(1), &[x2])?;
+    Ok(vec![ctx.reshape(&y2, shape)?])
+}
+
+pub fn softmax(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    softmax_like(ctx, false)
+}
+
+pub fn log_softmax(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    softmax_like(ctx, true)
+}
+
+pub fn argmax(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let x = ctx.input(0)?;
+    let a = ctx.attrs();
+    let ax = axis(a.int("axis", 0)?, ctx.shape(&x).len())?;
+    let keepdims = a.int("keepdims", 1)? != 0;
+    let select_last_index = a.int("select_last_index", 0)? != 0;
+    Ok(vec![ctx.op(Op::ArgMax { axis: ax, keepdims, select_last_index }, &[x])?])
+}

@@ -1,0 +1,111 @@
+//! The op table: every supported ONNX op type and the function that translates it.
+//!
+//! One file per family, in the manner of tract's `onnx/src/ops/`. A translation reads its node through
+//! `Ctx` and returns the node's output values in order; errors are plain messages, the caller adds the
+//! node's name and op type.
+
+mod activation;
+mod math;
+mod ml;
+mod nn;
+mod shape;
+
+use crate::ctx::{Ctx, Val};
+
+pub(crate) type Translate = fn(&mut Ctx) -> Result<Vec<Val>, String>;
+
+const ML: &str = "ai.onnx.ml";
+
+/// (domain, op type, translation). The default domain is "".
+const REGISTRY: &[(&str, &str, Translate)] = &[
+    ("", "Relu", activation::relu),
+    ("", "LeakyRelu", activation::leaky_relu),
+    ("", "PRelu", activation::prelu),
+    ("", "Sigmoid", activation::sigmoid),
+    ("", "HardSigmoid", activation::hard_sigmoid),
+    ("", "Tanh", activation::tanh),
+    ("", "Softplus", activation::softplus),
+    ("", "Elu", activation::elu),
+    ("", "Selu", activation::selu),
+    ("", "Erf", activation::erf),
+    ("", "Abs", activation::abs),
+    ("", "Exp", activation::exp),
+    ("", "Log", activation::log),
+    ("", "Sqrt", activation::sqrt),
+    ("", "Neg", activation::neg),
+    ("", "Clip", activation::clip),
+    ("", "Pow", activation::pow),
+    ("", "Add", math::add),
+    ("", "Sub", math::sub),
+    ("", "Mul", math::mul),
+    ("", "Div", math::div),
+    ("", "MatMul", math::matmul),
+    ("", "Gemm", math::gemm),
+    ("", "ReduceSum", math::reduce_sum),
+    ("", "ReduceMean", math::reduce_mean),
+    ("", "Softmax", math::softmax),
+    ("", "LogSoftmax", math::log_softmax),
+    ("", "ArgMax", math::argmax),
+    ("", "Conv", nn::conv),
+    ("", "BatchNormalization", nn::batch_norm),
+    ("", "AveragePool", nn::average_pool),
+    ("", "MaxPool", nn::max_pool),
+    ("", "GlobalAveragePool", nn::global_average_pool),
+    ("", "Flatten", shape::flatten),
+    ("", "Reshape", shape::reshape),
+    ("", "Transpose", shape::transpose),
+    ("", "Squeeze", shape::squeeze),
+    ("", "Unsqueeze", shape::unsqueeze),
+    ("", "Concat", shape::concat),
+    ("", "Slice", shape::slice),
+    ("", "Gather", shape::gather),
+    ("", "Pad", shape::pad),
+    ("", "Identity", shape::identity),
+    ("", "Dropout", shape::dropout),
+    ("", "Constant", shape::constant),
+    ("", "Shape", shape::shape),
+    ("", "Size", shape::size),
+    ("", "ConstantOfShape", shape::constant_of_shape),
+    ("", "Cast", shape::cast),
+    ("", "Range", shape::range),
+    ("", "Equal", shape::equal),
+    ("", "Where", shape::where_),
+    ("", "Expand", shape::expand),
+    (ML, "Scaler", ml::scaler),
+    (ML, "LinearRegressor", ml::linear_regressor),
+    (ML, "LinearClassifier", ml::linear_classifier),
+    (ML, "ArrayFeatureExtractor", ml::array_feature_extractor),
+];
+
+pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<Translate> {
+    let domain = if domain == "ai.onnx" { "" } else { domain };
+    REGISTRY.iter().find(|(d, o, _)| *d == domain && *o == op_type).map(|(_, _, f)| *f)
+}
+
+/// The supported op types, sorted; ops outside the default domain carry their domain as a prefix.
+pub fn supported_ops() -> Vec<String> {
+    let mut v: Vec<String> =
+        REGISTRY.iter().map(|(d, o, _)| if d.is_empty() { o.to_string() } else { format!("{d}.{o}") }).collect();
+    v.sort();
+    v
+}
+
+/// Normalizes a possibly negative axis against a rank.
+pub(crate) fn axis(a: i64, rank: usize) -> Result<usize, String> {
+    let r = rank as i64;
+    if (-r..r).contains(&a) {
+        Ok(a.rem_euclid(r.max(1)) as usize)
+    } else {
+        Err(format!("axis {a} is out of range for rank {rank}"))
+    }
+}
+
+/// Normalizes, sorts and de-duplicates a list of axes.
+pub(crate) fn axes(list: &[i64], rank: usize) -> Result<Vec<usize>, String> {
+    let mut v = list.iter().map(|&a| axis(a, rank)).collect::<Result<Vec<_>, _>>()?;
+    v.sort_unstable();
+    if v.windows(2).any(|w| w[0] == w[1]) {
+        return Err(format!("axes {list:?} repeat an axis"));
+    }
+    Ok(v)
+}

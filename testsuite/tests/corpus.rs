@@ -1,0 +1,103 @@
+//! The model corpus: every model imports, snapshots its IR, round-trips through the text form, and
+//! computes what its exporter and tract compute.
+
+use fhec_ir::{DataMode, Module};
+use fhec_testsuite::*;
+
+/// Models tract 0.23 itself cannot run; they are still checked against their exporter's outputs.
+const TRACT_CANNOT_RUN: &[&str] = &["logreg_cancer_skl"]; // ai.onnx.ml.Scaler
+
+/// "max abs error <= 1e-4 relative to the output scale".
+const TOLERANCE: f32 = 1e-4;
+
+#[test]
+fn imported_ir_snapshots() {
+    insta::glob!("../models", "*/model.onnx", |path| {
+        let m = fhec::load_model(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        insta::assert_snapshot!(m.to_text(DataMode::Elided));
+    });
+}
+
+#[test]
+fn every_model_round_trips_through_text() {
+    for dir in cases() {
+        let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
+        let text = m.to_string();
+        let parsed: Module = text.parse().unwrap_or_else(|e| panic!("{}: {e}", case_name(&dir)));
+        parsed.verify().unwrap_or_else(|e| panic!("{}: {e}", case_name(&dir)));
+        assert_eq!(parsed.to_string(), text, "{}: print(parse(print(m))) differs", case_name(&dir));
+    }
+}
+
+#[test]
+fn interpreter_matches_exporter_and_tract() {
+    let mut failures = Vec::new();
+    let mut checked_with_tract = 0;
+    for dir in cases() {
+        let name = case_name(&dir);
+        let model = dir.join("model.onnx");
+        let m = match fhec::load_model(&model) {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let x = fhec::npy::read_samples(&dir.join("inputs.npy")).unwrap();
+        let ours = match fhec::predict(&m, &x) {
+            Ok(o) => o,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let want = expected(&dir).unwrap();
+        if ours.len() != want.len() {
+            failures.push(format!("{name}: {} outputs, exporter has {}", ours.len(), want.len()));
+            continue;
+        }
+        for (k, ((oname, got), want)) in ours.iter().zip(&want).enumerate() {
+            match relative_error(got, want) {
+                Ok(e) if e <= TOLERANCE => {}
+                Ok(e) => failures.push(format!("{name} output {k} ({oname}): relative error {e:e} vs exporter")),
+                Err(e) => failures.push(format!("{name} output {k} ({oname}): {e}")),
+            }
+        }
+        let input_shape = m.node(m.inputs()[0]).ty.shape.clone();
+        match run_tract(&model, &x, &input_shape) {
+            Ok(tract) => {
+                checked_with_tract += 1;
+                for (k, ((oname, got), t)) in ours.iter().zip(&tract).enumerate() {
+                    match relative_error(got, &fhec::Stacked::F32(t.clone())) {
+                        Ok(e) if e <= TOLERANCE => {}
+                        Ok(e) => failures.push(format!("{name} output {k} ({oname}): relative error {e:e} vs tract")),
+                        Err(e) => failures.push(format!("{name} output {k} ({oname}) vs tract: {e}")),
+                    }
+                }
+            }
+            Err(e) if TRACT_CANNOT_RUN.contains(&name.as_str()) => eprintln!("{name}: tract cannot run it ({e})"),
+            Err(e) => failures.push(format!("{name}: tract failed: {e:#}")),
+        }
+    }
+    assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(checked_with_tract >= cases().len() - TRACT_CANNOT_RUN.len());
+    assert!(cases().len() >= 10, "the corpus is missing");
+}
+
+#[test]
+fn invalid_models_snapshot_their_diagnostics() {
+    insta::glob!("../invalid", "*.onnx", |path| {
+        let err = fhec::load_model(path).expect_err("invalid model must not load");
+        // Paths differ between machines: keep the file name only.
+        let msg = err.to_string().replace(&path.parent().unwrap().display().to_string(), "invalid");
+        insta::assert_snapshot!(msg);
+    });
+}
+
+#[test]
+fn wrong_sample_shape_is_a_clear_error() {
+    let m = fhec::load_model(&root().join("models/logreg_cancer_torch/model.onnx")).unwrap();
+    let x = fhec::npy::read_samples(&root().join("invalid/wrong_shape.npy")).unwrap();
+    let err = fhec::predict(&m, &x).unwrap_err().to_string();
+    assert!(err.contains("[4, 29]") && err.contains("[N, 30]"), "{err}");
+}
