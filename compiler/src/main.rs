@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use fhec_ir::DataMode;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(name = "fhec", version, about = "Compile ONNX models to programs that run on encrypted data")]
@@ -30,7 +31,11 @@ enum Command {
         input: PathBuf,
         /// Where to write the first output; further outputs go to <stem>.<output name>.npy beside it.
         #[arg(long)]
-        output: PathBuf,
+        output: Option<PathBuf>,
+        /// Labels (.npy, one per sample) to score the first output against: integer class labels give
+        /// accuracy, float targets give RMSE and R².
+        #[arg(long)]
+        labels: Option<PathBuf>,
     },
 }
 
@@ -50,10 +55,20 @@ fn run(cli: Cli) -> Result<()> {
             let m = fhec::load_model(&model)?;
             print!("{}", m.to_text(if full { DataMode::Full } else { DataMode::Elided }));
         }
-        Command::Predict { model, input, output } => {
+        Command::Predict { model, input, output, labels } => {
             let m = fhec::load_model(&model)?;
             let x = fhec::npy::read_samples(&input)?;
+            let labels = labels.map(|p| fhec::metrics::read_labels(&p)).transpose()?;
+            let start = Instant::now();
             let outs = fhec::predict(&m, &x).with_context(|| format!("predicting {}", input.display()))?;
+            let per_sample = start.elapsed().as_secs_f64() * 1e3 / x.shape()[0].max(1) as f64;
+            let score = labels.map(|l| fhec::metrics::score(&outs[0].1, &l)).transpose()?;
+            println!(
+                "{} samples, {}{per_sample:.3} ms/sample (float reference, not encrypted)",
+                x.shape()[0],
+                score.map(|s| format!("{s}, ")).unwrap_or_default()
+            );
+            let Some(output) = output else { return Ok(()) };
             for (k, (name, a)) in outs.iter().enumerate() {
                 let path = fhec::npy::output_path(&output, k, name);
                 fhec::npy::write_output(&path, a)?;

@@ -101,3 +101,46 @@ fn wrong_sample_shape_is_a_clear_error() {
     let err = fhec::predict(&m, &x).unwrap_err().to_string();
     assert!(err.contains("[4, 29]") && err.contains("[N, 30]"), "{err}");
 }
+
+#[test]
+fn float_accuracy_matches_the_exporters() {
+    let mut checked = 0;
+    for dir in cases() {
+        let meta = meta(&dir).unwrap();
+        let Some(want) = meta["float_accuracy"].as_f64() else { continue };
+        let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
+        let x = fhec::npy::read_samples(&dir.join("inputs.npy")).unwrap();
+        let outs = fhec::predict(&m, &x).unwrap();
+        let labels = fhec::metrics::read_labels(&dir.join("labels.npy")).unwrap();
+        let got = match fhec::metrics::score(&outs[0].1, &labels).unwrap() {
+            fhec::metrics::Score::Accuracy { correct, total } => correct as f64 / total as f64,
+            fhec::metrics::Score::Regression { r2, .. } => r2,
+        };
+        assert!((got - want).abs() < 1e-3, "{}: {got} vs exporter {want}", case_name(&dir));
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} scored models");
+}
+
+/// Corrupted files must give errors, never panics: flip bytes of real models at many positions.
+#[test]
+fn corrupted_models_never_panic() {
+    let mut errors = 0;
+    for name in ["mlp_wine", "cnn_digits_maxpool", "logreg_cancer_skl", "op_conv2d_pads"] {
+        let bytes = std::fs::read(root().join("models").join(name).join("model.onnx")).unwrap();
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..300 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let mut b = bytes.clone();
+            let pos = (state >> 33) as usize % b.len();
+            b[pos] ^= (state >> 17) as u8 | 1;
+            if state % 7 == 0 {
+                b.truncate(pos.max(1));
+            }
+            let r = std::panic::catch_unwind(|| fhec_onnx::load_bytes(&b, name, None));
+            let r = r.unwrap_or_else(|_| panic!("{name}: panic on a corruption at byte {pos}"));
+            errors += usize::from(r.is_err());
+        }
+    }
+    assert!(errors > 100, "mutations should mostly be rejected, {errors} were");
+}

@@ -16,28 +16,29 @@ impl Module {
     /// Checks the module's invariants; the error names the first offending value.
     pub fn verify(&self) -> Result<(), IrError> {
         let order = self.topo_order()?;
-        let fail = |v: ValueId, msg: String| Err(IrError::Verify { value: self.node(v).describe(), msg });
+        // Values are named as the printer numbers them: by position in this same topological order.
+        let fail = |i: usize, v: ValueId, msg: String| Err(IrError::Verify { value: format!("%{i} ({})", self.node(v).describe()), msg });
         let mut input_names = HashSet::new();
-        for &v in &order {
+        for (i, &v) in order.iter().enumerate() {
             let node = self.node(v);
             let operands = self.operands(v);
             let slots = self.operand_slots(v);
             if slots.iter().enumerate().any(|(i, &s)| s as usize != i) {
-                return fail(v, format!("operand slots {slots:?} are not 0..{}", slots.len()));
+                return fail(i, v, format!("operand slots {slots:?} are not 0..{}", slots.len()));
             }
             let expected = match &node.op {
                 Op::Input { name } => {
                     if !input_names.insert(name.clone()) {
-                        return fail(v, format!("input name \"{name}\" is used twice"));
+                        return fail(i, v, format!("input name \"{name}\" is used twice"));
                     }
                     if !operands.is_empty() || node.ty.security != Security::Enc {
-                        return fail(v, "an input has no operands and is encrypted".into());
+                        return fail(i, v, "an input has no operands and is encrypted".into());
                     }
                     node.ty.clone()
                 }
                 Op::Const(t) => {
                     if !operands.is_empty() {
-                        return fail(v, "a const has no operands".into());
+                        return fail(i, v, "a const has no operands".into());
                     }
                     Type::new(Security::Clear, t.dtype(), t.shape().to_vec())
                 }
@@ -45,12 +46,12 @@ impl Module {
                     let types: Vec<&Type> = operands.iter().map(|&o| &self.node(o).ty).collect();
                     match op.infer(&types) {
                         Ok(t) => t,
-                        Err(msg) => return fail(v, msg),
+                        Err(msg) => return fail(i, v, msg),
                     }
                 }
             };
             if expected != node.ty {
-                return fail(v, format!("declared type {} but the op gives {expected}", node.ty));
+                return fail(i, v, format!("declared type {} but the op gives {expected}", node.ty));
             }
         }
         if self.outputs().is_empty() {
