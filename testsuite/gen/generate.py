@@ -559,6 +559,22 @@ def sklearn_models():
                description="MLPClassifier(hidden_layer_sizes=(16,), relu), zipmap off. Outputs: label "
                            "int64 [1], probabilities float [1,3].")
 
+    # 5b. logreg_iris_multiclass_skl: one-vs-rest scores normalized by ai.onnx.ml.Normalizer
+    seed_all(0)
+    X, y = load("iris")
+    X = X.astype(np.float32)
+    Xtr, Xte, ytr, yte = split(X, y, 0.25)
+    clf = LogisticRegression(max_iter=5000, random_state=0)
+    pipe = Pipeline([("scaler", StandardScaler()), ("clf", clf)]).fit(Xtr, ytr)
+    m = convert(pipe, clf, 4)
+    exp = expected_for(m, pipe, Xte)
+    write_case("logreg_iris_multiclass_skl", m, Xte, exp, exporter="skl2onnx", exporter_version=sv,
+               dataset="sklearn.datasets.load_iris (test_size=0.25, random_state=0)",
+               task="classification", labels=yte.astype(np.int64),
+               float_accuracy=(exp[0] == yte).mean(),
+               description="Pipeline(StandardScaler, LogisticRegression) on 3 classes, zipmap off. Outputs: "
+                           "label int64 [1], probabilities float [1,3].")
+
     # 6. linreg_diabetes_skl
     seed_all(0)
     X, y = load("diabetes")

@@ -132,3 +132,26 @@ pub fn array_feature_extractor(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         (None, None) => Err("both X and the indices depend on the model input".into()),
     }
 }
+
+/// `Normalizer`: each row divided by its L1 or L2 norm (MAX needs a max reduction the IR lacks).
+pub fn normalizer(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let x = ctx.input(0)?;
+    let rank = ctx.shape(&x).len();
+    if rank != 2 {
+        return Err(format!("input must be [N, features], got {:?}", ctx.shape(&x)));
+    }
+    let sum = |ctx: &mut Ctx, v: Val| ctx.op(Op::Reduce { kind: fhec_ir::ReduceKind::Sum, axes: vec![1], keepdims: true }, &[v]);
+    let norm = match ctx.attrs().string("norm", "MAX")?.as_str() {
+        "L1" => {
+            let a = ctx.op(Op::Unary(Unary::Abs), &[x.clone()])?;
+            sum(ctx, a)?
+        }
+        "L2" => {
+            let sq = ctx.op(Op::Unary(Unary::Pow { exponent: 2.0 }), &[x.clone()])?;
+            let s = sum(ctx, sq)?;
+            ctx.op(Op::Unary(Unary::Sqrt), &[s])?
+        }
+        other => return Err(format!("norm {other} is not supported (L1, L2)")),
+    };
+    Ok(vec![ctx.binary(Binary::Div, &x, &norm)?])
+}

@@ -75,6 +75,7 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     (ML, "LinearRegressor", ml::linear_regressor),
     (ML, "LinearClassifier", ml::linear_classifier),
     (ML, "ArrayFeatureExtractor", ml::array_feature_extractor),
+    (ML, "Normalizer", ml::normalizer),
 ];
 
 pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<Translate> {
