@@ -3,13 +3,9 @@
 use crate::ctx::{Ctx, Val};
 use fhec_ir::{Binary, Op, Unary};
 
-fn unary(ctx: &mut Ctx, u: Unary) -> Result<Vec<Val>, String> {
+pub fn unary(ctx: &mut Ctx, u: Unary) -> Result<Vec<Val>, String> {
     let x = ctx.input(0)?;
     Ok(vec![ctx.op(Op::Unary(u), &[x])?])
-}
-
-pub fn relu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    unary(ctx, Unary::Relu)
 }
 
 pub fn leaky_relu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
@@ -22,22 +18,10 @@ pub fn prelu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     Ok(vec![ctx.binary(Binary::PRelu, &x, &slope)?])
 }
 
-pub fn sigmoid(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    unary(ctx, Unary::Sigmoid)
-}
-
 pub fn hard_sigmoid(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let a = ctx.attrs();
     let (alpha, beta) = (a.float("alpha", 0.2)?, a.float("beta", 0.5)?);
     unary(ctx, Unary::HardSigmoid { alpha, beta })
-}
-
-pub fn tanh(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    unary(ctx, Unary::Tanh)
-}
-
-pub fn softplus(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    unary(ctx, Unary::Softplus)
 }
 
 pub fn elu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
@@ -50,30 +34,6 @@ pub fn selu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let alpha = a.float("alpha", 1.673_263_2)?;
     let gamma = a.float("gamma", 1.050_701)?;
     unary(ctx, Unary::Selu { alpha, gamma })
-}
-
-pub fn erf(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    unary(ctx, Unary::Erf)
-}
-
-pub fn abs(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    unary(ctx, Unary::Abs)
-}
-
-pub fn exp(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    unary(ctx, Unary::Exp)
-}
-
-pub fn log(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    unary(ctx, Unary::Log)
-}
-
-pub fn sqrt(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    unary(ctx, Unary::Sqrt)
-}
-
-pub fn neg(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    unary(ctx, Unary::Neg)
 }
 
 /// Clip: bounds are attributes before opset 11 and optional constant inputs from 11 on.

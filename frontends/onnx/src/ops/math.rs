@@ -4,25 +4,9 @@ use super::{axes, axis};
 use crate::ctx::{Ctx, Val};
 use fhec_ir::{Binary, Op, ReduceKind};
 
-fn binary(ctx: &mut Ctx, b: Binary) -> Result<Vec<Val>, String> {
+pub fn binary(ctx: &mut Ctx, b: Binary) -> Result<Vec<Val>, String> {
     let (x, y) = (ctx.input(0)?, ctx.input(1)?);
     Ok(vec![ctx.binary(b, &x, &y)?])
-}
-
-pub fn add(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    binary(ctx, Binary::Add)
-}
-
-pub fn sub(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    binary(ctx, Binary::Sub)
-}
-
-pub fn mul(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    binary(ctx, Binary::Mul)
-}
-
-pub fn div(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    binary(ctx, Binary::Div)
 }
 
 pub fn matmul(ctx: &mut Ctx) -> Result<Vec<Val>, String> {

@@ -11,6 +11,7 @@ mod nn;
 mod shape;
 
 use crate::ctx::{Ctx, Val};
+use fhec_ir::{Binary, Unary};
 
 pub(crate) type Translate = fn(&mut Ctx) -> Result<Vec<Val>, String>;
 
@@ -18,27 +19,27 @@ const ML: &str = "ai.onnx.ml";
 
 /// (domain, op type, translation). The default domain is "".
 const REGISTRY: &[(&str, &str, Translate)] = &[
-    ("", "Relu", activation::relu),
+    ("", "Relu", |c| activation::unary(c, Unary::Relu)),
     ("", "LeakyRelu", activation::leaky_relu),
     ("", "PRelu", activation::prelu),
-    ("", "Sigmoid", activation::sigmoid),
+    ("", "Sigmoid", |c| activation::unary(c, Unary::Sigmoid)),
     ("", "HardSigmoid", activation::hard_sigmoid),
-    ("", "Tanh", activation::tanh),
-    ("", "Softplus", activation::softplus),
+    ("", "Tanh", |c| activation::unary(c, Unary::Tanh)),
+    ("", "Softplus", |c| activation::unary(c, Unary::Softplus)),
     ("", "Elu", activation::elu),
     ("", "Selu", activation::selu),
-    ("", "Erf", activation::erf),
-    ("", "Abs", activation::abs),
-    ("", "Exp", activation::exp),
-    ("", "Log", activation::log),
-    ("", "Sqrt", activation::sqrt),
-    ("", "Neg", activation::neg),
+    ("", "Erf", |c| activation::unary(c, Unary::Erf)),
+    ("", "Abs", |c| activation::unary(c, Unary::Abs)),
+    ("", "Exp", |c| activation::unary(c, Unary::Exp)),
+    ("", "Log", |c| activation::unary(c, Unary::Log)),
+    ("", "Sqrt", |c| activation::unary(c, Unary::Sqrt)),
+    ("", "Neg", |c| activation::unary(c, Unary::Neg)),
     ("", "Clip", activation::clip),
     ("", "Pow", activation::pow),
-    ("", "Add", math::add),
-    ("", "Sub", math::sub),
-    ("", "Mul", math::mul),
-    ("", "Div", math::div),
+    ("", "Add", |c| math::binary(c, Binary::Add)),
+    ("", "Sub", |c| math::binary(c, Binary::Sub)),
+    ("", "Mul", |c| math::binary(c, Binary::Mul)),
+    ("", "Div", |c| math::binary(c, Binary::Div)),
     ("", "MatMul", math::matmul),
     ("", "Gemm", math::gemm),
     ("", "ReduceSum", math::reduce_sum),
