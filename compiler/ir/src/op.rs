@@ -758,11 +758,10 @@ fn conv_shape(c: &ConvAttrs, operands: &[&Type]) -> Result<Shape, String> {
     if c.group == 0 || x.len() < 3 || x[1] != w[1] * c.group || w[0] % c.group != 0 {
         return Err(format!("conv input {x:?}, weight {w:?} and group {} do not match", c.group));
     }
-    if let Some(b) = operands.get(2) {
-        if b.shape != [w[0]] {
+    if let Some(b) = operands.get(2)
+        && b.shape != [w[0]] {
             return Err(format!("conv bias {:?} must be [{}]", b.shape, w[0]));
         }
-    }
     let mut out = spatial_out(x, &w[2..], &c.strides, &c.pads, &c.dilations, false)?;
     out[1] = w[0];
     Ok(out)

@@ -50,7 +50,7 @@ pub(crate) fn import(graph: &pb::GraphProto, name: &str, opset: i64, dir: Option
     if !unsupported.is_empty() {
         return Err(OnnxError::Unsupported {
             nodes: unsupported,
-            supported: ops::supported_ops().into_iter().map(String::from).collect(),
+            supported: ops::supported_ops().into_iter().collect(),
         });
     }
     static EMPTY: std::sync::LazyLock<pb::NodeProto> = std::sync::LazyLock::new(pb::NodeProto::default);
@@ -211,11 +211,10 @@ impl<'a> Ctx<'a> {
 
     /// Elementwise arithmetic; integer constants (shape computations) fold with integer semantics.
     pub fn binary(&mut self, b: Binary, x: &Val, y: &Val) -> Result<Val, String> {
-        if let (Some(p), Some(q)) = (x.as_const(), y.as_const()) {
-            if p.dtype() == DType::I64 || q.dtype() == DType::I64 {
+        if let (Some(p), Some(q)) = (x.as_const(), y.as_const())
+            && (p.dtype() == DType::I64 || q.dtype() == DType::I64) {
                 return int_binary(b, p, q).map(Val::constant);
             }
-        }
         for v in [x, y] {
             if v.as_const().is_none() && self.ty(v).dtype != DType::F32 {
                 return Err(format!("arithmetic on a computed {} tensor is not supported", self.ty(v).dtype));

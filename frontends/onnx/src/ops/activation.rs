@@ -63,7 +63,7 @@ pub fn pow(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     if ev.iter().any(|&x| x != exponent) {
         return Err("the exponent must be one value (the same for every element)".into());
     }
-    let out = ctx.op(Op::Unary(Unary::Pow { exponent }), &[base.clone()])?;
+    let out = ctx.op(Op::Unary(Unary::Pow { exponent }), std::slice::from_ref(&base))?;
     // A broadcasting exponent tensor may raise the rank: reshape like numpy would.
     let shape = fhec_ir::broadcast_shapes(&ctx.shape(&base), e.shape()).ok_or("shapes do not broadcast")?;
     Ok(vec![ctx.reshape(&out, shape)?])

@@ -26,7 +26,7 @@ pub fn gemm(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
             return Err(format!("Gemm operands must be 2-D, got {:?}", ctx.shape(v)));
         }
         if t {
-            *v = ctx.op(Op::Transpose { perm: vec![1, 0] }, &[v.clone()])?;
+            *v = ctx.op(Op::Transpose { perm: vec![1, 0] }, std::slice::from_ref(v))?;
         }
     }
     if alpha != 1.0 {
@@ -42,8 +42,8 @@ pub fn gemm(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     if alpha != 1.0 && a.as_const().is_none() && b.as_const().is_none() {
         y = ctx.binary(Binary::Mul, &y, &Ctx::f32_const(vec![], vec![alpha]))?;
     }
-    if let Some(c) = ctx.opt_input(2)? {
-        if beta != 0.0 {
+    if let Some(c) = ctx.opt_input(2)?
+        && beta != 0.0 {
             let c = if beta != 1.0 { ctx.binary(Binary::Mul, &c, &Ctx::f32_const(vec![], vec![beta]))? } else { c };
             let out_shape = ctx.shape(&y);
             y = ctx.binary(Binary::Add, &y, &c)?;
@@ -51,7 +51,6 @@ pub fn gemm(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
                 return Err(format!("C of shape {:?} does not broadcast to the result {:?}", ctx.shape(&c), out_shape));
             }
         }
-    }
     Ok(vec![y])
 }
 

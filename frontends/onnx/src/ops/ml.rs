@@ -88,7 +88,7 @@ pub fn linear_classifier(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
                 ctx.op(Op::Concat { axis: 1 }, &[q, p])?
             }
             "NONE" | "SOFTMAX" => {
-                let n = ctx.op(Op::Unary(Unary::Neg), &[s.clone()])?;
+                let n = ctx.op(Op::Unary(Unary::Neg), std::slice::from_ref(&s))?;
                 let both = ctx.op(Op::Concat { axis: 1 }, &[n, s])?;
                 if transform == "SOFTMAX" { ctx.op(Op::Softmax { axis: 1 }, &[both])? } else { both }
             }
@@ -97,7 +97,7 @@ pub fn linear_classifier(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     } else {
         post_transform(ctx, s)?
     };
-    let label = ctx.op(Op::ArgMax { axis: 1, keepdims: false, select_last_index: false }, &[scores.clone()])?;
+    let label = ctx.op(Op::ArgMax { axis: 1, keepdims: false, select_last_index: false }, std::slice::from_ref(&scores))?;
     Ok(vec![label, scores])
 }
 
@@ -143,11 +143,11 @@ pub fn normalizer(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let sum = |ctx: &mut Ctx, v: Val| ctx.op(Op::Reduce { kind: fhec_ir::ReduceKind::Sum, axes: vec![1], keepdims: true }, &[v]);
     let norm = match ctx.attrs().string("norm", "MAX")?.as_str() {
         "L1" => {
-            let a = ctx.op(Op::Unary(Unary::Abs), &[x.clone()])?;
+            let a = ctx.op(Op::Unary(Unary::Abs), std::slice::from_ref(&x))?;
             sum(ctx, a)?
         }
         "L2" => {
-            let sq = ctx.op(Op::Unary(Unary::Pow { exponent: 2.0 }), &[x.clone()])?;
+            let sq = ctx.op(Op::Unary(Unary::Pow { exponent: 2.0 }), std::slice::from_ref(&x))?;
             let s = sum(ctx, sq)?;
             ctx.op(Op::Unary(Unary::Sqrt), &[s])?
         }

@@ -65,11 +65,10 @@ pub fn conv(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         return Err(format!("weight of shape {ws:?} is not a convolution kernel"));
     }
     let a = ctx.attrs();
-    if let Some(k) = a.ints("kernel_shape")? {
-        if to_usizes(&k, "kernel_shape")? != ws[2..] {
+    if let Some(k) = a.ints("kernel_shape")?
+        && to_usizes(&k, "kernel_shape")? != ws[2..] {
             return Err(format!("kernel_shape {k:?} does not match the weight's shape {ws:?}"));
         }
-    }
     let g = geometry(&a, &xs, &ws[2..], true)?;
     let group = usize::try_from(a.int("group", 1)?).map_err(|_| "group must be positive")?;
     let mut operands = vec![x, w];

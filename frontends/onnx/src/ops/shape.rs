@@ -11,11 +11,10 @@ pub fn identity(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 
 /// Dropout at inference is the identity; its mask output is not computed.
 pub fn dropout(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    if let Some(t) = ctx.const_input(2, "training_mode")? {
-        if t.to_i64_vec().first().is_some_and(|&v| v != 0) {
+    if let Some(t) = ctx.const_input(2, "training_mode")?
+        && t.to_i64_vec().first().is_some_and(|&v| v != 0) {
             return Err("training_mode=true is not supported; export the model in eval mode".into());
         }
-    }
     Ok(vec![ctx.input(0)?])
 }
 
@@ -54,7 +53,7 @@ pub fn reshape(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let total: usize = shape.iter().product();
     if let Some(i) = infer {
         let rest: usize = out.iter().product();
-        if rest == 0 || total % rest != 0 {
+        if rest == 0 || !total.is_multiple_of(rest) {
             return Err(format!("cannot reshape {shape:?} to {target:?}"));
         }
         out[i] = total / rest;
@@ -329,8 +328,11 @@ pub fn range(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     }
 }
 
+/// Two constant operands broadcast to a common shape, as f64.
+type Zipped = (Vec<usize>, Vec<f64>, Vec<f64>);
+
 /// Broadcasts two constant tensors elementwise (for the constant-only logic ops).
-fn const_zip(ctx: &Ctx, i: usize, j: usize) -> Result<(Vec<usize>, Vec<f64>, Vec<f64>), String> {
+fn const_zip(ctx: &Ctx, i: usize, j: usize) -> Result<Zipped, String> {
     let (a, b) = (ctx.const_input(i, "operand")?.ok_or("missing operand")?, ctx.const_input(j, "operand")?.ok_or("missing operand")?);
     let shape = fhec_ir::broadcast_shapes(a.shape(), b.shape()).ok_or("operands do not broadcast")?;
     let expand = |t: &Tensor| -> Vec<f64> {
