@@ -1,0 +1,229 @@
+//! Lowering of a float IR module to an FHE circuit.
+//!
+//! 1. `tail`: the final ops that only shape the answer (softmax, sigmoid, argmax...) move to the client.
+//! 2. `neurons`: the server part is scalarized: affine forms over wires, one table lookup per
+//!    univariate non-linearity, value ranges by interval analysis from the input box.
+//! 3. `scale`: scales, integer weights, tables and noise margins: the torus circuit.
+//!
+//! The input box comes from calibration samples (per element, with headroom); the client clamps inputs
+//! into it, so the interval analysis holds for every input and no accumulator can leave its table.
+
+mod neurons;
+mod scale;
+mod tail;
+
+pub use scale::{InputCode, Options, OutputCode};
+
+use fhec_ir::{IrError, Module, Op, Tensor, ValueId};
+use fhec_runtime::{Circuit, Noise, RuntimeError};
+use std::collections::HashSet;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LowerError {
+    #[error("{node}: not supported under FHE: {why}")]
+    Unsupported { node: String, why: String },
+    #[error("{0}")]
+    Model(String),
+    #[error("bootstrap feeding wire {wire} needs a noise margin of {margin} positions: too noisy; lower the weight bits")]
+    Noise { wire: usize, margin: f64 },
+    #[error(transparent)]
+    Ir(#[from] IrError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("client post-processing: {0}")]
+    Client(String),
+}
+
+/// A compiled model: the server's circuit and the client's encoding and post-processing.
+pub struct Compiled {
+    pub circuit: Circuit,
+    pub inputs: Vec<InputCode>,
+    pub outputs: Vec<OutputCode>,
+    module: Module,
+    client: HashSet<ValueId>,
+    frontier: Vec<ValueId>,
+}
+
+/// Headroom added on each side of the calibrated range of every input element.
+const HEADROOM: f64 = 0.1;
+
+/// Per-element input ranges from calibration samples (each shaped like the model input). A constant
+/// element gets the range of the whole tensor, so it can still vary at inference.
+fn input_box(samples: &[Tensor]) -> Result<Vec<(f64, f64)>, LowerError> {
+    let first = samples.first().ok_or_else(|| LowerError::Model("no calibration samples".into()))?;
+    let n = first.numel();
+    let (mut lo, mut hi) = (vec![f64::INFINITY; n], vec![f64::NEG_INFINITY; n]);
+    for s in samples {
+        for (i, v) in s.to_f32_vec().into_iter().enumerate() {
+            if !v.is_finite() {
+                return Err(LowerError::Model(format!("calibration sample has a non-finite value at element {i}")));
+            }
+            lo[i] = lo[i].min(f64::from(v));
+            hi[i] = hi[i].max(f64::from(v));
+        }
+    }
+    let (tlo, thi) = (lo.iter().copied().fold(f64::INFINITY, f64::min), hi.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    Ok((0..n)
+        .map(|i| {
+            let (l, h) = if hi[i] - lo[i] <= 1e-6 * (thi - tlo) { (tlo, thi) } else { (lo[i], hi[i]) };
+            let pad = HEADROOM * (h - l).max(1e-6);
+            (l - pad, h + pad)
+        })
+        .collect())
+}
+
+pub fn compile(module: &Module, calibration: &[Tensor], opts: &Options) -> Result<Compiled, LowerError> {
+    let client = tail::client_values(module)?;
+    let frontier = tail::frontier(module, &client);
+    let n = neurons::scalarize(module, &frontier, &input_box(calibration)?)?;
+    let i = scale::integerize(&n, opts)?;
+    Ok(Compiled { circuit: i.circuit, inputs: i.inputs, outputs: i.outputs, module: module.clone(), client, frontier })
+}
+
+impl Compiled {
+    /// Quantizes and encodes one input sample (shaped like the model input) for the circuit.
+    pub fn encode(&self, x: &Tensor) -> Vec<i64> {
+        x.to_f32_vec()
+            .iter()
+            .zip(&self.inputs)
+            .map(|(&v, c)| ((f64::from(v).clamp(c.lo, c.hi) - c.mid) * c.scale).round() as i64)
+            .collect()
+    }
+
+    /// Decodes the circuit's outputs and runs the client's post-processing: the model's outputs.
+    pub fn decode(&self, acc: &[i64]) -> Result<Vec<Tensor>, LowerError> {
+        let mut frontier_vals = std::collections::HashMap::new();
+        let mut k = 0;
+        for &f in &self.frontier {
+            let ty = &self.module.node(f).ty;
+            let vals: Vec<f32> = (0..ty.numel())
+                .map(|e| {
+                    let c = &self.outputs[k + e];
+                    (acc[k + e] as f64 / c.scale + c.mid) as f32
+                })
+                .collect();
+            k += ty.numel();
+            frontier_vals.insert(f, Tensor::from_f32(ty.shape.clone(), vals).expect("sized"));
+        }
+        for v in self.module.topo_order()? {
+            if !self.client.contains(&v) || frontier_vals.contains_key(&v) {
+                continue;
+            }
+            let operands: Vec<Tensor> = self
+                .module
+                .operands(v)
+                .into_iter()
+                .map(|o| match &self.module.node(o).op {
+                    Op::Const(t) => Ok(t.clone()),
+                    _ => frontier_vals.get(&o).cloned().ok_or_else(|| LowerError::Client(format!("value {} missing", o.index()))),
+                })
+                .collect::<Result<_, _>>()?;
+            let refs: Vec<&Tensor> = operands.iter().collect();
+            let node = self.module.node(v);
+            let out = fhec_interp::eval_op(&node.op, &refs, &node.ty).map_err(LowerError::Client)?;
+            frontier_vals.insert(v, out);
+        }
+        self.module
+            .outputs()
+            .iter()
+            .map(|(name, v)| frontier_vals.get(v).cloned().ok_or_else(|| LowerError::Client(format!("output {name} not computed"))))
+            .collect()
+    }
+
+    /// Encode, run the circuit in the clear (with the stated noise, or none), decode.
+    pub fn simulate(&self, x: &Tensor, noise: Noise<'_>) -> Result<Vec<Tensor>, LowerError> {
+        let acc = fhec_runtime::simulate(&self.circuit, &self.encode(x), noise)?;
+        self.decode(&acc)
+    }
+
+    pub fn pbs_count(&self) -> usize {
+        self.circuit.pbs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic inputs in [-2, 2) shaped like the module's input.
+    fn inputs(m: &Module, n: usize) -> Vec<Tensor> {
+        let shape = m.node(m.inputs()[0]).ty.shape.clone();
+        let len = fhec_ir::numel(&shape);
+        let mut state = 12345u64;
+        (0..n)
+            .map(|_| {
+                let v = (0..len)
+                    .map(|_| {
+                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+                    })
+                    .collect();
+                Tensor::from_f32(shape.clone(), v).unwrap()
+            })
+            .collect()
+    }
+
+    /// Compiles `ir`, checks its bootstrap count and that the noise-free simulation stays within
+    /// `tolerance` (relative to the output's scale) of the float reference on 64 inputs.
+    fn check(ir: &str, pbs: usize, tolerance: f32) {
+        let m: Module = ir.parse().unwrap();
+        m.verify().unwrap();
+        let xs = inputs(&m, 64);
+        let c = compile(&m, &xs, &Options::default()).unwrap();
+        assert_eq!(c.pbs_count(), pbs, "bootstrap count");
+        let (mut worst, mut scale, mut at) = (0f32, 1e-6f32, String::new());
+        for x in &xs {
+            let want = fhec_interp::run(&m, std::slice::from_ref(x)).unwrap();
+            let got = c.simulate(x, Noise::None).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                for (g, w) in g.to_f32_vec().iter().zip(w.to_f32_vec()) {
+                    if (g - w).abs() > worst {
+                        worst = (g - w).abs();
+                        at = format!("input {:?}: {g} instead of {w}", x.to_f32_vec());
+                    }
+                    scale = scale.max(w.abs());
+                }
+            }
+        }
+        assert!(worst <= tolerance * scale, "max error {:e} of the output scale at {at}", worst / scale);
+    }
+
+    #[test]
+    fn max_of_two_is_one_table() {
+        check(
+            "module \"m\"\n%0 = input \"x\" : enc<f32>[1,1,1,2]\n%1 = maxpool{kernel=[1,2], strides=[1,1], pads=[0,0,0,0], dilations=[1,1], ceil_mode=false} %0 : enc<f32>[1,1,1,1]\n%2 = const #0 : clear<f32>[1]\n%3 = mul %1, %2 : enc<f32>[1,1,1,1]\noutput \"y\" = %3\ndata #0 = [2.0]\n",
+            1,
+            0.01,
+        );
+    }
+
+    /// Three tables for the max, and a twin for each of the two that both later tables and the output read.
+    #[test]
+    fn max_pool_2x2_takes_three_tables() {
+        check(
+            "module \"m\"\n%0 = input \"x\" : enc<f32>[1,1,2,2]\n%1 = maxpool{kernel=[2,2], strides=[2,2], pads=[0,0,0,0], dilations=[1,1], ceil_mode=false} %0 : enc<f32>[1,1,1,1]\n%2 = const #0 : clear<f32>[1]\n%3 = mul %1, %2 : enc<f32>[1,1,1,1]\noutput \"y\" = %3\ndata #0 = [2.0]\n",
+            5,
+            0.01,
+        );
+    }
+
+    /// The relu commutes with the max: 3 tables per window, then one relu per pooled value.
+    #[test]
+    fn max_pool_of_a_layer_then_linear() {
+        check(
+            "module \"m\"\n%0 = input \"x\" : enc<f32>[1,1,2,4]\n%1 = relu %0 : enc<f32>[1,1,2,4]\n%2 = maxpool{kernel=[2,2], strides=[2,2], pads=[0,0,0,0], dilations=[1,1], ceil_mode=false} %1 : enc<f32>[1,1,1,2]\n%3 = reshape{shape=[1,2]} %2 : enc<f32>[1,2]\n%4 = const #0 : clear<f32>[2,1]\n%5 = matmul %3, %4 : enc<f32>[1,1]\n%6 = relu %5 : enc<f32>[1,1]\noutput \"y\" = %6\ndata #0 = [1.5, -0.5]\n",
+            8,
+            0.01,
+        );
+    }
+
+    #[test]
+    fn hidden_relu_layer() {
+        check(
+            "module \"m\"\n%0 = input \"x\" : enc<f32>[1,3]\n%1 = const #0 : clear<f32>[3,2]\n%2 = matmul %0, %1 : enc<f32>[1,2]\n%3 = relu %2 : enc<f32>[1,2]\n%4 = const #1 : clear<f32>[2,1]\n%5 = matmul %3, %4 : enc<f32>[1,1]\noutput \"y\" = %5\ndata #0 = [0.5, -1.0, 0.25, 2.0, -0.75, 0.1]\ndata #1 = [1.5, -0.5]\n",
+            2,
+            0.01,
+        );
+    }
+}

@@ -1,0 +1,508 @@
+//! Scalarization: the server part of a module becomes a graph of neurons. Every tensor element is an
+//! affine form (real coefficients) over wires; every univariate non-linearity makes a new wire (a table
+//! lookup); linear ops and data movement only transform forms. Max pooling uses
+//! `max(a, b) = a + relu(b - a)`. Value ranges are propagated by interval analysis as wires are made.
+
+use crate::LowerError;
+use fhec_ir::{Binary, Module, Op, ReduceKind, Tensor, Type, Unary, ValueId};
+use std::collections::HashMap;
+
+/// `bias + sum(coef * wire)` over real values, with a bound `[lo, hi]` on its value.
+///
+/// The bound is structural: it follows how the form was built (a max lies within its operands'
+/// ranges), which is much tighter than summing each wire's range after a max-pool has expanded a
+/// value into several wires. `range` intersects it with that flat bound.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Form {
+    pub terms: Vec<(u32, f64)>,
+    pub bias: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Form {
+    fn constant(v: f64) -> Form {
+        Form { terms: vec![], bias: v, lo: v, hi: v }
+    }
+
+    fn wire(w: u32, wire: &Wire) -> Form {
+        Form { terms: vec![(w, 1.0)], bias: 0.0, lo: wire.lo, hi: wire.hi }
+    }
+
+    fn scaled(&self, k: f64) -> Form {
+        let (a, b) = (self.lo * k, self.hi * k);
+        Form { terms: self.terms.iter().map(|&(w, c)| (w, c * k)).collect(), bias: self.bias * k, lo: a.min(b), hi: a.max(b) }
+    }
+
+    /// `sum(k_i * f_i)`, merging terms on the same wire.
+    fn combine(parts: &[(f64, &Form)]) -> Form {
+        let mut acc: HashMap<u32, f64> = HashMap::new();
+        let mut bias = 0.0;
+        let mut order = Vec::new();
+        let (mut lo, mut hi) = (0.0, 0.0);
+        for (k, f) in parts {
+            let (a, b) = (k * f.lo, k * f.hi);
+            lo += a.min(b);
+            hi += a.max(b);
+            bias += k * f.bias;
+            for &(w, c) in &f.terms {
+                let e = acc.entry(w).or_insert_with(|| {
+                    order.push(w);
+                    0.0
+                });
+                *e += k * c;
+            }
+        }
+        order.sort_unstable();
+        Form { terms: order.into_iter().map(|w| (w, acc[&w])).filter(|&(_, c)| c != 0.0).collect(), bias, lo, hi }
+    }
+
+    /// The bound on the form's value: its structural bound intersected with the sum of its wires' ranges.
+    pub fn range(&self, wires: &[Wire]) -> (f64, f64) {
+        let (flo, fhi) = self.terms.iter().fold((self.bias, self.bias), |(lo, hi), &(w, c)| {
+            let (a, b) = (c * wires[w as usize].lo, c * wires[w as usize].hi);
+            (lo + a.min(b), hi + a.max(b))
+        });
+        let (lo, hi) = (flo.max(self.lo), fhi.min(self.hi));
+        if lo <= hi { (lo, hi) } else { (flo, fhi) }
+    }
+}
+
+/// A univariate function applied by a table: the IR's `Unary`, or `max(x, 0)` for max pooling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lookup {
+    pub f: Unary,
+    pub input: Form,
+    /// The input's range (interval analysis); the table saturates outside it.
+    pub lo: f64,
+    pub hi: f64,
+    /// Subtracted from the table (and added back in the consumers' forms) so that a noisy input
+    /// crossing the table's edge reads about `-f(other edge) + 2c` instead of `-f`: see the backend notes.
+    pub center: f64,
+}
+
+impl Lookup {
+    /// The tabulated function: f clamped to the input range, minus the center.
+    pub fn eval(&self, z: f64) -> f64 {
+        f64::from(self.f.apply(z.clamp(self.lo, self.hi) as f32)) - self.center
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wire {
+    /// `None` for an input wire (the client encodes input element `index`).
+    pub lookup: Option<Lookup>,
+    pub lo: f64,
+    pub hi: f64,
+    /// Wires of one class share one scale: the outputs of one layer, so that sums over them (pooling,
+    /// a max computed as `a + relu(b - a)`) keep exact proportions after integer rounding.
+    pub class: usize,
+}
+
+/// The scalarized server computation.
+#[derive(Debug)]
+pub struct Neurons {
+    pub wires: Vec<Wire>,
+    pub n_inputs: usize,
+    /// One form per element of each frontier value, in frontier order.
+    pub outputs: Vec<Vec<Form>>,
+}
+
+enum V {
+    Const(Tensor),
+    Enc(Vec<Form>),
+    /// A monotone function not applied yet: only max pools read it, and `maxpool(f(x)) = f(maxpool(x))`
+    /// needs one table per pooled value instead of one per input.
+    Pending(Unary, Vec<Form>, usize),
+}
+
+/// Non-decreasing functions: they commute with max.
+fn monotone(u: &Unary) -> bool {
+    match *u {
+        Unary::Relu | Unary::Sigmoid | Unary::Tanh | Unary::Softplus | Unary::Erf | Unary::Exp | Unary::Clip { .. } => true,
+        Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::HardSigmoid { alpha, .. } => alpha >= 0.0,
+        _ => false,
+    }
+}
+
+struct Builder {
+    wires: Vec<Wire>,
+}
+
+impl Builder {
+    fn lookup(&mut self, f: Unary, input: Form, class: usize) -> Form {
+        if input.terms.is_empty() {
+            return Form::constant(f64::from(f.apply(input.bias as f32)));
+        }
+        let (lo, hi) = input.range(&self.wires);
+        let mut l = Lookup { f, input, lo, hi, center: 0.0 };
+        l.center = (l.eval(lo) + l.eval(hi)) / 2.0;
+        // The output range: the function over a dense grid of its input range.
+        let (mut olo, mut ohi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for i in 0..=4096 {
+            let v = l.eval(lo + (hi - lo) * i as f64 / 4096.0);
+            olo = olo.min(v);
+            ohi = ohi.max(v);
+        }
+        let center = l.center;
+        self.wires.push(Wire { lookup: Some(l), lo: olo, hi: ohi, class });
+        let w = self.wires.len() - 1;
+        let mut out = Form::wire(w as u32, &self.wires[w]);
+        out.bias = center;
+        out.lo += center;
+        out.hi += center;
+        out
+    }
+}
+
+fn unsupported(m: &Module, v: ValueId, why: &str) -> LowerError {
+    LowerError::Unsupported { node: m.node(v).describe(), why: why.into() }
+}
+
+/// Flat index maps for data movement: runs the op on a tensor of (index + 1), 0 marking padding.
+fn index_map(op: &Op, shapes: &[&[usize]], ty: &Type) -> Result<Vec<i64>, String> {
+    let mut offset = 1i64;
+    let mut tensors = Vec::new();
+    for s in shapes {
+        let n = fhec_ir::numel(s) as i64;
+        tensors.push(Tensor::from_i64(s.to_vec(), (offset..offset + n).collect()).expect("sized"));
+        offset += n;
+    }
+    let op = match op {
+        Op::Pad { pads, mode, .. } => Op::Pad { pads: pads.clone(), mode: *mode, value: 0.0 },
+        other => other.clone(),
+    };
+    let refs: Vec<&Tensor> = tensors.iter().collect();
+    let ty = Type { dtype: fhec_ir::DType::I64, ..ty.clone() };
+    Ok(fhec_interp::eval_op(&op, &refs, &ty)?.to_i64_vec())
+}
+
+/// For each element of `out`, the flat index of the element of `input` that broadcasting reads.
+fn broadcast_index(out: &[usize], input: &[usize]) -> Vec<usize> {
+    let n = fhec_ir::numel(out);
+    let lead = out.len() - input.len();
+    let mut idx = vec![0usize; out.len()];
+    let mut res = Vec::with_capacity(n);
+    for _ in 0..n {
+        res.push(input.iter().enumerate().fold(0, |f, (k, &d)| f * d + if d == 1 { 0 } else { idx[lead + k] }));
+        for k in (0..out.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < out[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    res
+}
+
+/// Scalarizes the module's server part. `input_box[i]` bounds input element `i`.
+pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> Result<Neurons, LowerError> {
+    let inputs = m.inputs();
+    let [input] = inputs.as_slice() else {
+        return Err(LowerError::Model(format!("the model has {} inputs; FHE compilation supports one", inputs.len())));
+    };
+    let n_inputs = m.node(*input).ty.numel();
+    // Each input element is its own class; a layer's class is `n_inputs + node index`.
+    let mut b = Builder { wires: input_box.iter().enumerate().map(|(i, &(lo, hi))| Wire { lookup: None, lo, hi, class: i }).collect() };
+    let mut vals: HashMap<ValueId, V> = HashMap::new();
+    let needed = needed(m, frontier);
+    for v in m.topo_order()? {
+        if !needed.contains(&v) {
+            continue;
+        }
+        let node = m.node(v);
+        let ops = m.operands(v);
+        let shape = &node.ty.shape;
+        let n = node.ty.numel();
+        let class = n_inputs + v.index();
+        let val = match &node.op {
+            Op::Input { .. } => V::Enc((0..n_inputs).map(|i| Form::wire(i as u32, &b.wires[i])).collect()),
+            Op::Const(t) => V::Const(t.clone()),
+            op => {
+                // A pending function is applied now unless this is a max pool, which commutes with it.
+                for o in &ops {
+                    if let Some(V::Pending(..)) = vals.get(o) {
+                        if !matches!(op, Op::MaxPool(_)) {
+                            let Some(V::Pending(u, fs, c)) = vals.remove(o) else { unreachable!() };
+                            vals.insert(*o, V::Enc(fs.into_iter().map(|f| b.lookup(u.clone(), f, c)).collect()));
+                        }
+                    }
+                }
+                let x: Vec<&V> = ops.iter().map(|o| &vals[o]).collect();
+                let shapes: Vec<&[usize]> = ops.iter().map(|o| m.node(*o).ty.shape.as_slice()).collect();
+                let forms = |i: usize| -> Vec<Form> {
+                    match x[i] {
+                        V::Enc(f) | V::Pending(_, f, _) => f.clone(),
+                        V::Const(t) => t.to_f32_vec().into_iter().map(|c| Form::constant(f64::from(c))).collect(),
+                    }
+                };
+                match op {
+                    Op::Unary(u) if monotone(u) && !m.users(v).is_empty() && m.users(v).iter().all(|w| matches!(m.node(*w).op, Op::MaxPool(_))) && !frontier.contains(&v) => {
+                        V::Pending(u.clone(), forms(0), class)
+                    }
+                    Op::Unary(u) => V::Enc(forms(0).into_iter().map(|f| b.lookup(u.clone(), f, class)).collect()),
+                    Op::Binary(kind) => {
+                        let (ia, ib) = (broadcast_index(shape, shapes[0]), broadcast_index(shape, shapes[1]));
+                        let (fa, fb) = (forms(0), forms(1));
+                        let both_enc = matches!((x[0], x[1]), (V::Enc(_), V::Enc(_)));
+                        let konst = |i: usize, k: usize| match x[i] {
+                            V::Const(t) => Some(f64::from(t.to_f32_vec()[k])),
+                            V::Enc(_) | V::Pending(..) => None,
+                        };
+                        let mut out = Vec::with_capacity(n);
+                        for e in 0..n {
+                            let (a, c) = (&fa[ia[e]], &fb[ib[e]]);
+                            out.push(match kind {
+                                Binary::Add => Form::combine(&[(1.0, a), (1.0, c)]),
+                                Binary::Sub => Form::combine(&[(1.0, a), (-1.0, c)]),
+                                Binary::Mul if !both_enc => match konst(1, ib[e]) {
+                                    Some(k) => a.scaled(k),
+                                    None => c.scaled(konst(0, ia[e]).expect("one side is constant")),
+                                },
+                                Binary::Div if konst(1, ib[e]).is_some() => a.scaled(1.0 / konst(1, ib[e]).expect("checked")),
+                                Binary::PRelu if konst(1, ib[e]).is_some() => {
+                                    b.lookup(Unary::LeakyRelu { alpha: konst(1, ib[e]).expect("checked") as f32 }, a.clone(), class)
+                                }
+                                _ => {
+                                    return Err(unsupported(m, v, "a product, quotient or PReLU slope of two encrypted values needs a bivariate table (not supported yet)"));
+                                }
+                            });
+                        }
+                        V::Enc(out)
+                    }
+                    Op::MatMul => V::Enc(matmul(m, v, &x, &shapes, shape)?),
+                    Op::Conv(c) => V::Enc(conv(m, v, c, &x, &shapes, shape)?),
+                    Op::AvgPool(p) | Op::MaxPool(p) => {
+                        let max = matches!(op, Op::MaxPool(_));
+                        let pending = match x[0] {
+                            V::Pending(u, _, c) => Some((u.clone(), *c)),
+                            _ => None,
+                        };
+                        let pooled = pool(&mut b, p, &forms(0), shapes[0], shape, max, class).map_err(|e| unsupported(m, v, &e))?;
+                        match pending {
+                            Some((u, c)) => V::Enc(pooled.into_iter().map(|f| b.lookup(u.clone(), f, c)).collect()),
+                            None => V::Enc(pooled),
+                        }
+                    }
+                    Op::Reduce { kind, axes, keepdims: _ } => {
+                        let f = forms(0);
+                        let map = reduce_map(shapes[0], axes);
+                        let count = (f.len() / n.max(1)) as f64;
+                        let scale = if *kind == ReduceKind::Mean { 1.0 / count } else { 1.0 };
+                        let mut groups: Vec<Vec<(f64, &Form)>> = vec![Vec::new(); n];
+                        for (i, g) in map.iter().enumerate() {
+                            groups[*g].push((scale, &f[i]));
+                        }
+                        V::Enc(groups.iter().map(|g| Form::combine(g)).collect())
+                    }
+                    Op::Reshape { .. } => V::Enc(forms(0)),
+                    Op::Transpose { .. } | Op::Concat { .. } | Op::Slice { .. } | Op::Gather { .. } | Op::Pad { .. } => {
+                        let all: Vec<Form> = (0..x.len()).flat_map(forms).collect();
+                        let pad = match op {
+                            Op::Pad { value, .. } => f64::from(*value),
+                            _ => 0.0,
+                        };
+                        let map = index_map(op, &shapes, &node.ty).map_err(|e| unsupported(m, v, &e))?;
+                        V::Enc(map.iter().map(|&i| if i == 0 { Form::constant(pad) } else { all[i as usize - 1].clone() }).collect())
+                    }
+                    Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::ArgMax { .. } => {
+                        return Err(unsupported(m, v, "softmax, log-softmax and argmax run only as the model's final ops (on the client)"));
+                    }
+                    Op::Input { .. } | Op::Const(_) => unreachable!("handled above"),
+                }
+            }
+        };
+        vals.insert(v, val);
+    }
+    let mut outputs = Vec::new();
+    for f in frontier {
+        outputs.push(match &vals[f] {
+            V::Enc(forms) | V::Pending(_, forms, _) => forms.clone(),
+            V::Const(t) => t.to_f32_vec().into_iter().map(|c| Form::constant(f64::from(c))).collect(),
+        });
+    }
+    Ok(Neurons { wires: b.wires, n_inputs, outputs })
+}
+
+/// The values the frontier depends on.
+fn needed(m: &Module, frontier: &[ValueId]) -> std::collections::HashSet<ValueId> {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack: Vec<ValueId> = frontier.to_vec();
+    while let Some(v) = stack.pop() {
+        if seen.insert(v) {
+            stack.extend(m.operands(v));
+        }
+    }
+    seen
+}
+
+/// For each input element, the output element of a reduction over `axes`.
+fn reduce_map(shape: &[usize], axes: &[usize]) -> Vec<usize> {
+    let n = fhec_ir::numel(shape);
+    let mut idx = vec![0usize; shape.len()];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(shape.iter().enumerate().fold(0, |f, (k, &d)| if axes.contains(&k) { f } else { f * d + idx[k] }));
+        for k in (0..shape.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    out
+}
+
+fn matmul(m: &Module, v: ValueId, x: &[&V], shapes: &[&[usize]], out: &[usize]) -> Result<Vec<Form>, LowerError> {
+    let (a, w, transpose) = match (x[0], x[1]) {
+        (V::Enc(a), V::Const(w)) if w.shape().len() <= 2 => (a, w, false),
+        (V::Const(w), V::Enc(a)) if w.shape().len() == 2 && shapes[1].len() == 2 => (a, w, true),
+        _ => return Err(unsupported(m, v, "matmul needs one constant 2-D operand (a product of encrypted values is not supported)")),
+    };
+    let wv = w.to_f32_vec();
+    let ws = w.shape();
+    let mut res = Vec::with_capacity(fhec_ir::numel(out));
+    if !transpose {
+        // a: [..., M, K] (or [K]), w: [K, N] (or [K]).
+        let k = ws[0];
+        let nn = if ws.len() == 2 { ws[1] } else { 1 };
+        let rows = a.len() / k;
+        for r in 0..rows {
+            for j in 0..nn {
+                let parts: Vec<(f64, &Form)> = (0..k).map(|i| (f64::from(wv[i * nn + j]), &a[r * k + i])).collect();
+                res.push(Form::combine(&parts));
+            }
+        }
+    } else {
+        // w: [M, K], a: [K, N].
+        let (mm, k) = (ws[0], ws[1]);
+        let nn = shapes[1][1];
+        for r in 0..mm {
+            for j in 0..nn {
+                let parts: Vec<(f64, &Form)> = (0..k).map(|i| (f64::from(wv[r * k + i]), &a[i * nn + j])).collect();
+                res.push(Form::combine(&parts));
+            }
+        }
+    }
+    Ok(res)
+}
+
+fn conv(m: &Module, v: ValueId, c: &fhec_ir::ConvAttrs, x: &[&V], shapes: &[&[usize]], out: &[usize]) -> Result<Vec<Form>, LowerError> {
+    let (V::Enc(xf), V::Const(w)) = (x[0], x[1]) else {
+        return Err(unsupported(m, v, "convolution weights must be constant"));
+    };
+    let bias: Option<Vec<f32>> = match x.get(2) {
+        Some(V::Const(b)) => Some(b.to_f32_vec()),
+        None => None,
+        Some(V::Enc(_) | V::Pending(..)) => return Err(unsupported(m, v, "convolution bias must be constant")),
+    };
+    // Lift 1-D to 2-D (height 1).
+    let xs = shapes[0];
+    let (ch, ih, iw) = if xs.len() == 3 { (xs[1], 1, xs[2]) } else { (xs[1], xs[2], xs[3]) };
+    let (oh, ow) = if out.len() == 3 { (1, out[2]) } else { (out[2], out[3]) };
+    let ws = w.shape();
+    let (kh, kw) = if ws.len() == 3 { (1, ws[2]) } else { (ws[2], ws[3]) };
+    let two = xs.len() == 4;
+    let (sh, sw) = if two { (c.strides[0], c.strides[1]) } else { (1, c.strides[0]) };
+    let (dh, dw) = if two { (c.dilations[0], c.dilations[1]) } else { (1, c.dilations[0]) };
+    let (pt, pl) = if two { (c.pads[0], c.pads[1]) } else { (0, c.pads[0]) };
+    let wv = w.to_f32_vec();
+    let (mtot, cg) = (ws[0], ws[1]);
+    let per_group = mtot / c.group;
+    let mut res = Vec::with_capacity(fhec_ir::numel(out));
+    for mo in 0..mtot {
+        let g = mo / per_group;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut parts = Vec::new();
+                for ci in 0..cg {
+                    let chn = g * cg + ci;
+                    for ky in 0..kh {
+                        let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                        if iy < 0 || iy >= ih as isize {
+                            continue;
+                        }
+                        for kx in 0..kw {
+                            let ix = (ox * sw + kx * dw) as isize - pl as isize;
+                            if ix < 0 || ix >= iw as isize {
+                                continue;
+                            }
+                            let wt = f64::from(wv[((mo * cg + ci) * kh + ky) * kw + kx]);
+                            parts.push((wt, &xf[(chn * ih + iy as usize) * iw + ix as usize]));
+                        }
+                    }
+                }
+                let mut f = Form::combine(&parts);
+                f.bias += bias.as_ref().map_or(0.0, |b| f64::from(b[mo]));
+                res.push(f);
+            }
+        }
+    }
+    let _ = ch;
+    Ok(res)
+}
+
+fn pool(
+    b: &mut Builder,
+    p: &fhec_ir::PoolAttrs,
+    x: &[Form],
+    xs: &[usize],
+    out: &[usize],
+    max: bool,
+    class: usize,
+) -> Result<Vec<Form>, String> {
+    // A max's tables join the class of the pooled wires when the input is one layer's outputs.
+    let classes: std::collections::HashSet<usize> =
+        x.iter().flat_map(|f| f.terms.iter().map(|&(w, _)| b.wires[w as usize].class)).collect();
+    let class = if classes.len() == 1 { *classes.iter().next().expect("one") } else { class };
+    if xs[0] != 1 {
+        return Err("pooling needs batch size 1".into());
+    }
+    let two = xs.len() == 4;
+    let (ch, ih, iw) = if two { (xs[1], xs[2], xs[3]) } else { (xs[1], 1, xs[2]) };
+    let (oh, ow) = if two { (out[2], out[3]) } else { (1, out[2]) };
+    let (kh, kw) = if two { (p.kernel[0], p.kernel[1]) } else { (1, p.kernel[0]) };
+    let (sh, sw) = if two { (p.strides[0], p.strides[1]) } else { (1, p.strides[0]) };
+    let (dh, dw) = if two { (p.dilations[0], p.dilations[1]) } else { (1, p.dilations[0]) };
+    let (pt, pl) = if two { (p.pads[0], p.pads[1]) } else { (0, p.pads[0]) };
+    let (pb, pr) = if two { (p.pads[2], p.pads[3]) } else { (0, p.pads[1]) };
+    let mut res = Vec::with_capacity(ch * oh * ow);
+    for c in 0..ch {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut window = Vec::new();
+                let mut padded = 0usize;
+                for ky in 0..kh {
+                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                    for kx in 0..kw {
+                        let ix = (ox * sw + kx * dw) as isize - pl as isize;
+                        if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
+                            padded += usize::from(iy < (ih + pb) as isize && ix < (iw + pr) as isize);
+                            continue;
+                        }
+                        window.push(&x[(c * ih + iy as usize) * iw + ix as usize]);
+                    }
+                }
+                res.push(if max {
+                    let mut acc = window[0].clone();
+                    for f in &window[1..] {
+                        let d = Form::combine(&[(1.0, f), (-1.0, &acc)]);
+                        let r = b.lookup(Unary::Relu, d, class);
+                        let (lo, hi) = (acc.lo.max(f.lo), acc.hi.max(f.hi));
+                        acc = Form::combine(&[(1.0, &acc), (1.0, &r)]);
+                        acc.lo = acc.lo.max(lo);
+                        acc.hi = acc.hi.min(hi);
+                    }
+                    acc
+                } else {
+                    let count = if p.count_include_pad { window.len() + padded } else { window.len() };
+                    let parts: Vec<(f64, &Form)> = window.iter().map(|f| (1.0 / count as f64, *f)).collect();
+                    Form::combine(&parts)
+                });
+            }
+        }
+    }
+    Ok(res)
+}

@@ -1,0 +1,235 @@
+//! Integerization: from real-valued neurons to the torus circuit.
+//!
+//! Each bootstrap `k` reads `acc = T_k (z - mid_k)` where `z` is its real input and `T_k` (torus units
+//! per unit of `z`) spreads the input's interval over the usable positions minus a noise margin. Each
+//! wire `j` carries `S_j * y_j`; `S_j` is chosen so that the largest integer weight on it,
+//! `round(c_kj T_k / S_j)`, is `weight_max` (bootstrap outputs) or `INPUT_WEIGHT_MAX` (fresh inputs,
+//! whose noise is negligible). Tables hold `round(S_k f(z_p))` at the centre of each position `p`.
+//!
+//! Noise model (2_2 parameters, measured, see the backend notes): the noise at a bootstrap input has
+//! standard deviation `sqrt(4.81^2 + (0.14 |w|)^2)` positions, `|w|` the 2-norm of the weights on
+//! bootstrap outputs. The margin keeps `failure_sigmas` standard deviations inside the table.
+
+use crate::neurons::{Form, Neurons};
+use crate::LowerError;
+use fhec_runtime::{Affine, Circuit, POSITION_SHIFT, POSITIONS, Pbs, Table};
+use serde::{Deserialize, Serialize};
+
+pub const FRESH_NOISE_POSITIONS: f64 = 4.81;
+pub const PBS_NOISE_PER_WEIGHT: f64 = 0.14;
+const INPUT_WEIGHT_MAX: f64 = 4096.0;
+const HALF: f64 = (POSITIONS / 2) as f64;
+const POSITION: f64 = (1u64 << POSITION_SHIFT) as f64;
+/// Outputs use this much of the torus: decryption has no table to fit.
+const OUTPUT_RANGE: f64 = (1u64 << 60) as f64;
+
+/// How the client encodes input element `i`: `round((clamp(x, lo, hi) - mid) * scale)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputCode {
+    pub lo: f64,
+    pub hi: f64,
+    pub mid: f64,
+    pub scale: f64,
+}
+
+/// How the client decodes output element `i`: `acc / scale + mid`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputCode {
+    pub mid: f64,
+    pub scale: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Bits of the integer weights applied to bootstrap outputs (sign included).
+    pub weight_bits: u32,
+    /// Standard deviations of noise kept inside every table (7.15 for a 2^-40 failure rate per bootstrap).
+    pub failure_sigmas: f64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { weight_bits: 6, failure_sigmas: 7.15 }
+    }
+}
+
+pub struct Integerized {
+    pub circuit: Circuit,
+    pub inputs: Vec<InputCode>,
+    pub outputs: Vec<OutputCode>,
+}
+
+/// A real number as a torus element: reduced modulo 2^64 (a bias may exceed 2^63 on its own while the
+/// whole accumulator, where other terms cancel it, stays in range).
+fn wrap(x: f64) -> i64 {
+    const TORUS: f64 = 18_446_744_073_709_551_616.0;
+    x.round().rem_euclid(TORUS) as u64 as i64
+}
+
+fn centered(lo: f64, hi: f64) -> (f64, f64) {
+    let mid = (lo + hi) / 2.0;
+    (mid, ((hi - lo) / 2.0).max(1e-9 * mid.abs().max(1.0)))
+}
+
+/// A table read both by other tables and by outputs gets a twin that only the outputs read: one scale
+/// cannot serve both (tables need small weights to bound noise, outputs need large ones for precision).
+fn split_mixed_consumers(n: &Neurons) -> Neurons {
+    let mut feeds_table = vec![false; n.wires.len()];
+    for w in &n.wires {
+        if let Some(l) = &w.lookup {
+            for &(j, _) in &l.input.terms {
+                feeds_table[j as usize] = true;
+            }
+        }
+    }
+    let mut wires = n.wires.clone();
+    let mut twin = std::collections::HashMap::new();
+    let mut outputs = n.outputs.clone();
+    let classes = wires.iter().map(|w| w.class).max().map_or(0, |c| c + 1);
+    for f in outputs.iter_mut().flatten() {
+        for (j, _) in f.terms.iter_mut() {
+            let k = *j as usize;
+            if k >= n.n_inputs && feeds_table[k] {
+                let t = *twin.entry(k).or_insert_with(|| {
+                    let mut w = n.wires[k].clone();
+                    w.class = classes + n.wires[k].class;
+                    wires.push(w);
+                    wires.len() - 1
+                });
+                *j = t as u32;
+            }
+        }
+    }
+    Neurons { wires, n_inputs: n.n_inputs, outputs }
+}
+
+pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError> {
+    let n = &split_mixed_consumers(n);
+    let ni = n.n_inputs;
+    let nw = n.wires.len();
+    let weight_max = f64::from((1u32 << (opts.weight_bits - 1)) - 1);
+    let pbs: Vec<usize> = (ni..nw).collect();
+    let mut margin = vec![64.0f64; nw];
+    let (mut t, mut mid, mut s) = (vec![0.0; nw], vec![0.0; nw], vec![1.0; nw]);
+    for _round in 0..4 {
+        for &k in &pbs {
+            let l = n.wires[k].lookup.as_ref().expect("wires past the inputs are lookups");
+            let (m, half) = centered(l.lo, l.hi);
+            if margin[k] >= HALF / 2.0 {
+                return Err(LowerError::Noise { wire: k, margin: margin[k] });
+            }
+            mid[k] = m;
+            t[k] = (HALF - margin[k]) * POSITION / half;
+        }
+        // Wire scales: from the bootstrap consumers (whose weights add noise before a table), else from
+        // the outputs (decrypted directly, where large weights only add precision).
+        let mut need = vec![0.0f64; nw];
+        let mut need_out = vec![0.0f64; nw];
+        for &k in &pbs {
+            for &(j, c) in &n.wires[k].lookup.as_ref().expect("lookup").input.terms {
+                need[j as usize] = need[j as usize].max(c.abs() * t[k]);
+            }
+        }
+        for f in n.outputs.iter().flatten() {
+            let (lo, hi) = f.range(&n.wires);
+            let scale = OUTPUT_RANGE / centered(lo, hi).1;
+            for &(j, c) in &f.terms {
+                need_out[j as usize] = need_out[j as usize].max(c.abs() * scale);
+            }
+        }
+        // One scale per class: the largest need of its members.
+        let classes = n.wires.iter().map(|w| w.class).max().map_or(0, |c| c + 1);
+        let (mut class_need, mut class_out) = (vec![0.0f64; classes], vec![0.0f64; classes]);
+        for j in 0..nw {
+            let c = n.wires[j].class;
+            class_need[c] = class_need[c].max(need[j]);
+            class_out[c] = class_out[c].max(need_out[j]);
+        }
+        for j in 0..nw {
+            let c = n.wires[j].class;
+            let cap = if j < ni { INPUT_WEIGHT_MAX } else { weight_max };
+            s[j] = if class_need[c] > 0.0 {
+                class_need[c] / cap
+            } else if class_out[c] > 0.0 {
+                class_out[c] / INPUT_WEIGHT_MAX
+            } else {
+                1.0
+            };
+        }
+        let mut grew = false;
+        for &k in &pbs {
+            let form = &n.wires[k].lookup.as_ref().expect("lookup").input;
+            let norm2: f64 = form.terms.iter().filter(|(j, _)| *j as usize >= ni).map(|&(j, c)| (c * t[k] / s[j as usize]).round().powi(2)).sum();
+            let std = (FRESH_NOISE_POSITIONS.powi(2) + PBS_NOISE_PER_WEIGHT.powi(2) * norm2).sqrt();
+            let want = (opts.failure_sigmas * std).ceil() + 2.0;
+            if want > margin[k] {
+                margin[k] = want;
+                grew = true;
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    // The accumulator `T (z - m)` with integer weights. The dominant term (largest contribution to the
+    // range) gets an exact weight: `T` is lowered to the nearest value where it rounds to nothing, so
+    // the table sees no gain error from it. Returns the affine form and the effective `T`.
+    let affine = |form: &Form, t: f64, m: f64, inputs: &[InputCode]| -> (Affine, f64) {
+        let span = |&(j, c): &(u32, f64)| c.abs() * (n.wires[j as usize].hi - n.wires[j as usize].lo);
+        let t = match form.terms.iter().max_by(|a, b| span(a).total_cmp(&span(b))) {
+            Some(&(j, c)) if c != 0.0 => {
+                let unit = s[j as usize] / c.abs();
+                let w = (t / unit).floor();
+                if w >= 1.0 { w * unit } else { t }
+            }
+            _ => t,
+        };
+        let mut bias = form.bias - m;
+        let mut terms = Vec::with_capacity(form.terms.len());
+        for &(j, c) in &form.terms {
+            let j = j as usize;
+            if j < ni {
+                bias += c * inputs[j].mid;
+            }
+            let w = (c * t / s[j]).round();
+            if w != 0.0 {
+                terms.push((j as u32, w as i64));
+            }
+        }
+        (Affine { terms, bias: wrap(bias * t) }, t)
+    };
+    let inputs: Vec<InputCode> = (0..ni)
+        .map(|i| {
+            let w = &n.wires[i];
+            InputCode { lo: w.lo, hi: w.hi, mid: (w.lo + w.hi) / 2.0, scale: s[i] }
+        })
+        .collect();
+    let mut circuit = Circuit { n_inputs: ni, pbs: Vec::new(), tables: Vec::new(), outputs: Vec::new() };
+    for &k in &pbs {
+        let l = n.wires[k].lookup.as_ref().expect("lookup");
+        let (input, t_eff) = affine(&l.input, t[k], mid[k], &inputs);
+        let norm = input.pbs_weight_norm(ni as u32);
+        let noise_std = (FRESH_NOISE_POSITIONS.powi(2) + (PBS_NOISE_PER_WEIGHT * norm).powi(2)).sqrt();
+        let values = (0..POSITIONS)
+            .map(|q| {
+                let p = q as f64 - HALF + 0.5;
+                let z = mid[k] + p * POSITION / t_eff;
+                (s[k] * l.eval(z)).round() as i64
+            })
+            .collect();
+        circuit.tables.push(Table { values });
+        circuit.pbs.push(Pbs { input, table: circuit.tables.len() as u32 - 1, noise_std });
+    }
+    let mut outputs = Vec::new();
+    for forms in &n.outputs {
+        for f in forms {
+            let (lo, hi) = f.range(&n.wires);
+            let (m, half) = centered(lo, hi);
+            let (acc, scale) = affine(f, OUTPUT_RANGE / half, m, &inputs);
+            circuit.outputs.push(acc);
+            outputs.push(OutputCode { mid: m, scale });
+        }
+    }
+    circuit.validate().map_err(|e| LowerError::Model(e.to_string()))?;
+    Ok(Integerized { circuit, inputs, outputs })
+}

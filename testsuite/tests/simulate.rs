@@ -1,0 +1,89 @@
+//! The FHE circuit in cleartext simulation: every trained corpus model compiles, and its simulated
+//! accuracy (with the stated noise model) stays within the budget of the float model.
+
+use fhec_ir::Tensor;
+use fhec_lower::{Options, compile};
+use fhec_runtime::Noise;
+use fhec_testsuite::*;
+
+fn samples(dir: &std::path::Path, m: &fhec_ir::Module) -> Vec<Tensor> {
+    let x = fhec::npy::read_samples(&dir.join("inputs.npy")).unwrap();
+    let shape = m.node(m.inputs()[0]).ty.shape.clone();
+    x.outer_iter().map(|s| Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap()).collect()
+}
+
+fn accuracy(outs: &[Vec<Tensor>], labels: &fhec::metrics::Labels) -> f64 {
+    let first: Vec<f32> = outs.iter().flat_map(|o| o[0].to_f32_vec()).collect();
+    let n = outs.len();
+    let stacked = if matches!(outs[0][0].dtype(), fhec_ir::DType::I64) {
+        fhec::Stacked::I64(ndarray::ArrayD::from_shape_vec(vec![n, first.len() / n], first.iter().map(|&v| v as i64).collect()).unwrap())
+    } else {
+        fhec::Stacked::F32(ndarray::ArrayD::from_shape_vec(vec![n, first.len() / n], first).unwrap())
+    };
+    match fhec::metrics::score(&stacked, labels).unwrap() {
+        fhec::metrics::Score::Accuracy { correct, total } => correct as f64 / total as f64,
+        fhec::metrics::Score::Regression { r2, .. } => r2,
+    }
+}
+
+#[test]
+fn trained_models_keep_their_accuracy_in_simulation() {
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for dir in cases().into_iter().filter(|d| !case_name(d).starts_with("op_")) {
+        let name = case_name(&dir);
+        let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
+        let xs = samples(&dir, &m);
+        let compiled = match compile(&m, &xs, &Options::default()) {
+            Ok(c) => c,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let labels = fhec::metrics::read_labels(&dir.join("labels.npy")).unwrap();
+        let float: Vec<Vec<Tensor>> = xs.iter().map(|x| fhec_interp::run(&m, std::slice::from_ref(x)).unwrap()).collect();
+        let exact: Vec<Vec<Tensor>> = xs.iter().map(|x| compiled.simulate(x, Noise::None).unwrap()).collect();
+        let mut rng = Noise::rng(7);
+        let noisy: Vec<Vec<Tensor>> = xs.iter().map(|x| compiled.simulate(x, Noise::Gaussian(&mut rng)).unwrap()).collect();
+        let (af, ae, an) = (accuracy(&float, &labels), accuracy(&exact, &labels), accuracy(&noisy, &labels));
+        report.push(format!("{name:28} pbs {:5}  float {af:.4}  sim {ae:.4}  sim+noise {an:.4}", compiled.pbs_count()));
+        let budget = if name.starts_with("cnn") { 0.015 } else { 0.01 };
+        if af - an > budget + 1e-9 {
+            failures.push(format!("{name}: simulated accuracy {an:.4} vs float {af:.4}"));
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Single-op models: the noise-free simulation tracks the float reference within a few table steps.
+#[test]
+fn op_models_track_the_float_reference() {
+    let mut report = Vec::new();
+    for dir in cases().into_iter().filter(|d| case_name(d).starts_with("op_")) {
+        let name = case_name(&dir);
+        let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
+        let xs = samples(&dir, &m);
+        let compiled = match compile(&m, &xs, &Options::default()) {
+            Ok(c) => c,
+            Err(e) => {
+                report.push(format!("{name:36} not compiled: {e}"));
+                continue;
+            }
+        };
+        let (mut worst, mut scale) = (0f32, 1e-6f32);
+        for x in &xs {
+            let want = fhec_interp::run(&m, std::slice::from_ref(x)).unwrap();
+            let got = compiled.simulate(x, Noise::None).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                for (g, w) in g.to_f32_vec().iter().zip(w.to_f32_vec()) {
+                    worst = worst.max((g - w).abs());
+                    scale = scale.max(w.abs());
+                }
+            }
+        }
+        report.push(format!("{name:36} pbs {:4} max error {:.2e}", compiled.pbs_count(), worst / scale));
+    }
+    eprintln!("{}", report.join("\n"));
+}
