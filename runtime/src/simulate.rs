@@ -56,3 +56,74 @@ pub fn simulate(c: &Circuit, inputs: &[i64], mut noise: Noise<'_>) -> Result<Vec
     }
     Ok(c.outputs.iter().map(|o| o.eval(&wires)).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::circuit::{Affine, Pbs, Table};
+
+    /// One input, one bootstrap with table `values[q] = q` (the position index plus 1024), output = it.
+    fn identity_circuit() -> Circuit {
+        Circuit {
+            n_inputs: 1,
+            pbs: vec![Pbs { input: Affine { terms: vec![(0, 1)], bias: 0 }, table: 0, noise_std: 0.0 }],
+            tables: vec![Table { values: (0..POSITIONS as i64).collect() }],
+            outputs: vec![Affine { terms: vec![(1, 1)], bias: 0 }],
+        }
+    }
+
+    fn at_position(p: i64) -> i64 {
+        p << POSITION_SHIFT
+    }
+
+    #[test]
+    fn a_position_reads_its_table_entry() {
+        let c = identity_circuit();
+        for p in [-1024, -1, 0, 5, 1023] {
+            // Anywhere inside the position, the centred modulus switch rounds down to it.
+            for frac in [0, 1 << 40, (1 << POSITION_SHIFT) - 1] {
+                let out = simulate(&c, &[at_position(p) + frac], Noise::None).unwrap();
+                assert_eq!(out, vec![p + 1024], "position {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn outside_the_usable_half_the_mirrored_entry_comes_back_negated() {
+        let c = identity_circuit();
+        // p and p - 2048 share a coefficient with opposite signs (negacyclic rotation).
+        assert_eq!(simulate(&c, &[at_position(1024)], Noise::None).unwrap(), vec![-(-1024 + 1024)]);
+        assert_eq!(simulate(&c, &[at_position(1500)], Noise::None).unwrap(), vec![-(1500 - 2048 + 1024)]);
+        assert_eq!(simulate(&c, &[at_position(-1025)], Noise::None).unwrap(), vec![-(-1025 + 2048 + 1024)]);
+    }
+
+    #[test]
+    fn noise_moves_positions_by_about_its_standard_deviation() {
+        let mut c = identity_circuit();
+        c.pbs[0].noise_std = 3.0;
+        let mut rng = Noise::rng(1);
+        let moves: Vec<i64> =
+            (0..2000).map(|_| simulate(&c, &[at_position(0)], Noise::Gaussian(&mut rng)).unwrap()[0] - 1024).collect();
+        let var = moves.iter().map(|&m| (m as f64 + 0.5).powi(2)).sum::<f64>() / moves.len() as f64;
+        assert!((2.5..3.6).contains(&var.sqrt()), "std {}", var.sqrt());
+    }
+
+    #[test]
+    fn wrong_input_count_and_bad_circuits_are_errors() {
+        let mut c = identity_circuit();
+        assert_eq!(simulate(&c, &[], Noise::None), Err(RuntimeError::InputCount { expected: 1, got: 0 }));
+        c.pbs[0].input.terms[0].0 = 1; // reads its own output
+        assert!(c.validate().is_err());
+        let mut c = identity_circuit();
+        c.tables[0].values.pop();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn levels_group_independent_bootstraps() {
+        let mut c = identity_circuit();
+        c.pbs.push(Pbs { input: Affine { terms: vec![(0, 2)], bias: 0 }, table: 0, noise_std: 0.0 });
+        c.pbs.push(Pbs { input: Affine { terms: vec![(1, 1), (2, 1)], bias: 0 }, table: 0, noise_std: 0.0 });
+        assert_eq!(c.levels(), vec![vec![0, 1], vec![2]]);
+    }
+}

@@ -57,10 +57,18 @@ fn trained_models_keep_their_accuracy_in_simulation() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Single-op models: the noise-free simulation tracks the float reference within a few table steps.
+/// Op models the FHE lowering does not support yet, with the reason.
+const NOT_LOWERED: &[(&str, &str)] = &[
+    ("op_matmul_batched", "batched constant matmul operand"),
+    ("op_matmul_const_left", "constant left operand of a 3-D matmul"),
+];
+
+/// Single-op models: the noise-free simulation tracks the float reference within 1% of the output's
+/// scale (table resolution and 6-bit weights), and every op model compiles but the listed ones.
 #[test]
 fn op_models_track_the_float_reference() {
     let mut report = Vec::new();
+    let mut failures = Vec::new();
     for dir in cases().into_iter().filter(|d| case_name(d).starts_with("op_")) {
         let name = case_name(&dir);
         let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
@@ -68,7 +76,9 @@ fn op_models_track_the_float_reference() {
         let compiled = match compile(&m, &xs, &Options::default()) {
             Ok(c) => c,
             Err(e) => {
-                report.push(format!("{name:36} not compiled: {e}"));
+                if !NOT_LOWERED.iter().any(|(n, _)| *n == name) {
+                    failures.push(format!("{name}: {e}"));
+                }
                 continue;
             }
         };
@@ -84,6 +94,10 @@ fn op_models_track_the_float_reference() {
             }
         }
         report.push(format!("{name:36} pbs {:4} max error {:.2e}", compiled.pbs_count(), worst / scale));
+        if worst > 0.01 * scale {
+            failures.push(format!("{name}: error {:.2e} of the output scale", worst / scale));
+        }
     }
     eprintln!("{}", report.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

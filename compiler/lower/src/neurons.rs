@@ -222,11 +222,9 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
             op => {
                 // A pending function is applied now unless this is a max pool, which commutes with it.
                 for o in &ops {
-                    if let Some(V::Pending(..)) = vals.get(o) {
-                        if !matches!(op, Op::MaxPool(_)) {
-                            let Some(V::Pending(u, fs, c)) = vals.remove(o) else { unreachable!() };
-                            vals.insert(*o, V::Enc(fs.into_iter().map(|f| b.lookup(u.clone(), f, c)).collect()));
-                        }
+                    if matches!(vals.get(o), Some(V::Pending(..))) && !matches!(op, Op::MaxPool(_)) {
+                        let Some(V::Pending(u, fs, c)) = vals.remove(o) else { unreachable!() };
+                        vals.insert(*o, V::Enc(fs.into_iter().map(|f| b.lookup(u.clone(), f, c)).collect()));
                     }
                 }
                 let x: Vec<&V> = ops.iter().map(|o| &vals[o]).collect();
@@ -359,7 +357,14 @@ fn matmul(m: &Module, v: ValueId, x: &[&V], shapes: &[&[usize]], out: &[usize]) 
     let (a, w, transpose) = match (x[0], x[1]) {
         (V::Enc(a), V::Const(w)) if w.shape().len() <= 2 => (a, w, false),
         (V::Const(w), V::Enc(a)) if w.shape().len() == 2 && shapes[1].len() == 2 => (a, w, true),
-        _ => return Err(unsupported(m, v, "matmul needs one constant 2-D operand (a product of encrypted values is not supported)")),
+        (V::Const(_), V::Const(_)) => unreachable!("constant matmuls are folded by the frontend"),
+        _ if matches!((x[0], x[1]), (V::Const(_), _) | (_, V::Const(_))) => {
+            return Err(unsupported(m, v, &format!(
+                "matmul of {:?} by {:?}: only an encrypted [.., M, K] times a constant [K, N], or a constant [M, K] times an encrypted [K, N], is supported yet",
+                shapes[0], shapes[1]
+            )));
+        }
+        _ => return Err(unsupported(m, v, "matmul of two encrypted values needs encrypted products (not supported)")),
     };
     let wv = w.to_f32_vec();
     let ws = w.shape();

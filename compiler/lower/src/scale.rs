@@ -139,19 +139,19 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
         }
         // One scale per class: the largest need of its members.
         let classes = n.wires.iter().map(|w| w.class).max().map_or(0, |c| c + 1);
-        let (mut class_need, mut class_out) = (vec![0.0f64; classes], vec![0.0f64; classes]);
-        for j in 0..nw {
-            let c = n.wires[j].class;
-            class_need[c] = class_need[c].max(need[j]);
-            class_out[c] = class_out[c].max(need_out[j]);
+        let mut class_need = vec![0.0f64; classes];
+        for (w, &nd) in n.wires.iter().zip(&need) {
+            class_need[w.class] = class_need[w.class].max(nd);
         }
         for j in 0..nw {
             let c = n.wires[j].class;
             let cap = if j < ni { INPUT_WEIGHT_MAX } else { weight_max };
-            s[j] = if class_need[c] > 0.0 {
+            // Only wires that feed tables share their class's scale; one read by outputs alone is
+            // scaled for the outputs' precision.
+            s[j] = if need[j] > 0.0 {
                 class_need[c] / cap
-            } else if class_out[c] > 0.0 {
-                class_out[c] / INPUT_WEIGHT_MAX
+            } else if need_out[j] > 0.0 {
+                need_out[j] / INPUT_WEIGHT_MAX
             } else {
                 1.0
             };
@@ -171,32 +171,46 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
             break;
         }
     }
-    // The accumulator `T (z - m)` with integer weights. The dominant term (largest contribution to the
-    // range) gets an exact weight: `T` is lowered to the nearest value where it rounds to nothing, so
-    // the table sees no gain error from it. Returns the affine form and the effective `T`.
+    // The accumulator `T (z - m)` with integer weights. The coarsest weight (the smallest that is at
+    // least 1, so the largest relative rounding) is made exact by lowering `T` slightly; terms of the
+    // same class and coefficient (a max chain, a pooled sum) become exact with it. Returns the affine
+    // form and the effective `T`, which the table or the decoder must use.
     let affine = |form: &Form, t: f64, m: f64, inputs: &[InputCode]| -> (Affine, f64) {
-        let span = |&(j, c): &(u32, f64)| c.abs() * (n.wires[j as usize].hi - n.wires[j as usize].lo);
-        let t = match form.terms.iter().max_by(|a, b| span(a).total_cmp(&span(b))) {
-            Some(&(j, c)) if c != 0.0 => {
+        let weight = |&(j, c): &(u32, f64)| (c * t / s[j as usize]).abs();
+        let t = match form.terms.iter().filter(|x| weight(x) >= 1.0).min_by(|a, b| weight(a).total_cmp(&weight(b))) {
+            Some(&(j, c)) => {
                 let unit = s[j as usize] / c.abs();
-                let w = (t / unit).floor();
-                if w >= 1.0 { w * unit } else { t }
+                (t / unit).floor() * unit
             }
-            _ => t,
+            None => t,
         };
+        // An input wire carries `S (x - mid)`; a table wire `S (f - center)` while the form holds the
+        // center in its bias. Both offsets are added back through the same rounded weight, so weight
+        // rounding scales a value and never shifts it (a relu output of 0 stays exactly 0).
         let mut bias = form.bias - m;
+        let mut exact: i64 = 0;
         let mut terms = Vec::with_capacity(form.terms.len());
         for &(j, c) in &form.terms {
             let j = j as usize;
-            if j < ni {
-                bias += c * inputs[j].mid;
-            }
+            let (offset, in_bias) = match &n.wires[j].lookup {
+                None => (inputs[j].mid, false),
+                Some(l) => (l.center, true),
+            };
             let w = (c * t / s[j]).round();
-            if w != 0.0 {
-                terms.push((j as u32, w as i64));
+            if w == 0.0 {
+                // The term vanishes; its offset stays as the best estimate of it.
+                if !in_bias {
+                    bias += c * offset;
+                }
+                continue;
+            }
+            terms.push((j as u32, w as i64));
+            exact = exact.wrapping_add((w as i64).wrapping_mul(wrap(s[j] * offset)));
+            if in_bias {
+                bias -= c * offset;
             }
         }
-        (Affine { terms, bias: wrap(bias * t) }, t)
+        (Affine { terms, bias: wrap(bias * t).wrapping_add(exact) }, t)
     };
     let inputs: Vec<InputCode> = (0..ni)
         .map(|i| {
