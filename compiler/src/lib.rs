@@ -3,6 +3,7 @@
 //!
 //! Pipeline today: ONNX file -> IR (frontend, constants folded) -> cleanup -> verified module.
 
+pub mod fhe;
 pub mod metrics;
 pub mod npy;
 

@@ -1,17 +1,33 @@
 //! The `fhec` command line.
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use fhec::Stacked;
+use fhec::fhe as pipeline;
 use fhec_ir::DataMode;
-use std::path::PathBuf;
+use fhec_runtime::artifact::{self, Kind, Tagged};
+use fhec_runtime::fhe::{InputCiphertexts, OutputCiphertexts};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "fhec", version, about = "Compile ONNX models to programs that run on encrypted data")]
 struct Cli {
+    /// No progress output (for scripts).
+    #[arg(long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Cleartext execution of the compiled integer circuit (no encryption, no noise).
+    Simulate,
+    /// Real encryption: key generation, encrypt, run, decrypt, all locally.
+    Fhe,
 }
 
 #[derive(Subcommand)]
@@ -23,7 +39,56 @@ enum Command {
         #[arg(long)]
         full: bool,
     },
-    /// Run the float reference model on samples from a .npy file.
+    /// Compile a model for encrypted inference: client and server artifacts and a report.
+    Build {
+        model: PathBuf,
+        /// Calibration samples (.npy, samples along axis 0): they set the input ranges.
+        #[arg(long)]
+        calibration: PathBuf,
+        /// Output directory (default: MODEL with the extension .fhec).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Bits of the integer weights applied to bootstrap outputs.
+        #[arg(long, default_value_t = 6)]
+        weight_bits: u32,
+    },
+    /// Generate a secret key (client) and an evaluation key (server) into KEYS/.
+    Keygen {
+        dir: PathBuf,
+        #[arg(long)]
+        keys: PathBuf,
+    },
+    /// Encode and encrypt samples (client side).
+    Encrypt {
+        dir: PathBuf,
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Run the model on ciphertexts (server side: reads only the evaluation key).
+    Run {
+        dir: PathBuf,
+        #[arg(long)]
+        eval_key: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Decrypt and post-process results (client side).
+    Decrypt {
+        dir: PathBuf,
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Predict: with MODEL.onnx the float reference; with a build directory, --mode simulate or fhe.
     Predict {
         model: PathBuf,
         /// Samples along axis 0, each shaped like the model input without its batch dimension.
@@ -32,10 +97,12 @@ enum Command {
         /// Where to write the first output; further outputs go to <stem>.<output name>.npy beside it.
         #[arg(long)]
         output: Option<PathBuf>,
-        /// Labels (.npy, one per sample) to score the first output against: integer class labels give
-        /// accuracy, float targets give RMSE and R².
+        /// Labels (.npy) to score the first output against: accuracy, or RMSE and R².
         #[arg(long)]
         labels: Option<PathBuf>,
+        /// For a build directory: simulate (cleartext circuit) or fhe (encrypted).
+        #[arg(long, value_enum, default_value_t = Mode::Simulate)]
+        mode: Mode,
     },
 }
 
@@ -49,36 +116,203 @@ fn main() -> ExitCode {
     }
 }
 
+fn spinner(quiet: bool, msg: &'static str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner().with_message(msg);
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+fn bar(quiet: bool, n: usize, msg: &'static str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(n as u64).with_message(msg);
+    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}/{eta}").expect("template").progress_chars("=> "));
+    pb
+}
+
+fn write_outputs(output: Option<&Path>, outs: &[(String, Stacked)]) -> Result<()> {
+    let Some(output) = output else { return Ok(()) };
+    for (k, (name, a)) in outs.iter().enumerate() {
+        let path = fhec::npy::output_path(output, k, name);
+        fhec::npy::write_output(&path, a)?;
+        let shape = match a {
+            Stacked::F32(a) => a.shape().to_vec(),
+            Stacked::I64(a) => a.shape().to_vec(),
+        };
+        eprintln!("wrote output \"{name}\" {shape:?} to {}", path.display());
+    }
+    Ok(())
+}
+
+fn score_line(outs: &[(String, Stacked)], labels: Option<&PathBuf>) -> Result<String> {
+    Ok(match labels {
+        Some(p) => format!("{}, ", fhec::metrics::score(&outs[0].1, &fhec::metrics::read_labels(p)?)?),
+        None => String::new(),
+    })
+}
+
 fn run(cli: Cli) -> Result<()> {
+    let quiet = cli.quiet;
     match cli.command {
         Command::Inspect { model, full } => {
             let m = fhec::load_model(&model)?;
             print!("{}", m.to_text(if full { DataMode::Full } else { DataMode::Elided }));
         }
-        Command::Predict { model, input, output, labels } => {
-            let m = fhec::load_model(&model)?;
-            let x = fhec::npy::read_samples(&input)?;
-            let labels = labels.map(|p| fhec::metrics::read_labels(&p)).transpose()?;
-            let start = Instant::now();
-            let outs = fhec::predict(&m, &x).with_context(|| format!("predicting {}", input.display()))?;
-            let per_sample = start.elapsed().as_secs_f64() * 1e3 / x.shape()[0].max(1) as f64;
-            let score = labels.map(|l| fhec::metrics::score(&outs[0].1, &l)).transpose()?;
-            println!(
-                "{} samples, {}{per_sample:.3} ms/sample (float reference, not encrypted)",
-                x.shape()[0],
-                score.map(|s| format!("{s}, ")).unwrap_or_default()
-            );
-            let Some(output) = output else { return Ok(()) };
-            for (k, (name, a)) in outs.iter().enumerate() {
-                let path = fhec::npy::output_path(&output, k, name);
-                fhec::npy::write_output(&path, a)?;
-                let shape = match a {
-                    fhec::Stacked::F32(a) => a.shape().to_vec(),
-                    fhec::Stacked::I64(a) => a.shape().to_vec(),
-                };
-                eprintln!("wrote output \"{name}\" {shape:?} to {}", path.display());
+        Command::Build { model, calibration, output, weight_bits } => {
+            if !(2..=16).contains(&weight_bits) {
+                bail!("--weight-bits must be between 2 and 16");
             }
+            let dir = output.unwrap_or_else(|| model.with_extension("fhec"));
+            let x = fhec::npy::read_samples(&calibration)?;
+            let opts = fhec_lower::Options { weight_bits, ..Default::default() };
+            let start = Instant::now();
+            let (_, report) = pipeline::build(&model, &x, &dir, &opts).with_context(|| format!("building {}", model.display()))?;
+            print!("{report}");
+            println!("\nwrote {} in {:.2} s", dir.display(), start.elapsed().as_secs_f64());
+        }
+        Command::Keygen { dir, keys } => {
+            let client = pipeline::load_client(&dir)?.0;
+            let pb = spinner(quiet, "generating keys");
+            let (size, took) = pipeline::keygen(&keys)?;
+            pb.finish_and_clear();
+            println!(
+                "keys for {} ({}): {}/secret.key (client only), {}/eval.key ({:.1} MB, for the server); {:.2} s",
+                client.model,
+                client.parameter_set,
+                keys.display(),
+                keys.display(),
+                size as f64 / 1e6,
+                took.as_secs_f64()
+            );
+        }
+        Command::Encrypt { dir, keys, input, output } => {
+            let (client, _) = pipeline::load_client(&dir)?;
+            let (sk, fp) = pipeline::load_secret(&keys)?;
+            let x = fhec::npy::read_samples(&input)?;
+            let cts = pipeline::encrypt(&client, &sk, &fp, &x)?;
+            artifact::save(&output, Kind::Inputs, &cts)?;
+            let bytes = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+            println!("encrypted {} samples ({} values) to {}: {bytes} bytes", cts.samples, cts.data.len(), output.display());
+        }
+        Command::Run { dir, eval_key, input, output } => {
+            let server = pipeline::load_server(&dir)?;
+            let (cts, _): (Tagged<InputCiphertexts>, _) = artifact::load(&input, Kind::Inputs)?;
+            let pb = spinner(quiet, "loading the evaluation key");
+            let (ek, fp) = pipeline::load_eval(&eval_key)?;
+            pb.finish_and_clear();
+            let pb = spinner(quiet, "running on ciphertexts");
+            let start = Instant::now();
+            let out = pipeline::run(&server, &ek, &fp, &cts)?;
+            pb.finish_and_clear();
+            artifact::save(&output, Kind::Outputs, &out)?;
+            println!(
+                "ran {} samples in {:.3} s ({:.1} ms/sample) to {}",
+                cts.samples,
+                start.elapsed().as_secs_f64(),
+                start.elapsed().as_secs_f64() * 1e3 / cts.samples.max(1) as f64,
+                output.display()
+            );
+        }
+        Command::Decrypt { dir, keys, input, output } => {
+            let (client, post) = pipeline::load_client(&dir)?;
+            let (sk, fp) = pipeline::load_secret(&keys)?;
+            let (out, _): (Tagged<OutputCiphertexts>, _) = artifact::load(&input, Kind::Outputs)?;
+            let outs = pipeline::decrypt(&client, &post, &sk, &fp, &out)?;
+            write_outputs(Some(&output), &outs)?;
+        }
+        Command::Predict { model, input, output, labels, mode } => {
+            let x = fhec::npy::read_samples(&input)?;
+            let n = x.shape().first().copied().unwrap_or(0).max(1) as f64;
+            if model.is_file() {
+                let m = fhec::load_model(&model)?;
+                let start = Instant::now();
+                let outs = fhec::predict(&m, &x).with_context(|| format!("predicting {}", input.display()))?;
+                let ms = start.elapsed().as_secs_f64() * 1e3 / n;
+                println!("{} samples, {}{ms:.3} ms/sample (float reference, not encrypted)", x.shape()[0], score_line(&outs, labels.as_ref())?);
+                return write_outputs(output.as_deref(), &outs);
+            }
+            let (client, post) = pipeline::load_client(&model)?;
+            let server = pipeline::load_server(&model)?;
+            let outs = match mode {
+                Mode::Simulate => {
+                    let start = Instant::now();
+                    let outs = pipeline::simulate(&client, &post, &server, &x)?;
+                    let ms = start.elapsed().as_secs_f64() * 1e3 / n;
+                    println!("{} samples, {}{ms:.3} ms/sample (simulated integer circuit, not encrypted)", x.shape()[0], score_line(&outs, labels.as_ref())?);
+                    outs
+                }
+                Mode::Fhe => {
+                    let keys = std::env::temp_dir().join(format!("fhec-keys-{}", std::process::id()));
+                    let pb = spinner(quiet, "generating keys");
+                    let (size, keygen) = pipeline::keygen(&keys)?;
+                    pb.finish_and_clear();
+                    let (sk, fp) = pipeline::load_secret(&keys)?;
+                    let (ek, _) = pipeline::load_eval(&keys.join("eval.key"))?;
+                    let _ = std::fs::remove_dir_all(&keys);
+                    let samples = x.shape()[0];
+                    let pb = bar(quiet, samples, "encrypted inference");
+                    let (mut client_t, mut server_t) = (Duration::ZERO, Duration::ZERO);
+                    let mut per_sample = Vec::new();
+                    for i in 0..samples {
+                        let xi = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(i..i + 1)).to_owned();
+                        let t = Instant::now();
+                        let cts = pipeline::encrypt(&client, &sk, &fp, &xi)?;
+                        client_t += t.elapsed();
+                        let t = Instant::now();
+                        let out = pipeline::run(&server, &ek, &fp, &cts)?;
+                        server_t += t.elapsed();
+                        let t = Instant::now();
+                        per_sample.push(pipeline::decrypt(&client, &post, &sk, &fp, &out)?);
+                        client_t += t.elapsed();
+                        pb.inc(1);
+                    }
+                    pb.finish_and_clear();
+                    let outs = merge(per_sample);
+                    println!(
+                        "{samples} samples, {}{:.1} ms/sample encrypted (client {:.2} ms, server {:.1} ms); keygen {:.2} s, evaluation key {:.1} MB",
+                        score_line(&outs, labels.as_ref())?,
+                        (client_t + server_t).as_secs_f64() * 1e3 / n,
+                        client_t.as_secs_f64() * 1e3 / n,
+                        server_t.as_secs_f64() * 1e3 / n,
+                        keygen.as_secs_f64(),
+                        size as f64 / 1e6
+                    );
+                    outs
+                }
+            };
+            write_outputs(output.as_deref(), &outs)?;
         }
     }
     Ok(())
+}
+
+/// Concatenates per-sample stacked outputs along axis 0.
+fn merge(parts: Vec<Vec<(String, Stacked)>>) -> Vec<(String, Stacked)> {
+    let Some(first) = parts.first() else { return Vec::new() };
+    (0..first.len())
+        .map(|k| {
+            let name = first[k].0.clone();
+            let stacked = match &first[k].1 {
+                Stacked::F32(_) => {
+                    let views: Vec<_> = parts.iter().map(|p| match &p[k].1 {
+                        Stacked::F32(a) => a.view(),
+                        Stacked::I64(_) => unreachable!("same output, same type"),
+                    }).collect();
+                    Stacked::F32(ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes"))
+                }
+                Stacked::I64(_) => {
+                    let views: Vec<_> = parts.iter().map(|p| match &p[k].1 {
+                        Stacked::I64(a) => a.view(),
+                        Stacked::F32(_) => unreachable!("same output, same type"),
+                    }).collect();
+                    Stacked::I64(ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes"))
+                }
+            };
+            (name, stacked)
+        })
+        .collect()
 }

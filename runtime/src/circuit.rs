@@ -46,6 +46,8 @@ pub struct Pbs {
     pub table: u32,
     /// Standard deviation of the noise at this bootstrap's input, in positions (the noise model).
     pub noise_std: f64,
+    /// Index into `Circuit::layers`: the source op this bootstrap comes from (for reports).
+    pub layer: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +56,8 @@ pub struct Circuit {
     pub pbs: Vec<Pbs>,
     pub tables: Vec<Table>,
     pub outputs: Vec<Affine>,
+    /// Names of the source ops the bootstraps come from.
+    pub layers: Vec<String>,
 }
 
 impl Circuit {

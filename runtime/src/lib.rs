@@ -1,14 +1,17 @@
 //! The fhec runtime: the FHE circuit format and its execution.
 //!
 //! The runtime knows nothing of the compiler: it receives a [`Circuit`] (serde-serializable) and runs
-//! it. Today it runs it in the clear ([`simulate`]), with the exact integer semantics the encrypted
-//! execution will have: torus arithmetic modulo 2^64 and table lookups indexed by the top bits of the
-//! accumulator. It will be the only crate that touches tfhe.
+//! it, in the clear ([`simulate`], with the encrypted execution's exact integer semantics: torus
+//! arithmetic modulo 2^64 and table lookups indexed by the top bits of the accumulator) or encrypted
+//! ([`fhe`], tfhe-rs; this is the only crate that touches tfhe). [`artifact`] owns the file formats.
 
+pub mod artifact;
 mod circuit;
+pub mod fhe;
 mod simulate;
 
-pub use circuit::{Affine, Circuit, Pbs, Table, POSITIONS, POSITION_SHIFT};
+pub use artifact::{ClientArtifact, InputCode, OutputCode, ServerArtifact};
+pub use circuit::{Affine, Circuit, POSITION_SHIFT, POSITIONS, Pbs, Table};
 pub use simulate::{Noise, simulate};
 
 use thiserror::Error;
@@ -19,4 +22,6 @@ pub enum RuntimeError {
     InputCount { expected: usize, got: usize },
     #[error("invalid circuit: {0}")]
     Invalid(String),
+    #[error("{path}: {msg}")]
+    File { path: String, msg: String },
 }

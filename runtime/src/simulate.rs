@@ -54,7 +54,21 @@ pub fn simulate(c: &Circuit, inputs: &[i64], mut noise: Noise<'_>) -> Result<Vec
         };
         wires.push(out);
     }
-    Ok(c.outputs.iter().map(|o| o.eval(&wires)).collect())
+    let unit = (1u64 << POSITION_SHIFT) as f64;
+    Ok(c.outputs
+        .iter()
+        .map(|o| {
+            let acc = o.eval(&wires);
+            match &mut noise {
+                // Bootstrap outputs carry their own noise into the decrypted sums.
+                Noise::Gaussian(rng) => {
+                    let std = crate::fhe::PBS_NOISE_PER_WEIGHT * o.pbs_weight_norm(c.n_inputs as u32) * unit;
+                    acc.wrapping_add(Normal::new(0.0, std).expect("finite std").sample(*rng) as i64)
+                }
+                Noise::None => acc,
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -66,9 +80,10 @@ mod tests {
     fn identity_circuit() -> Circuit {
         Circuit {
             n_inputs: 1,
-            pbs: vec![Pbs { input: Affine { terms: vec![(0, 1)], bias: 0 }, table: 0, noise_std: 0.0 }],
+            pbs: vec![Pbs { input: Affine { terms: vec![(0, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 }],
             tables: vec![Table { values: (0..POSITIONS as i64).collect() }],
             outputs: vec![Affine { terms: vec![(1, 1)], bias: 0 }],
+            layers: vec!["identity".into()],
         }
     }
 
@@ -101,9 +116,15 @@ mod tests {
     fn noise_moves_positions_by_about_its_standard_deviation() {
         let mut c = identity_circuit();
         c.pbs[0].noise_std = 3.0;
+        // Table values in half positions, well above the outputs' own noise (0.14 position).
+        c.tables[0].values = (0..POSITIONS as i64).map(|q| q << 51).collect();
         let mut rng = Noise::rng(1);
-        let moves: Vec<i64> =
-            (0..2000).map(|_| simulate(&c, &[at_position(0)], Noise::Gaussian(&mut rng)).unwrap()[0] - 1024).collect();
+        let moves: Vec<i64> = (0..2000)
+            .map(|_| {
+                let out = simulate(&c, &[at_position(0)], Noise::Gaussian(&mut rng)).unwrap()[0];
+                (out as f64 / (1u64 << 51) as f64).round() as i64 - 1024
+            })
+            .collect();
         let var = moves.iter().map(|&m| (m as f64 + 0.5).powi(2)).sum::<f64>() / moves.len() as f64;
         assert!((2.5..3.6).contains(&var.sqrt()), "std {}", var.sqrt());
     }
@@ -122,8 +143,8 @@ mod tests {
     #[test]
     fn levels_group_independent_bootstraps() {
         let mut c = identity_circuit();
-        c.pbs.push(Pbs { input: Affine { terms: vec![(0, 2)], bias: 0 }, table: 0, noise_std: 0.0 });
-        c.pbs.push(Pbs { input: Affine { terms: vec![(1, 1), (2, 1)], bias: 0 }, table: 0, noise_std: 0.0 });
+        c.pbs.push(Pbs { input: Affine { terms: vec![(0, 2)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 });
+        c.pbs.push(Pbs { input: Affine { terms: vec![(1, 1), (2, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 });
         assert_eq!(c.levels(), vec![vec![0, 1], vec![2]]);
     }
 }

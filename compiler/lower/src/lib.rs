@@ -12,7 +12,8 @@ mod neurons;
 mod scale;
 mod tail;
 
-pub use scale::{InputCode, Options, OutputCode};
+pub use fhec_runtime::{InputCode, OutputCode};
+pub use scale::Options;
 
 use fhec_ir::{IrError, Module, Op, Tensor, ValueId};
 use fhec_runtime::{Circuit, Noise, RuntimeError};
@@ -40,9 +41,40 @@ pub struct Compiled {
     pub circuit: Circuit,
     pub inputs: Vec<InputCode>,
     pub outputs: Vec<OutputCode>,
-    module: Module,
-    client: HashSet<ValueId>,
-    frontier: Vec<ValueId>,
+    /// The client's post-processing: inputs `frontier_<k>` (the decrypted circuit outputs), the model's
+    /// outputs. It holds no weights.
+    pub postprocess: Module,
+    pub input_shape: Vec<usize>,
+}
+
+/// The client part of the module as a module of its own, reading the frontier values as inputs.
+fn postprocess_module(m: &Module, client: &HashSet<ValueId>, frontier: &[ValueId]) -> Result<Module, LowerError> {
+    let mut t = Module::new(format!("{}.postprocess", m.name));
+    let mut map = std::collections::HashMap::new();
+    for (k, &f) in frontier.iter().enumerate() {
+        map.insert(f, t.add_input(format!("frontier_{k}"), m.node(f).ty.clone()));
+    }
+    for v in m.topo_order()? {
+        if !client.contains(&v) || map.contains_key(&v) {
+            continue;
+        }
+        let mut operands = Vec::new();
+        for o in m.operands(v) {
+            let id = match (map.get(&o), &m.node(o).op) {
+                (Some(&id), _) => id,
+                (None, Op::Const(c)) => t.add_const(c.clone(), None),
+                (None, _) => return Err(LowerError::Client(format!("{} reads a value the server does not return", m.node(v).describe()))),
+            };
+            operands.push(id);
+        }
+        let id = t.add_node(m.node(v).clone(), &operands);
+        map.insert(v, id);
+    }
+    for (name, v) in m.outputs() {
+        t.add_output(name.clone(), map[v]);
+    }
+    t.verify()?;
+    Ok(t)
 }
 
 /// Headroom added on each side of the calibrated range of every input element.
@@ -78,57 +110,20 @@ pub fn compile(module: &Module, calibration: &[Tensor], opts: &Options) -> Resul
     let frontier = tail::frontier(module, &client);
     let n = neurons::scalarize(module, &frontier, &input_box(calibration)?)?;
     let i = scale::integerize(&n, opts)?;
-    Ok(Compiled { circuit: i.circuit, inputs: i.inputs, outputs: i.outputs, module: module.clone(), client, frontier })
+    let postprocess = postprocess_module(module, &client, &frontier)?;
+    let input_shape = module.node(module.inputs()[0]).ty.shape.clone();
+    Ok(Compiled { circuit: i.circuit, inputs: i.inputs, outputs: i.outputs, postprocess, input_shape })
 }
 
 impl Compiled {
     /// Quantizes and encodes one input sample (shaped like the model input) for the circuit.
     pub fn encode(&self, x: &Tensor) -> Vec<i64> {
-        x.to_f32_vec()
-            .iter()
-            .zip(&self.inputs)
-            .map(|(&v, c)| ((f64::from(v).clamp(c.lo, c.hi) - c.mid) * c.scale).round() as i64)
-            .collect()
+        encode(&self.inputs, x)
     }
 
     /// Decodes the circuit's outputs and runs the client's post-processing: the model's outputs.
     pub fn decode(&self, acc: &[i64]) -> Result<Vec<Tensor>, LowerError> {
-        let mut frontier_vals = std::collections::HashMap::new();
-        let mut k = 0;
-        for &f in &self.frontier {
-            let ty = &self.module.node(f).ty;
-            let vals: Vec<f32> = (0..ty.numel())
-                .map(|e| {
-                    let c = &self.outputs[k + e];
-                    (acc[k + e] as f64 / c.scale + c.mid) as f32
-                })
-                .collect();
-            k += ty.numel();
-            frontier_vals.insert(f, Tensor::from_f32(ty.shape.clone(), vals).expect("sized"));
-        }
-        for v in self.module.topo_order()? {
-            if !self.client.contains(&v) || frontier_vals.contains_key(&v) {
-                continue;
-            }
-            let operands: Vec<Tensor> = self
-                .module
-                .operands(v)
-                .into_iter()
-                .map(|o| match &self.module.node(o).op {
-                    Op::Const(t) => Ok(t.clone()),
-                    _ => frontier_vals.get(&o).cloned().ok_or_else(|| LowerError::Client(format!("value {} missing", o.index()))),
-                })
-                .collect::<Result<_, _>>()?;
-            let refs: Vec<&Tensor> = operands.iter().collect();
-            let node = self.module.node(v);
-            let out = fhec_interp::eval_op(&node.op, &refs, &node.ty).map_err(LowerError::Client)?;
-            frontier_vals.insert(v, out);
-        }
-        self.module
-            .outputs()
-            .iter()
-            .map(|(name, v)| frontier_vals.get(v).cloned().ok_or_else(|| LowerError::Client(format!("output {name} not computed"))))
-            .collect()
+        decode(&self.outputs, &self.postprocess, acc)
     }
 
     /// Encode, run the circuit in the clear (with the stated noise, or none), decode.
@@ -140,6 +135,27 @@ impl Compiled {
     pub fn pbs_count(&self) -> usize {
         self.circuit.pbs.len()
     }
+}
+
+/// Decodes output accumulators with `codes` and runs the post-processing module on them.
+pub fn decode(codes: &[OutputCode], postprocess: &Module, acc: &[i64]) -> Result<Vec<Tensor>, LowerError> {
+    if acc.len() != codes.len() {
+        return Err(LowerError::Client(format!("{} results for {} outputs", acc.len(), codes.len())));
+    }
+    let mut k = 0;
+    let mut frontier = Vec::new();
+    for v in postprocess.inputs() {
+        let ty = &postprocess.node(v).ty;
+        let vals: Vec<f32> = (k..k + ty.numel()).map(|e| (acc[e] as f64 / codes[e].scale + codes[e].mid) as f32).collect();
+        k += ty.numel();
+        frontier.push(Tensor::from_f32(ty.shape.clone(), vals).expect("sized"));
+    }
+    fhec_interp::run(postprocess, &frontier).map_err(|e| LowerError::Client(e.to_string()))
+}
+
+/// Encodes one sample (shaped like the model input) for the circuit, clamping it into the input box.
+pub fn encode(codes: &[InputCode], x: &Tensor) -> Vec<i64> {
+    x.to_f32_vec().iter().zip(codes).map(|(&v, c)| ((f64::from(v).clamp(c.lo, c.hi) - c.mid) * c.scale).round() as i64).collect()
 }
 
 #[cfg(test)]

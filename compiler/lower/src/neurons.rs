@@ -79,6 +79,8 @@ pub struct Lookup {
     /// Subtracted from the table (and added back in the consumers' forms) so that a noisy input
     /// crossing the table's edge reads about `-f(other edge) + 2c` instead of `-f`: see the backend notes.
     pub center: f64,
+    /// The source op, for reports.
+    pub layer: String,
 }
 
 impl Lookup {
@@ -127,6 +129,8 @@ fn monotone(u: &Unary) -> bool {
 
 struct Builder {
     wires: Vec<Wire>,
+    /// The source op being lowered, for reports.
+    layer: String,
 }
 
 impl Builder {
@@ -135,7 +139,7 @@ impl Builder {
             return Form::constant(f64::from(f.apply(input.bias as f32)));
         }
         let (lo, hi) = input.range(&self.wires);
-        let mut l = Lookup { f, input, lo, hi, center: 0.0 };
+        let mut l = Lookup { f, input, lo, hi, center: 0.0, layer: self.layer.clone() };
         l.center = (l.eval(lo) + l.eval(hi)) / 2.0;
         // The output range: the function over a dense grid of its input range.
         let (mut olo, mut ohi) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -204,7 +208,7 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
     };
     let n_inputs = m.node(*input).ty.numel();
     // Each input element is its own class; a layer's class is `n_inputs + node index`.
-    let mut b = Builder { wires: input_box.iter().enumerate().map(|(i, &(lo, hi))| Wire { lookup: None, lo, hi, class: i }).collect() };
+    let mut b = Builder { wires: input_box.iter().enumerate().map(|(i, &(lo, hi))| Wire { lookup: None, lo, hi, class: i }).collect(), layer: String::new() };
     let mut vals: HashMap<ValueId, V> = HashMap::new();
     let needed = needed(m, frontier);
     for v in m.topo_order()? {
@@ -216,6 +220,7 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
         let shape = &node.ty.shape;
         let n = node.ty.numel();
         let class = n_inputs + v.index();
+        b.layer = node.describe();
         let val = match &node.op {
             Op::Input { .. } => V::Enc((0..n_inputs).map(|i| Form::wire(i as u32, &b.wires[i])).collect()),
             Op::Const(t) => V::Const(t.clone()),
@@ -440,7 +445,10 @@ fn conv(m: &Module, v: ValueId, c: &fhec_ir::ConvAttrs, x: &[&V], shapes: &[&[us
                     }
                 }
                 let mut f = Form::combine(&parts);
-                f.bias += bias.as_ref().map_or(0.0, |b| f64::from(b[mo]));
+                let b = bias.as_ref().map_or(0.0, |b| f64::from(b[mo]));
+                f.bias += b;
+                f.lo += b;
+                f.hi += b;
                 res.push(f);
             }
         }

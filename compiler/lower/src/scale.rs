@@ -12,32 +12,18 @@
 
 use crate::neurons::{Form, Neurons};
 use crate::LowerError;
-use fhec_runtime::{Affine, Circuit, POSITION_SHIFT, POSITIONS, Pbs, Table};
-use serde::{Deserialize, Serialize};
+use fhec_runtime::{Affine, Circuit, InputCode, OutputCode, POSITION_SHIFT, POSITIONS, Pbs, Table};
 
-pub const FRESH_NOISE_POSITIONS: f64 = 4.81;
-pub const PBS_NOISE_PER_WEIGHT: f64 = 0.14;
+use fhec_runtime::fhe::{FRESH_NOISE_POSITIONS, PBS_NOISE_PER_WEIGHT};
 const INPUT_WEIGHT_MAX: f64 = 4096.0;
+/// Weights on bootstrap outputs read only by decrypted outputs. Output layers are wide (hundreds of
+/// terms): their noise grows with the weights while rounding errors average out, so small weights win.
+const OUTPUT_WEIGHT_MAX: f64 = 8.0;
 const HALF: f64 = (POSITIONS / 2) as f64;
 const POSITION: f64 = (1u64 << POSITION_SHIFT) as f64;
-/// Outputs use this much of the torus: decryption has no table to fit.
-const OUTPUT_RANGE: f64 = (1u64 << 60) as f64;
-
-/// How the client encodes input element `i`: `round((clamp(x, lo, hi) - mid) * scale)`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct InputCode {
-    pub lo: f64,
-    pub hi: f64,
-    pub mid: f64,
-    pub scale: f64,
-}
-
-/// How the client decodes output element `i`: `acc / scale + mid`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OutputCode {
-    pub mid: f64,
-    pub scale: f64,
-}
+/// Outputs use this much of the torus (a quarter): decryption has no table to fit, and the larger the
+/// range, the smaller the bootstrap noise relative to it.
+const OUTPUT_RANGE: f64 = (1u64 << 62) as f64 * 1.5;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -148,10 +134,12 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
             let cap = if j < ni { INPUT_WEIGHT_MAX } else { weight_max };
             // Only wires that feed tables share their class's scale; one read by outputs alone is
             // scaled for the outputs' precision.
+            // Bootstrap outputs carry absolute noise (~0.14 position), so their weights are capped for
+            // outputs too; fresh inputs are ~2^33 times quieter and take large weights.
             s[j] = if need[j] > 0.0 {
                 class_need[c] / cap
             } else if need_out[j] > 0.0 {
-                need_out[j] / INPUT_WEIGHT_MAX
+                need_out[j] / if j < ni { cap } else { OUTPUT_WEIGHT_MAX }
             } else {
                 1.0
             };
@@ -218,7 +206,7 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
             InputCode { lo: w.lo, hi: w.hi, mid: (w.lo + w.hi) / 2.0, scale: s[i] }
         })
         .collect();
-    let mut circuit = Circuit { n_inputs: ni, pbs: Vec::new(), tables: Vec::new(), outputs: Vec::new() };
+    let mut circuit = Circuit { n_inputs: ni, pbs: Vec::new(), tables: Vec::new(), outputs: Vec::new(), layers: Vec::new() };
     for &k in &pbs {
         let l = n.wires[k].lookup.as_ref().expect("lookup");
         let (input, t_eff) = affine(&l.input, t[k], mid[k], &inputs);
@@ -232,7 +220,14 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
             })
             .collect();
         circuit.tables.push(Table { values });
-        circuit.pbs.push(Pbs { input, table: circuit.tables.len() as u32 - 1, noise_std });
+        let layer = match circuit.layers.iter().position(|x| *x == l.layer) {
+            Some(i) => i,
+            None => {
+                circuit.layers.push(l.layer.clone());
+                circuit.layers.len() - 1
+            }
+        } as u32;
+        circuit.pbs.push(Pbs { input, table: circuit.tables.len() as u32 - 1, noise_std, layer });
     }
     let mut outputs = Vec::new();
     for forms in &n.outputs {

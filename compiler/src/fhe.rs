@@ -1,0 +1,257 @@
+//! The encrypted pipeline: build artifacts from a model, generate keys, encrypt, run, decrypt.
+//!
+//! Files (all versioned, checksummed envelopes, see `fhec_runtime::artifact`):
+//! `DIR/client.fhec` (encoding, decoding, post-processing; no weights), `DIR/server.fhec` (the circuit),
+//! `DIR/report.txt`, `DIR/report.json`; `KEYS/secret.key`, `KEYS/eval.key`; ciphertext files tagged
+//! with the evaluation key's fingerprint and the circuit's digest.
+
+use crate::{DriverError, Stacked};
+use fhec_ir::{Module, Tensor};
+use fhec_lower::{Compiled, Options};
+use fhec_runtime::artifact::{self, Kind, Tagged};
+use fhec_runtime::fhe::{self, CompressedEvalKey, EvalKey, InputCiphertexts, OutputCiphertexts, SecretKey};
+use fhec_runtime::{ClientArtifact, ServerArtifact};
+use ndarray::{ArrayD, Axis, IxDyn};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Measured on the project's 2-core machine (design notes): one keyswitch + bootstrap on 2_2.
+pub const PBS_MS: f64 = 15.0;
+
+impl From<fhec_lower::LowerError> for DriverError {
+    fn from(e: fhec_lower::LowerError) -> Self {
+        DriverError::Input(e.to_string())
+    }
+}
+
+impl From<fhec_runtime::RuntimeError> for DriverError {
+    fn from(e: fhec_runtime::RuntimeError) -> Self {
+        DriverError::Input(e.to_string())
+    }
+}
+
+pub fn client_path(dir: &Path) -> PathBuf {
+    dir.join("client.fhec")
+}
+
+pub fn server_path(dir: &Path) -> PathBuf {
+    dir.join("server.fhec")
+}
+
+/// Samples along axis 0 as tensors shaped like the model input.
+pub fn samples(x: &ArrayD<f32>, input_shape: &[usize]) -> Result<Vec<Tensor>, DriverError> {
+    let sample: Vec<usize> = if input_shape.first() == Some(&1) { input_shape[1..].to_vec() } else { input_shape.to_vec() };
+    if x.ndim() != sample.len() + 1 || x.shape()[1..] != sample[..] {
+        return Err(DriverError::Input(format!(
+            "input array has shape {:?}, but the model takes samples of shape {sample:?}: expected [N, {}]",
+            x.shape(),
+            sample.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(x.axis_iter(Axis(0)).map(|s| Tensor::from_f32(input_shape.to_vec(), s.iter().copied().collect()).expect("shape checked")).collect())
+}
+
+/// Estimated single-sample latency: the bootstraps level by level, each level spread over `threads`.
+pub fn estimated_latency_ms(c: &fhec_runtime::Circuit, threads: usize) -> f64 {
+    c.levels().iter().map(|l| l.len().div_ceil(threads.max(1)) as f64 * PBS_MS).sum()
+}
+
+/// Compiles `model` with calibration samples and writes the artifacts and reports into `dir`.
+pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, opts: &Options) -> Result<(Compiled, String), DriverError> {
+    let module = crate::load_model(model_path)?;
+    let input_shape = module.node(module.inputs()[0]).ty.shape.clone();
+    let cal = samples(calibration, &input_shape)?;
+    let compiled = fhec_lower::compile(&module, &cal, opts)?;
+    std::fs::create_dir_all(dir).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", dir.display())))?;
+    let name = module.name.clone();
+    let server = ServerArtifact { model: name.clone(), parameter_set: fhe::PARAMETER_SET.into(), circuit: compiled.circuit.clone() };
+    let client = ClientArtifact {
+        model: name.clone(),
+        parameter_set: fhe::PARAMETER_SET.into(),
+        circuit_digest: server.digest(),
+        input_shape,
+        inputs: compiled.inputs.clone(),
+        outputs: compiled.outputs.clone(),
+        postprocess: compiled.postprocess.to_string(),
+    };
+    artifact::save(&server_path(dir), Kind::Server, &server)?;
+    artifact::save(&client_path(dir), Kind::Client, &client)?;
+    let (text, report) = report(&name, &compiled);
+    let write = |file: &str, content: String| {
+        std::fs::write(dir.join(file), content).map_err(|e| DriverError::Input(format!("cannot write {}: {e}", dir.join(file).display())))
+    };
+    write("report.txt", text.clone())?;
+    write("report.json", serde_json::to_string_pretty(&report).expect("json"))?;
+    Ok((compiled, text))
+}
+
+fn report(name: &str, c: &Compiled) -> (String, serde_json::Value) {
+    let circuit = &c.circuit;
+    let mut layers: Vec<(String, usize, f64, f64)> = Vec::new(); // name, pbs, max noise std, min usable positions
+    for p in &circuit.pbs {
+        let layer = circuit.layers.get(p.layer as usize).cloned().unwrap_or_default();
+        let margin = (p.noise_std * 7.15).ceil() + 2.0;
+        let usable = fhec_runtime::POSITIONS as f64 - 2.0 * margin;
+        match layers.iter_mut().find(|l| l.0 == layer) {
+            Some(l) => {
+                l.1 += 1;
+                l.2 = l.2.max(p.noise_std);
+                l.3 = l.3.min(usable);
+            }
+            None => layers.push((layer, 1, p.noise_std, usable)),
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let latency = estimated_latency_ms(circuit, threads);
+    let mut text = format!(
+        "model: {name}\nparameter set: {} (tfhe-rs, 128-bit security), tables of {} positions\n\
+         bootstraps (PBS) per sample: {}\ncritical path: {} levels\ninputs: {} encrypted values, outputs: {} decrypted values\n\
+         estimated latency: {latency:.0} ms per sample on {threads} threads ({PBS_MS} ms per PBS)\n\nlayers:\n",
+        fhe::PARAMETER_SET,
+        fhec_runtime::POSITIONS,
+        circuit.pbs.len(),
+        circuit.levels().len(),
+        circuit.n_inputs,
+        circuit.outputs.len()
+    );
+    for (l, n, noise, usable) in &layers {
+        text.push_str(&format!("  {l:40} {n:6} PBS  noise std {noise:5.1} positions  input resolution {:.1} bits\n", usable.log2()));
+    }
+    text.push_str(&format!("\nclient post-processing:\n{}", c.postprocess.to_text(fhec_ir::DataMode::Elided)));
+    let json = json!({
+        "model": name,
+        "pbs_count": circuit.pbs.len(),
+        "parameter_set": fhe::PARAMETER_SET,
+        "estimated_latency_ms": latency,
+        "threads": threads,
+        "levels": circuit.levels().len(),
+        "inputs": circuit.n_inputs,
+        "outputs": circuit.outputs.len(),
+        "layers": layers.iter().map(|(l, n, noise, usable)| json!({
+            "name": l, "pbs": n, "noise_std_positions": noise, "input_resolution_bits": usable.log2(),
+        })).collect::<Vec<_>>(),
+    });
+    (text, json)
+}
+
+pub fn load_client(dir: &Path) -> Result<(ClientArtifact, Module), DriverError> {
+    let (client, _): (ClientArtifact, _) = artifact::load(&client_path(dir), Kind::Client)?;
+    let post: Module = client
+        .postprocess
+        .parse()
+        .map_err(|e| DriverError::Input(format!("{}: post-processing: {e}", client_path(dir).display())))?;
+    post.verify().map_err(|e| DriverError::Input(format!("{}: post-processing: {e}", client_path(dir).display())))?;
+    Ok((client, post))
+}
+
+pub fn load_server(dir: &Path) -> Result<ServerArtifact, DriverError> {
+    let (server, _): (ServerArtifact, _) = artifact::load(&server_path(dir), Kind::Server)?;
+    server.circuit.validate()?;
+    Ok(server)
+}
+
+/// Generates keys into `keys/secret.key` and `keys/eval.key`; returns the eval key's size in bytes.
+pub fn keygen(keys: &Path) -> Result<(usize, Duration), DriverError> {
+    std::fs::create_dir_all(keys).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", keys.display())))?;
+    let start = Instant::now();
+    let (sk, ek) = fhe::keygen();
+    let took = start.elapsed();
+    artifact::save(&keys.join("secret.key"), Kind::SecretKey, &sk)?;
+    restrict_permissions(&keys.join("secret.key"));
+    artifact::save(&keys.join("eval.key"), Kind::EvalKey, &ek)?;
+    let size = std::fs::metadata(keys.join("eval.key")).map(|m| m.len() as usize).unwrap_or(0);
+    Ok((size, took))
+}
+
+fn restrict_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+/// The secret key and the fingerprint of the matching evaluation key (ciphertexts are tagged with it).
+pub fn load_secret(keys: &Path) -> Result<(SecretKey, String), DriverError> {
+    let (sk, _): (SecretKey, _) = artifact::load(&keys.join("secret.key"), Kind::SecretKey)?;
+    let (_, ek_bytes): (CompressedEvalKey, _) = artifact::load(&keys.join("eval.key"), Kind::EvalKey)?;
+    Ok((sk, artifact::fingerprint(&ek_bytes)))
+}
+
+pub fn load_eval(path: &Path) -> Result<(EvalKey, String), DriverError> {
+    let (ek, bytes): (CompressedEvalKey, _) = artifact::load(path, Kind::EvalKey)?;
+    Ok((ek.decompress(), artifact::fingerprint(&bytes)))
+}
+
+/// Encodes and encrypts every sample of `x`.
+pub fn encrypt(client: &ClientArtifact, sk: &SecretKey, fingerprint: &str, x: &ArrayD<f32>) -> Result<Tagged<InputCiphertexts>, DriverError> {
+    let xs = samples(x, &client.input_shape)?;
+    let values: Vec<i64> = xs.iter().flat_map(|s| fhec_lower::encode(&client.inputs, s)).collect();
+    Ok(Tagged { key_fingerprint: fingerprint.into(), circuit_digest: client.circuit_digest.clone(), samples: xs.len(), data: sk.encrypt(&values) })
+}
+
+/// Runs every sample on the server. Refuses ciphertexts made for another key or another model.
+pub fn run(server: &ServerArtifact, ek: &EvalKey, fingerprint: &str, cts: &Tagged<InputCiphertexts>) -> Result<Tagged<OutputCiphertexts>, DriverError> {
+    if cts.key_fingerprint != fingerprint {
+        return Err(DriverError::Input(format!(
+            "the ciphertexts were encrypted for evaluation key {}, this evaluation key is {fingerprint}: use the key generated with the secret key that encrypted them",
+            cts.key_fingerprint
+        )));
+    }
+    if cts.circuit_digest != server.digest() {
+        return Err(DriverError::Input("the ciphertexts were encrypted for another model (or another build of it): encrypt with this model's client artifact".into()));
+    }
+    let outs = fhe::run_batch(&server.circuit, ek, &cts.data, cts.samples)?;
+    Ok(Tagged { key_fingerprint: fingerprint.into(), circuit_digest: cts.circuit_digest.clone(), samples: cts.samples, data: outs })
+}
+
+/// Decrypts, decodes and post-processes every sample; returns the model's outputs stacked over samples.
+pub fn decrypt(client: &ClientArtifact, post: &Module, sk: &SecretKey, fingerprint: &str, out: &Tagged<OutputCiphertexts>) -> Result<Vec<(String, Stacked)>, DriverError> {
+    if out.key_fingerprint != fingerprint || out.circuit_digest != client.circuit_digest {
+        return Err(DriverError::Input("these results belong to another key or another model".into()));
+    }
+    let acc = sk.decrypt(&out.data);
+    let per = client.outputs.len();
+    if acc.len() != per * out.samples {
+        return Err(DriverError::Input(format!("{} results for {} samples of {per} values", acc.len(), out.samples)));
+    }
+    let outs = acc.chunks(per.max(1)).map(|a| fhec_lower::decode(&client.outputs, post, a)).collect::<Result<Vec<_>, _>>()?;
+    Ok(stack_outputs(post, outs))
+}
+
+/// Stacks per-sample output tensors of `m` along a new axis 0.
+pub fn stack_outputs(m: &Module, per_sample: Vec<Vec<Tensor>>) -> Vec<(String, Stacked)> {
+    m.outputs()
+        .iter()
+        .enumerate()
+        .map(|(k, (name, v))| {
+            let ty = &m.node(*v).ty;
+            let shape: Vec<usize> = if ty.shape.first() == Some(&1) { ty.shape[1..].to_vec() } else { ty.shape.clone() };
+            let mut full = vec![per_sample.len()];
+            full.extend(&shape);
+            let stacked = match ty.dtype {
+                fhec_ir::DType::F32 => Stacked::F32(
+                    ArrayD::from_shape_vec(IxDyn(&full), per_sample.iter().flat_map(|o| o[k].to_f32_vec()).collect()).expect("stacked"),
+                ),
+                fhec_ir::DType::I64 => Stacked::I64(
+                    ArrayD::from_shape_vec(IxDyn(&full), per_sample.iter().flat_map(|o| o[k].to_i64_vec()).collect()).expect("stacked"),
+                ),
+            };
+            (name.clone(), stacked)
+        })
+        .collect()
+}
+
+/// Noise-free cleartext simulation of the circuit on every sample.
+pub fn simulate(client: &ClientArtifact, post: &Module, server: &ServerArtifact, x: &ArrayD<f32>) -> Result<Vec<(String, Stacked)>, DriverError> {
+    let xs = samples(x, &client.input_shape)?;
+    let outs = xs
+        .iter()
+        .map(|s| {
+            let acc = fhec_runtime::simulate(&server.circuit, &fhec_lower::encode(&client.inputs, s), fhec_runtime::Noise::None)?;
+            Ok(fhec_lower::decode(&client.outputs, post, &acc)?)
+        })
+        .collect::<Result<Vec<_>, DriverError>>()?;
+    Ok(stack_outputs(post, outs))
+}

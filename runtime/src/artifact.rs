@@ -1,0 +1,146 @@
+//! On-disk formats: every file fhec writes (artifacts, keys, ciphertexts) is an envelope with a magic
+//! tag, its kind, a format version and a SHA-256 checksum of the payload, so a file of the wrong kind,
+//! from another version, or corrupted is a clear error instead of a wrong answer.
+//!
+//! Ciphertext files also carry the fingerprint of the evaluation key they were made for and the digest
+//! of the circuit, so running them with another key or another model is refused.
+
+use crate::circuit::Circuit;
+use crate::RuntimeError;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+pub const FORMAT_VERSION: u32 = 1;
+const MAGIC: [u8; 8] = *b"FHECFILE";
+
+/// The kinds of files; the envelope refuses to load one kind as another.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Client,
+    Server,
+    SecretKey,
+    EvalKey,
+    Inputs,
+    Outputs,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    magic: [u8; 8],
+    kind: Kind,
+    version: u32,
+    checksum: [u8; 32],
+    payload: Vec<u8>,
+}
+
+/// How the client encodes input element `i`: `round((clamp(x, lo, hi) - mid) * scale)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputCode {
+    pub lo: f64,
+    pub hi: f64,
+    pub mid: f64,
+    pub scale: f64,
+}
+
+/// How the client decodes output accumulator `i`: `acc / scale + mid`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputCode {
+    pub mid: f64,
+    pub scale: f64,
+}
+
+/// What the data owner needs: encoding, decoding and post-processing. No weights.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientArtifact {
+    pub model: String,
+    pub parameter_set: String,
+    /// Digest of the server's circuit: ciphertexts are tagged with it.
+    pub circuit_digest: String,
+    pub input_shape: Vec<usize>,
+    pub inputs: Vec<InputCode>,
+    pub outputs: Vec<OutputCode>,
+    /// The final ops that run after decryption, as IR text: inputs `frontier_<k>`, the model's outputs.
+    pub postprocess: String,
+}
+
+/// What the server needs: the circuit (weights and tables).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerArtifact {
+    pub model: String,
+    pub parameter_set: String,
+    pub circuit: Circuit,
+}
+
+impl ServerArtifact {
+    pub fn digest(&self) -> String {
+        hex(&Sha256::digest(bincode::serialize(&self.circuit).expect("circuits serialize")))
+    }
+}
+
+/// A ciphertext file: the ciphertexts plus what they belong to.
+#[derive(Serialize, Deserialize)]
+pub struct Tagged<T> {
+    pub key_fingerprint: String,
+    pub circuit_digest: String,
+    /// Number of samples; the ciphertexts hold `samples * per-sample` values, sample-major.
+    pub samples: usize,
+    pub data: T,
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Fingerprint of an evaluation key's bytes (what ciphertexts are tagged with).
+pub fn fingerprint(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))[..16].to_string()
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::File { path: path.display().to_string(), msg: e.to_string() }
+}
+
+/// Serializes `value` into an envelope of `kind` (returns the bytes written).
+pub fn save<T: Serialize>(path: &Path, kind: Kind, value: &T) -> Result<Vec<u8>, RuntimeError> {
+    let payload = bincode::serialize(value).map_err(|e| io_err(path, e))?;
+    let env = Envelope { magic: MAGIC, kind, version: FORMAT_VERSION, checksum: Sha256::digest(&payload).into(), payload };
+    let bytes = bincode::serialize(&env).map_err(|e| io_err(path, e))?;
+    std::fs::write(path, &bytes).map_err(|e| io_err(path, e))?;
+    Ok(env.payload)
+}
+
+/// Loads an envelope of `kind`; returns the value and its payload bytes (for fingerprints).
+pub fn load<T: DeserializeOwned>(path: &Path, kind: Kind) -> Result<(T, Vec<u8>), RuntimeError> {
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let env: Envelope = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(bytes.len() as u64 + 1024)
+        .deserialize(&bytes)
+        .map_err(|_| io_err(path, "not an fhec file (or truncated)"))?;
+    if env.magic != MAGIC {
+        return Err(io_err(path, "not an fhec file"));
+    }
+    if env.kind != kind {
+        return Err(io_err(path, format!("is a {:?} file, expected a {kind:?} file", env.kind)));
+    }
+    if env.version != FORMAT_VERSION {
+        return Err(io_err(
+            path,
+            format!("was written in fhec file format {}, this fhec reads format {FORMAT_VERSION}: rebuild or regenerate it", env.version),
+        ));
+    }
+    if <[u8; 32]>::from(Sha256::digest(&env.payload)) != env.checksum {
+        return Err(io_err(path, "is corrupted (checksum mismatch)"));
+    }
+    let value = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(env.payload.len() as u64 + 1024)
+        .deserialize(&env.payload)
+        .map_err(|e| io_err(path, format!("cannot be decoded: {e}")))?;
+    Ok((value, env.payload))
+}
+
+use bincode::Options as _;

@@ -1,0 +1,104 @@
+//! Encrypted inference end to end through the driver (build, keygen, encrypt, run, decrypt) on a few
+//! samples of corpus models: the results agree with the cleartext simulation within the noise model,
+//! and bad inputs (another key, another model, corrupted files) are refused with a clear error.
+
+use fhec::Stacked;
+use fhec::fhe as pipeline;
+use fhec_runtime::artifact::{self, Kind};
+use fhec_testsuite::*;
+
+fn first_samples(name: &str, n: usize) -> ndarray::ArrayD<f32> {
+    let x = fhec::npy::read_samples(&root().join("models").join(name).join("inputs.npy")).unwrap();
+    x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n)).to_owned()
+}
+
+fn build(name: &str, dir: &std::path::Path) {
+    let model = root().join("models").join(name).join("model.onnx");
+    let cal = fhec::npy::read_samples(&root().join("models").join(name).join("inputs.npy")).unwrap();
+    pipeline::build(&model, &cal, dir, &Default::default()).unwrap();
+}
+
+fn values(s: &Stacked) -> Vec<f32> {
+    match s {
+        Stacked::F32(a) => a.iter().copied().collect(),
+        Stacked::I64(a) => a.iter().map(|&v| v as f32).collect(),
+    }
+}
+
+type Outputs = Vec<(String, Stacked)>;
+
+/// Encrypted vs simulated outputs: the largest difference relative to the output scale.
+fn fhe_vs_simulate(name: &str, samples: usize) -> (f32, Outputs, Outputs) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("build");
+    build(name, &dir);
+    pipeline::keygen(&tmp.path().join("keys")).unwrap();
+    let (client, post) = pipeline::load_client(&dir).unwrap();
+    let server = pipeline::load_server(&dir).unwrap();
+    let (sk, fp) = pipeline::load_secret(&tmp.path().join("keys")).unwrap();
+    let (ek, efp) = pipeline::load_eval(&tmp.path().join("keys/eval.key")).unwrap();
+    assert_eq!(fp, efp);
+    let x = first_samples(name, samples);
+    let cts = pipeline::encrypt(&client, &sk, &fp, &x).unwrap();
+    let out = pipeline::run(&server, &ek, &fp, &cts).unwrap();
+    let fhe = pipeline::decrypt(&client, &post, &sk, &fp, &out).unwrap();
+    let sim = pipeline::simulate(&client, &post, &server, &x).unwrap();
+    let mut worst = 0f32;
+    for ((_, f), (_, s)) in fhe.iter().zip(&sim) {
+        let (f, s) = (values(f), values(s));
+        let scale = s.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
+        worst = worst.max(f.iter().zip(&s).fold(0f32, |a, (x, y)| a.max((x - y).abs())) / scale);
+    }
+    (worst, fhe, sim)
+}
+
+#[test]
+fn logistic_regression_encrypted_equals_simulation() {
+    // No bootstrap: only fresh-encryption noise, ~2^-30 of the output scale.
+    let (worst, fhe, sim) = fhe_vs_simulate("logreg_cancer_torch", 8);
+    assert!(worst < 1e-6, "relative difference {worst:e}");
+    assert_eq!(fhe.len(), sim.len());
+}
+
+#[test]
+fn mlp_encrypted_agrees_with_simulation() {
+    let (worst, fhe, sim) = fhe_vs_simulate("mlp_wine", 3);
+    eprintln!("mlp_wine: encrypted vs simulated, max difference {worst:.2e} of the output scale");
+    // 48 bootstraps, each read within a few positions of the simulated one (noise model).
+    assert!(worst < 0.05, "relative difference {worst:e}");
+    let argmax = |v: &[f32]| v.chunks(3).map(|r| r.iter().enumerate().fold(0, |b, (i, x)| if *x > r[b] { i } else { b })).collect::<Vec<_>>();
+    assert_eq!(argmax(&values(&fhe[0].1)), argmax(&values(&sim[0].1)), "predicted classes differ");
+}
+
+#[test]
+fn refuses_another_key_another_model_and_corrupted_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    build("logreg_cancer_torch", &a);
+    build("mlp_wine_tanh", &b);
+    pipeline::keygen(&tmp.path().join("k1")).unwrap();
+    pipeline::keygen(&tmp.path().join("k2")).unwrap();
+    let (client, _) = pipeline::load_client(&a).unwrap();
+    let (sk1, fp1) = pipeline::load_secret(&tmp.path().join("k1")).unwrap();
+    let cts = pipeline::encrypt(&client, &sk1, &fp1, &first_samples("logreg_cancer_torch", 1)).unwrap();
+
+    let (ek2, fp2) = pipeline::load_eval(&tmp.path().join("k2/eval.key")).unwrap();
+    let err = pipeline::run(&pipeline::load_server(&a).unwrap(), &ek2, &fp2, &cts).err().unwrap().to_string();
+    assert!(err.contains("encrypted for evaluation key"), "{err}");
+
+    let (ek1, fp1b) = pipeline::load_eval(&tmp.path().join("k1/eval.key")).unwrap();
+    let err = pipeline::run(&pipeline::load_server(&b).unwrap(), &ek1, &fp1b, &cts).err().unwrap().to_string();
+    assert!(err.contains("another model"), "{err}");
+
+    // A flipped byte in a ciphertext file, and a key file given where an artifact is expected.
+    let path = tmp.path().join("cts");
+    artifact::save(&path, Kind::Inputs, &cts).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = artifact::load::<fhec_runtime::artifact::Tagged<fhec_runtime::fhe::InputCiphertexts>>(&path, Kind::Inputs).err().unwrap().to_string();
+    assert!(err.contains("corrupted"), "{err}");
+    let err = artifact::load::<fhec_runtime::ClientArtifact>(&tmp.path().join("k1/eval.key"), Kind::Client).err().unwrap().to_string();
+    assert!(err.contains("expected a Client file"), "{err}");
+}
