@@ -194,3 +194,4 @@ fn run_one(
     Ok(circuit.outputs.iter().map(|o| affine(o, &wires, &template)).collect())
 }
 
+
