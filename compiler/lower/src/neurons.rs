@@ -181,25 +181,6 @@ fn index_map(op: &Op, shapes: &[&[usize]], ty: &Type) -> Result<Vec<i64>, String
     Ok(fhec_interp::eval_op(&op, &refs, &ty)?.to_i64_vec())
 }
 
-/// For each element of `out`, the flat index of the element of `input` that broadcasting reads.
-fn broadcast_index(out: &[usize], input: &[usize]) -> Vec<usize> {
-    let n = fhec_ir::numel(out);
-    let lead = out.len() - input.len();
-    let mut idx = vec![0usize; out.len()];
-    let mut res = Vec::with_capacity(n);
-    for _ in 0..n {
-        res.push(input.iter().enumerate().fold(0, |f, (k, &d)| f * d + if d == 1 { 0 } else { idx[lead + k] }));
-        for k in (0..out.len()).rev() {
-            idx[k] += 1;
-            if idx[k] < out[k] {
-                break;
-            }
-            idx[k] = 0;
-        }
-    }
-    res
-}
-
 /// Scalarizes the module's server part. `input_box[i]` bounds input element `i`.
 pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> Result<Neurons, LowerError> {
     let inputs = m.inputs();
@@ -246,7 +227,7 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
                     }
                     Op::Unary(u) => V::Enc(forms(0).into_iter().map(|f| b.lookup(u.clone(), f, class)).collect()),
                     Op::Binary(kind) => {
-                        let (ia, ib) = (broadcast_index(shape, shapes[0]), broadcast_index(shape, shapes[1]));
+                        let (ia, ib) = (fhec_ir::broadcast_index(shape, shapes[0]), fhec_ir::broadcast_index(shape, shapes[1]));
                         let (fa, fb) = (forms(0), forms(1));
                         let both_enc = matches!((x[0], x[1]), (V::Enc(_), V::Enc(_)));
                         let konst = |i: usize, k: usize| match x[i] {
@@ -342,19 +323,10 @@ fn needed(m: &Module, frontier: &[ValueId]) -> std::collections::HashSet<ValueId
 
 /// For each input element, the output element of a reduction over `axes`.
 fn reduce_map(shape: &[usize], axes: &[usize]) -> Vec<usize> {
-    let n = fhec_ir::numel(shape);
-    let mut idx = vec![0usize; shape.len()];
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
+    let mut out = Vec::with_capacity(fhec_ir::numel(shape));
+    fhec_ir::for_each_index(shape, |idx| {
         out.push(shape.iter().enumerate().fold(0, |f, (k, &d)| if axes.contains(&k) { f } else { f * d + idx[k] }));
-        for k in (0..shape.len()).rev() {
-            idx[k] += 1;
-            if idx[k] < shape[k] {
-                break;
-            }
-            idx[k] = 0;
-        }
-    }
+    });
     out
 }
 

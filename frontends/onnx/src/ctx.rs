@@ -269,20 +269,5 @@ fn int_binary(b: Binary, p: &Tensor, q: &Tensor) -> Result<Tensor, String> {
 
 /// Repeats `v` (of shape `from`) to shape `to` under numpy broadcasting (`from` right-aligned).
 pub(crate) fn broadcast_to<T: Copy>(v: &[T], from: &[usize], to: &[usize]) -> Vec<T> {
-    let n = fhec_ir::numel(to);
-    let lead = to.len() - from.len();
-    let mut idx = vec![0usize; to.len()];
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let flat = from.iter().enumerate().fold(0, |f, (k, &d)| f * d + if d == 1 { 0 } else { idx[lead + k] });
-        out.push(v[flat]);
-        for k in (0..to.len()).rev() {
-            idx[k] += 1;
-            if idx[k] < to[k] {
-                break;
-            }
-            idx[k] = 0;
-        }
-    }
-    out
+    fhec_ir::broadcast_index(to, from).into_iter().map(|i| v[i]).collect()
 }
