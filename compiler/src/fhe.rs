@@ -6,12 +6,12 @@
 //! with the evaluation key's fingerprint and the circuit's digest.
 
 use crate::{DriverError, Stacked};
-use fhec_ir::{Module, Tensor};
+use fhec_ir::Module;
 use fhec_lower::{Compiled, Options};
 use fhec_runtime::artifact::{self, Kind, Tagged};
 use fhec_runtime::fhe::{self, CompressedEvalKey, EvalKey, InputCiphertexts, OutputCiphertexts, SecretKey};
 use fhec_runtime::{ClientArtifact, ServerArtifact};
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::ArrayD;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -40,19 +40,6 @@ pub fn server_path(dir: &Path) -> PathBuf {
     dir.join("server.fhec")
 }
 
-/// Samples along axis 0 as tensors shaped like the model input.
-pub fn samples(x: &ArrayD<f32>, input_shape: &[usize]) -> Result<Vec<Tensor>, DriverError> {
-    let sample: Vec<usize> = if input_shape.first() == Some(&1) { input_shape[1..].to_vec() } else { input_shape.to_vec() };
-    if x.ndim() != sample.len() + 1 || x.shape()[1..] != sample[..] {
-        return Err(DriverError::Input(format!(
-            "input array has shape {:?}, but the model takes samples of shape {sample:?}: expected [N, {}]",
-            x.shape(),
-            sample.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-        )));
-    }
-    Ok(x.axis_iter(Axis(0)).map(|s| Tensor::from_f32(input_shape.to_vec(), s.iter().copied().collect()).expect("shape checked")).collect())
-}
-
 /// Estimated single-sample latency: the bootstraps level by level, each level spread over `threads`.
 pub fn estimated_latency_ms(c: &fhec_runtime::Circuit, threads: usize) -> f64 {
     c.levels().iter().map(|l| l.len().div_ceil(threads.max(1)) as f64 * PBS_MS).sum()
@@ -62,7 +49,7 @@ pub fn estimated_latency_ms(c: &fhec_runtime::Circuit, threads: usize) -> f64 {
 pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, opts: &Options) -> Result<(Compiled, String), DriverError> {
     let module = crate::load_model(model_path)?;
     let input_shape = module.node(module.inputs()[0]).ty.shape.clone();
-    let cal = samples(calibration, &input_shape)?;
+    let cal = crate::samples(calibration, &input_shape, "calibration")?;
     let compiled = fhec_lower::compile(&module, &cal, opts)?;
     std::fs::create_dir_all(dir).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", dir.display())))?;
     let name = module.name.clone();
@@ -146,10 +133,12 @@ pub fn load_client(dir: &Path) -> Result<(ClientArtifact, Module), DriverError> 
     Ok((client, post))
 }
 
-pub fn load_server(dir: &Path) -> Result<ServerArtifact, DriverError> {
+/// The server artifact and its circuit digest (computed once: ciphertexts are checked against it).
+pub fn load_server(dir: &Path) -> Result<(ServerArtifact, String), DriverError> {
     let (server, _): (ServerArtifact, _) = artifact::load(&server_path(dir), Kind::Server)?;
     server.circuit.validate()?;
-    Ok(server)
+    let digest = server.digest();
+    Ok((server, digest))
 }
 
 /// Generates keys into `keys/secret.key` and `keys/eval.key`; returns the eval key's size in bytes.
@@ -187,20 +176,27 @@ pub fn load_eval(path: &Path) -> Result<(EvalKey, String), DriverError> {
 
 /// Encodes and encrypts every sample of `x`.
 pub fn encrypt(client: &ClientArtifact, sk: &SecretKey, fingerprint: &str, x: &ArrayD<f32>) -> Result<Tagged<InputCiphertexts>, DriverError> {
-    let xs = samples(x, &client.input_shape)?;
+    let xs = crate::samples(x, &client.input_shape, "input")?;
     let values: Vec<i64> = xs.iter().flat_map(|s| fhec_lower::encode(&client.inputs, s)).collect();
     Ok(Tagged { key_fingerprint: fingerprint.into(), circuit_digest: client.circuit_digest.clone(), samples: xs.len(), data: sk.encrypt(&values) })
 }
 
-/// Runs every sample on the server. Refuses ciphertexts made for another key or another model.
-pub fn run(server: &ServerArtifact, ek: &EvalKey, fingerprint: &str, cts: &Tagged<InputCiphertexts>) -> Result<Tagged<OutputCiphertexts>, DriverError> {
+/// Runs every sample on the server. Refuses ciphertexts made for another key or another model
+/// (`digest` is the server artifact's, from `load_server`).
+pub fn run(
+    server: &ServerArtifact,
+    digest: &str,
+    ek: &EvalKey,
+    fingerprint: &str,
+    cts: &Tagged<InputCiphertexts>,
+) -> Result<Tagged<OutputCiphertexts>, DriverError> {
     if cts.key_fingerprint != fingerprint {
         return Err(DriverError::Input(format!(
             "the ciphertexts were encrypted for evaluation key {}, this evaluation key is {fingerprint}: use the key generated with the secret key that encrypted them",
             cts.key_fingerprint
         )));
     }
-    if cts.circuit_digest != server.digest() {
+    if cts.circuit_digest != digest {
         return Err(DriverError::Input("the ciphertexts were encrypted for another model (or another build of it): encrypt with this model's client artifact".into()));
     }
     let outs = fhe::run_batch(&server.circuit, ek, &cts.data, cts.samples)?;
@@ -218,35 +214,12 @@ pub fn decrypt(client: &ClientArtifact, post: &Module, sk: &SecretKey, fingerpri
         return Err(DriverError::Input(format!("{} results for {} samples of {per} values", acc.len(), out.samples)));
     }
     let outs = acc.chunks(per.max(1)).map(|a| fhec_lower::decode(&client.outputs, post, a)).collect::<Result<Vec<_>, _>>()?;
-    Ok(stack_outputs(post, outs))
-}
-
-/// Stacks per-sample output tensors of `m` along a new axis 0.
-pub fn stack_outputs(m: &Module, per_sample: Vec<Vec<Tensor>>) -> Vec<(String, Stacked)> {
-    m.outputs()
-        .iter()
-        .enumerate()
-        .map(|(k, (name, v))| {
-            let ty = &m.node(*v).ty;
-            let shape: Vec<usize> = if ty.shape.first() == Some(&1) { ty.shape[1..].to_vec() } else { ty.shape.clone() };
-            let mut full = vec![per_sample.len()];
-            full.extend(&shape);
-            let stacked = match ty.dtype {
-                fhec_ir::DType::F32 => Stacked::F32(
-                    ArrayD::from_shape_vec(IxDyn(&full), per_sample.iter().flat_map(|o| o[k].to_f32_vec()).collect()).expect("stacked"),
-                ),
-                fhec_ir::DType::I64 => Stacked::I64(
-                    ArrayD::from_shape_vec(IxDyn(&full), per_sample.iter().flat_map(|o| o[k].to_i64_vec()).collect()).expect("stacked"),
-                ),
-            };
-            (name.clone(), stacked)
-        })
-        .collect()
+    Ok(crate::stack_outputs(post, outs))
 }
 
 /// Noise-free cleartext simulation of the circuit on every sample.
 pub fn simulate(client: &ClientArtifact, post: &Module, server: &ServerArtifact, x: &ArrayD<f32>) -> Result<Vec<(String, Stacked)>, DriverError> {
-    let xs = samples(x, &client.input_shape)?;
+    let xs = crate::samples(x, &client.input_shape, "input")?;
     let outs = xs
         .iter()
         .map(|s| {
@@ -254,5 +227,5 @@ pub fn simulate(client: &ClientArtifact, post: &Module, server: &ServerArtifact,
             Ok(fhec_lower::decode(&client.outputs, post, &acc)?)
         })
         .collect::<Result<Vec<_>, DriverError>>()?;
-    Ok(stack_outputs(post, outs))
+    Ok(crate::stack_outputs(post, outs))
 }

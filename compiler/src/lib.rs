@@ -7,7 +7,7 @@ pub mod fhe;
 pub mod metrics;
 pub mod npy;
 
-use fhec_ir::{DType, Module, Tensor, TensorData};
+use fhec_ir::{DType, Module, Tensor};
 use fhec_passes::{Cleanup, PassCtx, run_passes};
 use ndarray::{ArrayD, Axis, IxDyn};
 use std::path::Path;
@@ -33,18 +33,34 @@ pub fn load_model(path: &Path) -> Result<Module, DriverError> {
     Ok(module)
 }
 
-/// The shape of one sample of the module's only input: the input's shape without its leading batch
-/// dimension of 1 (an input `[1,30]` takes samples `[30]`).
-pub fn sample_shape(module: &Module) -> Result<Vec<usize>, DriverError> {
-    let inputs = module.inputs();
-    let [input] = inputs.as_slice() else {
-        return Err(DriverError::Input(format!(
+/// The module's only input and its name (fhec's sample-based commands take one input).
+fn single_input(module: &Module) -> Result<(fhec_ir::ValueId, String), DriverError> {
+    match module.inputs().as_slice() {
+        [input] => match &module.node(*input).op {
+            fhec_ir::Op::Input { name } => Ok((*input, name.clone())),
+            _ => unreachable!("inputs() returns input nodes"),
+        },
+        inputs => Err(DriverError::Input(format!(
             "the model has {} inputs; fhec predict supports models with exactly one input",
             inputs.len()
+        ))),
+    }
+}
+
+/// Samples along axis 0 of `x` as tensors of `input_shape` (whose leading batch dimension of 1 the
+/// samples lack); the error names the input `what` and the expected array shape.
+pub fn samples(x: &ArrayD<f32>, input_shape: &[usize], what: &str) -> Result<Vec<Tensor>, DriverError> {
+    let sample: &[usize] = if input_shape.first() == Some(&1) { &input_shape[1..] } else { input_shape };
+    if x.ndim() != sample.len() + 1 || x.shape()[1..] != *sample {
+        let mut want = vec!["N".to_string()];
+        want.extend(sample.iter().map(|d| d.to_string()));
+        return Err(DriverError::Input(format!(
+            "input array has shape {:?}, but model input \"{what}\" takes samples of shape {sample:?}: expected [{}]",
+            x.shape(),
+            want.join(", ")
         )));
-    };
-    let shape = &module.node(*input).ty.shape;
-    Ok(if shape.first() == Some(&1) { shape[1..].to_vec() } else { shape.clone() })
+    }
+    Ok(x.axis_iter(Axis(0)).map(|s| Tensor::from_f32(input_shape.to_vec(), s.iter().copied().collect()).expect("shape checked")).collect())
 }
 
 /// An output array stacked over samples.
@@ -57,56 +73,34 @@ pub enum Stacked {
 /// Runs the float reference on every sample of `x` (samples along axis 0) and stacks each output the
 /// same way. Errors name the expected sample shape when `x` does not fit.
 pub fn predict(module: &Module, x: &ArrayD<f32>) -> Result<Vec<(String, Stacked)>, DriverError> {
-    let sample = sample_shape(module)?;
-    let input = module.inputs()[0];
-    let input_name = match &module.node(input).op {
-        fhec_ir::Op::Input { name } => name.clone(),
-        _ => unreachable!("inputs() returns input nodes"),
-    };
-    if x.ndim() != sample.len() + 1 || x.shape()[1..] != sample[..] {
-        let mut want = vec!["N".to_string()];
-        want.extend(sample.iter().map(|d| d.to_string()));
-        return Err(DriverError::Input(format!(
-            "input array has shape {:?}, but model input \"{input_name}\" takes samples of shape {sample:?}: expected [{}]",
-            x.shape(),
-            want.join(", ")
-        )));
-    }
-    let full_shape = module.node(input).ty.shape.clone();
-    let mut per_output: Vec<Vec<Tensor>> = vec![Vec::new(); module.outputs().len()];
-    for s in x.axis_iter(Axis(0)) {
-        let t = Tensor::from_f32(full_shape.clone(), s.iter().copied().collect()).expect("sample shape checked");
-        for (k, out) in fhec_interp::run(module, &[t])?.into_iter().enumerate() {
-            per_output[k].push(out);
-        }
-    }
-    module
-        .outputs()
-        .iter()
-        .zip(per_output)
-        .map(|((name, v), outs)| Ok((name.clone(), stack(&module.node(*v).ty.shape, module.node(*v).ty.dtype, outs))))
-        .collect()
+    let (input, name) = single_input(module)?;
+    let outs = samples(x, &module.node(input).ty.shape, &name)?
+        .into_iter()
+        .map(|t| fhec_interp::run(module, &[t]))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(stack_outputs(module, outs))
 }
 
-/// Stacks per-sample outputs along a new axis 0, dropping each output's own leading batch dimension of 1.
-fn stack(shape: &[usize], dtype: DType, outs: Vec<Tensor>) -> Stacked {
-    let per: Vec<usize> = if shape.first() == Some(&1) { shape[1..].to_vec() } else { shape.to_vec() };
-    let mut full = vec![outs.len()];
-    full.extend(&per);
-    match dtype {
-        DType::F32 => {
-            let data = outs.iter().flat_map(|t| t.to_f32_vec()).collect();
-            Stacked::F32(ArrayD::from_shape_vec(IxDyn(&full), data).expect("stacked shape"))
-        }
-        DType::I64 => {
-            let data = outs
-                .iter()
-                .flat_map(|t| match t.data() {
-                    TensorData::I64(v) => v.clone(),
-                    TensorData::F32(_) => t.to_i64_vec(),
-                })
-                .collect();
-            Stacked::I64(ArrayD::from_shape_vec(IxDyn(&full), data).expect("stacked shape"))
-        }
-    }
+/// Stacks per-sample output tensors of `m` along a new axis 0, dropping each output's own leading
+/// batch dimension of 1.
+pub fn stack_outputs(m: &Module, per_sample: Vec<Vec<Tensor>>) -> Vec<(String, Stacked)> {
+    m.outputs()
+        .iter()
+        .enumerate()
+        .map(|(k, (name, v))| {
+            let ty = &m.node(*v).ty;
+            let shape: &[usize] = if ty.shape.first() == Some(&1) { &ty.shape[1..] } else { &ty.shape };
+            let mut full = vec![per_sample.len()];
+            full.extend(shape);
+            let stacked = match ty.dtype {
+                DType::F32 => Stacked::F32(
+                    ArrayD::from_shape_vec(IxDyn(&full), per_sample.iter().flat_map(|o| o[k].to_f32_vec()).collect()).expect("stacked"),
+                ),
+                DType::I64 => Stacked::I64(
+                    ArrayD::from_shape_vec(IxDyn(&full), per_sample.iter().flat_map(|o| o[k].to_i64_vec()).collect()).expect("stacked"),
+                ),
+            };
+            (name.clone(), stacked)
+        })
+        .collect()
 }

@@ -199,14 +199,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("encrypted {} samples ({} values) to {}: {bytes} bytes", cts.samples, cts.data.len(), output.display());
         }
         Command::Run { dir, eval_key, input, output } => {
-            let server = pipeline::load_server(&dir)?;
+            let (server, digest) = pipeline::load_server(&dir)?;
             let (cts, _): (Tagged<InputCiphertexts>, _) = artifact::load(&input, Kind::Inputs)?;
             let pb = spinner(quiet, "loading the evaluation key");
             let (ek, fp) = pipeline::load_eval(&eval_key)?;
             pb.finish_and_clear();
             let pb = spinner(quiet, "running on ciphertexts");
             let start = Instant::now();
-            let out = pipeline::run(&server, &ek, &fp, &cts)?;
+            let out = pipeline::run(&server, &digest, &ek, &fp, &cts)?;
             pb.finish_and_clear();
             artifact::save(&output, Kind::Outputs, &out)?;
             println!(
@@ -236,7 +236,7 @@ fn run(cli: Cli) -> Result<()> {
                 return write_outputs(output.as_deref(), &outs);
             }
             let (client, post) = pipeline::load_client(&model)?;
-            let server = pipeline::load_server(&model)?;
+            let (server, digest) = pipeline::load_server(&model)?;
             let outs = match mode {
                 Mode::Simulate => {
                     let start = Instant::now();
@@ -263,7 +263,7 @@ fn run(cli: Cli) -> Result<()> {
                         let cts = pipeline::encrypt(&client, &sk, &fp, &xi)?;
                         client_t += t.elapsed();
                         let t = Instant::now();
-                        let out = pipeline::run(&server, &ek, &fp, &cts)?;
+                        let out = pipeline::run(&server, &digest, &ek, &fp, &cts)?;
                         server_t += t.elapsed();
                         let t = Instant::now();
                         per_sample.push(pipeline::decrypt(&client, &post, &sk, &fp, &out)?);

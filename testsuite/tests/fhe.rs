@@ -34,13 +34,13 @@ fn fhe_vs_simulate(name: &str, samples: usize) -> (f32, Outputs, Outputs) {
     build(name, &dir);
     pipeline::keygen(&tmp.path().join("keys")).unwrap();
     let (client, post) = pipeline::load_client(&dir).unwrap();
-    let server = pipeline::load_server(&dir).unwrap();
+    let (server, digest) = pipeline::load_server(&dir).unwrap();
     let (sk, fp) = pipeline::load_secret(&tmp.path().join("keys")).unwrap();
     let (ek, efp) = pipeline::load_eval(&tmp.path().join("keys/eval.key")).unwrap();
     assert_eq!(fp, efp);
     let x = first_samples(name, samples);
     let cts = pipeline::encrypt(&client, &sk, &fp, &x).unwrap();
-    let out = pipeline::run(&server, &ek, &fp, &cts).unwrap();
+    let out = pipeline::run(&server, &digest, &ek, &fp, &cts).unwrap();
     let fhe = pipeline::decrypt(&client, &post, &sk, &fp, &out).unwrap();
     let sim = pipeline::simulate(&client, &post, &server, &x).unwrap();
     let mut worst = 0f32;
@@ -83,11 +83,13 @@ fn refuses_another_key_another_model_and_corrupted_files() {
     let cts = pipeline::encrypt(&client, &sk1, &fp1, &first_samples("logreg_cancer_torch", 1)).unwrap();
 
     let (ek2, fp2) = pipeline::load_eval(&tmp.path().join("k2/eval.key")).unwrap();
-    let err = pipeline::run(&pipeline::load_server(&a).unwrap(), &ek2, &fp2, &cts).err().unwrap().to_string();
+    let (server_a, digest_a) = pipeline::load_server(&a).unwrap();
+    let err = pipeline::run(&server_a, &digest_a, &ek2, &fp2, &cts).err().unwrap().to_string();
     assert!(err.contains("encrypted for evaluation key"), "{err}");
 
     let (ek1, fp1b) = pipeline::load_eval(&tmp.path().join("k1/eval.key")).unwrap();
-    let err = pipeline::run(&pipeline::load_server(&b).unwrap(), &ek1, &fp1b, &cts).err().unwrap().to_string();
+    let (server_b, digest_b) = pipeline::load_server(&b).unwrap();
+    let err = pipeline::run(&server_b, &digest_b, &ek1, &fp1b, &cts).err().unwrap().to_string();
     assert!(err.contains("another model"), "{err}");
 
     // A flipped byte in a ciphertext file, and a key file given where an artifact is expected.

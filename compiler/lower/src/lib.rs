@@ -44,7 +44,6 @@ pub struct Compiled {
     /// The client's post-processing: inputs `frontier_<k>` (the decrypted circuit outputs), the model's
     /// outputs. It holds no weights.
     pub postprocess: Module,
-    pub input_shape: Vec<usize>,
 }
 
 /// The client part of the module as a module of its own, reading the frontier values as inputs.
@@ -111,8 +110,7 @@ pub fn compile(module: &Module, calibration: &[Tensor], opts: &Options) -> Resul
     let n = neurons::scalarize(module, &frontier, &input_box(calibration)?)?;
     let i = scale::integerize(&n, opts)?;
     let postprocess = postprocess_module(module, &client, &frontier)?;
-    let input_shape = module.node(module.inputs()[0]).ty.shape.clone();
-    Ok(Compiled { circuit: i.circuit, inputs: i.inputs, outputs: i.outputs, postprocess, input_shape })
+    Ok(Compiled { circuit: i.circuit, inputs: i.inputs, outputs: i.outputs, postprocess })
 }
 
 impl Compiled {
