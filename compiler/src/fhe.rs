@@ -7,18 +7,16 @@
 
 use crate::{DriverError, Stacked};
 use fhec_ir::Module;
-use fhec_lower::{Compiled, Options};
+use fhec_lower::{Choice, Search, Trial};
 use fhec_runtime::artifact::{self, Kind, Tagged};
-use fhec_runtime::fhe::{self, CompressedEvalKey, EvalKey, InputCiphertexts, OutputCiphertexts, SecretKey};
-use fhec_runtime::{ClientArtifact, ServerArtifact};
+use fhec_runtime::fhe::{
+    self, CompressedEvalKey, EvalKey, InputCiphertexts, OutputCiphertexts, SecretKey,
+};
+use fhec_runtime::{ClientArtifact, ParamSet, ServerArtifact};
 use ndarray::ArrayD;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// One keyswitch + bootstrap on 2_2, single-threaded, measured on the project's 2-core machine with
-/// tfhe-rs 1.8.2 (32-41 ms; the design notes' 15 ms was not reproduced here).
-pub const PBS_MS: f64 = 36.0;
 
 impl From<fhec_lower::LowerError> for DriverError {
     fn from(e: fhec_lower::LowerError) -> Self {
@@ -40,23 +38,41 @@ pub fn server_path(dir: &Path) -> PathBuf {
     dir.join("server.fhec")
 }
 
-/// Estimated single-sample latency: the bootstraps level by level, each level spread over `threads`.
+/// Estimated single-sample latency: the bootstraps level by level, each level spread over `threads`,
+/// at the parameter set's measured bootstrap time.
 pub fn estimated_latency_ms(c: &fhec_runtime::Circuit, threads: usize) -> f64 {
-    c.levels().iter().map(|l| l.len().div_ceil(threads.max(1)) as f64 * PBS_MS).sum()
+    c.levels()
+        .iter()
+        .map(|l| l.len().div_ceil(threads.max(1)) as f64 * c.params.pbs_ms())
+        .sum::<f64>()
+        + 0.0
 }
 
-/// Compiles `model` with calibration samples and writes the artifacts and reports into `dir`.
-pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, opts: &Options) -> Result<(Compiled, String), DriverError> {
+/// Compiles `model` with calibration samples (choosing the parameter set and precision by measured
+/// accuracy, see `fhec_lower::choose`) and writes the artifacts and reports into `dir`. `progress` is
+/// called once per candidate tried.
+pub fn build(
+    model_path: &Path,
+    calibration: &ArrayD<f32>,
+    dir: &Path,
+    search: &Search,
+    progress: impl FnMut(&Trial),
+) -> Result<(Choice, String), DriverError> {
     let module = crate::load_model(model_path)?;
     let input_shape = module.node(module.inputs()[0]).ty.shape.clone();
     let cal = crate::samples(calibration, &input_shape, "calibration")?;
-    let compiled = fhec_lower::compile(&module, &cal, opts)?;
-    std::fs::create_dir_all(dir).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", dir.display())))?;
+    let choice = fhec_lower::choose(&module, &cal, search, progress)?;
+    let compiled = &choice.compiled;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| DriverError::Input(format!("cannot create {}: {e}", dir.display())))?;
     let name = module.name.clone();
-    let server = ServerArtifact { model: name.clone(), parameter_set: fhe::PARAMETER_SET.into(), circuit: compiled.circuit.clone() };
+    let server = ServerArtifact {
+        model: name.clone(),
+        circuit: compiled.circuit.clone(),
+    };
     let client = ClientArtifact {
         model: name.clone(),
-        parameter_set: fhe::PARAMETER_SET.into(),
+        params: compiled.circuit.params,
         circuit_digest: server.digest(),
         input_shape,
         inputs: compiled.inputs.clone(),
@@ -65,22 +81,34 @@ pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, opts: &Op
     };
     artifact::save(&server_path(dir), Kind::Server, &server)?;
     artifact::save(&client_path(dir), Kind::Client, &client)?;
-    let (text, report) = report(&name, &compiled);
+    let (text, report) = report(&name, &choice);
     let write = |file: &str, content: String| {
-        std::fs::write(dir.join(file), content).map_err(|e| DriverError::Input(format!("cannot write {}: {e}", dir.join(file).display())))
+        std::fs::write(dir.join(file), content).map_err(|e| {
+            DriverError::Input(format!("cannot write {}: {e}", dir.join(file).display()))
+        })
     };
     write("report.txt", text.clone())?;
-    write("report.json", serde_json::to_string_pretty(&report).expect("json"))?;
-    Ok((compiled, text))
+    write(
+        "report.json",
+        serde_json::to_string_pretty(&report).expect("json"),
+    )?;
+    Ok((choice, text))
 }
 
-fn report(name: &str, c: &Compiled) -> (String, serde_json::Value) {
+fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
+    let c = &choice.compiled;
     let circuit = &c.circuit;
+    let params = circuit.params;
+    let sigmas = choice.chosen.failure_sigmas();
     let mut layers: Vec<(String, usize, f64, f64)> = Vec::new(); // name, pbs, max noise std, min usable positions
     for p in &circuit.pbs {
-        let layer = circuit.layers.get(p.layer as usize).cloned().unwrap_or_default();
-        let margin = (p.noise_std * 7.15).ceil() + 2.0;
-        let usable = fhec_runtime::POSITIONS as f64 - 2.0 * margin;
+        let layer = circuit
+            .layers
+            .get(p.layer as usize)
+            .cloned()
+            .unwrap_or_default();
+        let margin = (p.noise_std * sigmas).ceil() + 2.0;
+        let usable = params.positions() as f64 - 2.0 * margin;
         match layers.iter_mut().find(|l| l.0 == layer) {
             Some(l) => {
                 l.1 += 1;
@@ -92,25 +120,66 @@ fn report(name: &str, c: &Compiled) -> (String, serde_json::Value) {
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let latency = estimated_latency_ms(circuit, threads);
+    let o = &choice.chosen;
     let mut text = format!(
-        "model: {name}\nparameter set: {} (tfhe-rs, 128-bit security), tables of {} positions\n\
+        "model: {name}\nparameter set: {params} (tfhe-rs, 128-bit security), tables of {} positions\n\
+         precision: {}-bit weights on bootstrap outputs (outputs: up to {}), failure probability 2^{} per bootstrap ({sigmas:.2} sigma)\n\
+         fidelity to the float model on the calibration set (noisy simulation): {:.2}% (budget: {:.2}%){}\n\
          bootstraps (PBS) per sample: {}\ncritical path: {} levels\ninputs: {} encrypted values, outputs: {} decrypted values\n\
-         estimated latency: {latency:.0} ms per sample on {threads} threads ({PBS_MS} ms per PBS)\n\nlayers:\n",
-        fhe::PARAMETER_SET,
-        fhec_runtime::POSITIONS,
+         estimated latency: {latency:.0} ms per sample on {threads} threads ({} ms per PBS)\n\nlayers:\n",
+        params.positions(),
+        o.weight_bits,
+        o.output_weight_max,
+        o.failure_log2,
+        choice.fidelity,
+        choice.required,
+        if choice.within_budget {
+            ""
+        } else {
+            "  NOT WITHIN BUDGET: the most faithful candidate was kept"
+        },
         circuit.pbs.len(),
         circuit.levels().len(),
         circuit.n_inputs,
-        circuit.outputs.len()
+        circuit.outputs.len(),
+        params.pbs_ms()
     );
     for (l, n, noise, usable) in &layers {
-        text.push_str(&format!("  {l:40} {n:6} PBS  noise std {noise:5.1} positions  input resolution {:.1} bits\n", usable.log2()));
+        text.push_str(&format!(
+            "  {l:40} {n:6} PBS  noise std {noise:5.1} positions  input resolution {:.1} bits\n",
+            usable.log2()
+        ));
     }
-    text.push_str(&format!("\nclient post-processing:\n{}", c.postprocess.to_text(fhec_ir::DataMode::Elided)));
+    text.push_str(
+        "\ncandidates tried (parameter set, weight bits, output weight cap: fidelity):\n",
+    );
+    for t in &choice.trials {
+        let f = t
+            .fidelity
+            .map_or("too noisy".to_string(), |f| format!("{f:.2}%"));
+        text.push_str(&format!(
+            "  {:52} {} {:4}: {f}\n",
+            t.options.params.name(),
+            t.options.weight_bits,
+            t.options.output_weight_max
+        ));
+    }
+    text.push_str(&format!(
+        "\nclient post-processing:\n{}",
+        c.postprocess.to_text(fhec_ir::DataMode::Elided)
+    ));
     let json = json!({
         "model": name,
         "pbs_count": circuit.pbs.len(),
-        "parameter_set": fhe::PARAMETER_SET,
+        "parameter_set": params.name(),
+        "positions": params.positions(),
+        "pbs_ms": params.pbs_ms(),
+        "weight_bits": o.weight_bits,
+        "output_weight_max": o.output_weight_max,
+        "failure_probability_log2": o.failure_log2,
+        "fidelity_percent": choice.fidelity,
+        "fidelity_required_percent": choice.required,
+        "within_budget": choice.within_budget,
         "estimated_latency_ms": latency,
         "threads": threads,
         "levels": circuit.levels().len(),
@@ -125,11 +194,18 @@ fn report(name: &str, c: &Compiled) -> (String, serde_json::Value) {
 
 pub fn load_client(dir: &Path) -> Result<(ClientArtifact, Module), DriverError> {
     let (client, _): (ClientArtifact, _) = artifact::load(&client_path(dir), Kind::Client)?;
-    let post: Module = client
-        .postprocess
-        .parse()
-        .map_err(|e| DriverError::Input(format!("{}: post-processing: {e}", client_path(dir).display())))?;
-    post.verify().map_err(|e| DriverError::Input(format!("{}: post-processing: {e}", client_path(dir).display())))?;
+    let post: Module = client.postprocess.parse().map_err(|e| {
+        DriverError::Input(format!(
+            "{}: post-processing: {e}",
+            client_path(dir).display()
+        ))
+    })?;
+    post.verify().map_err(|e| {
+        DriverError::Input(format!(
+            "{}: post-processing: {e}",
+            client_path(dir).display()
+        ))
+    })?;
     Ok((client, post))
 }
 
@@ -141,16 +217,20 @@ pub fn load_server(dir: &Path) -> Result<(ServerArtifact, String), DriverError> 
     Ok((server, digest))
 }
 
-/// Generates keys into `keys/secret.key` and `keys/eval.key`; returns the eval key's size in bytes.
-pub fn keygen(keys: &Path) -> Result<(usize, Duration), DriverError> {
-    std::fs::create_dir_all(keys).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", keys.display())))?;
+/// Generates keys for `params` into `keys/secret.key` and `keys/eval.key`; returns the eval key's size
+/// in bytes.
+pub fn keygen(keys: &Path, params: ParamSet) -> Result<(usize, Duration), DriverError> {
+    std::fs::create_dir_all(keys)
+        .map_err(|e| DriverError::Input(format!("cannot create {}: {e}", keys.display())))?;
     let start = Instant::now();
-    let (sk, ek) = fhe::keygen();
+    let (sk, ek) = fhe::keygen(params);
     let took = start.elapsed();
     artifact::save(&keys.join("secret.key"), Kind::SecretKey, &sk)?;
     restrict_permissions(&keys.join("secret.key"));
     artifact::save(&keys.join("eval.key"), Kind::EvalKey, &ek)?;
-    let size = std::fs::metadata(keys.join("eval.key")).map(|m| m.len() as usize).unwrap_or(0);
+    let size = std::fs::metadata(keys.join("eval.key"))
+        .map(|m| m.len() as usize)
+        .unwrap_or(0);
     Ok((size, took))
 }
 
@@ -165,7 +245,8 @@ fn restrict_permissions(path: &Path) {
 /// The secret key and the fingerprint of the matching evaluation key (ciphertexts are tagged with it).
 pub fn load_secret(keys: &Path) -> Result<(SecretKey, String), DriverError> {
     let (sk, _): (SecretKey, _) = artifact::load(&keys.join("secret.key"), Kind::SecretKey)?;
-    let (_, ek_bytes): (CompressedEvalKey, _) = artifact::load(&keys.join("eval.key"), Kind::EvalKey)?;
+    let (_, ek_bytes): (CompressedEvalKey, _) =
+        artifact::load(&keys.join("eval.key"), Kind::EvalKey)?;
     Ok((sk, artifact::fingerprint(&ek_bytes)))
 }
 
@@ -175,10 +256,30 @@ pub fn load_eval(path: &Path) -> Result<(EvalKey, String), DriverError> {
 }
 
 /// Encodes and encrypts every sample of `x`.
-pub fn encrypt(client: &ClientArtifact, sk: &SecretKey, fingerprint: &str, x: &ArrayD<f32>) -> Result<Tagged<InputCiphertexts>, DriverError> {
+pub fn encrypt(
+    client: &ClientArtifact,
+    sk: &SecretKey,
+    fingerprint: &str,
+    x: &ArrayD<f32>,
+) -> Result<Tagged<InputCiphertexts>, DriverError> {
+    if sk.params() != client.params {
+        return Err(DriverError::Input(format!(
+            "the secret key is for parameter set {}, this model was compiled for {}: generate its keys with `fhec keygen`",
+            sk.params(),
+            client.params
+        )));
+    }
     let xs = crate::samples(x, &client.input_shape, "input")?;
-    let values: Vec<i64> = xs.iter().flat_map(|s| fhec_lower::encode(&client.inputs, s)).collect();
-    Ok(Tagged { key_fingerprint: fingerprint.into(), circuit_digest: client.circuit_digest.clone(), samples: xs.len(), data: sk.encrypt(&values) })
+    let values: Vec<i64> = xs
+        .iter()
+        .flat_map(|s| fhec_lower::encode(&client.inputs, s))
+        .collect();
+    Ok(Tagged {
+        key_fingerprint: fingerprint.into(),
+        circuit_digest: client.circuit_digest.clone(),
+        samples: xs.len(),
+        data: sk.encrypt(&values),
+    })
 }
 
 /// Runs every sample on the server. Refuses ciphertexts made for another key or another model
@@ -199,31 +300,67 @@ pub fn run(
     if cts.circuit_digest != digest {
         return Err(DriverError::Input("the ciphertexts were encrypted for another model (or another build of it): encrypt with this model's client artifact".into()));
     }
+    if ek.params() != server.circuit.params {
+        return Err(DriverError::Input(format!(
+            "the evaluation key is for parameter set {}, this model was compiled for {}: generate its keys with `fhec keygen`",
+            ek.params(),
+            server.circuit.params
+        )));
+    }
     let outs = fhe::run_batch(&server.circuit, ek, &cts.data, cts.samples)?;
-    Ok(Tagged { key_fingerprint: fingerprint.into(), circuit_digest: cts.circuit_digest.clone(), samples: cts.samples, data: outs })
+    Ok(Tagged {
+        key_fingerprint: fingerprint.into(),
+        circuit_digest: cts.circuit_digest.clone(),
+        samples: cts.samples,
+        data: outs,
+    })
 }
 
 /// Decrypts, decodes and post-processes every sample; returns the model's outputs stacked over samples.
-pub fn decrypt(client: &ClientArtifact, post: &Module, sk: &SecretKey, fingerprint: &str, out: &Tagged<OutputCiphertexts>) -> Result<Vec<(String, Stacked)>, DriverError> {
+pub fn decrypt(
+    client: &ClientArtifact,
+    post: &Module,
+    sk: &SecretKey,
+    fingerprint: &str,
+    out: &Tagged<OutputCiphertexts>,
+) -> Result<Vec<(String, Stacked)>, DriverError> {
     if out.key_fingerprint != fingerprint || out.circuit_digest != client.circuit_digest {
-        return Err(DriverError::Input("these results belong to another key or another model".into()));
+        return Err(DriverError::Input(
+            "these results belong to another key or another model".into(),
+        ));
     }
     let acc = sk.decrypt(&out.data);
     let per = client.outputs.len();
     if acc.len() != per * out.samples {
-        return Err(DriverError::Input(format!("{} results for {} samples of {per} values", acc.len(), out.samples)));
+        return Err(DriverError::Input(format!(
+            "{} results for {} samples of {per} values",
+            acc.len(),
+            out.samples
+        )));
     }
-    let outs = acc.chunks(per.max(1)).map(|a| fhec_lower::decode(&client.outputs, post, a)).collect::<Result<Vec<_>, _>>()?;
+    let outs = acc
+        .chunks(per.max(1))
+        .map(|a| fhec_lower::decode(&client.outputs, post, a))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(crate::stack_outputs(post, outs))
 }
 
 /// Noise-free cleartext simulation of the circuit on every sample.
-pub fn simulate(client: &ClientArtifact, post: &Module, server: &ServerArtifact, x: &ArrayD<f32>) -> Result<Vec<(String, Stacked)>, DriverError> {
+pub fn simulate(
+    client: &ClientArtifact,
+    post: &Module,
+    server: &ServerArtifact,
+    x: &ArrayD<f32>,
+) -> Result<Vec<(String, Stacked)>, DriverError> {
     let xs = crate::samples(x, &client.input_shape, "input")?;
     let outs = xs
         .iter()
         .map(|s| {
-            let acc = fhec_runtime::simulate(&server.circuit, &fhec_lower::encode(&client.inputs, s), fhec_runtime::Noise::None)?;
+            let acc = fhec_runtime::simulate(
+                &server.circuit,
+                &fhec_lower::encode(&client.inputs, s),
+                fhec_runtime::Noise::None,
+            )?;
             Ok(fhec_lower::decode(&client.outputs, post, &acc)?)
         })
         .collect::<Result<Vec<_>, DriverError>>()?;

@@ -5,13 +5,14 @@
 //! Ciphertext files also carry the fingerprint of the evaluation key they were made for and the digest
 //! of the circuit, so running them with another key or another model is refused.
 
-use crate::circuit::Circuit;
 use crate::RuntimeError;
+use crate::circuit::Circuit;
+use crate::params::ParamSet;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: [u8; 8] = *b"FHECFILE";
 
 /// The kinds of files; the envelope refuses to load one kind as another.
@@ -54,7 +55,8 @@ pub struct OutputCode {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClientArtifact {
     pub model: String,
-    pub parameter_set: String,
+    /// The parameter set keys are generated for.
+    pub params: ParamSet,
     /// Digest of the server's circuit: ciphertexts are tagged with it.
     pub circuit_digest: String,
     pub input_shape: Vec<usize>,
@@ -68,13 +70,15 @@ pub struct ClientArtifact {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServerArtifact {
     pub model: String,
-    pub parameter_set: String,
+    /// The circuit, with its parameter set.
     pub circuit: Circuit,
 }
 
 impl ServerArtifact {
     pub fn digest(&self) -> String {
-        hex(&Sha256::digest(bincode::serialize(&self.circuit).expect("circuits serialize")))
+        hex(&Sha256::digest(
+            bincode::serialize(&self.circuit).expect("circuits serialize"),
+        ))
     }
 }
 
@@ -98,13 +102,22 @@ pub fn fingerprint(bytes: &[u8]) -> String {
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::File { path: path.display().to_string(), msg: e.to_string() }
+    RuntimeError::File {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    }
 }
 
 /// Serializes `value` into an envelope of `kind` (returns the bytes written).
 pub fn save<T: Serialize>(path: &Path, kind: Kind, value: &T) -> Result<Vec<u8>, RuntimeError> {
     let payload = bincode::serialize(value).map_err(|e| io_err(path, e))?;
-    let env = Envelope { magic: MAGIC, kind, version: FORMAT_VERSION, checksum: Sha256::digest(&payload).into(), payload };
+    let env = Envelope {
+        magic: MAGIC,
+        kind,
+        version: FORMAT_VERSION,
+        checksum: Sha256::digest(&payload).into(),
+        payload,
+    };
     let bytes = bincode::serialize(&env).map_err(|e| io_err(path, e))?;
     std::fs::write(path, &bytes).map_err(|e| io_err(path, e))?;
     Ok(env.payload)
@@ -123,12 +136,18 @@ pub fn load<T: DeserializeOwned>(path: &Path, kind: Kind) -> Result<(T, Vec<u8>)
         return Err(io_err(path, "not an fhec file"));
     }
     if env.kind != kind {
-        return Err(io_err(path, format!("is a {:?} file, expected a {kind:?} file", env.kind)));
+        return Err(io_err(
+            path,
+            format!("is a {:?} file, expected a {kind:?} file", env.kind),
+        ));
     }
     if env.version != FORMAT_VERSION {
         return Err(io_err(
             path,
-            format!("was written in fhec file format {}, this fhec reads format {FORMAT_VERSION}: rebuild or regenerate it", env.version),
+            format!(
+                "was written in fhec file format {}, this fhec reads format {FORMAT_VERSION}: rebuild or regenerate it",
+                env.version
+            ),
         ));
     }
     if <[u8; 32]>::from(Sha256::digest(&env.payload)) != env.checksum {

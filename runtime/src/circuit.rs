@@ -3,16 +3,13 @@
 //! Values live on the discretized torus Z/2^64 (stored as wrapping `i64`). A circuit has `n_inputs`
 //! input wires (encrypted by the client) and a list of programmable bootstraps; bootstrap `k` defines
 //! wire `n_inputs + k`. Every bootstrap reads an affine combination of earlier wires with integer
-//! weights (leveled, cheap) and applies a table: the accumulator's position `acc >> POSITION_SHIFT`
-//! (arithmetic shift, so in `[-POSITIONS/2, POSITIONS/2)` when the compiler's ranges hold) selects
-//! the output value. Outputs are affine combinations of wires, decrypted by the client.
+//! weights (leveled, cheap) and applies a table: the accumulator's position `acc >> shift`
+//! (arithmetic shift, so in `[-N/2, N/2)` when the compiler's ranges hold; `N` and `shift` come from
+//! the circuit's parameter set) selects the output value. Outputs are affine combinations of wires,
+//! decrypted by the client.
 
+use crate::params::ParamSet;
 use serde::{Deserialize, Serialize};
-
-/// Bits below the table position: one position of the blind rotation (2N = 4096 positions for N = 2048).
-pub const POSITION_SHIFT: u32 = 52;
-/// Usable table positions: half the torus, `[-1024, 1024)`, so any function can be tabulated.
-pub const POSITIONS: usize = 2048;
 
 /// `bias + sum(weight * wire)`, in wrapping torus arithmetic.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -23,17 +20,25 @@ pub struct Affine {
 
 impl Affine {
     pub fn eval(&self, wires: &[i64]) -> i64 {
-        self.terms.iter().fold(self.bias, |acc, &(w, c)| acc.wrapping_add(c.wrapping_mul(wires[w as usize])))
+        self.terms.iter().fold(self.bias, |acc, &(w, c)| {
+            acc.wrapping_add(c.wrapping_mul(wires[w as usize]))
+        })
     }
 
     /// Euclidean norm of the weights on wires at or above `first_pbs_wire` (bootstrap outputs, whose
     /// noise dominates; fresh encryptions are ~2^33 times less noisy).
     pub fn pbs_weight_norm(&self, first_pbs_wire: u32) -> f64 {
-        self.terms.iter().filter(|(w, _)| *w >= first_pbs_wire).map(|&(_, c)| (c as f64).powi(2)).sum::<f64>().sqrt()
+        self.terms
+            .iter()
+            .filter(|(w, _)| *w >= first_pbs_wire)
+            .map(|&(_, c)| (c as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
     }
 }
 
-/// A lookup table over the usable positions: `values[p + POSITIONS/2]` for position `p`.
+/// A lookup table over the usable positions (half the torus, so any function can be tabulated):
+/// `values[p + N/2]` for position `p` in `[-N/2, N/2)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Table {
     pub values: Vec<i64>,
@@ -52,6 +57,8 @@ pub struct Pbs {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Circuit {
+    /// The tfhe-rs parameter set: table size, position scale and noise.
+    pub params: ParamSet,
     pub n_inputs: usize,
     pub pbs: Vec<Pbs>,
     pub tables: Vec<Table>,
@@ -64,18 +71,29 @@ impl Circuit {
     /// Checks indices and table sizes: every wire a bootstrap or output reads exists before it.
     pub fn validate(&self) -> Result<(), crate::RuntimeError> {
         let bad = |m: String| Err(crate::RuntimeError::Invalid(m));
+        let positions = self.params.positions();
         for (i, t) in self.tables.iter().enumerate() {
-            if t.values.len() != POSITIONS {
-                return bad(format!("table {i} has {} values, expected {POSITIONS}", t.values.len()));
+            if t.values.len() != positions {
+                return bad(format!(
+                    "table {i} has {} values, expected {positions} for {}",
+                    t.values.len(),
+                    self.params
+                ));
             }
         }
         for (k, p) in self.pbs.iter().enumerate() {
             let defined = self.n_inputs + k;
             if let Some(&(w, _)) = p.input.terms.iter().find(|(w, _)| *w as usize >= defined) {
-                return bad(format!("bootstrap {k} reads wire {w}, which is not defined before it"));
+                return bad(format!(
+                    "bootstrap {k} reads wire {w}, which is not defined before it"
+                ));
             }
             if p.table as usize >= self.tables.len() {
-                return bad(format!("bootstrap {k} uses table {}, there are {}", p.table, self.tables.len()));
+                return bad(format!(
+                    "bootstrap {k} uses table {}, there are {}",
+                    p.table,
+                    self.tables.len()
+                ));
             }
         }
         let wires = self.n_inputs + self.pbs.len();
@@ -92,7 +110,14 @@ impl Circuit {
         let mut depth = vec![0usize; self.n_inputs + self.pbs.len()];
         let mut levels: Vec<Vec<usize>> = Vec::new();
         for (k, p) in self.pbs.iter().enumerate() {
-            let d = p.input.terms.iter().map(|&(w, _)| depth[w as usize]).max().unwrap_or(0) + 1;
+            let d = p
+                .input
+                .terms
+                .iter()
+                .map(|&(w, _)| depth[w as usize])
+                .max()
+                .unwrap_or(0)
+                + 1;
             depth[self.n_inputs + k] = d;
             if levels.len() < d {
                 levels.resize(d, Vec::new());

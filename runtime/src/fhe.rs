@@ -1,48 +1,40 @@
 //! Encrypted execution on tfhe-rs: the only module that touches tfhe.
 //!
-//! Parameters: `PARAM_MESSAGE_2_CARRY_2_KS_PBS` (shipped by tfhe-rs, 128-bit security; N = 2048). The
-//! circuit's tables fill the bootstrap accumulator directly, one value per coefficient, so a table has
-//! 2048 positions at the cost of tfhe-rs's default 4-bit bootstrap (see the backend notes).
+//! Parameters: one of the tfhe-rs sets in [`ParamSet`] (shipped by tfhe-rs, 128-bit security), chosen
+//! per circuit by the compiler. The circuit's tables fill the bootstrap accumulator directly, one value
+//! per coefficient, so a table has `N` positions at the cost of one bootstrap (see the backend notes).
 //!
 //! Keys are split by type: [`SecretKey`] (client) encrypts and decrypts; [`EvalKey`] (server) can only
 //! evaluate. An `EvalKey` is built only from the bytes of a compressed evaluation key: no server-side
-//! function accepts or can derive secret material.
+//! function accepts or can derive secret material. Every key records its parameter set; running a
+//! circuit under a key of another set is an error.
 
-use crate::circuit::{Affine, Circuit, POSITIONS};
 use crate::RuntimeError;
+use crate::circuit::{Affine, Circuit};
+use crate::params::ParamSet;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
 use tfhe::core_crypto::prelude::{
-    LweCiphertextOwned, Plaintext, SeededLweCiphertext, allocate_and_encrypt_new_seeded_lwe_ciphertext,
-    decrypt_lwe_ciphertext, new_seeder,
+    LweCiphertextOwned, Plaintext, SeededLweCiphertext,
+    allocate_and_encrypt_new_seeded_lwe_ciphertext, decrypt_lwe_ciphertext, new_seeder,
 };
 use tfhe::shortint::ciphertext::{Degree, NoiseLevel};
-use tfhe::shortint::parameters::PARAM_MESSAGE_2_CARRY_2_KS_PBS;
 use tfhe::shortint::server_key::LookupTableOwned;
-use tfhe::shortint::{AtomicPatternKind, Ciphertext, ClientKey, CompressedServerKey, PBSOrder, ServerKey};
-
-/// The name of the parameter set, recorded in artifacts and checked against keys.
-pub const PARAMETER_SET: &str = "PARAM_MESSAGE_2_CARRY_2_KS_PBS";
-
-/// Noise model of this parameter set, in table positions (2^52 torus units), measured (backend notes;
-/// `tests/fhe.rs` re-measures the first): a bootstrap's input carries keyswitch and modulus-switch noise
-/// of this standard deviation...
-pub const FRESH_NOISE_POSITIONS: f64 = 4.81;
-/// ...plus this much per unit of the 2-norm of the weights applied to bootstrap outputs (whose own
-/// noise is this large); fresh encryptions are ~2^33 times quieter.
-pub const PBS_NOISE_PER_WEIGHT: f64 = 0.14;
+use tfhe::shortint::{
+    AtomicPatternKind, Ciphertext, ClientKey, CompressedServerKey, PBSOrder, ServerKey,
+};
 
 /// The client's secret key. Never leaves the data owner.
 #[derive(Serialize, Deserialize)]
-pub struct SecretKey(ClientKey);
+pub struct SecretKey(ParamSet, ClientKey);
 
 /// The evaluation key as it travels to the server (compressed, about 4x smaller than in memory).
 #[derive(Serialize, Deserialize)]
-pub struct CompressedEvalKey(CompressedServerKey);
+pub struct CompressedEvalKey(ParamSet, CompressedServerKey);
 
 /// The server's evaluation key: evaluates bootstraps, cannot decrypt.
-pub struct EvalKey(ServerKey);
+pub struct EvalKey(ParamSet, ServerKey);
 
 /// Client-to-server ciphertexts: seeded (the mask is regenerated from a seed), ~40 bytes each.
 #[derive(Serialize, Deserialize)]
@@ -72,51 +64,91 @@ impl OutputCiphertexts {
     }
 }
 
-/// Generates a fresh secret key and the matching compressed evaluation key.
-pub fn keygen() -> (SecretKey, CompressedEvalKey) {
-    let ck = ClientKey::new(PARAM_MESSAGE_2_CARRY_2_KS_PBS);
+/// Generates a fresh secret key and the matching compressed evaluation key for a parameter set.
+pub fn keygen(params: ParamSet) -> (SecretKey, CompressedEvalKey) {
+    let ck = ClientKey::new(params.tfhe());
     let ek = CompressedServerKey::new(&ck);
-    (SecretKey(ck), CompressedEvalKey(ek))
+    (SecretKey(params, ck), CompressedEvalKey(params, ek))
+}
+
+fn check_params(circuit: &Circuit, key: ParamSet) -> Result<(), RuntimeError> {
+    if circuit.params != key {
+        return Err(RuntimeError::Invalid(format!(
+            "the key is for parameter set {key}, the circuit was compiled for {}: generate keys for this model",
+            circuit.params
+        )));
+    }
+    Ok(())
 }
 
 impl CompressedEvalKey {
     /// Expands the key for evaluation (on the server).
     pub fn decompress(&self) -> EvalKey {
-        EvalKey(self.0.decompress())
+        EvalKey(self.0, self.1.decompress())
+    }
+
+    pub fn params(&self) -> ParamSet {
+        self.0
+    }
+}
+
+impl EvalKey {
+    pub fn params(&self) -> ParamSet {
+        self.0
     }
 }
 
 impl SecretKey {
+    pub fn params(&self) -> ParamSet {
+        self.0
+    }
+
     /// Encrypts torus values (the circuit's encoded inputs) under the key's LWE secret.
     pub fn encrypt(&self, values: &[i64]) -> InputCiphertexts {
-        let (key, noise) = self.0.encryption_key_and_noise();
-        let modulus = self.0.parameters().ciphertext_modulus();
+        let (key, noise) = self.1.encryption_key_and_noise();
+        let modulus = self.1.parameters().ciphertext_modulus();
         let mut seeder = new_seeder();
         InputCiphertexts(
             values
                 .iter()
-                .map(|&v| allocate_and_encrypt_new_seeded_lwe_ciphertext(&key, Plaintext(v as u64), noise, modulus, seeder.as_mut()))
+                .map(|&v| {
+                    allocate_and_encrypt_new_seeded_lwe_ciphertext(
+                        &key,
+                        Plaintext(v as u64),
+                        noise,
+                        modulus,
+                        seeder.as_mut(),
+                    )
+                })
                 .collect(),
         )
     }
 
     /// Decrypts the server's results to torus values (the circuit's output accumulators plus noise).
     pub fn decrypt(&self, cts: &OutputCiphertexts) -> Vec<i64> {
-        let key = self.0.encryption_key();
-        cts.0.iter().map(|ct| decrypt_lwe_ciphertext(&key, ct).0 as i64).collect()
+        let key = self.1.encryption_key();
+        cts.0
+            .iter()
+            .map(|ct| decrypt_lwe_ciphertext(&key, ct).0 as i64)
+            .collect()
     }
 }
 
 impl EvalKey {
     fn lookup_table(&self, values: &[i64]) -> Result<LookupTableOwned, RuntimeError> {
-        let mut lut = self.0.generate_lookup_table(|_| 0);
+        let mut lut = self.1.generate_lookup_table(|_| 0);
         let mut body = lut.acc.get_mut_body();
         let coefs = body.as_mut();
-        if coefs.len() != POSITIONS {
-            return Err(RuntimeError::Invalid(format!("the key's polynomial size is {}, circuits need {POSITIONS}", coefs.len())));
+        let positions = self.0.positions();
+        if coefs.len() != positions || values.len() != positions {
+            return Err(RuntimeError::Invalid(format!(
+                "the key's polynomial size is {}, the table has {}",
+                coefs.len(),
+                values.len()
+            )));
         }
         // Position p in [0, N/2) reads coefficient p; p in [-N/2, 0) reads coefficient p + N negated.
-        let half = POSITIONS / 2;
+        let half = positions / 2;
         for (q, &v) in values.iter().enumerate() {
             if q >= half {
                 coefs[q - half] = v as u64;
@@ -128,15 +160,28 @@ impl EvalKey {
     }
 
     fn wrap(&self, ct: LweCiphertextOwned<u64>) -> Ciphertext {
-        let p = self.0.message_modulus;
-        Ciphertext::new(ct, Degree::new(0), NoiseLevel::NOMINAL, p, self.0.carry_modulus, AtomicPatternKind::Standard(PBSOrder::KeyswitchBootstrap))
+        let p = self.1.message_modulus;
+        Ciphertext::new(
+            ct,
+            Degree::new(0),
+            NoiseLevel::NOMINAL,
+            p,
+            self.1.carry_modulus,
+            AtomicPatternKind::Standard(PBSOrder::KeyswitchBootstrap),
+        )
     }
 }
 
-fn affine(a: &Affine, wires: &[Option<LweCiphertextOwned<u64>>], template: &LweCiphertextOwned<u64>) -> LweCiphertextOwned<u64> {
+fn affine(
+    a: &Affine,
+    wires: &[Option<LweCiphertextOwned<u64>>],
+    template: &LweCiphertextOwned<u64>,
+) -> LweCiphertextOwned<u64> {
     let mut acc = LweCiphertextOwned::new(0u64, template.lwe_size(), template.ciphertext_modulus());
     for &(w, c) in &a.terms {
-        let src = wires[w as usize].as_ref().expect("circuit validated: operands come first");
+        let src = wires[w as usize]
+            .as_ref()
+            .expect("circuit validated: operands come first");
         slice_wrapping_add_scalar_mul_assign(acc.as_mut(), src.as_ref(), c as u64);
     }
     let body = acc.get_mut_body().data;
@@ -146,15 +191,33 @@ fn affine(a: &Affine, wires: &[Option<LweCiphertextOwned<u64>>], template: &LweC
 
 /// Evaluates the circuit on `samples` samples (their inputs one after another). Reads only the
 /// evaluation key.
-pub fn run_batch(circuit: &Circuit, key: &EvalKey, inputs: &InputCiphertexts, samples: usize) -> Result<OutputCiphertexts, RuntimeError> {
+pub fn run_batch(
+    circuit: &Circuit,
+    key: &EvalKey,
+    inputs: &InputCiphertexts,
+    samples: usize,
+) -> Result<OutputCiphertexts, RuntimeError> {
     circuit.validate()?;
+    check_params(circuit, key.0)?;
     if inputs.0.len() != circuit.n_inputs * samples {
-        return Err(RuntimeError::InputCount { expected: circuit.n_inputs * samples, got: inputs.0.len() });
+        return Err(RuntimeError::InputCount {
+            expected: circuit.n_inputs * samples,
+            got: inputs.0.len(),
+        });
     }
-    let tables = circuit.tables.iter().map(|t| key.lookup_table(&t.values)).collect::<Result<Vec<_>, _>>()?;
+    let tables = circuit
+        .tables
+        .iter()
+        .map(|t| key.lookup_table(&t.values))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(circuit.outputs.len() * samples);
     for s in 0..samples.max(usize::from(circuit.n_inputs == 0)) {
-        out.extend(run_one(circuit, key, &tables, &inputs.0[s * circuit.n_inputs..(s + 1) * circuit.n_inputs])?);
+        out.extend(run_one(
+            circuit,
+            key,
+            &tables,
+            &inputs.0[s * circuit.n_inputs..(s + 1) * circuit.n_inputs],
+        )?);
     }
     Ok(OutputCiphertexts(out))
 }
@@ -166,7 +229,7 @@ fn run_one(
     tables: &[LookupTableOwned],
     inputs: &[SeededLweCiphertext<u64>],
 ) -> Result<Vec<LweCiphertextOwned<u64>>, RuntimeError> {
-    let expected = key.0.ciphertext_lwe_dimension().to_lwe_size();
+    let expected = key.1.ciphertext_lwe_dimension().to_lwe_size();
     if let Some(ct) = inputs.iter().find(|ct| ct.lwe_size() != expected) {
         return Err(RuntimeError::Invalid(format!(
             "ciphertexts of LWE size {} do not match the evaluation key ({}): wrong key or corrupted input",
@@ -174,24 +237,41 @@ fn run_one(
             expected.0
         )));
     }
-    let mut wires: Vec<Option<LweCiphertextOwned<u64>>> =
-        inputs.par_iter().map(|ct| Some(ct.clone().decompress_into_lwe_ciphertext())).collect();
+    let mut wires: Vec<Option<LweCiphertextOwned<u64>>> = inputs
+        .par_iter()
+        .map(|ct| Some(ct.clone().decompress_into_lwe_ciphertext()))
+        .collect();
     wires.resize_with(circuit.n_inputs + circuit.pbs.len(), || None);
-    let template = wires.first().and_then(|w| w.clone()).unwrap_or_else(|| LweCiphertextOwned::new(0u64, expected, PARAM_MESSAGE_2_CARRY_2_KS_PBS.ciphertext_modulus));
+    let template = wires.first().and_then(|w| w.clone()).unwrap_or_else(|| {
+        LweCiphertextOwned::new(0u64, expected, key.0.tfhe().ciphertext_modulus)
+    });
+    // Sets whose modulus switch rounds to the nearest position read `round(phase - 1/2)`, i.e. the
+    // position `floor(phase)` the circuit's semantics name.
+    let shift = if key.0.rounds_to_nearest() {
+        (1u64 << (key.0.position_shift() - 1)).wrapping_neg()
+    } else {
+        0
+    };
     for level in circuit.levels() {
         let outs: Vec<LweCiphertextOwned<u64>> = level
             .par_iter()
             .map(|&k| {
                 let p = &circuit.pbs[k];
-                let acc = key.wrap(affine(&p.input, &wires, &template));
-                key.0.apply_lookup_table(&acc, &tables[p.table as usize]).ct
+                let mut acc = affine(&p.input, &wires, &template);
+                let body = acc.get_mut_body().data;
+                *body = body.wrapping_add(shift);
+                key.1
+                    .apply_lookup_table(&key.wrap(acc), &tables[p.table as usize])
+                    .ct
             })
             .collect();
         for (&k, ct) in level.iter().zip(outs) {
             wires[circuit.n_inputs + k] = Some(ct);
         }
     }
-    Ok(circuit.outputs.iter().map(|o| affine(o, &wires, &template)).collect())
+    Ok(circuit
+        .outputs
+        .iter()
+        .map(|o| affine(o, &wires, &template))
+        .collect())
 }
-
-

@@ -8,10 +8,12 @@
 pub mod artifact;
 mod circuit;
 pub mod fhe;
+mod params;
 mod simulate;
 
 pub use artifact::{ClientArtifact, InputCode, OutputCode, ServerArtifact};
-pub use circuit::{Affine, Circuit, POSITION_SHIFT, POSITIONS, Pbs, Table};
+pub use circuit::{Affine, Circuit, Pbs, Table};
+pub use params::{NoiseModel, ParamSet};
 pub use simulate::{Noise, simulate};
 
 use thiserror::Error;

@@ -1,11 +1,11 @@
 //! Cleartext execution of a circuit with the encrypted execution's integer semantics.
 //!
 //! Without noise the result is what an encryption with zero noise would decrypt to. With
-//! [`Noise::Gaussian`], every bootstrap input is perturbed by its stated noise (`Pbs::noise_std`
-//! positions), which is the noise model the encrypted execution is checked against.
+//! [`Noise::Gaussian`], the parameter set's noise model (tfhe-rs's noise formulas, checked against
+//! real ciphertexts in `tests/fhe.rs`) is applied where the encrypted execution creates the noise.
 
-use crate::circuit::{Circuit, POSITION_SHIFT, POSITIONS};
 use crate::RuntimeError;
+use crate::circuit::Circuit;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
@@ -23,66 +23,91 @@ impl Noise<'_> {
     }
 }
 
-/// The table position an accumulator reads (the centred modulus switch rounds down to the position).
-pub fn position(acc: i64) -> i64 {
-    acc >> POSITION_SHIFT
+/// The table position an accumulator reads (every set rounds down to the position; see
+/// `ParamSet::rounds_to_nearest`).
+pub fn position(acc: i64, shift: u32) -> i64 {
+    acc >> shift
 }
 
 /// Runs the circuit on encoded inputs (torus values) and returns the output accumulators.
-pub fn simulate(c: &Circuit, inputs: &[i64], mut noise: Noise<'_>) -> Result<Vec<i64>, RuntimeError> {
+///
+/// With [`Noise::Gaussian`], the noise enters where the encrypted execution creates it: keyswitch and
+/// modulus-switch noise at every bootstrap input, and each bootstrap output's own noise on its wire,
+/// so that every later use of a wire sees the same error (their errors are correlated, as in the
+/// encrypted execution). Fresh encryptions are ~2^30 times quieter and are taken as exact.
+pub fn simulate(
+    c: &Circuit,
+    inputs: &[i64],
+    mut noise: Noise<'_>,
+) -> Result<Vec<i64>, RuntimeError> {
     if inputs.len() != c.n_inputs {
-        return Err(RuntimeError::InputCount { expected: c.n_inputs, got: inputs.len() });
+        return Err(RuntimeError::InputCount {
+            expected: c.n_inputs,
+            got: inputs.len(),
+        });
     }
-    let half = (POSITIONS / 2) as i64;
+    let shift = c.params.position_shift();
+    let unit = (1u64 << shift) as f64;
+    let model = c.params.noise();
+    let switch = Normal::new(0.0, model.switch_var.sqrt() * unit).expect("finite std");
+    let output = Normal::new(0.0, model.pbs_var.sqrt() * unit).expect("finite std");
+    let half = (c.params.positions() / 2) as i64;
     let mut wires = Vec::with_capacity(c.n_inputs + c.pbs.len());
     wires.extend_from_slice(inputs);
     for p in &c.pbs {
         let mut acc = p.input.eval(&wires);
         if let Noise::Gaussian(rng) = &mut noise {
-            let n = Normal::new(0.0, p.noise_std.max(0.0)).expect("finite std").sample(*rng);
-            acc = acc.wrapping_add((n * (1u64 << POSITION_SHIFT) as f64) as i64);
+            acc = acc.wrapping_add(switch.sample(*rng) as i64);
         }
         // Outside the usable half, the negacyclic rotation reads the mirrored table, negated.
-        let pos = position(acc);
+        let pos = position(acc, shift);
         let table = &c.tables[p.table as usize].values;
-        let out = if (-half..half).contains(&pos) {
+        let mut out = if (-half..half).contains(&pos) {
             table[(pos + half) as usize]
         } else {
-            // Position p and p +- 2048 read the same coefficient with opposite signs.
+            // Position p and p +- N read the same coefficient with opposite signs.
             let mirrored = (pos + half).rem_euclid(2 * half) - half;
             table[(mirrored + half) as usize].wrapping_neg()
         };
+        if let Noise::Gaussian(rng) = &mut noise {
+            out = out.wrapping_add(output.sample(*rng) as i64);
+        }
         wires.push(out);
     }
-    let unit = (1u64 << POSITION_SHIFT) as f64;
-    Ok(c.outputs
-        .iter()
-        .map(|o| {
-            let acc = o.eval(&wires);
-            match &mut noise {
-                // Bootstrap outputs carry their own noise into the decrypted sums.
-                Noise::Gaussian(rng) => {
-                    let std = crate::fhe::PBS_NOISE_PER_WEIGHT * o.pbs_weight_norm(c.n_inputs as u32) * unit;
-                    acc.wrapping_add(Normal::new(0.0, std).expect("finite std").sample(*rng) as i64)
-                }
-                Noise::None => acc,
-            }
-        })
-        .collect())
+    Ok(c.outputs.iter().map(|o| o.eval(&wires)).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::circuit::{Affine, Pbs, Table};
+    use crate::params::ParamSet;
+
+    /// tfhe-rs's default set: 2048 positions of 2^52.
+    const POSITIONS: usize = 2048;
+    const POSITION_SHIFT: u32 = 52;
 
     /// One input, one bootstrap with table `values[q] = q` (the position index plus 1024), output = it.
     fn identity_circuit() -> Circuit {
         Circuit {
+            params: ParamSet::P2048B,
             n_inputs: 1,
-            pbs: vec![Pbs { input: Affine { terms: vec![(0, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 }],
-            tables: vec![Table { values: (0..POSITIONS as i64).collect() }],
-            outputs: vec![Affine { terms: vec![(1, 1)], bias: 0 }],
+            pbs: vec![Pbs {
+                input: Affine {
+                    terms: vec![(0, 1)],
+                    bias: 0,
+                },
+                table: 0,
+                noise_std: 0.0,
+                layer: 0,
+            }],
+            tables: vec![Table {
+                values: (0..POSITIONS as i64).collect(),
+            }],
+            outputs: vec![Affine {
+                terms: vec![(1, 1)],
+                bias: 0,
+            }],
             layers: vec!["identity".into()],
         }
     }
@@ -107,15 +132,23 @@ mod tests {
     fn outside_the_usable_half_the_mirrored_entry_comes_back_negated() {
         let c = identity_circuit();
         // p and p - 2048 share a coefficient with opposite signs (negacyclic rotation).
-        assert_eq!(simulate(&c, &[at_position(1024)], Noise::None).unwrap(), vec![-(-1024 + 1024)]);
-        assert_eq!(simulate(&c, &[at_position(1500)], Noise::None).unwrap(), vec![-(1500 - 2048 + 1024)]);
-        assert_eq!(simulate(&c, &[at_position(-1025)], Noise::None).unwrap(), vec![-(-1025 + 2048 + 1024)]);
+        assert_eq!(
+            simulate(&c, &[at_position(1024)], Noise::None).unwrap(),
+            vec![-(-1024 + 1024)]
+        );
+        assert_eq!(
+            simulate(&c, &[at_position(1500)], Noise::None).unwrap(),
+            vec![-(1500 - 2048 + 1024)]
+        );
+        assert_eq!(
+            simulate(&c, &[at_position(-1025)], Noise::None).unwrap(),
+            vec![-(-1025 + 2048 + 1024)]
+        );
     }
 
     #[test]
-    fn noise_moves_positions_by_about_its_standard_deviation() {
+    fn noise_moves_positions_by_about_the_switch_noise() {
         let mut c = identity_circuit();
-        c.pbs[0].noise_std = 3.0;
         // Table values in half positions, well above the outputs' own noise (0.14 position).
         c.tables[0].values = (0..POSITIONS as i64).map(|q| q << 51).collect();
         let mut rng = Noise::rng(1);
@@ -126,13 +159,20 @@ mod tests {
             })
             .collect();
         let var = moves.iter().map(|&m| (m as f64 + 0.5).powi(2)).sum::<f64>() / moves.len() as f64;
-        assert!((2.5..3.6).contains(&var.sqrt()), "std {}", var.sqrt());
+        // The set's switch noise is 4.8 positions; the output's own noise adds ~0.3 half position.
+        assert!((4.3..5.4).contains(&var.sqrt()), "std {}", var.sqrt());
     }
 
     #[test]
     fn wrong_input_count_and_bad_circuits_are_errors() {
         let mut c = identity_circuit();
-        assert_eq!(simulate(&c, &[], Noise::None), Err(RuntimeError::InputCount { expected: 1, got: 0 }));
+        assert_eq!(
+            simulate(&c, &[], Noise::None),
+            Err(RuntimeError::InputCount {
+                expected: 1,
+                got: 0
+            })
+        );
         c.pbs[0].input.terms[0].0 = 1; // reads its own output
         assert!(c.validate().is_err());
         let mut c = identity_circuit();
@@ -143,8 +183,24 @@ mod tests {
     #[test]
     fn levels_group_independent_bootstraps() {
         let mut c = identity_circuit();
-        c.pbs.push(Pbs { input: Affine { terms: vec![(0, 2)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 });
-        c.pbs.push(Pbs { input: Affine { terms: vec![(1, 1), (2, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 });
+        c.pbs.push(Pbs {
+            input: Affine {
+                terms: vec![(0, 2)],
+                bias: 0,
+            },
+            table: 0,
+            noise_std: 0.0,
+            layer: 0,
+        });
+        c.pbs.push(Pbs {
+            input: Affine {
+                terms: vec![(1, 1), (2, 1)],
+                bias: 0,
+            },
+            table: 0,
+            noise_std: 0.0,
+            layer: 0,
+        });
         assert_eq!(c.levels(), vec![vec![0, 1], vec![2]]);
     }
 }

@@ -1,24 +1,35 @@
-//! The FHE circuit in cleartext simulation: every trained corpus model compiles, and its simulated
-//! accuracy (with the stated noise model) stays within the budget of the float model.
+//! The FHE circuit in cleartext simulation: every trained corpus model compiles (parameter set and
+//! precision chosen by the search, as `fhec build` does), and its simulated accuracy (with the
+//! parameter set's noise model) stays within the budget of the float model.
 
 use fhec_ir::Tensor;
-use fhec_lower::{Options, compile};
+use fhec_lower::{Options, Search, choose, compile};
 use fhec_runtime::Noise;
 use fhec_testsuite::*;
 
 fn samples(dir: &std::path::Path, m: &fhec_ir::Module) -> Vec<Tensor> {
     let x = fhec::npy::read_samples(&dir.join("inputs.npy")).unwrap();
     let shape = m.node(m.inputs()[0]).ty.shape.clone();
-    x.outer_iter().map(|s| Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap()).collect()
+    x.outer_iter()
+        .map(|s| Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap())
+        .collect()
 }
 
 fn accuracy(outs: &[Vec<Tensor>], labels: &fhec::metrics::Labels) -> f64 {
     let first: Vec<f32> = outs.iter().flat_map(|o| o[0].to_f32_vec()).collect();
     let n = outs.len();
     let stacked = if matches!(outs[0][0].dtype(), fhec_ir::DType::I64) {
-        fhec::Stacked::I64(ndarray::ArrayD::from_shape_vec(vec![n, first.len() / n], first.iter().map(|&v| v as i64).collect()).unwrap())
+        fhec::Stacked::I64(
+            ndarray::ArrayD::from_shape_vec(
+                vec![n, first.len() / n],
+                first.iter().map(|&v| v as i64).collect(),
+            )
+            .unwrap(),
+        )
     } else {
-        fhec::Stacked::F32(ndarray::ArrayD::from_shape_vec(vec![n, first.len() / n], first).unwrap())
+        fhec::Stacked::F32(
+            ndarray::ArrayD::from_shape_vec(vec![n, first.len() / n], first).unwrap(),
+        )
     };
     match fhec::metrics::score(&stacked, labels).unwrap() {
         fhec::metrics::Score::Accuracy { correct, total } => correct as f64 / total as f64,
@@ -28,41 +39,63 @@ fn accuracy(outs: &[Vec<Tensor>], labels: &fhec::metrics::Labels) -> f64 {
 
 /// Models that do not meet the accuracy budget yet under the noise model, with the loss they may not
 /// exceed (so that a regression still fails) and why.
-const KNOWN_GAPS: &[(&str, f64, &str)] = &[(
-    "cnn_digits",
-    0.05,
-    "the fc layer sums 256 bootstrap outputs whose noise, over the interval-analysis range of the logits (~3x the calibrated one), costs ~3 points",
-)];
+const KNOWN_GAPS: &[(&str, f64, &str)] = &[];
 
 #[test]
 fn trained_models_keep_their_accuracy_in_simulation() {
     let mut report = Vec::new();
     let mut failures = Vec::new();
-    for dir in cases().into_iter().filter(|d| !case_name(d).starts_with("op_")) {
+    for dir in cases()
+        .into_iter()
+        .filter(|d| !case_name(d).starts_with("op_"))
+    {
         let name = case_name(&dir);
         let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
         let xs = samples(&dir, &m);
-        let compiled = match compile(&m, &xs, &Options::default()) {
+        let choice = match choose(&m, &xs, &Search::default(), |_| ()) {
             Ok(c) => c,
             Err(e) => {
                 failures.push(format!("{name}: {e}"));
                 continue;
             }
         };
+        let compiled = &choice.compiled;
         let labels = fhec::metrics::read_labels(&dir.join("labels.npy")).unwrap();
-        let float: Vec<Vec<Tensor>> = xs.iter().map(|x| fhec_interp::run(&m, std::slice::from_ref(x)).unwrap()).collect();
-        let exact: Vec<Vec<Tensor>> = xs.iter().map(|x| compiled.simulate(x, Noise::None).unwrap()).collect();
+        let float: Vec<Vec<Tensor>> = xs
+            .iter()
+            .map(|x| fhec_interp::run(&m, std::slice::from_ref(x)).unwrap())
+            .collect();
+        let exact: Vec<Vec<Tensor>> = xs
+            .iter()
+            .map(|x| compiled.simulate(x, Noise::None).unwrap())
+            .collect();
         let mut rng = Noise::rng(7);
-        let noisy: Vec<Vec<Tensor>> = xs.iter().map(|x| compiled.simulate(x, Noise::Gaussian(&mut rng)).unwrap()).collect();
-        let (af, ae, an) = (accuracy(&float, &labels), accuracy(&exact, &labels), accuracy(&noisy, &labels));
-        report.push(format!("{name:28} pbs {:5}  float {af:.4}  sim {ae:.4}  sim+noise {an:.4}", compiled.pbs_count()));
+        let noisy: Vec<Vec<Tensor>> = xs
+            .iter()
+            .map(|x| compiled.simulate(x, Noise::Gaussian(&mut rng)).unwrap())
+            .collect();
+        let (af, ae, an) = (
+            accuracy(&float, &labels),
+            accuracy(&exact, &labels),
+            accuracy(&noisy, &labels),
+        );
+        report.push(format!(
+            "{name:28} pbs {:5}  {:52} w{} o{:<3} fidelity {:6.2}%  float {af:.4}  sim {ae:.4}  sim+noise {an:.4}",
+            compiled.pbs_count(),
+            choice.chosen.params.name(),
+            choice.chosen.weight_bits,
+            choice.chosen.output_weight_max,
+            choice.fidelity
+        ));
         let budget = match KNOWN_GAPS.iter().find(|g| g.0 == name) {
             Some(g) => g.1,
             None if name.starts_with("cnn") => 0.015,
             None => 0.01,
         };
         if af - an > budget + 1e-9 {
-            failures.push(format!("{name}: simulated accuracy {an:.4} vs float {af:.4}"));
+            failures.push(format!(
+                "{name}: simulated accuracy {an:.4} vs float {af:.4}"
+            ));
         }
     }
     eprintln!("{}", report.join("\n"));
@@ -72,7 +105,10 @@ fn trained_models_keep_their_accuracy_in_simulation() {
 /// Op models the FHE lowering does not support yet, with the reason.
 const NOT_LOWERED: &[(&str, &str)] = &[
     ("op_matmul_batched", "batched constant matmul operand"),
-    ("op_matmul_const_left", "constant left operand of a 3-D matmul"),
+    (
+        "op_matmul_const_left",
+        "constant left operand of a 3-D matmul",
+    ),
 ];
 
 /// Single-op models: the noise-free simulation tracks the float reference within 1% of the output's
@@ -81,7 +117,10 @@ const NOT_LOWERED: &[(&str, &str)] = &[
 fn op_models_track_the_float_reference() {
     let mut report = Vec::new();
     let mut failures = Vec::new();
-    for dir in cases().into_iter().filter(|d| case_name(d).starts_with("op_")) {
+    for dir in cases()
+        .into_iter()
+        .filter(|d| case_name(d).starts_with("op_"))
+    {
         let name = case_name(&dir);
         let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
         let xs = samples(&dir, &m);
@@ -105,9 +144,16 @@ fn op_models_track_the_float_reference() {
                 }
             }
         }
-        report.push(format!("{name:36} pbs {:4} max error {:.2e}", compiled.pbs_count(), worst / scale));
+        report.push(format!(
+            "{name:36} pbs {:4} max error {:.2e}",
+            compiled.pbs_count(),
+            worst / scale
+        ));
         if worst > 0.01 * scale {
-            failures.push(format!("{name}: error {:.2e} of the output scale", worst / scale));
+            failures.push(format!(
+                "{name}: error {:.2e} of the output scale",
+                worst / scale
+            ));
         }
     }
     eprintln!("{}", report.join("\n"));

@@ -6,36 +6,78 @@
 //! `round(c_kj T_k / S_j)`, is `weight_max` (bootstrap outputs) or `INPUT_WEIGHT_MAX` (fresh inputs,
 //! whose noise is negligible). Tables hold `round(S_k f(z_p))` at the centre of each position `p`.
 //!
-//! Noise model (2_2 parameters, measured, see the backend notes): the noise at a bootstrap input has
-//! standard deviation `sqrt(4.81^2 + (0.14 |w|)^2)` positions, `|w|` the 2-norm of the weights on
-//! bootstrap outputs. The margin keeps `failure_sigmas` standard deviations inside the table.
+//! Noise model (the parameter set's, from tfhe-rs's noise formulas, see `fhec_runtime::ParamSet`): the
+//! noise at a bootstrap input has variance `switch + pbs |w|^2` positions², `|w|` the 2-norm of the
+//! weights on bootstrap outputs. The margin keeps the failure probability's number of standard
+//! deviations inside the table.
 
-use crate::neurons::{Form, Neurons};
 use crate::LowerError;
-use fhec_runtime::{Affine, Circuit, InputCode, OutputCode, POSITION_SHIFT, POSITIONS, Pbs, Table};
+use crate::neurons::{Form, Neurons};
+use fhec_runtime::{Affine, Circuit, InputCode, NoiseModel, OutputCode, ParamSet, Pbs, Table};
 
-use fhec_runtime::fhe::{FRESH_NOISE_POSITIONS, PBS_NOISE_PER_WEIGHT};
 const INPUT_WEIGHT_MAX: f64 = 4096.0;
-/// Weights on bootstrap outputs read only by decrypted outputs. Output layers are wide (hundreds of
-/// terms): their noise grows with the weights while rounding errors average out, so small weights win.
-const OUTPUT_WEIGHT_MAX: f64 = 8.0;
-const HALF: f64 = (POSITIONS / 2) as f64;
-const POSITION: f64 = (1u64 << POSITION_SHIFT) as f64;
 /// Outputs use this much of the torus (a quarter): decryption has no table to fit, and the larger the
 /// range, the smaller the bootstrap noise relative to it.
 const OUTPUT_RANGE: f64 = (1u64 << 62) as f64 * 1.5;
+/// An output's range is its calibrated range widened this many times around its centre (when tighter
+/// than its interval bound): values up to `OUTPUT_HEADROOM * 4/3` half-widths from the centre still
+/// decode exactly; beyond, the accumulator wraps.
+const OUTPUT_HEADROOM: f64 = 2.0;
+
+/// The range an output is encoded over: its interval bound, tightened by calibration.
+fn output_range(n: &Neurons, index: usize, f: &Form) -> (f64, f64) {
+    let (lo, hi) = f.range(&n.wires);
+    match n.calibrated.as_ref().map(|c| c[index]) {
+        Some((clo, chi)) if clo <= chi => {
+            let (m, h) = ((clo + chi) / 2.0, (chi - clo) / 2.0 * OUTPUT_HEADROOM);
+            let h = h.max(1e-3 * (hi - lo));
+            let (l, u) = (lo.max(m - h), hi.min(m + h));
+            if l < u { (l, u) } else { (lo, hi) }
+        }
+        _ => (lo, hi),
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// The tfhe-rs parameter set: table size and noise.
+    pub params: ParamSet,
     /// Bits of the integer weights applied to bootstrap outputs (sign included).
     pub weight_bits: u32,
-    /// Standard deviations of noise kept inside every table (7.15 for a 2^-40 failure rate per bootstrap).
-    pub failure_sigmas: f64,
+    /// Largest weight on bootstrap outputs read only by decrypted outputs. Output layers are wide
+    /// (hundreds of terms): their noise grows with the weights while rounding errors average out, so
+    /// small weights win; how small depends on the set's bootstrap noise.
+    pub output_weight_max: f64,
+    /// log2 of the probability that noise pushes one bootstrap's input out of its table.
+    pub failure_log2: f64,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { weight_bits: 6, failure_sigmas: 7.15 }
+        Options {
+            params: ParamSet::P2048B,
+            weight_bits: 6,
+            output_weight_max: 8.0,
+            failure_log2: -40.0,
+        }
+    }
+}
+
+impl Options {
+    /// Standard deviations of Gaussian noise that stay within the failure probability (two-sided):
+    /// the `z` with `erfc(z / sqrt 2) = 2^failure_log2` (7.15 at 2^-40, 9.2 at 2^-64).
+    pub fn failure_sigmas(&self) -> f64 {
+        let target = self.failure_log2.exp2();
+        let (mut lo, mut hi) = (0.0f64, 40.0f64);
+        for _ in 0..100 {
+            let mid = (lo + hi) / 2.0;
+            if libm::erfc(mid / std::f64::consts::SQRT_2) > target {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        hi
     }
 }
 
@@ -86,11 +128,20 @@ fn split_mixed_consumers(n: &Neurons) -> Neurons {
             }
         }
     }
-    Neurons { wires, n_inputs: n.n_inputs, outputs }
+    Neurons {
+        wires,
+        n_inputs: n.n_inputs,
+        outputs,
+        calibrated: n.calibrated.clone(),
+    }
 }
 
 pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError> {
     let n = &split_mixed_consumers(n);
+    let noise: NoiseModel = opts.params.noise();
+    let failure_sigmas = opts.failure_sigmas();
+    let half_positions = (opts.params.positions() / 2) as f64;
+    let position = (1u64 << opts.params.position_shift()) as f64;
     let ni = n.n_inputs;
     let nw = n.wires.len();
     let weight_max = f64::from((1u32 << (opts.weight_bits - 1)) - 1);
@@ -99,13 +150,25 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
     let (mut t, mut mid, mut s) = (vec![0.0; nw], vec![0.0; nw], vec![1.0; nw]);
     for _round in 0..4 {
         for &k in &pbs {
-            let l = n.wires[k].lookup.as_ref().expect("wires past the inputs are lookups");
+            let l = n.wires[k]
+                .lookup
+                .as_ref()
+                .expect("wires past the inputs are lookups");
             let (m, half) = centered(l.lo, l.hi);
-            if margin[k] >= HALF / 2.0 {
-                return Err(LowerError::Noise { wire: k, margin: margin[k] });
+            if margin[k] >= half_positions / 2.0 {
+                return Err(LowerError::Noise {
+                    layer: n.wires[k]
+                        .lookup
+                        .as_ref()
+                        .map(|l| l.layer.clone())
+                        .unwrap_or_default(),
+                    margin: margin[k],
+                    positions: 2.0 * half_positions,
+                    params: opts.params.name(),
+                });
             }
             mid[k] = m;
-            t[k] = (HALF - margin[k]) * POSITION / half;
+            t[k] = (half_positions - margin[k]) * position / half;
         }
         // Wire scales: from the bootstrap consumers (whose weights add noise before a table), else from
         // the outputs (decrypted directly, where large weights only add precision).
@@ -116,8 +179,8 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
                 need[j as usize] = need[j as usize].max(c.abs() * t[k]);
             }
         }
-        for f in n.outputs.iter().flatten() {
-            let (lo, hi) = f.range(&n.wires);
+        for (i, f) in n.outputs.iter().flatten().enumerate() {
+            let (lo, hi) = output_range(n, i, f);
             let scale = OUTPUT_RANGE / centered(lo, hi).1;
             for &(j, c) in &f.terms {
                 need_out[j as usize] = need_out[j as usize].max(c.abs() * scale);
@@ -139,7 +202,7 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
             s[j] = if need[j] > 0.0 {
                 class_need[c] / cap
             } else if need_out[j] > 0.0 {
-                need_out[j] / if j < ni { cap } else { OUTPUT_WEIGHT_MAX }
+                need_out[j] / if j < ni { cap } else { opts.output_weight_max }
             } else {
                 1.0
             };
@@ -147,9 +210,14 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
         let mut grew = false;
         for &k in &pbs {
             let form = &n.wires[k].lookup.as_ref().expect("lookup").input;
-            let norm2: f64 = form.terms.iter().filter(|(j, _)| *j as usize >= ni).map(|&(j, c)| (c * t[k] / s[j as usize]).round().powi(2)).sum();
-            let std = (FRESH_NOISE_POSITIONS.powi(2) + PBS_NOISE_PER_WEIGHT.powi(2) * norm2).sqrt();
-            let want = (opts.failure_sigmas * std).ceil() + 2.0;
+            let norm2: f64 = form
+                .terms
+                .iter()
+                .filter(|(j, _)| *j as usize >= ni)
+                .map(|&(j, c)| (c * t[k] / s[j as usize]).round().powi(2))
+                .sum();
+            let std = noise.input_std(norm2.sqrt(), 0.0);
+            let want = (failure_sigmas * std).ceil() + 2.0;
             if want > margin[k] {
                 margin[k] = want;
                 grew = true;
@@ -165,7 +233,12 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
     // form and the effective `T`, which the table or the decoder must use.
     let affine = |form: &Form, t: f64, m: f64, inputs: &[InputCode]| -> (Affine, f64) {
         let weight = |&(j, c): &(u32, f64)| (c * t / s[j as usize]).abs();
-        let t = match form.terms.iter().filter(|x| weight(x) >= 1.0).min_by(|a, b| weight(a).total_cmp(&weight(b))) {
+        let t = match form
+            .terms
+            .iter()
+            .filter(|x| weight(x) >= 1.0)
+            .min_by(|a, b| weight(a).total_cmp(&weight(b)))
+        {
             Some(&(j, c)) => {
                 let unit = s[j as usize] / c.abs();
                 (t / unit).floor() * unit
@@ -198,24 +271,42 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
                 bias -= c * offset;
             }
         }
-        (Affine { terms, bias: wrap(bias * t).wrapping_add(exact) }, t)
+        (
+            Affine {
+                terms,
+                bias: wrap(bias * t).wrapping_add(exact),
+            },
+            t,
+        )
     };
     let inputs: Vec<InputCode> = (0..ni)
         .map(|i| {
             let w = &n.wires[i];
-            InputCode { lo: w.lo, hi: w.hi, mid: (w.lo + w.hi) / 2.0, scale: s[i] }
+            InputCode {
+                lo: w.lo,
+                hi: w.hi,
+                mid: (w.lo + w.hi) / 2.0,
+                scale: s[i],
+            }
         })
         .collect();
-    let mut circuit = Circuit { n_inputs: ni, pbs: Vec::new(), tables: Vec::new(), outputs: Vec::new(), layers: Vec::new() };
+    let mut circuit = Circuit {
+        params: opts.params,
+        n_inputs: ni,
+        pbs: Vec::new(),
+        tables: Vec::new(),
+        outputs: Vec::new(),
+        layers: Vec::new(),
+    };
     for &k in &pbs {
         let l = n.wires[k].lookup.as_ref().expect("lookup");
         let (input, t_eff) = affine(&l.input, t[k], mid[k], &inputs);
         let norm = input.pbs_weight_norm(ni as u32);
-        let noise_std = (FRESH_NOISE_POSITIONS.powi(2) + (PBS_NOISE_PER_WEIGHT * norm).powi(2)).sqrt();
-        let values = (0..POSITIONS)
+        let noise_std = noise.input_std(norm, 0.0);
+        let values = (0..opts.params.positions())
             .map(|q| {
-                let p = q as f64 - HALF + 0.5;
-                let z = mid[k] + p * POSITION / t_eff;
+                let p = q as f64 - half_positions + 0.5;
+                let z = mid[k] + p * position / t_eff;
                 (s[k] * l.eval(z)).round() as i64
             })
             .collect();
@@ -227,18 +318,48 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
                 circuit.layers.len() - 1
             }
         } as u32;
-        circuit.pbs.push(Pbs { input, table: circuit.tables.len() as u32 - 1, noise_std, layer });
+        circuit.pbs.push(Pbs {
+            input,
+            table: circuit.tables.len() as u32 - 1,
+            noise_std,
+            layer,
+        });
     }
     let mut outputs = Vec::new();
-    for forms in &n.outputs {
-        for f in forms {
-            let (lo, hi) = f.range(&n.wires);
+    for (i, f) in n.outputs.iter().flatten().enumerate() {
+        {
+            let (lo, hi) = output_range(n, i, f);
             let (m, half) = centered(lo, hi);
             let (acc, scale) = affine(f, OUTPUT_RANGE / half, m, &inputs);
             circuit.outputs.push(acc);
             outputs.push(OutputCode { mid: m, scale });
         }
     }
-    circuit.validate().map_err(|e| LowerError::Model(e.to_string()))?;
-    Ok(Integerized { circuit, inputs, outputs })
+    circuit
+        .validate()
+        .map_err(|e| LowerError::Model(e.to_string()))?;
+    Ok(Integerized {
+        circuit,
+        inputs,
+        outputs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_probability_sets_the_margin_in_standard_deviations() {
+        let sigmas = |log2: f64| {
+            Options {
+                failure_log2: log2,
+                ..Options::default()
+            }
+            .failure_sigmas()
+        };
+        assert!((sigmas(-40.0) - 7.15).abs() < 0.01, "{}", sigmas(-40.0));
+        assert!((sigmas(-64.0) - 9.2).abs() < 0.05, "{}", sigmas(-64.0));
+        assert!(sigmas(-128.0) > sigmas(-64.0));
+    }
 }
