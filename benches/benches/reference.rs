@@ -12,9 +12,7 @@ fn reference(c: &mut Criterion) {
         let module = fhec::load_model(&dir.join("model.onnx")).expect("corpus model loads");
         let x = fhec::npy::read_samples(&dir.join("inputs.npy")).expect("corpus inputs");
         group.throughput(Throughput::Elements(x.shape()[0] as u64));
-        group.bench_function(name, |b| {
-            b.iter(|| fhec::predict(black_box(&module), black_box(&x)).expect("runs"))
-        });
+        group.bench_function(name, |b| b.iter(|| fhec::predict(black_box(&module), black_box(&x)).expect("runs")));
     }
     group.finish();
 }

@@ -4,7 +4,5 @@ use std::path::PathBuf;
 
 /// A corpus model directory by name (`testsuite/models/<name>`).
 pub fn corpus_model(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testsuite/models")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testsuite/models").join(name)
 }

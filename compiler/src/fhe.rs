@@ -9,9 +9,7 @@ use crate::{DriverError, Stacked};
 use fhec_ir::Module;
 use fhec_lower::{Choice, Search, Trial};
 use fhec_runtime::artifact::{self, Kind, Tagged};
-use fhec_runtime::fhe::{
-    self, CompressedEvalKey, EvalKey, InputCiphertexts, OutputCiphertexts, SecretKey,
-};
+use fhec_runtime::fhe::{self, CompressedEvalKey, EvalKey, InputCiphertexts, OutputCiphertexts, SecretKey};
 use fhec_runtime::{ClientArtifact, ParamSet, ServerArtifact};
 use ndarray::ArrayD;
 use serde_json::json;
@@ -41,11 +39,7 @@ pub fn server_path(dir: &Path) -> PathBuf {
 /// Estimated single-sample latency: the bootstraps level by level, each level spread over `threads`,
 /// at the parameter set's measured bootstrap time.
 pub fn estimated_latency_ms(c: &fhec_runtime::Circuit, threads: usize) -> f64 {
-    c.levels()
-        .iter()
-        .map(|l| l.len().div_ceil(threads.max(1)) as f64 * c.params.pbs_ms())
-        .sum::<f64>()
-        + 0.0
+    c.levels().iter().map(|l| l.len().div_ceil(threads.max(1)) as f64 * c.params.pbs_ms()).sum::<f64>() + 0.0
 }
 
 /// Compiles `model` with calibration samples (choosing the parameter set and precision by measured
@@ -63,13 +57,9 @@ pub fn build(
     let cal = crate::samples(calibration, &input_shape, "calibration")?;
     let choice = fhec_lower::choose(&module, &cal, search, progress)?;
     let compiled = &choice.compiled;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| DriverError::Input(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", dir.display())))?;
     let name = module.name.clone();
-    let server = ServerArtifact {
-        model: name.clone(),
-        circuit: compiled.circuit.clone(),
-    };
+    let server = ServerArtifact { model: name.clone(), circuit: compiled.circuit.clone() };
     let client = ClientArtifact {
         model: name.clone(),
         params: compiled.circuit.params,
@@ -83,15 +73,10 @@ pub fn build(
     artifact::save(&client_path(dir), Kind::Client, &client)?;
     let (text, report) = report(&name, &choice);
     let write = |file: &str, content: String| {
-        std::fs::write(dir.join(file), content).map_err(|e| {
-            DriverError::Input(format!("cannot write {}: {e}", dir.join(file).display()))
-        })
+        std::fs::write(dir.join(file), content).map_err(|e| DriverError::Input(format!("cannot write {}: {e}", dir.join(file).display())))
     };
     write("report.txt", text.clone())?;
-    write(
-        "report.json",
-        serde_json::to_string_pretty(&report).expect("json"),
-    )?;
+    write("report.json", serde_json::to_string_pretty(&report).expect("json"))?;
     Ok((choice, text))
 }
 
@@ -102,11 +87,7 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
     let sigmas = choice.chosen.failure_sigmas();
     let mut layers: Vec<(String, usize, f64, f64)> = Vec::new(); // name, pbs, max noise std, min usable positions
     for p in &circuit.pbs {
-        let layer = circuit
-            .layers
-            .get(p.layer as usize)
-            .cloned()
-            .unwrap_or_default();
+        let layer = circuit.layers.get(p.layer as usize).cloned().unwrap_or_default();
         let margin = (p.noise_std * sigmas).ceil() + 2.0;
         let usable = params.positions() as f64 - 2.0 * margin;
         match layers.iter_mut().find(|l| l.0 == layer) {
@@ -133,11 +114,7 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
         o.failure_log2,
         choice.fidelity,
         choice.required,
-        if choice.within_budget {
-            ""
-        } else {
-            "  NOT WITHIN BUDGET: the most faithful candidate was kept"
-        },
+        if choice.within_budget { "" } else { "  NOT WITHIN BUDGET: the most faithful candidate was kept" },
         circuit.pbs.len(),
         circuit.levels().len(),
         circuit.n_inputs,
@@ -145,29 +122,14 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
         params.pbs_ms()
     );
     for (l, n, noise, usable) in &layers {
-        text.push_str(&format!(
-            "  {l:40} {n:6} PBS  noise std {noise:5.1} positions  input resolution {:.1} bits\n",
-            usable.log2()
-        ));
+        text.push_str(&format!("  {l:40} {n:6} PBS  noise std {noise:5.1} positions  input resolution {:.1} bits\n", usable.log2()));
     }
-    text.push_str(
-        "\ncandidates tried (parameter set, weight bits, output weight cap: fidelity):\n",
-    );
+    text.push_str("\ncandidates tried (parameter set, weight bits, output weight cap: fidelity):\n");
     for t in &choice.trials {
-        let f = t
-            .fidelity
-            .map_or("too noisy".to_string(), |f| format!("{f:.2}%"));
-        text.push_str(&format!(
-            "  {:52} {} {:4}: {f}\n",
-            t.options.params.name(),
-            t.options.weight_bits,
-            t.options.output_weight_max
-        ));
+        let f = t.fidelity.map_or("too noisy".to_string(), |f| format!("{f:.2}%"));
+        text.push_str(&format!("  {:52} {} {:4}: {f}\n", t.options.params.name(), t.options.weight_bits, t.options.output_weight_max));
     }
-    text.push_str(&format!(
-        "\nclient post-processing:\n{}",
-        c.postprocess.to_text(fhec_ir::DataMode::Elided)
-    ));
+    text.push_str(&format!("\nclient post-processing:\n{}", c.postprocess.to_text(fhec_ir::DataMode::Elided)));
     let json = json!({
         "model": name,
         "pbs_count": circuit.pbs.len(),
@@ -194,18 +156,9 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
 
 pub fn load_client(dir: &Path) -> Result<(ClientArtifact, Module), DriverError> {
     let (client, _): (ClientArtifact, _) = artifact::load(&client_path(dir), Kind::Client)?;
-    let post: Module = client.postprocess.parse().map_err(|e| {
-        DriverError::Input(format!(
-            "{}: post-processing: {e}",
-            client_path(dir).display()
-        ))
-    })?;
-    post.verify().map_err(|e| {
-        DriverError::Input(format!(
-            "{}: post-processing: {e}",
-            client_path(dir).display()
-        ))
-    })?;
+    let post: Module =
+        client.postprocess.parse().map_err(|e| DriverError::Input(format!("{}: post-processing: {e}", client_path(dir).display())))?;
+    post.verify().map_err(|e| DriverError::Input(format!("{}: post-processing: {e}", client_path(dir).display())))?;
     Ok((client, post))
 }
 
@@ -220,17 +173,14 @@ pub fn load_server(dir: &Path) -> Result<(ServerArtifact, String), DriverError> 
 /// Generates keys for `params` into `keys/secret.key` and `keys/eval.key`; returns the eval key's size
 /// in bytes.
 pub fn keygen(keys: &Path, params: ParamSet) -> Result<(usize, Duration), DriverError> {
-    std::fs::create_dir_all(keys)
-        .map_err(|e| DriverError::Input(format!("cannot create {}: {e}", keys.display())))?;
+    std::fs::create_dir_all(keys).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", keys.display())))?;
     let start = Instant::now();
     let (sk, ek) = fhe::keygen(params);
     let took = start.elapsed();
     artifact::save(&keys.join("secret.key"), Kind::SecretKey, &sk)?;
     restrict_permissions(&keys.join("secret.key"));
     artifact::save(&keys.join("eval.key"), Kind::EvalKey, &ek)?;
-    let size = std::fs::metadata(keys.join("eval.key"))
-        .map(|m| m.len() as usize)
-        .unwrap_or(0);
+    let size = std::fs::metadata(keys.join("eval.key")).map(|m| m.len() as usize).unwrap_or(0);
     Ok((size, took))
 }
 
@@ -245,8 +195,7 @@ fn restrict_permissions(path: &Path) {
 /// The secret key and the fingerprint of the matching evaluation key (ciphertexts are tagged with it).
 pub fn load_secret(keys: &Path) -> Result<(SecretKey, String), DriverError> {
     let (sk, _): (SecretKey, _) = artifact::load(&keys.join("secret.key"), Kind::SecretKey)?;
-    let (_, ek_bytes): (CompressedEvalKey, _) =
-        artifact::load(&keys.join("eval.key"), Kind::EvalKey)?;
+    let (_, ek_bytes): (CompressedEvalKey, _) = artifact::load(&keys.join("eval.key"), Kind::EvalKey)?;
     Ok((sk, artifact::fingerprint(&ek_bytes)))
 }
 
@@ -270,10 +219,7 @@ pub fn encrypt(
         )));
     }
     let xs = crate::samples(x, &client.input_shape, "input")?;
-    let values: Vec<i64> = xs
-        .iter()
-        .flat_map(|s| fhec_lower::encode(&client.inputs, s))
-        .collect();
+    let values: Vec<i64> = xs.iter().flat_map(|s| fhec_lower::encode(&client.inputs, s)).collect();
     Ok(Tagged {
         key_fingerprint: fingerprint.into(),
         circuit_digest: client.circuit_digest.clone(),
@@ -298,7 +244,9 @@ pub fn run(
         )));
     }
     if cts.circuit_digest != digest {
-        return Err(DriverError::Input("the ciphertexts were encrypted for another model (or another build of it): encrypt with this model's client artifact".into()));
+        return Err(DriverError::Input(
+            "the ciphertexts were encrypted for another model (or another build of it): encrypt with this model's client artifact".into(),
+        ));
     }
     if ek.params() != server.circuit.params {
         return Err(DriverError::Input(format!(
@@ -308,12 +256,7 @@ pub fn run(
         )));
     }
     let outs = fhe::run_batch(&server.circuit, ek, &cts.data, cts.samples)?;
-    Ok(Tagged {
-        key_fingerprint: fingerprint.into(),
-        circuit_digest: cts.circuit_digest.clone(),
-        samples: cts.samples,
-        data: outs,
-    })
+    Ok(Tagged { key_fingerprint: fingerprint.into(), circuit_digest: cts.circuit_digest.clone(), samples: cts.samples, data: outs })
 }
 
 /// Decrypts, decodes and post-processes every sample; returns the model's outputs stacked over samples.
@@ -325,23 +268,14 @@ pub fn decrypt(
     out: &Tagged<OutputCiphertexts>,
 ) -> Result<Vec<(String, Stacked)>, DriverError> {
     if out.key_fingerprint != fingerprint || out.circuit_digest != client.circuit_digest {
-        return Err(DriverError::Input(
-            "these results belong to another key or another model".into(),
-        ));
+        return Err(DriverError::Input("these results belong to another key or another model".into()));
     }
     let acc = sk.decrypt(&out.data);
     let per = client.outputs.len();
     if acc.len() != per * out.samples {
-        return Err(DriverError::Input(format!(
-            "{} results for {} samples of {per} values",
-            acc.len(),
-            out.samples
-        )));
+        return Err(DriverError::Input(format!("{} results for {} samples of {per} values", acc.len(), out.samples)));
     }
-    let outs = acc
-        .chunks(per.max(1))
-        .map(|a| fhec_lower::decode(&client.outputs, post, a))
-        .collect::<Result<Vec<_>, _>>()?;
+    let outs = acc.chunks(per.max(1)).map(|a| fhec_lower::decode(&client.outputs, post, a)).collect::<Result<Vec<_>, _>>()?;
     Ok(crate::stack_outputs(post, outs))
 }
 
@@ -356,11 +290,7 @@ pub fn simulate(
     let outs = xs
         .iter()
         .map(|s| {
-            let acc = fhec_runtime::simulate(
-                &server.circuit,
-                &fhec_lower::encode(&client.inputs, s),
-                fhec_runtime::Noise::None,
-            )?;
+            let acc = fhec_runtime::simulate(&server.circuit, &fhec_lower::encode(&client.inputs, s), fhec_runtime::Noise::None)?;
             Ok(fhec_lower::decode(&client.outputs, post, &acc)?)
         })
         .collect::<Result<Vec<_>, DriverError>>()?;

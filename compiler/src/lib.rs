@@ -28,10 +28,7 @@ pub enum DriverError {
 /// Imports an ONNX model and runs the IR clean-up passes: the module every later stage starts from.
 pub fn load_model(path: &Path) -> Result<Module, DriverError> {
     let mut module = fhec_onnx::load(path)?;
-    let mut ctx = PassCtx {
-        verify_each: cfg!(debug_assertions),
-        ..PassCtx::default()
-    };
+    let mut ctx = PassCtx { verify_each: cfg!(debug_assertions), ..PassCtx::default() };
     run_passes(&mut module, &[&Cleanup], &mut ctx)?;
     Ok(module)
 }
@@ -52,16 +49,8 @@ fn single_input(module: &Module) -> Result<(fhec_ir::ValueId, String), DriverErr
 
 /// Samples along axis 0 of `x` as tensors of `input_shape` (whose leading batch dimension of 1 the
 /// samples lack); the error names the input `what` and the expected array shape.
-pub fn samples(
-    x: &ArrayD<f32>,
-    input_shape: &[usize],
-    what: &str,
-) -> Result<Vec<Tensor>, DriverError> {
-    let sample: &[usize] = if input_shape.first() == Some(&1) {
-        &input_shape[1..]
-    } else {
-        input_shape
-    };
+pub fn samples(x: &ArrayD<f32>, input_shape: &[usize], what: &str) -> Result<Vec<Tensor>, DriverError> {
+    let sample: &[usize] = if input_shape.first() == Some(&1) { &input_shape[1..] } else { input_shape };
     if x.ndim() != sample.len() + 1 || x.shape()[1..] != *sample {
         let mut want = vec!["N".to_string()];
         want.extend(sample.iter().map(|d| d.to_string()));
@@ -71,12 +60,7 @@ pub fn samples(
             want.join(", ")
         )));
     }
-    Ok(x.axis_iter(Axis(0))
-        .map(|s| {
-            Tensor::from_f32(input_shape.to_vec(), s.iter().copied().collect())
-                .expect("shape checked")
-        })
-        .collect())
+    Ok(x.axis_iter(Axis(0)).map(|s| Tensor::from_f32(input_shape.to_vec(), s.iter().copied().collect()).expect("shape checked")).collect())
 }
 
 /// An output array stacked over samples.
@@ -105,27 +89,15 @@ pub fn stack_outputs(m: &Module, per_sample: Vec<Vec<Tensor>>) -> Vec<(String, S
         .enumerate()
         .map(|(k, (name, v))| {
             let ty = &m.node(*v).ty;
-            let shape: &[usize] = if ty.shape.first() == Some(&1) {
-                &ty.shape[1..]
-            } else {
-                &ty.shape
-            };
+            let shape: &[usize] = if ty.shape.first() == Some(&1) { &ty.shape[1..] } else { &ty.shape };
             let mut full = vec![per_sample.len()];
             full.extend(shape);
             let stacked = match ty.dtype {
                 DType::F32 => Stacked::F32(
-                    ArrayD::from_shape_vec(
-                        IxDyn(&full),
-                        per_sample.iter().flat_map(|o| o[k].to_f32_vec()).collect(),
-                    )
-                    .expect("stacked"),
+                    ArrayD::from_shape_vec(IxDyn(&full), per_sample.iter().flat_map(|o| o[k].to_f32_vec()).collect()).expect("stacked"),
                 ),
                 DType::I64 => Stacked::I64(
-                    ArrayD::from_shape_vec(
-                        IxDyn(&full),
-                        per_sample.iter().flat_map(|o| o[k].to_i64_vec()).collect(),
-                    )
-                    .expect("stacked"),
+                    ArrayD::from_shape_vec(IxDyn(&full), per_sample.iter().flat_map(|o| o[k].to_i64_vec()).collect()).expect("stacked"),
                 ),
             };
             (name.clone(), stacked)

@@ -13,11 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(
-    name = "fhec",
-    version,
-    about = "Compile ONNX models to programs that run on encrypted data"
-)]
+#[command(name = "fhec", version, about = "Compile ONNX models to programs that run on encrypted data")]
 struct Cli {
     /// No progress output (for scripts).
     #[arg(long, global = true)]
@@ -144,11 +140,7 @@ fn bar(quiet: bool, n: usize, msg: &'static str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(n as u64).with_message(msg);
-    pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}/{eta}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
+    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}/{eta}").expect("template").progress_chars("=> "));
     pb
 }
 
@@ -168,10 +160,7 @@ fn write_outputs(output: Option<&Path>, outs: &[(String, Stacked)]) -> Result<()
 
 fn score_line(outs: &[(String, Stacked)], labels: Option<&PathBuf>) -> Result<String> {
     Ok(match labels {
-        Some(p) => format!(
-            "{}, ",
-            fhec::metrics::score(&outs[0].1, &fhec::metrics::read_labels(p)?)?
-        ),
+        Some(p) => format!("{}, ", fhec::metrics::score(&outs[0].1, &fhec::metrics::read_labels(p)?)?),
         None => String::new(),
     })
 }
@@ -181,24 +170,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { model, full } => {
             let m = fhec::load_model(&model)?;
-            print!(
-                "{}",
-                m.to_text(if full {
-                    DataMode::Full
-                } else {
-                    DataMode::Elided
-                })
-            );
+            print!("{}", m.to_text(if full { DataMode::Full } else { DataMode::Elided }));
         }
-        Command::Build {
-            model,
-            calibration,
-            output,
-            params,
-            weight_bits,
-            failure_log2,
-            accuracy_budget,
-        } => {
+        Command::Build { model, calibration, output, params, weight_bits, failure_log2, accuracy_budget } => {
             let mut search = fhec_lower::Search::default();
             if let Some(bits) = weight_bits {
                 if !(2..=16).contains(&bits) {
@@ -210,9 +184,7 @@ fn run(cli: Cli) -> Result<()> {
                 search.params = vec![fhec_runtime::ParamSet::from_name(&name)?];
             }
             if !(-200.0..=-1.0).contains(&failure_log2) {
-                bail!(
-                    "--failure-log2 must be between -200 and -1 (the default -40 means 2^-40 per bootstrap)"
-                );
+                bail!("--failure-log2 must be between -200 and -1 (the default -40 means 2^-40 per bootstrap)");
             }
             if !(0.0..=100.0).contains(&accuracy_budget) {
                 bail!("--accuracy-budget is in points, between 0 and 100");
@@ -222,11 +194,10 @@ fn run(cli: Cli) -> Result<()> {
             let dir = output.unwrap_or_else(|| model.with_extension("fhec"));
             let x = fhec::npy::read_samples(&calibration)?;
             let start = Instant::now();
-            let total =
-                search.params.len() * search.weight_bits.len() * search.output_weight_max.len();
+            let total = search.params.len() * search.weight_bits.len() * search.output_weight_max.len();
             let pb = bar(quiet, total, "choosing parameters");
-            let (choice, report) = pipeline::build(&model, &x, &dir, &search, |_| pb.inc(1))
-                .with_context(|| format!("building {}", model.display()))?;
+            let (choice, report) =
+                pipeline::build(&model, &x, &dir, &search, |_| pb.inc(1)).with_context(|| format!("building {}", model.display()))?;
             pb.finish_and_clear();
             if !quiet {
                 print!("{report}");
@@ -237,11 +208,7 @@ fn run(cli: Cli) -> Result<()> {
                     choice.required, choice.fidelity
                 );
             }
-            println!(
-                "\nwrote {} in {:.2} s",
-                dir.display(),
-                start.elapsed().as_secs_f64()
-            );
+            println!("\nwrote {} in {:.2} s", dir.display(), start.elapsed().as_secs_f64());
         }
         Command::Keygen { dir, keys } => {
             let client = pipeline::load_client(&dir)?.0;
@@ -258,31 +225,16 @@ fn run(cli: Cli) -> Result<()> {
                 took.as_secs_f64()
             );
         }
-        Command::Encrypt {
-            dir,
-            keys,
-            input,
-            output,
-        } => {
+        Command::Encrypt { dir, keys, input, output } => {
             let (client, _) = pipeline::load_client(&dir)?;
             let (sk, fp) = pipeline::load_secret(&keys)?;
             let x = fhec::npy::read_samples(&input)?;
             let cts = pipeline::encrypt(&client, &sk, &fp, &x)?;
             artifact::save(&output, Kind::Inputs, &cts)?;
             let bytes = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
-            println!(
-                "encrypted {} samples ({} values) to {}: {bytes} bytes",
-                cts.samples,
-                cts.data.len(),
-                output.display()
-            );
+            println!("encrypted {} samples ({} values) to {}: {bytes} bytes", cts.samples, cts.data.len(), output.display());
         }
-        Command::Run {
-            dir,
-            eval_key,
-            input,
-            output,
-        } => {
+        Command::Run { dir, eval_key, input, output } => {
             let (server, digest) = pipeline::load_server(&dir)?;
             let (cts, _): (Tagged<InputCiphertexts>, _) = artifact::load(&input, Kind::Inputs)?;
             let pb = spinner(quiet, "loading the evaluation key");
@@ -301,32 +253,20 @@ fn run(cli: Cli) -> Result<()> {
                 output.display()
             );
         }
-        Command::Decrypt {
-            dir,
-            keys,
-            input,
-            output,
-        } => {
+        Command::Decrypt { dir, keys, input, output } => {
             let (client, post) = pipeline::load_client(&dir)?;
             let (sk, fp) = pipeline::load_secret(&keys)?;
             let (out, _): (Tagged<OutputCiphertexts>, _) = artifact::load(&input, Kind::Outputs)?;
             let outs = pipeline::decrypt(&client, &post, &sk, &fp, &out)?;
             write_outputs(Some(&output), &outs)?;
         }
-        Command::Predict {
-            model,
-            input,
-            output,
-            labels,
-            mode,
-        } => {
+        Command::Predict { model, input, output, labels, mode } => {
             let x = fhec::npy::read_samples(&input)?;
             let n = x.shape().first().copied().unwrap_or(0).max(1) as f64;
             if model.is_file() {
                 let m = fhec::load_model(&model)?;
                 let start = Instant::now();
-                let outs = fhec::predict(&m, &x)
-                    .with_context(|| format!("predicting {}", input.display()))?;
+                let outs = fhec::predict(&m, &x).with_context(|| format!("predicting {}", input.display()))?;
                 let ms = start.elapsed().as_secs_f64() * 1e3 / n;
                 println!(
                     "{} samples, {}{ms:.3} ms/sample (float reference, not encrypted)",
@@ -350,8 +290,7 @@ fn run(cli: Cli) -> Result<()> {
                     outs
                 }
                 Mode::Fhe => {
-                    let keys =
-                        std::env::temp_dir().join(format!("fhec-keys-{}", std::process::id()));
+                    let keys = std::env::temp_dir().join(format!("fhec-keys-{}", std::process::id()));
                     let pb = spinner(quiet, "generating keys");
                     let (size, keygen) = pipeline::keygen(&keys, client.params)?;
                     pb.finish_and_clear();
@@ -363,9 +302,7 @@ fn run(cli: Cli) -> Result<()> {
                     let (mut client_t, mut server_t) = (Duration::ZERO, Duration::ZERO);
                     let mut per_sample = Vec::new();
                     for i in 0..samples {
-                        let xi = x
-                            .slice_axis(ndarray::Axis(0), ndarray::Slice::from(i..i + 1))
-                            .to_owned();
+                        let xi = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(i..i + 1)).to_owned();
                         let t = Instant::now();
                         let cts = pipeline::encrypt(&client, &sk, &fp, &xi)?;
                         client_t += t.elapsed();
@@ -414,9 +351,7 @@ fn merge(parts: Vec<Vec<(String, Stacked)>>) -> Vec<(String, Stacked)> {
                             Stacked::I64(_) => unreachable!("same output, same type"),
                         })
                         .collect();
-                    Stacked::F32(
-                        ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes"),
-                    )
+                    Stacked::F32(ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes"))
                 }
                 Stacked::I64(_) => {
                     let views: Vec<_> = parts
@@ -426,9 +361,7 @@ fn merge(parts: Vec<Vec<(String, Stacked)>>) -> Vec<(String, Stacked)> {
                             Stacked::F32(_) => unreachable!("same output, same type"),
                         })
                         .collect();
-                    Stacked::I64(
-                        ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes"),
-                    )
+                    Stacked::I64(ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes"))
                 }
             };
             (name, stacked)

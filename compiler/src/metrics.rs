@@ -33,11 +33,7 @@ impl fmt::Display for Score {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Score::Accuracy { correct, total } => {
-                write!(
-                    f,
-                    "accuracy {:.2}% ({correct}/{total})",
-                    100.0 * *correct as f64 / (*total).max(1) as f64
-                )
+                write!(f, "accuracy {:.2}% ({correct}/{total})", 100.0 * *correct as f64 / (*total).max(1) as f64)
             }
             Score::Regression { rmse, r2 } => write!(f, "RMSE {rmse:.4}, R² {r2:.4}"),
         }
@@ -63,22 +59,14 @@ pub fn score(output: &Stacked, labels: &Labels) -> Result<Score, DriverError> {
             let predicted: Vec<i64> = match output {
                 Stacked::I64(a) => a.iter().copied().collect(),
                 Stacked::F32(a) => {
-                    let a = a
-                        .view()
-                        .into_shape_with_order((n, a.len() / n.max(1)))
-                        .map_err(|e| DriverError::Input(e.to_string()))?;
+                    let a = a.view().into_shape_with_order((n, a.len() / n.max(1))).map_err(|e| DriverError::Input(e.to_string()))?;
                     a.axis_iter(Axis(0))
                         .map(|row| {
                             if row.len() == 1 {
                                 i64::from(row[0] > 0.5)
                             } else {
-                                row.iter()
-                                    .enumerate()
-                                    .fold(
-                                        (0, f32::NEG_INFINITY),
-                                        |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-                                    )
-                                    .0 as i64
+                                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0
+                                    as i64
                             }
                         })
                         .collect()
@@ -93,21 +81,12 @@ pub fn score(output: &Stacked, labels: &Labels) -> Result<Score, DriverError> {
                 Stacked::I64(a) => a.iter().map(|&v| v as f64).collect(),
             };
             if got.len() != n {
-                return Err(DriverError::Input(
-                    "regression scoring needs one output value per sample".into(),
-                ));
+                return Err(DriverError::Input("regression scoring needs one output value per sample".into()));
             }
             let mean = want.iter().map(|&v| f64::from(v)).sum::<f64>() / n.max(1) as f64;
-            let sse: f64 = got
-                .iter()
-                .zip(want)
-                .map(|(g, &w)| (g - f64::from(w)).powi(2))
-                .sum();
+            let sse: f64 = got.iter().zip(want).map(|(g, &w)| (g - f64::from(w)).powi(2)).sum();
             let sst: f64 = want.iter().map(|&w| (f64::from(w) - mean).powi(2)).sum();
-            Score::Regression {
-                rmse: (sse / n.max(1) as f64).sqrt(),
-                r2: 1.0 - sse / sst.max(f64::MIN_POSITIVE),
-            }
+            Score::Regression { rmse: (sse / n.max(1) as f64).sqrt(), r2: 1.0 - sse / sst.max(f64::MIN_POSITIVE) }
         }
     })
 }

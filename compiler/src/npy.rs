@@ -22,9 +22,7 @@ pub fn read_samples(path: &Path) -> Result<ArrayD<f32>, DriverError> {
     }
     match read_npy::<_, ArrayD<i32>>(path) {
         Ok(a) => Ok(a.mapv(|v| v as f32)),
-        Err(e) => Err(err(format!(
-            "not a .npy array of float32, float64, int64 or int32 ({e})"
-        ))),
+        Err(e) => Err(err(format!("not a .npy array of float32, float64, int64 or int32 ({e})"))),
     }
 }
 
@@ -33,20 +31,8 @@ pub fn output_path(first: &Path, k: usize, name: &str) -> PathBuf {
     if k == 0 {
         return first.to_path_buf();
     }
-    let clean: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let stem = first
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
+    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+    let stem = first.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "output".into());
     first.with_file_name(format!("{stem}.{clean}.npy"))
 }
 

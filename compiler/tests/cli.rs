@@ -4,16 +4,11 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn corpus(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testsuite")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testsuite").join(rel)
 }
 
 fn fhec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fhec"))
-        .args(args)
-        .output()
-        .expect("fhec runs")
+    Command::new(env!("CARGO_BIN_EXE_fhec")).args(args).output().expect("fhec runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -22,27 +17,17 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn inspect_prints_the_ir() {
-    let o = fhec(&[
-        "inspect",
-        corpus("models/mlp_wine/model.onnx").to_str().unwrap(),
-    ]);
+    let o = fhec(&["inspect", corpus("models/mlp_wine/model.onnx").to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.starts_with("module \"model\"\n"), "{out}");
-    assert!(
-        out.contains("= input \"") && out.contains(": enc<f32>[1,13]"),
-        "{out}"
-    );
+    assert!(out.contains("= input \"") && out.contains(": enc<f32>[1,13]"), "{out}");
     assert!(out.contains("elided>"), "constants are elided by default");
 }
 
 #[test]
 fn inspect_full_parses_back() {
-    let o = fhec(&[
-        "inspect",
-        "--full",
-        corpus("models/cnn_digits/model.onnx").to_str().unwrap(),
-    ]);
+    let o = fhec(&["inspect", "--full", corpus("models/cnn_digits/model.onnx").to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let m: fhec_ir::Module = String::from_utf8(o.stdout).unwrap().parse().unwrap();
     m.verify().unwrap();
@@ -54,44 +39,27 @@ fn predict_writes_the_reference_outputs() {
     let y = dir.path().join("y.npy");
     let o = fhec(&[
         "predict",
-        corpus("models/logreg_cancer_skl/model.onnx")
-            .to_str()
-            .unwrap(),
+        corpus("models/logreg_cancer_skl/model.onnx").to_str().unwrap(),
         "--input",
-        corpus("models/logreg_cancer_skl/inputs.npy")
-            .to_str()
-            .unwrap(),
+        corpus("models/logreg_cancer_skl/inputs.npy").to_str().unwrap(),
         "--output",
         y.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     // First output to y.npy, the second beside it, named after the output.
-    let files: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let files: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(files.len(), 2, "{files:?}");
     let got: ndarray::ArrayD<i64> = ndarray_npy::read_npy(&y).unwrap();
-    let want: ndarray::ArrayD<i64> =
-        ndarray_npy::read_npy(corpus("models/logreg_cancer_skl/expected_0.npy")).unwrap();
+    let want: ndarray::ArrayD<i64> = ndarray_npy::read_npy(corpus("models/logreg_cancer_skl/expected_0.npy")).unwrap();
     assert_eq!(got, want);
 }
 
 #[test]
 fn unsupported_op_names_node_op_and_supported_list() {
-    let o = fhec(&[
-        "inspect",
-        corpus("invalid/unsupported_op.onnx").to_str().unwrap(),
-    ]);
+    let o = fhec(&["inspect", corpus("invalid/unsupported_op.onnx").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(
-        e.contains("my_topk")
-            && e.contains("TopK")
-            && e.contains("supported ops:")
-            && e.contains("Conv"),
-        "{e}"
-    );
+    assert!(e.contains("my_topk") && e.contains("TopK") && e.contains("supported ops:") && e.contains("Conv"), "{e}");
     assert!(!e.contains("panicked"), "{e}");
 }
 
@@ -114,9 +82,7 @@ fn wrong_input_shape_names_the_expected_shape() {
     let dir = tempfile::tempdir().unwrap();
     let o = fhec(&[
         "predict",
-        corpus("models/logreg_cancer_torch/model.onnx")
-            .to_str()
-            .unwrap(),
+        corpus("models/logreg_cancer_torch/model.onnx").to_str().unwrap(),
         "--input",
         corpus("invalid/wrong_shape.npy").to_str().unwrap(),
         "--output",

@@ -56,9 +56,7 @@ impl Pass for Cleanup {
         // A rewired reshape may now reshape to its new operand's own shape; one more sweep settles it.
         if changed {
             for v in m.topo_order()? {
-                if let (Op::Reshape { .. } | Op::Transpose { .. }, Some(&o)) =
-                    (&m.node(v).op, m.operands(v).first())
-                {
+                if let (Op::Reshape { .. } | Op::Transpose { .. }, Some(&o)) = (&m.node(v).op, m.operands(v).first()) {
                     let identity = match &m.node(v).op {
                         Op::Reshape { .. } => m.node(o).ty.shape == m.node(v).ty.shape,
                         Op::Transpose { perm } => perm.iter().enumerate().all(|(i, &p)| i == p),
@@ -71,11 +69,7 @@ impl Pass for Cleanup {
             }
         }
         let removed = m.remove_dead();
-        Ok(if changed || removed > 0 {
-            Changed::Yes
-        } else {
-            Changed::No
-        })
+        Ok(if changed || removed > 0 { Changed::Yes } else { Changed::No })
     }
 }
 
@@ -91,10 +85,7 @@ mod tests {
         m.verify().expect("test input verifies");
         let sample = sample_inputs(&m);
         let before = fhec_interp::run(&m, &sample).expect("runs before");
-        let mut ctx = PassCtx {
-            verify_each: true,
-            ..PassCtx::default()
-        };
+        let mut ctx = PassCtx { verify_each: true, ..PassCtx::default() };
         run_passes(&mut m, &[&Cleanup], &mut ctx).expect("pass runs");
         let after = fhec_interp::run(&m, &sample).expect("runs after");
         assert_eq!(before, after, "cleanup changed the results");
@@ -107,8 +98,7 @@ mod tests {
             .map(|&v| {
                 let shape = m.node(v).ty.shape.clone();
                 let n = fhec_ir::numel(&shape);
-                fhec_ir::Tensor::from_f32(shape, (0..n).map(|i| i as f32 * 0.5 - 3.0).collect())
-                    .unwrap()
+                fhec_ir::Tensor::from_f32(shape, (0..n).map(|i| i as f32 * 0.5 - 3.0).collect()).unwrap()
             })
             .collect()
     }
@@ -173,9 +163,6 @@ output "y" = %1
         let mut m: Module = "module \"m\"\n%0 = input \"x\" : enc<f32>[2]\n%1 = relu %0 : enc<f32>[2]\noutput \"y\" = %1\n"
             .parse()
             .unwrap();
-        assert_eq!(
-            Cleanup.run(&mut m, &mut PassCtx::default()).unwrap(),
-            Changed::No
-        );
+        assert_eq!(Cleanup.run(&mut m, &mut PassCtx::default()).unwrap(), Changed::No);
     }
 }

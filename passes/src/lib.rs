@@ -40,29 +40,13 @@ pub trait Pass {
 }
 
 /// Runs `passes` in order on `module`.
-pub fn run_passes(
-    module: &mut Module,
-    passes: &[&dyn Pass],
-    ctx: &mut PassCtx,
-) -> Result<(), PassError> {
+pub fn run_passes(module: &mut Module, passes: &[&dyn Pass], ctx: &mut PassCtx) -> Result<(), PassError> {
     for pass in passes {
         let before = module.len();
-        let changed = pass.run(module, ctx).map_err(|err| PassError::Failed {
-            pass: pass.name(),
-            err,
-        })?;
-        ctx.log.push(format!(
-            "{}: {:?}, {} -> {} nodes",
-            pass.name(),
-            changed,
-            before,
-            module.len()
-        ));
+        let changed = pass.run(module, ctx).map_err(|err| PassError::Failed { pass: pass.name(), err })?;
+        ctx.log.push(format!("{}: {:?}, {} -> {} nodes", pass.name(), changed, before, module.len()));
         if ctx.verify_each {
-            module.verify().map_err(|err| PassError::Broke {
-                pass: pass.name(),
-                err,
-            })?;
+            module.verify().map_err(|err| PassError::Broke { pass: pass.name(), err })?;
         }
     }
     Ok(())

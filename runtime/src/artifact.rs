@@ -76,9 +76,7 @@ pub struct ServerArtifact {
 
 impl ServerArtifact {
     pub fn digest(&self) -> String {
-        hex(&Sha256::digest(
-            bincode::serialize(&self.circuit).expect("circuits serialize"),
-        ))
+        hex(&Sha256::digest(bincode::serialize(&self.circuit).expect("circuits serialize")))
     }
 }
 
@@ -102,22 +100,13 @@ pub fn fingerprint(bytes: &[u8]) -> String {
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::File {
-        path: path.display().to_string(),
-        msg: e.to_string(),
-    }
+    RuntimeError::File { path: path.display().to_string(), msg: e.to_string() }
 }
 
 /// Serializes `value` into an envelope of `kind` (returns the bytes written).
 pub fn save<T: Serialize>(path: &Path, kind: Kind, value: &T) -> Result<Vec<u8>, RuntimeError> {
     let payload = bincode::serialize(value).map_err(|e| io_err(path, e))?;
-    let env = Envelope {
-        magic: MAGIC,
-        kind,
-        version: FORMAT_VERSION,
-        checksum: Sha256::digest(&payload).into(),
-        payload,
-    };
+    let env = Envelope { magic: MAGIC, kind, version: FORMAT_VERSION, checksum: Sha256::digest(&payload).into(), payload };
     let bytes = bincode::serialize(&env).map_err(|e| io_err(path, e))?;
     std::fs::write(path, &bytes).map_err(|e| io_err(path, e))?;
     Ok(env.payload)
@@ -136,18 +125,12 @@ pub fn load<T: DeserializeOwned>(path: &Path, kind: Kind) -> Result<(T, Vec<u8>)
         return Err(io_err(path, "not an fhec file"));
     }
     if env.kind != kind {
-        return Err(io_err(
-            path,
-            format!("is a {:?} file, expected a {kind:?} file", env.kind),
-        ));
+        return Err(io_err(path, format!("is a {:?} file, expected a {kind:?} file", env.kind)));
     }
     if env.version != FORMAT_VERSION {
         return Err(io_err(
             path,
-            format!(
-                "was written in fhec file format {}, this fhec reads format {FORMAT_VERSION}: rebuild or regenerate it",
-                env.version
-            ),
+            format!("was written in fhec file format {}, this fhec reads format {FORMAT_VERSION}: rebuild or regenerate it", env.version),
         ));
     }
     if <[u8; 32]>::from(Sha256::digest(&env.payload)) != env.checksum {

@@ -20,20 +20,13 @@ pub struct Affine {
 
 impl Affine {
     pub fn eval(&self, wires: &[i64]) -> i64 {
-        self.terms.iter().fold(self.bias, |acc, &(w, c)| {
-            acc.wrapping_add(c.wrapping_mul(wires[w as usize]))
-        })
+        self.terms.iter().fold(self.bias, |acc, &(w, c)| acc.wrapping_add(c.wrapping_mul(wires[w as usize])))
     }
 
     /// Euclidean norm of the weights on wires at or above `first_pbs_wire` (bootstrap outputs, whose
     /// noise dominates; fresh encryptions are ~2^33 times less noisy).
     pub fn pbs_weight_norm(&self, first_pbs_wire: u32) -> f64 {
-        self.terms
-            .iter()
-            .filter(|(w, _)| *w >= first_pbs_wire)
-            .map(|&(_, c)| (c as f64).powi(2))
-            .sum::<f64>()
-            .sqrt()
+        self.terms.iter().filter(|(w, _)| *w >= first_pbs_wire).map(|&(_, c)| (c as f64).powi(2)).sum::<f64>().sqrt()
     }
 }
 
@@ -74,26 +67,16 @@ impl Circuit {
         let positions = self.params.positions();
         for (i, t) in self.tables.iter().enumerate() {
             if t.values.len() != positions {
-                return bad(format!(
-                    "table {i} has {} values, expected {positions} for {}",
-                    t.values.len(),
-                    self.params
-                ));
+                return bad(format!("table {i} has {} values, expected {positions} for {}", t.values.len(), self.params));
             }
         }
         for (k, p) in self.pbs.iter().enumerate() {
             let defined = self.n_inputs + k;
             if let Some(&(w, _)) = p.input.terms.iter().find(|(w, _)| *w as usize >= defined) {
-                return bad(format!(
-                    "bootstrap {k} reads wire {w}, which is not defined before it"
-                ));
+                return bad(format!("bootstrap {k} reads wire {w}, which is not defined before it"));
             }
             if p.table as usize >= self.tables.len() {
-                return bad(format!(
-                    "bootstrap {k} uses table {}, there are {}",
-                    p.table,
-                    self.tables.len()
-                ));
+                return bad(format!("bootstrap {k} uses table {}, there are {}", p.table, self.tables.len()));
             }
         }
         let wires = self.n_inputs + self.pbs.len();
@@ -110,14 +93,7 @@ impl Circuit {
         let mut depth = vec![0usize; self.n_inputs + self.pbs.len()];
         let mut levels: Vec<Vec<usize>> = Vec::new();
         for (k, p) in self.pbs.iter().enumerate() {
-            let d = p
-                .input
-                .terms
-                .iter()
-                .map(|&(w, _)| depth[w as usize])
-                .max()
-                .unwrap_or(0)
-                + 1;
+            let d = p.input.terms.iter().map(|&(w, _)| depth[w as usize]).max().unwrap_or(0) + 1;
             depth[self.n_inputs + k] = d;
             if levels.len() < d {
                 levels.resize(d, Vec::new());

@@ -11,12 +11,10 @@ use crate::RuntimeError;
 use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::commons::noise_formulas::centered_mean_shifted_modulus_switch::centered_binary_shifted_modulus_switch_additive_variance;
 use tfhe::core_crypto::commons::noise_formulas::lwe_keyswitch::{
-    keyswitch_additive_variance_132_bits_security_gaussian,
-    keyswitch_additive_variance_132_bits_security_tuniform,
+    keyswitch_additive_variance_132_bits_security_gaussian, keyswitch_additive_variance_132_bits_security_tuniform,
 };
 use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::{
-    pbs_variance_132_bits_security_gaussian_fft_mul,
-    pbs_variance_132_bits_security_tuniform_fft_mul,
+    pbs_variance_132_bits_security_gaussian_fft_mul, pbs_variance_132_bits_security_tuniform_fft_mul,
 };
 use tfhe::core_crypto::commons::noise_formulas::modulus_switch::modulus_switch_additive_variance;
 use tfhe::core_crypto::prelude::{DynamicDistribution, LweDimension};
@@ -53,21 +51,14 @@ impl NoiseModel {
     /// Standard deviation at a bootstrap input reading bootstrap outputs with weight 2-norm `pbs_norm`
     /// and fresh inputs with weight 2-norm `fresh_norm`.
     pub fn input_std(&self, pbs_norm: f64, fresh_norm: f64) -> f64 {
-        (self.switch_var + self.pbs_var * pbs_norm.powi(2) + self.fresh_var * fresh_norm.powi(2))
-            .sqrt()
+        (self.switch_var + self.pbs_var * pbs_norm.powi(2) + self.fresh_var * fresh_norm.powi(2)).sqrt()
     }
 }
 
 const TORUS: f64 = 18_446_744_073_709_551_616.0;
 
 impl ParamSet {
-    pub const ALL: [ParamSet; 5] = [
-        ParamSet::P512A,
-        ParamSet::P512B,
-        ParamSet::P1024,
-        ParamSet::P2048A,
-        ParamSet::P2048B,
-    ];
+    pub const ALL: [ParamSet; 5] = [ParamSet::P512A, ParamSet::P512B, ParamSet::P1024, ParamSet::P2048A, ParamSet::P2048B];
 
     /// tfhe-rs's name for the set.
     pub fn name(self) -> &'static str {
@@ -81,19 +72,12 @@ impl ParamSet {
     }
 
     pub fn from_name(name: &str) -> Result<ParamSet, RuntimeError> {
-        ParamSet::ALL
-            .into_iter()
-            .find(|p| p.name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                RuntimeError::Invalid(format!(
-                    "unknown parameter set {name:?}; known: {}",
-                    ParamSet::ALL
-                        .iter()
-                        .map(|p| p.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })
+        ParamSet::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(name)).ok_or_else(|| {
+            RuntimeError::Invalid(format!(
+                "unknown parameter set {name:?}; known: {}",
+                ParamSet::ALL.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+            ))
+        })
     }
 
     pub fn tfhe(self) -> ClassicPBSParameters {
@@ -132,10 +116,7 @@ impl ParamSet {
     /// position first, so every set reads position `floor(phase)`), rather than the centred switch,
     /// which already does.
     pub fn rounds_to_nearest(self) -> bool {
-        matches!(
-            self.tfhe().modulus_switch_noise_reduction_params,
-            ModulusSwitchType::Standard
-        )
+        matches!(self.tfhe().modulus_switch_noise_reduction_params, ModulusSwitchType::Standard)
     }
 
     /// The noise model, from tfhe-rs's noise formulas (`core_crypto::commons::noise_formulas`).
@@ -145,23 +126,9 @@ impl ParamSet {
         let two_n = 2.0 * p.polynomial_size.0 as f64;
         let gaussian = matches!(p.lwe_noise_distribution, DynamicDistribution::Gaussian(_));
         let ks = if gaussian {
-            keyswitch_additive_variance_132_bits_security_gaussian(
-                big,
-                p.lwe_dimension,
-                p.ks_base_log,
-                p.ks_level,
-                TORUS,
-                TORUS,
-            )
+            keyswitch_additive_variance_132_bits_security_gaussian(big, p.lwe_dimension, p.ks_base_log, p.ks_level, TORUS, TORUS)
         } else {
-            keyswitch_additive_variance_132_bits_security_tuniform(
-                big,
-                p.lwe_dimension,
-                p.ks_base_log,
-                p.ks_level,
-                TORUS,
-                TORUS,
-            )
+            keyswitch_additive_variance_132_bits_security_tuniform(big, p.lwe_dimension, p.ks_base_log, p.ks_level, TORUS, TORUS)
         };
         let ms = if self.rounds_to_nearest() {
             modulus_switch_additive_variance(p.lwe_dimension, TORUS, two_n)
@@ -194,11 +161,7 @@ impl ParamSet {
             DynamicDistribution::TUniform(t) => t.variance(TORUS).0,
         };
         let positions2 = two_n * two_n;
-        NoiseModel {
-            switch_var: (ks.0 + ms.0) * positions2,
-            pbs_var: pbs.0 * positions2,
-            fresh_var: fresh * positions2,
-        }
+        NoiseModel { switch_var: (ks.0 + ms.0) * positions2, pbs_var: pbs.0 * positions2, fresh_var: fresh * positions2 }
     }
 }
 
@@ -218,11 +181,7 @@ mod tests {
             assert_eq!(ParamSet::from_name(p.name()).unwrap(), p);
             assert_eq!(1usize << (64 - p.position_shift()), 2 * p.positions());
         }
-        assert!(
-            ParamSet::ALL
-                .windows(2)
-                .all(|w| w[0].pbs_ms() < w[1].pbs_ms())
-        );
+        assert!(ParamSet::ALL.windows(2).all(|w| w[0].pbs_ms() < w[1].pbs_ms()));
         assert!(ParamSet::from_name("PARAM_NONE").is_err());
     }
 

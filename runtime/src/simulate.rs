@@ -35,16 +35,9 @@ pub fn position(acc: i64, shift: u32) -> i64 {
 /// modulus-switch noise at every bootstrap input, and each bootstrap output's own noise on its wire,
 /// so that every later use of a wire sees the same error (their errors are correlated, as in the
 /// encrypted execution). Fresh encryptions are ~2^30 times quieter and are taken as exact.
-pub fn simulate(
-    c: &Circuit,
-    inputs: &[i64],
-    mut noise: Noise<'_>,
-) -> Result<Vec<i64>, RuntimeError> {
+pub fn simulate(c: &Circuit, inputs: &[i64], mut noise: Noise<'_>) -> Result<Vec<i64>, RuntimeError> {
     if inputs.len() != c.n_inputs {
-        return Err(RuntimeError::InputCount {
-            expected: c.n_inputs,
-            got: inputs.len(),
-        });
+        return Err(RuntimeError::InputCount { expected: c.n_inputs, got: inputs.len() });
     }
     let shift = c.params.position_shift();
     let unit = (1u64 << shift) as f64;
@@ -92,22 +85,9 @@ mod tests {
         Circuit {
             params: ParamSet::P2048B,
             n_inputs: 1,
-            pbs: vec![Pbs {
-                input: Affine {
-                    terms: vec![(0, 1)],
-                    bias: 0,
-                },
-                table: 0,
-                noise_std: 0.0,
-                layer: 0,
-            }],
-            tables: vec![Table {
-                values: (0..POSITIONS as i64).collect(),
-            }],
-            outputs: vec![Affine {
-                terms: vec![(1, 1)],
-                bias: 0,
-            }],
+            pbs: vec![Pbs { input: Affine { terms: vec![(0, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 }],
+            tables: vec![Table { values: (0..POSITIONS as i64).collect() }],
+            outputs: vec![Affine { terms: vec![(1, 1)], bias: 0 }],
             layers: vec!["identity".into()],
         }
     }
@@ -132,18 +112,9 @@ mod tests {
     fn outside_the_usable_half_the_mirrored_entry_comes_back_negated() {
         let c = identity_circuit();
         // p and p - 2048 share a coefficient with opposite signs (negacyclic rotation).
-        assert_eq!(
-            simulate(&c, &[at_position(1024)], Noise::None).unwrap(),
-            vec![-(-1024 + 1024)]
-        );
-        assert_eq!(
-            simulate(&c, &[at_position(1500)], Noise::None).unwrap(),
-            vec![-(1500 - 2048 + 1024)]
-        );
-        assert_eq!(
-            simulate(&c, &[at_position(-1025)], Noise::None).unwrap(),
-            vec![-(-1025 + 2048 + 1024)]
-        );
+        assert_eq!(simulate(&c, &[at_position(1024)], Noise::None).unwrap(), vec![-(-1024 + 1024)]);
+        assert_eq!(simulate(&c, &[at_position(1500)], Noise::None).unwrap(), vec![-(1500 - 2048 + 1024)]);
+        assert_eq!(simulate(&c, &[at_position(-1025)], Noise::None).unwrap(), vec![-(-1025 + 2048 + 1024)]);
     }
 
     #[test]
@@ -166,13 +137,7 @@ mod tests {
     #[test]
     fn wrong_input_count_and_bad_circuits_are_errors() {
         let mut c = identity_circuit();
-        assert_eq!(
-            simulate(&c, &[], Noise::None),
-            Err(RuntimeError::InputCount {
-                expected: 1,
-                got: 0
-            })
-        );
+        assert_eq!(simulate(&c, &[], Noise::None), Err(RuntimeError::InputCount { expected: 1, got: 0 }));
         c.pbs[0].input.terms[0].0 = 1; // reads its own output
         assert!(c.validate().is_err());
         let mut c = identity_circuit();
@@ -183,24 +148,8 @@ mod tests {
     #[test]
     fn levels_group_independent_bootstraps() {
         let mut c = identity_circuit();
-        c.pbs.push(Pbs {
-            input: Affine {
-                terms: vec![(0, 2)],
-                bias: 0,
-            },
-            table: 0,
-            noise_std: 0.0,
-            layer: 0,
-        });
-        c.pbs.push(Pbs {
-            input: Affine {
-                terms: vec![(1, 1), (2, 1)],
-                bias: 0,
-            },
-            table: 0,
-            noise_std: 0.0,
-            layer: 0,
-        });
+        c.pbs.push(Pbs { input: Affine { terms: vec![(0, 2)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 });
+        c.pbs.push(Pbs { input: Affine { terms: vec![(1, 1), (2, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 });
         assert_eq!(c.levels(), vec![vec![0, 1], vec![2]]);
     }
 }

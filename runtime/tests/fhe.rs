@@ -14,26 +14,14 @@ fn position_circuit(params: ParamSet, n: usize) -> Circuit {
         n_inputs: n,
         pbs: (0..n)
             .map(|i| Pbs {
-                input: Affine {
-                    terms: vec![(i as u32, 1)],
-                    bias: 0,
-                },
+                input: Affine { terms: vec![(i as u32, 1)], bias: 0 },
                 table: 0,
                 noise_std: params.noise().switch_var.sqrt(),
                 layer: 0,
             })
             .collect(),
-        tables: vec![Table {
-            values: (0..params.positions() as i64)
-                .map(|q| q << half_position)
-                .collect(),
-        }],
-        outputs: (0..n)
-            .map(|i| Affine {
-                terms: vec![((n + i) as u32, 1)],
-                bias: 0,
-            })
-            .collect(),
+        tables: vec![Table { values: (0..params.positions() as i64).map(|q| q << half_position).collect() }],
+        outputs: (0..n).map(|i| Affine { terms: vec![((n + i) as u32, 1)], bias: 0 }).collect(),
         layers: vec!["positions".into()],
     }
 }
@@ -46,42 +34,23 @@ fn bootstraps_read_the_simulated_position_within_the_noise_model() {
         let shift = params.position_shift();
         let half = params.positions() as i64 / 2;
         // Phases at position centres, spread over the usable positions (clear of the edges).
-        let positions: Vec<i64> = (0..200)
-            .map(|i| -half + 60 + i * (2 * half - 120) / 200)
-            .collect();
-        let phases: Vec<i64> = positions
-            .iter()
-            .map(|&p| (p << shift) + (1 << (shift - 1)))
-            .collect();
+        let positions: Vec<i64> = (0..200).map(|i| -half + 60 + i * (2 * half - 120) / 200).collect();
+        let phases: Vec<i64> = positions.iter().map(|&p| (p << shift) + (1 << (shift - 1))).collect();
         let c = position_circuit(params, phases.len());
         let want = simulate(&c, &phases, Noise::None).unwrap();
         let cts: InputCiphertexts = sk.encrypt(&phases);
         let got = sk.decrypt(&fhe::run_batch(&c, &ek, &cts, 1).unwrap());
-        let diffs: Vec<f64> = got
-            .iter()
-            .zip(&want)
-            .map(|(&g, &w)| g.wrapping_sub(w) as f64 / (1u64 << (shift - 1)) as f64)
-            .collect();
+        let diffs: Vec<f64> = got.iter().zip(&want).map(|(&g, &w)| g.wrapping_sub(w) as f64 / (1u64 << (shift - 1)) as f64).collect();
         let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
-        let std =
-            (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / diffs.len() as f64).sqrt();
+        let std = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / diffs.len() as f64).sqrt();
         // Predicted: the switch noise at the input plus one bootstrap output's noise on the read-out
         // (where one position read is half a position of output).
         let noise = params.noise();
         let predicted = (noise.switch_var + 4.0 * noise.pbs_var).sqrt();
-        eprintln!(
-            "{params}: position error over {} bootstraps: mean {mean:.2}, std {std:.2} (predicted {predicted:.2})",
-            diffs.len()
-        );
-        assert!(
-            diffs.iter().all(|d| d.abs() <= 7.0 * predicted),
-            "{params}: {diffs:?}"
-        );
+        eprintln!("{params}: position error over {} bootstraps: mean {mean:.2}, std {std:.2} (predicted {predicted:.2})", diffs.len());
+        assert!(diffs.iter().all(|d| d.abs() <= 7.0 * predicted), "{params}: {diffs:?}");
         assert!(mean.abs() < 0.3 * predicted, "{params}: mean {mean}");
-        assert!(
-            (0.75 * predicted..1.25 * predicted).contains(&std),
-            "{params}: std {std}, predicted {predicted}"
-        );
+        assert!((0.75 * predicted..1.25 * predicted).contains(&std), "{params}: std {std}, predicted {predicted}");
     }
 }
 
@@ -92,9 +61,7 @@ fn wrong_input_count_and_keys_of_another_set_are_errors() {
     let cts = sk.encrypt(&[0]);
     assert!(fhe::run_batch(&c, &ek.decompress(), &cts, 1).is_err());
     let other = position_circuit(ParamSet::P1024, 1);
-    let Err(err) = fhe::run_batch(&other, &ek.decompress(), &cts, 1) else {
-        panic!("ran under a key of another set")
-    };
+    let Err(err) = fhe::run_batch(&other, &ek.decompress(), &cts, 1) else { panic!("ran under a key of another set") };
     assert!(err.to_string().contains("parameter set"), "{err}");
 }
 
@@ -111,66 +78,24 @@ fn weighted_sums_of_bootstrap_outputs_follow_the_noise_model() {
         let half = positions as i64 / 2;
         let (n, group, weight) = (64usize, 8usize, 3i64);
         // Level 1: identity in half positions (output = p half positions for position p).
-        let identity = Table {
-            values: (0..positions as i64)
-                .map(|q| (q - half) << (shift - 1))
-                .collect(),
-        };
-        let mut pbs: Vec<Pbs> = (0..n)
-            .map(|i| Pbs {
-                input: Affine {
-                    terms: vec![(i as u32, 1)],
-                    bias: 0,
-                },
-                table: 0,
-                noise_std: 0.0,
-                layer: 0,
-            })
-            .collect();
+        let identity = Table { values: (0..positions as i64).map(|q| (q - half) << (shift - 1)).collect() };
+        let mut pbs: Vec<Pbs> =
+            (0..n).map(|i| Pbs { input: Affine { terms: vec![(i as u32, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 }).collect();
         for g in 0..n / group {
-            let terms = (0..group)
-                .map(|j| ((n + g * group + j) as u32, weight))
-                .collect();
-            pbs.push(Pbs {
-                input: Affine { terms, bias: 0 },
-                table: 0,
-                noise_std: 0.0,
-                layer: 1,
-            });
+            let terms = (0..group).map(|j| ((n + g * group + j) as u32, weight)).collect();
+            pbs.push(Pbs { input: Affine { terms, bias: 0 }, table: 0, noise_std: 0.0, layer: 1 });
         }
-        let outputs = (0..n / group)
-            .map(|g| Affine {
-                terms: vec![((2 * n + g) as u32, 1)],
-                bias: 0,
-            })
-            .collect();
-        let c = Circuit {
-            params,
-            n_inputs: n,
-            pbs,
-            tables: vec![identity],
-            outputs,
-            layers: vec!["a".into(), "b".into()],
-        };
-        let phases: Vec<i64> = (0..n as i64)
-            .map(|i| (((i * 7) % 21 - 10) << shift) + (1 << (shift - 1)))
-            .collect();
+        let outputs = (0..n / group).map(|g| Affine { terms: vec![((2 * n + g) as u32, 1)], bias: 0 }).collect();
+        let c = Circuit { params, n_inputs: n, pbs, tables: vec![identity], outputs, layers: vec!["a".into(), "b".into()] };
+        let phases: Vec<i64> = (0..n as i64).map(|i| (((i * 7) % 21 - 10) << shift) + (1 << (shift - 1))).collect();
         let want = simulate(&c, &phases, Noise::None).unwrap();
         let got = sk.decrypt(&fhe::run_batch(&c, &ek, &sk.encrypt(&phases), 1).unwrap());
-        let diffs: Vec<f64> = got
-            .iter()
-            .zip(&want)
-            .map(|(&g, &w)| g.wrapping_sub(w) as f64 / (1u64 << (shift - 1)) as f64)
-            .collect();
+        let diffs: Vec<f64> = got.iter().zip(&want).map(|(&g, &w)| g.wrapping_sub(w) as f64 / (1u64 << (shift - 1)) as f64).collect();
         let rms = (diffs.iter().map(|d| d * d).sum::<f64>() / diffs.len() as f64).sqrt();
         let noise = params.noise();
         let norm2 = (group as i64 * weight * weight) as f64;
         // Level-2 input noise in positions (each level-1 output carries half a position per position).
-        let predicted = (noise.switch_var
-            + noise.pbs_var * norm2
-            + 0.25 * noise.switch_var * norm2
-            + 4.0 * noise.pbs_var)
-            .sqrt();
+        let predicted = (noise.switch_var + noise.pbs_var * norm2 + 0.25 * noise.switch_var * norm2 + 4.0 * noise.pbs_var).sqrt();
         eprintln!("{params}: level-2 error rms {rms:.2} (predicted {predicted:.2}); {diffs:?}");
     }
 }

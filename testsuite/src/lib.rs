@@ -68,22 +68,13 @@ pub fn read_stacked(p: &Path) -> Result<Stacked> {
 /// Integer outputs compare exactly (returns 0 or infinity). Shapes must match up to size-1 axes.
 pub fn relative_error(got: &Stacked, want: &Stacked) -> Result<f32> {
     let (g, w) = (as_f32(got), as_f32(want));
-    let (gs, ws): (Vec<usize>, Vec<usize>) = (
-        g.shape().iter().copied().filter(|&d| d != 1).collect(),
-        w.shape().iter().copied().filter(|&d| d != 1).collect(),
-    );
+    let (gs, ws): (Vec<usize>, Vec<usize>) =
+        (g.shape().iter().copied().filter(|&d| d != 1).collect(), w.shape().iter().copied().filter(|&d| d != 1).collect());
     if gs != ws {
-        bail!(
-            "shape {:?} differs from expected {:?}",
-            g.shape(),
-            w.shape()
-        );
+        bail!("shape {:?} differs from expected {:?}", g.shape(), w.shape());
     }
     let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
-    let max = g
-        .iter()
-        .zip(w.iter())
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let max = g.iter().zip(w.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     if matches!(want, Stacked::I64(_)) {
         return Ok(if max == 0.0 { 0.0 } else { f32::INFINITY });
     }
@@ -109,10 +100,7 @@ pub fn run_tract(model: &Path, x: &ArrayD<f32>, input_shape: &[usize]) -> Result
     let mut per_output: Vec<Vec<f32>> = Vec::new();
     let mut shapes = Vec::new();
     for s in x.axis_iter(ndarray::Axis(0)) {
-        let t = Tensor::from_shape(
-            input_shape,
-            s.as_standard_layout().as_slice().expect("contiguous"),
-        )?;
+        let t = Tensor::from_shape(input_shape, s.as_standard_layout().as_slice().expect("contiguous"))?;
         let outs = plan.run(tvec!(t.into()))?;
         if per_output.is_empty() {
             per_output = vec![Vec::new(); outs.len()];
@@ -120,12 +108,7 @@ pub fn run_tract(model: &Path, x: &ArrayD<f32>, input_shape: &[usize]) -> Result
         }
         for (k, o) in outs.iter().enumerate() {
             let o = o.cast_to::<f32>()?;
-            per_output[k].extend(
-                o.to_plain_array_view::<f32>()?
-                    .iter()
-                    .copied()
-                    .collect::<Vec<_>>(),
-            );
+            per_output[k].extend(o.to_plain_array_view::<f32>()?.iter().copied().collect::<Vec<_>>());
         }
     }
     per_output
@@ -133,11 +116,7 @@ pub fn run_tract(model: &Path, x: &ArrayD<f32>, input_shape: &[usize]) -> Result
         .zip(shapes)
         .map(|(v, s): (Vec<f32>, Vec<usize>)| {
             let mut full = vec![x.shape()[0]];
-            full.extend(if s.first() == Some(&1) {
-                &s[1..]
-            } else {
-                &s[..]
-            });
+            full.extend(if s.first() == Some(&1) { &s[1..] } else { &s[..] });
             Ok(ArrayD::from_shape_vec(full, v)?)
         })
         .collect()

@@ -24,18 +24,9 @@ fn every_model_round_trips_through_text() {
     for dir in cases() {
         let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
         let text = m.to_string();
-        let parsed: Module = text
-            .parse()
-            .unwrap_or_else(|e| panic!("{}: {e}", case_name(&dir)));
-        parsed
-            .verify()
-            .unwrap_or_else(|e| panic!("{}: {e}", case_name(&dir)));
-        assert_eq!(
-            parsed.to_string(),
-            text,
-            "{}: print(parse(print(m))) differs",
-            case_name(&dir)
-        );
+        let parsed: Module = text.parse().unwrap_or_else(|e| panic!("{}: {e}", case_name(&dir)));
+        parsed.verify().unwrap_or_else(|e| panic!("{}: {e}", case_name(&dir)));
+        assert_eq!(parsed.to_string(), text, "{}: print(parse(print(m))) differs", case_name(&dir));
     }
 }
 
@@ -63,19 +54,13 @@ fn interpreter_matches_exporter_and_tract() {
         };
         let want = expected(&dir).unwrap();
         if ours.len() != want.len() {
-            failures.push(format!(
-                "{name}: {} outputs, exporter has {}",
-                ours.len(),
-                want.len()
-            ));
+            failures.push(format!("{name}: {} outputs, exporter has {}", ours.len(), want.len()));
             continue;
         }
         for (k, ((oname, got), want)) in ours.iter().zip(&want).enumerate() {
             match relative_error(got, want) {
                 Ok(e) if e <= TOLERANCE => {}
-                Ok(e) => failures.push(format!(
-                    "{name} output {k} ({oname}): relative error {e:e} vs exporter"
-                )),
+                Ok(e) => failures.push(format!("{name} output {k} ({oname}): relative error {e:e} vs exporter")),
                 Err(e) => failures.push(format!("{name} output {k} ({oname}): {e}")),
             }
         }
@@ -86,27 +71,16 @@ fn interpreter_matches_exporter_and_tract() {
                 for (k, ((oname, got), t)) in ours.iter().zip(&tract).enumerate() {
                     match relative_error(got, &fhec::Stacked::F32(t.clone())) {
                         Ok(e) if e <= TOLERANCE => {}
-                        Ok(e) => failures.push(format!(
-                            "{name} output {k} ({oname}): relative error {e:e} vs tract"
-                        )),
-                        Err(e) => {
-                            failures.push(format!("{name} output {k} ({oname}) vs tract: {e}"))
-                        }
+                        Ok(e) => failures.push(format!("{name} output {k} ({oname}): relative error {e:e} vs tract")),
+                        Err(e) => failures.push(format!("{name} output {k} ({oname}) vs tract: {e}")),
                     }
                 }
             }
-            Err(e) if TRACT_CANNOT_RUN.contains(&name.as_str()) => {
-                eprintln!("{name}: tract cannot run it ({e})")
-            }
+            Err(e) if TRACT_CANNOT_RUN.contains(&name.as_str()) => eprintln!("{name}: tract cannot run it ({e})"),
             Err(e) => failures.push(format!("{name}: tract failed: {e:#}")),
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failure(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
     assert!(checked_with_tract >= cases().len() - TRACT_CANNOT_RUN.len());
     assert!(cases().len() >= 10, "the corpus is missing");
 }
@@ -116,9 +90,7 @@ fn invalid_models_snapshot_their_diagnostics() {
     insta::glob!("../invalid", "*.onnx", |path| {
         let err = fhec::load_model(path).expect_err("invalid model must not load");
         // Paths differ between machines: keep the file name only.
-        let msg = err
-            .to_string()
-            .replace(&path.parent().unwrap().display().to_string(), "invalid");
+        let msg = err.to_string().replace(&path.parent().unwrap().display().to_string(), "invalid");
         insta::assert_snapshot!(msg);
     });
 }
@@ -136,9 +108,7 @@ fn float_accuracy_matches_the_exporters() {
     let mut checked = 0;
     for dir in cases() {
         let meta = meta(&dir).unwrap();
-        let Some(want) = meta["float_accuracy"].as_f64() else {
-            continue;
-        };
+        let Some(want) = meta["float_accuracy"].as_f64() else { continue };
         let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
         let x = fhec::npy::read_samples(&dir.join("inputs.npy")).unwrap();
         let outs = fhec::predict(&m, &x).unwrap();
@@ -147,11 +117,7 @@ fn float_accuracy_matches_the_exporters() {
             fhec::metrics::Score::Accuracy { correct, total } => correct as f64 / total as f64,
             fhec::metrics::Score::Regression { r2, .. } => r2,
         };
-        assert!(
-            (got - want).abs() < 1e-3,
-            "{}: {got} vs exporter {want}",
-            case_name(&dir)
-        );
+        assert!((got - want).abs() < 1e-3, "{}: {got} vs exporter {want}", case_name(&dir));
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} scored models");
@@ -161,18 +127,11 @@ fn float_accuracy_matches_the_exporters() {
 #[test]
 fn corrupted_models_never_panic() {
     let mut errors = 0;
-    for name in [
-        "mlp_wine",
-        "cnn_digits_maxpool",
-        "logreg_cancer_skl",
-        "op_conv2d_pads",
-    ] {
+    for name in ["mlp_wine", "cnn_digits_maxpool", "logreg_cancer_skl", "op_conv2d_pads"] {
         let bytes = std::fs::read(root().join("models").join(name).join("model.onnx")).unwrap();
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
         for _ in 0..300 {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let mut b = bytes.clone();
             let pos = (state >> 33) as usize % b.len();
             b[pos] ^= (state >> 17) as u8 | 1;
@@ -184,8 +143,5 @@ fn corrupted_models_never_panic() {
             errors += usize::from(r.is_err());
         }
     }
-    assert!(
-        errors > 100,
-        "mutations should mostly be rejected, {errors} were"
-    );
+    assert!(errors > 100, "mutations should mostly be rejected, {errors} were");
 }

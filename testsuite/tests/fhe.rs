@@ -9,14 +9,12 @@ use fhec_testsuite::*;
 
 fn first_samples(name: &str, n: usize) -> ndarray::ArrayD<f32> {
     let x = fhec::npy::read_samples(&root().join("models").join(name).join("inputs.npy")).unwrap();
-    x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
-        .to_owned()
+    x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n)).to_owned()
 }
 
 fn build(name: &str, dir: &std::path::Path) {
     let model = root().join("models").join(name).join("model.onnx");
-    let cal =
-        fhec::npy::read_samples(&root().join("models").join(name).join("inputs.npy")).unwrap();
+    let cal = fhec::npy::read_samples(&root().join("models").join(name).join("inputs.npy")).unwrap();
     pipeline::build(&model, &cal, dir, &Default::default(), |_| ()).unwrap();
 }
 
@@ -49,12 +47,7 @@ fn fhe_vs_simulate(name: &str, samples: usize) -> (f32, Outputs, Outputs) {
     for ((_, f), (_, s)) in fhe.iter().zip(&sim) {
         let (f, s) = (values(f), values(s));
         let scale = s.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
-        worst = worst.max(
-            f.iter()
-                .zip(&s)
-                .fold(0f32, |a, (x, y)| a.max((x - y).abs()))
-                / scale,
-        );
+        worst = worst.max(f.iter().zip(&s).fold(0f32, |a, (x, y)| a.max((x - y).abs())) / scale);
     }
     (worst, fhe, sim)
 }
@@ -74,20 +67,9 @@ fn mlp_encrypted_agrees_with_simulation() {
     eprintln!("mlp_wine: encrypted vs simulated, max difference {worst:.2e} of the output scale");
     // 48 bootstraps, each read within a few positions of the simulated one (noise model).
     assert!(worst < 0.05, "relative difference {worst:e}");
-    let argmax = |v: &[f32]| {
-        v.chunks(3)
-            .map(|r| {
-                r.iter()
-                    .enumerate()
-                    .fold(0, |b, (i, x)| if *x > r[b] { i } else { b })
-            })
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        argmax(&values(&fhe[0].1)),
-        argmax(&values(&sim[0].1)),
-        "predicted classes differ"
-    );
+    let argmax =
+        |v: &[f32]| v.chunks(3).map(|r| r.iter().enumerate().fold(0, |b, (i, x)| if *x > r[b] { i } else { b })).collect::<Vec<_>>();
+    assert_eq!(argmax(&values(&fhe[0].1)), argmax(&values(&sim[0].1)), "predicted classes differ");
 }
 
 #[test]
@@ -100,42 +82,24 @@ fn refuses_another_key_another_model_and_corrupted_files() {
     pipeline::keygen(&tmp.path().join("k1"), client.params).unwrap();
     pipeline::keygen(&tmp.path().join("k2"), client.params).unwrap();
     let (sk1, fp1) = pipeline::load_secret(&tmp.path().join("k1")).unwrap();
-    let cts = pipeline::encrypt(
-        &client,
-        &sk1,
-        &fp1,
-        &first_samples("logreg_cancer_torch", 1),
-    )
-    .unwrap();
+    let cts = pipeline::encrypt(&client, &sk1, &fp1, &first_samples("logreg_cancer_torch", 1)).unwrap();
 
     let (ek2, fp2) = pipeline::load_eval(&tmp.path().join("k2/eval.key")).unwrap();
     let (server_a, digest_a) = pipeline::load_server(&a).unwrap();
-    let err = pipeline::run(&server_a, &digest_a, &ek2, &fp2, &cts)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = pipeline::run(&server_a, &digest_a, &ek2, &fp2, &cts).err().unwrap().to_string();
     assert!(err.contains("encrypted for evaluation key"), "{err}");
 
     let (ek1, fp1b) = pipeline::load_eval(&tmp.path().join("k1/eval.key")).unwrap();
     let (server_b, digest_b) = pipeline::load_server(&b).unwrap();
-    let err = pipeline::run(&server_b, &digest_b, &ek1, &fp1b, &cts)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = pipeline::run(&server_b, &digest_b, &ek1, &fp1b, &cts).err().unwrap().to_string();
     assert!(err.contains("another model"), "{err}");
 
     // Keys of another parameter set: refused before anything is encrypted or run.
     let c = tmp.path().join("c");
     build("mlp_wine", &c);
     let (client_c, _) = pipeline::load_client(&c).unwrap();
-    assert_ne!(
-        client_c.params, client.params,
-        "the corpus MLP and logistic regression choose different sets"
-    );
-    let err = pipeline::encrypt(&client_c, &sk1, &fp1, &first_samples("mlp_wine", 1))
-        .err()
-        .unwrap()
-        .to_string();
+    assert_ne!(client_c.params, client.params, "the corpus MLP and logistic regression choose different sets");
+    let err = pipeline::encrypt(&client_c, &sk1, &fp1, &first_samples("mlp_wine", 1)).err().unwrap().to_string();
     assert!(err.contains("parameter set"), "{err}");
 
     // A flipped byte in a ciphertext file, and a key file given where an artifact is expected.
@@ -145,21 +109,11 @@ fn refuses_another_key_another_model_and_corrupted_files() {
     let n = bytes.len();
     bytes[n / 2] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
-    let err =
-        artifact::load::<fhec_runtime::artifact::Tagged<fhec_runtime::fhe::InputCiphertexts>>(
-            &path,
-            Kind::Inputs,
-        )
+    let err = artifact::load::<fhec_runtime::artifact::Tagged<fhec_runtime::fhe::InputCiphertexts>>(&path, Kind::Inputs)
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("corrupted"), "{err}");
-    let err = artifact::load::<fhec_runtime::ClientArtifact>(
-        &tmp.path().join("k1/eval.key"),
-        Kind::Client,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = artifact::load::<fhec_runtime::ClientArtifact>(&tmp.path().join("k1/eval.key"), Kind::Client).err().unwrap().to_string();
     assert!(err.contains("expected a Client file"), "{err}");
 }

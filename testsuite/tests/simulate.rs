@@ -10,26 +10,16 @@ use fhec_testsuite::*;
 fn samples(dir: &std::path::Path, m: &fhec_ir::Module) -> Vec<Tensor> {
     let x = fhec::npy::read_samples(&dir.join("inputs.npy")).unwrap();
     let shape = m.node(m.inputs()[0]).ty.shape.clone();
-    x.outer_iter()
-        .map(|s| Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap())
-        .collect()
+    x.outer_iter().map(|s| Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap()).collect()
 }
 
 fn accuracy(outs: &[Vec<Tensor>], labels: &fhec::metrics::Labels) -> f64 {
     let first: Vec<f32> = outs.iter().flat_map(|o| o[0].to_f32_vec()).collect();
     let n = outs.len();
     let stacked = if matches!(outs[0][0].dtype(), fhec_ir::DType::I64) {
-        fhec::Stacked::I64(
-            ndarray::ArrayD::from_shape_vec(
-                vec![n, first.len() / n],
-                first.iter().map(|&v| v as i64).collect(),
-            )
-            .unwrap(),
-        )
+        fhec::Stacked::I64(ndarray::ArrayD::from_shape_vec(vec![n, first.len() / n], first.iter().map(|&v| v as i64).collect()).unwrap())
     } else {
-        fhec::Stacked::F32(
-            ndarray::ArrayD::from_shape_vec(vec![n, first.len() / n], first).unwrap(),
-        )
+        fhec::Stacked::F32(ndarray::ArrayD::from_shape_vec(vec![n, first.len() / n], first).unwrap())
     };
     match fhec::metrics::score(&stacked, labels).unwrap() {
         fhec::metrics::Score::Accuracy { correct, total } => correct as f64 / total as f64,
@@ -45,10 +35,7 @@ const KNOWN_GAPS: &[(&str, f64, &str)] = &[];
 fn trained_models_keep_their_accuracy_in_simulation() {
     let mut report = Vec::new();
     let mut failures = Vec::new();
-    for dir in cases()
-        .into_iter()
-        .filter(|d| !case_name(d).starts_with("op_"))
-    {
+    for dir in cases().into_iter().filter(|d| !case_name(d).starts_with("op_")) {
         let name = case_name(&dir);
         let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
         let xs = samples(&dir, &m);
@@ -61,24 +48,11 @@ fn trained_models_keep_their_accuracy_in_simulation() {
         };
         let compiled = &choice.compiled;
         let labels = fhec::metrics::read_labels(&dir.join("labels.npy")).unwrap();
-        let float: Vec<Vec<Tensor>> = xs
-            .iter()
-            .map(|x| fhec_interp::run(&m, std::slice::from_ref(x)).unwrap())
-            .collect();
-        let exact: Vec<Vec<Tensor>> = xs
-            .iter()
-            .map(|x| compiled.simulate(x, Noise::None).unwrap())
-            .collect();
+        let float: Vec<Vec<Tensor>> = xs.iter().map(|x| fhec_interp::run(&m, std::slice::from_ref(x)).unwrap()).collect();
+        let exact: Vec<Vec<Tensor>> = xs.iter().map(|x| compiled.simulate(x, Noise::None).unwrap()).collect();
         let mut rng = Noise::rng(7);
-        let noisy: Vec<Vec<Tensor>> = xs
-            .iter()
-            .map(|x| compiled.simulate(x, Noise::Gaussian(&mut rng)).unwrap())
-            .collect();
-        let (af, ae, an) = (
-            accuracy(&float, &labels),
-            accuracy(&exact, &labels),
-            accuracy(&noisy, &labels),
-        );
+        let noisy: Vec<Vec<Tensor>> = xs.iter().map(|x| compiled.simulate(x, Noise::Gaussian(&mut rng)).unwrap()).collect();
+        let (af, ae, an) = (accuracy(&float, &labels), accuracy(&exact, &labels), accuracy(&noisy, &labels));
         report.push(format!(
             "{name:28} pbs {:5}  {:52} w{} o{:<3} fidelity {:6.2}%  float {af:.4}  sim {ae:.4}  sim+noise {an:.4}",
             compiled.pbs_count(),
@@ -93,9 +67,7 @@ fn trained_models_keep_their_accuracy_in_simulation() {
             None => 0.01,
         };
         if af - an > budget + 1e-9 {
-            failures.push(format!(
-                "{name}: simulated accuracy {an:.4} vs float {af:.4}"
-            ));
+            failures.push(format!("{name}: simulated accuracy {an:.4} vs float {af:.4}"));
         }
     }
     eprintln!("{}", report.join("\n"));
@@ -103,13 +75,8 @@ fn trained_models_keep_their_accuracy_in_simulation() {
 }
 
 /// Op models the FHE lowering does not support yet, with the reason.
-const NOT_LOWERED: &[(&str, &str)] = &[
-    ("op_matmul_batched", "batched constant matmul operand"),
-    (
-        "op_matmul_const_left",
-        "constant left operand of a 3-D matmul",
-    ),
-];
+const NOT_LOWERED: &[(&str, &str)] =
+    &[("op_matmul_batched", "batched constant matmul operand"), ("op_matmul_const_left", "constant left operand of a 3-D matmul")];
 
 /// Single-op models: the noise-free simulation tracks the float reference within 1% of the output's
 /// scale (table resolution and 6-bit weights), and every op model compiles but the listed ones.
@@ -117,10 +84,7 @@ const NOT_LOWERED: &[(&str, &str)] = &[
 fn op_models_track_the_float_reference() {
     let mut report = Vec::new();
     let mut failures = Vec::new();
-    for dir in cases()
-        .into_iter()
-        .filter(|d| case_name(d).starts_with("op_"))
-    {
+    for dir in cases().into_iter().filter(|d| case_name(d).starts_with("op_")) {
         let name = case_name(&dir);
         let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
         let xs = samples(&dir, &m);
@@ -144,16 +108,9 @@ fn op_models_track_the_float_reference() {
                 }
             }
         }
-        report.push(format!(
-            "{name:36} pbs {:4} max error {:.2e}",
-            compiled.pbs_count(),
-            worst / scale
-        ));
+        report.push(format!("{name:36} pbs {:4} max error {:.2e}", compiled.pbs_count(), worst / scale));
         if worst > 0.01 * scale {
-            failures.push(format!(
-                "{name}: error {:.2e} of the output scale",
-                worst / scale
-            ));
+            failures.push(format!("{name}: error {:.2e} of the output scale", worst / scale));
         }
     }
     eprintln!("{}", report.join("\n"));

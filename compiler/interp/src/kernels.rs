@@ -16,17 +16,13 @@ fn from_f32(a: ArrayD<f32>) -> Tensor {
 /// Evaluates one op on its operand tensors; `ty` is the result type the module declares.
 pub fn eval_op(op: &Op, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
     let out = match op {
-        Op::Input { .. } | Op::Const(_) => {
-            return Err("inputs and constants are not evaluated".into());
-        }
+        Op::Input { .. } | Op::Const(_) => return Err("inputs and constants are not evaluated".into()),
         Op::Unary(u) => from_f32(view_f32(xs[0])?.mapv(|x| u.apply(x))),
         Op::Binary(b) => {
             let shape = IxDyn(&ty.shape);
             let a = view_f32(xs[0])?;
             let c = view_f32(xs[1])?;
-            let a = a
-                .broadcast(shape.clone())
-                .ok_or("operands do not broadcast")?;
+            let a = a.broadcast(shape.clone()).ok_or("operands do not broadcast")?;
             let c = c.broadcast(shape).ok_or("operands do not broadcast")?;
             from_f32(Zip::from(&a).and(&c).map_collect(|&x, &y| b.apply(x, y)))
         }
@@ -34,11 +30,7 @@ pub fn eval_op(op: &Op, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
         Op::Conv(c) => conv(c, xs, ty)?,
         Op::AvgPool(p) => pool(p, xs[0], ty, false)?,
         Op::MaxPool(p) => pool(p, xs[0], ty, true)?,
-        Op::Reduce {
-            kind,
-            axes,
-            keepdims,
-        } => {
+        Op::Reduce { kind, axes, keepdims } => {
             let mut a = view_f32(xs[0])?.mapv(f64::from);
             let mut count = 1usize;
             for &ax in axes.iter().rev() {
@@ -48,11 +40,7 @@ pub fn eval_op(op: &Op, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
                     a.insert_axis_inplace(Axis(ax));
                 }
             }
-            let scale = if *kind == ReduceKind::Mean {
-                1.0 / count as f64
-            } else {
-                1.0
-            };
+            let scale = if *kind == ReduceKind::Mean { 1.0 / count as f64 } else { 1.0 };
             from_f32(a.mapv(|s| (s * scale) as f32))
         }
         Op::Softmax { axis } | Op::LogSoftmax { axis } => {
@@ -68,20 +56,12 @@ pub fn eval_op(op: &Op, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
             }
             from_f32(a)
         }
-        Op::ArgMax {
-            axis,
-            keepdims,
-            select_last_index,
-        } => {
+        Op::ArgMax { axis, keepdims, select_last_index } => {
             let a = view_f32(xs[0])?;
             let mut idx = a.map_axis(Axis(*axis), |lane| {
                 let mut best = 0;
                 for (i, &x) in lane.iter().enumerate() {
-                    let better = if *select_last_index {
-                        x >= lane[best]
-                    } else {
-                        x > lane[best]
-                    };
+                    let better = if *select_last_index { x >= lane[best] } else { x > lane[best] };
                     if better {
                         best = i;
                     }
@@ -95,72 +75,46 @@ pub fn eval_op(op: &Op, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
             Tensor::from_i64(shape, idx.iter().copied().collect()).expect("shape matches")
         }
         // Data movement works on any element type.
-        Op::Reshape { .. }
-        | Op::Transpose { .. }
-        | Op::Concat { .. }
-        | Op::Slice { .. }
-        | Op::Gather { .. }
-        | Op::Pad { .. } => match xs[0].dtype() {
-            DType::F32 => {
-                let views = xs
-                    .iter()
-                    .map(|t| view_f32(t))
-                    .collect::<Result<Vec<_>, _>>()?;
-                from_f32(move_data(op, &views, ty, |v| v)?)
+        Op::Reshape { .. } | Op::Transpose { .. } | Op::Concat { .. } | Op::Slice { .. } | Op::Gather { .. } | Op::Pad { .. } => {
+            match xs[0].dtype() {
+                DType::F32 => {
+                    let views = xs.iter().map(|t| view_f32(t)).collect::<Result<Vec<_>, _>>()?;
+                    from_f32(move_data(op, &views, ty, |v| v)?)
+                }
+                DType::I64 => {
+                    let views = xs
+                        .iter()
+                        .map(|t| {
+                            let d = t.as_i64().ok_or("mixed element types")?;
+                            ArrayViewD::from_shape(IxDyn(t.shape()), d).map_err(|e| e.to_string())
+                        })
+                        .collect::<Result<Vec<_>, String>>()?;
+                    let a = move_data(op, &views, ty, |v| v as i64)?;
+                    Tensor::from_i64(a.shape().to_vec(), a.iter().copied().collect()).expect("shape matches")
+                }
             }
-            DType::I64 => {
-                let views = xs
-                    .iter()
-                    .map(|t| {
-                        let d = t.as_i64().ok_or("mixed element types")?;
-                        ArrayViewD::from_shape(IxDyn(t.shape()), d).map_err(|e| e.to_string())
-                    })
-                    .collect::<Result<Vec<_>, String>>()?;
-                let a = move_data(op, &views, ty, |v| v as i64)?;
-                Tensor::from_i64(a.shape().to_vec(), a.iter().copied().collect())
-                    .expect("shape matches")
-            }
-        },
+        }
     };
     if out.shape() != ty.shape.as_slice() || out.dtype() != ty.dtype {
-        return Err(format!(
-            "computed {}{:?}, declared {ty}",
-            out.dtype(),
-            out.shape()
-        ));
+        return Err(format!("computed {}{:?}, declared {ty}", out.dtype(), out.shape()));
     }
     Ok(out)
 }
 
 /// Reshape, transpose, concat, slice, gather and pad, generic over the element type.
-fn move_data<T: Copy>(
-    op: &Op,
-    xs: &[ArrayViewD<'_, T>],
-    ty: &Type,
-    pad_value: impl Fn(f32) -> T,
-) -> Result<ArrayD<T>, String> {
+fn move_data<T: Copy>(op: &Op, xs: &[ArrayViewD<'_, T>], ty: &Type, pad_value: impl Fn(f32) -> T) -> Result<ArrayD<T>, String> {
     let x = &xs[0];
     Ok(match op {
-        Op::Reshape { shape } => ArrayD::from_shape_vec(IxDyn(shape), x.iter().copied().collect())
-            .map_err(|e| e.to_string())?,
-        Op::Transpose { perm } => x
-            .view()
-            .permuted_axes(IxDyn(perm))
-            .as_standard_layout()
-            .into_owned(),
+        Op::Reshape { shape } => {
+            ArrayD::from_shape_vec(IxDyn(shape), x.iter().copied().collect()).map_err(|e| e.to_string())?
+        }
+        Op::Transpose { perm } => x.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned(),
         Op::Concat { axis } => ndarray::concatenate(Axis(*axis), xs).map_err(|e| e.to_string())?,
-        Op::Slice {
-            axes,
-            starts,
-            ends,
-            steps,
-        } => {
+        Op::Slice { axes, starts, ends, steps } => {
             let mut a = x.to_owned();
             for (i, &ax) in axes.iter().enumerate() {
                 let n = fhec_ir::slice_len(starts[i], ends[i], steps[i]);
-                let idx: Vec<usize> = (0..n as i64)
-                    .map(|k| (starts[i] + k * steps[i]) as usize)
-                    .collect();
+                let idx: Vec<usize> = (0..n as i64).map(|k| (starts[i] + k * steps[i]) as usize).collect();
                 a = a.select(Axis(ax), &idx);
             }
             a
@@ -168,8 +122,7 @@ fn move_data<T: Copy>(
         Op::Gather { axis, indices, .. } => {
             let idx: Vec<usize> = indices.iter().map(|&i| i as usize).collect();
             let a = x.select(Axis(*axis), &idx);
-            ArrayD::from_shape_vec(IxDyn(&ty.shape), a.iter().copied().collect())
-                .map_err(|e| e.to_string())?
+            ArrayD::from_shape_vec(IxDyn(&ty.shape), a.iter().copied().collect()).map_err(|e| e.to_string())?
         }
         Op::Pad { pads, mode, value } => {
             let r = x.ndim();
@@ -210,56 +163,25 @@ fn move_data<T: Copy>(
 
 fn matmul(a: &Tensor, b: &Tensor, ty: &Type) -> Result<Tensor, String> {
     let (sa, sb) = (a.shape(), b.shape());
-    let a2: Vec<usize> = if sa.len() == 1 {
-        vec![1, sa[0]]
-    } else {
-        sa.to_vec()
-    };
-    let b2: Vec<usize> = if sb.len() == 1 {
-        vec![sb[0], 1]
-    } else {
-        sb.to_vec()
-    };
+    let a2: Vec<usize> = if sa.len() == 1 { vec![1, sa[0]] } else { sa.to_vec() };
+    let b2: Vec<usize> = if sb.len() == 1 { vec![sb[0], 1] } else { sb.to_vec() };
     let (m, k, n) = (a2[a2.len() - 2], a2[a2.len() - 1], b2[b2.len() - 1]);
-    let batch = fhec_ir::broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2])
-        .ok_or("batch dims differ")?;
+    let batch = fhec_ir::broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2]).ok_or("batch dims differ")?;
     let nb: usize = batch.iter().product();
-    let va = ArrayViewD::from_shape(IxDyn(&a2), a.as_f32().ok_or("f32 expected")?)
-        .map_err(|e| e.to_string())?;
-    let vb = ArrayViewD::from_shape(IxDyn(&b2), b.as_f32().ok_or("f32 expected")?)
-        .map_err(|e| e.to_string())?;
+    let va = ArrayViewD::from_shape(IxDyn(&a2), a.as_f32().ok_or("f32 expected")?).map_err(|e| e.to_string())?;
+    let vb = ArrayViewD::from_shape(IxDyn(&b2), b.as_f32().ok_or("f32 expected")?).map_err(|e| e.to_string())?;
     let full = |mut s: Vec<usize>, r: usize, c: usize| {
         s.extend([r, c]);
         s
     };
-    let va = va
-        .broadcast(IxDyn(&full(batch.clone(), m, k)))
-        .ok_or("broadcast")?
-        .as_standard_layout()
-        .into_owned();
-    let vb = vb
-        .broadcast(IxDyn(&full(batch.clone(), k, n)))
-        .ok_or("broadcast")?
-        .as_standard_layout()
-        .into_owned();
-    let va = va
-        .into_shape_with_order((nb, m, k))
-        .map_err(|e| e.to_string())?;
-    let vb = vb
-        .into_shape_with_order((nb, k, n))
-        .map_err(|e| e.to_string())?;
+    let va = va.broadcast(IxDyn(&full(batch.clone(), m, k))).ok_or("broadcast")?.as_standard_layout().into_owned();
+    let vb = vb.broadcast(IxDyn(&full(batch.clone(), k, n))).ok_or("broadcast")?.as_standard_layout().into_owned();
+    let va = va.into_shape_with_order((nb, m, k)).map_err(|e| e.to_string())?;
+    let vb = vb.into_shape_with_order((nb, k, n)).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(nb * m * n);
     for i in 0..nb {
-        let x = va
-            .index_axis(Axis(0), i)
-            .mapv(f64::from)
-            .into_dimensionality::<Ix2>()
-            .map_err(|e| e.to_string())?;
-        let y = vb
-            .index_axis(Axis(0), i)
-            .mapv(f64::from)
-            .into_dimensionality::<Ix2>()
-            .map_err(|e| e.to_string())?;
+        let x = va.index_axis(Axis(0), i).mapv(f64::from).into_dimensionality::<Ix2>().map_err(|e| e.to_string())?;
+        let y = vb.index_axis(Axis(0), i).mapv(f64::from).into_dimensionality::<Ix2>().map_err(|e| e.to_string())?;
         out.extend(x.dot(&y).iter().map(|&v| v as f32));
     }
     Tensor::from_f32(ty.shape.clone(), out).ok_or_else(|| "matmul result size".into())
@@ -283,64 +205,24 @@ struct Window {
     pl: usize,
 }
 
-fn window(
-    x: &[usize],
-    out: &[usize],
-    kernel: &[usize],
-    strides: &[usize],
-    pads: &[usize],
-    dil: &[usize],
-) -> Result<Window, String> {
+fn window(x: &[usize], out: &[usize], kernel: &[usize], strides: &[usize], pads: &[usize], dil: &[usize]) -> Result<Window, String> {
     match x.len() {
         3 => Ok(Window {
-            n: x[0],
-            c: x[1],
-            ih: 1,
-            iw: x[2],
-            oh: 1,
-            ow: out[2],
-            kh: 1,
-            kw: kernel[0],
-            sh: 1,
-            sw: strides[0],
-            dh: 1,
-            dw: dil[0],
-            pt: 0,
-            pl: pads[0],
+            n: x[0], c: x[1], ih: 1, iw: x[2], oh: 1, ow: out[2], kh: 1, kw: kernel[0],
+            sh: 1, sw: strides[0], dh: 1, dw: dil[0], pt: 0, pl: pads[0],
         }),
         4 => Ok(Window {
-            n: x[0],
-            c: x[1],
-            ih: x[2],
-            iw: x[3],
-            oh: out[2],
-            ow: out[3],
-            kh: kernel[0],
-            kw: kernel[1],
-            sh: strides[0],
-            sw: strides[1],
-            dh: dil[0],
-            dw: dil[1],
-            pt: pads[0],
-            pl: pads[1],
+            n: x[0], c: x[1], ih: x[2], iw: x[3], oh: out[2], ow: out[3], kh: kernel[0], kw: kernel[1],
+            sh: strides[0], sw: strides[1], dh: dil[0], dw: dil[1], pt: pads[0], pl: pads[1],
         }),
-        r => Err(format!(
-            "only 1-D and 2-D windows are supported, got rank {r}"
-        )),
+        r => Err(format!("only 1-D and 2-D windows are supported, got rank {r}")),
     }
 }
 
 fn conv(c: &ConvAttrs, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
     let (x, w) = (xs[0], xs[1]);
     let ws = w.shape();
-    let g = window(
-        x.shape(),
-        &ty.shape,
-        &ws[2..],
-        &c.strides,
-        &c.pads,
-        &c.dilations,
-    )?;
+    let g = window(x.shape(), &ty.shape, &ws[2..], &c.strides, &c.pads, &c.dilations)?;
     let (xd, wd) = (x.as_f32().ok_or("f32")?, w.as_f32().ok_or("f32")?);
     let bias = xs.get(2).map(|b| b.as_f32().ok_or("f32")).transpose()?;
     let m_total = ws[0];
@@ -365,8 +247,7 @@ fn conv(c: &ConvAttrs, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
                                 if ix < 0 || ix >= g.iw as isize {
                                     continue;
                                 }
-                                let xv =
-                                    xd[((n * g.c + ch) * g.ih + iy as usize) * g.iw + ix as usize];
+                                let xv = xd[((n * g.c + ch) * g.ih + iy as usize) * g.iw + ix as usize];
                                 let wv = wd[((m * cg + ci) * g.kh + ky) * g.kw + kx];
                                 acc += f64::from(xv) * f64::from(wv);
                             }
@@ -381,27 +262,15 @@ fn conv(c: &ConvAttrs, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
 }
 
 fn pool(p: &PoolAttrs, x: &Tensor, ty: &Type, max: bool) -> Result<Tensor, String> {
-    let g = window(
-        x.shape(),
-        &ty.shape,
-        &p.kernel,
-        &p.strides,
-        &p.pads,
-        &p.dilations,
-    )?;
+    let g = window(x.shape(), &ty.shape, &p.kernel, &p.strides, &p.pads, &p.dilations)?;
     let xd = x.as_f32().ok_or("f32")?;
     // Window positions inside [-pad_begin, in + pad_end) count towards count_include_pad's divisor.
-    let (pb, pe) = if x.shape().len() == 3 {
-        ((0, p.pads[0]), (0, p.pads[1]))
-    } else {
-        ((p.pads[0], p.pads[1]), (p.pads[2], p.pads[3]))
-    };
+    let (pb, pe) = if x.shape().len() == 3 { ((0, p.pads[0]), (0, p.pads[1])) } else { ((p.pads[0], p.pads[1]), (p.pads[2], p.pads[3])) };
     let mut out = vec![0f32; ty.shape.iter().product()];
     for nc in 0..g.n * g.c {
         for oy in 0..g.oh {
             for ox in 0..g.ow {
-                let (mut acc, mut best, mut valid, mut padded) =
-                    (0f64, f32::NEG_INFINITY, 0usize, 0usize);
+                let (mut acc, mut best, mut valid, mut padded) = (0f64, f32::NEG_INFINITY, 0usize, 0usize);
                 for ky in 0..g.kh {
                     let iy = (oy * g.sh + ky * g.dh) as isize - pb.0 as isize;
                     for kx in 0..g.kw {
@@ -417,18 +286,11 @@ fn pool(p: &PoolAttrs, x: &Tensor, ty: &Type, max: bool) -> Result<Tensor, Strin
                         valid += 1;
                     }
                 }
-                let divisor = if p.count_include_pad {
-                    valid + padded
-                } else {
-                    valid
-                };
-                out[(nc * g.oh + oy) * g.ow + ox] = if max {
-                    best
-                } else {
-                    (acc / divisor.max(1) as f64) as f32
-                };
+                let divisor = if p.count_include_pad { valid + padded } else { valid };
+                out[(nc * g.oh + oy) * g.ow + ox] = if max { best } else { (acc / divisor.max(1) as f64) as f32 };
             }
         }
     }
     Tensor::from_f32(ty.shape.clone(), out).ok_or_else(|| "pool result size".into())
 }
+

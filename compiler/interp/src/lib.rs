@@ -17,12 +17,7 @@ pub enum InterpError {
     #[error("the module takes {expected} input(s), {got} were given")]
     InputCount { expected: usize, got: usize },
     #[error("input \"{name}\": expected a {expected} tensor, got {dtype}{got:?}")]
-    InputType {
-        name: String,
-        expected: Type,
-        dtype: DType,
-        got: Vec<usize>,
-    },
+    InputType { name: String, expected: Type, dtype: DType, got: Vec<usize> },
     #[error("{node}: {msg}")]
     Eval { node: String, msg: String },
     #[error(transparent)]
@@ -34,24 +29,15 @@ pub fn run(module: &Module, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpErro
     let order = module.topo_order()?;
     let input_ids = module.inputs();
     if input_ids.len() != inputs.len() {
-        return Err(InterpError::InputCount {
-            expected: input_ids.len(),
-            got: inputs.len(),
-        });
+        return Err(InterpError::InputCount { expected: input_ids.len(), got: inputs.len() });
     }
     let mut values: Vec<Option<Cow<'_, Tensor>>> = Vec::new();
-    values.resize_with(
-        order.iter().map(|v| v.index() + 1).max().unwrap_or(0),
-        || None,
-    );
+    values.resize_with(order.iter().map(|v| v.index() + 1).max().unwrap_or(0), || None);
     for v in order {
         let node = module.node(v);
         let value = match &node.op {
             Op::Input { name } => {
-                let k = input_ids
-                    .iter()
-                    .position(|&i| i == v)
-                    .expect("inputs() lists every input node");
+                let k = input_ids.iter().position(|&i| i == v).expect("inputs() lists every input node");
                 let t = &inputs[k];
                 if t.shape() != node.ty.shape.as_slice() || t.dtype() != node.ty.dtype {
                     return Err(InterpError::InputType {
@@ -68,16 +54,10 @@ pub fn run(module: &Module, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpErro
                 let operands: Vec<&Tensor> = module
                     .operands(v)
                     .into_iter()
-                    .map(|o| {
-                        values[o.index()]
-                            .as_deref()
-                            .expect("operands come first in topological order")
-                    })
+                    .map(|o| values[o.index()].as_deref().expect("operands come first in topological order"))
                     .collect();
-                let out = eval_op(op, &operands, &node.ty).map_err(|msg| InterpError::Eval {
-                    node: node.describe(),
-                    msg,
-                })?;
+                let out = eval_op(op, &operands, &node.ty)
+                    .map_err(|msg| InterpError::Eval { node: node.describe(), msg })?;
                 Cow::Owned(out)
             }
         };
@@ -86,11 +66,6 @@ pub fn run(module: &Module, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpErro
     Ok(module
         .outputs()
         .iter()
-        .map(|(_, v)| {
-            values[v.index()]
-                .as_deref()
-                .expect("outputs are computed")
-                .clone()
-        })
+        .map(|(_, v)| values[v.index()].as_deref().expect("outputs are computed").clone())
         .collect())
 }

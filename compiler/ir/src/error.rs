@@ -9,11 +9,7 @@ pub enum IrError {
     Parse { line: usize, msg: String },
     /// An op was given operands it cannot take.
     #[error("{op}{}: {msg}", loc.as_ref().map(|l| format!(" at \"{l}\"")).unwrap_or_default())]
-    Type {
-        op: &'static str,
-        loc: Option<String>,
-        msg: String,
-    },
+    Type { op: &'static str, loc: Option<String>, msg: String },
     /// The module breaks an invariant; `value` names the offending value.
     #[error("{value}: {msg}")]
     Verify { value: String, msg: String },

@@ -22,9 +22,7 @@ pub fn broadcast_index(out: &[usize], input: &[usize]) -> Vec<usize> {
     let lead = out.len() - input.len();
     let mut res = Vec::with_capacity(crate::types::numel(out));
     for_each_index(out, |idx| {
-        res.push(input.iter().enumerate().fold(0, |f, (k, &d)| {
-            f * d + if d == 1 { 0 } else { idx[lead + k] }
-        }));
+        res.push(input.iter().enumerate().fold(0, |f, (k, &d)| f * d + if d == 1 { 0 } else { idx[lead + k] }));
     });
     res
 }

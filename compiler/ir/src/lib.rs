@@ -19,10 +19,7 @@ mod verify;
 pub use error::IrError;
 pub use index::{broadcast_index, for_each_index};
 pub use module::{Module, Node, ValueId};
-pub use op::{
-    Attr, AttrMap, Binary, ConvAttrs, Op, PadMode, PoolAttrs, ReduceKind, Unary, broadcast_shapes,
-    slice_len, window_out,
-};
+pub use op::{Attr, AttrMap, Binary, ConvAttrs, Op, PadMode, PoolAttrs, ReduceKind, Unary, broadcast_shapes, slice_len, window_out};
 pub use print::DataMode;
 pub use tensor::{Tensor, TensorData};
 pub use types::{DType, Security, Shape, Type, numel};

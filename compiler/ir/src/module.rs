@@ -49,54 +49,25 @@ pub struct Module {
 
 impl Module {
     pub fn new(name: impl Into<String>) -> Module {
-        Module {
-            name: name.into(),
-            ..Module::default()
-        }
+        Module { name: name.into(), ..Module::default() }
     }
 
     /// Adds an encrypted model input.
     pub fn add_input(&mut self, name: impl Into<String>, ty: Type) -> ValueId {
-        let ty = Type {
-            security: Security::Enc,
-            ..ty
-        };
-        self.add_node(
-            Node {
-                op: Op::Input { name: name.into() },
-                ty,
-                loc: None,
-            },
-            &[],
-        )
+        let ty = Type { security: Security::Enc, ..ty };
+        self.add_node(Node { op: Op::Input { name: name.into() }, ty, loc: None }, &[])
     }
 
     /// Adds a clear constant.
     pub fn add_const(&mut self, tensor: Tensor, loc: Option<String>) -> ValueId {
         let ty = Type::new(Security::Clear, tensor.dtype(), tensor.shape().to_vec());
-        self.add_node(
-            Node {
-                op: Op::Const(tensor),
-                ty,
-                loc,
-            },
-            &[],
-        )
+        self.add_node(Node { op: Op::Const(tensor), ty, loc }, &[])
     }
 
     /// Adds an op, inferring its result type; fails when the operands do not fit the op.
-    pub fn add_op(
-        &mut self,
-        op: Op,
-        operands: &[ValueId],
-        loc: Option<String>,
-    ) -> Result<ValueId, IrError> {
+    pub fn add_op(&mut self, op: Op, operands: &[ValueId], loc: Option<String>) -> Result<ValueId, IrError> {
         let types: Vec<&Type> = operands.iter().map(|&v| &self.node(v).ty).collect();
-        let ty = op.infer(&types).map_err(|msg| IrError::Type {
-            op: op.mnemonic(),
-            loc: loc.clone(),
-            msg,
-        })?;
+        let ty = op.infer(&types).map_err(|msg| IrError::Type { op: op.mnemonic(), loc: loc.clone(), msg })?;
         Ok(self.add_node(Node { op, ty, loc }, operands))
     }
 
@@ -119,12 +90,8 @@ impl Module {
 
     /// The input values, in the order they were added.
     pub fn inputs(&self) -> Vec<ValueId> {
-        let mut v: Vec<ValueId> = self
-            .graph
-            .node_indices()
-            .filter(|&n| matches!(self.graph[n].op, Op::Input { .. }))
-            .map(ValueId)
-            .collect();
+        let mut v: Vec<ValueId> =
+            self.graph.node_indices().filter(|&n| matches!(self.graph[n].op, Op::Input { .. })).map(ValueId).collect();
         v.sort();
         v
     }
@@ -156,33 +123,22 @@ impl Module {
 
     /// The operands of `v`, in operand order.
     pub fn operands(&self, v: ValueId) -> Vec<ValueId> {
-        let mut e: Vec<(u32, ValueId)> = self
-            .graph
-            .edges_directed(v.0, Direction::Incoming)
-            .map(|e| (*e.weight(), ValueId(e.source())))
-            .collect();
+        let mut e: Vec<(u32, ValueId)> =
+            self.graph.edges_directed(v.0, Direction::Incoming).map(|e| (*e.weight(), ValueId(e.source()))).collect();
         e.sort();
         e.into_iter().map(|(_, v)| v).collect()
     }
 
     /// Operand slots of `v` as stored (for the verifier: they must be exactly 0..n).
     pub(crate) fn operand_slots(&self, v: ValueId) -> Vec<u32> {
-        let mut s: Vec<u32> = self
-            .graph
-            .edges_directed(v.0, Direction::Incoming)
-            .map(|e| *e.weight())
-            .collect();
+        let mut s: Vec<u32> = self.graph.edges_directed(v.0, Direction::Incoming).map(|e| *e.weight()).collect();
         s.sort_unstable();
         s
     }
 
     /// The distinct values that use `v` as an operand, in insertion order.
     pub fn users(&self, v: ValueId) -> Vec<ValueId> {
-        let mut u: Vec<ValueId> = self
-            .graph
-            .neighbors_directed(v.0, Direction::Outgoing)
-            .map(ValueId)
-            .collect();
+        let mut u: Vec<ValueId> = self.graph.neighbors_directed(v.0, Direction::Outgoing).map(ValueId).collect();
         u.sort();
         u.dedup();
         u
@@ -208,11 +164,7 @@ impl Module {
 
     /// Replaces the operands of `v`.
     pub fn set_operands(&mut self, v: ValueId, operands: &[ValueId]) {
-        let old: Vec<_> = self
-            .graph
-            .edges_directed(v.0, Direction::Incoming)
-            .map(|e| e.id())
-            .collect();
+        let old: Vec<_> = self.graph.edges_directed(v.0, Direction::Incoming).map(|e| e.id()).collect();
         for id in old {
             self.graph.remove_edge(id);
         }
@@ -231,11 +183,7 @@ impl Module {
                 stack.extend(self.graph.neighbors_directed(n, Direction::Incoming));
             }
         }
-        let dead: Vec<NodeIndex> = self
-            .graph
-            .node_indices()
-            .filter(|n| !live[n.index()])
-            .collect();
+        let dead: Vec<NodeIndex> = self.graph.node_indices().filter(|n| !live[n.index()]).collect();
         for &n in &dead {
             self.graph.remove_node(n);
         }
@@ -249,12 +197,8 @@ impl Module {
         for e in self.graph.edge_references() {
             indegree[e.target().index()] += 1;
         }
-        let mut ready: BinaryHeap<Reverse<NodeIndex>> = self
-            .graph
-            .node_indices()
-            .filter(|n| indegree[n.index()] == 0)
-            .map(Reverse)
-            .collect();
+        let mut ready: BinaryHeap<Reverse<NodeIndex>> =
+            self.graph.node_indices().filter(|n| indegree[n.index()] == 0).map(Reverse).collect();
         let mut order = Vec::with_capacity(self.graph.node_count());
         while let Some(Reverse(n)) = ready.pop() {
             order.push(ValueId(n));
@@ -267,16 +211,9 @@ impl Module {
             }
         }
         if order.len() != self.graph.node_count() {
-            let stuck = self
-                .graph
-                .node_indices()
-                .find(|n| indegree[n.index()] > 0)
-                .map(ValueId);
+            let stuck = self.graph.node_indices().find(|n| indegree[n.index()] > 0).map(ValueId);
             let what = stuck.map(|v| self.node(v).describe()).unwrap_or_default();
-            return Err(IrError::Verify {
-                value: what,
-                msg: "the graph has a cycle through this value".into(),
-            });
+            return Err(IrError::Verify { value: what, msg: "the graph has a cycle through this value".into() });
         }
         Ok(order)
     }

@@ -193,9 +193,7 @@ pub enum PadMode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// A model input, named as in the source model. Always encrypted.
-    Input {
-        name: String,
-    },
+    Input { name: String },
     /// A clear constant (weights, biases, folded subgraphs).
     Const(Tensor),
     Unary(Unary),
@@ -207,52 +205,21 @@ pub enum Op {
     AvgPool(PoolAttrs),
     MaxPool(PoolAttrs),
     /// Sorted, distinct axes.
-    Reduce {
-        kind: ReduceKind,
-        axes: Vec<usize>,
-        keepdims: bool,
-    },
-    Reshape {
-        shape: Shape,
-    },
-    Transpose {
-        perm: Vec<usize>,
-    },
+    Reduce { kind: ReduceKind, axes: Vec<usize>, keepdims: bool },
+    Reshape { shape: Shape },
+    Transpose { perm: Vec<usize> },
     /// N-ary concatenation.
-    Concat {
-        axis: usize,
-    },
+    Concat { axis: usize },
     /// Per listed axis, the elements `start, start+step, ...` up to (excluding) `end`. Bounds are already
     /// clamped: `0 <= start <= dim`, `-1 <= end <= dim`, `step != 0`.
-    Slice {
-        axes: Vec<usize>,
-        starts: Vec<i64>,
-        ends: Vec<i64>,
-        steps: Vec<i64>,
-    },
+    Slice { axes: Vec<usize>, starts: Vec<i64>, ends: Vec<i64>, steps: Vec<i64> },
     /// `data.take(indices, axis)` with constant, non-negative indices of shape `indices_shape`.
-    Gather {
-        axis: usize,
-        indices: Vec<i64>,
-        indices_shape: Shape,
-    },
+    Gather { axis: usize, indices: Vec<i64>, indices_shape: Shape },
     /// Begin pads for every axis, then end pads.
-    Pad {
-        pads: Vec<usize>,
-        mode: PadMode,
-        value: f32,
-    },
-    Softmax {
-        axis: usize,
-    },
-    LogSoftmax {
-        axis: usize,
-    },
-    ArgMax {
-        axis: usize,
-        keepdims: bool,
-        select_last_index: bool,
-    },
+    Pad { pads: Vec<usize>, mode: PadMode, value: f32 },
+    Softmax { axis: usize },
+    LogSoftmax { axis: usize },
+    ArgMax { axis: usize, keepdims: bool, select_last_index: bool },
 }
 
 /// An attribute value in the text form.
@@ -300,14 +267,8 @@ impl Op {
             Op::Conv(_) => "conv",
             Op::AvgPool(_) => "avgpool",
             Op::MaxPool(_) => "maxpool",
-            Op::Reduce {
-                kind: ReduceKind::Sum,
-                ..
-            } => "reduce_sum",
-            Op::Reduce {
-                kind: ReduceKind::Mean,
-                ..
-            } => "reduce_mean",
+            Op::Reduce { kind: ReduceKind::Sum, .. } => "reduce_sum",
+            Op::Reduce { kind: ReduceKind::Mean, .. } => "reduce_mean",
             Op::Reshape { .. } => "reshape",
             Op::Transpose { .. } => "transpose",
             Op::Concat { .. } => "concat",
@@ -322,42 +283,10 @@ impl Op {
 
     /// Every mnemonic the text form knows, except `input` and `const` which have their own syntax.
     pub const MNEMONICS: &'static [&'static str] = &[
-        "relu",
-        "leaky_relu",
-        "sigmoid",
-        "hard_sigmoid",
-        "tanh",
-        "softplus",
-        "elu",
-        "selu",
-        "erf",
-        "abs",
-        "exp",
-        "log",
-        "sqrt",
-        "neg",
-        "clip",
-        "pow",
-        "add",
-        "sub",
-        "mul",
-        "div",
-        "prelu",
-        "matmul",
-        "conv",
-        "avgpool",
-        "maxpool",
-        "reduce_sum",
-        "reduce_mean",
-        "reshape",
-        "transpose",
-        "concat",
-        "slice",
-        "gather",
-        "pad",
-        "softmax",
-        "log_softmax",
-        "argmax",
+        "relu", "leaky_relu", "sigmoid", "hard_sigmoid", "tanh", "softplus", "elu", "selu", "erf", "abs",
+        "exp", "log", "sqrt", "neg", "clip", "pow", "add", "sub", "mul", "div", "prelu", "matmul", "conv",
+        "avgpool", "maxpool", "reduce_sum", "reduce_mean", "reshape", "transpose", "concat", "slice",
+        "gather", "pad", "softmax", "log_softmax", "argmax",
     ];
 
     /// The attributes printed between braces, in a fixed order.
@@ -366,18 +295,14 @@ impl Op {
         match self {
             Op::Input { .. } | Op::Const(_) | Op::Binary(_) | Op::MatMul => vec![],
             Op::Unary(u) => match *u {
-                Unary::LeakyRelu { alpha } | Unary::Elu { alpha } => {
-                    vec![("alpha", Attr::Float(alpha))]
-                }
+                Unary::LeakyRelu { alpha } | Unary::Elu { alpha } => vec![("alpha", Attr::Float(alpha))],
                 Unary::HardSigmoid { alpha, beta } => {
                     vec![("alpha", Attr::Float(alpha)), ("beta", Attr::Float(beta))]
                 }
                 Unary::Selu { alpha, gamma } => {
                     vec![("alpha", Attr::Float(alpha)), ("gamma", Attr::Float(gamma))]
                 }
-                Unary::Clip { min, max } => {
-                    vec![("min", Attr::Float(min)), ("max", Attr::Float(max))]
-                }
+                Unary::Clip { min, max } => vec![("min", Attr::Float(min)), ("max", Attr::Float(max))],
                 Unary::Pow { exponent } => vec![("exponent", Attr::Float(exponent))],
                 _ => vec![],
             },
@@ -408,22 +333,13 @@ impl Op {
             Op::Concat { axis } | Op::Softmax { axis } | Op::LogSoftmax { axis } => {
                 vec![("axis", Attr::Int(*axis as i64))]
             }
-            Op::Slice {
-                axes,
-                starts,
-                ends,
-                steps,
-            } => vec![
+            Op::Slice { axes, starts, ends, steps } => vec![
                 ("axes", ints(axes)),
                 ("starts", Attr::Ints(starts.clone())),
                 ("ends", Attr::Ints(ends.clone())),
                 ("steps", Attr::Ints(steps.clone())),
             ],
-            Op::Gather {
-                axis,
-                indices,
-                indices_shape,
-            } => vec![
+            Op::Gather { axis, indices, indices_shape } => vec![
                 ("axis", Attr::Int(*axis as i64)),
                 ("indices", Attr::Ints(indices.clone())),
                 ("indices_shape", ints(indices_shape)),
@@ -440,11 +356,7 @@ impl Op {
                 ),
                 ("value", Attr::Float(*value)),
             ],
-            Op::ArgMax {
-                axis,
-                keepdims,
-                select_last_index,
-            } => vec![
+            Op::ArgMax { axis, keepdims, select_last_index } => vec![
                 ("axis", Attr::Int(*axis as i64)),
                 ("keepdims", Attr::Bool(*keepdims)),
                 ("select_last_index", Attr::Bool(*select_last_index)),
@@ -456,9 +368,7 @@ impl Op {
     pub fn from_parts(mnemonic: &str, attrs: &mut AttrMap) -> Result<Op, String> {
         let op = match mnemonic {
             "relu" => Op::Unary(Unary::Relu),
-            "leaky_relu" => Op::Unary(Unary::LeakyRelu {
-                alpha: attrs.float("alpha")?,
-            }),
+            "leaky_relu" => Op::Unary(Unary::LeakyRelu { alpha: attrs.float("alpha")? }),
             "sigmoid" => Op::Unary(Unary::Sigmoid),
             "hard_sigmoid" => Op::Unary(Unary::HardSigmoid {
                 alpha: attrs.float("alpha")?,
@@ -466,26 +376,16 @@ impl Op {
             }),
             "tanh" => Op::Unary(Unary::Tanh),
             "softplus" => Op::Unary(Unary::Softplus),
-            "elu" => Op::Unary(Unary::Elu {
-                alpha: attrs.float("alpha")?,
-            }),
-            "selu" => Op::Unary(Unary::Selu {
-                alpha: attrs.float("alpha")?,
-                gamma: attrs.float("gamma")?,
-            }),
+            "elu" => Op::Unary(Unary::Elu { alpha: attrs.float("alpha")? }),
+            "selu" => Op::Unary(Unary::Selu { alpha: attrs.float("alpha")?, gamma: attrs.float("gamma")? }),
             "erf" => Op::Unary(Unary::Erf),
             "abs" => Op::Unary(Unary::Abs),
             "exp" => Op::Unary(Unary::Exp),
             "log" => Op::Unary(Unary::Log),
             "sqrt" => Op::Unary(Unary::Sqrt),
             "neg" => Op::Unary(Unary::Neg),
-            "clip" => Op::Unary(Unary::Clip {
-                min: attrs.float("min")?,
-                max: attrs.float("max")?,
-            }),
-            "pow" => Op::Unary(Unary::Pow {
-                exponent: attrs.float("exponent")?,
-            }),
+            "clip" => Op::Unary(Unary::Clip { min: attrs.float("min")?, max: attrs.float("max")? }),
+            "pow" => Op::Unary(Unary::Pow { exponent: attrs.float("exponent")? }),
             "add" => Op::Binary(Binary::Add),
             "sub" => Op::Binary(Binary::Sub),
             "mul" => Op::Binary(Binary::Mul),
@@ -507,30 +407,16 @@ impl Op {
                     ceil_mode: attrs.bool("ceil_mode")?,
                     count_include_pad: mnemonic == "avgpool" && attrs.bool("count_include_pad")?,
                 };
-                if mnemonic == "avgpool" {
-                    Op::AvgPool(p)
-                } else {
-                    Op::MaxPool(p)
-                }
+                if mnemonic == "avgpool" { Op::AvgPool(p) } else { Op::MaxPool(p) }
             }
             "reduce_sum" | "reduce_mean" => Op::Reduce {
-                kind: if mnemonic == "reduce_sum" {
-                    ReduceKind::Sum
-                } else {
-                    ReduceKind::Mean
-                },
+                kind: if mnemonic == "reduce_sum" { ReduceKind::Sum } else { ReduceKind::Mean },
                 axes: attrs.usizes("axes")?,
                 keepdims: attrs.bool("keepdims")?,
             },
-            "reshape" => Op::Reshape {
-                shape: attrs.usizes("shape")?,
-            },
-            "transpose" => Op::Transpose {
-                perm: attrs.usizes("perm")?,
-            },
-            "concat" => Op::Concat {
-                axis: attrs.usize("axis")?,
-            },
+            "reshape" => Op::Reshape { shape: attrs.usizes("shape")? },
+            "transpose" => Op::Transpose { perm: attrs.usizes("perm")? },
+            "concat" => Op::Concat { axis: attrs.usize("axis")? },
             "slice" => Op::Slice {
                 axes: attrs.usizes("axes")?,
                 starts: attrs.ints("starts")?,
@@ -548,30 +434,19 @@ impl Op {
                     "constant" => PadMode::Constant,
                     "reflect" => PadMode::Reflect,
                     "edge" => PadMode::Edge,
-                    other => {
-                        return Err(format!(
-                            "unknown pad mode `{other}` (constant, reflect, edge)"
-                        ));
-                    }
+                    other => return Err(format!("unknown pad mode `{other}` (constant, reflect, edge)")),
                 },
                 value: attrs.float("value")?,
             },
-            "softmax" => Op::Softmax {
-                axis: attrs.usize("axis")?,
-            },
-            "log_softmax" => Op::LogSoftmax {
-                axis: attrs.usize("axis")?,
-            },
+            "softmax" => Op::Softmax { axis: attrs.usize("axis")? },
+            "log_softmax" => Op::LogSoftmax { axis: attrs.usize("axis")? },
             "argmax" => Op::ArgMax {
                 axis: attrs.usize("axis")?,
                 keepdims: attrs.bool("keepdims")?,
                 select_last_index: attrs.bool("select_last_index")?,
             },
             other => {
-                return Err(format!(
-                    "unknown op `{other}`; known ops: input, const, {}",
-                    Op::MNEMONICS.join(", ")
-                ));
+                return Err(format!("unknown op `{other}`; known ops: input, const, {}", Op::MNEMONICS.join(", ")));
             }
         };
         attrs.finish(mnemonic)?;
@@ -585,30 +460,21 @@ impl Op {
             if operands.len() == n {
                 Ok(())
             } else {
-                Err(format!(
-                    "`{}` takes {n} operand(s), got {}",
-                    self.mnemonic(),
-                    operands.len()
-                ))
+                Err(format!("`{}` takes {n} operand(s), got {}", self.mnemonic(), operands.len()))
             }
         };
         let f32_only = |t: &Type| -> Result<(), String> {
             if t.dtype == DType::F32 {
                 Ok(())
             } else {
-                Err(format!(
-                    "`{}` needs f32 operands, got {}",
-                    self.mnemonic(),
-                    t
-                ))
+                Err(format!("`{}` needs f32 operands, got {}", self.mnemonic(), t))
             }
         };
         let out = |shape: Shape| Type::new(security, DType::F32, shape);
         match self {
-            Op::Input { .. } | Op::Const(_) => Err(format!(
-                "`{}` has no operands and no inferred type",
-                self.mnemonic()
-            )),
+            Op::Input { .. } | Op::Const(_) => {
+                Err(format!("`{}` has no operands and no inferred type", self.mnemonic()))
+            }
             Op::Unary(_) => {
                 arity(1)?;
                 f32_only(operands[0])?;
@@ -622,9 +488,7 @@ impl Op {
                 if *b == Binary::PRelu {
                     match broadcast_shapes(a, s) {
                         Some(r) if &r == a => Ok(out(a.clone())),
-                        _ => Err(format!(
-                            "prelu slope {s:?} does not broadcast to input {a:?}"
-                        )),
+                        _ => Err(format!("prelu slope {s:?} does not broadcast to input {a:?}")),
                     }
                 } else {
                     broadcast_shapes(a, s)
@@ -640,10 +504,7 @@ impl Op {
             }
             Op::Conv(c) => {
                 if !(2..=3).contains(&operands.len()) {
-                    return Err(format!(
-                        "`conv` takes 2 or 3 operands, got {}",
-                        operands.len()
-                    ));
+                    return Err(format!("`conv` takes 2 or 3 operands, got {}", operands.len()));
                 }
                 for t in operands {
                     f32_only(t)?;
@@ -666,11 +527,7 @@ impl Op {
                 arity(1)?;
                 let x = operands[0];
                 if x.numel() != crate::types::numel(shape) {
-                    return Err(format!(
-                        "cannot reshape {:?} ({} elements) to {shape:?}",
-                        x.shape,
-                        x.numel()
-                    ));
+                    return Err(format!("cannot reshape {:?} ({} elements) to {shape:?}", x.shape, x.numel()));
                 }
                 Ok(Type::new(security, x.dtype, shape.clone()))
             }
@@ -680,61 +537,35 @@ impl Op {
                 let mut seen = perm.clone();
                 seen.sort_unstable();
                 if seen != (0..x.rank()).collect::<Vec<_>>() {
-                    return Err(format!(
-                        "perm {perm:?} is not a permutation of the {} axes",
-                        x.rank()
-                    ));
+                    return Err(format!("perm {perm:?} is not a permutation of the {} axes", x.rank()));
                 }
-                Ok(Type::new(
-                    security,
-                    x.dtype,
-                    perm.iter().map(|&p| x.shape[p]).collect(),
-                ))
+                Ok(Type::new(security, x.dtype, perm.iter().map(|&p| x.shape[p]).collect()))
             }
             Op::Concat { axis } => {
-                let first = operands
-                    .first()
-                    .ok_or("`concat` needs at least one operand")?;
+                let first = operands.first().ok_or("`concat` needs at least one operand")?;
                 if *axis >= first.rank() {
-                    return Err(format!(
-                        "concat axis {axis} out of range for rank {}",
-                        first.rank()
-                    ));
+                    return Err(format!("concat axis {axis} out of range for rank {}", first.rank()));
                 }
                 let mut shape = first.shape.clone();
                 shape[*axis] = 0;
                 for t in operands {
                     if t.dtype != first.dtype || t.rank() != first.rank() {
-                        return Err(format!(
-                            "concat operands {first} and {t} differ in type or rank"
-                        ));
+                        return Err(format!("concat operands {first} and {t} differ in type or rank"));
                     }
                     for (i, (&a, &b)) in t.shape.iter().zip(&first.shape).enumerate() {
                         if i != *axis && a != b {
-                            return Err(format!(
-                                "concat operands {first} and {t} differ off axis {axis}"
-                            ));
+                            return Err(format!("concat operands {first} and {t} differ off axis {axis}"));
                         }
                     }
                     shape[*axis] += t.shape[*axis];
                 }
                 Ok(Type::new(security, first.dtype, shape))
             }
-            Op::Slice {
-                axes,
-                starts,
-                ends,
-                steps,
-            } => {
+            Op::Slice { axes, starts, ends, steps } => {
                 arity(1)?;
                 let x = operands[0];
-                if starts.len() != axes.len()
-                    || ends.len() != axes.len()
-                    || steps.len() != axes.len()
-                {
-                    return Err(
-                        "slice axes, starts, ends and steps must have the same length".into(),
-                    );
+                if starts.len() != axes.len() || ends.len() != axes.len() || steps.len() != axes.len() {
+                    return Err("slice axes, starts, ends and steps must have the same length".into());
                 }
                 check_axes(axes, x.rank(), true)?;
                 let mut shape = x.shape.clone();
@@ -755,30 +586,17 @@ impl Op {
                 }
                 Ok(Type::new(security, x.dtype, shape))
             }
-            Op::Gather {
-                axis,
-                indices,
-                indices_shape,
-            } => {
+            Op::Gather { axis, indices, indices_shape } => {
                 arity(1)?;
                 let x = operands[0];
                 if *axis >= x.rank() {
-                    return Err(format!(
-                        "gather axis {axis} out of range for rank {}",
-                        x.rank()
-                    ));
+                    return Err(format!("gather axis {axis} out of range for rank {}", x.rank()));
                 }
                 if indices.len() != crate::types::numel(indices_shape) {
                     return Err("gather indices do not match indices_shape".into());
                 }
-                if let Some(i) = indices
-                    .iter()
-                    .find(|&&i| i < 0 || i as usize >= x.shape[*axis])
-                {
-                    return Err(format!(
-                        "gather index {i} out of range for axis {axis} of size {}",
-                        x.shape[*axis]
-                    ));
+                if let Some(i) = indices.iter().find(|&&i| i < 0 || i as usize >= x.shape[*axis]) {
+                    return Err(format!("gather index {i} out of range for axis {axis} of size {}", x.shape[*axis]));
                 }
                 let mut shape = x.shape[..*axis].to_vec();
                 shape.extend_from_slice(indices_shape);
@@ -789,29 +607,16 @@ impl Op {
                 arity(1)?;
                 let x = operands[0];
                 if pads.len() != 2 * x.rank() {
-                    return Err(format!(
-                        "pad needs {} pads for rank {}, got {}",
-                        2 * x.rank(),
-                        x.rank(),
-                        pads.len()
-                    ));
+                    return Err(format!("pad needs {} pads for rank {}, got {}", 2 * x.rank(), x.rank(), pads.len()));
                 }
                 let r = x.rank();
-                if *mode == PadMode::Reflect
-                    && (0..r).any(|i| pads[i].max(pads[i + r]) >= x.shape[i].max(1))
-                {
+                if *mode == PadMode::Reflect && (0..r).any(|i| pads[i].max(pads[i + r]) >= x.shape[i].max(1)) {
                     return Err("reflect pads must be smaller than the padded axis".into());
                 }
-                if *mode == PadMode::Edge
-                    && (0..r).any(|i| x.shape[i] == 0 && pads[i] + pads[i + r] > 0)
-                {
+                if *mode == PadMode::Edge && (0..r).any(|i| x.shape[i] == 0 && pads[i] + pads[i + r] > 0) {
                     return Err("edge padding of an empty axis".into());
                 }
-                Ok(Type::new(
-                    security,
-                    x.dtype,
-                    (0..r).map(|i| x.shape[i] + pads[i] + pads[i + r]).collect(),
-                ))
+                Ok(Type::new(security, x.dtype, (0..r).map(|i| x.shape[i] + pads[i] + pads[i + r]).collect()))
             }
             Op::Softmax { axis } | Op::LogSoftmax { axis } => {
                 arity(1)?;
@@ -823,11 +628,7 @@ impl Op {
                 arity(1)?;
                 f32_only(operands[0])?;
                 check_axes(&[*axis], operands[0].rank(), false)?;
-                Ok(Type::new(
-                    security,
-                    DType::I64,
-                    reduce_shape(&operands[0].shape, &[*axis], *keepdims),
-                ))
+                Ok(Type::new(security, DType::I64, reduce_shape(&operands[0].shape, &[*axis], *keepdims)))
             }
         }
     }
@@ -845,11 +646,7 @@ fn check_axes(axes: &[usize], rank: usize, sorted_distinct: bool) -> Result<(), 
 
 /// Number of elements a normalized slice selects.
 pub fn slice_len(start: i64, end: i64, step: i64) -> usize {
-    let n = if step > 0 {
-        (end - start + step - 1) / step
-    } else {
-        (start - end + (-step) - 1) / (-step)
-    };
+    let n = if step > 0 { (end - start + step - 1) / step } else { (start - end + (-step) - 1) / (-step) };
     n.max(0) as usize
 }
 
@@ -869,16 +666,8 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Shape> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -893,16 +682,8 @@ fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Shape, String> {
     if a.is_empty() || b.is_empty() {
         return Err("matmul operands must have rank >= 1".into());
     }
-    let a2: Shape = if a.len() == 1 {
-        vec![1, a[0]]
-    } else {
-        a.to_vec()
-    };
-    let b2: Shape = if b.len() == 1 {
-        vec![b[0], 1]
-    } else {
-        b.to_vec()
-    };
+    let a2: Shape = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
+    let b2: Shape = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
@@ -934,11 +715,7 @@ pub fn window_out(
     if padded < span || stride == 0 {
         return None;
     }
-    let mut out = if ceil {
-        (padded - span).div_ceil(stride) + 1
-    } else {
-        (padded - span) / stride + 1
-    };
+    let mut out = if ceil { (padded - span).div_ceil(stride) + 1 } else { (padded - span) / stride + 1 };
     // A window that would start in the end padding is dropped (ONNX Runtime and PyTorch agree).
     if ceil && out > 1 && (out - 1) * stride >= input + pad_begin {
         out -= 1;
@@ -955,12 +732,7 @@ fn spatial_out(
     ceil: bool,
 ) -> Result<Shape, String> {
     let s = x.len().saturating_sub(2);
-    if x.len() < 3
-        || kernel.len() != s
-        || strides.len() != s
-        || dilations.len() != s
-        || pads.len() != 2 * s
-    {
+    if x.len() < 3 || kernel.len() != s || strides.len() != s || dilations.len() != s || pads.len() != 2 * s {
         return Err(format!(
             "window attributes do not match input {x:?}: kernel {kernel:?}, strides {strides:?}, pads {pads:?}, dilations {dilations:?}"
         ));
@@ -971,17 +743,8 @@ fn spatial_out(
             return Err("kernel, strides and dilations must be positive".into());
         }
         out.push(
-            window_out(
-                x[2 + i],
-                kernel[i],
-                strides[i],
-                (pads[i], pads[i + s]),
-                dilations[i],
-                ceil,
-            )
-            .ok_or_else(|| {
-                format!("window {kernel:?} does not fit input {x:?} with pads {pads:?}")
-            })?,
+            window_out(x[2 + i], kernel[i], strides[i], (pads[i], pads[i + s]), dilations[i], ceil)
+                .ok_or_else(|| format!("window {kernel:?} does not fit input {x:?} with pads {pads:?}"))?,
         );
     }
     Ok(out)
@@ -993,16 +756,12 @@ fn conv_shape(c: &ConvAttrs, operands: &[&Type]) -> Result<Shape, String> {
         return Err(format!("conv weight {w:?} and input {x:?} differ in rank"));
     }
     if c.group == 0 || x.len() < 3 || x[1] != w[1] * c.group || w[0] % c.group != 0 {
-        return Err(format!(
-            "conv input {x:?}, weight {w:?} and group {} do not match",
-            c.group
-        ));
+        return Err(format!("conv input {x:?}, weight {w:?} and group {} do not match", c.group));
     }
     if let Some(b) = operands.get(2)
-        && b.shape != [w[0]]
-    {
-        return Err(format!("conv bias {:?} must be [{}]", b.shape, w[0]));
-    }
+        && b.shape != [w[0]] {
+            return Err(format!("conv bias {:?} must be [{}]", b.shape, w[0]));
+        }
     let mut out = spatial_out(x, &w[2..], &c.strides, &c.pads, &c.dilations, false)?;
     out[1] = w[0];
     Ok(out)
@@ -1028,28 +787,22 @@ pub(crate) enum AttrText {
 
 impl AttrMap {
     fn take(&mut self, key: &str) -> Result<AttrText, String> {
-        let i = self
-            .entries
-            .iter()
-            .position(|(k, _)| k == key)
-            .ok_or_else(|| format!("missing attribute `{key}`"))?;
+        let i = self.entries.iter().position(|(k, _)| k == key).ok_or_else(|| format!("missing attribute `{key}`"))?;
         Ok(self.entries.remove(i).1)
     }
 
     fn float(&mut self, key: &str) -> Result<f32, String> {
         match self.take(key)? {
-            AttrText::Num(s) | AttrText::Word(s) => s
-                .parse()
-                .map_err(|_| format!("attribute `{key}`: `{s}` is not a number")),
+            AttrText::Num(s) | AttrText::Word(s) => {
+                s.parse().map_err(|_| format!("attribute `{key}`: `{s}` is not a number"))
+            }
             AttrText::List(_) => Err(format!("attribute `{key}` must be a number, not a list")),
         }
     }
 
     fn int(&mut self, key: &str) -> Result<i64, String> {
         match self.take(key)? {
-            AttrText::Num(s) => s
-                .parse()
-                .map_err(|_| format!("attribute `{key}`: `{s}` is not an integer")),
+            AttrText::Num(s) => s.parse().map_err(|_| format!("attribute `{key}`: `{s}` is not an integer")),
             _ => Err(format!("attribute `{key}` must be an integer")),
         }
     }
@@ -1063,10 +816,7 @@ impl AttrMap {
         match self.take(key)? {
             AttrText::List(items) => items
                 .iter()
-                .map(|s| {
-                    s.parse()
-                        .map_err(|_| format!("attribute `{key}`: `{s}` is not an integer"))
-                })
+                .map(|s| s.parse().map_err(|_| format!("attribute `{key}`: `{s}` is not an integer")))
                 .collect(),
             _ => Err(format!("attribute `{key}` must be a list of integers")),
         }
@@ -1075,10 +825,7 @@ impl AttrMap {
     fn usizes(&mut self, key: &str) -> Result<Vec<usize>, String> {
         self.ints(key)?
             .into_iter()
-            .map(|v| {
-                usize::try_from(v)
-                    .map_err(|_| format!("attribute `{key}` must be non-negative, got {v}"))
-            })
+            .map(|v| usize::try_from(v).map_err(|_| format!("attribute `{key}` must be non-negative, got {v}")))
             .collect()
     }
 

@@ -52,12 +52,7 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, IrError> {
                     Some('\\') => match chars.next() {
                         Some('n') => s.push('\n'),
                         Some(c @ ('"' | '\\')) => s.push(c),
-                        other => {
-                            return Err(err(
-                                line,
-                                format!("bad escape `\\{}`", other.unwrap_or(' ')),
-                            ));
-                        }
+                        other => return Err(err(line, format!("bad escape `\\{}`", other.unwrap_or(' ')))),
                     },
                     Some(c) => s.push(c),
                 }
@@ -73,15 +68,9 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, IrError> {
                 chars.next();
             }
             let tok = if let Some(n) = w.strip_prefix('%') {
-                Tok::Value(
-                    n.parse()
-                        .map_err(|_| err(line, format!("bad value name `{w}`")))?,
-                )
+                Tok::Value(n.parse().map_err(|_| err(line, format!("bad value name `{w}`")))?)
             } else if let Some(n) = w.strip_prefix('#') {
-                Tok::Data(
-                    n.parse()
-                        .map_err(|_| err(line, format!("bad data name `{w}`")))?,
-                )
+                Tok::Data(n.parse().map_err(|_| err(line, format!("bad data name `{w}`")))?)
             } else {
                 Tok::Word(w)
             };
@@ -98,17 +87,11 @@ struct Parser {
 
 impl Parser {
     fn line(&self) -> usize {
-        self.toks
-            .get(self.pos)
-            .or(self.toks.last())
-            .map_or(1, |t| t.1)
+        self.toks.get(self.pos).or(self.toks.last()).map_or(1, |t| t.1)
     }
 
     fn err<T>(&self, msg: impl Into<String>) -> Result<T, IrError> {
-        Err(IrError::Parse {
-            line: self.line(),
-            msg: msg.into(),
-        })
+        Err(IrError::Parse { line: self.line(), msg: msg.into() })
     }
 
     fn peek(&self) -> Option<&Tok> {
@@ -131,11 +114,7 @@ impl Parser {
     }
 
     fn expect(&mut self, p: char) -> Result<(), IrError> {
-        if self.eat(p) {
-            Ok(())
-        } else {
-            self.err(format!("expected `{p}`, found {}", self.found()))
-        }
+        if self.eat(p) { Ok(()) } else { self.err(format!("expected `{p}`, found {}", self.found())) }
     }
 
     fn found(&self) -> String {
@@ -227,14 +206,8 @@ impl Parser {
                 Some(Tok::Punct('[')) => AttrText::List(self.list_words()?),
                 _ => {
                     let w = self.word()?;
-                    let numeric = w.starts_with(|c: char| {
-                        c.is_ascii_digit() || c == '-' || c == '+' || c == '.'
-                    });
-                    if numeric {
-                        AttrText::Num(w)
-                    } else {
-                        AttrText::Word(w)
-                    }
+                    let numeric = w.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.');
+                    if numeric { AttrText::Num(w) } else { AttrText::Word(w) }
                 }
             };
             if map.entries.iter().any(|(k, _)| *k == key) {
@@ -255,10 +228,7 @@ impl FromStr for Module {
 
     /// Parses the canonical text form. The result is not verified: call `verify` on it.
     fn from_str(text: &str) -> Result<Module, IrError> {
-        let mut p = Parser {
-            toks: lex(text)?,
-            pos: 0,
-        };
+        let mut p = Parser { toks: lex(text)?, pos: 0 };
         p.keyword("module")?;
         let mut module = Module::new(p.string()?);
         let mut values: HashMap<usize, ValueId> = HashMap::new();
@@ -273,9 +243,7 @@ impl FromStr for Module {
                     let (op, operands, data_id) = match mnemonic.as_str() {
                         "input" => (Op::Input { name: p.string()? }, vec![], None),
                         "const" => match p.next() {
-                            Some(Tok::Data(d)) => {
-                                (Op::Const(Tensor::scalar_f32(0.0)), vec![], Some(d))
-                            }
+                            Some(Tok::Data(d)) => (Op::Const(Tensor::scalar_f32(0.0)), vec![], Some(d)),
                             _ => return p.err("expected `#N` after `const`"),
                         },
                         _ => {
@@ -309,10 +277,7 @@ impl FromStr for Module {
                     };
                     let v = module.add_node(Node { op, ty, loc }, &operands);
                     if values.insert(n, v).is_some() {
-                        return Err(IrError::Parse {
-                            line,
-                            msg: format!("value %{n} defined twice"),
-                        });
+                        return Err(IrError::Parse { line, msg: format!("value %{n} defined twice") });
                     }
                     if let Some(d) = data_id {
                         pending_consts.push((d, v, line));
@@ -324,96 +289,50 @@ impl FromStr for Module {
                     match p.next() {
                         Some(Tok::Value(n)) => match values.get(&n) {
                             Some(&v) => module.add_output(name, v),
-                            None => {
-                                return Err(IrError::Parse {
-                                    line,
-                                    msg: format!("output of undefined value %{n}"),
-                                });
-                            }
+                            None => return Err(IrError::Parse { line, msg: format!("output of undefined value %{n}") }),
                         },
-                        _ => {
-                            return Err(IrError::Parse {
-                                line,
-                                msg: "expected `%N` after `output NAME =`".into(),
-                            });
-                        }
+                        _ => return Err(IrError::Parse { line, msg: "expected `%N` after `output NAME =`".into() }),
                     }
                 }
                 Tok::Word(w) if w == "data" => {
                     let id = match p.next() {
                         Some(Tok::Data(d)) => d,
-                        _ => {
-                            return Err(IrError::Parse {
-                                line,
-                                msg: "expected `#N` after `data`".into(),
-                            });
-                        }
+                        _ => return Err(IrError::Parse { line, msg: "expected `#N` after `data`".into() }),
                     };
                     p.expect('=')?;
                     if p.eat('<') {
                         return Err(IrError::Parse {
                             line,
-                            msg: format!(
-                                "data #{id} was elided when printed; print with full data to parse it back"
-                            ),
+                            msg: format!("data #{id} was elided when printed; print with full data to parse it back"),
                         });
                     }
                     let items = p.list_words()?;
                     if data.insert(id, items).is_some() {
-                        return Err(IrError::Parse {
-                            line,
-                            msg: format!("data #{id} defined twice"),
-                        });
+                        return Err(IrError::Parse { line, msg: format!("data #{id} defined twice") });
                     }
                 }
                 _ => {
                     p.pos -= 1;
-                    return p.err(format!(
-                        "expected a value definition, `output` or `data`, found {}",
-                        p.found()
-                    ));
+                    return p.err(format!("expected a value definition, `output` or `data`, found {}", p.found()));
                 }
             }
         }
         for (id, v, line) in pending_consts {
-            let items = data.remove(&id).ok_or(IrError::Parse {
-                line,
-                msg: format!("no data #{id}"),
-            })?;
+            let items = data.remove(&id).ok_or(IrError::Parse { line, msg: format!("no data #{id}") })?;
             let ty = module.node(v).ty.clone();
-            let bad = |w: &String| IrError::Parse {
-                line,
-                msg: format!("data #{id}: `{w}` is not a {}", ty.dtype),
-            };
+            let bad = |w: &String| IrError::Parse { line, msg: format!("data #{id}: `{w}` is not a {}", ty.dtype) };
             let values = match ty.dtype {
-                DType::F32 => TensorData::F32(
-                    items
-                        .iter()
-                        .map(|w| w.parse().map_err(|_| bad(w)))
-                        .collect::<Result<_, _>>()?,
-                ),
-                DType::I64 => TensorData::I64(
-                    items
-                        .iter()
-                        .map(|w| w.parse().map_err(|_| bad(w)))
-                        .collect::<Result<_, _>>()?,
-                ),
+                DType::F32 => TensorData::F32(items.iter().map(|w| w.parse().map_err(|_| bad(w))).collect::<Result<_, _>>()?),
+                DType::I64 => TensorData::I64(items.iter().map(|w| w.parse().map_err(|_| bad(w))).collect::<Result<_, _>>()?),
             };
             let tensor = Tensor::new(ty.shape.clone(), values).ok_or_else(|| IrError::Parse {
                 line,
-                msg: format!(
-                    "data #{id} has {} values, its type {ty} needs {}",
-                    items.len(),
-                    ty.numel()
-                ),
+                msg: format!("data #{id} has {} values, its type {ty} needs {}", items.len(), ty.numel()),
             })?;
             module.node_mut(v).op = Op::Const(tensor);
         }
         if let Some(id) = data.keys().min() {
-            return Err(IrError::Parse {
-                line: p.line(),
-                msg: format!("data #{id} is not used by any const"),
-            });
+            return Err(IrError::Parse { line: p.line(), msg: format!("data #{id} is not used by any const") });
         }
         Ok(module)
     }

@@ -72,13 +72,8 @@ impl Module {
             Ok(o) => o,
             Err(e) => return format!("module {} // cannot print: {e}\n", escape(&self.name)),
         };
-        let number: HashMap<ValueId, usize> =
-            order.iter().enumerate().map(|(i, &v)| (v, i)).collect();
-        let name = |v: ValueId| {
-            number
-                .get(&v)
-                .map_or_else(|| "%?".to_string(), |i| format!("%{i}"))
-        };
+        let number: HashMap<ValueId, usize> = order.iter().enumerate().map(|(i, &v)| (v, i)).collect();
+        let name = |v: ValueId| number.get(&v).map_or_else(|| "%?".to_string(), |i| format!("%{i}"));
         writeln!(out, "module {}", escape(&self.name)).unwrap();
         let mut consts = Vec::new();
         for &v in &order {

@@ -36,10 +36,7 @@ impl Tensor {
     }
 
     pub fn scalar_f32(v: f32) -> Tensor {
-        Tensor {
-            shape: vec![],
-            data: TensorData::F32(vec![v]),
-        }
+        Tensor { shape: vec![], data: TensorData::F32(vec![v]) }
     }
 
     pub fn shape(&self) -> &[usize] {

@@ -68,11 +68,7 @@ pub struct Type {
 
 impl Type {
     pub fn new(security: Security, dtype: DType, shape: Shape) -> Type {
-        Type {
-            security,
-            dtype,
-            shape,
-        }
+        Type { security, dtype, shape }
     }
 
     pub fn rank(&self) -> usize {

@@ -17,23 +17,14 @@ impl Module {
     pub fn verify(&self) -> Result<(), IrError> {
         let order = self.topo_order()?;
         // Values are named as the printer numbers them: by position in this same topological order.
-        let fail = |i: usize, v: ValueId, msg: String| {
-            Err(IrError::Verify {
-                value: format!("%{i} ({})", self.node(v).describe()),
-                msg,
-            })
-        };
+        let fail = |i: usize, v: ValueId, msg: String| Err(IrError::Verify { value: format!("%{i} ({})", self.node(v).describe()), msg });
         let mut input_names = HashSet::new();
         for (i, &v) in order.iter().enumerate() {
             let node = self.node(v);
             let operands = self.operands(v);
             let slots = self.operand_slots(v);
             if slots.iter().enumerate().any(|(i, &s)| s as usize != i) {
-                return fail(
-                    i,
-                    v,
-                    format!("operand slots {slots:?} are not 0..{}", slots.len()),
-                );
+                return fail(i, v, format!("operand slots {slots:?} are not 0..{}", slots.len()));
             }
             let expected = match &node.op {
                 Op::Input { name } => {
@@ -60,32 +51,19 @@ impl Module {
                 }
             };
             if expected != node.ty {
-                return fail(
-                    i,
-                    v,
-                    format!("declared type {} but the op gives {expected}", node.ty),
-                );
+                return fail(i, v, format!("declared type {} but the op gives {expected}", node.ty));
             }
         }
         if self.outputs().is_empty() {
-            return Err(IrError::Verify {
-                value: format!("module \"{}\"", self.name),
-                msg: "no outputs".into(),
-            });
+            return Err(IrError::Verify { value: format!("module \"{}\"", self.name), msg: "no outputs".into() });
         }
         let mut output_names = HashSet::new();
         for (name, v) in self.outputs() {
             if !self.contains(*v) {
-                return Err(IrError::Verify {
-                    value: format!("output \"{name}\""),
-                    msg: "refers to a removed value".into(),
-                });
+                return Err(IrError::Verify { value: format!("output \"{name}\""), msg: "refers to a removed value".into() });
             }
             if !output_names.insert(name) {
-                return Err(IrError::Verify {
-                    value: format!("output \"{name}\""),
-                    msg: "name is used twice".into(),
-                });
+                return Err(IrError::Verify { value: format!("output \"{name}\""), msg: "name is used twice".into() });
             }
         }
         Ok(())

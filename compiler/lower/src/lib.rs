@@ -32,12 +32,7 @@ pub enum LowerError {
     #[error(
         "{layer}: the noise at a table input needs a margin of {margin} of the {positions} positions of {params}: too noisy; use fewer weight bits, a larger failure probability or a parameter set with more positions"
     )]
-    Noise {
-        layer: String,
-        margin: f64,
-        positions: f64,
-        params: &'static str,
-    },
+    Noise { layer: String, margin: f64, positions: f64, params: &'static str },
     #[error(transparent)]
     Ir(#[from] IrError),
     #[error(transparent)]
@@ -57,18 +52,11 @@ pub struct Compiled {
 }
 
 /// The client part of the module as a module of its own, reading the frontier values as inputs.
-fn postprocess_module(
-    m: &Module,
-    client: &HashSet<ValueId>,
-    frontier: &[ValueId],
-) -> Result<Module, LowerError> {
+fn postprocess_module(m: &Module, client: &HashSet<ValueId>, frontier: &[ValueId]) -> Result<Module, LowerError> {
     let mut t = Module::new(format!("{}.postprocess", m.name));
     let mut map = std::collections::HashMap::new();
     for (k, &f) in frontier.iter().enumerate() {
-        map.insert(
-            f,
-            t.add_input(format!("frontier_{k}"), m.node(f).ty.clone()),
-        );
+        map.insert(f, t.add_input(format!("frontier_{k}"), m.node(f).ty.clone()));
     }
     for v in m.topo_order()? {
         if !client.contains(&v) || map.contains_key(&v) {
@@ -80,10 +68,7 @@ fn postprocess_module(
                 (Some(&id), _) => id,
                 (None, Op::Const(c)) => t.add_const(c.clone(), None),
                 (None, _) => {
-                    return Err(LowerError::Client(format!(
-                        "{} reads a value the server does not return",
-                        m.node(v).describe()
-                    )));
+                    return Err(LowerError::Client(format!("{} reads a value the server does not return", m.node(v).describe())));
                 }
             };
             operands.push(id);
@@ -104,61 +89,36 @@ const HEADROOM: f64 = 0.1;
 /// Per-element input ranges from calibration samples (each shaped like the model input). A constant
 /// element gets the range of the whole tensor, so it can still vary at inference.
 fn input_box(samples: &[Tensor]) -> Result<Vec<(f64, f64)>, LowerError> {
-    let first = samples
-        .first()
-        .ok_or_else(|| LowerError::Model("no calibration samples".into()))?;
+    let first = samples.first().ok_or_else(|| LowerError::Model("no calibration samples".into()))?;
     let n = first.numel();
     let (mut lo, mut hi) = (vec![f64::INFINITY; n], vec![f64::NEG_INFINITY; n]);
     for s in samples {
         for (i, v) in s.to_f32_vec().into_iter().enumerate() {
             if !v.is_finite() {
-                return Err(LowerError::Model(format!(
-                    "calibration sample has a non-finite value at element {i}"
-                )));
+                return Err(LowerError::Model(format!("calibration sample has a non-finite value at element {i}")));
             }
             lo[i] = lo[i].min(f64::from(v));
             hi[i] = hi[i].max(f64::from(v));
         }
     }
-    let (tlo, thi) = (
-        lo.iter().copied().fold(f64::INFINITY, f64::min),
-        hi.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    );
+    let (tlo, thi) = (lo.iter().copied().fold(f64::INFINITY, f64::min), hi.iter().copied().fold(f64::NEG_INFINITY, f64::max));
     Ok((0..n)
         .map(|i| {
-            let (l, h) = if hi[i] - lo[i] <= 1e-6 * (thi - tlo) {
-                (tlo, thi)
-            } else {
-                (lo[i], hi[i])
-            };
+            let (l, h) = if hi[i] - lo[i] <= 1e-6 * (thi - tlo) { (tlo, thi) } else { (lo[i], hi[i]) };
             let pad = HEADROOM * (h - l).max(1e-6);
             (l - pad, h + pad)
         })
         .collect())
 }
 
-pub fn compile(
-    module: &Module,
-    calibration: &[Tensor],
-    opts: &Options,
-) -> Result<Compiled, LowerError> {
+pub fn compile(module: &Module, calibration: &[Tensor], opts: &Options) -> Result<Compiled, LowerError> {
     let client = tail::client_values(module)?;
     let frontier = tail::frontier(module, &client);
     let mut n = neurons::scalarize(module, &frontier, &input_box(calibration)?)?;
-    n.calibrate(
-        &calibration
-            .iter()
-            .map(|x| x.to_f32_vec().into_iter().map(f64::from).collect())
-            .collect::<Vec<_>>(),
-    );
+    n.calibrate(&calibration.iter().map(|x| x.to_f32_vec().into_iter().map(f64::from).collect()).collect::<Vec<_>>());
     let i = scale::integerize(&n, opts)?;
     let postprocess = postprocess_module(module, &client, &frontier)?;
-    Ok(Compiled {
-        circuit: i.circuit,
-        inputs: i.inputs,
-        outputs: i.outputs,
-        postprocess,
-    })
+    Ok(Compiled { circuit: i.circuit, inputs: i.inputs, outputs: i.outputs, postprocess })
 }
 
 impl Compiled {
@@ -184,25 +144,15 @@ impl Compiled {
 }
 
 /// Decodes output accumulators with `codes` and runs the post-processing module on them.
-pub fn decode(
-    codes: &[OutputCode],
-    postprocess: &Module,
-    acc: &[i64],
-) -> Result<Vec<Tensor>, LowerError> {
+pub fn decode(codes: &[OutputCode], postprocess: &Module, acc: &[i64]) -> Result<Vec<Tensor>, LowerError> {
     if acc.len() != codes.len() {
-        return Err(LowerError::Client(format!(
-            "{} results for {} outputs",
-            acc.len(),
-            codes.len()
-        )));
+        return Err(LowerError::Client(format!("{} results for {} outputs", acc.len(), codes.len())));
     }
     let mut k = 0;
     let mut frontier = Vec::new();
     for v in postprocess.inputs() {
         let ty = &postprocess.node(v).ty;
-        let vals: Vec<f32> = (k..k + ty.numel())
-            .map(|e| (acc[e] as f64 / codes[e].scale + codes[e].mid) as f32)
-            .collect();
+        let vals: Vec<f32> = (k..k + ty.numel()).map(|e| (acc[e] as f64 / codes[e].scale + codes[e].mid) as f32).collect();
         k += ty.numel();
         frontier.push(Tensor::from_f32(ty.shape.clone(), vals).expect("sized"));
     }
@@ -211,11 +161,7 @@ pub fn decode(
 
 /// Encodes one sample (shaped like the model input) for the circuit, clamping it into the input box.
 pub fn encode(codes: &[InputCode], x: &Tensor) -> Vec<i64> {
-    x.to_f32_vec()
-        .iter()
-        .zip(codes)
-        .map(|(&v, c)| ((f64::from(v).clamp(c.lo, c.hi) - c.mid) * c.scale).round() as i64)
-        .collect()
+    x.to_f32_vec().iter().zip(codes).map(|(&v, c)| ((f64::from(v).clamp(c.lo, c.hi) - c.mid) * c.scale).round() as i64).collect()
 }
 
 #[cfg(test)]
@@ -231,9 +177,7 @@ mod tests {
             .map(|_| {
                 let v = (0..len)
                     .map(|_| {
-                        state = state
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
+                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                         ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
                     })
                     .collect();
@@ -264,11 +208,7 @@ mod tests {
                 }
             }
         }
-        assert!(
-            worst <= tolerance * scale,
-            "max error {:e} of the output scale at {at}",
-            worst / scale
-        );
+        assert!(worst <= tolerance * scale, "max error {:e} of the output scale at {at}", worst / scale);
     }
 
     #[test]

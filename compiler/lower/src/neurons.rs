@@ -22,31 +22,16 @@ pub struct Form {
 
 impl Form {
     fn constant(v: f64) -> Form {
-        Form {
-            terms: vec![],
-            bias: v,
-            lo: v,
-            hi: v,
-        }
+        Form { terms: vec![], bias: v, lo: v, hi: v }
     }
 
     fn wire(w: u32, wire: &Wire) -> Form {
-        Form {
-            terms: vec![(w, 1.0)],
-            bias: 0.0,
-            lo: wire.lo,
-            hi: wire.hi,
-        }
+        Form { terms: vec![(w, 1.0)], bias: 0.0, lo: wire.lo, hi: wire.hi }
     }
 
     fn scaled(&self, k: f64) -> Form {
         let (a, b) = (self.lo * k, self.hi * k);
-        Form {
-            terms: self.terms.iter().map(|&(w, c)| (w, c * k)).collect(),
-            bias: self.bias * k,
-            lo: a.min(b),
-            hi: a.max(b),
-        }
+        Form { terms: self.terms.iter().map(|&(w, c)| (w, c * k)).collect(), bias: self.bias * k, lo: a.min(b), hi: a.max(b) }
     }
 
     /// `sum(k_i * f_i)`, merging terms on the same wire.
@@ -69,27 +54,15 @@ impl Form {
             }
         }
         order.sort_unstable();
-        Form {
-            terms: order
-                .into_iter()
-                .map(|w| (w, acc[&w]))
-                .filter(|&(_, c)| c != 0.0)
-                .collect(),
-            bias,
-            lo,
-            hi,
-        }
+        Form { terms: order.into_iter().map(|w| (w, acc[&w])).filter(|&(_, c)| c != 0.0).collect(), bias, lo, hi }
     }
 
     /// The bound on the form's value: its structural bound intersected with the sum of its wires' ranges.
     pub fn range(&self, wires: &[Wire]) -> (f64, f64) {
-        let (flo, fhi) = self
-            .terms
-            .iter()
-            .fold((self.bias, self.bias), |(lo, hi), &(w, c)| {
-                let (a, b) = (c * wires[w as usize].lo, c * wires[w as usize].hi);
-                (lo + a.min(b), hi + a.max(b))
-            });
+        let (flo, fhi) = self.terms.iter().fold((self.bias, self.bias), |(lo, hi), &(w, c)| {
+            let (a, b) = (c * wires[w as usize].lo, c * wires[w as usize].hi);
+            (lo + a.min(b), hi + a.max(b))
+        });
         let (lo, hi) = (flo.max(self.lo), fhi.min(self.hi));
         if lo <= hi { (lo, hi) } else { (flo, fhi) }
     }
@@ -141,9 +114,7 @@ pub struct Neurons {
 
 impl Form {
     pub fn eval(&self, values: &[f64]) -> f64 {
-        self.terms
-            .iter()
-            .fold(self.bias, |acc, &(w, c)| acc + c * values[w as usize])
+        self.terms.iter().fold(self.bias, |acc, &(w, c)| acc + c * values[w as usize])
     }
 }
 
@@ -151,16 +122,9 @@ impl Neurons {
     /// Float evaluation of the flattened outputs for one sample (its input elements), with the
     /// circuit's semantics: inputs clamped into their box, tables saturating outside their range.
     pub fn eval(&self, x: &[f64]) -> Vec<f64> {
-        let mut v: Vec<f64> = x
-            .iter()
-            .zip(&self.wires)
-            .map(|(&x, w)| x.clamp(w.lo, w.hi))
-            .collect();
+        let mut v: Vec<f64> = x.iter().zip(&self.wires).map(|(&x, w)| x.clamp(w.lo, w.hi)).collect();
         for w in &self.wires[self.n_inputs..] {
-            let l = w
-                .lookup
-                .as_ref()
-                .expect("wires past the inputs are lookups");
+            let l = w.lookup.as_ref().expect("wires past the inputs are lookups");
             let z = l.input.eval(&v);
             v.push(l.eval(z));
         }
@@ -191,16 +155,8 @@ enum V {
 /// Non-decreasing functions: they commute with max.
 fn monotone(u: &Unary) -> bool {
     match *u {
-        Unary::Relu
-        | Unary::Sigmoid
-        | Unary::Tanh
-        | Unary::Softplus
-        | Unary::Erf
-        | Unary::Exp
-        | Unary::Clip { .. } => true,
-        Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::HardSigmoid { alpha, .. } => {
-            alpha >= 0.0
-        }
+        Unary::Relu | Unary::Sigmoid | Unary::Tanh | Unary::Softplus | Unary::Erf | Unary::Exp | Unary::Clip { .. } => true,
+        Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::HardSigmoid { alpha, .. } => alpha >= 0.0,
         _ => false,
     }
 }
@@ -217,14 +173,7 @@ impl Builder {
             return Form::constant(f64::from(f.apply(input.bias as f32)));
         }
         let (lo, hi) = input.range(&self.wires);
-        let mut l = Lookup {
-            f,
-            input,
-            lo,
-            hi,
-            center: 0.0,
-            layer: self.layer.clone(),
-        };
+        let mut l = Lookup { f, input, lo, hi, center: 0.0, layer: self.layer.clone() };
         l.center = (l.eval(lo) + l.eval(hi)) / 2.0;
         // The output range: the function over a dense grid of its input range.
         let (mut olo, mut ohi) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -234,12 +183,7 @@ impl Builder {
             ohi = ohi.max(v);
         }
         let center = l.center;
-        self.wires.push(Wire {
-            lookup: Some(l),
-            lo: olo,
-            hi: ohi,
-            class,
-        });
+        self.wires.push(Wire { lookup: Some(l), lo: olo, hi: ohi, class });
         let w = self.wires.len() - 1;
         let mut out = Form::wire(w as u32, &self.wires[w]);
         out.bias = center;
@@ -250,10 +194,7 @@ impl Builder {
 }
 
 fn unsupported(m: &Module, v: ValueId, why: &str) -> LowerError {
-    LowerError::Unsupported {
-        node: m.node(v).describe(),
-        why: why.into(),
-    }
+    LowerError::Unsupported { node: m.node(v).describe(), why: why.into() }
 }
 
 /// Flat index maps for data movement: runs the op on a tensor of (index + 1), 0 marking padding.
@@ -266,47 +207,24 @@ fn index_map(op: &Op, shapes: &[&[usize]], ty: &Type) -> Result<Vec<i64>, String
         offset += n;
     }
     let op = match op {
-        Op::Pad { pads, mode, .. } => Op::Pad {
-            pads: pads.clone(),
-            mode: *mode,
-            value: 0.0,
-        },
+        Op::Pad { pads, mode, .. } => Op::Pad { pads: pads.clone(), mode: *mode, value: 0.0 },
         other => other.clone(),
     };
     let refs: Vec<&Tensor> = tensors.iter().collect();
-    let ty = Type {
-        dtype: fhec_ir::DType::I64,
-        ..ty.clone()
-    };
+    let ty = Type { dtype: fhec_ir::DType::I64, ..ty.clone() };
     Ok(fhec_interp::eval_op(&op, &refs, &ty)?.to_i64_vec())
 }
 
 /// Scalarizes the module's server part. `input_box[i]` bounds input element `i`.
-pub fn scalarize(
-    m: &Module,
-    frontier: &[ValueId],
-    input_box: &[(f64, f64)],
-) -> Result<Neurons, LowerError> {
+pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> Result<Neurons, LowerError> {
     let inputs = m.inputs();
     let [input] = inputs.as_slice() else {
-        return Err(LowerError::Model(format!(
-            "the model has {} inputs; FHE compilation supports one",
-            inputs.len()
-        )));
+        return Err(LowerError::Model(format!("the model has {} inputs; FHE compilation supports one", inputs.len())));
     };
     let n_inputs = m.node(*input).ty.numel();
     // Each input element is its own class; a layer's class is `n_inputs + node index`.
     let mut b = Builder {
-        wires: input_box
-            .iter()
-            .enumerate()
-            .map(|(i, &(lo, hi))| Wire {
-                lookup: None,
-                lo,
-                hi,
-                class: i,
-            })
-            .collect(),
+        wires: input_box.iter().enumerate().map(|(i, &(lo, hi))| Wire { lookup: None, lo, hi, class: i }).collect(),
         layer: String::new(),
     };
     let mut vals: HashMap<ValueId, V> = HashMap::new();
@@ -322,61 +240,36 @@ pub fn scalarize(
         let class = n_inputs + v.index();
         b.layer = node.describe();
         let val = match &node.op {
-            Op::Input { .. } => V::Enc(
-                (0..n_inputs)
-                    .map(|i| Form::wire(i as u32, &b.wires[i]))
-                    .collect(),
-            ),
+            Op::Input { .. } => V::Enc((0..n_inputs).map(|i| Form::wire(i as u32, &b.wires[i])).collect()),
             Op::Const(t) => V::Const(t.clone()),
             op => {
                 // A pending function is applied now unless this is a max pool, which commutes with it.
                 for o in &ops {
-                    if matches!(vals.get(o), Some(V::Pending(..))) && !matches!(op, Op::MaxPool(_))
-                    {
-                        let Some(V::Pending(u, fs, c)) = vals.remove(o) else {
-                            unreachable!()
-                        };
-                        vals.insert(
-                            *o,
-                            V::Enc(fs.into_iter().map(|f| b.lookup(u.clone(), f, c)).collect()),
-                        );
+                    if matches!(vals.get(o), Some(V::Pending(..))) && !matches!(op, Op::MaxPool(_)) {
+                        let Some(V::Pending(u, fs, c)) = vals.remove(o) else { unreachable!() };
+                        vals.insert(*o, V::Enc(fs.into_iter().map(|f| b.lookup(u.clone(), f, c)).collect()));
                     }
                 }
                 let x: Vec<&V> = ops.iter().map(|o| &vals[o]).collect();
-                let shapes: Vec<&[usize]> =
-                    ops.iter().map(|o| m.node(*o).ty.shape.as_slice()).collect();
+                let shapes: Vec<&[usize]> = ops.iter().map(|o| m.node(*o).ty.shape.as_slice()).collect();
                 let forms = |i: usize| -> Vec<Form> {
                     match x[i] {
                         V::Enc(f) | V::Pending(_, f, _) => f.clone(),
-                        V::Const(t) => t
-                            .to_f32_vec()
-                            .into_iter()
-                            .map(|c| Form::constant(f64::from(c)))
-                            .collect(),
+                        V::Const(t) => t.to_f32_vec().into_iter().map(|c| Form::constant(f64::from(c))).collect(),
                     }
                 };
                 match op {
                     Op::Unary(u)
                         if monotone(u)
                             && !m.users(v).is_empty()
-                            && m.users(v)
-                                .iter()
-                                .all(|w| matches!(m.node(*w).op, Op::MaxPool(_)))
+                            && m.users(v).iter().all(|w| matches!(m.node(*w).op, Op::MaxPool(_)))
                             && !frontier.contains(&v) =>
                     {
                         V::Pending(u.clone(), forms(0), class)
                     }
-                    Op::Unary(u) => V::Enc(
-                        forms(0)
-                            .into_iter()
-                            .map(|f| b.lookup(u.clone(), f, class))
-                            .collect(),
-                    ),
+                    Op::Unary(u) => V::Enc(forms(0).into_iter().map(|f| b.lookup(u.clone(), f, class)).collect()),
                     Op::Binary(kind) => {
-                        let (ia, ib) = (
-                            fhec_ir::broadcast_index(shape, shapes[0]),
-                            fhec_ir::broadcast_index(shape, shapes[1]),
-                        );
+                        let (ia, ib) = (fhec_ir::broadcast_index(shape, shapes[0]), fhec_ir::broadcast_index(shape, shapes[1]));
                         let (fa, fb) = (forms(0), forms(1));
                         let both_enc = matches!((x[0], x[1]), (V::Enc(_), V::Enc(_)));
                         let konst = |i: usize, k: usize| match x[i] {
@@ -412,31 +305,17 @@ pub fn scalarize(
                             V::Pending(u, _, c) => Some((u.clone(), *c)),
                             _ => None,
                         };
-                        let pooled = pool(&mut b, p, &forms(0), shapes[0], shape, max, class)
-                            .map_err(|e| unsupported(m, v, &e))?;
+                        let pooled = pool(&mut b, p, &forms(0), shapes[0], shape, max, class).map_err(|e| unsupported(m, v, &e))?;
                         match pending {
-                            Some((u, c)) => V::Enc(
-                                pooled
-                                    .into_iter()
-                                    .map(|f| b.lookup(u.clone(), f, c))
-                                    .collect(),
-                            ),
+                            Some((u, c)) => V::Enc(pooled.into_iter().map(|f| b.lookup(u.clone(), f, c)).collect()),
                             None => V::Enc(pooled),
                         }
                     }
-                    Op::Reduce {
-                        kind,
-                        axes,
-                        keepdims: _,
-                    } => {
+                    Op::Reduce { kind, axes, keepdims: _ } => {
                         let f = forms(0);
                         let map = reduce_map(shapes[0], axes);
                         let count = (f.len() / n.max(1)) as f64;
-                        let scale = if *kind == ReduceKind::Mean {
-                            1.0 / count
-                        } else {
-                            1.0
-                        };
+                        let scale = if *kind == ReduceKind::Mean { 1.0 / count } else { 1.0 };
                         let mut groups: Vec<Vec<(f64, &Form)>> = vec![Vec::new(); n];
                         for (i, g) in map.iter().enumerate() {
                             groups[*g].push((scale, &f[i]));
@@ -444,36 +323,17 @@ pub fn scalarize(
                         V::Enc(groups.iter().map(|g| Form::combine(g)).collect())
                     }
                     Op::Reshape { .. } => V::Enc(forms(0)),
-                    Op::Transpose { .. }
-                    | Op::Concat { .. }
-                    | Op::Slice { .. }
-                    | Op::Gather { .. }
-                    | Op::Pad { .. } => {
+                    Op::Transpose { .. } | Op::Concat { .. } | Op::Slice { .. } | Op::Gather { .. } | Op::Pad { .. } => {
                         let all: Vec<Form> = (0..x.len()).flat_map(forms).collect();
                         let pad = match op {
                             Op::Pad { value, .. } => f64::from(*value),
                             _ => 0.0,
                         };
-                        let map =
-                            index_map(op, &shapes, &node.ty).map_err(|e| unsupported(m, v, &e))?;
-                        V::Enc(
-                            map.iter()
-                                .map(|&i| {
-                                    if i == 0 {
-                                        Form::constant(pad)
-                                    } else {
-                                        all[i as usize - 1].clone()
-                                    }
-                                })
-                                .collect(),
-                        )
+                        let map = index_map(op, &shapes, &node.ty).map_err(|e| unsupported(m, v, &e))?;
+                        V::Enc(map.iter().map(|&i| if i == 0 { Form::constant(pad) } else { all[i as usize - 1].clone() }).collect())
                     }
                     Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::ArgMax { .. } => {
-                        return Err(unsupported(
-                            m,
-                            v,
-                            "softmax, log-softmax and argmax run only as the model's final ops (on the client)",
-                        ));
+                        return Err(unsupported(m, v, "softmax, log-softmax and argmax run only as the model's final ops (on the client)"));
                     }
                     Op::Input { .. } | Op::Const(_) => unreachable!("handled above"),
                 }
@@ -485,19 +345,10 @@ pub fn scalarize(
     for f in frontier {
         outputs.push(match &vals[f] {
             V::Enc(forms) | V::Pending(_, forms, _) => forms.clone(),
-            V::Const(t) => t
-                .to_f32_vec()
-                .into_iter()
-                .map(|c| Form::constant(f64::from(c)))
-                .collect(),
+            V::Const(t) => t.to_f32_vec().into_iter().map(|c| Form::constant(f64::from(c))).collect(),
         });
     }
-    Ok(Neurons {
-        wires: b.wires,
-        n_inputs,
-        outputs,
-        calibrated: None,
-    })
+    Ok(Neurons { wires: b.wires, n_inputs, outputs, calibrated: None })
 }
 
 /// The values the frontier depends on.
@@ -516,20 +367,12 @@ fn needed(m: &Module, frontier: &[ValueId]) -> std::collections::HashSet<ValueId
 fn reduce_map(shape: &[usize], axes: &[usize]) -> Vec<usize> {
     let mut out = Vec::with_capacity(fhec_ir::numel(shape));
     fhec_ir::for_each_index(shape, |idx| {
-        out.push(shape.iter().enumerate().fold(0, |f, (k, &d)| {
-            if axes.contains(&k) { f } else { f * d + idx[k] }
-        }));
+        out.push(shape.iter().enumerate().fold(0, |f, (k, &d)| if axes.contains(&k) { f } else { f * d + idx[k] }));
     });
     out
 }
 
-fn matmul(
-    m: &Module,
-    v: ValueId,
-    x: &[&V],
-    shapes: &[&[usize]],
-    out: &[usize],
-) -> Result<Vec<Form>, LowerError> {
+fn matmul(m: &Module, v: ValueId, x: &[&V], shapes: &[&[usize]], out: &[usize]) -> Result<Vec<Form>, LowerError> {
     let (a, w, transpose) = match (x[0], x[1]) {
         (V::Enc(a), V::Const(w)) if w.shape().len() <= 2 => (a, w, false),
         (V::Const(w), V::Enc(a)) if w.shape().len() == 2 && shapes[1].len() == 2 => (a, w, true),
@@ -545,11 +388,7 @@ fn matmul(
             ));
         }
         _ => {
-            return Err(unsupported(
-                m,
-                v,
-                "matmul of two encrypted values needs encrypted products (not supported)",
-            ));
+            return Err(unsupported(m, v, "matmul of two encrypted values needs encrypted products (not supported)"));
         }
     };
     let wv = w.to_f32_vec();
@@ -562,9 +401,7 @@ fn matmul(
         let rows = a.len() / k;
         for r in 0..rows {
             for j in 0..nn {
-                let parts: Vec<(f64, &Form)> = (0..k)
-                    .map(|i| (f64::from(wv[i * nn + j]), &a[r * k + i]))
-                    .collect();
+                let parts: Vec<(f64, &Form)> = (0..k).map(|i| (f64::from(wv[i * nn + j]), &a[r * k + i])).collect();
                 res.push(Form::combine(&parts));
             }
         }
@@ -574,9 +411,7 @@ fn matmul(
         let nn = shapes[1][1];
         for r in 0..mm {
             for j in 0..nn {
-                let parts: Vec<(f64, &Form)> = (0..k)
-                    .map(|i| (f64::from(wv[r * k + i]), &a[i * nn + j]))
-                    .collect();
+                let parts: Vec<(f64, &Form)> = (0..k).map(|i| (f64::from(wv[r * k + i]), &a[i * nn + j])).collect();
                 res.push(Form::combine(&parts));
             }
         }
@@ -584,14 +419,7 @@ fn matmul(
     Ok(res)
 }
 
-fn conv(
-    m: &Module,
-    v: ValueId,
-    c: &fhec_ir::ConvAttrs,
-    x: &[&V],
-    shapes: &[&[usize]],
-    out: &[usize],
-) -> Result<Vec<Form>, LowerError> {
+fn conv(m: &Module, v: ValueId, c: &fhec_ir::ConvAttrs, x: &[&V], shapes: &[&[usize]], out: &[usize]) -> Result<Vec<Form>, LowerError> {
     let (V::Enc(xf), V::Const(w)) = (x[0], x[1]) else {
         return Err(unsupported(m, v, "convolution weights must be constant"));
     };
@@ -604,38 +432,14 @@ fn conv(
     };
     // Lift 1-D to 2-D (height 1).
     let xs = shapes[0];
-    let (ch, ih, iw) = if xs.len() == 3 {
-        (xs[1], 1, xs[2])
-    } else {
-        (xs[1], xs[2], xs[3])
-    };
-    let (oh, ow) = if out.len() == 3 {
-        (1, out[2])
-    } else {
-        (out[2], out[3])
-    };
+    let (ch, ih, iw) = if xs.len() == 3 { (xs[1], 1, xs[2]) } else { (xs[1], xs[2], xs[3]) };
+    let (oh, ow) = if out.len() == 3 { (1, out[2]) } else { (out[2], out[3]) };
     let ws = w.shape();
-    let (kh, kw) = if ws.len() == 3 {
-        (1, ws[2])
-    } else {
-        (ws[2], ws[3])
-    };
+    let (kh, kw) = if ws.len() == 3 { (1, ws[2]) } else { (ws[2], ws[3]) };
     let two = xs.len() == 4;
-    let (sh, sw) = if two {
-        (c.strides[0], c.strides[1])
-    } else {
-        (1, c.strides[0])
-    };
-    let (dh, dw) = if two {
-        (c.dilations[0], c.dilations[1])
-    } else {
-        (1, c.dilations[0])
-    };
-    let (pt, pl) = if two {
-        (c.pads[0], c.pads[1])
-    } else {
-        (0, c.pads[0])
-    };
+    let (sh, sw) = if two { (c.strides[0], c.strides[1]) } else { (1, c.strides[0]) };
+    let (dh, dw) = if two { (c.dilations[0], c.dilations[1]) } else { (1, c.dilations[0]) };
+    let (pt, pl) = if two { (c.pads[0], c.pads[1]) } else { (0, c.pads[0]) };
     let wv = w.to_f32_vec();
     let (mtot, cg) = (ws[0], ws[1]);
     let per_group = mtot / c.group;
@@ -685,50 +489,20 @@ fn pool(
     class: usize,
 ) -> Result<Vec<Form>, String> {
     // A max's tables join the class of the pooled wires when the input is one layer's outputs.
-    let classes: std::collections::HashSet<usize> = x
-        .iter()
-        .flat_map(|f| f.terms.iter().map(|&(w, _)| b.wires[w as usize].class))
-        .collect();
-    let class = if classes.len() == 1 {
-        *classes.iter().next().expect("one")
-    } else {
-        class
-    };
+    let classes: std::collections::HashSet<usize> =
+        x.iter().flat_map(|f| f.terms.iter().map(|&(w, _)| b.wires[w as usize].class)).collect();
+    let class = if classes.len() == 1 { *classes.iter().next().expect("one") } else { class };
     if xs[0] != 1 {
         return Err("pooling needs batch size 1".into());
     }
     let two = xs.len() == 4;
-    let (ch, ih, iw) = if two {
-        (xs[1], xs[2], xs[3])
-    } else {
-        (xs[1], 1, xs[2])
-    };
+    let (ch, ih, iw) = if two { (xs[1], xs[2], xs[3]) } else { (xs[1], 1, xs[2]) };
     let (oh, ow) = if two { (out[2], out[3]) } else { (1, out[2]) };
-    let (kh, kw) = if two {
-        (p.kernel[0], p.kernel[1])
-    } else {
-        (1, p.kernel[0])
-    };
-    let (sh, sw) = if two {
-        (p.strides[0], p.strides[1])
-    } else {
-        (1, p.strides[0])
-    };
-    let (dh, dw) = if two {
-        (p.dilations[0], p.dilations[1])
-    } else {
-        (1, p.dilations[0])
-    };
-    let (pt, pl) = if two {
-        (p.pads[0], p.pads[1])
-    } else {
-        (0, p.pads[0])
-    };
-    let (pb, pr) = if two {
-        (p.pads[2], p.pads[3])
-    } else {
-        (0, p.pads[1])
-    };
+    let (kh, kw) = if two { (p.kernel[0], p.kernel[1]) } else { (1, p.kernel[0]) };
+    let (sh, sw) = if two { (p.strides[0], p.strides[1]) } else { (1, p.strides[0]) };
+    let (dh, dw) = if two { (p.dilations[0], p.dilations[1]) } else { (1, p.dilations[0]) };
+    let (pt, pl) = if two { (p.pads[0], p.pads[1]) } else { (0, p.pads[0]) };
+    let (pb, pr) = if two { (p.pads[2], p.pads[3]) } else { (0, p.pads[1]) };
     let mut res = Vec::with_capacity(ch * oh * ow);
     for c in 0..ch {
         for oy in 0..oh {
@@ -740,8 +514,7 @@ fn pool(
                     for kx in 0..kw {
                         let ix = (ox * sw + kx * dw) as isize - pl as isize;
                         if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
-                            padded +=
-                                usize::from(iy < (ih + pb) as isize && ix < (iw + pr) as isize);
+                            padded += usize::from(iy < (ih + pb) as isize && ix < (iw + pr) as isize);
                             continue;
                         }
                         window.push(&x[(c * ih + iy as usize) * iw + ix as usize]);
@@ -759,13 +532,8 @@ fn pool(
                     }
                     acc
                 } else {
-                    let count = if p.count_include_pad {
-                        window.len() + padded
-                    } else {
-                        window.len()
-                    };
-                    let parts: Vec<(f64, &Form)> =
-                        window.iter().map(|f| (1.0 / count as f64, *f)).collect();
+                    let count = if p.count_include_pad { window.len() + padded } else { window.len() };
+                    let parts: Vec<(f64, &Form)> = window.iter().map(|f| (1.0 / count as f64, *f)).collect();
                     Form::combine(&parts)
                 });
             }

@@ -54,12 +54,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options {
-            params: ParamSet::P2048B,
-            weight_bits: 6,
-            output_weight_max: 8.0,
-            failure_log2: -40.0,
-        }
+        Options { params: ParamSet::P2048B, weight_bits: 6, output_weight_max: 8.0, failure_log2: -40.0 }
     }
 }
 
@@ -128,12 +123,7 @@ fn split_mixed_consumers(n: &Neurons) -> Neurons {
             }
         }
     }
-    Neurons {
-        wires,
-        n_inputs: n.n_inputs,
-        outputs,
-        calibrated: n.calibrated.clone(),
-    }
+    Neurons { wires, n_inputs: n.n_inputs, outputs, calibrated: n.calibrated.clone() }
 }
 
 pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError> {
@@ -150,18 +140,11 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
     let (mut t, mut mid, mut s) = (vec![0.0; nw], vec![0.0; nw], vec![1.0; nw]);
     for _round in 0..4 {
         for &k in &pbs {
-            let l = n.wires[k]
-                .lookup
-                .as_ref()
-                .expect("wires past the inputs are lookups");
+            let l = n.wires[k].lookup.as_ref().expect("wires past the inputs are lookups");
             let (m, half) = centered(l.lo, l.hi);
             if margin[k] >= half_positions / 2.0 {
                 return Err(LowerError::Noise {
-                    layer: n.wires[k]
-                        .lookup
-                        .as_ref()
-                        .map(|l| l.layer.clone())
-                        .unwrap_or_default(),
+                    layer: n.wires[k].lookup.as_ref().map(|l| l.layer.clone()).unwrap_or_default(),
                     margin: margin[k],
                     positions: 2.0 * half_positions,
                     params: opts.params.name(),
@@ -210,12 +193,8 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
         let mut grew = false;
         for &k in &pbs {
             let form = &n.wires[k].lookup.as_ref().expect("lookup").input;
-            let norm2: f64 = form
-                .terms
-                .iter()
-                .filter(|(j, _)| *j as usize >= ni)
-                .map(|&(j, c)| (c * t[k] / s[j as usize]).round().powi(2))
-                .sum();
+            let norm2: f64 =
+                form.terms.iter().filter(|(j, _)| *j as usize >= ni).map(|&(j, c)| (c * t[k] / s[j as usize]).round().powi(2)).sum();
             let std = noise.input_std(norm2.sqrt(), 0.0);
             let want = (failure_sigmas * std).ceil() + 2.0;
             if want > margin[k] {
@@ -233,12 +212,7 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
     // form and the effective `T`, which the table or the decoder must use.
     let affine = |form: &Form, t: f64, m: f64, inputs: &[InputCode]| -> (Affine, f64) {
         let weight = |&(j, c): &(u32, f64)| (c * t / s[j as usize]).abs();
-        let t = match form
-            .terms
-            .iter()
-            .filter(|x| weight(x) >= 1.0)
-            .min_by(|a, b| weight(a).total_cmp(&weight(b)))
-        {
+        let t = match form.terms.iter().filter(|x| weight(x) >= 1.0).min_by(|a, b| weight(a).total_cmp(&weight(b))) {
             Some(&(j, c)) => {
                 let unit = s[j as usize] / c.abs();
                 (t / unit).floor() * unit
@@ -271,33 +245,16 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
                 bias -= c * offset;
             }
         }
-        (
-            Affine {
-                terms,
-                bias: wrap(bias * t).wrapping_add(exact),
-            },
-            t,
-        )
+        (Affine { terms, bias: wrap(bias * t).wrapping_add(exact) }, t)
     };
     let inputs: Vec<InputCode> = (0..ni)
         .map(|i| {
             let w = &n.wires[i];
-            InputCode {
-                lo: w.lo,
-                hi: w.hi,
-                mid: (w.lo + w.hi) / 2.0,
-                scale: s[i],
-            }
+            InputCode { lo: w.lo, hi: w.hi, mid: (w.lo + w.hi) / 2.0, scale: s[i] }
         })
         .collect();
-    let mut circuit = Circuit {
-        params: opts.params,
-        n_inputs: ni,
-        pbs: Vec::new(),
-        tables: Vec::new(),
-        outputs: Vec::new(),
-        layers: Vec::new(),
-    };
+    let mut circuit =
+        Circuit { params: opts.params, n_inputs: ni, pbs: Vec::new(), tables: Vec::new(), outputs: Vec::new(), layers: Vec::new() };
     for &k in &pbs {
         let l = n.wires[k].lookup.as_ref().expect("lookup");
         let (input, t_eff) = affine(&l.input, t[k], mid[k], &inputs);
@@ -318,12 +275,7 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
                 circuit.layers.len() - 1
             }
         } as u32;
-        circuit.pbs.push(Pbs {
-            input,
-            table: circuit.tables.len() as u32 - 1,
-            noise_std,
-            layer,
-        });
+        circuit.pbs.push(Pbs { input, table: circuit.tables.len() as u32 - 1, noise_std, layer });
     }
     let mut outputs = Vec::new();
     for (i, f) in n.outputs.iter().flatten().enumerate() {
@@ -335,14 +287,8 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
             outputs.push(OutputCode { mid: m, scale });
         }
     }
-    circuit
-        .validate()
-        .map_err(|e| LowerError::Model(e.to_string()))?;
-    Ok(Integerized {
-        circuit,
-        inputs,
-        outputs,
-    })
+    circuit.validate().map_err(|e| LowerError::Model(e.to_string()))?;
+    Ok(Integerized { circuit, inputs, outputs })
 }
 
 #[cfg(test)]
@@ -351,13 +297,7 @@ mod tests {
 
     #[test]
     fn failure_probability_sets_the_margin_in_standard_deviations() {
-        let sigmas = |log2: f64| {
-            Options {
-                failure_log2: log2,
-                ..Options::default()
-            }
-            .failure_sigmas()
-        };
+        let sigmas = |log2: f64| Options { failure_log2: log2, ..Options::default() }.failure_sigmas();
         assert!((sigmas(-40.0) - 7.15).abs() < 0.01, "{}", sigmas(-40.0));
         assert!((sigmas(-64.0) - 9.2).abs() < 0.05, "{}", sigmas(-64.0));
         assert!(sigmas(-128.0) > sigmas(-64.0));

@@ -73,12 +73,7 @@ fn class(t: &Tensor) -> Option<i64> {
         DType::I64 => t.to_i64_vec().first().copied(),
         DType::F32 => {
             let v = t.to_f32_vec();
-            (v.len() > 1).then(|| {
-                v.iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map_or(0, |(i, _)| i as i64)
-            })
+            (v.len() > 1).then(|| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as i64))
         }
     }
 }
@@ -86,57 +81,29 @@ fn class(t: &Tensor) -> Option<i64> {
 /// Fidelity of `got` to `want` (first model output per sample), in percent.
 fn fidelity(want: &[Tensor], got: &[Tensor]) -> f64 {
     if want.iter().all(|t| class(t).is_some()) {
-        let same = want
-            .iter()
-            .zip(got)
-            .filter(|(w, g)| class(w) == class(g))
-            .count();
+        let same = want.iter().zip(got).filter(|(w, g)| class(w) == class(g)).count();
         return 100.0 * same as f64 / want.len().max(1) as f64;
     }
-    let w: Vec<f64> = want
-        .iter()
-        .flat_map(|t| t.to_f32_vec())
-        .map(f64::from)
-        .collect();
-    let g: Vec<f64> = got
-        .iter()
-        .flat_map(|t| t.to_f32_vec())
-        .map(f64::from)
-        .collect();
+    let w: Vec<f64> = want.iter().flat_map(|t| t.to_f32_vec()).map(f64::from).collect();
+    let g: Vec<f64> = got.iter().flat_map(|t| t.to_f32_vec()).map(f64::from).collect();
     let mean = w.iter().sum::<f64>() / w.len().max(1) as f64;
-    let spread = (w.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / w.len().max(1) as f64)
-        .sqrt()
-        .max(1e-12);
-    let rmse = (w.iter().zip(&g).map(|(a, b)| (a - b).powi(2)).sum::<f64>()
-        / w.len().max(1) as f64)
-        .sqrt();
+    let spread = (w.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / w.len().max(1) as f64).sqrt().max(1e-12);
+    let rmse = (w.iter().zip(&g).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / w.len().max(1) as f64).sqrt();
     100.0 * (1.0 - rmse / spread).max(0.0)
 }
 
 /// Compiles `module` for the cheapest parameter set that keeps its accuracy (see the module docs).
 /// `progress` is called once per candidate.
-pub fn choose(
-    module: &Module,
-    calibration: &[Tensor],
-    search: &Search,
-    mut progress: impl FnMut(&Trial),
-) -> Result<Choice, LowerError> {
+pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut progress: impl FnMut(&Trial)) -> Result<Choice, LowerError> {
     let samples = &calibration[..calibration.len().min(search.max_samples)];
     let float: Vec<Tensor> = samples
         .iter()
         .map(|x| fhec_interp::run(module, std::slice::from_ref(x)).map(|mut o| o.swap_remove(0)))
         .collect::<Result<_, _>>()
-        .map_err(|e| {
-            LowerError::Model(format!("float reference on the calibration samples: {e}"))
-        })?;
+        .map_err(|e| LowerError::Model(format!("float reference on the calibration samples: {e}")))?;
     let continuous = !float.iter().all(|t| class(t).is_some());
     let repeats = search.min_runs.div_ceil(samples.len().max(1)).max(1);
-    let reference: Vec<Tensor> = float
-        .iter()
-        .cycle()
-        .take(repeats * float.len())
-        .cloned()
-        .collect();
+    let reference: Vec<Tensor> = float.iter().cycle().take(repeats * float.len()).cloned().collect();
     // Classifiers may lose `budget` points of agreement; continuous outputs `5 * budget` percent of
     // their spread as RMS error.
     let required = 100.0 - if continuous { 5.0 } else { 1.0 } * search.budget_points;
@@ -147,12 +114,7 @@ pub fn choose(
         let mut best_here: Option<(f64, Compiled, Options)> = None;
         for &weight_bits in &search.weight_bits {
             for &output_weight_max in &search.output_weight_max {
-                let options = Options {
-                    params,
-                    weight_bits,
-                    output_weight_max,
-                    failure_log2: search.failure_log2,
-                };
+                let options = Options { params, weight_bits, output_weight_max, failure_log2: search.failure_log2 };
                 let trial = match compile(module, calibration, &options) {
                     Ok(c) => {
                         let mut rng = Noise::rng(0x5eed);
@@ -160,17 +122,10 @@ pub fn choose(
                             .iter()
                             .cycle()
                             .take(repeats * samples.len())
-                            .map(|x| {
-                                c.simulate(x, Noise::Gaussian(&mut rng))
-                                    .map(|mut o| o.swap_remove(0))
-                            })
+                            .map(|x| c.simulate(x, Noise::Gaussian(&mut rng)).map(|mut o| o.swap_remove(0)))
                             .collect::<Result<Vec<_>, _>>()?;
                         let f = fidelity(&reference, &got);
-                        let trial = Trial {
-                            options: options.clone(),
-                            pbs: c.pbs_count(),
-                            fidelity: Some(f),
-                        };
+                        let trial = Trial { options: options.clone(), pbs: c.pbs_count(), fidelity: Some(f) };
                         if best_here.as_ref().is_none_or(|b| f > b.0) {
                             best_here = Some((f, c, options));
                         }
@@ -178,11 +133,7 @@ pub fn choose(
                     }
                     Err(e @ LowerError::Noise { .. }) => {
                         last_err = Some(e);
-                        Trial {
-                            options,
-                            pbs: 0,
-                            fidelity: None,
-                        }
+                        Trial { options, pbs: 0, fidelity: None }
                     }
                     Err(e) => return Err(e),
                 };
@@ -192,14 +143,7 @@ pub fn choose(
         }
         if let Some((f, compiled, chosen)) = best_here {
             if f >= required {
-                return Ok(Choice {
-                    compiled,
-                    chosen,
-                    fidelity: f,
-                    within_budget: true,
-                    required,
-                    trials,
-                });
+                return Ok(Choice { compiled, chosen, fidelity: f, within_budget: true, required, trials });
             }
             if best.as_ref().is_none_or(|b| f > b.0) {
                 best = Some((f, compiled, chosen));
@@ -207,16 +151,7 @@ pub fn choose(
         }
     }
     match best {
-        Some((fidelity, compiled, chosen)) => Ok(Choice {
-            compiled,
-            chosen,
-            fidelity,
-            within_budget: false,
-            required,
-            trials,
-        }),
-        None => {
-            Err(last_err.unwrap_or_else(|| LowerError::Model("no parameter set to try".into())))
-        }
+        Some((fidelity, compiled, chosen)) => Ok(Choice { compiled, chosen, fidelity, within_budget: false, required, trials }),
+        None => Err(last_err.unwrap_or_else(|| LowerError::Model("no parameter set to try".into()))),
     }
 }

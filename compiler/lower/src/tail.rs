@@ -19,10 +19,7 @@ fn client_op(m: &Module, v: ValueId) -> bool {
         | Op::Gather { .. }
         | Op::Concat { .. }
         | Op::Reduce { .. } => true,
-        Op::Binary(_) => m
-            .operands(v)
-            .iter()
-            .all(|&o| !matches!(&m.node(o).op, Op::Const(t) if t.numel() > 1)),
+        Op::Binary(_) => m.operands(v).iter().all(|&o| !matches!(&m.node(o).op, Op::Const(t) if t.numel() > 1)),
         _ => false,
     }
 }

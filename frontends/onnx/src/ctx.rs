@@ -40,12 +40,7 @@ pub(crate) struct Ctx<'a> {
     pub node: &'a pb::NodeProto,
 }
 
-pub(crate) fn import(
-    graph: &pb::GraphProto,
-    name: &str,
-    opset: i64,
-    dir: Option<&str>,
-) -> Result<Module, OnnxError> {
+pub(crate) fn import(graph: &pb::GraphProto, name: &str, opset: i64, dir: Option<&str>) -> Result<Module, OnnxError> {
     let unsupported: Vec<(String, String)> = graph
         .node
         .iter()
@@ -58,52 +53,28 @@ pub(crate) fn import(
             supported: ops::supported_ops().into_iter().collect(),
         });
     }
-    static EMPTY: std::sync::LazyLock<pb::NodeProto> =
-        std::sync::LazyLock::new(pb::NodeProto::default);
-    let mut ctx = Ctx {
-        module: Module::new(name),
-        values: HashMap::new(),
-        materialized: HashMap::new(),
-        opset,
-        node: &EMPTY,
-    };
+    static EMPTY: std::sync::LazyLock<pb::NodeProto> = std::sync::LazyLock::new(pb::NodeProto::default);
+    let mut ctx = Ctx { module: Module::new(name), values: HashMap::new(), materialized: HashMap::new(), opset, node: &EMPTY };
     for init in &graph.initializer {
-        let t = proto::convert_tensor_in(init, dir).map_err(|msg| OnnxError::Graph {
-            what: "initializer",
-            name: init.name.clone(),
-            msg,
-        })?;
+        let t = proto::convert_tensor_in(init, dir)
+            .map_err(|msg| OnnxError::Graph { what: "initializer", name: init.name.clone(), msg })?;
         ctx.values.insert(init.name.clone(), Val::constant(t));
     }
     for vi in &graph.input {
         if ctx.values.contains_key(&vi.name) {
             continue; // an initializer listed as an input (older exporters): a constant
         }
-        let shape = proto::input_shape(vi).map_err(|msg| OnnxError::Graph {
-            what: "input",
-            name: vi.name.clone(),
-            msg,
-        })?;
-        let v = ctx
-            .module
-            .add_input(vi.name.clone(), Type::new(Security::Enc, DType::F32, shape));
+        let shape = proto::input_shape(vi).map_err(|msg| OnnxError::Graph { what: "input", name: vi.name.clone(), msg })?;
+        let v = ctx.module.add_input(vi.name.clone(), Type::new(Security::Enc, DType::F32, shape));
         ctx.values.insert(vi.name.clone(), Val::Dyn(v));
     }
     if ctx.module.inputs().is_empty() {
-        return Err(OnnxError::Graph {
-            what: "",
-            name: graph.name.clone(),
-            msg: "has no inputs besides initializers".into(),
-        });
+        return Err(OnnxError::Graph { what: "", name: graph.name.clone(), msg: "has no inputs besides initializers".into() });
     }
     for node in &graph.node {
         ctx.node = node;
         let translate: Translate = ops::lookup(&node.domain, &node.op_type).expect("checked above");
-        let err = |msg: String| OnnxError::Node {
-            node: display_name(node),
-            op_type: qualified_op(node),
-            msg,
-        };
+        let err = |msg: String| OnnxError::Node { node: display_name(node), op_type: qualified_op(node), msg };
         let outs = translate(&mut ctx).map_err(err)?;
         for (i, name) in node.output.iter().enumerate() {
             if name.is_empty() {
@@ -115,13 +86,8 @@ pub(crate) fn import(
                 }
                 // Optional outputs we do not compute (Dropout's mask, MaxPool's indices) must be unused.
                 None => {
-                    if graph.node.iter().any(|n| n.input.contains(name))
-                        || graph.output.iter().any(|o| &o.name == name)
-                    {
-                        return Err(err(format!(
-                            "output {i} (\"{name}\") is used, but fhec only computes the first {} output(s)",
-                            outs.len()
-                        )));
+                    if graph.node.iter().any(|n| n.input.contains(name)) || graph.output.iter().any(|o| &o.name == name) {
+                        return Err(err(format!("output {i} (\"{name}\") is used, but fhec only computes the first {} output(s)", outs.len())));
                     }
                 }
             }
@@ -133,20 +99,14 @@ pub(crate) fn import(
             .values
             .get(&out.name)
             .cloned()
-            .ok_or_else(|| OnnxError::Graph {
-                what: "output",
-                name: out.name.clone(),
-                msg: "is not produced by any node".into(),
-            })?;
+            .ok_or_else(|| OnnxError::Graph { what: "output", name: out.name.clone(), msg: "is not produced by any node".into() })?;
         let id = ctx.materialize(&v);
         ctx.module.add_output(out.name.clone(), id);
     }
     ctx.module.remove_dead();
-    ctx.module.verify().map_err(|e| OnnxError::Graph {
-        what: "",
-        name: graph.name.clone(),
-        msg: format!("internal error, the imported IR does not verify: {e}"),
-    })?;
+    ctx.module
+        .verify()
+        .map_err(|e| OnnxError::Graph { what: "", name: graph.name.clone(), msg: format!("internal error, the imported IR does not verify: {e}") })?;
     Ok(ctx.module)
 }
 
@@ -154,20 +114,12 @@ fn display_name(n: &pb::NodeProto) -> String {
     if !n.name.is_empty() {
         n.name.clone()
     } else {
-        format!(
-            "{}->{}",
-            n.op_type,
-            n.output.first().map(String::as_str).unwrap_or("?")
-        )
+        format!("{}->{}", n.op_type, n.output.first().map(String::as_str).unwrap_or("?"))
     }
 }
 
 fn qualified_op(n: &pb::NodeProto) -> String {
-    if n.domain.is_empty() || n.domain == "ai.onnx" {
-        n.op_type.clone()
-    } else {
-        format!("{}.{}", n.domain, n.op_type)
-    }
+    if n.domain.is_empty() || n.domain == "ai.onnx" { n.op_type.clone() } else { format!("{}.{}", n.domain, n.op_type) }
 }
 
 impl<'a> Ctx<'a> {
@@ -181,11 +133,7 @@ impl<'a> Ctx<'a> {
 
     /// Number of inputs given to the node (trailing empty names count as absent).
     pub fn n_inputs(&self) -> usize {
-        self.node
-            .input
-            .iter()
-            .rposition(|s| !s.is_empty())
-            .map_or(0, |i| i + 1)
+        self.node.input.iter().rposition(|s| !s.is_empty()).map_or(0, |i| i + 1)
     }
 
     /// Input `i`, or `None` when it is absent (an optional input left out).
@@ -202,8 +150,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn input(&self, i: usize) -> Result<Val, String> {
-        self.opt_input(i)?
-            .ok_or_else(|| format!("missing required input {i}"))
+        self.opt_input(i)?.ok_or_else(|| format!("missing required input {i}"))
     }
 
     /// Input `i`, which must be a constant (an initializer or a folded subgraph).
@@ -259,25 +206,18 @@ impl<'a> Ctx<'a> {
         }
         let ids: Vec<ValueId> = xs.iter().map(|v| self.materialize(v)).collect();
         let loc = self.loc();
-        self.module
-            .add_op(op, &ids, loc)
-            .map(Val::Dyn)
-            .map_err(|e| e.to_string())
+        self.module.add_op(op, &ids, loc).map(Val::Dyn).map_err(|e| e.to_string())
     }
 
     /// Elementwise arithmetic; integer constants (shape computations) fold with integer semantics.
     pub fn binary(&mut self, b: Binary, x: &Val, y: &Val) -> Result<Val, String> {
         if let (Some(p), Some(q)) = (x.as_const(), y.as_const())
-            && (p.dtype() == DType::I64 || q.dtype() == DType::I64)
-        {
-            return int_binary(b, p, q).map(Val::constant);
-        }
+            && (p.dtype() == DType::I64 || q.dtype() == DType::I64) {
+                return int_binary(b, p, q).map(Val::constant);
+            }
         for v in [x, y] {
             if v.as_const().is_none() && self.ty(v).dtype != DType::F32 {
-                return Err(format!(
-                    "arithmetic on a computed {} tensor is not supported",
-                    self.ty(v).dtype
-                ));
+                return Err(format!("arithmetic on a computed {} tensor is not supported", self.ty(v).dtype));
             }
         }
         let (x, y) = (self.to_f32(x), self.to_f32(y));
@@ -287,9 +227,9 @@ impl<'a> Ctx<'a> {
     /// A constant integer tensor is converted to f32 when it meets float arithmetic.
     fn to_f32(&self, v: &Val) -> Val {
         match v.as_const() {
-            Some(t) if t.dtype() == DType::I64 => Val::constant(
-                Tensor::from_f32(t.shape().to_vec(), t.to_f32_vec()).expect("same shape"),
-            ),
+            Some(t) if t.dtype() == DType::I64 => {
+                Val::constant(Tensor::from_f32(t.shape().to_vec(), t.to_f32_vec()).expect("same shape"))
+            }
             _ => v.clone(),
         }
     }
@@ -309,13 +249,8 @@ impl<'a> Ctx<'a> {
 
 /// Integer elementwise arithmetic with numpy broadcasting (ONNX integer Div truncates).
 fn int_binary(b: Binary, p: &Tensor, q: &Tensor) -> Result<Tensor, String> {
-    let shape = fhec_ir::broadcast_shapes(p.shape(), q.shape()).ok_or_else(|| {
-        format!(
-            "shapes {:?} and {:?} do not broadcast",
-            p.shape(),
-            q.shape()
-        )
-    })?;
+    let shape = fhec_ir::broadcast_shapes(p.shape(), q.shape())
+        .ok_or_else(|| format!("shapes {:?} and {:?} do not broadcast", p.shape(), q.shape()))?;
     let pv = broadcast_to(&p.to_i64_vec(), p.shape(), &shape);
     let qv = broadcast_to(&q.to_i64_vec(), q.shape(), &shape);
     let out = pv
@@ -334,8 +269,5 @@ fn int_binary(b: Binary, p: &Tensor, q: &Tensor) -> Result<Tensor, String> {
 
 /// Repeats `v` (of shape `from`) to shape `to` under numpy broadcasting (`from` right-aligned).
 pub(crate) fn broadcast_to<T: Copy>(v: &[T], from: &[usize], to: &[usize]) -> Vec<T> {
-    fhec_ir::broadcast_index(to, from)
-        .into_iter()
-        .map(|i| v[i])
-        .collect()
+    fhec_ir::broadcast_index(to, from).into_iter().map(|i| v[i]).collect()
 }

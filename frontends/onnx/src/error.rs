@@ -15,22 +15,11 @@ pub enum OnnxError {
         nodes.iter().map(|(n, op)| format!("node \"{n}\" ({op})")).collect::<Vec<_>>().join(", "),
         supported.join(", ")
     )]
-    Unsupported {
-        nodes: Vec<(String, String)>,
-        supported: Vec<String>,
-    },
+    Unsupported { nodes: Vec<(String, String)>, supported: Vec<String> },
     #[error("node \"{node}\" ({op_type}): {msg}")]
-    Node {
-        node: String,
-        op_type: String,
-        msg: String,
-    },
+    Node { node: String, op_type: String, msg: String },
     #[error("graph {what} \"{name}\": {msg}")]
-    Graph {
-        what: &'static str,
-        name: String,
-        msg: String,
-    },
+    Graph { what: &'static str, name: String, msg: String },
     #[error("{file}: {inner}")]
     InFile { file: String, inner: Box<OnnxError> },
 }
@@ -39,10 +28,7 @@ impl OnnxError {
     pub(crate) fn in_file(self, path: &Path) -> OnnxError {
         match self {
             e @ OnnxError::Io { .. } => e,
-            e => OnnxError::InFile {
-                file: path.display().to_string(),
-                inner: Box::new(e),
-            },
+            e => OnnxError::InFile { file: path.display().to_string(), inner: Box::new(e) },
         }
     }
 }

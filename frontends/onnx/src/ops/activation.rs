@@ -40,25 +40,16 @@ pub fn selu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 pub fn clip(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let (min, max) = if ctx.opset < 11 {
         let a = ctx.attrs();
-        (
-            a.float("min", f32::NEG_INFINITY)?,
-            a.float("max", f32::INFINITY)?,
-        )
+        (a.float("min", f32::NEG_INFINITY)?, a.float("max", f32::INFINITY)?)
     } else {
         let scalar = |t: Option<fhec_ir::Tensor>, default: f32| -> Result<f32, String> {
             match t {
                 None => Ok(default),
                 Some(t) if t.numel() == 1 => Ok(t.to_f32_vec()[0]),
-                Some(t) => Err(format!(
-                    "clip bounds must be scalars, got shape {:?}",
-                    t.shape()
-                )),
+                Some(t) => Err(format!("clip bounds must be scalars, got shape {:?}", t.shape())),
             }
         };
-        (
-            scalar(ctx.const_input(1, "min")?, f32::NEG_INFINITY)?,
-            scalar(ctx.const_input(2, "max")?, f32::INFINITY)?,
-        )
+        (scalar(ctx.const_input(1, "min")?, f32::NEG_INFINITY)?, scalar(ctx.const_input(2, "max")?, f32::INFINITY)?)
     };
     unary(ctx, Unary::Clip { min, max })
 }
@@ -66,20 +57,14 @@ pub fn clip(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 /// Pow with a constant exponent that is the same for every element.
 pub fn pow(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let base = ctx.input(0)?;
-    let e = ctx
-        .const_input(1, "exponent")?
-        .ok_or("missing required input 1 (exponent)")?;
+    let e = ctx.const_input(1, "exponent")?.ok_or("missing required input 1 (exponent)")?;
     let ev = e.to_f32_vec();
     let exponent = *ev.first().ok_or("empty exponent")?;
     if ev.iter().any(|&x| x != exponent) {
         return Err("the exponent must be one value (the same for every element)".into());
     }
-    let out = ctx.op(
-        Op::Unary(Unary::Pow { exponent }),
-        std::slice::from_ref(&base),
-    )?;
+    let out = ctx.op(Op::Unary(Unary::Pow { exponent }), std::slice::from_ref(&base))?;
     // A broadcasting exponent tensor may raise the rank: reshape like numpy would.
-    let shape =
-        fhec_ir::broadcast_shapes(&ctx.shape(&base), e.shape()).ok_or("shapes do not broadcast")?;
+    let shape = fhec_ir::broadcast_shapes(&ctx.shape(&base), e.shape()).ok_or("shapes do not broadcast")?;
     Ok(vec![ctx.reshape(&out, shape)?])
 }

@@ -43,23 +43,14 @@ pub fn gemm(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         y = ctx.binary(Binary::Mul, &y, &Ctx::f32_const(vec![], vec![alpha]))?;
     }
     if let Some(c) = ctx.opt_input(2)?
-        && beta != 0.0
-    {
-        let c = if beta != 1.0 {
-            ctx.binary(Binary::Mul, &c, &Ctx::f32_const(vec![], vec![beta]))?
-        } else {
-            c
-        };
-        let out_shape = ctx.shape(&y);
-        y = ctx.binary(Binary::Add, &y, &c)?;
-        if ctx.shape(&y) != out_shape {
-            return Err(format!(
-                "C of shape {:?} does not broadcast to the result {:?}",
-                ctx.shape(&c),
-                out_shape
-            ));
+        && beta != 0.0 {
+            let c = if beta != 1.0 { ctx.binary(Binary::Mul, &c, &Ctx::f32_const(vec![], vec![beta]))? } else { c };
+            let out_shape = ctx.shape(&y);
+            y = ctx.binary(Binary::Add, &y, &c)?;
+            if ctx.shape(&y) != out_shape {
+                return Err(format!("C of shape {:?} does not broadcast to the result {:?}", ctx.shape(&c), out_shape));
+            }
         }
-    }
     Ok(vec![y])
 }
 
@@ -70,24 +61,13 @@ fn reduce(ctx: &mut Ctx, kind: ReduceKind, axes_as_input_from: i64) -> Result<Ve
     let a = ctx.attrs();
     let keepdims = a.int("keepdims", 1)? != 0;
     let noop_with_empty_axes = a.int("noop_with_empty_axes", 0)? != 0;
-    let list = if ctx.opset >= axes_as_input_from {
-        ctx.const_ints(1, "axes")?
-    } else {
-        a.ints("axes")?
-    };
+    let list = if ctx.opset >= axes_as_input_from { ctx.const_ints(1, "axes")? } else { a.ints("axes")? };
     let list = match list {
         Some(l) if !l.is_empty() => axes(&l, rank)?,
         _ if noop_with_empty_axes => return Ok(vec![x]),
         _ => (0..rank).collect(),
     };
-    Ok(vec![ctx.op(
-        Op::Reduce {
-            kind,
-            axes: list,
-            keepdims,
-        },
-        &[x],
-    )?])
+    Ok(vec![ctx.op(Op::Reduce { kind, axes: list, keepdims }, &[x])?])
 }
 
 pub fn reduce_sum(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
@@ -104,13 +84,7 @@ fn softmax_like(ctx: &mut Ctx, log: bool) -> Result<Vec<Val>, String> {
     let shape = ctx.shape(&x);
     let default = if ctx.opset < 13 { 1 } else { -1 };
     let ax = axis(ctx.attrs().int("axis", default)?, shape.len())?;
-    let make = |axis| {
-        if log {
-            Op::LogSoftmax { axis }
-        } else {
-            Op::Softmax { axis }
-        }
-    };
+    let make = |axis| if log { Op::LogSoftmax { axis } } else { Op::Softmax { axis } };
     if ctx.opset >= 13 || ax + 1 == shape.len() {
         return Ok(vec![ctx.op(make(ax), &[x])?]);
     }
@@ -134,12 +108,5 @@ pub fn argmax(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let ax = axis(a.int("axis", 0)?, ctx.shape(&x).len())?;
     let keepdims = a.int("keepdims", 1)? != 0;
     let select_last_index = a.int("select_last_index", 0)? != 0;
-    Ok(vec![ctx.op(
-        Op::ArgMax {
-            axis: ax,
-            keepdims,
-            select_last_index,
-        },
-        &[x],
-    )?])
+    Ok(vec![ctx.op(Op::ArgMax { axis: ax, keepdims, select_last_index }, &[x])?])
 }

@@ -9,14 +9,9 @@ pub fn scaler(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let a = ctx.attrs();
     let c = *ctx.shape(&x).last().ok_or("input is a scalar")?;
     let vec_attr = |name: &str| -> Result<Val, String> {
-        let v = a
-            .floats(name)?
-            .unwrap_or_else(|| vec![if name == "scale" { 1.0 } else { 0.0 }]);
+        let v = a.floats(name)?.unwrap_or_else(|| vec![if name == "scale" { 1.0 } else { 0.0 }]);
         if v.len() != 1 && v.len() != c {
-            return Err(format!(
-                "`{name}` has {} values, the input has {c} features",
-                v.len()
-            ));
+            return Err(format!("`{name}` has {} values, the input has {c} features", v.len()));
         }
         Ok(Ctx::f32_const(vec![v.len()], v))
     };
@@ -26,23 +21,14 @@ pub fn scaler(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 }
 
 /// `x @ coefficients^T + intercepts` for inputs `[N, C]`, coefficients `[E, C]` (flattened).
-fn linear(
-    ctx: &mut Ctx,
-    x: &Val,
-    coefficients: Vec<f32>,
-    intercepts: Option<Vec<f32>>,
-    e: usize,
-) -> Result<Val, String> {
+fn linear(ctx: &mut Ctx, x: &Val, coefficients: Vec<f32>, intercepts: Option<Vec<f32>>, e: usize) -> Result<Val, String> {
     let xs = ctx.shape(x);
     if xs.len() != 2 {
         return Err(format!("input must be [N, features], got {xs:?}"));
     }
     let c = xs[1];
     if coefficients.len() != e * c {
-        return Err(format!(
-            "{} coefficients do not make {e} rows of {c} features",
-            coefficients.len()
-        ));
+        return Err(format!("{} coefficients do not make {e} rows of {c} features", coefficients.len()));
     }
     let w = Ctx::f32_const(vec![e, c], coefficients);
     let w = ctx.op(Op::Transpose { perm: vec![1, 0] }, &[w])?;
@@ -59,9 +45,7 @@ fn post_transform(ctx: &mut Ctx, y: Val) -> Result<Val, String> {
         "NONE" => Ok(y),
         "LOGISTIC" => ctx.op(Op::Unary(Unary::Sigmoid), &[y]),
         "SOFTMAX" => ctx.op(Op::Softmax { axis: 1 }, &[y]),
-        other => Err(format!(
-            "post_transform {other} is not supported (NONE, LOGISTIC, SOFTMAX)"
-        )),
+        other => Err(format!("post_transform {other} is not supported (NONE, LOGISTIC, SOFTMAX)")),
     }
 }
 
@@ -69,9 +53,7 @@ pub fn linear_regressor(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let x = ctx.input(0)?;
     let a = ctx.attrs();
     let targets = usize::try_from(a.int("targets", 1)?).map_err(|_| "targets must be positive")?;
-    let coefficients = a
-        .floats("coefficients")?
-        .ok_or("missing attribute `coefficients`")?;
+    let coefficients = a.floats("coefficients")?.ok_or("missing attribute `coefficients`")?;
     let y = linear(ctx, &x, coefficients, a.floats("intercepts")?, targets)?;
     Ok(vec![post_transform(ctx, y)?])
 }
@@ -81,22 +63,13 @@ pub fn linear_classifier(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let x = ctx.input(0)?;
     let a = ctx.attrs();
     if a.strings("classlabels_strings")?.is_some() {
-        return Err(
-            "string class labels are not supported; train with integer labels 0..k-1".into(),
-        );
+        return Err("string class labels are not supported; train with integer labels 0..k-1".into());
     }
-    let labels = a
-        .ints("classlabels_ints")?
-        .ok_or("missing attribute `classlabels_ints`")?;
+    let labels = a.ints("classlabels_ints")?.ok_or("missing attribute `classlabels_ints`")?;
     if labels.iter().enumerate().any(|(i, &l)| l != i as i64) {
-        return Err(format!(
-            "class labels {labels:?} are not 0..{}; fhec needs labels equal to their index",
-            labels.len()
-        ));
+        return Err(format!("class labels {labels:?} are not 0..{}; fhec needs labels equal to their index", labels.len()));
     }
-    let coefficients = a
-        .floats("coefficients")?
-        .ok_or("missing attribute `coefficients`")?;
+    let coefficients = a.floats("coefficients")?.ok_or("missing attribute `coefficients`")?;
     let intercepts = a.floats("intercepts")?;
     let k = labels.len();
     let models = intercepts.as_ref().map_or(k, Vec::len);
@@ -117,29 +90,14 @@ pub fn linear_classifier(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
             "NONE" | "SOFTMAX" => {
                 let n = ctx.op(Op::Unary(Unary::Neg), std::slice::from_ref(&s))?;
                 let both = ctx.op(Op::Concat { axis: 1 }, &[n, s])?;
-                if transform == "SOFTMAX" {
-                    ctx.op(Op::Softmax { axis: 1 }, &[both])?
-                } else {
-                    both
-                }
+                if transform == "SOFTMAX" { ctx.op(Op::Softmax { axis: 1 }, &[both])? } else { both }
             }
-            other => {
-                return Err(format!(
-                    "post_transform {other} is not supported (NONE, LOGISTIC, SOFTMAX)"
-                ));
-            }
+            other => return Err(format!("post_transform {other} is not supported (NONE, LOGISTIC, SOFTMAX)")),
         }
     } else {
         post_transform(ctx, s)?
     };
-    let label = ctx.op(
-        Op::ArgMax {
-            axis: 1,
-            keepdims: false,
-            select_last_index: false,
-        },
-        std::slice::from_ref(&scores),
-    )?;
+    let label = ctx.op(Op::ArgMax { axis: 1, keepdims: false, select_last_index: false }, std::slice::from_ref(&scores))?;
     Ok(vec![label, scores])
 }
 
@@ -151,11 +109,7 @@ pub fn array_feature_extractor(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let xs = ctx.shape(&x);
     let n = fhec_ir::numel(&ctx.shape(&y));
     // A 1-D X gives [1, n] (as ONNX Runtime does), else X's leading axes followed by n.
-    let mut out_shape = if xs.len() <= 1 {
-        vec![1]
-    } else {
-        xs[..xs.len() - 1].to_vec()
-    };
+    let mut out_shape = if xs.len() <= 1 { vec![1] } else { xs[..xs.len() - 1].to_vec() };
     out_shape.push(n);
     match (x.as_const(), y.as_const()) {
         (_, Some(idx)) => {
@@ -165,23 +119,11 @@ pub fn array_feature_extractor(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
             if let Some(i) = indices.iter().find(|&&i| !(0..dim).contains(&i)) {
                 return Err(format!("index {i} out of range for {dim} features"));
             }
-            let g = ctx.op(
-                Op::Gather {
-                    axis: last,
-                    indices,
-                    indices_shape: vec![n],
-                },
-                &[x],
-            )?;
+            let g = ctx.op(Op::Gather { axis: last, indices, indices_shape: vec![n] }, &[x])?;
             Ok(vec![ctx.reshape(&g, out_shape)?])
         }
         (Some(classes), None) => {
-            let identity = xs.len() == 1
-                && classes
-                    .to_i64_vec()
-                    .iter()
-                    .enumerate()
-                    .all(|(i, &c)| c == i as i64);
+            let identity = xs.len() == 1 && classes.to_i64_vec().iter().enumerate().all(|(i, &c)| c == i as i64);
             if !identity {
                 return Err("looking up non-identity class labels with an encrypted index is not supported; train with labels 0..k-1".into());
             }
@@ -196,31 +138,16 @@ pub fn normalizer(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let x = ctx.input(0)?;
     let rank = ctx.shape(&x).len();
     if rank != 2 {
-        return Err(format!(
-            "input must be [N, features], got {:?}",
-            ctx.shape(&x)
-        ));
+        return Err(format!("input must be [N, features], got {:?}", ctx.shape(&x)));
     }
-    let sum = |ctx: &mut Ctx, v: Val| {
-        ctx.op(
-            Op::Reduce {
-                kind: fhec_ir::ReduceKind::Sum,
-                axes: vec![1],
-                keepdims: true,
-            },
-            &[v],
-        )
-    };
+    let sum = |ctx: &mut Ctx, v: Val| ctx.op(Op::Reduce { kind: fhec_ir::ReduceKind::Sum, axes: vec![1], keepdims: true }, &[v]);
     let norm = match ctx.attrs().string("norm", "MAX")?.as_str() {
         "L1" => {
             let a = ctx.op(Op::Unary(Unary::Abs), std::slice::from_ref(&x))?;
             sum(ctx, a)?
         }
         "L2" => {
-            let sq = ctx.op(
-                Op::Unary(Unary::Pow { exponent: 2.0 }),
-                std::slice::from_ref(&x),
-            )?;
+            let sq = ctx.op(Op::Unary(Unary::Pow { exponent: 2.0 }), std::slice::from_ref(&x))?;
             let s = sum(ctx, sq)?;
             ctx.op(Op::Unary(Unary::Sqrt), &[s])?
         }

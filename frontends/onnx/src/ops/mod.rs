@@ -81,24 +81,13 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
 
 pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<Translate> {
     let domain = if domain == "ai.onnx" { "" } else { domain };
-    REGISTRY
-        .iter()
-        .find(|(d, o, _)| *d == domain && *o == op_type)
-        .map(|(_, _, f)| *f)
+    REGISTRY.iter().find(|(d, o, _)| *d == domain && *o == op_type).map(|(_, _, f)| *f)
 }
 
 /// The supported op types, sorted; ops outside the default domain carry their domain as a prefix.
 pub fn supported_ops() -> Vec<String> {
-    let mut v: Vec<String> = REGISTRY
-        .iter()
-        .map(|(d, o, _)| {
-            if d.is_empty() {
-                o.to_string()
-            } else {
-                format!("{d}.{o}")
-            }
-        })
-        .collect();
+    let mut v: Vec<String> =
+        REGISTRY.iter().map(|(d, o, _)| if d.is_empty() { o.to_string() } else { format!("{d}.{o}") }).collect();
     v.sort();
     v
 }
@@ -115,10 +104,7 @@ pub(crate) fn axis(a: i64, rank: usize) -> Result<usize, String> {
 
 /// Normalizes, sorts and de-duplicates a list of axes.
 pub(crate) fn axes(list: &[i64], rank: usize) -> Result<Vec<usize>, String> {
-    let mut v = list
-        .iter()
-        .map(|&a| axis(a, rank))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut v = list.iter().map(|&a| axis(a, rank)).collect::<Result<Vec<_>, _>>()?;
     v.sort_unstable();
     if v.windows(2).any(|w| w[0] == w[1]) {
         return Err(format!("axes {list:?} repeat an axis"));

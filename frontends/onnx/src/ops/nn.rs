@@ -5,9 +5,7 @@ use crate::proto::Attrs;
 use fhec_ir::{Binary, ConvAttrs, Op, PoolAttrs, ReduceKind};
 
 fn to_usizes(v: &[i64], what: &str) -> Result<Vec<usize>, String> {
-    v.iter()
-        .map(|&x| usize::try_from(x).map_err(|_| format!("{what} must be non-negative, got {v:?}")))
-        .collect()
+    v.iter().map(|&x| usize::try_from(x).map_err(|_| format!("{what} must be non-negative, got {v:?}"))).collect()
 }
 
 /// Resolved window geometry: explicit pads (begin..., end...) from `pads` or `auto_pad`.
@@ -17,20 +15,13 @@ struct Geometry {
     dilations: Vec<usize>,
 }
 
-fn geometry(
-    a: &Attrs,
-    input: &[usize],
-    kernel: &[usize],
-    read_dilations: bool,
-) -> Result<Geometry, String> {
+fn geometry(a: &Attrs, input: &[usize], kernel: &[usize], read_dilations: bool) -> Result<Geometry, String> {
     let s = kernel.len();
     if !(1..=2).contains(&s) {
         return Err(format!("{s}-D windows are not supported (1-D and 2-D are)"));
     }
     if input.len() != s + 2 {
-        return Err(format!(
-            "input of shape {input:?} does not match a {s}-D window"
-        ));
+        return Err(format!("input of shape {input:?} does not match a {s}-D window"));
     }
     let list = |name: &str, default: usize| -> Result<Vec<usize>, String> {
         match a.ints(name)? {
@@ -40,11 +31,7 @@ fn geometry(
         }
     };
     let strides = list("strides", 1)?;
-    let dilations = if read_dilations {
-        list("dilations", 1)?
-    } else {
-        vec![1; s]
-    };
+    let dilations = if read_dilations { list("dilations", 1)? } else { vec![1; s] };
     let auto_pad = a.string("auto_pad", "NOTSET")?;
     let pads = match auto_pad.as_str() {
         "NOTSET" => match a.ints("pads")? {
@@ -60,11 +47,7 @@ fn geometry(
                 let span = (kernel[i] - 1) * dilations[i] + 1;
                 let total = ((out - 1) * strides[i] + span).saturating_sub(input[2 + i]);
                 let small = total / 2;
-                let (begin, end) = if auto_pad == "SAME_UPPER" {
-                    (small, total - small)
-                } else {
-                    (total - small, small)
-                };
+                let (begin, end) = if auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
                 pads[i] = begin;
                 pads[i + s] = end;
             }
@@ -72,41 +55,27 @@ fn geometry(
         }
         other => return Err(format!("unknown auto_pad `{other}`")),
     };
-    Ok(Geometry {
-        strides,
-        pads,
-        dilations,
-    })
+    Ok(Geometry { strides, pads, dilations })
 }
 
 pub fn conv(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let (x, w) = (ctx.input(0)?, ctx.input(1)?);
     let (xs, ws) = (ctx.shape(&x), ctx.shape(&w));
     if ws.len() < 3 {
-        return Err(format!(
-            "weight of shape {ws:?} is not a convolution kernel"
-        ));
+        return Err(format!("weight of shape {ws:?} is not a convolution kernel"));
     }
     let a = ctx.attrs();
     if let Some(k) = a.ints("kernel_shape")?
-        && to_usizes(&k, "kernel_shape")? != ws[2..]
-    {
-        return Err(format!(
-            "kernel_shape {k:?} does not match the weight's shape {ws:?}"
-        ));
-    }
+        && to_usizes(&k, "kernel_shape")? != ws[2..] {
+            return Err(format!("kernel_shape {k:?} does not match the weight's shape {ws:?}"));
+        }
     let g = geometry(&a, &xs, &ws[2..], true)?;
     let group = usize::try_from(a.int("group", 1)?).map_err(|_| "group must be positive")?;
     let mut operands = vec![x, w];
     if let Some(b) = ctx.opt_input(2)? {
         operands.push(b);
     }
-    let attrs = ConvAttrs {
-        strides: g.strides,
-        pads: g.pads,
-        dilations: g.dilations,
-        group,
-    };
+    let attrs = ConvAttrs { strides: g.strides, pads: g.pads, dilations: g.dilations, group };
     Ok(vec![ctx.op(Op::Conv(attrs), &operands)?])
 }
 
@@ -121,11 +90,7 @@ pub fn batch_norm(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let names = ["scale", "B", "input_mean", "input_var"];
     let mut params = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        params.push(
-            ctx.const_input(i + 1, name)?
-                .ok_or_else(|| format!("missing input {} ({name})", i + 1))?
-                .to_f32_vec(),
-        );
+        params.push(ctx.const_input(i + 1, name)?.ok_or_else(|| format!("missing input {} ({name})", i + 1))?.to_f32_vec());
     }
     let shape = ctx.shape(&x);
     if shape.len() < 2 {
@@ -133,35 +98,21 @@ pub fn batch_norm(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     }
     let c = shape[1];
     if params.iter().any(|p| p.len() != c) {
-        return Err(format!(
-            "scale, B, mean and var must all have {c} values (one per channel)"
-        ));
+        return Err(format!("scale, B, mean and var must all have {c} values (one per channel)"));
     }
-    let scale: Vec<f32> = (0..c)
-        .map(|i| params[0][i] / (params[3][i] + eps).sqrt())
-        .collect();
-    let shift: Vec<f32> = (0..c)
-        .map(|i| params[1][i] - params[2][i] * scale[i])
-        .collect();
+    let scale: Vec<f32> = (0..c).map(|i| params[0][i] / (params[3][i] + eps).sqrt()).collect();
+    let shift: Vec<f32> = (0..c).map(|i| params[1][i] - params[2][i] * scale[i]).collect();
     let mut bshape = vec![c];
     bshape.resize(shape.len() - 1, 1);
     let y = ctx.binary(Binary::Mul, &x, &Ctx::f32_const(bshape.clone(), scale))?;
-    Ok(vec![ctx.binary(
-        Binary::Add,
-        &y,
-        &Ctx::f32_const(bshape, shift),
-    )?])
+    Ok(vec![ctx.binary(Binary::Add, &y, &Ctx::f32_const(bshape, shift))?])
 }
 
 fn pool(ctx: &mut Ctx, max: bool) -> Result<Vec<Val>, String> {
     let x = ctx.input(0)?;
     let xs = ctx.shape(&x);
     let a = ctx.attrs();
-    let kernel = to_usizes(
-        &a.ints("kernel_shape")?
-            .ok_or("missing attribute `kernel_shape`")?,
-        "kernel_shape",
-    )?;
+    let kernel = to_usizes(&a.ints("kernel_shape")?.ok_or("missing attribute `kernel_shape`")?, "kernel_shape")?;
     if a.int("storage_order", 0)? != 0 {
         return Err("storage_order=1 is not supported".into());
     }
@@ -175,11 +126,7 @@ fn pool(ctx: &mut Ctx, max: bool) -> Result<Vec<Val>, String> {
         ceil_mode: a.int("ceil_mode", 0)? != 0,
         count_include_pad: !max && a.int("count_include_pad", 0)? != 0,
     };
-    let op = if max {
-        Op::MaxPool(attrs)
-    } else {
-        Op::AvgPool(attrs)
-    };
+    let op = if max { Op::MaxPool(attrs) } else { Op::AvgPool(attrs) };
     Ok(vec![ctx.op(op, &[x])?])
 }
 
@@ -197,12 +144,5 @@ pub fn global_average_pool(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     if rank < 3 {
         return Err(format!("input of rank {rank} has no spatial axes"));
     }
-    Ok(vec![ctx.op(
-        Op::Reduce {
-            kind: ReduceKind::Mean,
-            axes: (2..rank).collect(),
-            keepdims: true,
-        },
-        &[x],
-    )?])
+    Ok(vec![ctx.op(Op::Reduce { kind: ReduceKind::Mean, axes: (2..rank).collect(), keepdims: true }, &[x])?])
 }

@@ -12,10 +12,9 @@ pub fn identity(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 /// Dropout at inference is the identity; its mask output is not computed.
 pub fn dropout(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     if let Some(t) = ctx.const_input(2, "training_mode")?
-        && t.to_i64_vec().first().is_some_and(|&v| v != 0)
-    {
-        return Err("training_mode=true is not supported; export the model in eval mode".into());
-    }
+        && t.to_i64_vec().first().is_some_and(|&v| v != 0) {
+            return Err("training_mode=true is not supported; export the model in eval mode".into());
+        }
     Ok(vec![ctx.input(0)?])
 }
 
@@ -24,11 +23,7 @@ pub fn flatten(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let shape = ctx.shape(&x);
     let a = ctx.attrs().int("axis", 1)?;
     // axis may equal the rank here (everything in the first dimension).
-    let ax = if a == shape.len() as i64 {
-        shape.len()
-    } else {
-        axis(a, shape.len())?
-    };
+    let ax = if a == shape.len() as i64 { shape.len() } else { axis(a, shape.len())? };
     let new = vec![shape[..ax].iter().product(), shape[ax..].iter().product()];
     Ok(vec![ctx.reshape(&x, new)?])
 }
@@ -36,12 +31,9 @@ pub fn flatten(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 pub fn reshape(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let x = ctx.input(0)?;
     let target = if ctx.opset < 5 {
-        ctx.attrs()
-            .ints("shape")?
-            .ok_or("missing attribute `shape`")?
+        ctx.attrs().ints("shape")?.ok_or("missing attribute `shape`")?
     } else {
-        ctx.const_ints(1, "shape")?
-            .ok_or("missing input 1 (shape)")?
+        ctx.const_ints(1, "shape")?.ok_or("missing input 1 (shape)")?
     };
     let allowzero = ctx.attrs().int("allowzero", 0)? != 0;
     let shape = ctx.shape(&x);
@@ -53,9 +45,7 @@ pub fn reshape(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(*shape.get(i).ok_or(format!(
-                "shape {target:?} copies axis {i} that the input lacks"
-            ))?),
+            0 if !allowzero => out.push(*shape.get(i).ok_or(format!("shape {target:?} copies axis {i} that the input lacks"))?),
             d if d >= 0 => out.push(d as usize),
             _ => return Err(format!("invalid target shape {target:?}")),
         }
@@ -69,9 +59,7 @@ pub fn reshape(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         out[i] = total / rest;
     }
     if out.iter().product::<usize>() != total {
-        return Err(format!(
-            "cannot reshape {shape:?} ({total} elements) to {target:?}"
-        ));
+        return Err(format!("cannot reshape {shape:?} ({total} elements) to {target:?}"));
     }
     Ok(vec![ctx.reshape(&x, out)?])
 }
@@ -80,10 +68,7 @@ pub fn transpose(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let x = ctx.input(0)?;
     let rank = ctx.shape(&x).len();
     let perm = match ctx.attrs().ints("perm")? {
-        Some(p) => p
-            .iter()
-            .map(|&a| axis(a, rank))
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(p) => p.iter().map(|&a| axis(a, rank)).collect::<Result<Vec<_>, _>>()?,
         None => (0..rank).rev().collect(),
     };
     if perm.iter().enumerate().all(|(i, &p)| i == p) && perm.len() == rank {
@@ -94,11 +79,7 @@ pub fn transpose(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 
 /// Squeeze/Unsqueeze axes: an attribute before opset 13, an input from 13 on.
 fn axes_list(ctx: &Ctx) -> Result<Option<Vec<i64>>, String> {
-    if ctx.opset < 13 {
-        ctx.attrs().ints("axes")
-    } else {
-        ctx.const_ints(1, "axes")
-    }
+    if ctx.opset < 13 { ctx.attrs().ints("axes") } else { ctx.const_ints(1, "axes") }
 }
 
 pub fn squeeze(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
@@ -111,12 +92,7 @@ pub fn squeeze(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     if let Some(&a) = drop.iter().find(|&&a| shape[a] != 1) {
         return Err(format!("cannot squeeze axis {a} of size {}", shape[a]));
     }
-    let out = shape
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !drop.contains(i))
-        .map(|(_, &d)| d)
-        .collect();
+    let out = shape.iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, &d)| d).collect();
     Ok(vec![ctx.reshape(&x, out)?])
 }
 
@@ -127,37 +103,23 @@ pub fn unsqueeze(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let rank = shape.len() + list.len();
     let add = axes(&list, rank)?;
     let mut rest = shape.iter();
-    let out = (0..rank)
-        .map(|i| {
-            if add.contains(&i) {
-                1
-            } else {
-                *rest.next().expect("counted")
-            }
-        })
-        .collect();
+    let out = (0..rank).map(|i| if add.contains(&i) { 1 } else { *rest.next().expect("counted") }).collect();
     Ok(vec![ctx.reshape(&x, out)?])
 }
 
 pub fn concat(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    let xs = (0..ctx.n_inputs())
-        .map(|i| ctx.input(i))
-        .collect::<Result<Vec<_>, _>>()?;
+    let xs = (0..ctx.n_inputs()).map(|i| ctx.input(i)).collect::<Result<Vec<_>, _>>()?;
     let first = xs.first().ok_or("no inputs")?;
     if !ctx.attrs().has("axis") {
         return Err("missing attribute `axis`".into());
     }
     let ax = axis(ctx.attrs().int("axis", 0)?, ctx.shape(first).len())?;
     // Empty tensors (a common artefact of shape arithmetic) contribute nothing.
-    let xs: Vec<Val> = xs
-        .into_iter()
-        .filter(|v| fhec_ir::numel(&ctx.shape(v)) > 0 || v.as_const().is_none())
-        .collect();
+    let xs: Vec<Val> = xs.into_iter().filter(|v| fhec_ir::numel(&ctx.shape(v)) > 0 || v.as_const().is_none()).collect();
     if xs.len() == 1 {
         return Ok(xs);
     }
-    if xs.iter().any(|v| v.as_const().is_none()) && xs.iter().any(|v| ctx.ty(v).dtype != DType::F32)
-    {
+    if xs.iter().any(|v| v.as_const().is_none()) && xs.iter().any(|v| ctx.ty(v).dtype != DType::F32) {
         return Err("concatenation of computed non-float tensors is not supported".into());
     }
     Ok(vec![ctx.op(Op::Concat { axis: ax }, &xs)?])
@@ -168,12 +130,7 @@ pub fn slice(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let shape = ctx.shape(&x);
     let (starts, ends, ax, steps) = if ctx.opset < 10 {
         let a = ctx.attrs();
-        (
-            a.ints("starts")?.ok_or("missing `starts`")?,
-            a.ints("ends")?.ok_or("missing `ends`")?,
-            a.ints("axes")?,
-            None,
-        )
+        (a.ints("starts")?.ok_or("missing `starts`")?, a.ints("ends")?.ok_or("missing `ends`")?, a.ints("axes")?, None)
     } else {
         (
             ctx.const_ints(1, "starts")?.ok_or("missing starts")?,
@@ -199,10 +156,7 @@ pub fn slice(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         let (s, e) = if step > 0 {
             (norm(starts[i]).clamp(0, dim), norm(ends[i]).clamp(0, dim))
         } else {
-            (
-                norm(starts[i]).clamp(0, (dim - 1).max(0)),
-                norm(ends[i]).clamp(-1, dim - 1),
-            )
+            (norm(starts[i]).clamp(0, (dim - 1).max(0)), norm(ends[i]).clamp(-1, dim - 1))
         };
         if entries.iter().any(|e| e.0 == a) {
             return Err(format!("axis {a} is sliced twice"));
@@ -228,24 +182,9 @@ pub fn gather(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let indices = idx
         .to_i64_vec()
         .into_iter()
-        .map(|i| {
-            if (-dim..dim).contains(&i) {
-                Ok(i.rem_euclid(dim))
-            } else {
-                Err(format!(
-                    "index {i} out of range for axis {ax} of size {dim}"
-                ))
-            }
-        })
+        .map(|i| if (-dim..dim).contains(&i) { Ok(i.rem_euclid(dim)) } else { Err(format!("index {i} out of range for axis {ax} of size {dim}")) })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(vec![ctx.op(
-        Op::Gather {
-            axis: ax,
-            indices,
-            indices_shape: idx.shape().to_vec(),
-        },
-        &[x],
-    )?])
+    Ok(vec![ctx.op(Op::Gather { axis: ax, indices, indices_shape: idx.shape().to_vec() }, &[x])?])
 }
 
 pub fn pad(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
@@ -256,43 +195,24 @@ pub fn pad(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         "constant" => PadMode::Constant,
         "reflect" => PadMode::Reflect,
         "edge" => PadMode::Edge,
-        other => {
-            return Err(format!(
-                "pad mode `{other}` is not supported (constant, reflect, edge)"
-            ));
-        }
+        other => return Err(format!("pad mode `{other}` is not supported (constant, reflect, edge)")),
     };
     let (raw, value, pad_axes) = if ctx.opset < 11 {
-        (
-            a.ints("pads")?.ok_or("missing `pads`")?,
-            a.float("value", 0.0)?,
-            None,
-        )
+        (a.ints("pads")?.ok_or("missing `pads`")?, a.float("value", 0.0)?, None)
     } else {
         let value = match ctx.const_input(2, "constant_value")? {
             Some(t) if t.numel() == 1 => t.to_f32_vec()[0],
             Some(_) => return Err("constant_value must be a scalar".into()),
             None => 0.0,
         };
-        (
-            ctx.const_ints(1, "pads")?.ok_or("missing pads")?,
-            value,
-            ctx.const_ints(3, "axes")?,
-        )
+        (ctx.const_ints(1, "pads")?.ok_or("missing pads")?, value, ctx.const_ints(3, "axes")?)
     };
     let pad_axes = match pad_axes {
-        Some(l) => l
-            .iter()
-            .map(|&v| axis(v, rank))
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(l) => l.iter().map(|&v| axis(v, rank)).collect::<Result<Vec<_>, _>>()?,
         None => (0..rank).collect(),
     };
     if raw.len() != 2 * pad_axes.len() {
-        return Err(format!(
-            "pads has {} values, expected {}",
-            raw.len(),
-            2 * pad_axes.len()
-        ));
+        return Err(format!("pads has {} values, expected {}", raw.len(), 2 * pad_axes.len()));
     }
     if raw.iter().any(|&p| p < 0) {
         return Err(format!("negative pads {raw:?} are not supported"));
@@ -333,11 +253,7 @@ fn ints(v: Vec<i64>) -> Val {
 
 /// Shape of a tensor: always static here, so always a constant.
 pub fn shape(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    let dims: Vec<i64> = ctx
-        .shape(&ctx.input(0)?)
-        .iter()
-        .map(|&d| d as i64)
-        .collect();
+    let dims: Vec<i64> = ctx.shape(&ctx.input(0)?).iter().map(|&d| d as i64).collect();
     let r = dims.len() as i64;
     let a = ctx.attrs();
     let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
@@ -347,21 +263,13 @@ pub fn shape(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 
 pub fn size(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let n = fhec_ir::numel(&ctx.shape(&ctx.input(0)?)) as i64;
-    Ok(vec![Val::constant(
-        Tensor::from_i64(vec![], vec![n]).expect("scalar"),
-    )])
+    Ok(vec![Val::constant(Tensor::from_i64(vec![], vec![n]).expect("scalar"))])
 }
 
 pub fn constant_of_shape(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let shape = ctx.const_ints(0, "shape")?.ok_or("missing shape")?;
-    let shape: Vec<usize> = shape
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension in {shape:?}")))
-        .collect::<Result<_, _>>()?;
-    let value = ctx
-        .attrs()
-        .tensor("value")?
-        .unwrap_or_else(|| Tensor::scalar_f32(0.0));
+    let shape: Vec<usize> = shape.iter().map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension in {shape:?}"))).collect::<Result<_, _>>()?;
+    let value = ctx.attrs().tensor("value")?.unwrap_or_else(|| Tensor::scalar_f32(0.0));
     let n = fhec_ir::numel(&shape);
     let t = match value.dtype() {
         DType::F32 => Tensor::from_f32(shape, vec![value.to_f32_vec()[0]; n]),
@@ -386,14 +294,8 @@ pub fn cast(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         (Val::Const(t), false) => {
             let v = t.to_i64_vec();
             // Bool casts normalize to 0/1.
-            let v = if to == 9 {
-                v.into_iter().map(|x| i64::from(x != 0)).collect()
-            } else {
-                v
-            };
-            Ok(vec![Val::constant(
-                Tensor::from_i64(t.shape().to_vec(), v).expect("same shape"),
-            )])
+            let v = if to == 9 { v.into_iter().map(|x| i64::from(x != 0)).collect() } else { v };
+            Ok(vec![Val::constant(Tensor::from_i64(t.shape().to_vec(), v).expect("same shape"))])
         }
         // A computed value keeps its representation: only casts that change nothing are accepted.
         (Val::Dyn(_), true) if ctx.ty(&x).dtype == DType::F32 => Ok(vec![x]),
@@ -407,10 +309,7 @@ pub fn cast(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 
 pub fn range(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let args: Vec<Tensor> = (0..3)
-        .map(|i| {
-            ctx.const_input(i, ["start", "limit", "delta"][i])?
-                .ok_or_else(|| format!("missing input {i}"))
-        })
+        .map(|i| ctx.const_input(i, ["start", "limit", "delta"][i])?.ok_or_else(|| format!("missing input {i}")))
         .collect::<Result<_, String>>()?;
     if args.iter().all(|t| t.dtype() == DType::I64) {
         let [s, l, d] = [0, 1, 2].map(|i| args[i].to_i64_vec()[0]);
@@ -425,10 +324,7 @@ pub fn range(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
             return Err("delta is 0".into());
         }
         let n = ((l - s) / d).ceil().max(0.0) as usize;
-        Ok(vec![Ctx::f32_const(
-            vec![n],
-            (0..n).map(|k| s + k as f32 * d).collect(),
-        )])
+        Ok(vec![Ctx::f32_const(vec![n], (0..n).map(|k| s + k as f32 * d).collect())])
     }
 }
 
@@ -437,12 +333,8 @@ type Zipped = (Vec<usize>, Vec<f64>, Vec<f64>);
 
 /// Broadcasts two constant tensors elementwise (for the constant-only logic ops).
 fn const_zip(ctx: &Ctx, i: usize, j: usize) -> Result<Zipped, String> {
-    let (a, b) = (
-        ctx.const_input(i, "operand")?.ok_or("missing operand")?,
-        ctx.const_input(j, "operand")?.ok_or("missing operand")?,
-    );
-    let shape =
-        fhec_ir::broadcast_shapes(a.shape(), b.shape()).ok_or("operands do not broadcast")?;
+    let (a, b) = (ctx.const_input(i, "operand")?.ok_or("missing operand")?, ctx.const_input(j, "operand")?.ok_or("missing operand")?);
+    let shape = fhec_ir::broadcast_shapes(a.shape(), b.shape()).ok_or("operands do not broadcast")?;
     let expand = |t: &Tensor| -> Vec<f64> {
         let v: Vec<f64> = match t.dtype() {
             DType::F32 => t.to_f32_vec().into_iter().map(f64::from).collect(),
@@ -454,38 +346,18 @@ fn const_zip(ctx: &Ctx, i: usize, j: usize) -> Result<Zipped, String> {
 }
 
 pub fn equal(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    let (shape, a, b) =
-        const_zip(ctx, 0, 1).map_err(|e| format!("{e} (Equal is only supported on constants)"))?;
-    Ok(vec![Val::constant(
-        Tensor::from_i64(
-            shape,
-            a.iter().zip(&b).map(|(x, y)| i64::from(x == y)).collect(),
-        )
-        .expect("sized"),
-    )])
+    let (shape, a, b) = const_zip(ctx, 0, 1).map_err(|e| format!("{e} (Equal is only supported on constants)"))?;
+    Ok(vec![Val::constant(Tensor::from_i64(shape, a.iter().zip(&b).map(|(x, y)| i64::from(x == y)).collect()).expect("sized"))])
 }
 
 pub fn where_(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    let cond = ctx
-        .const_input(0, "condition")?
-        .ok_or("missing condition")?;
-    let (shape, x, y) =
-        const_zip(ctx, 1, 2).map_err(|e| format!("{e} (Where is only supported on constants)"))?;
-    let full =
-        fhec_ir::broadcast_shapes(cond.shape(), &shape).ok_or("condition does not broadcast")?;
+    let cond = ctx.const_input(0, "condition")?.ok_or("missing condition")?;
+    let (shape, x, y) = const_zip(ctx, 1, 2).map_err(|e| format!("{e} (Where is only supported on constants)"))?;
+    let full = fhec_ir::broadcast_shapes(cond.shape(), &shape).ok_or("condition does not broadcast")?;
     let c = broadcast_to(&cond.to_i64_vec(), cond.shape(), &full);
-    let (x, y) = (
-        broadcast_to(&x, &shape, &full),
-        broadcast_to(&y, &shape, &full),
-    );
-    let pick: Vec<f64> = c
-        .iter()
-        .zip(x.iter().zip(&y))
-        .map(|(&c, (&x, &y))| if c != 0 { x } else { y })
-        .collect();
-    let is_int = ctx
-        .const_input(1, "x")?
-        .is_some_and(|t| t.dtype() == DType::I64);
+    let (x, y) = (broadcast_to(&x, &shape, &full), broadcast_to(&y, &shape, &full));
+    let pick: Vec<f64> = c.iter().zip(x.iter().zip(&y)).map(|(&c, (&x, &y))| if c != 0 { x } else { y }).collect();
+    let is_int = ctx.const_input(1, "x")?.is_some_and(|t| t.dtype() == DType::I64);
     let t = if is_int {
         Tensor::from_i64(full, pick.iter().map(|&v| v as i64).collect())
     } else {
@@ -495,22 +367,13 @@ pub fn where_(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 }
 
 pub fn expand(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    let x = ctx
-        .const_input(0, "input")
-        .map_err(|e| format!("{e} (Expand is only supported on constants)"))?
-        .ok_or("missing input")?;
+    let x = ctx.const_input(0, "input").map_err(|e| format!("{e} (Expand is only supported on constants)"))?.ok_or("missing input")?;
     let shape = ctx.const_ints(1, "shape")?.ok_or("missing shape")?;
     let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     let full = fhec_ir::broadcast_shapes(x.shape(), &shape).ok_or("shape does not broadcast")?;
     let t = match x.dtype() {
-        DType::F32 => Tensor::from_f32(
-            full.clone(),
-            broadcast_to(x.as_f32().expect("f32"), x.shape(), &full),
-        ),
-        DType::I64 => Tensor::from_i64(
-            full.clone(),
-            broadcast_to(x.as_i64().expect("i64"), x.shape(), &full),
-        ),
+        DType::F32 => Tensor::from_f32(full.clone(), broadcast_to(x.as_f32().expect("f32"), x.shape(), &full)),
+        DType::I64 => Tensor::from_i64(full.clone(), broadcast_to(x.as_i64().expect("i64"), x.shape(), &full)),
     };
     Ok(vec![Val::constant(t.expect("sized"))])
 }
