@@ -279,18 +279,25 @@ pub fn decrypt(
     Ok(crate::stack_outputs(post, outs))
 }
 
-/// Noise-free cleartext simulation of the circuit on every sample.
+/// Cleartext simulation of the circuit on every sample: exact integer semantics, noise-free or with
+/// the parameter set's noise model (drawn from `noise_seed`).
 pub fn simulate(
     client: &ClientArtifact,
     post: &Module,
     server: &ServerArtifact,
     x: &ArrayD<f32>,
+    noise_seed: Option<u64>,
 ) -> Result<Vec<(String, Stacked)>, DriverError> {
     let xs = crate::samples(x, &client.input_shape, "input")?;
+    let mut rng = noise_seed.map(fhec_runtime::Noise::rng);
     let outs = xs
         .iter()
         .map(|s| {
-            let acc = fhec_runtime::simulate(&server.circuit, &fhec_lower::encode(&client.inputs, s), fhec_runtime::Noise::None)?;
+            let noise = match rng.as_mut() {
+                Some(r) => fhec_runtime::Noise::Gaussian(r),
+                None => fhec_runtime::Noise::None,
+            };
+            let acc = fhec_runtime::simulate(&server.circuit, &fhec_lower::encode(&client.inputs, s), noise)?;
             Ok(fhec_lower::decode(&client.outputs, post, &acc)?)
         })
         .collect::<Result<Vec<_>, DriverError>>()?;

@@ -113,6 +113,10 @@ enum Command {
         /// For a build directory: simulate (cleartext circuit) or fhe (encrypted).
         #[arg(long, value_enum, default_value_t = Mode::Simulate)]
         mode: Mode,
+        /// With --mode simulate: add the parameter set's noise (what an encrypted run sees), drawn
+        /// from this seed.
+        #[arg(long)]
+        noise_seed: Option<u64>,
     },
 }
 
@@ -260,7 +264,7 @@ fn run(cli: Cli) -> Result<()> {
             let outs = pipeline::decrypt(&client, &post, &sk, &fp, &out)?;
             write_outputs(Some(&output), &outs)?;
         }
-        Command::Predict { model, input, output, labels, mode } => {
+        Command::Predict { model, input, output, labels, mode, noise_seed } => {
             let x = fhec::npy::read_samples(&input)?;
             let n = x.shape().first().copied().unwrap_or(0).max(1) as f64;
             if model.is_file() {
@@ -280,12 +284,13 @@ fn run(cli: Cli) -> Result<()> {
             let outs = match mode {
                 Mode::Simulate => {
                     let start = Instant::now();
-                    let outs = pipeline::simulate(&client, &post, &server, &x)?;
+                    let outs = pipeline::simulate(&client, &post, &server, &x, noise_seed)?;
                     let ms = start.elapsed().as_secs_f64() * 1e3 / n;
                     println!(
-                        "{} samples, {}{ms:.3} ms/sample (simulated integer circuit, not encrypted)",
+                        "{} samples, {}{ms:.3} ms/sample (simulated integer circuit, {}, not encrypted)",
                         x.shape()[0],
-                        score_line(&outs, labels.as_ref())?
+                        score_line(&outs, labels.as_ref())?,
+                        if noise_seed.is_some() { "with the noise model" } else { "noise-free" }
                     );
                     outs
                 }

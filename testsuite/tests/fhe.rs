@@ -42,7 +42,7 @@ fn fhe_vs_simulate(name: &str, samples: usize) -> (f32, Outputs, Outputs) {
     let cts = pipeline::encrypt(&client, &sk, &fp, &x).unwrap();
     let out = pipeline::run(&server, &digest, &ek, &fp, &cts).unwrap();
     let fhe = pipeline::decrypt(&client, &post, &sk, &fp, &out).unwrap();
-    let sim = pipeline::simulate(&client, &post, &server, &x).unwrap();
+    let sim = pipeline::simulate(&client, &post, &server, &x, None).unwrap();
     let mut worst = 0f32;
     for ((_, f), (_, s)) in fhe.iter().zip(&sim) {
         let (f, s) = (values(f), values(s));

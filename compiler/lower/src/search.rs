@@ -155,3 +155,42 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
         None => Err(last_err.unwrap_or_else(|| LowerError::Model("no parameter set to try".into()))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(m: &Module, n: usize) -> Vec<Tensor> {
+        let shape = m.node(m.inputs()[0]).ty.shape.clone();
+        let len = fhec_ir::numel(&shape);
+        (0..n).map(|i| Tensor::from_f32(shape.clone(), (0..len).map(|j| ((i * 7 + j * 3) % 17) as f32 / 4.0 - 2.0).collect()).unwrap()).collect()
+    }
+
+    const MLP: &str = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,3]\n%1 = const #0 : clear<f32>[3,4]\n%2 = matmul %0, %1 : enc<f32>[1,4]\n%3 = relu %2 : enc<f32>[1,4]\n%4 = const #1 : clear<f32>[4,2]\n%5 = matmul %3, %4 : enc<f32>[1,2]\noutput \"y\" = %5\ndata #0 = [0.5, -1.0, 0.25, 2.0, -0.75, 0.1, 1.0, 0.3, -0.4, 0.6, 0.9, -1.2]\ndata #1 = [1.5, -0.5, 0.7, 1.1, -0.3, 0.8, 0.2, -0.9]\n";
+
+    #[test]
+    fn a_loose_budget_takes_the_cheapest_set_and_a_strict_one_pays_for_precision() {
+        let m: Module = MLP.parse().unwrap();
+        let xs = inputs(&m, 64);
+        let search = Search { min_runs: 500, ..Search::default() };
+        let loose = choose(&m, &xs, &Search { budget_points: 100.0, ..search.clone() }, |_| ()).unwrap();
+        assert_eq!(loose.chosen.params, ParamSet::ALL[0]);
+        assert!(loose.within_budget);
+        let mut tried = 0;
+        let strict = choose(&m, &xs, &Search { budget_points: 0.0, ..search }, |_| tried += 1).unwrap();
+        // The cheapest set's noise costs agreement on this model: a strict budget moves on.
+        let first_best = strict.trials.iter().filter(|t| t.options.params == ParamSet::ALL[0]).filter_map(|t| t.fidelity).fold(0.0, f64::max);
+        assert!(first_best < 100.0, "{first_best}");
+        assert_ne!(strict.chosen.params, ParamSet::ALL[0]);
+        assert!(strict.fidelity > first_best);
+        assert_eq!(tried, strict.trials.len());
+    }
+
+    #[test]
+    fn fidelity_is_class_agreement_or_relative_error() {
+        let t = |v: &[f32]| Tensor::from_f32(vec![1, v.len()], v.to_vec()).unwrap();
+        assert_eq!(fidelity(&[t(&[1.0, 2.0]), t(&[3.0, 0.0])], &[t(&[0.0, 5.0]), t(&[0.0, 1.0])]), 50.0);
+        let f = fidelity(&[t(&[1.0]), t(&[-1.0])], &[t(&[1.1]), t(&[-1.1])]);
+        assert!((f - 90.0).abs() < 1e-4, "{f}");
+    }
+}
