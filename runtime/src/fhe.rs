@@ -16,9 +16,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
 use tfhe::core_crypto::prelude::{
-    ContiguousEntityContainer,
-    LweCiphertextCount, LweCiphertextOwned, PlaintextList, SeededLweCiphertextListOwned, decrypt_lwe_ciphertext, new_seeder,
-    par_encrypt_seeded_lwe_ciphertext_list,
+    ContiguousEntityContainer, GlweSecretKey, LweCiphertextCount, LweCiphertextOwned, MonomialDegree, PlaintextList,
+    SeededGlweCiphertextOwned, SeededLweCiphertextListOwned, decrypt_lwe_ciphertext, encrypt_seeded_glwe_ciphertext,
+    extract_lwe_sample_from_glwe_ciphertext, new_seeder, par_encrypt_seeded_lwe_ciphertext_list,
 };
 use tfhe::shortint::ciphertext::{Degree, NoiseLevel};
 use tfhe::shortint::server_key::LookupTableOwned;
@@ -35,10 +35,23 @@ pub struct CompressedEvalKey(ParamSet, CompressedServerKey);
 /// The server's evaluation key: evaluates bootstraps, cannot decrypt.
 pub struct EvalKey(ParamSet, ServerKey);
 
-/// Client-to-server ciphertexts: one seeded list (the masks are regenerated from one seed), 8 bytes
-/// per value plus the seed.
+/// Client-to-server ciphertexts, seeded (masks are regenerated from a seed on the server), in one of
+/// two packings:
+/// - `List`: one LWE ciphertext per value, 8 bytes each plus one seed; encryption draws a mask of
+///   `k N` words per value;
+/// - `Packed`: the values are the coefficients of seeded GLWE ciphertexts (`N` values each), from
+///   which the server extracts one LWE ciphertext per value (a copy, no noise). One mask per `N`
+///   values: much faster to encrypt and expand, `8 N` bytes per ciphertext.
+///
+/// [`SecretKey::encrypt`] packs when that costs at most [`PACKED_BYTES_PER_VALUE`] per value.
 #[derive(Serialize, Deserialize)]
-pub struct InputCiphertexts(SeededLweCiphertextListOwned<u64>);
+pub enum InputCiphertexts {
+    List(SeededLweCiphertextListOwned<u64>),
+    Packed { glwe: Vec<SeededGlweCiphertextOwned<u64>>, count: usize },
+}
+
+/// Upload budget per value under which inputs are GLWE-packed (the project's target is 200 bytes).
+pub const PACKED_BYTES_PER_VALUE: usize = 200;
 
 /// Server-to-client ciphertexts.
 #[derive(Serialize, Deserialize)]
@@ -46,7 +59,53 @@ pub struct OutputCiphertexts(Vec<LweCiphertextOwned<u64>>);
 
 impl InputCiphertexts {
     pub fn len(&self) -> usize {
-        self.0.lwe_ciphertext_count().0
+        match self {
+            InputCiphertexts::List(l) => l.lwe_ciphertext_count().0,
+            InputCiphertexts::Packed { count, .. } => *count,
+        }
+    }
+
+    /// The LWE size of the ciphertexts the server works on.
+    fn lwe_size(&self) -> Option<usize> {
+        match self {
+            InputCiphertexts::List(l) => Some(l.lwe_size().0),
+            InputCiphertexts::Packed { glwe, .. } => {
+                glwe.first().map(|g| g.glwe_size().to_glwe_dimension().to_equivalent_lwe_dimension(g.polynomial_size()).to_lwe_size().0)
+            }
+        }
+    }
+
+    /// Expands to one LWE ciphertext per value (regenerating the masks).
+    fn expand(&self) -> Result<Vec<LweCiphertextOwned<u64>>, RuntimeError> {
+        match self {
+            InputCiphertexts::List(l) => Ok(l
+                .clone()
+                .par_decompress_into_lwe_ciphertext_list()
+                .iter()
+                .map(|ct| LweCiphertextOwned::from_container(ct.as_ref().to_vec(), ct.ciphertext_modulus()))
+                .collect()),
+            InputCiphertexts::Packed { glwe, count } => {
+                let shape = |g: &SeededGlweCiphertextOwned<u64>| (g.glwe_size(), g.polynomial_size());
+                if glwe.iter().any(|g| shape(g) != shape(&glwe[0])) {
+                    return Err(RuntimeError::Invalid("packed ciphertexts of different sizes: corrupted input".into()));
+                }
+                let capacity: usize = glwe.iter().map(|g| g.polynomial_size().0).sum();
+                if capacity < *count {
+                    return Err(RuntimeError::Invalid(format!("{count} values announced, the ciphertexts hold {capacity}")));
+                }
+                let glwe: Vec<_> = glwe.par_iter().map(|g| g.clone().decompress_into_glwe_ciphertext()).collect();
+                let mut out = Vec::with_capacity(*count);
+                for g in &glwe {
+                    let size = g.glwe_size().to_glwe_dimension().to_equivalent_lwe_dimension(g.polynomial_size()).to_lwe_size();
+                    for i in 0..g.polynomial_size().0.min(count - out.len()) {
+                        let mut lwe = LweCiphertextOwned::new(0u64, size, g.ciphertext_modulus());
+                        extract_lwe_sample_from_glwe_ciphertext(g, &mut lwe, MonomialDegree(i));
+                        out.push(lwe);
+                    }
+                }
+                Ok(out)
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -103,11 +162,30 @@ impl SecretKey {
         self.0
     }
 
-    /// Encrypts torus values (the circuit's encoded inputs) under the key's LWE secret, in parallel.
+    /// Encrypts torus values (the circuit's encoded inputs) under the key's LWE secret (the GLWE key
+    /// seen as an LWE key), packed when that fits the upload budget (see [`InputCiphertexts`]).
     pub fn encrypt(&self, values: &[i64]) -> InputCiphertexts {
         let (key, noise) = self.1.encryption_key_and_noise();
         let modulus = self.1.parameters().ciphertext_modulus();
+        let n = self.0.positions();
         let mut seeder = new_seeder();
+        let glwe_count = values.len().div_ceil(n);
+        if !values.is_empty() && glwe_count * n * 8 <= values.len() * PACKED_BYTES_PER_VALUE {
+            let glwe_key = GlweSecretKey::from_container(key.as_ref(), self.1.parameters().polynomial_size());
+            let glwe = values
+                .chunks(n)
+                .map(|chunk| {
+                    let mut plain = vec![0u64; n];
+                    for (p, &v) in plain.iter_mut().zip(chunk) {
+                        *p = v as u64;
+                    }
+                    let mut ct = SeededGlweCiphertextOwned::new(0u64, glwe_key.glwe_dimension().to_glwe_size(), glwe_key.polynomial_size(), seeder.seed().into(), modulus);
+                    encrypt_seeded_glwe_ciphertext(&glwe_key, &mut ct, &PlaintextList::from_container(plain), noise, seeder.as_mut());
+                    ct
+                })
+                .collect();
+            return InputCiphertexts::Packed { glwe, count: values.len() };
+        }
         let mut list = SeededLweCiphertextListOwned::new(
             0u64,
             key.lwe_dimension().to_lwe_size(),
@@ -117,7 +195,7 @@ impl SecretKey {
         );
         let plain = PlaintextList::from_container(values.iter().map(|&v| v as u64).collect::<Vec<_>>());
         par_encrypt_seeded_lwe_ciphertext_list(&key, &mut list, &plain, noise, seeder.as_mut());
-        InputCiphertexts(list)
+        InputCiphertexts::List(list)
     }
 
     /// Decrypts the server's results to torus values (the circuit's output accumulators plus noise).
@@ -181,22 +259,14 @@ pub fn run_batch(circuit: &Circuit, key: &EvalKey, inputs: &InputCiphertexts, sa
         return Err(RuntimeError::InputCount { expected: circuit.n_inputs * samples, got: inputs.len() });
     }
     let expected = key.1.ciphertext_lwe_dimension().to_lwe_size();
-    if inputs.0.lwe_size() != expected {
+    if let Some(size) = inputs.lwe_size().filter(|&s| s != expected.0) {
         return Err(RuntimeError::Invalid(format!(
-            "ciphertexts of LWE size {} do not match the evaluation key ({}): wrong key or corrupted input",
-            inputs.0.lwe_size().0,
+            "ciphertexts of LWE size {size} do not match the evaluation key ({}): wrong key or corrupted input",
             expected.0
         )));
     }
     let tables = circuit.tables.iter().map(|t| key.lookup_table(&t.values)).collect::<Result<Vec<_>, _>>()?;
-    // The masks are regenerated from the list's seed, in parallel.
-    let cts: Vec<LweCiphertextOwned<u64>> = inputs
-        .0
-        .clone()
-        .par_decompress_into_lwe_ciphertext_list()
-        .iter()
-        .map(|ct| LweCiphertextOwned::from_container(ct.as_ref().to_vec(), ct.ciphertext_modulus()))
-        .collect();
+    let cts = inputs.expand()?;
     let mut out = Vec::with_capacity(circuit.outputs.len() * samples);
     for s in 0..samples.max(usize::from(circuit.n_inputs == 0)) {
         out.extend(run_one(circuit, key, &tables, &cts[s * circuit.n_inputs..(s + 1) * circuit.n_inputs]));

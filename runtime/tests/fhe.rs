@@ -99,3 +99,28 @@ fn weighted_sums_of_bootstrap_outputs_follow_the_noise_model() {
         eprintln!("{params}: level-2 error rms {rms:.2} (predicted {predicted:.2}); {diffs:?}");
     }
 }
+
+/// Few values travel as a seeded LWE list, many as packed GLWE ciphertexts: both expand on the server
+/// to the encrypted values (outputs reading the inputs directly decrypt to them, up to fresh noise).
+#[test]
+fn listed_and_packed_inputs_expand_to_the_encrypted_values() {
+    let params = ParamSet::P512A;
+    let (sk, ek) = fhe::keygen(params);
+    let ek = ek.decompress();
+    for n in [3usize, 700] {
+        let values: Vec<i64> = (0..n as i64).map(|i| (i - 350) << 50).collect();
+        let cts = sk.encrypt(&values);
+        assert_eq!(matches!(cts, InputCiphertexts::Packed { .. }), n == 700, "{n} values");
+        let c = Circuit {
+            params,
+            n_inputs: n,
+            pbs: vec![],
+            tables: vec![],
+            outputs: (0..n).map(|i| Affine { terms: vec![(i as u32, 1)], bias: 0 }).collect(),
+            layers: vec![],
+        };
+        let got = sk.decrypt(&fhe::run_batch(&c, &ek, &cts, 1).unwrap());
+        let worst = got.iter().zip(&values).map(|(g, v)| g.wrapping_sub(*v).unsigned_abs()).max().unwrap();
+        assert!(worst < 1 << 40, "{n} values: error {worst}");
+    }
+}
