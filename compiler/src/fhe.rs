@@ -122,12 +122,21 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
         params.pbs_ms()
     );
     for (l, n, noise, usable) in &layers {
-        text.push_str(&format!("  {l:40} {n:6} PBS  noise std {noise:5.1} positions  input resolution {:.1} bits\n", usable.log2()));
+        text.push_str(&format!(
+            "  {l:40} {n:6} PBS  noise std {noise:5.1} positions  input resolution {:.1} bits  output weights {} bits\n",
+            usable.log2(),
+            o.weight_bits_of(l)
+        ));
     }
     text.push_str("\ncandidates tried (parameter set, weight bits, output weight cap: fidelity):\n");
     for t in &choice.trials {
-        let f = t.fidelity.map_or("too noisy".to_string(), |f| format!("{f:.2}%"));
-        text.push_str(&format!("  {:52} {} {:4}: {f}\n", t.options.params.name(), t.options.weight_bits, t.options.output_weight_max));
+        let f = match t.fidelity {
+            Some(f) => format!("{f:.2}%"),
+            None if !t.options.params.bootstraps_validated() && t.pbs > 0 => "set not used with bootstraps".to_string(),
+            None => "too noisy".to_string(),
+        };
+        let layers: String = t.options.layer_weight_bits.iter().map(|(l, b)| format!(" {l}={b}")).collect();
+        text.push_str(&format!("  {:52} {} {:4}{layers}: {f}\n", t.options.params.name(), t.options.weight_bits, t.options.output_weight_max));
     }
     text.push_str(&format!("\nclient post-processing:\n{}", c.postprocess.to_text(fhec_ir::DataMode::Elided)));
     let json = json!({
@@ -149,6 +158,7 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
         "outputs": circuit.outputs.len(),
         "layers": layers.iter().map(|(l, n, noise, usable)| json!({
             "name": l, "pbs": n, "noise_std_positions": noise, "input_resolution_bits": usable.log2(),
+            "output_weight_bits": o.weight_bits_of(l),
         })).collect::<Vec<_>>(),
     });
     (text, json)

@@ -57,10 +57,14 @@ enum Command {
         /// log2 of the probability that noise corrupts one bootstrap.
         #[arg(long, default_value_t = -40.0, allow_negative_numbers = true)]
         failure_log2: f64,
-        /// Points of accuracy the compiled model may lose against the float model on the calibration
-        /// set (classifiers; continuous outputs may lose 5x this many percent of their spread).
-        #[arg(long, default_value_t = 1.0)]
+        /// Points of agreement with the float model's class the compiled model may lose on the
+        /// calibration set (classifiers), in noisy simulation.
+        #[arg(long, default_value_t = 0.2)]
         accuracy_budget: f64,
+        /// For continuous outputs (regressors): the RMS error the compiled model may add, in percent
+        /// of the output's spread over the calibration set.
+        #[arg(long, default_value_t = 5.0)]
+        error_budget: f64,
     },
     /// Generate a secret key (client) and an evaluation key (server) into KEYS/.
     Keygen {
@@ -176,7 +180,7 @@ fn run(cli: Cli) -> Result<()> {
             let m = fhec::load_model(&model)?;
             print!("{}", m.to_text(if full { DataMode::Full } else { DataMode::Elided }));
         }
-        Command::Build { model, calibration, output, params, weight_bits, failure_log2, accuracy_budget } => {
+        Command::Build { model, calibration, output, params, weight_bits, failure_log2, accuracy_budget, error_budget } => {
             let mut search = fhec_lower::Search::default();
             if let Some(bits) = weight_bits {
                 if !(2..=16).contains(&bits) {
@@ -194,14 +198,25 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--accuracy-budget is in points, between 0 and 100");
             }
             search.failure_log2 = failure_log2;
+            if !(0.0..=100.0).contains(&error_budget) {
+                bail!("--error-budget is in percent of the output's spread, between 0 and 100");
+            }
             search.budget_points = accuracy_budget;
+            search.error_budget_percent = error_budget;
             let dir = output.unwrap_or_else(|| model.with_extension("fhec"));
             let x = fhec::npy::read_samples(&calibration)?;
             let start = Instant::now();
-            let total = search.params.len() * search.weight_bits.len() * search.output_weight_max.len();
-            let pb = bar(quiet, total, "choosing parameters");
-            let (choice, report) =
-                pipeline::build(&model, &x, &dir, &search, |_| pb.inc(1)).with_context(|| format!("building {}", model.display()))?;
+            let pb = spinner(quiet, "choosing parameters");
+            let mut tried = 0;
+            let (choice, report) = pipeline::build(&model, &x, &dir, &search, |t| {
+                tried += 1;
+                pb.set_message(format!(
+                    "choosing parameters: {tried} candidates simulated (last: {}, {})",
+                    t.options.params.name(),
+                    t.fidelity.map_or("too noisy".into(), |f| format!("{f:.2}%"))
+                ));
+            })
+            .with_context(|| format!("building {}", model.display()))?;
             pb.finish_and_clear();
             if !quiet {
                 print!("{report}");

@@ -12,8 +12,11 @@ use rand_distr::{Distribution, Normal};
 
 pub enum Noise<'a> {
     None,
-    /// Gaussian noise at every bootstrap input, drawn from this generator.
+    /// The parameter set's noise model, drawn from this generator.
     Gaussian(&'a mut StdRng),
+    /// The noise model with every standard deviation multiplied by the factor: a pessimistic
+    /// simulation, for choices that must hold when the model is optimistic.
+    Inflated(&'a mut StdRng, f64),
 }
 
 impl Noise<'_> {
@@ -35,22 +38,27 @@ pub fn position(acc: i64, shift: u32) -> i64 {
 /// modulus-switch noise at every bootstrap input, and each bootstrap output's own noise on its wire,
 /// so that every later use of a wire sees the same error (their errors are correlated, as in the
 /// encrypted execution). Fresh encryptions are ~2^30 times quieter and are taken as exact.
-pub fn simulate(c: &Circuit, inputs: &[i64], mut noise: Noise<'_>) -> Result<Vec<i64>, RuntimeError> {
+pub fn simulate(c: &Circuit, inputs: &[i64], noise: Noise<'_>) -> Result<Vec<i64>, RuntimeError> {
     if inputs.len() != c.n_inputs {
         return Err(RuntimeError::InputCount { expected: c.n_inputs, got: inputs.len() });
     }
     let shift = c.params.position_shift();
     let unit = (1u64 << shift) as f64;
     let model = c.params.noise();
-    let switch = Normal::new(0.0, model.switch_var.sqrt() * unit).expect("finite std");
-    let output = Normal::new(0.0, model.pbs_var.sqrt() * unit).expect("finite std");
+    let (mut rng, factor) = match noise {
+        Noise::None => (None, 0.0),
+        Noise::Gaussian(r) => (Some(r), 1.0),
+        Noise::Inflated(r, f) => (Some(r), f.max(0.0)),
+    };
+    let switch = Normal::new(0.0, factor * model.switch_var.sqrt() * unit).expect("finite std");
+    let output = Normal::new(0.0, factor * model.pbs_var.sqrt() * unit).expect("finite std");
     let half = (c.params.positions() / 2) as i64;
     let mut wires = Vec::with_capacity(c.n_inputs + c.pbs.len());
     wires.extend_from_slice(inputs);
     for p in &c.pbs {
         let mut acc = p.input.eval(&wires);
-        if let Noise::Gaussian(rng) = &mut noise {
-            acc = acc.wrapping_add(switch.sample(*rng) as i64);
+        if let Some(r) = rng.as_mut() {
+            acc = acc.wrapping_add(switch.sample(&mut **r) as i64);
         }
         // Outside the usable half, the negacyclic rotation reads the mirrored table, negated.
         let pos = position(acc, shift);
@@ -62,8 +70,8 @@ pub fn simulate(c: &Circuit, inputs: &[i64], mut noise: Noise<'_>) -> Result<Vec
             let mirrored = (pos + half).rem_euclid(2 * half) - half;
             table[(mirrored + half) as usize].wrapping_neg()
         };
-        if let Noise::Gaussian(rng) = &mut noise {
-            out = out.wrapping_add(output.sample(*rng) as i64);
+        if let Some(r) = rng.as_mut() {
+            out = out.wrapping_add(output.sample(&mut **r) as i64);
         }
         wires.push(out);
     }

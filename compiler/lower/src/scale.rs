@@ -44,6 +44,9 @@ pub struct Options {
     pub params: ParamSet,
     /// Bits of the integer weights applied to bootstrap outputs (sign included).
     pub weight_bits: u32,
+    /// Per-layer overrides of `weight_bits`: the weights applied to the outputs of the named layer's
+    /// tables (`Pbs::layer` names, as in the report).
+    pub layer_weight_bits: Vec<(String, u32)>,
     /// Largest weight on bootstrap outputs read only by decrypted outputs. Output layers are wide
     /// (hundreds of terms): their noise grows with the weights while rounding errors average out, so
     /// small weights win; how small depends on the set's bootstrap noise.
@@ -54,11 +57,16 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { params: ParamSet::P2048B, weight_bits: 6, output_weight_max: 8.0, failure_log2: -40.0 }
+        Options { params: ParamSet::P2048B, weight_bits: 6, layer_weight_bits: Vec::new(), output_weight_max: 8.0, failure_log2: -40.0 }
     }
 }
 
 impl Options {
+    /// Weight bits on the outputs of `layer`'s tables.
+    pub fn weight_bits_of(&self, layer: &str) -> u32 {
+        self.layer_weight_bits.iter().find(|(l, _)| l == layer).map_or(self.weight_bits, |&(_, b)| b)
+    }
+
     /// Standard deviations of Gaussian noise that stay within the failure probability (two-sided):
     /// the `z` with `erfc(z / sqrt 2) = 2^failure_log2` (7.15 at 2^-40, 9.2 at 2^-64).
     pub fn failure_sigmas(&self) -> f64 {
@@ -134,7 +142,7 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
     let position = (1u64 << opts.params.position_shift()) as f64;
     let ni = n.n_inputs;
     let nw = n.wires.len();
-    let weight_max = f64::from((1u32 << (opts.weight_bits - 1)) - 1);
+    let weight_max = |bits: u32| f64::from((1u32 << (bits.clamp(2, 16) - 1)) - 1);
     let pbs: Vec<usize> = (ni..nw).collect();
     let mut margin = vec![64.0f64; nw];
     let (mut t, mut mid, mut s) = (vec![0.0; nw], vec![0.0; nw], vec![1.0; nw]);
@@ -172,12 +180,17 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
         // One scale per class: the largest need of its members.
         let classes = n.wires.iter().map(|w| w.class).max().map_or(0, |c| c + 1);
         let mut class_need = vec![0.0f64; classes];
+        // A class's weight cap: the smallest of its tables' layers (one layer per class in practice).
+        let mut class_cap = vec![f64::INFINITY; classes];
         for (w, &nd) in n.wires.iter().zip(&need) {
             class_need[w.class] = class_need[w.class].max(nd);
+            if let Some(l) = &w.lookup {
+                class_cap[w.class] = class_cap[w.class].min(weight_max(opts.weight_bits_of(&l.layer)));
+            }
         }
         for j in 0..nw {
             let c = n.wires[j].class;
-            let cap = if j < ni { INPUT_WEIGHT_MAX } else { weight_max };
+            let cap = if j < ni { INPUT_WEIGHT_MAX } else { class_cap[c] };
             // Only wires that feed tables share their class's scale; one read by outputs alone is
             // scaled for the outputs' precision.
             // Bootstrap outputs carry absolute noise (~0.14 position), so their weights are capped for

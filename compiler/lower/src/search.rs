@@ -2,9 +2,11 @@
 //!
 //! Every candidate (parameter set, weight bits on bootstrap outputs, output weight cap) is compiled and
 //! run in noisy simulation (the parameter set's noise model) on the calibration samples; its fidelity
-//! is how well it reproduces the float model there. The cheapest parameter set (bootstrap time) whose
-//! best candidate stays within the accuracy budget wins; if none does, the most faithful candidate
-//! wins and the choice says so.
+//! is how well it reproduces the float model there. Per set, the best candidate's weight bits are then
+//! refined layer by layer. The cheapest parameter set (bootstrap time) whose best candidate stays
+//! within the accuracy budget wins; if none does, the cheapest within the budget's width of the most
+//! faithful one wins and the choice says so. Candidates are scored with the noise inflated by
+//! `Search::noise_margin`.
 
 use crate::{Compiled, LowerError, Options, compile};
 use fhec_ir::{DType, Module, Tensor};
@@ -22,11 +24,18 @@ pub struct Search {
     pub failure_log2: f64,
     /// Points of accuracy the compiled model may lose against the float model on the calibration set.
     pub budget_points: f64,
+    /// For continuous outputs: the RMS error the compiled model may add, in percent of the output's
+    /// spread over the calibration set.
+    pub error_budget_percent: f64,
     /// Calibration samples simulated per candidate (the first ones).
     pub max_samples: usize,
     /// Noisy simulations per candidate: samples are repeated with fresh noise until there are this
     /// many, so that rare noise events show on small calibration sets.
     pub min_runs: usize,
+    /// Candidates are scored with every noise standard deviation multiplied by this: encrypted runs
+    /// on the 512-position sets were measured up to ~1.3x noisier end to end than the model, though
+    /// each component matches tfhe-rs's formulas within 5% (`runtime/tests/fhe.rs`).
+    pub noise_margin: f64,
 }
 
 impl Default for Search {
@@ -36,9 +45,13 @@ impl Default for Search {
             weight_bits: vec![3, 4, 5, 6, 7],
             output_weight_max: vec![2.0, 8.0, 32.0],
             failure_log2: -40.0,
-            budget_points: 1.0,
+            // A flip costs 1 / (test set size): 0.2 points keeps small test sets (45 wine samples)
+            // at the float model's accuracy in most runs.
+            budget_points: 0.2,
+            error_budget_percent: 5.0,
             max_samples: 300,
             min_runs: 2000,
+            noise_margin: 1.3,
         }
     }
 }
@@ -50,7 +63,8 @@ pub struct Trial {
     pub pbs: usize,
     /// Fidelity in percent: agreement with the float model's class (classifiers) or `100 (1 - e)`
     /// with `e` the RMS error relative to the output's spread (continuous outputs); `None` if the
-    /// candidate does not compile (too noisy).
+    /// candidate does not compile (too noisy) or its set does not take bootstraps
+    /// (`ParamSet::bootstraps_validated`).
     pub fidelity: Option<f64>,
 }
 
@@ -104,56 +118,94 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
     let continuous = !float.iter().all(|t| class(t).is_some());
     let repeats = search.min_runs.div_ceil(samples.len().max(1)).max(1);
     let reference: Vec<Tensor> = float.iter().cycle().take(repeats * float.len()).cloned().collect();
-    // Classifiers may lose `budget` points of agreement; continuous outputs `5 * budget` percent of
-    // their spread as RMS error.
-    let required = 100.0 - if continuous { 5.0 } else { 1.0 } * search.budget_points;
+    let required = 100.0 - if continuous { search.error_budget_percent } else { search.budget_points };
     let mut trials = Vec::new();
-    let mut best: Option<(f64, Compiled, Options)> = None;
     let mut last_err = None;
+    // Compiles and scores one candidate; records the trial.
+    let mut evaluate = |options: Options, trials: &mut Vec<Trial>| -> Result<Option<Candidate>, LowerError> {
+        let (trial, candidate) = match compile(module, calibration, &options) {
+            Ok(compiled) if compiled.pbs_count() > 0 && !options.params.bootstraps_validated() => {
+                (Trial { options, pbs: compiled.pbs_count(), fidelity: None }, None)
+            }
+            Ok(compiled) => {
+                let mut rng = Noise::rng(0x5eed);
+                let got = samples
+                    .iter()
+                    .cycle()
+                    .take(repeats * samples.len())
+                    .map(|x| compiled.simulate(x, Noise::Inflated(&mut rng, search.noise_margin)).map(|mut o| o.swap_remove(0)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let fidelity = fidelity(&reference, &got);
+                let trial = Trial { options: options.clone(), pbs: compiled.pbs_count(), fidelity: Some(fidelity) };
+                (trial, Some(Candidate { fidelity, compiled, options }))
+            }
+            Err(e @ LowerError::Noise { .. }) => {
+                last_err = Some(e);
+                (Trial { options, pbs: 0, fidelity: None }, None)
+            }
+            Err(e) => return Err(e),
+        };
+        progress(&trial);
+        trials.push(trial);
+        Ok(candidate)
+    };
+    // Each set's best candidate, cheapest set first.
+    let mut per_set: Vec<Candidate> = Vec::new();
     for &params in &search.params {
-        let mut best_here: Option<(f64, Compiled, Options)> = None;
+        let mut here: Option<Candidate> = None;
         for &weight_bits in &search.weight_bits {
             for &output_weight_max in &search.output_weight_max {
-                let options = Options { params, weight_bits, output_weight_max, failure_log2: search.failure_log2 };
-                let trial = match compile(module, calibration, &options) {
-                    Ok(c) => {
-                        let mut rng = Noise::rng(0x5eed);
-                        let got = samples
-                            .iter()
-                            .cycle()
-                            .take(repeats * samples.len())
-                            .map(|x| c.simulate(x, Noise::Gaussian(&mut rng)).map(|mut o| o.swap_remove(0)))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        let f = fidelity(&reference, &got);
-                        let trial = Trial { options: options.clone(), pbs: c.pbs_count(), fidelity: Some(f) };
-                        if best_here.as_ref().is_none_or(|b| f > b.0) {
-                            best_here = Some((f, c, options));
-                        }
-                        trial
-                    }
-                    Err(e @ LowerError::Noise { .. }) => {
-                        last_err = Some(e);
-                        Trial { options, pbs: 0, fidelity: None }
-                    }
-                    Err(e) => return Err(e),
-                };
-                progress(&trial);
-                trials.push(trial);
+                let options = Options { params, weight_bits, layer_weight_bits: Vec::new(), output_weight_max, failure_log2: search.failure_log2 };
+                if let Some(c) = evaluate(options, &mut trials)?
+                    && here.as_ref().is_none_or(|b| c.fidelity > b.fidelity)
+                {
+                    here = Some(c);
+                }
             }
         }
-        if let Some((f, compiled, chosen)) = best_here {
-            if f >= required {
-                return Ok(Choice { compiled, chosen, fidelity: f, within_budget: true, required, trials });
+        // Per-layer precision: each layer's weight bits one up or one down, kept when the fidelity
+        // improves (layers differ in fan-in and in how much their noise matters downstream).
+        if let Some(h) = here.as_mut()
+            && h.fidelity < 100.0
+            && search.weight_bits.len() > 1
+        {
+            for layer in h.compiled.circuit.layers.clone() {
+                for delta in [-1i32, 1] {
+                    let bits = h.options.weight_bits_of(&layer) as i32 + delta;
+                    if !(2..=10).contains(&bits) {
+                        continue;
+                    }
+                    let mut options = h.options.clone();
+                    options.layer_weight_bits.retain(|(l, _)| *l != layer);
+                    options.layer_weight_bits.push((layer.clone(), bits as u32));
+                    if let Some(c) = evaluate(options, &mut trials)?
+                        && c.fidelity > h.fidelity
+                    {
+                        *h = c;
+                    }
+                }
             }
-            if best.as_ref().is_none_or(|b| f > b.0) {
-                best = Some((f, compiled, chosen));
+        }
+        if let Some(h) = here {
+            if h.fidelity >= required {
+                return Ok(Choice { compiled: h.compiled, chosen: h.options, fidelity: h.fidelity, within_budget: true, required, trials });
             }
+            per_set.push(h);
         }
     }
-    match best {
-        Some((fidelity, compiled, chosen)) => Ok(Choice { compiled, chosen, fidelity, within_budget: false, required, trials }),
+    // None within budget: the cheapest set within the budget's width of the most faithful one (the
+    // estimates differ by noise at that scale).
+    let best = per_set.iter().map(|c| c.fidelity).fold(f64::NEG_INFINITY, f64::max);
+    match per_set.into_iter().find(|c| c.fidelity >= best - (100.0 - required)) {
+        Some(b) => Ok(Choice { compiled: b.compiled, chosen: b.options, fidelity: b.fidelity, within_budget: false, required, trials }),
         None => Err(last_err.unwrap_or_else(|| LowerError::Model("no parameter set to try".into()))),
     }
+}
+
+struct Candidate {
+    fidelity: f64,
+    compiled: Compiled,
+    options: Options,
 }
 
 #[cfg(test)]
@@ -166,24 +218,29 @@ mod tests {
         (0..n).map(|i| Tensor::from_f32(shape.clone(), (0..len).map(|j| ((i * 7 + j * 3) % 17) as f32 / 4.0 - 2.0).collect()).unwrap()).collect()
     }
 
-    const MLP: &str = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,3]\n%1 = const #0 : clear<f32>[3,4]\n%2 = matmul %0, %1 : enc<f32>[1,4]\n%3 = relu %2 : enc<f32>[1,4]\n%4 = const #1 : clear<f32>[4,2]\n%5 = matmul %3, %4 : enc<f32>[1,2]\noutput \"y\" = %5\ndata #0 = [0.5, -1.0, 0.25, 2.0, -0.75, 0.1, 1.0, 0.3, -0.4, 0.6, 0.9, -1.2]\ndata #1 = [1.5, -0.5, 0.7, 1.1, -0.3, 0.8, 0.2, -0.9]\n";
+    const MLP: &str = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,3]\n%1 = const #0 : clear<f32>[3,4]\n%2 = matmul %0, %1 : enc<f32>[1,4]\n%3 = relu %2 : enc<f32>[1,4]\n%4 = const #1 : clear<f32>[4,1]\n%5 = matmul %3, %4 : enc<f32>[1,1]\noutput \"y\" = %5\ndata #0 = [0.5, -1.0, 0.25, 2.0, -0.75, 0.1, 1.0, 0.3, -0.4, 0.6, 0.9, -1.2]\ndata #1 = [1.5, -0.5, 0.7, 1.1]\n";
 
     #[test]
-    fn a_loose_budget_takes_the_cheapest_set_and_a_strict_one_pays_for_precision() {
+    fn a_loose_budget_takes_the_cheapest_set_and_an_impossible_one_the_most_faithful() {
         let m: Module = MLP.parse().unwrap();
         let xs = inputs(&m, 64);
         let search = Search { min_runs: 500, ..Search::default() };
-        let loose = choose(&m, &xs, &Search { budget_points: 100.0, ..search.clone() }, |_| ()).unwrap();
-        assert_eq!(loose.chosen.params, ParamSet::ALL[0]);
+        // The cheapest set that takes bootstraps.
+        let first = ParamSet::ALL.into_iter().find(|p| p.bootstraps_validated()).unwrap();
+        let loose = choose(&m, &xs, &Search { error_budget_percent: 100.0, ..search.clone() }, |_| ()).unwrap();
+        assert_eq!(loose.chosen.params, first);
         assert!(loose.within_budget);
+        // A continuous output never reproduces the float model exactly: with no budget, nothing fits
+        // and the most faithful candidate is kept.
         let mut tried = 0;
-        let strict = choose(&m, &xs, &Search { budget_points: 0.0, ..search }, |_| tried += 1).unwrap();
-        // The cheapest set's noise costs agreement on this model: a strict budget moves on.
-        let first_best = strict.trials.iter().filter(|t| t.options.params == ParamSet::ALL[0]).filter_map(|t| t.fidelity).fold(0.0, f64::max);
-        assert!(first_best < 100.0, "{first_best}");
-        assert_ne!(strict.chosen.params, ParamSet::ALL[0]);
-        assert!(strict.fidelity > first_best);
+        let strict = choose(&m, &xs, &Search { error_budget_percent: 0.0, ..search }, |_| tried += 1).unwrap();
+        assert!(!strict.within_budget);
+        let best = strict.trials.iter().filter_map(|t| t.fidelity).fold(0.0, f64::max);
+        assert_eq!(strict.fidelity, best);
+        assert!(strict.fidelity > loose.fidelity || strict.chosen.params == first);
         assert_eq!(tried, strict.trials.len());
+        // Sets that do not take bootstraps were not scored on this circuit.
+        assert!(strict.trials.iter().filter(|t| !t.options.params.bootstraps_validated()).all(|t| t.fidelity.is_none()));
     }
 
     #[test]
