@@ -114,7 +114,7 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
         o.failure_log2,
         choice.fidelity,
         choice.required,
-        if choice.within_budget { "" } else { "  NOT WITHIN BUDGET: the most faithful candidate was kept" },
+        if choice.within_budget { "" } else { "  NOT WITHIN BUDGET: kept the cheapest set near the most faithful candidate" },
         circuit.pbs.len(),
         circuit.levels().len(),
         circuit.n_inputs,

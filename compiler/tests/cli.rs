@@ -92,3 +92,28 @@ fn wrong_input_shape_names_the_expected_shape() {
     let e = stderr(&o);
     assert!(e.contains("[4, 29]") && e.contains("[N, 30]"), "{e}");
 }
+
+#[test]
+fn build_reports_its_choice_and_refuses_bad_parameter_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("wine.fhec");
+    let model = corpus("models/mlp_wine/model.onnx");
+    let cal = corpus("models/mlp_wine/inputs.npy");
+    let (model, cal, out_s) = (model.to_str().unwrap(), cal.to_str().unwrap(), out.to_str().unwrap());
+    let o = fhec(&["--quiet", "build", model, "--calibration", cal, "-o", out_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    for key in ["pbs_count", "parameter_set", "estimated_latency_ms", "layers", "fidelity_percent", "within_budget"] {
+        assert!(report.get(key).is_some(), "report.json lacks {key}: {report}");
+    }
+    assert_eq!(report["pbs_count"], 48);
+    let o = fhec(&["build", model, "--calibration", cal, "-o", out_s, "--params", "PARAM_NONE"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown parameter set \"PARAM_NONE\"; known: V1_2_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M40"), "{}", stderr(&o));
+    let o = fhec(&["build", model, "--calibration", cal, "-o", out_s, "--params", "V1_2_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M40"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("only used for circuits without bootstraps"), "{}", stderr(&o));
+    let o = fhec(&["build", model, "--calibration", cal, "-o", out_s, "--failure-log2", "5"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--failure-log2 must be between"), "{}", stderr(&o));
+}

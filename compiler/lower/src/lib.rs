@@ -30,9 +30,9 @@ pub enum LowerError {
     #[error("{0}")]
     Model(String),
     #[error(
-        "{layer}: the noise at a table input needs a margin of {margin} of the {positions} positions of {params}: too noisy; use fewer weight bits, a larger failure probability or a parameter set with more positions"
+        "{layer}: a table input reads bootstrap outputs with weights of 2-norm {norm:.1}, whose noise needs a margin of {margin} of the {positions} positions of {params}: too noisy; use fewer weight bits, a larger failure probability (--failure-log2) or a parameter set with more positions"
     )]
-    Noise { layer: String, margin: f64, positions: f64, params: &'static str },
+    Noise { layer: String, margin: f64, norm: f64, positions: f64, params: &'static str },
     #[error(transparent)]
     Ir(#[from] IrError),
     #[error(transparent)]

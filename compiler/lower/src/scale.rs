@@ -145,18 +145,22 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
     let weight_max = |bits: u32| f64::from((1u32 << (bits.clamp(2, 16) - 1)) - 1);
     let pbs: Vec<usize> = (ni..nw).collect();
     let mut margin = vec![64.0f64; nw];
+    let mut norm = vec![0.0f64; nw];
+    let too_noisy = |k: usize, margin: f64, norm: f64| LowerError::Noise {
+        layer: n.wires[k].lookup.as_ref().map(|l| l.layer.clone()).unwrap_or_default(),
+        margin,
+        norm,
+        positions: 2.0 * half_positions,
+        params: opts.params.name(),
+    };
     let (mut t, mut mid, mut s) = (vec![0.0; nw], vec![0.0; nw], vec![1.0; nw]);
-    for _round in 0..4 {
+    let mut converged = false;
+    for _round in 0..8 {
         for &k in &pbs {
             let l = n.wires[k].lookup.as_ref().expect("wires past the inputs are lookups");
             let (m, half) = centered(l.lo, l.hi);
             if margin[k] >= half_positions / 2.0 {
-                return Err(LowerError::Noise {
-                    layer: n.wires[k].lookup.as_ref().map(|l| l.layer.clone()).unwrap_or_default(),
-                    margin: margin[k],
-                    positions: 2.0 * half_positions,
-                    params: opts.params.name(),
-                });
+                return Err(too_noisy(k, margin[k], norm[k]));
             }
             mid[k] = m;
             t[k] = (half_positions - margin[k]) * position / half;
@@ -208,7 +212,8 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
             let form = &n.wires[k].lookup.as_ref().expect("lookup").input;
             let norm2: f64 =
                 form.terms.iter().filter(|(j, _)| *j as usize >= ni).map(|&(j, c)| (c * t[k] / s[j as usize]).round().powi(2)).sum();
-            let std = noise.input_std(norm2.sqrt(), 0.0);
+            norm[k] = norm2.sqrt();
+            let std = noise.input_std(norm[k], 0.0);
             let want = (failure_sigmas * std).ceil() + 2.0;
             if want > margin[k] {
                 margin[k] = want;
@@ -216,8 +221,14 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
             }
         }
         if !grew {
+            converged = true;
             break;
         }
+    }
+    if !converged {
+        // The margins kept growing: the last tables would not cover their noise.
+        let k = (ni..nw).max_by(|&a, &b| margin[a].total_cmp(&margin[b])).expect("bootstraps exist when margins grow");
+        return Err(too_noisy(k, margin[k], norm[k]));
     }
     // The accumulator `T (z - m)` with integer weights. The coarsest weight (the smallest that is at
     // least 1, so the largest relative rounding) is made exact by lowering `T` slightly; terms of the

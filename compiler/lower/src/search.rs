@@ -121,10 +121,12 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
     let required = 100.0 - if continuous { search.error_budget_percent } else { search.budget_points };
     let mut trials = Vec::new();
     let mut last_err = None;
+    let mut excluded = None;
     // Compiles and scores one candidate; records the trial.
     let mut evaluate = |options: Options, trials: &mut Vec<Trial>| -> Result<Option<Candidate>, LowerError> {
         let (trial, candidate) = match compile(module, calibration, &options) {
             Ok(compiled) if compiled.pbs_count() > 0 && !options.params.bootstraps_validated() => {
+                excluded = Some(options.params);
                 (Trial { options, pbs: compiled.pbs_count(), fidelity: None }, None)
             }
             Ok(compiled) => {
@@ -198,7 +200,14 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
     let best = per_set.iter().map(|c| c.fidelity).fold(f64::NEG_INFINITY, f64::max);
     match per_set.into_iter().find(|c| c.fidelity >= best - (100.0 - required)) {
         Some(b) => Ok(Choice { compiled: b.compiled, chosen: b.options, fidelity: b.fidelity, within_budget: false, required, trials }),
-        None => Err(last_err.unwrap_or_else(|| LowerError::Model("no parameter set to try".into()))),
+        None => Err(match (last_err, excluded) {
+            (_, Some(p)) => LowerError::Model(format!(
+                "parameter set {p} is only used for circuits without bootstraps, and this model needs bootstraps; choose one of {}",
+                ParamSet::ALL.iter().filter(|p| p.bootstraps_validated()).map(|p| p.name()).collect::<Vec<_>>().join(", ")
+            )),
+            (Some(e), None) => e,
+            (None, None) => LowerError::Model("no parameter set to try".into()),
+        }),
     }
 }
 
