@@ -94,11 +94,11 @@ impl ParamSet {
     /// (`cargo run -p fhec-runtime --example pbs_time`): the cost the compiler minimizes.
     pub fn pbs_ms(self) -> f64 {
         match self {
-            ParamSet::P512A => 15.6,
-            ParamSet::P512B => 16.9,
-            ParamSet::P1024 => 23.4,
-            ParamSet::P2048A => 26.8,
-            ParamSet::P2048B => 32.5,
+            ParamSet::P512A => 15.2,
+            ParamSet::P512B => 17.4,
+            ParamSet::P1024 => 24.9,
+            ParamSet::P2048A => 27.0,
+            ParamSet::P2048B => 30.2,
         }
     }
 
