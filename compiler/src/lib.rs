@@ -3,6 +3,8 @@
 //!
 //! Pipeline today: ONNX file -> IR (frontend, constants folded) -> cleanup -> verified module.
 
+pub mod build;
+pub mod embed;
 pub mod fhe;
 pub mod metrics;
 pub mod npy;

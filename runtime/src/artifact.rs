@@ -105,43 +105,51 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
 
 /// Serializes `value` into an envelope of `kind` (returns the bytes written).
 pub fn save<T: Serialize>(path: &Path, kind: Kind, value: &T) -> Result<Vec<u8>, RuntimeError> {
-    let payload = bincode::serialize(value).map_err(|e| io_err(path, e))?;
-    let env = Envelope { magic: MAGIC, kind, version: FORMAT_VERSION, checksum: Sha256::digest(&payload).into(), payload };
-    let bytes = bincode::serialize(&env).map_err(|e| io_err(path, e))?;
+    let (bytes, payload) = to_bytes(kind, value).map_err(|e| io_err(path, e))?;
     std::fs::write(path, &bytes).map_err(|e| io_err(path, e))?;
-    Ok(env.payload)
+    Ok(payload)
 }
 
 /// Loads an envelope of `kind`; returns the value and its payload bytes (for fingerprints).
 pub fn load<T: DeserializeOwned>(path: &Path, kind: Kind) -> Result<(T, Vec<u8>), RuntimeError> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    from_bytes(&bytes, kind).map_err(|e| io_err(path, e))
+}
+
+/// The envelope of `value` as bytes, and its payload (for fingerprints).
+pub fn to_bytes<T: Serialize>(kind: Kind, value: &T) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let payload = bincode::serialize(value).map_err(|e| e.to_string())?;
+    let env = Envelope { magic: MAGIC, kind, version: FORMAT_VERSION, checksum: Sha256::digest(&payload).into(), payload };
+    let bytes = bincode::serialize(&env).map_err(|e| e.to_string())?;
+    Ok((bytes, env.payload))
+}
+
+/// Decodes an envelope of `kind` from bytes; the error says what is wrong (without a file name).
+pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8], kind: Kind) -> Result<(T, Vec<u8>), String> {
     let env: Envelope = bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .allow_trailing_bytes()
         .with_limit(bytes.len() as u64 + 1024)
-        .deserialize(&bytes)
-        .map_err(|_| io_err(path, "not an fhec file (or truncated)"))?;
+        .deserialize(bytes)
+        .map_err(|_| "not an fhec file (or truncated)".to_string())?;
     if env.magic != MAGIC {
-        return Err(io_err(path, "not an fhec file"));
+        return Err("not an fhec file".into());
     }
     if env.kind != kind {
-        return Err(io_err(path, format!("is a {:?} file, expected a {kind:?} file", env.kind)));
+        return Err(format!("is a {:?} file, expected a {kind:?} file", env.kind));
     }
     if env.version != FORMAT_VERSION {
-        return Err(io_err(
-            path,
-            format!("was written in fhec file format {}, this fhec reads format {FORMAT_VERSION}: rebuild or regenerate it", env.version),
-        ));
+        return Err(format!("was written in fhec file format {}, this fhec reads format {FORMAT_VERSION}: rebuild or regenerate it", env.version));
     }
     if <[u8; 32]>::from(Sha256::digest(&env.payload)) != env.checksum {
-        return Err(io_err(path, "is corrupted (checksum mismatch)"));
+        return Err("is corrupted (checksum mismatch)".into());
     }
     let value = bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .allow_trailing_bytes()
         .with_limit(env.payload.len() as u64 + 1024)
         .deserialize(&env.payload)
-        .map_err(|e| io_err(path, format!("cannot be decoded: {e}")))?;
+        .map_err(|e| format!("cannot be decoded: {e}"))?;
     Ok((value, env.payload))
 }
 

@@ -1,0 +1,313 @@
+//! Compiling a model at build time, from a crate's `build.rs`, into artifacts in `OUT_DIR` and a typed
+//! Rust module (as prost-build does for `.proto` files).
+//!
+//! ```toml
+//! [dependencies]
+//! fhec = { path = "../fhec/compiler" }
+//! [build-dependencies]
+//! fhec = { path = "../fhec/compiler" }
+//! ```
+//!
+//! ```no_run
+//! // build.rs: `fn main() {` this line `}`
+//! fhec::build::Model::new("models/cancer.onnx").calibration("data/calib.npy").compile_or_exit();
+//! ```
+//!
+//! ```ignore
+//! // src/main.rs: the module is named after the model file (`cancer`), or set with `.name(..)`.
+//! mod cancer { fhec::include_model!("cancer"); }
+//!
+//! let (client, eval_key) = cancer::Client::new()?;            // the data owner
+//! let server = cancer::Server::new()?;                         // the cloud: never sees a secret key
+//! let ct = client.encrypt(&[0.0; cancer::INPUT_LEN])?;        // input shape checked by the type
+//! let result = server.run(&eval_key, &ct)?;
+//! let prediction: cancer::Prediction = client.decrypt(&result)?.remove(0);
+//! ```
+//!
+//! The generated module holds `INPUT_LEN`, `INPUT_SHAPE`, `Input = [f32; INPUT_LEN]`, a `Prediction`
+//! struct with one typed field per model output, `Client` (key generation, `encrypt`, `encrypt_batch`,
+//! `decrypt`, `load`/`secret_bytes` to keep keys) and `Server` (`run`, `simulate`), over [`crate::embed`].
+//!
+//! Cargo integration: `rerun-if-changed` on the model and calibration files; the compiled artifacts are
+//! cached under `OUT_DIR` keyed by the SHA-256 of the inputs and options, so a rerun with unchanged
+//! contents does not recompile; failures print the file, the node and the error, without a backtrace.
+
+use crate::DriverError;
+use fhec_lower::Search;
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// A model to compile at build time.
+pub struct Model {
+    model: PathBuf,
+    calibration: Option<PathBuf>,
+    name: Option<String>,
+    out_dir: Option<PathBuf>,
+    search: Search,
+}
+
+/// What [`Model::compile`] produced.
+#[derive(Debug)]
+pub struct Built {
+    /// The generated Rust module (`OUT_DIR/<name>.rs`).
+    pub module: PathBuf,
+    /// The artifact directory (`OUT_DIR/<name>.fhec`: client and server artifacts, reports).
+    pub artifacts: PathBuf,
+    /// False when the cache was up to date (nothing recompiled).
+    pub recompiled: bool,
+}
+
+impl Model {
+    pub fn new(model: impl AsRef<Path>) -> Model {
+        Model { model: model.as_ref().to_path_buf(), calibration: None, name: None, out_dir: None, search: Search::default() }
+    }
+
+    /// Calibration samples (`.npy`, samples along axis 0, each shaped like the model input).
+    pub fn calibration(mut self, path: impl AsRef<Path>) -> Model {
+        self.calibration = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// The generated module's file name (`<name>.rs`); default: the model file's stem, or its
+    /// directory's name when the stem is `model`.
+    pub fn name(mut self, name: &str) -> Model {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    /// Where to write (default: cargo's `OUT_DIR`).
+    pub fn out_dir(mut self, dir: impl AsRef<Path>) -> Model {
+        self.out_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Points of agreement with the float model the compiled model may lose (see `fhec build`).
+    pub fn accuracy_budget(mut self, points: f64) -> Model {
+        self.search.budget_points = points;
+        self
+    }
+
+    fn module_name(&self) -> Result<String, DriverError> {
+        let raw = match &self.name {
+            Some(n) => n.clone(),
+            None => {
+                let stem = self.model.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+                match (stem, self.model.parent().and_then(|p| p.file_name()).and_then(|s| s.to_str())) {
+                    ("model", Some(dir)) => dir.to_string(),
+                    _ => stem.to_string(),
+                }
+            }
+        };
+        let ident = identifier(&raw);
+        if ident.is_empty() {
+            return Err(DriverError::Input(format!("cannot name a module after {raw:?}: use .name(..)")));
+        }
+        Ok(ident)
+    }
+
+    /// Compiles the model (unless the cache is up to date) and generates the module.
+    pub fn compile(self) -> Result<Built, DriverError> {
+        let in_build_script = std::env::var_os("OUT_DIR").is_some();
+        let out_dir = match (&self.out_dir, std::env::var_os("OUT_DIR")) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => PathBuf::from(d),
+            (None, None) => return Err(DriverError::Input("OUT_DIR is not set: call compile() from a build script, or set .out_dir(..)".into())),
+        };
+        let calibration = self.calibration.clone().ok_or_else(|| {
+            DriverError::Input(format!("{}: no calibration samples: add .calibration(\"samples.npy\")", self.model.display()))
+        })?;
+        if in_build_script {
+            println!("cargo:rerun-if-changed={}", self.model.display());
+            println!("cargo:rerun-if-changed={}", calibration.display());
+        }
+        let name = self.module_name()?;
+        let read = |p: &Path| std::fs::read(p).map_err(|e| DriverError::Input(format!("{}: {e}", p.display())));
+        let (model_bytes, cal_bytes) = (read(&self.model)?, read(&calibration)?);
+        let mut h = Sha256::new();
+        h.update(env!("CARGO_PKG_VERSION"));
+        h.update((model_bytes.len() as u64).to_le_bytes());
+        h.update(&model_bytes);
+        h.update(&cal_bytes);
+        h.update(format!("{:?}", self.search));
+        let key = fhec_runtime::artifact::hex(&h.finalize());
+        let artifacts = out_dir.join(format!("{name}.fhec"));
+        let module = out_dir.join(format!("{name}.rs"));
+        let stamp = artifacts.join("build.sha256");
+        if std::fs::read_to_string(&stamp).is_ok_and(|s| s == key) && module.is_file() {
+            return Ok(Built { module, artifacts, recompiled: false });
+        }
+        let x = crate::npy::read_samples(&calibration)?;
+        let (choice, _) = crate::fhe::build(&self.model, &x, &artifacts, &self.search, |_| ())?;
+        let (client, post) = crate::fhe::load_client(&artifacts)?;
+        let code = generate(&name, &self.model, &key, &artifacts, &client, &post, &choice);
+        std::fs::write(&module, code).map_err(|e| DriverError::Input(format!("{}: {e}", module.display())))?;
+        std::fs::write(&stamp, &key).map_err(|e| DriverError::Input(format!("{}: {e}", stamp.display())))?;
+        if in_build_script {
+            let c = &choice.compiled.circuit;
+            println!(
+                "cargo:warning=fhec: compiled {} into module `{name}`: {} PBS per sample, {}, fidelity {:.2}%, ~{:.0} ms/sample",
+                self.model.display(),
+                c.pbs.len(),
+                c.params,
+                choice.fidelity,
+                crate::fhe::estimated_latency_ms(c, 2)
+            );
+        }
+        Ok(Built { module, artifacts, recompiled: true })
+    }
+
+    /// For build scripts: compiles, or prints the error (file, node, what to change) and exits with
+    /// status 1 so that cargo reports a failed build without a backtrace.
+    pub fn compile_or_exit(self) -> Built {
+        let model = self.model.clone();
+        match self.compile() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: fhec could not compile {}: {e}", model.display());
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// `name` as a Rust identifier (snake case; a leading digit or a keyword gets a prefix).
+fn identifier(name: &str) -> String {
+    let mut s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) || ["type", "fn", "mod", "self", "super", "crate", "match", "ref", "move", "use"].contains(&s.as_str()) {
+        s.insert_str(0, "m_");
+    }
+    s.trim_matches('_').to_string()
+}
+
+fn generate(
+    name: &str,
+    model: &Path,
+    key: &str,
+    artifacts: &Path,
+    client: &fhec_runtime::ClientArtifact,
+    post: &fhec_ir::Module,
+    choice: &fhec_lower::Choice,
+) -> String {
+    let len = client.inputs.len();
+    let circuit = &choice.compiled.circuit;
+    let mut c = String::new();
+    let _ = writeln!(c, "// @generated by fhec::build from {} (inputs sha256 {key}). Do not edit.", model.display());
+    let _ = writeln!(c, "// Module `{name}`: {} PBS per sample under {}.\n", circuit.pbs.len(), circuit.params);
+    let _ = writeln!(c, "/// Input values per sample (flattened; the model's input shape is [`INPUT_SHAPE`]).");
+    let _ = writeln!(c, "pub const INPUT_LEN: usize = {len};");
+    let _ = writeln!(c, "/// The model's input shape (with its batch dimension of 1).");
+    let _ = writeln!(c, "pub const INPUT_SHAPE: &[usize] = &{:?};", client.input_shape);
+    let _ = writeln!(c, "/// One sample.\npub type Input = [f32; INPUT_LEN];");
+    let _ = writeln!(c, "/// The tfhe-rs parameter set the model was compiled for.\npub const PARAMETER_SET: &str = {:?};", circuit.params.name());
+    let _ = writeln!(c, "/// Bootstraps per sample.\npub const PBS_COUNT: usize = {};\n", circuit.pbs.len());
+    let _ = writeln!(c, "static CLIENT_ARTIFACT: &[u8] = include_bytes!({:?});", artifacts.join("client.fhec").display().to_string());
+    let _ = writeln!(c, "static SERVER_ARTIFACT: &[u8] = include_bytes!({:?});\n", artifacts.join("server.fhec").display().to_string());
+    let _ = writeln!(c, "pub use ::fhec::embed::{{Ciphertexts, EvalKey, Results}};\npub use ::fhec::DriverError as Error;\n");
+    // One field per model output.
+    let mut fields = Vec::new();
+    for (out_name, v) in post.outputs() {
+        let ty = &post.node(*v).ty;
+        let n: usize = ty.shape.iter().skip(usize::from(ty.shape.first() == Some(&1))).product();
+        let (scalar, array) = match ty.dtype {
+            fhec_ir::DType::F32 => ("f32", "f32_array"),
+            fhec_ir::DType::I64 => ("i64", "i64_array"),
+        };
+        let mut field = identifier(out_name);
+        if field.is_empty() || fields.iter().any(|(f, ..): &(String, String, String, String)| *f == field) {
+            field = format!("output_{}", fields.len());
+        }
+        let (rust_ty, expr) = if n == 1 {
+            (scalar.to_string(), format!("it.next().expect(\"output {out_name}\").{array}::<1>()[0]"))
+        } else {
+            (format!("[{scalar}; {n}]"), format!("it.next().expect(\"output {out_name}\").{array}::<{n}>()"))
+        };
+        fields.push((field, rust_ty, expr, out_name.clone()));
+    }
+    let _ = writeln!(c, "/// The model's outputs for one sample.\n#[derive(Clone, Debug, PartialEq)]\npub struct Prediction {{");
+    for (f, t, _, o) in &fields {
+        let _ = writeln!(c, "    /// Model output {o:?}.\n    pub {f}: {t},");
+    }
+    let _ = writeln!(c, "}}\n\nfn prediction(outputs: Vec<::fhec::embed::Values>) -> Prediction {{\n    let mut it = outputs.into_iter();");
+    let _ = writeln!(c, "    Prediction {{");
+    for (f, _, e, _) in &fields {
+        let _ = writeln!(c, "        {f}: {e},");
+    }
+    let _ = writeln!(c, "    }}\n}}\n");
+    c.push_str(
+        r#"/// The data owner's side: holds the secret key.
+pub struct Client(::fhec::embed::Client);
+
+impl Client {
+    /// Generates a fresh key pair: keep the client, send the evaluation key to the server.
+    pub fn new() -> Result<(Client, EvalKey), Error> {
+        let (client, key) = ::fhec::embed::Client::generate(CLIENT_ARTIFACT)?;
+        Ok((Client(client), key))
+    }
+
+    /// Restores a client from the bytes of [`Client::secret_bytes`] and [`EvalKey::to_bytes`].
+    pub fn load(secret: &[u8], eval_key: &[u8]) -> Result<Client, Error> {
+        Ok(Client(::fhec::embed::Client::load(CLIENT_ARTIFACT, secret, eval_key)?))
+    }
+
+    /// The secret key, to store on the client only.
+    pub fn secret_bytes(&self) -> Vec<u8> {
+        self.0.secret_bytes()
+    }
+
+    pub fn encrypt(&self, x: &Input) -> Result<Ciphertexts, Error> {
+        self.0.encrypt(x)
+    }
+
+    pub fn encrypt_batch(&self, xs: &[Input]) -> Result<Ciphertexts, Error> {
+        self.0.encrypt(xs.as_flattened())
+    }
+
+    /// One prediction per encrypted sample.
+    pub fn decrypt(&self, results: &Results) -> Result<Vec<Prediction>, Error> {
+        Ok(self.0.decrypt(results)?.into_iter().map(prediction).collect())
+    }
+}
+
+/// The server's side: evaluates on ciphertexts with the client's evaluation key.
+pub struct Server(::fhec::embed::Server);
+
+impl Server {
+    pub fn new() -> Result<Server, Error> {
+        Ok(Server(::fhec::embed::Server::load(SERVER_ARTIFACT)?))
+    }
+
+    pub fn run(&self, key: &EvalKey, inputs: &Ciphertexts) -> Result<Results, Error> {
+        self.0.run(key, inputs)
+    }
+
+    /// The compiled circuit in the clear, without noise: what `run` computes, for tests.
+    pub fn simulate(&self, x: &Input) -> Result<Prediction, Error> {
+        Ok(prediction(self.0.simulate(CLIENT_ARTIFACT, x)?.remove(0)))
+    }
+}
+"#,
+    );
+    c
+}
+
+/// Includes the module generated for `name` by [`Model::compile`] (from `OUT_DIR`).
+#[macro_export]
+macro_rules! include_model {
+    ($name:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $name, ".rs"));
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_rust_names() {
+        assert_eq!(identifier("mlp-wine"), "mlp_wine");
+        assert_eq!(identifier("Probabilities"), "probabilities");
+        assert_eq!(identifier("2nd"), "m_2nd");
+        assert_eq!(identifier("type"), "m_type");
+    }
+}
