@@ -311,3 +311,40 @@ mod tests {
         assert_eq!(identifier("type"), "m_type");
     }
 }
+
+#[cfg(test)]
+mod build_tests {
+    use super::Model;
+    use std::path::PathBuf;
+
+    fn corpus(rel: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testsuite").join(rel)
+    }
+
+    #[test]
+    fn compiles_once_then_hits_the_cache_and_generates_a_typed_module() {
+        let out = tempfile::tempdir().unwrap();
+        let model = || Model::new(corpus("models/logreg_cancer_torch/model.onnx")).calibration(corpus("models/logreg_cancer_torch/inputs.npy")).out_dir(out.path());
+        let first = model().compile().unwrap();
+        assert!(first.recompiled);
+        let code = std::fs::read_to_string(&first.module).unwrap();
+        assert!(first.module.ends_with("logreg_cancer_torch.rs"), "{:?}", first.module);
+        assert!(code.contains("pub const INPUT_LEN: usize = 30;") && code.contains("pub struct Prediction {"), "{code}");
+        assert!(!model().compile().unwrap().recompiled, "unchanged inputs hit the cache");
+        assert!(model().accuracy_budget(0.5).compile().unwrap().recompiled, "other options recompile");
+    }
+
+    #[test]
+    fn a_broken_model_names_the_file_and_the_node() {
+        let out = tempfile::tempdir().unwrap();
+        let err = Model::new(corpus("invalid/unsupported_op.onnx"))
+            .calibration(corpus("invalid/unsupported_op.inputs.npy"))
+            .out_dir(out.path())
+            .compile()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unsupported_op.onnx") && err.contains("node"), "{err}");
+        let err = Model::new(corpus("models/mlp_wine/model.onnx")).out_dir(out.path()).compile().unwrap_err().to_string();
+        assert!(err.contains("no calibration samples"), "{err}");
+    }
+}
