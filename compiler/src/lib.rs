@@ -3,6 +3,7 @@
 //!
 //! Pipeline today: ONNX file -> IR (frontend, constants folded) -> cleanup -> verified module.
 
+pub mod bench;
 pub mod build;
 pub mod embed;
 pub mod fhe;

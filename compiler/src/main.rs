@@ -18,6 +18,9 @@ struct Cli {
     /// No progress output (for scripts).
     #[arg(long, global = true)]
     quiet: bool,
+    /// Worker threads for encrypted evaluation (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,6 +105,22 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+    /// Benchmark a build: latency, batch throughput on 1 and all threads, against the physical limit.
+    Bench {
+        dir: PathBuf,
+        /// Samples (.npy): the first one for latency, the first --batch ones for throughput.
+        #[arg(long)]
+        input: PathBuf,
+        /// Latency runs (median, min and max are reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Samples per batch for the throughput runs.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Also write the numbers as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Predict: with MODEL.onnx the float reference; with a build directory, --mode simulate or fhe.
     Predict {
         model: PathBuf,
@@ -175,6 +194,11 @@ fn score_line(outs: &[(String, Stacked)], labels: Option<&PathBuf>) -> Result<St
 
 fn run(cli: Cli) -> Result<()> {
     let quiet = cli.quiet;
+    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("starting the worker pool")?;
     match cli.command {
         Command::Inspect { model, full } => {
             let m = fhec::load_model(&model)?;
@@ -278,6 +302,17 @@ fn run(cli: Cli) -> Result<()> {
             let (out, _): (Tagged<OutputCiphertexts>, _) = artifact::load(&input, Kind::Outputs)?;
             let outs = pipeline::decrypt(&client, &post, &sk, &fp, &out)?;
             write_outputs(Some(&output), &outs)?;
+        }
+        Command::Bench { dir, input, runs, batch, json } => {
+            let x = fhec::npy::read_samples(&input)?;
+            let pb = spinner(quiet, "benchmarking (key generation, latency runs, batch runs)");
+            let report = fhec::bench::bench(&dir, &x, runs, batch, threads)?;
+            pb.finish_and_clear();
+            let name = dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into_owned());
+            print!("{}", report.text(&name));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report.json(&name))?).with_context(|| format!("writing {}", path.display()))?;
+            }
         }
         Command::Predict { model, input, output, labels, mode, noise_seed } => {
             let x = fhec::npy::read_samples(&input)?;

@@ -117,3 +117,37 @@ fn build_reports_its_choice_and_refuses_bad_parameter_choices() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--failure-log2 must be between"), "{}", stderr(&o));
 }
+
+#[test]
+fn bench_reports_latency_throughput_and_the_physical_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lr.fhec");
+    let json = dir.path().join("bench.json");
+    let model = corpus("models/logreg_cancer_torch/model.onnx");
+    let x = corpus("models/logreg_cancer_torch/inputs.npy");
+    let o = fhec(&["--quiet", "build", model.to_str().unwrap(), "--calibration", x.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fhec(&[
+        "--quiet",
+        "--threads",
+        "2",
+        "bench",
+        out.to_str().unwrap(),
+        "--input",
+        x.to_str().unwrap(),
+        "--runs",
+        "3",
+        "--batch",
+        "8",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("latency per sample: median") && text.contains("physical limit on 2 threads"), "{text}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["pbs_count"], 0);
+    assert_eq!(report["batch"], 8);
+    assert!(report["latency_ms"]["min"].as_f64().unwrap() <= report["latency_ms"]["median"].as_f64().unwrap());
+    assert!(report["pbs_ms"].as_f64().unwrap() > 0.0);
+}

@@ -267,37 +267,36 @@ pub fn run_batch(circuit: &Circuit, key: &EvalKey, inputs: &InputCiphertexts, sa
     }
     let tables = circuit.tables.iter().map(|t| key.lookup_table(&t.values)).collect::<Result<Vec<_>, _>>()?;
     let cts = inputs.expand()?;
-    let mut out = Vec::with_capacity(circuit.outputs.len() * samples);
-    for s in 0..samples.max(usize::from(circuit.n_inputs == 0)) {
-        out.extend(run_one(circuit, key, &tables, &cts[s * circuit.n_inputs..(s + 1) * circuit.n_inputs]));
-    }
-    Ok(OutputCiphertexts(out))
-}
-
-/// One sample: bootstraps level by level, each level in parallel on the rayon pool.
-fn run_one(circuit: &Circuit, key: &EvalKey, tables: &[LookupTableOwned], inputs: &[LweCiphertextOwned<u64>]) -> Vec<LweCiphertextOwned<u64>> {
-    let expected = key.1.ciphertext_lwe_dimension().to_lwe_size();
-    let mut wires: Vec<Option<LweCiphertextOwned<u64>>> = inputs.iter().map(|ct| Some(ct.clone())).collect();
-    wires.resize_with(circuit.n_inputs + circuit.pbs.len(), || None);
-    let template =
-        wires.first().and_then(|w| w.clone()).unwrap_or_else(|| LweCiphertextOwned::new(0u64, expected, key.0.tfhe().ciphertext_modulus));
+    let samples = samples.max(usize::from(circuit.n_inputs == 0));
+    let mut wires: Vec<Vec<Option<LweCiphertextOwned<u64>>>> = (0..samples)
+        .map(|s| {
+            let mut w: Vec<_> = cts[s * circuit.n_inputs..(s + 1) * circuit.n_inputs].iter().map(|ct| Some(ct.clone())).collect();
+            w.resize_with(circuit.n_inputs + circuit.pbs.len(), || None);
+            w
+        })
+        .collect();
+    let template = LweCiphertextOwned::new(0u64, expected, key.0.tfhe().ciphertext_modulus);
     // Sets whose modulus switch rounds to the nearest position read `round(phase - 1/2)`, i.e. the
     // position `floor(phase)` the circuit's semantics name.
     let shift = if key.0.rounds_to_nearest() { (1u64 << (key.0.position_shift() - 1)).wrapping_neg() } else { 0 };
+    // Level by level; within a level, the bootstraps of every sample run together on the rayon pool,
+    // so a batch keeps all workers busy even when one sample's level is narrow.
     for level in circuit.levels() {
-        let outs: Vec<LweCiphertextOwned<u64>> = level
+        let jobs: Vec<(usize, usize)> = (0..samples).flat_map(|s| level.iter().map(move |&k| (s, k))).collect();
+        let outs: Vec<LweCiphertextOwned<u64>> = jobs
             .par_iter()
-            .map(|&k| {
+            .map(|&(s, k)| {
                 let p = &circuit.pbs[k];
-                let mut acc = affine(&p.input, &wires, &template);
+                let mut acc = affine(&p.input, &wires[s], &template);
                 let body = acc.get_mut_body().data;
                 *body = body.wrapping_add(shift);
                 key.1.apply_lookup_table(&key.wrap(acc), &tables[p.table as usize]).ct
             })
             .collect();
-        for (&k, ct) in level.iter().zip(outs) {
-            wires[circuit.n_inputs + k] = Some(ct);
+        for (&(s, k), ct) in jobs.iter().zip(outs) {
+            wires[s][circuit.n_inputs + k] = Some(ct);
         }
     }
-    circuit.outputs.iter().map(|o| affine(o, &wires, &template)).collect()
+    let out = wires.iter().flat_map(|w| circuit.outputs.iter().map(|o| affine(o, w, &template))).collect();
+    Ok(OutputCiphertexts(out))
 }
