@@ -1,0 +1,76 @@
+//! The runtime's primitives per parameter set (one bootstrap, encryption, decryption, leveled
+//! multiply-adds) and whole encrypted runs of corpus models. `cargo bench -p fhec-benches --bench runtime`.
+//! `fhec bench DIR` gives the per-model table of BENCHMARKS.md (latency, throughput, physical limit).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use fhec_runtime::fhe;
+use fhec_runtime::{Affine, Circuit, ParamSet, Pbs, Table};
+use std::hint::black_box;
+
+fn single_thread() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool")
+}
+
+fn primitives(c: &mut Criterion) {
+    let one = single_thread();
+    for params in ParamSet::ALL {
+        let mut group = c.benchmark_group(format!("runtime/{}", params.name()));
+        group.sample_size(10);
+        let (sk, ek) = fhe::keygen(params);
+        let ek = ek.decompress();
+        let bootstrap = Circuit {
+            params,
+            n_inputs: 1,
+            pbs: vec![Pbs { input: Affine { terms: vec![(0, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 }],
+            tables: vec![Table { values: (0..params.positions() as i64).collect() }],
+            outputs: vec![Affine { terms: vec![(1, 1)], bias: 0 }],
+            layers: vec!["identity".into()],
+        };
+        let x1 = sk.encrypt(&[0]);
+        group.bench_function("keyswitch+bootstrap (1 thread)", |b| b.iter(|| one.install(|| fhe::run_batch(&bootstrap, &ek, black_box(&x1), 1).expect("runs"))));
+        let values: Vec<i64> = (0..64).map(|i| i << 50).collect();
+        group.bench_function("encrypt 64 values", |b| b.iter(|| sk.encrypt(black_box(&values))));
+        let leveled = Circuit {
+            params,
+            n_inputs: 64,
+            pbs: vec![],
+            tables: vec![],
+            outputs: (0..10).map(|o| Affine { terms: (0..64).map(|i| (i, (i as i64 * 7 + o) % 31 - 15)).collect(), bias: 0 }).collect(),
+            layers: vec![],
+        };
+        let x64 = sk.encrypt(&values);
+        group.bench_function("expand 64 inputs + 640 leveled multiply-adds", |b| {
+            b.iter(|| one.install(|| fhe::run_batch(&leveled, &ek, black_box(&x64), 1).expect("runs")))
+        });
+        let out = one.install(|| fhe::run_batch(&leveled, &ek, &x64, 1).expect("runs"));
+        group.bench_function("decrypt 10 values", |b| b.iter(|| sk.decrypt(black_box(&out))));
+        group.finish();
+    }
+}
+
+fn models(c: &mut Criterion) {
+    let mut group = c.benchmark_group("encrypted-run");
+    group.sample_size(10);
+    for name in ["logreg_cancer_torch", "mlp_wine"] {
+        let dir = fhec_benches::corpus_model(name);
+        let x = fhec::npy::read_samples(&dir.join("inputs.npy")).expect("corpus inputs");
+        let out = tempfile::tempdir().expect("temp dir");
+        let build = out.path().join("build");
+        fhec::fhe::build(&dir.join("model.onnx"), &x, &build, &Default::default(), |_| ()).expect("builds");
+        let (client, _) = fhec::fhe::load_client(&build).expect("client");
+        let (server, digest) = fhec::fhe::load_server(&build).expect("server");
+        let (sk, ek) = fhe::keygen(client.params);
+        let (_, payload) = fhec_runtime::artifact::to_bytes(fhec_runtime::artifact::Kind::EvalKey, &ek).expect("bytes");
+        let fp = fhec_runtime::artifact::fingerprint(&payload);
+        let ek = ek.decompress();
+        let first = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1)).to_owned();
+        let cts = fhec::fhe::encrypt(&client, &sk, &fp, &first).expect("encrypts");
+        group.bench_function(format!("{name} (server, all threads)"), |b| {
+            b.iter(|| fhec::fhe::run(&server, &digest, &ek, &fp, black_box(&cts)).expect("runs"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, primitives, models);
+criterion_main!(benches);
