@@ -4,7 +4,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fhec_runtime::fhe;
-use fhec_runtime::{Affine, Circuit, ParamSet, Pbs, Table};
+use fhec_runtime::{Affine, Circuit, ParamSet};
 use std::hint::black_box;
 
 fn single_thread() -> rayon::ThreadPool {
@@ -18,14 +18,7 @@ fn primitives(c: &mut Criterion) {
         group.sample_size(10);
         let (sk, ek) = fhe::keygen(params);
         let ek = ek.decompress();
-        let bootstrap = Circuit {
-            params,
-            n_inputs: 1,
-            pbs: vec![Pbs { input: Affine { terms: vec![(0, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 }],
-            tables: vec![Table { values: (0..params.positions() as i64).collect() }],
-            outputs: vec![Affine { terms: vec![(1, 1)], bias: 0 }],
-            layers: vec!["identity".into()],
-        };
+        let bootstrap = fhec::bench::one_bootstrap(params);
         let x1 = sk.encrypt(&[0]);
         group.bench_function("keyswitch+bootstrap (1 thread)", |b| b.iter(|| one.install(|| fhe::run_batch(&bootstrap, &ek, black_box(&x1), 1).expect("runs"))));
         let values: Vec<i64> = (0..64).map(|i| i << 50).collect();
@@ -60,8 +53,7 @@ fn models(c: &mut Criterion) {
         let (client, _) = fhec::fhe::load_client(&build).expect("client");
         let (server, digest) = fhec::fhe::load_server(&build).expect("server");
         let (sk, ek) = fhe::keygen(client.params);
-        let (_, payload) = fhec_runtime::artifact::to_bytes(fhec_runtime::artifact::Kind::EvalKey, &ek).expect("bytes");
-        let fp = fhec_runtime::artifact::fingerprint(&payload);
+        let (_, fp) = fhec_runtime::artifact::eval_key_bytes(&ek);
         let ek = ek.decompress();
         let first = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1)).to_owned();
         let cts = fhec::fhe::encrypt(&client, &sk, &fp, &first).expect("encrypts");

@@ -40,17 +40,21 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, DriverError> {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| DriverError::Input(format!("thread pool: {e}")))
 }
 
-/// Single-thread bootstrap time of `params`, median over `n` bootstraps (an identity table).
-pub fn measure_pbs_ms(sk: &SecretKey, ek: &EvalKey, n: usize) -> Result<f64, DriverError> {
-    let params = sk.params();
-    let c = Circuit {
+/// One input, one bootstrap through an identity table, its output: the unit of bootstrap timing.
+pub fn one_bootstrap(params: ParamSet) -> Circuit {
+    Circuit {
         params,
         n_inputs: 1,
         pbs: vec![Pbs { input: Affine { terms: vec![(0, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 }],
         tables: vec![Table { values: (0..params.positions() as i64).collect() }],
         outputs: vec![Affine { terms: vec![(1, 1)], bias: 0 }],
         layers: vec!["identity".into()],
-    };
+    }
+}
+
+/// Single-thread bootstrap time of `params`, median over `n` bootstraps (an identity table).
+pub fn measure_pbs_ms(sk: &SecretKey, ek: &EvalKey, n: usize) -> Result<f64, DriverError> {
+    let c = one_bootstrap(sk.params());
     let cts = sk.encrypt(&[0]);
     let one = pool(1)?;
     let times = (0..n.max(1))
@@ -82,10 +86,9 @@ pub fn bench(dir: &std::path::Path, x: &ndarray::ArrayD<f32>, runs: usize, batch
     }
     let start = Instant::now();
     let (sk, compressed) = fhe::keygen(client.params);
-    let (_, payload) = fhec_runtime::artifact::to_bytes(fhec_runtime::artifact::Kind::EvalKey, &compressed).map_err(DriverError::Input)?;
+    let (_, fp) = fhec_runtime::artifact::eval_key_bytes(&compressed);
     let ek = compressed.decompress();
     let keygen_s = start.elapsed().as_secs_f64();
-    let fp = fhec_runtime::artifact::fingerprint(&payload);
     let pbs_ms = measure_pbs_ms(&sk, &ek, 9)?;
     let workers = pool(threads)?;
     let first = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1)).to_owned();

@@ -4,7 +4,7 @@
 //! The server side ([`Server`], [`EvalKey`]) holds no secret material: an `EvalKey` is made only from
 //! the bytes of a compressed evaluation key.
 
-use crate::{DriverError, Stacked};
+use crate::DriverError;
 use fhec_ir::{Module, Tensor};
 use fhec_runtime::artifact::{self, Kind, Tagged};
 use fhec_runtime::fhe::{self, CompressedEvalKey, InputCiphertexts, OutputCiphertexts, SecretKey};
@@ -12,6 +12,14 @@ use fhec_runtime::{ClientArtifact, ServerArtifact};
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], kind: Kind, what: &str) -> Result<(T, Vec<u8>), DriverError> {
     artifact::from_bytes(bytes, kind).map_err(|e| DriverError::Input(format!("{what} {e}")))
+}
+
+/// The embedded client artifact and its post-processing module.
+fn client(bytes: &[u8]) -> Result<(ClientArtifact, Module), DriverError> {
+    let what = "the embedded client artifact";
+    let (artifact, _): (ClientArtifact, _) = decode(bytes, Kind::Client, what)?;
+    let post = crate::fhe::postprocess(&artifact, what)?;
+    Ok((artifact, post))
 }
 
 fn encode<T: serde::Serialize>(kind: Kind, value: &T) -> Vec<u8> {
@@ -80,11 +88,9 @@ impl Client {
     /// Loads the embedded client artifact and generates a fresh key pair: the client keeps the secret
     /// key, the evaluation key goes to the server.
     pub fn generate(client_artifact: &[u8]) -> Result<(Client, EvalKey), DriverError> {
-        let (artifact, _): (ClientArtifact, _) = decode(client_artifact, Kind::Client, "the embedded client artifact")?;
-        let post: Module = artifact.postprocess.parse().map_err(|e| DriverError::Input(format!("client post-processing: {e}")))?;
+        let (artifact, post) = client(client_artifact)?;
         let (key, compressed) = fhe::keygen(artifact.params);
-        let (bytes, payload) = artifact::to_bytes(Kind::EvalKey, &compressed).expect("keys serialize");
-        let fingerprint = artifact::fingerprint(&payload);
+        let (bytes, fingerprint) = artifact::eval_key_bytes(&compressed);
         let eval = EvalKey { key: compressed.decompress(), fingerprint: fingerprint.clone(), bytes };
         Ok((Client { artifact, post, key, fingerprint }, eval))
     }
@@ -109,8 +115,7 @@ impl Client {
     /// Restores a client from its secret key and the matching evaluation key (the files `fhec keygen`
     /// and [`Client::secret_bytes`] / [`EvalKey::to_bytes`] write).
     pub fn load(client_artifact: &[u8], secret: &[u8], eval_key: &[u8]) -> Result<Client, DriverError> {
-        let (artifact, _): (ClientArtifact, _) = decode(client_artifact, Kind::Client, "the embedded client artifact")?;
-        let post: Module = artifact.postprocess.parse().map_err(|e| DriverError::Input(format!("client post-processing: {e}")))?;
+        let (artifact, post) = client(client_artifact)?;
         let (key, _): (SecretKey, _) = decode(secret, Kind::SecretKey, "the secret key")?;
         let (_, payload): (CompressedEvalKey, _) = decode(eval_key, Kind::EvalKey, "the evaluation key")?;
         if key.params() != artifact.params {
@@ -126,28 +131,8 @@ impl Client {
 
     /// Decrypts and post-processes results: per sample, the model's outputs in order.
     pub fn decrypt(&self, results: &Results) -> Result<Vec<Vec<Values>>, DriverError> {
-        Ok(self.decrypt_tensors(results)?.iter().map(|outs| outs.iter().map(Values::of).collect()).collect())
-    }
-
-    fn decrypt_tensors(&self, results: &Results) -> Result<Vec<Vec<Tensor>>, DriverError> {
-        let outs = crate::fhe::decrypt(&self.artifact, &self.post, &self.key, &self.fingerprint, &results.0)?;
-        let samples = results.0.samples;
-        let mut per_sample: Vec<Vec<Tensor>> = vec![Vec::new(); samples];
-        for (_, stacked) in outs {
-            for (s, out) in per_sample.iter_mut().enumerate() {
-                out.push(match &stacked {
-                    Stacked::F32(a) => {
-                        let row = a.index_axis(ndarray::Axis(0), s);
-                        Tensor::from_f32(row.shape().to_vec(), row.iter().copied().collect()).expect("shaped")
-                    }
-                    Stacked::I64(a) => {
-                        let row = a.index_axis(ndarray::Axis(0), s);
-                        Tensor::from_i64(row.shape().to_vec(), row.iter().copied().collect()).expect("shaped")
-                    }
-                });
-            }
-        }
-        Ok(per_sample)
+        let outs = crate::fhe::decrypt_samples(&self.artifact, &self.post, &self.key, &self.fingerprint, &results.0)?;
+        Ok(outs.iter().map(|o| o.iter().map(Values::of).collect()).collect())
     }
 }
 
@@ -205,17 +190,16 @@ impl Server {
     /// The same computation in the clear (the circuit's integer semantics, no noise): what `run` then
     /// `decrypt` give, up to the noise model. For tests.
     pub fn simulate(&self, client_artifact: &[u8], values: &[f32]) -> Result<Vec<Vec<Values>>, DriverError> {
-        let (artifact, _): (ClientArtifact, _) = decode(client_artifact, Kind::Client, "the embedded client artifact")?;
-        let post: Module = artifact.postprocess.parse().map_err(|e| DriverError::Input(format!("client post-processing: {e}")))?;
+        let (artifact, post) = client(client_artifact)?;
         let len = artifact.inputs.len().max(1);
-        values
+        let xs = values
             .chunks(len)
             .map(|x| {
-                let t = Tensor::from_f32(artifact.input_shape.clone(), x.to_vec())
-                    .ok_or_else(|| DriverError::Input(format!("{} values for a sample of {len}", x.len())))?;
-                let acc = fhec_runtime::simulate(&self.artifact.circuit, &fhec_lower::encode(&artifact.inputs, &t), fhec_runtime::Noise::None)?;
-                Ok(fhec_lower::decode(&artifact.outputs, &post, &acc)?.iter().map(Values::of).collect())
+                Tensor::from_f32(artifact.input_shape.clone(), x.to_vec())
+                    .ok_or_else(|| DriverError::Input(format!("{} values for a sample of {len}", x.len())))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        let outs = crate::fhe::simulate_samples(&artifact, &post, &self.artifact, &xs, None)?;
+        Ok(outs.iter().map(|o| o.iter().map(Values::of).collect()).collect())
     }
 }

@@ -6,7 +6,7 @@
 //! with the evaluation key's fingerprint and the circuit's digest.
 
 use crate::{DriverError, Stacked};
-use fhec_ir::Module;
+use fhec_ir::{Module, Tensor};
 use fhec_lower::{Choice, Search, Trial};
 use fhec_runtime::artifact::{self, Kind, Tagged};
 use fhec_runtime::fhe::{self, CompressedEvalKey, EvalKey, InputCiphertexts, OutputCiphertexts, SecretKey};
@@ -166,10 +166,15 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
 
 pub fn load_client(dir: &Path) -> Result<(ClientArtifact, Module), DriverError> {
     let (client, _): (ClientArtifact, _) = artifact::load(&client_path(dir), Kind::Client)?;
-    let post: Module =
-        client.postprocess.parse().map_err(|e| DriverError::Input(format!("{}: post-processing: {e}", client_path(dir).display())))?;
-    post.verify().map_err(|e| DriverError::Input(format!("{}: post-processing: {e}", client_path(dir).display())))?;
+    let post = postprocess(&client, &client_path(dir).display().to_string())?;
     Ok((client, post))
+}
+
+/// The client's post-processing module, parsed and verified (`what` names the artifact in errors).
+pub fn postprocess(client: &ClientArtifact, what: &str) -> Result<Module, DriverError> {
+    let post: Module = client.postprocess.parse().map_err(|e| DriverError::Input(format!("{what}: post-processing: {e}")))?;
+    post.verify().map_err(|e| DriverError::Input(format!("{what}: post-processing: {e}")))?;
+    Ok(post)
 }
 
 /// The server artifact and its circuit digest (computed once: ciphertexts are checked against it).
@@ -258,13 +263,7 @@ pub fn run(
             "the ciphertexts were encrypted for another model (or another build of it): encrypt with this model's client artifact".into(),
         ));
     }
-    if ek.params() != server.circuit.params {
-        return Err(DriverError::Input(format!(
-            "the evaluation key is for parameter set {}, this model was compiled for {}: generate its keys with `fhec keygen`",
-            ek.params(),
-            server.circuit.params
-        )));
-    }
+    // `run_batch` refuses an evaluation key of another parameter set.
     let outs = fhe::run_batch(&server.circuit, ek, &cts.data, cts.samples)?;
     Ok(Tagged { key_fingerprint: fingerprint.into(), circuit_digest: cts.circuit_digest.clone(), samples: cts.samples, data: outs })
 }
@@ -277,6 +276,17 @@ pub fn decrypt(
     fingerprint: &str,
     out: &Tagged<OutputCiphertexts>,
 ) -> Result<Vec<(String, Stacked)>, DriverError> {
+    Ok(crate::stack_outputs(post, decrypt_samples(client, post, sk, fingerprint, out)?))
+}
+
+/// As [`decrypt`], one list of the model's outputs per sample.
+pub fn decrypt_samples(
+    client: &ClientArtifact,
+    post: &Module,
+    sk: &SecretKey,
+    fingerprint: &str,
+    out: &Tagged<OutputCiphertexts>,
+) -> Result<Vec<Vec<Tensor>>, DriverError> {
     if out.key_fingerprint != fingerprint || out.circuit_digest != client.circuit_digest {
         return Err(DriverError::Input("these results belong to another key or another model".into()));
     }
@@ -285,8 +295,7 @@ pub fn decrypt(
     if acc.len() != per * out.samples {
         return Err(DriverError::Input(format!("{} results for {} samples of {per} values", acc.len(), out.samples)));
     }
-    let outs = acc.chunks(per.max(1)).map(|a| fhec_lower::decode(&client.outputs, post, a)).collect::<Result<Vec<_>, _>>()?;
-    Ok(crate::stack_outputs(post, outs))
+    Ok(acc.chunks(per.max(1)).map(|a| fhec_lower::decode(&client.outputs, post, a)).collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Cleartext simulation of the circuit on every sample: exact integer semantics, noise-free or with
@@ -299,9 +308,19 @@ pub fn simulate(
     noise_seed: Option<u64>,
 ) -> Result<Vec<(String, Stacked)>, DriverError> {
     let xs = crate::samples(x, &client.input_shape, "input")?;
+    Ok(crate::stack_outputs(post, simulate_samples(client, post, server, &xs, noise_seed)?))
+}
+
+/// As [`simulate`], on samples already shaped like the model input; one list of outputs per sample.
+pub fn simulate_samples(
+    client: &ClientArtifact,
+    post: &Module,
+    server: &ServerArtifact,
+    xs: &[Tensor],
+    noise_seed: Option<u64>,
+) -> Result<Vec<Vec<Tensor>>, DriverError> {
     let mut rng = noise_seed.map(fhec_runtime::Noise::rng);
-    let outs = xs
-        .iter()
+    xs.iter()
         .map(|s| {
             let noise = match rng.as_mut() {
                 Some(r) => fhec_runtime::Noise::Gaussian(r),
@@ -310,6 +329,5 @@ pub fn simulate(
             let acc = fhec_runtime::simulate(&server.circuit, &fhec_lower::encode(&client.inputs, s), noise)?;
             Ok(fhec_lower::decode(&client.outputs, post, &acc)?)
         })
-        .collect::<Result<Vec<_>, DriverError>>()?;
-    Ok(crate::stack_outputs(post, outs))
+        .collect()
 }

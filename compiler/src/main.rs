@@ -345,13 +345,15 @@ fn run(cli: Cli) -> Result<()> {
                     outs
                 }
                 Mode::Fhe => {
-                    let keys = std::env::temp_dir().join(format!("fhec-keys-{}", std::process::id()));
+                    // Keys stay in memory; `size` is what eval.key would take on disk.
                     let pb = spinner(quiet, "generating keys");
-                    let (size, keygen) = pipeline::keygen(&keys, client.params)?;
+                    let start = Instant::now();
+                    let (sk, compressed) = fhec_runtime::fhe::keygen(client.params);
+                    let keygen = start.elapsed();
+                    let (bytes, fp) = artifact::eval_key_bytes(&compressed);
+                    let size = bytes.len();
+                    let ek = compressed.decompress();
                     pb.finish_and_clear();
-                    let (sk, fp) = pipeline::load_secret(&keys)?;
-                    let (ek, _) = pipeline::load_eval(&keys.join("eval.key"))?;
-                    let _ = std::fs::remove_dir_all(&keys);
                     let samples = x.shape()[0];
                     let pb = bar(quiet, samples, "encrypted inference");
                     let (mut client_t, mut server_t) = (Duration::ZERO, Duration::ZERO);
@@ -365,12 +367,12 @@ fn run(cli: Cli) -> Result<()> {
                         let out = pipeline::run(&server, &digest, &ek, &fp, &cts)?;
                         server_t += t.elapsed();
                         let t = Instant::now();
-                        per_sample.push(pipeline::decrypt(&client, &post, &sk, &fp, &out)?);
+                        per_sample.extend(pipeline::decrypt_samples(&client, &post, &sk, &fp, &out)?);
                         client_t += t.elapsed();
                         pb.inc(1);
                     }
                     pb.finish_and_clear();
-                    let outs = merge(per_sample);
+                    let outs = fhec::stack_outputs(&post, per_sample);
                     println!(
                         "{samples} samples, {}{:.1} ms/sample encrypted (client {:.2} ms, server {:.1} ms); keygen {:.2} s, evaluation key {:.1} MB",
                         score_line(&outs, labels.as_ref())?,
@@ -387,39 +389,4 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Concatenates per-sample stacked outputs along axis 0.
-fn merge(parts: Vec<Vec<(String, Stacked)>>) -> Vec<(String, Stacked)> {
-    let Some(first) = parts.first() else {
-        return Vec::new();
-    };
-    (0..first.len())
-        .map(|k| {
-            let name = first[k].0.clone();
-            let stacked = match &first[k].1 {
-                Stacked::F32(_) => {
-                    let views: Vec<_> = parts
-                        .iter()
-                        .map(|p| match &p[k].1 {
-                            Stacked::F32(a) => a.view(),
-                            Stacked::I64(_) => unreachable!("same output, same type"),
-                        })
-                        .collect();
-                    Stacked::F32(ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes"))
-                }
-                Stacked::I64(_) => {
-                    let views: Vec<_> = parts
-                        .iter()
-                        .map(|p| match &p[k].1 {
-                            Stacked::I64(a) => a.view(),
-                            Stacked::F32(_) => unreachable!("same output, same type"),
-                        })
-                        .collect();
-                    Stacked::I64(ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes"))
-                }
-            };
-            (name, stacked)
-        })
-        .collect()
 }

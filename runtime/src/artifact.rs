@@ -94,6 +94,12 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An evaluation key's envelope bytes and its fingerprint.
+pub fn eval_key_bytes(key: &crate::fhe::CompressedEvalKey) -> (Vec<u8>, String) {
+    let (bytes, payload) = to_bytes(Kind::EvalKey, key).expect("keys serialize");
+    (bytes, fingerprint(&payload))
+}
+
 /// Fingerprint of an evaluation key's bytes (what ciphertexts are tagged with).
 pub fn fingerprint(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))[..16].to_string()

@@ -266,11 +266,11 @@ pub fn run_batch(circuit: &Circuit, key: &EvalKey, inputs: &InputCiphertexts, sa
         )));
     }
     let tables = circuit.tables.iter().map(|t| key.lookup_table(&t.values)).collect::<Result<Vec<_>, _>>()?;
-    let cts = inputs.expand()?;
+    let mut cts = inputs.expand()?.into_iter();
     let samples = samples.max(usize::from(circuit.n_inputs == 0));
     let mut wires: Vec<Vec<Option<LweCiphertextOwned<u64>>>> = (0..samples)
-        .map(|s| {
-            let mut w: Vec<_> = cts[s * circuit.n_inputs..(s + 1) * circuit.n_inputs].iter().map(|ct| Some(ct.clone())).collect();
+        .map(|_| {
+            let mut w: Vec<_> = cts.by_ref().take(circuit.n_inputs).map(Some).collect();
             w.resize_with(circuit.n_inputs + circuit.pbs.len(), || None);
             w
         })

@@ -17,7 +17,9 @@ use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::{
     pbs_variance_132_bits_security_gaussian_fft_mul, pbs_variance_132_bits_security_tuniform_fft_mul,
 };
 use tfhe::core_crypto::commons::noise_formulas::modulus_switch::modulus_switch_additive_variance;
-use tfhe::core_crypto::prelude::{DynamicDistribution, LweDimension};
+use tfhe::core_crypto::prelude::{
+    DecompositionBaseLog, DecompositionLevelCount, DynamicDistribution, GlweDimension, LweDimension, PolynomialSize, Variance,
+};
 use tfhe::shortint::ClassicPBSParameters;
 use tfhe::shortint::parameters::{ModulusSwitchType, v1_2, v1_8};
 
@@ -137,37 +139,21 @@ impl ParamSet {
         let big = LweDimension(p.glwe_dimension.0 * p.polynomial_size.0);
         let two_n = 2.0 * p.polynomial_size.0 as f64;
         let gaussian = matches!(p.lwe_noise_distribution, DynamicDistribution::Gaussian(_));
-        let ks = if gaussian {
-            keyswitch_additive_variance_132_bits_security_gaussian(big, p.lwe_dimension, p.ks_base_log, p.ks_level, TORUS, TORUS)
+        // tfhe-rs has one formula per noise distribution, with the same arguments.
+        type Ks = fn(LweDimension, LweDimension, DecompositionBaseLog, DecompositionLevelCount, f64, f64) -> Variance;
+        type Pbs = fn(LweDimension, GlweDimension, PolynomialSize, DecompositionBaseLog, DecompositionLevelCount, f64, f64) -> Variance;
+        let (ks_formula, pbs_formula): (Ks, Pbs) = if gaussian {
+            (keyswitch_additive_variance_132_bits_security_gaussian, pbs_variance_132_bits_security_gaussian_fft_mul)
         } else {
-            keyswitch_additive_variance_132_bits_security_tuniform(big, p.lwe_dimension, p.ks_base_log, p.ks_level, TORUS, TORUS)
+            (keyswitch_additive_variance_132_bits_security_tuniform, pbs_variance_132_bits_security_tuniform_fft_mul)
         };
+        let ks = ks_formula(big, p.lwe_dimension, p.ks_base_log, p.ks_level, TORUS, TORUS);
         let ms = if self.rounds_to_nearest() {
             modulus_switch_additive_variance(p.lwe_dimension, TORUS, two_n)
         } else {
             centered_binary_shifted_modulus_switch_additive_variance(p.lwe_dimension, TORUS, two_n)
         };
-        let pbs = if gaussian {
-            pbs_variance_132_bits_security_gaussian_fft_mul(
-                p.lwe_dimension,
-                p.glwe_dimension,
-                p.polynomial_size,
-                p.pbs_base_log,
-                p.pbs_level,
-                53.0,
-                TORUS,
-            )
-        } else {
-            pbs_variance_132_bits_security_tuniform_fft_mul(
-                p.lwe_dimension,
-                p.glwe_dimension,
-                p.polynomial_size,
-                p.pbs_base_log,
-                p.pbs_level,
-                53.0,
-                TORUS,
-            )
-        };
+        let pbs = pbs_formula(p.lwe_dimension, p.glwe_dimension, p.polynomial_size, p.pbs_base_log, p.pbs_level, 53.0, TORUS);
         let fresh = match p.glwe_noise_distribution {
             DynamicDistribution::Gaussian(_) => p.glwe_noise_distribution.gaussian_variance().0,
             DynamicDistribution::TUniform(t) => t.variance(TORUS).0,

@@ -112,13 +112,31 @@ fn input_box(samples: &[Tensor]) -> Result<Vec<(f64, f64)>, LowerError> {
 }
 
 pub fn compile(module: &Module, calibration: &[Tensor], opts: &Options) -> Result<Compiled, LowerError> {
-    let client = tail::client_values(module)?;
-    let frontier = tail::frontier(module, &client);
-    let mut n = neurons::scalarize(module, &frontier, &input_box(calibration)?)?;
-    n.calibrate(&calibration.iter().map(|x| x.to_f32_vec().into_iter().map(f64::from).collect()).collect::<Vec<_>>());
-    let i = scale::integerize(&n, opts)?;
-    let postprocess = postprocess_module(module, &client, &frontier)?;
-    Ok(Compiled { circuit: i.circuit, inputs: i.inputs, outputs: i.outputs, postprocess })
+    Prepared::new(module, calibration)?.compile(opts)
+}
+
+/// The part of the lowering that does not depend on [`Options`]: the client/server split, the
+/// neurons with their intervals and calibrated output ranges, the post-processing module. The search
+/// prepares once and integerizes each candidate.
+pub struct Prepared {
+    neurons: neurons::Neurons,
+    postprocess: Module,
+}
+
+impl Prepared {
+    pub fn new(module: &Module, calibration: &[Tensor]) -> Result<Prepared, LowerError> {
+        let client = tail::client_values(module)?;
+        let frontier = tail::frontier(module, &client);
+        let mut neurons = neurons::scalarize(module, &frontier, &input_box(calibration)?)?;
+        neurons.calibrate(&calibration.iter().map(|x| x.to_f32_vec().into_iter().map(f64::from).collect()).collect::<Vec<_>>());
+        let postprocess = postprocess_module(module, &client, &frontier)?;
+        Ok(Prepared { neurons, postprocess })
+    }
+
+    pub fn compile(&self, opts: &Options) -> Result<Compiled, LowerError> {
+        let i = scale::integerize(&self.neurons, opts)?;
+        Ok(Compiled { circuit: i.circuit, inputs: i.inputs, outputs: i.outputs, postprocess: self.postprocess.clone() })
+    }
 }
 
 impl Compiled {

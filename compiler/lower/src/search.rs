@@ -8,7 +8,7 @@
 //! faithful one wins and the choice says so. Candidates are scored with the noise inflated by
 //! `Search::noise_margin`.
 
-use crate::{Compiled, LowerError, Options, compile};
+use crate::{Compiled, LowerError, Options, Prepared};
 use fhec_ir::{DType, Module, Tensor};
 use fhec_runtime::{Noise, ParamSet};
 
@@ -119,12 +119,13 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
     let repeats = search.min_runs.div_ceil(samples.len().max(1)).max(1);
     let reference: Vec<Tensor> = float.iter().cycle().take(repeats * float.len()).cloned().collect();
     let required = 100.0 - if continuous { search.error_budget_percent } else { search.budget_points };
+    let prepared = Prepared::new(module, calibration)?;
     let mut trials = Vec::new();
     let mut last_err = None;
     let mut excluded = None;
     // Compiles and scores one candidate; records the trial.
     let mut evaluate = |options: Options, trials: &mut Vec<Trial>| -> Result<Option<Candidate>, LowerError> {
-        let (trial, candidate) = match compile(module, calibration, &options) {
+        let (trial, candidate) = match prepared.compile(&options) {
             Ok(compiled) if compiled.pbs_count() > 0 && !options.params.bootstraps_validated() => {
                 excluded = Some(options.params);
                 (Trial { options, pbs: compiled.pbs_count(), fidelity: None }, None)

@@ -12,6 +12,15 @@ pub mod wine {
     fhec::include_model!("wine");
 }
 
+/// The binaries' `main`: runs `run` on the arguments, prints an error and exits 1 on failure.
+pub fn cli_main(run: fn(&[String]) -> Result<(), String>) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Reads a file, naming it in the error.
 pub fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{path}: {e}"))
