@@ -49,8 +49,12 @@ fn bootstraps_read_the_simulated_position_within_the_noise_model() {
         let predicted = (noise.switch_var + 4.0 * noise.pbs_var).sqrt();
         eprintln!("{params}: position error over {} bootstraps: mean {mean:.2}, std {std:.2} (predicted {predicted:.2})", diffs.len());
         assert!(diffs.iter().all(|d| d.abs() <= 7.0 * predicted), "{params}: {diffs:?}");
-        // One key's mean on the k = 3 sets reached 2.9 positions (see `ParamSet::bootstraps_validated`).
-        let mean_bound = if params.bootstraps_validated() { 0.3 } else { 0.6 } * predicted;
+        // Every key reads with its own small offset (the fixed errors of its keyswitch and bootstrap keys):
+        // over 10 keys x 600 reads, rms 0.06-0.10 and max 0.16-0.22 of the predicted std on the validated
+        // sets (`examples/pbs_noise.rs`); one key read 0.40 over 200 reads here (sampling error 0.07). The 1.3x
+        // noise margin (2 std at 2^-40) covers such offsets. On the k = 3 sets one key's mean reached 2.9
+        // positions near the table edges (see `ParamSet::bootstraps_validated`).
+        let mean_bound = 0.6 * predicted;
         assert!(mean.abs() < mean_bound, "{params}: mean {mean}");
         assert!((0.75 * predicted..1.25 * predicted).contains(&std), "{params}: std {std}, predicted {predicted}");
     }
@@ -78,7 +82,7 @@ fn weighted_sums_of_bootstrap_outputs_follow_the_noise_model() {
         let shift = params.position_shift();
         let positions = params.positions();
         let half = positions as i64 / 2;
-        let (n, group, weight) = (64usize, 8usize, 3i64);
+        let (n, group, weight) = (128usize, 4usize, 3i64);
         // Level 1: identity in half positions (output = p half positions for position p).
         let identity = Table { values: (0..positions as i64).map(|q| (q - half) << (shift - 1)).collect() };
         let mut pbs: Vec<Pbs> =
@@ -98,7 +102,9 @@ fn weighted_sums_of_bootstrap_outputs_follow_the_noise_model() {
         let norm2 = (group as i64 * weight * weight) as f64;
         // Level-2 input noise in positions (each level-1 output carries half a position per position).
         let predicted = (noise.switch_var + noise.pbs_var * norm2 + 0.25 * noise.switch_var * norm2 + 4.0 * noise.pbs_var).sqrt();
-        eprintln!("{params}: level-2 error rms {rms:.2} (predicted {predicted:.2}); {diffs:?}");
+        eprintln!("{params}: level-2 error rms {rms:.2} (predicted {predicted:.2}) over {} sums", diffs.len());
+        // 32 sums: the rms of 32 Gaussian draws lies in [0.55, 1.6] std with probability 1 - 2e-4.
+        assert!((0.55 * predicted..1.6 * predicted).contains(&rms), "{params}: rms {rms}, predicted {predicted}; {diffs:?}");
     }
 }
 
