@@ -44,7 +44,7 @@ fn primitives(c: &mut Criterion) {
 fn models(c: &mut Criterion) {
     let mut group = c.benchmark_group("encrypted-run");
     group.sample_size(10);
-    for name in ["logreg_cancer_torch", "mlp_wine"] {
+    for name in ["logreg_cancer_torch", "mlp_wine", "cnn_digits"] {
         let dir = fhec_benches::corpus_model(name);
         let x = fhec::npy::read_samples(&dir.join("inputs.npy")).expect("corpus inputs");
         let out = tempfile::tempdir().expect("temp dir");
@@ -64,5 +64,36 @@ fn models(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, primitives, models);
+/// A circuit whose levels do not divide over 2 threads: a chain of 4 bootstraps beside 2 single ones
+/// (levels of 3, 1, 1, 1). Level by level takes 5 bootstrap times on 2 threads; the dataflow scheduler
+/// starts the chain's second bootstrap beside the third single one: 4, the depth.
+fn scheduler(c: &mut Criterion) {
+    let params = ParamSet::P1024;
+    let (sk, ek) = fhe::keygen(params);
+    let ek = ek.decompress();
+    let identity = fhec_runtime::Table { values: (0..params.positions() as i64).map(|q| (q - params.positions() as i64 / 2) << params.position_shift()).collect() };
+    let pbs = |w: u32| fhec_runtime::Pbs { input: Affine { terms: vec![(w, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 };
+    // Wires 0-2 inputs; bootstraps 3, 4, 5 read them; 6 reads 3, 7 reads 6, 8 reads 7.
+    let circuit = Circuit {
+        params,
+        n_inputs: 3,
+        pbs: vec![pbs(0), pbs(1), pbs(2), pbs(3), pbs(6), pbs(7)],
+        tables: vec![identity],
+        outputs: vec![Affine { terms: vec![(8, 1), (4, 1), (5, 1)], bias: 0 }],
+        layers: vec!["chain".into()],
+    };
+    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+    let x = sk.encrypt(&[0, 0, 0]);
+    let mut group = c.benchmark_group("scheduler");
+    group.sample_size(10);
+    group.bench_function("chain of 4 beside 2 single bootstraps (2 threads)", |b| {
+        b.iter(|| two.install(|| fhe::run_batch(&circuit, &ek, black_box(&x), 1).expect("runs")))
+    });
+    let bootstrap = fhec::bench::one_bootstrap(params);
+    let x1 = sk.encrypt(&[0]);
+    group.bench_function("one bootstrap (1 thread)", |b| b.iter(|| two.install(|| fhe::run_batch(&bootstrap, &ek, black_box(&x1), 1).expect("runs"))));
+    group.finish();
+}
+
+criterion_group!(benches, primitives, models, scheduler);
 criterion_main!(benches);

@@ -1,14 +1,22 @@
 //! `fhec bench`: latency and throughput of a compiled model, against the physical limit of the machine.
 //!
-//! The physical limit for one sample is the circuit's levels, each spread over the worker threads:
-//! `sum over levels of ceil(level size / threads)` bootstraps in sequence, times the bootstrap time
-//! measured here and now (one thread, the model's parameter set).
+//! The physical limit for one sample is the bound no schedule beats: the longer of the critical path
+//! (the circuit's depth in bootstraps) and the bootstraps spread evenly over the worker threads,
+//! `max(levels, ceil(PBS / threads))` bootstraps in sequence, times the bootstrap time measured here
+//! and now (one thread, the model's parameter set). The runtime's dataflow scheduler reaches it on
+//! circuits whose levels do not divide evenly over the threads, where running level by level cannot.
 
 use crate::DriverError;
 use fhec_runtime::fhe::{self, EvalKey, SecretKey};
 use fhec_runtime::{Affine, Circuit, ParamSet, Pbs, Table};
 use serde_json::json;
 use std::time::Instant;
+
+/// Bootstraps in sequence that no schedule on `threads` workers can beat: the depth, or the work
+/// spread evenly, whichever is longer.
+pub fn critical_path_pbs(circuit: &Circuit, threads: usize) -> usize {
+    circuit.levels().len().max(circuit.pbs.len().div_ceil(threads.max(1)))
+}
 
 /// What `bench` measured.
 pub struct Report {
@@ -114,7 +122,7 @@ pub fn bench(dir: &std::path::Path, x: &ndarray::ArrayD<f32>, runs: usize, batch
         throughput[slot] = rows.len() as f64 / t.elapsed().as_secs_f64().max(1e-9);
     }
     let levels = server.circuit.levels();
-    let critical_pbs: usize = levels.iter().map(|l| l.len().div_ceil(threads.max(1))).sum();
+    let critical_pbs = critical_path_pbs(&server.circuit, threads);
     Ok(Report {
         model: client.model.clone(),
         params: client.params,

@@ -199,7 +199,8 @@ impl Server {
                     .ok_or_else(|| DriverError::Input(format!("{} values for a sample of {len}", x.len())))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let outs = crate::fhe::simulate_samples(&artifact, &post, &self.artifact, &xs, None)?;
+        let (sim, _) = fhec_lower::Simulator::new(&self.artifact.circuit, fhec_lower::Engine::Auto, xs.len());
+        let outs = crate::fhe::simulate_samples(&artifact, &post, &sim, &xs, None)?;
         Ok(outs.iter().map(|o| o.iter().map(Values::of).collect()).collect())
     }
 }

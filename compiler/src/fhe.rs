@@ -299,35 +299,39 @@ pub fn decrypt_samples(
 }
 
 /// Cleartext simulation of the circuit on every sample: exact integer semantics, noise-free or with
-/// the parameter set's noise model (drawn from `noise_seed`).
+/// the parameter set's noise model (drawn from `noise_seed`). `engine` picks the interpreter or the
+/// JIT (`fhec-jit`; the same results); when the JIT is required and cannot take the circuit, the
+/// interpreter runs it and `warn` hears why.
 pub fn simulate(
     client: &ClientArtifact,
     post: &Module,
     server: &ServerArtifact,
     x: &ArrayD<f32>,
     noise_seed: Option<u64>,
+    engine: fhec_lower::Engine,
+    warn: impl FnOnce(&str),
 ) -> Result<Vec<(String, Stacked)>, DriverError> {
     let xs = crate::samples(x, &client.input_shape, "input")?;
-    Ok(crate::stack_outputs(post, simulate_samples(client, post, server, &xs, noise_seed)?))
+    let (sim, fallback) = fhec_lower::Simulator::new(&server.circuit, engine, xs.len());
+    if let Some(why) = fallback {
+        warn(&why);
+    }
+    Ok(crate::stack_outputs(post, simulate_samples(client, post, &sim, &xs, noise_seed)?))
 }
 
-/// As [`simulate`], on samples already shaped like the model input; one list of outputs per sample.
+/// As [`simulate`], on samples already shaped like the model input, with a simulator of the server's
+/// circuit; one list of outputs per sample.
 pub fn simulate_samples(
     client: &ClientArtifact,
     post: &Module,
-    server: &ServerArtifact,
+    sim: &fhec_lower::Simulator<'_>,
     xs: &[Tensor],
     noise_seed: Option<u64>,
 ) -> Result<Vec<Vec<Tensor>>, DriverError> {
     let mut rng = noise_seed.map(fhec_runtime::Noise::rng);
-    xs.iter()
-        .map(|s| {
-            let noise = match rng.as_mut() {
-                Some(r) => fhec_runtime::Noise::Gaussian(r),
-                None => fhec_runtime::Noise::None,
-            };
-            let acc = fhec_runtime::simulate(&server.circuit, &fhec_lower::encode(&client.inputs, s), noise)?;
-            Ok(fhec_lower::decode(&client.outputs, post, &acc)?)
-        })
-        .collect()
+    let noise = match rng.as_mut() {
+        Some(r) => fhec_runtime::Noise::Gaussian(r),
+        None => fhec_runtime::Noise::None,
+    };
+    Ok(sim.predict(&client.inputs, &client.outputs, post, xs, noise)?)
 }

@@ -21,8 +21,23 @@ struct Cli {
     /// Worker threads for encrypted evaluation (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// What runs cleartext simulations (`build`'s precision search, `predict --mode simulate`): the
+    /// JIT when the runs repay its compile time (auto), always the JIT, or the interpreter. The
+    /// results are identical.
+    #[arg(long, global = true, value_enum, default_value_t = EngineArg::Auto)]
+    engine: EngineArg,
+    /// Same as --engine interpreter.
+    #[arg(long, global = true)]
+    no_jit: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum EngineArg {
+    Auto,
+    Jit,
+    Interpreter,
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
@@ -194,6 +209,11 @@ fn score_line(outs: &[(String, Stacked)], labels: Option<&PathBuf>) -> Result<St
 
 fn run(cli: Cli) -> Result<()> {
     let quiet = cli.quiet;
+    let engine = match (cli.no_jit, cli.engine) {
+        (true, _) | (_, EngineArg::Interpreter) => fhec_lower::Engine::Interpreter,
+        (false, EngineArg::Auto) => fhec_lower::Engine::Auto,
+        (false, EngineArg::Jit) => fhec_lower::Engine::Jit,
+    };
     let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 {
         bail!("--threads must be at least 1");
@@ -227,6 +247,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             search.budget_points = accuracy_budget;
             search.error_budget_percent = error_budget;
+            search.engine = engine;
             let dir = output.unwrap_or_else(|| model.with_extension("fhec"));
             let x = fhec::npy::read_samples(&calibration)?;
             let start = Instant::now();
@@ -242,6 +263,9 @@ fn run(cli: Cli) -> Result<()> {
             })
             .with_context(|| format!("building {}", model.display()))?;
             pb.finish_and_clear();
+            if let Some(why) = &choice.jit_fallback {
+                eprintln!("warning: {why}");
+            }
             if !quiet {
                 print!("{report}");
             }
@@ -334,7 +358,7 @@ fn run(cli: Cli) -> Result<()> {
             let outs = match mode {
                 Mode::Simulate => {
                     let start = Instant::now();
-                    let outs = pipeline::simulate(&client, &post, &server, &x, noise_seed)?;
+                    let outs = pipeline::simulate(&client, &post, &server, &x, noise_seed, engine, |why| eprintln!("warning: {why}"))?;
                     let ms = start.elapsed().as_secs_f64() * 1e3 / n;
                     println!(
                         "{} samples, {}{ms:.3} ms/sample (simulated integer circuit, {}, not encrypted)",

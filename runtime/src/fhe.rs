@@ -13,10 +13,12 @@ use crate::RuntimeError;
 use crate::circuit::{Affine, Circuit};
 use crate::params::ParamSet;
 use rayon::prelude::*;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
 use tfhe::core_crypto::prelude::{
-    ContiguousEntityContainer, GlweSecretKey, LweCiphertextCount, LweCiphertextOwned, MonomialDegree, PlaintextList,
+    CiphertextModulus, ContiguousEntityContainer, GlweSecretKey, LweCiphertextCount, LweCiphertextOwned, LweSize, MonomialDegree, PlaintextList,
     SeededGlweCiphertextOwned, SeededLweCiphertextListOwned, decrypt_lwe_ciphertext, encrypt_seeded_glwe_ciphertext,
     extract_lwe_sample_from_glwe_ciphertext, new_seeder, par_encrypt_seeded_lwe_ciphertext_list,
 };
@@ -239,15 +241,61 @@ impl EvalKey {
     }
 }
 
-fn affine(a: &Affine, wires: &[Option<LweCiphertextOwned<u64>>], template: &LweCiphertextOwned<u64>) -> LweCiphertextOwned<u64> {
-    let mut acc = LweCiphertextOwned::new(0u64, template.lwe_size(), template.ciphertext_modulus());
+/// `bias + sum(weight * wire)` over ciphertexts, `wire` giving each operand.
+fn affine<'w>(a: &Affine, wire: impl Fn(usize) -> &'w LweCiphertextOwned<u64>, size: LweSize, modulus: CiphertextModulus<u64>) -> LweCiphertextOwned<u64> {
+    let mut acc = LweCiphertextOwned::new(0u64, size, modulus);
     for &(w, c) in &a.terms {
-        let src = wires[w as usize].as_ref().expect("circuit validated: operands come first");
-        slice_wrapping_add_scalar_mul_assign(acc.as_mut(), src.as_ref(), c as u64);
+        slice_wrapping_add_scalar_mul_assign(acc.as_mut(), wire(w as usize).as_ref(), c as u64);
     }
     let body = acc.get_mut_body().data;
     *body = body.wrapping_add(a.bias as u64);
     acc
+}
+
+/// One batch in flight: inputs, bootstrap outputs as they complete, and how many operands each
+/// bootstrap of each sample still waits for.
+struct Dataflow<'a> {
+    circuit: &'a Circuit,
+    key: &'a EvalKey,
+    tables: Vec<LookupTableOwned>,
+    /// Per sample, its input ciphertexts.
+    inputs: Vec<Vec<LweCiphertextOwned<u64>>>,
+    /// `samples x bootstraps`, each set once.
+    outputs: Vec<OnceLock<LweCiphertextOwned<u64>>>,
+    pending: Vec<AtomicUsize>,
+    /// For each bootstrap, the bootstraps that read its output.
+    readers: Vec<Vec<usize>>,
+    size: LweSize,
+    /// Added to every bootstrap input (see `run_batch`).
+    shift: u64,
+}
+
+impl<'a> Dataflow<'a> {
+    fn wire(&self, s: usize, w: usize) -> &LweCiphertextOwned<u64> {
+        let n = self.circuit.n_inputs;
+        if w < n {
+            &self.inputs[s][w]
+        } else {
+            self.outputs[s * self.circuit.pbs.len() + w - n].get().expect("a bootstrap runs after its operands")
+        }
+    }
+
+    /// Runs bootstrap `k` of sample `s`, then starts every reader whose last operand this was.
+    fn bootstrap<'s>(&'s self, scope: &rayon::Scope<'s>, s: usize, k: usize) {
+        let p = &self.circuit.pbs[k];
+        let mut acc = affine(&p.input, |w| self.wire(s, w), self.size, self.key.0.tfhe().ciphertext_modulus);
+        let body = acc.get_mut_body().data;
+        *body = body.wrapping_add(self.shift);
+        let out = self.key.1.apply_lookup_table(&self.key.wrap(acc), &self.tables[p.table as usize]).ct;
+        let n_pbs = self.circuit.pbs.len();
+        // Each output is computed exactly once: its task is spawned when its count reaches zero.
+        let _ = self.outputs[s * n_pbs + k].set(out);
+        for &r in &self.readers[k] {
+            if self.pending[s * n_pbs + r].fetch_sub(1, Ordering::AcqRel) == 1 {
+                scope.spawn(move |scope| self.bootstrap(scope, s, r));
+            }
+        }
+    }
 }
 
 /// Evaluates the circuit on `samples` samples (their inputs one after another). Reads only the
@@ -268,35 +316,44 @@ pub fn run_batch(circuit: &Circuit, key: &EvalKey, inputs: &InputCiphertexts, sa
     let tables = circuit.tables.iter().map(|t| key.lookup_table(&t.values)).collect::<Result<Vec<_>, _>>()?;
     let mut cts = inputs.expand()?.into_iter();
     let samples = samples.max(usize::from(circuit.n_inputs == 0));
-    let mut wires: Vec<Vec<Option<LweCiphertextOwned<u64>>>> = (0..samples)
-        .map(|_| {
-            let mut w: Vec<_> = cts.by_ref().take(circuit.n_inputs).map(Some).collect();
-            w.resize_with(circuit.n_inputs + circuit.pbs.len(), || None);
-            w
-        })
-        .collect();
-    let template = LweCiphertextOwned::new(0u64, expected, key.0.tfhe().ciphertext_modulus);
-    // Sets whose modulus switch rounds to the nearest position read `round(phase - 1/2)`, i.e. the
-    // position `floor(phase)` the circuit's semantics name.
-    let shift = if key.0.rounds_to_nearest() { (1u64 << (key.0.position_shift() - 1)).wrapping_neg() } else { 0 };
-    // Level by level; within a level, the bootstraps of every sample run together on the rayon pool,
-    // so a batch keeps all workers busy even when one sample's level is narrow.
-    for level in circuit.levels() {
-        let jobs: Vec<(usize, usize)> = (0..samples).flat_map(|s| level.iter().map(move |&k| (s, k))).collect();
-        let outs: Vec<LweCiphertextOwned<u64>> = jobs
-            .par_iter()
-            .map(|&(s, k)| {
-                let p = &circuit.pbs[k];
-                let mut acc = affine(&p.input, &wires[s], &template);
-                let body = acc.get_mut_body().data;
-                *body = body.wrapping_add(shift);
-                key.1.apply_lookup_table(&key.wrap(acc), &tables[p.table as usize]).ct
-            })
-            .collect();
-        for (&(s, k), ct) in jobs.iter().zip(outs) {
-            wires[s][circuit.n_inputs + k] = Some(ct);
+    let n_in = circuit.n_inputs;
+    let n_pbs = circuit.pbs.len();
+    // Who reads each bootstrap's output, and how many distinct bootstraps each one waits for.
+    let mut readers = vec![Vec::new(); n_pbs];
+    let mut waits = vec![0usize; n_pbs];
+    for (k, p) in circuit.pbs.iter().enumerate() {
+        let mut operands: Vec<usize> = p.input.terms.iter().map(|&(w, _)| w as usize).filter(|&w| w >= n_in).map(|w| w - n_in).collect();
+        operands.sort_unstable();
+        operands.dedup();
+        waits[k] = operands.len();
+        for o in operands {
+            readers[o].push(k);
         }
     }
-    let out = wires.iter().flat_map(|w| circuit.outputs.iter().map(|o| affine(o, w, &template))).collect();
+    let flow = Dataflow {
+        circuit,
+        key,
+        tables,
+        inputs: (0..samples).map(|_| cts.by_ref().take(n_in).collect()).collect(),
+        outputs: (0..samples * n_pbs).map(|_| OnceLock::new()).collect(),
+        pending: (0..samples).flat_map(|_| waits.iter().map(|&w| AtomicUsize::new(w))).collect(),
+        readers,
+        size: expected,
+        // Sets whose modulus switch rounds to the nearest position read `round(phase - 1/2)`, i.e. the
+        // position `floor(phase)` the circuit's semantics name.
+        shift: if key.0.rounds_to_nearest() { (1u64 << (key.0.position_shift() - 1)).wrapping_neg() } else { 0 },
+    };
+    // Dataflow on the rayon pool: every bootstrap of every sample starts as soon as the bootstraps it
+    // reads are done, so workers never wait for a whole level to finish.
+    rayon::scope(|scope| {
+        let flow = &flow;
+        for s in 0..samples {
+            for k in (0..n_pbs).filter(|&k| waits[k] == 0) {
+                scope.spawn(move |scope| flow.bootstrap(scope, s, k));
+            }
+        }
+    });
+    let modulus = key.0.tfhe().ciphertext_modulus;
+    let out = (0..samples).flat_map(|s| circuit.outputs.iter().map(move |o| (s, o))).map(|(s, o)| affine(o, |w| flow.wire(s, w), expected, modulus)).collect();
     Ok(OutputCiphertexts(out))
 }

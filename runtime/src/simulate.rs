@@ -6,6 +6,7 @@
 
 use crate::RuntimeError;
 use crate::circuit::Circuit;
+use crate::params::ParamSet;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
@@ -24,12 +25,84 @@ impl Noise<'_> {
     pub fn rng(seed: u64) -> StdRng {
         StdRng::seed_from_u64(seed)
     }
+
+    /// The same noise, borrowed again: for running several samples from one generator.
+    pub fn reborrow(&mut self) -> Noise<'_> {
+        match self {
+            Noise::None => Noise::None,
+            Noise::Gaussian(r) => Noise::Gaussian(r),
+            Noise::Inflated(r, f) => Noise::Inflated(r, *f),
+        }
+    }
 }
 
 /// The table position an accumulator reads (every set rounds down to the position; see
 /// `ParamSet::rounds_to_nearest`).
 pub fn position(acc: i64, shift: u32) -> i64 {
     acc >> shift
+}
+
+/// The noise a simulation adds, in the order it is consumed: for every bootstrap in circuit order, the
+/// switch noise at its input, then its output's own noise (torus units). The interpreter and the JIT
+/// (`fhec-jit`) both draw from it, so a seed gives both the same noisy run.
+pub struct NoiseSampler<'a> {
+    rng: Option<&'a mut StdRng>,
+    switch: Normal<f64>,
+    output: Normal<f64>,
+}
+
+impl<'a> NoiseSampler<'a> {
+    pub fn new(params: ParamSet, noise: Noise<'a>) -> NoiseSampler<'a> {
+        let (rng, factor) = match noise {
+            Noise::None => (None, 0.0),
+            Noise::Gaussian(r) => (Some(r), 1.0),
+            Noise::Inflated(r, f) => (Some(r), f.max(0.0)),
+        };
+        let unit = (1u64 << params.position_shift()) as f64;
+        // Without a generator nothing is drawn: skip the noise formulas.
+        let model = if rng.is_some() { params.noise() } else { crate::NoiseModel { switch_var: 0.0, pbs_var: 0.0, fresh_var: 0.0 } };
+        NoiseSampler {
+            rng,
+            switch: Normal::new(0.0, factor * model.switch_var.sqrt() * unit).expect("finite std"),
+            output: Normal::new(0.0, factor * model.pbs_var.sqrt() * unit).expect("finite std"),
+        }
+    }
+
+    /// Whether this sampler adds noise at all.
+    pub fn is_noisy(&self) -> bool {
+        self.rng.is_some()
+    }
+
+    /// One bootstrap's noise: (at its input, on its output); zeros without noise.
+    pub fn draw(&mut self) -> (i64, i64) {
+        match self.rng.as_mut() {
+            Some(r) => (self.switch.sample(&mut **r) as i64, self.output.sample(&mut **r) as i64),
+            None => (0, 0),
+        }
+    }
+
+    /// Fills `buf` with consecutive draws: `[input, output]` per bootstrap.
+    pub fn fill(&mut self, buf: &mut [i64]) {
+        for pair in buf.chunks_exact_mut(2) {
+            let (a, b) = self.draw();
+            pair[0] = a;
+            pair[1] = b;
+        }
+    }
+}
+
+/// The value bootstrap table `table` gives at accumulator `acc`: the position's entry inside the
+/// usable half; outside it, the negacyclic rotation reads the mirrored entry, negated.
+pub fn lookup(table: &[i64], acc: i64, shift: u32) -> i64 {
+    let half = (table.len() / 2) as i64;
+    let pos = position(acc, shift);
+    if (-half..half).contains(&pos) {
+        table[(pos + half) as usize]
+    } else {
+        // Position p and p +- N read the same coefficient with opposite signs.
+        let mirrored = (pos + half).rem_euclid(2 * half) - half;
+        table[(mirrored + half) as usize].wrapping_neg()
+    }
 }
 
 /// Runs the circuit on encoded inputs (torus values) and returns the output accumulators.
@@ -43,37 +116,13 @@ pub fn simulate(c: &Circuit, inputs: &[i64], noise: Noise<'_>) -> Result<Vec<i64
         return Err(RuntimeError::InputCount { expected: c.n_inputs, got: inputs.len() });
     }
     let shift = c.params.position_shift();
-    let unit = (1u64 << shift) as f64;
-    let model = c.params.noise();
-    let (mut rng, factor) = match noise {
-        Noise::None => (None, 0.0),
-        Noise::Gaussian(r) => (Some(r), 1.0),
-        Noise::Inflated(r, f) => (Some(r), f.max(0.0)),
-    };
-    let switch = Normal::new(0.0, factor * model.switch_var.sqrt() * unit).expect("finite std");
-    let output = Normal::new(0.0, factor * model.pbs_var.sqrt() * unit).expect("finite std");
-    let half = (c.params.positions() / 2) as i64;
+    let mut noise = NoiseSampler::new(c.params, noise);
     let mut wires = Vec::with_capacity(c.n_inputs + c.pbs.len());
     wires.extend_from_slice(inputs);
     for p in &c.pbs {
-        let mut acc = p.input.eval(&wires);
-        if let Some(r) = rng.as_mut() {
-            acc = acc.wrapping_add(switch.sample(&mut **r) as i64);
-        }
-        // Outside the usable half, the negacyclic rotation reads the mirrored table, negated.
-        let pos = position(acc, shift);
-        let table = &c.tables[p.table as usize].values;
-        let mut out = if (-half..half).contains(&pos) {
-            table[(pos + half) as usize]
-        } else {
-            // Position p and p +- N read the same coefficient with opposite signs.
-            let mirrored = (pos + half).rem_euclid(2 * half) - half;
-            table[(mirrored + half) as usize].wrapping_neg()
-        };
-        if let Some(r) = rng.as_mut() {
-            out = out.wrapping_add(output.sample(&mut **r) as i64);
-        }
-        wires.push(out);
+        let (at_input, at_output) = noise.draw();
+        let acc = p.input.eval(&wires).wrapping_add(at_input);
+        wires.push(lookup(&c.tables[p.table as usize].values, acc, shift).wrapping_add(at_output));
     }
     Ok(c.outputs.iter().map(|o| o.eval(&wires)).collect())
 }
@@ -82,7 +131,6 @@ pub fn simulate(c: &Circuit, inputs: &[i64], noise: Noise<'_>) -> Result<Vec<i64
 mod tests {
     use super::*;
     use crate::circuit::{Affine, Pbs, Table};
-    use crate::params::ParamSet;
 
     /// tfhe-rs's default set: 2048 positions of 2^52.
     const POSITIONS: usize = 2048;

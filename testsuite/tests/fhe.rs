@@ -42,7 +42,10 @@ fn fhe_vs_simulate(name: &str, samples: usize) -> (f32, Outputs, Outputs) {
     let cts = pipeline::encrypt(&client, &sk, &fp, &x).unwrap();
     let out = pipeline::run(&server, &digest, &ek, &fp, &cts).unwrap();
     let fhe = pipeline::decrypt(&client, &post, &sk, &fp, &out).unwrap();
-    let sim = pipeline::simulate(&client, &post, &server, &x, None).unwrap();
+    let sim = pipeline::simulate(&client, &post, &server, &x, None, fhec_lower::Engine::Jit, |why| panic!("{why}")).unwrap();
+    // The JIT and the interpreter give the same simulation.
+    let interpreted = pipeline::simulate(&client, &post, &server, &x, None, fhec_lower::Engine::Interpreter, |_| ()).unwrap();
+    assert!(sim.iter().zip(&interpreted).all(|((_, a), (_, b))| values(a) == values(b)), "{name}: JIT and interpreter differ");
     let mut worst = 0f32;
     for ((_, f), (_, s)) in fhe.iter().zip(&sim) {
         let (f, s) = (values(f), values(s));

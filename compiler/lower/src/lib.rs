@@ -12,11 +12,13 @@
 mod neurons;
 mod scale;
 mod search;
+mod simulator;
 mod tail;
 
 pub use fhec_runtime::{InputCode, OutputCode};
 pub use scale::Options;
 pub use search::{Choice, Search, Trial, choose};
+pub use simulator::{Engine, Simulator, jit_pays};
 
 use fhec_ir::{IrError, Module, Op, Tensor, ValueId};
 use fhec_runtime::{Circuit, Noise, RuntimeError};
@@ -37,6 +39,8 @@ pub enum LowerError {
     Ir(#[from] IrError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Jit(#[from] fhec_jit::JitError),
     #[error("client post-processing: {0}")]
     Client(String),
 }
@@ -154,6 +158,17 @@ impl Compiled {
     pub fn simulate(&self, x: &Tensor, noise: Noise<'_>) -> Result<Vec<Tensor>, LowerError> {
         let acc = fhec_runtime::simulate(&self.circuit, &self.encode(x), noise)?;
         self.decode(&acc)
+    }
+
+    /// Encode, run and decode about `runs` samples (see [`Simulator`]).
+    pub fn simulator(&self, engine: Engine, runs: usize) -> (Simulator<'_>, Option<String>) {
+        Simulator::new(&self.circuit, engine, runs)
+    }
+
+    /// [`Compiled::simulate`] over many samples with `sim` (made by [`Compiled::simulator`]), one noise
+    /// stream for all: the same results as simulating them one after the other.
+    pub fn simulate_all(&self, sim: &Simulator<'_>, xs: &[Tensor], noise: Noise<'_>) -> Result<Vec<Vec<Tensor>>, LowerError> {
+        sim.predict(&self.inputs, &self.outputs, &self.postprocess, xs, noise)
     }
 
     pub fn pbs_count(&self) -> usize {

@@ -8,7 +8,7 @@
 //! faithful one wins and the choice says so. Candidates are scored with the noise inflated by
 //! `Search::noise_margin`.
 
-use crate::{Compiled, LowerError, Options, Prepared};
+use crate::{Compiled, Engine, LowerError, Options, Prepared};
 use fhec_ir::{DType, Module, Tensor};
 use fhec_runtime::{Noise, ParamSet};
 
@@ -36,6 +36,9 @@ pub struct Search {
     /// on the 512-position sets were measured up to ~1.3x noisier end to end than the model, though
     /// each component matches tfhe-rs's formulas within 5% (`runtime/tests/fhe.rs`).
     pub noise_margin: f64,
+    /// The engine that simulates candidates (same results; `Engine::Auto` takes the JIT when the
+    /// runs repay its compile time).
+    pub engine: Engine,
 }
 
 impl Default for Search {
@@ -52,6 +55,7 @@ impl Default for Search {
             max_samples: 300,
             min_runs: 2000,
             noise_margin: 1.3,
+            engine: Engine::Auto,
         }
     }
 }
@@ -78,6 +82,9 @@ pub struct Choice {
     /// Minimum fidelity the budget requires, in percent.
     pub required: f64,
     pub trials: Vec<Trial>,
+    /// Why candidates were simulated with the interpreter though the JIT was asked for (the first
+    /// reason), if they were.
+    pub jit_fallback: Option<String>,
 }
 
 /// The class a model output names: an integer label, the argmax of a score vector, or `None` for a
@@ -123,6 +130,8 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
     let mut trials = Vec::new();
     let mut last_err = None;
     let mut excluded = None;
+    let mut jit_fallback = None;
+    let runs: Vec<Tensor> = samples.iter().cycle().take(repeats * samples.len()).cloned().collect();
     // Compiles and scores one candidate; records the trial.
     let mut evaluate = |options: Options, trials: &mut Vec<Trial>| -> Result<Option<Candidate>, LowerError> {
         let (trial, candidate) = match prepared.compile(&options) {
@@ -132,12 +141,13 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
             }
             Ok(compiled) => {
                 let mut rng = Noise::rng(0x5eed);
-                let got = samples
-                    .iter()
-                    .cycle()
-                    .take(repeats * samples.len())
-                    .map(|x| compiled.simulate(x, Noise::Inflated(&mut rng, search.noise_margin)).map(|mut o| o.swap_remove(0)))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let (sim, fallback) = compiled.simulator(search.engine, runs.len());
+                jit_fallback = jit_fallback.take().or(fallback);
+                let got: Vec<Tensor> = compiled
+                    .simulate_all(&sim, &runs, Noise::Inflated(&mut rng, search.noise_margin))?
+                    .into_iter()
+                    .map(|mut o| o.swap_remove(0))
+                    .collect();
                 let fidelity = fidelity(&reference, &got);
                 let trial = Trial { options: options.clone(), pbs: compiled.pbs_count(), fidelity: Some(fidelity) };
                 (trial, Some(Candidate { fidelity, compiled, options }))
@@ -191,7 +201,7 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
         }
         if let Some(h) = here {
             if h.fidelity >= required {
-                return Ok(Choice { compiled: h.compiled, chosen: h.options, fidelity: h.fidelity, within_budget: true, required, trials });
+                return Ok(Choice { compiled: h.compiled, chosen: h.options, fidelity: h.fidelity, within_budget: true, required, trials, jit_fallback });
             }
             per_set.push(h);
         }
@@ -200,7 +210,7 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
     // estimates differ by noise at that scale).
     let best = per_set.iter().map(|c| c.fidelity).fold(f64::NEG_INFINITY, f64::max);
     match per_set.into_iter().find(|c| c.fidelity >= best - (100.0 - required)) {
-        Some(b) => Ok(Choice { compiled: b.compiled, chosen: b.options, fidelity: b.fidelity, within_budget: false, required, trials }),
+        Some(b) => Ok(Choice { compiled: b.compiled, chosen: b.options, fidelity: b.fidelity, within_budget: false, required, trials, jit_fallback }),
         None => Err(match (last_err, excluded) {
             (_, Some(p)) => LowerError::Model(format!(
                 "parameter set {p} is only used for circuits without bootstraps, and this model needs bootstraps; choose one of {}",
