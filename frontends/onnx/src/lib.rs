@@ -31,6 +31,14 @@ pub fn load(path: impl AsRef<Path>) -> Result<Module, OnnxError> {
     load_bytes(&bytes, &name, dir.as_deref()).map_err(|e| e.in_file(path))
 }
 
+/// Decodes a serialized ONNX `TensorProto` (the `.pb` files of the ONNX conformance tests) into a
+/// tensor, or says why it cannot be read (a data type fhec does not hold, malformed bytes).
+pub fn read_tensor_proto(bytes: &[u8]) -> Result<fhec_ir::Tensor, OnnxError> {
+    use prost::Message;
+    let t = pb::TensorProto::decode(bytes).map_err(|e| OnnxError::Decode { msg: format!("not a valid TensorProto ({e})") })?;
+    proto::convert_tensor(&t).map_err(|msg| OnnxError::Decode { msg: format!("tensor \"{}\": {msg}", t.name) })
+}
+
 /// Loads ONNX bytes; `dir` is where external tensor data would be looked up.
 pub fn load_bytes(bytes: &[u8], name: &str, dir: Option<&str>) -> Result<Module, OnnxError> {
     let proto: pb::ModelProto = tract_onnx::onnx()
