@@ -112,11 +112,16 @@ pub fn lookup(table: &[i64], acc: i64, shift: u32) -> i64 {
 /// so that every later use of a wire sees the same error (their errors are correlated, as in the
 /// encrypted execution). Fresh encryptions are ~2^30 times quieter and are taken as exact.
 pub fn simulate(c: &Circuit, inputs: &[i64], noise: Noise<'_>) -> Result<Vec<i64>, RuntimeError> {
+    simulate_sampled(c, inputs, &mut NoiseSampler::new(c.params, noise))
+}
+
+/// [`simulate`] drawing from a sampler made once for many runs (the noise formulas are evaluated when
+/// it is made).
+pub fn simulate_sampled(c: &Circuit, inputs: &[i64], noise: &mut NoiseSampler<'_>) -> Result<Vec<i64>, RuntimeError> {
     if inputs.len() != c.n_inputs {
         return Err(RuntimeError::InputCount { expected: c.n_inputs, got: inputs.len() });
     }
     let shift = c.params.position_shift();
-    let mut noise = NoiseSampler::new(c.params, noise);
     let mut wires = Vec::with_capacity(c.n_inputs + c.pbs.len());
     wires.extend_from_slice(inputs);
     for p in &c.pbs {

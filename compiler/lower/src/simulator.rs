@@ -68,7 +68,7 @@ impl<'c> Simulator<'c> {
     }
 
     /// Output accumulators of `samples` encoded samples (inputs and outputs one sample after the other).
-    pub fn run(&self, inputs: &[i64], samples: usize, mut noise: Noise<'_>) -> Result<Vec<i64>, LowerError> {
+    pub fn run(&self, inputs: &[i64], samples: usize, noise: Noise<'_>) -> Result<Vec<i64>, LowerError> {
         if let Some(j) = &self.jit {
             return Ok(j.run(inputs, samples, noise)?);
         }
@@ -76,9 +76,10 @@ impl<'c> Simulator<'c> {
         if inputs.len() != n * samples {
             return Err(fhec_runtime::RuntimeError::InputCount { expected: n * samples, got: inputs.len() }.into());
         }
+        let mut sampler = fhec_runtime::NoiseSampler::new(self.circuit.params, noise);
         let mut out = Vec::with_capacity(samples * self.circuit.outputs.len());
         for s in 0..samples {
-            out.extend(fhec_runtime::simulate(self.circuit, &inputs[s * n..(s + 1) * n], noise.reborrow())?);
+            out.extend(fhec_runtime::simulate_sampled(self.circuit, &inputs[s * n..(s + 1) * n], &mut sampler)?);
         }
         Ok(out)
     }
