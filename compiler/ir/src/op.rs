@@ -27,6 +27,26 @@ pub enum Unary {
     Neg,
     Clip { min: f32, max: f32 },
     Pow { exponent: f32 },
+    /// `x * hard_sigmoid(x)` with alpha 1/6, beta 1/2.
+    HardSwish,
+    /// `x * tanh(softplus(x))`.
+    Mish,
+    /// `x * Phi(x)`; with `tanh`, the tanh approximation.
+    Gelu { tanh: bool },
+    /// `x / (1 + |x|)`.
+    Softsign,
+    /// `x` where `x > alpha`, else 0.
+    ThresholdedRelu { alpha: f32 },
+    /// `max(0, x) + min(0, alpha (exp(x / alpha) - 1))`.
+    Celu { alpha: f32 },
+    Sin,
+    Cos,
+    Reciprocal,
+    Floor,
+    Ceil,
+    /// Round half to even.
+    Round,
+    Sign,
 }
 
 impl Unary {
@@ -71,6 +91,37 @@ impl Unary {
                     x * x
                 } else {
                     x.powf(exponent)
+                }
+            }
+            Unary::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Unary::Mish => x * softplus(x).tanh(),
+            Unary::Gelu { tanh: false } => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2)),
+            Unary::Gelu { tanh: true } => {
+                let inner = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044_715 * x * x * x);
+                0.5 * x * (1.0 + inner.tanh())
+            }
+            Unary::Softsign => x / (1.0 + x.abs()),
+            Unary::ThresholdedRelu { alpha } => {
+                if x > alpha {
+                    x
+                } else {
+                    0.0
+                }
+            }
+            Unary::Celu { alpha } => x.max(0.0) + (alpha * ((x / alpha).exp() - 1.0)).min(0.0),
+            Unary::Sin => x.sin(),
+            Unary::Cos => x.cos(),
+            Unary::Reciprocal => 1.0 / x,
+            Unary::Floor => x.floor(),
+            Unary::Ceil => x.ceil(),
+            Unary::Round => x.round_ties_even(),
+            Unary::Sign => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    x
                 }
             }
         }
@@ -255,6 +306,19 @@ impl Op {
                 Unary::Neg => "neg",
                 Unary::Clip { .. } => "clip",
                 Unary::Pow { .. } => "pow",
+                Unary::HardSwish => "hard_swish",
+                Unary::Mish => "mish",
+                Unary::Gelu { .. } => "gelu",
+                Unary::Softsign => "softsign",
+                Unary::ThresholdedRelu { .. } => "thresholded_relu",
+                Unary::Celu { .. } => "celu",
+                Unary::Sin => "sin",
+                Unary::Cos => "cos",
+                Unary::Reciprocal => "reciprocal",
+                Unary::Floor => "floor",
+                Unary::Ceil => "ceil",
+                Unary::Round => "round",
+                Unary::Sign => "sign",
             },
             Op::Binary(b) => match b {
                 Binary::Add => "add",
@@ -284,7 +348,8 @@ impl Op {
     /// Every mnemonic the text form knows, except `input` and `const` which have their own syntax.
     pub const MNEMONICS: &'static [&'static str] = &[
         "relu", "leaky_relu", "sigmoid", "hard_sigmoid", "tanh", "softplus", "elu", "selu", "erf", "abs",
-        "exp", "log", "sqrt", "neg", "clip", "pow", "add", "sub", "mul", "div", "prelu", "matmul", "conv",
+        "exp", "log", "sqrt", "neg", "clip", "pow", "hard_swish", "mish", "gelu", "softsign", "thresholded_relu", "celu",
+        "sin", "cos", "reciprocal", "floor", "ceil", "round", "sign", "add", "sub", "mul", "div", "prelu", "matmul", "conv",
         "avgpool", "maxpool", "reduce_sum", "reduce_mean", "reshape", "transpose", "concat", "slice",
         "gather", "pad", "softmax", "log_softmax", "argmax",
     ];
@@ -295,7 +360,10 @@ impl Op {
         match self {
             Op::Input { .. } | Op::Const(_) | Op::Binary(_) | Op::MatMul => vec![],
             Op::Unary(u) => match *u {
-                Unary::LeakyRelu { alpha } | Unary::Elu { alpha } => vec![("alpha", Attr::Float(alpha))],
+                Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::ThresholdedRelu { alpha } | Unary::Celu { alpha } => {
+                    vec![("alpha", Attr::Float(alpha))]
+                }
+                Unary::Gelu { tanh } => vec![("tanh", Attr::Bool(tanh))],
                 Unary::HardSigmoid { alpha, beta } => {
                     vec![("alpha", Attr::Float(alpha)), ("beta", Attr::Float(beta))]
                 }
@@ -386,6 +454,19 @@ impl Op {
             "neg" => Op::Unary(Unary::Neg),
             "clip" => Op::Unary(Unary::Clip { min: attrs.float("min")?, max: attrs.float("max")? }),
             "pow" => Op::Unary(Unary::Pow { exponent: attrs.float("exponent")? }),
+            "hard_swish" => Op::Unary(Unary::HardSwish),
+            "mish" => Op::Unary(Unary::Mish),
+            "gelu" => Op::Unary(Unary::Gelu { tanh: attrs.bool("tanh")? }),
+            "softsign" => Op::Unary(Unary::Softsign),
+            "thresholded_relu" => Op::Unary(Unary::ThresholdedRelu { alpha: attrs.float("alpha")? }),
+            "celu" => Op::Unary(Unary::Celu { alpha: attrs.float("alpha")? }),
+            "sin" => Op::Unary(Unary::Sin),
+            "cos" => Op::Unary(Unary::Cos),
+            "reciprocal" => Op::Unary(Unary::Reciprocal),
+            "floor" => Op::Unary(Unary::Floor),
+            "ceil" => Op::Unary(Unary::Ceil),
+            "round" => Op::Unary(Unary::Round),
+            "sign" => Op::Unary(Unary::Sign),
             "add" => Op::Binary(Binary::Add),
             "sub" => Op::Binary(Binary::Sub),
             "mul" => Op::Binary(Binary::Mul),

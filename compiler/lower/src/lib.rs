@@ -273,6 +273,25 @@ mod tests {
         );
     }
 
+    /// Every univariate op is one table per element, on the server when a layer reads it. Step
+    /// functions read their input at the table's resolution: an input within one position of a step
+    /// may land on the other side, so their error is bounded by one step times the largest weight
+    /// (1.5 of an output scale of about 5), not by the table resolution.
+    #[test]
+    fn every_univariate_op_is_one_table_per_element() {
+        let module = |op: &str| {
+            format!("module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = {op} %0 : enc<f32>[1,4]\n%2 = const #0 : clear<f32>[4,1]\n%3 = matmul %1, %2 : enc<f32>[1,1]\noutput \"y\" = %3\ndata #0 = [1.5, -0.5, 0.25, 1.0]\n")
+        };
+        for op in ["hard_swish", "mish", "gelu{tanh=false}", "gelu{tanh=true}", "softsign", "celu{alpha=0.7}", "sin", "cos", "relu", "tanh", "erf"] {
+            check(&module(op), 4, 0.01);
+        }
+        for op in ["floor", "ceil", "round", "sign", "thresholded_relu{alpha=0.5}"] {
+            check(&module(op), 4, 0.35);
+        }
+        // 1/x away from 0: x + 3 in [1, 5).
+        check("module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = const #1 : clear<f32>[1]\n%2 = add %0, %1 : enc<f32>[1,4]\n%3 = reciprocal %2 : enc<f32>[1,4]\n%4 = const #0 : clear<f32>[4,1]\n%5 = matmul %3, %4 : enc<f32>[1,1]\noutput \"y\" = %5\ndata #0 = [1.5, -0.5, 0.25, 1.0]\ndata #1 = [3.0]\n", 4, 0.01);
+    }
+
     #[test]
     fn hidden_relu_layer() {
         check(

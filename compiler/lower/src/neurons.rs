@@ -155,8 +155,19 @@ enum V {
 /// Non-decreasing functions: they commute with max.
 fn monotone(u: &Unary) -> bool {
     match *u {
-        Unary::Relu | Unary::Sigmoid | Unary::Tanh | Unary::Softplus | Unary::Erf | Unary::Exp | Unary::Clip { .. } => true,
-        Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::HardSigmoid { alpha, .. } => alpha >= 0.0,
+        Unary::Relu
+        | Unary::Sigmoid
+        | Unary::Tanh
+        | Unary::Softplus
+        | Unary::Erf
+        | Unary::Exp
+        | Unary::Clip { .. }
+        | Unary::Softsign
+        | Unary::Floor
+        | Unary::Ceil
+        | Unary::Round
+        | Unary::Sign => true,
+        Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::HardSigmoid { alpha, .. } | Unary::Celu { alpha } => alpha >= 0.0,
         _ => false,
     }
 }

@@ -24,6 +24,34 @@ pub fn hard_sigmoid(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     unary(ctx, Unary::HardSigmoid { alpha, beta })
 }
 
+pub fn thresholded_relu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let alpha = ctx.attrs().float("alpha", 1.0)?;
+    unary(ctx, Unary::ThresholdedRelu { alpha })
+}
+
+pub fn celu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let alpha = ctx.attrs().float("alpha", 1.0)?;
+    if alpha == 0.0 {
+        return Err("alpha must not be 0".into());
+    }
+    unary(ctx, Unary::Celu { alpha })
+}
+
+/// HardSwish has fixed constants (alpha 1/6, beta 1/2) and no attributes.
+pub fn hard_swish(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    unary(ctx, Unary::HardSwish)
+}
+
+/// Gelu (opset 20): `approximate` is "none" (erf) or "tanh".
+pub fn gelu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let tanh = match ctx.attrs().string("approximate", "none")?.as_str() {
+        "none" => false,
+        "tanh" => true,
+        other => return Err(format!("attribute `approximate` is {other:?}, expected \"none\" or \"tanh\"")),
+    };
+    unary(ctx, Unary::Gelu { tanh })
+}
+
 pub fn elu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let alpha = ctx.attrs().float("alpha", 1.0)?;
     unary(ctx, Unary::Elu { alpha })
