@@ -65,6 +65,7 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "AveragePool", nn::average_pool),
     ("", "MaxPool", nn::max_pool),
     ("", "GlobalAveragePool", nn::global_average_pool),
+    ("", "GlobalMaxPool", nn::global_max_pool),
     ("", "Flatten", shape::flatten),
     ("", "Reshape", shape::reshape),
     ("", "Transpose", shape::transpose),

@@ -138,6 +138,20 @@ pub fn max_pool(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     pool(ctx, true)
 }
 
+/// A max pool whose window is the whole spatial extent.
+pub fn global_max_pool(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let x = ctx.input(0)?;
+    let shape = ctx.shape(&x);
+    if shape.len() < 3 {
+        return Err(format!("input of rank {} has no spatial axes", shape.len()));
+    }
+    let spatial = shape[2..].to_vec();
+    let n = spatial.len();
+    let attrs =
+        PoolAttrs { kernel: spatial, strides: vec![1; n], pads: vec![0; 2 * n], dilations: vec![1; n], ceil_mode: false, count_include_pad: false };
+    Ok(vec![ctx.op(Op::MaxPool(attrs), &[x])?])
+}
+
 pub fn global_average_pool(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let x = ctx.input(0)?;
     let rank = ctx.shape(&x).len();
