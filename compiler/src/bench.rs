@@ -12,12 +12,6 @@ use fhec_runtime::{Affine, Circuit, ParamSet, Pbs, Table};
 use serde_json::json;
 use std::time::Instant;
 
-/// Bootstraps in sequence that no schedule on `threads` workers can beat: the depth, or the work
-/// spread evenly, whichever is longer.
-pub fn critical_path_pbs(circuit: &Circuit, threads: usize) -> usize {
-    circuit.levels().len().max(circuit.pbs.len().div_ceil(threads.max(1)))
-}
-
 /// What `bench` measured.
 pub struct Report {
     pub model: String,
@@ -122,7 +116,8 @@ pub fn bench(dir: &std::path::Path, x: &ndarray::ArrayD<f32>, runs: usize, batch
         throughput[slot] = rows.len() as f64 / t.elapsed().as_secs_f64().max(1e-9);
     }
     let levels = server.circuit.levels();
-    let critical_pbs = critical_path_pbs(&server.circuit, threads);
+    // No schedule beats the depth, nor the work spread evenly over the threads.
+    let critical_pbs = levels.len().max(server.circuit.pbs.len().div_ceil(threads.max(1)));
     Ok(Report {
         model: client.model.clone(),
         params: client.params,

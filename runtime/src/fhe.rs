@@ -266,6 +266,7 @@ struct Dataflow<'a> {
     /// For each bootstrap, the bootstraps that read its output.
     readers: Vec<Vec<usize>>,
     size: LweSize,
+    modulus: CiphertextModulus<u64>,
     /// Added to every bootstrap input (see `run_batch`).
     shift: u64,
 }
@@ -283,7 +284,7 @@ impl<'a> Dataflow<'a> {
     /// Runs bootstrap `k` of sample `s`, then starts every reader whose last operand this was.
     fn bootstrap<'s>(&'s self, scope: &rayon::Scope<'s>, s: usize, k: usize) {
         let p = &self.circuit.pbs[k];
-        let mut acc = affine(&p.input, |w| self.wire(s, w), self.size, self.key.0.tfhe().ciphertext_modulus);
+        let mut acc = affine(&p.input, |w| self.wire(s, w), self.size, self.modulus);
         let body = acc.get_mut_body().data;
         *body = body.wrapping_add(self.shift);
         let out = self.key.1.apply_lookup_table(&self.key.wrap(acc), &self.tables[p.table as usize]).ct;
@@ -339,6 +340,7 @@ pub fn run_batch(circuit: &Circuit, key: &EvalKey, inputs: &InputCiphertexts, sa
         pending: (0..samples).flat_map(|_| waits.iter().map(|&w| AtomicUsize::new(w))).collect(),
         readers,
         size: expected,
+        modulus: key.0.tfhe().ciphertext_modulus,
         // Sets whose modulus switch rounds to the nearest position read `round(phase - 1/2)`, i.e. the
         // position `floor(phase)` the circuit's semantics name.
         shift: if key.0.rounds_to_nearest() { (1u64 << (key.0.position_shift() - 1)).wrapping_neg() } else { 0 },
@@ -353,7 +355,6 @@ pub fn run_batch(circuit: &Circuit, key: &EvalKey, inputs: &InputCiphertexts, sa
             }
         }
     });
-    let modulus = key.0.tfhe().ciphertext_modulus;
-    let out = (0..samples).flat_map(|s| circuit.outputs.iter().map(move |o| (s, o))).map(|(s, o)| affine(o, |w| flow.wire(s, w), expected, modulus)).collect();
+    let out = (0..samples).flat_map(|s| circuit.outputs.iter().map(move |o| (s, o))).map(|(s, o)| affine(o, |w| flow.wire(s, w), flow.size, flow.modulus)).collect();
     Ok(OutputCiphertexts(out))
 }

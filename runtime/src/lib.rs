@@ -14,7 +14,7 @@ mod simulate;
 pub use artifact::{ClientArtifact, InputCode, OutputCode, ServerArtifact};
 pub use circuit::{Affine, Circuit, Pbs, Table};
 pub use params::{NoiseModel, ParamSet};
-pub use simulate::{Noise, NoiseSampler, lookup, simulate, simulate_sampled};
+pub use simulate::{Noise, NoiseSampler, simulate, simulate_sampled};
 
 use thiserror::Error;
 

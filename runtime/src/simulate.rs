@@ -93,7 +93,7 @@ impl<'a> NoiseSampler<'a> {
 
 /// The value bootstrap table `table` gives at accumulator `acc`: the position's entry inside the
 /// usable half; outside it, the negacyclic rotation reads the mirrored entry, negated.
-pub fn lookup(table: &[i64], acc: i64, shift: u32) -> i64 {
+fn lookup(table: &[i64], acc: i64, shift: u32) -> i64 {
     let half = (table.len() / 2) as i64;
     let pos = position(acc, shift);
     if (-half..half).contains(&pos) {

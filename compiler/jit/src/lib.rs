@@ -164,14 +164,6 @@ impl Jit {
         }
         Ok(outputs)
     }
-
-    pub fn n_inputs(&self) -> usize {
-        self.n_inputs
-    }
-
-    pub fn n_outputs(&self) -> usize {
-        self.n_outputs
-    }
 }
 
 /// Emits the function: a loop over samples around the circuit's straight-line code.

@@ -37,11 +37,6 @@ pub fn celu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     unary(ctx, Unary::Celu { alpha })
 }
 
-/// HardSwish has fixed constants (alpha 1/6, beta 1/2) and no attributes.
-pub fn hard_swish(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    unary(ctx, Unary::HardSwish)
-}
-
 /// Gelu (opset 20): `approximate` is "none" (erf) or "tanh".
 pub fn gelu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let tanh = match ctx.attrs().string("approximate", "none")?.as_str() {

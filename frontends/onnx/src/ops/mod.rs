@@ -36,7 +36,7 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "Neg", |c| activation::unary(c, Unary::Neg)),
     ("", "Clip", activation::clip),
     ("", "Pow", activation::pow),
-    ("", "HardSwish", activation::hard_swish),
+    ("", "HardSwish", |c| activation::unary(c, Unary::HardSwish)),
     ("", "Mish", |c| activation::unary(c, Unary::Mish)),
     ("", "Gelu", activation::gelu),
     ("", "Softsign", |c| activation::unary(c, Unary::Softsign)),
