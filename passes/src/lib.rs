@@ -4,6 +4,7 @@
 //! tests), runs the verifier after each one and names the pass that broke an invariant.
 
 mod cleanup;
+pub mod optimize;
 
 pub use cleanup::Cleanup;
 

@@ -7,6 +7,7 @@
 //! This crate depends on petgraph and serde only: never on tract, tfhe, egg or cranelift.
 
 mod error;
+mod fun;
 mod index;
 mod module;
 mod op;
@@ -17,6 +18,7 @@ mod types;
 mod verify;
 
 pub use error::IrError;
+pub use fun::{Fun, Monotone};
 pub use index::{broadcast_index, for_each_index};
 pub use module::{Module, Node, ValueId};
 pub use op::{Attr, AttrMap, Binary, ConvAttrs, Op, PadMode, PoolAttrs, ReduceKind, Unary, broadcast_shapes, slice_len, window_out};

@@ -4,6 +4,7 @@
 //! no `auto_pad`, no symbolic dimensions. `Op::infer` is the single source of truth for result types; the
 //! verifier and the builders both use it.
 
+use crate::fun::Monotone;
 use crate::tensor::Tensor;
 use crate::types::{DType, Security, Shape, Type};
 use serde::{Deserialize, Serialize};
@@ -47,9 +48,51 @@ pub enum Unary {
     /// Round half to even.
     Round,
     Sign,
+    /// A function of one variable fused from elementwise ops by the optimizer: one table under FHE.
+    Fused(Box<crate::fun::Fun>),
 }
 
 impl Unary {
+    /// How the function varies with its input (used to commute it with max pooling).
+    pub fn monotonicity(&self) -> Monotone {
+        use Monotone::*;
+        match self {
+            Unary::Relu
+            | Unary::Sigmoid
+            | Unary::Tanh
+            | Unary::Softplus
+            | Unary::Erf
+            | Unary::Exp
+            | Unary::Clip { .. }
+            | Unary::Softsign
+            | Unary::Floor
+            | Unary::Ceil
+            | Unary::Round
+            | Unary::Sign => Increasing,
+            Unary::Neg => Decreasing,
+            Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::Celu { alpha } | Unary::ThresholdedRelu { alpha } => {
+                if *alpha >= 0.0 { Increasing } else { Unknown }
+            }
+            Unary::HardSigmoid { alpha, .. } => {
+                if *alpha >= 0.0 { Increasing } else { Decreasing }
+            }
+            Unary::Selu { alpha, gamma } => {
+                if *alpha >= 0.0 && *gamma >= 0.0 { Increasing } else { Unknown }
+            }
+            Unary::Fused(f) => f.monotonicity(),
+            Unary::Abs
+            | Unary::Log
+            | Unary::Sqrt
+            | Unary::Pow { .. }
+            | Unary::HardSwish
+            | Unary::Mish
+            | Unary::Gelu { .. }
+            | Unary::Sin
+            | Unary::Cos
+            | Unary::Reciprocal => Unknown,
+        }
+    }
+
     /// Applies the function to one value (the reference semantics, shared by every interpreter).
     pub fn apply(&self, x: f32) -> f32 {
         match *self {
@@ -115,6 +158,7 @@ impl Unary {
             Unary::Floor => x.floor(),
             Unary::Ceil => x.ceil(),
             Unary::Round => x.round_ties_even(),
+            Unary::Fused(ref f) => f.eval(x),
             Unary::Sign => {
                 if x > 0.0 {
                     1.0
@@ -281,6 +325,8 @@ pub enum Attr {
     Ints(Vec<i64>),
     Bool(bool),
     Word(&'static str),
+    /// A quoted string (the body of a fused function).
+    Str(String),
 }
 
 impl Op {
@@ -319,6 +365,7 @@ impl Op {
                 Unary::Ceil => "ceil",
                 Unary::Round => "round",
                 Unary::Sign => "sign",
+                Unary::Fused(_) => "fused",
             },
             Op::Binary(b) => match b {
                 Binary::Add => "add",
@@ -349,7 +396,7 @@ impl Op {
     pub const MNEMONICS: &'static [&'static str] = &[
         "relu", "leaky_relu", "sigmoid", "hard_sigmoid", "tanh", "softplus", "elu", "selu", "erf", "abs",
         "exp", "log", "sqrt", "neg", "clip", "pow", "hard_swish", "mish", "gelu", "softsign", "thresholded_relu", "celu",
-        "sin", "cos", "reciprocal", "floor", "ceil", "round", "sign", "add", "sub", "mul", "div", "prelu", "matmul", "conv",
+        "sin", "cos", "reciprocal", "floor", "ceil", "round", "sign", "fused", "add", "sub", "mul", "div", "prelu", "matmul", "conv",
         "avgpool", "maxpool", "reduce_sum", "reduce_mean", "reshape", "transpose", "concat", "slice",
         "gather", "pad", "softmax", "log_softmax", "argmax",
     ];
@@ -359,19 +406,20 @@ impl Op {
         let ints = |v: &[usize]| Attr::Ints(v.iter().map(|&x| x as i64).collect());
         match self {
             Op::Input { .. } | Op::Const(_) | Op::Binary(_) | Op::MatMul => vec![],
-            Op::Unary(u) => match *u {
+            Op::Unary(u) => match u {
+                Unary::Fused(f) => vec![("fn", Attr::Str(f.to_string()))],
                 Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::ThresholdedRelu { alpha } | Unary::Celu { alpha } => {
-                    vec![("alpha", Attr::Float(alpha))]
+                    vec![("alpha", Attr::Float(*alpha))]
                 }
-                Unary::Gelu { tanh } => vec![("tanh", Attr::Bool(tanh))],
+                Unary::Gelu { tanh } => vec![("tanh", Attr::Bool(*tanh))],
                 Unary::HardSigmoid { alpha, beta } => {
-                    vec![("alpha", Attr::Float(alpha)), ("beta", Attr::Float(beta))]
+                    vec![("alpha", Attr::Float(*alpha)), ("beta", Attr::Float(*beta))]
                 }
                 Unary::Selu { alpha, gamma } => {
-                    vec![("alpha", Attr::Float(alpha)), ("gamma", Attr::Float(gamma))]
+                    vec![("alpha", Attr::Float(*alpha)), ("gamma", Attr::Float(*gamma))]
                 }
-                Unary::Clip { min, max } => vec![("min", Attr::Float(min)), ("max", Attr::Float(max))],
-                Unary::Pow { exponent } => vec![("exponent", Attr::Float(exponent))],
+                Unary::Clip { min, max } => vec![("min", Attr::Float(*min)), ("max", Attr::Float(*max))],
+                Unary::Pow { exponent } => vec![("exponent", Attr::Float(*exponent))],
                 _ => vec![],
             },
             Op::Conv(c) => vec![
@@ -467,6 +515,7 @@ impl Op {
             "ceil" => Op::Unary(Unary::Ceil),
             "round" => Op::Unary(Unary::Round),
             "sign" => Op::Unary(Unary::Sign),
+            "fused" => Op::Unary(Unary::Fused(Box::new(crate::fun::Fun::parse(&attrs.string("fn")?)?))),
             "add" => Op::Binary(Binary::Add),
             "sub" => Op::Binary(Binary::Sub),
             "mul" => Op::Binary(Binary::Mul),
@@ -864,6 +913,7 @@ pub(crate) enum AttrText {
     Num(String),
     List(Vec<String>),
     Word(String),
+    Str(String),
 }
 
 impl AttrMap {
@@ -877,7 +927,7 @@ impl AttrMap {
             AttrText::Num(s) | AttrText::Word(s) => {
                 s.parse().map_err(|_| format!("attribute `{key}`: `{s}` is not a number"))
             }
-            AttrText::List(_) => Err(format!("attribute `{key}` must be a number, not a list")),
+            AttrText::List(_) | AttrText::Str(_) => Err(format!("attribute `{key}` must be a number")),
         }
     }
 
@@ -915,6 +965,13 @@ impl AttrMap {
             AttrText::Word(w) if w == "true" => Ok(true),
             AttrText::Word(w) if w == "false" => Ok(false),
             _ => Err(format!("attribute `{key}` must be true or false")),
+        }
+    }
+
+    fn string(&mut self, key: &str) -> Result<String, String> {
+        match self.take(key)? {
+            AttrText::Str(s) => Ok(s),
+            _ => Err(format!("attribute `{key}` must be a quoted string")),
         }
     }
 

@@ -204,6 +204,10 @@ impl Parser {
             self.expect('=')?;
             let value = match self.peek() {
                 Some(Tok::Punct('[')) => AttrText::List(self.list_words()?),
+                Some(Tok::Str(_)) => match self.next() {
+                    Some(Tok::Str(s)) => AttrText::Str(s),
+                    _ => unreachable!("peeked a string"),
+                },
                 _ => {
                     let w = self.word()?;
                     let numeric = w.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.');

@@ -51,6 +51,7 @@ fn write_attr(out: &mut String, a: &Attr) {
         Attr::Float(f) => write!(out, "{f:?}").unwrap(),
         Attr::Bool(b) => write!(out, "{b}").unwrap(),
         Attr::Word(w) => out.push_str(w),
+        Attr::Str(s) => out.push_str(&escape(s)),
         Attr::Ints(v) => {
             out.push('[');
             for (i, x) in v.iter().enumerate() {

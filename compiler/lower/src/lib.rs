@@ -20,6 +20,8 @@ pub use scale::Options;
 pub use search::{Choice, Search, Trial, choose};
 pub use simulator::{Engine, Simulator, jit_pays};
 
+pub use fhec_passes::optimize;
+
 use fhec_ir::{IrError, Module, Op, Tensor, ValueId};
 use fhec_runtime::{Circuit, Noise, RuntimeError};
 use std::collections::HashSet;
@@ -115,8 +117,56 @@ fn input_box(samples: &[Tensor]) -> Result<Vec<(f64, f64)>, LowerError> {
         .collect())
 }
 
+/// Compiles with the default optimizer settings.
 pub fn compile(module: &Module, calibration: &[Tensor], opts: &Options) -> Result<Compiled, LowerError> {
-    Prepared::new(module, calibration)?.compile(opts)
+    Prepared::new(module, calibration, &optimize::Config::default())?.compile(opts)
+}
+
+/// The server part of `m` as a module of its own: what the frontier values need, with outputs
+/// `frontier_<k>`.
+fn server_module(m: &Module, frontier: &[ValueId]) -> Result<Module, LowerError> {
+    let mut needed: HashSet<ValueId> = HashSet::new();
+    let mut stack: Vec<ValueId> = frontier.to_vec();
+    while let Some(v) = stack.pop() {
+        if needed.insert(v) {
+            stack.extend(m.operands(v));
+        }
+    }
+    let mut t = Module::new(m.name.clone());
+    let mut map = std::collections::HashMap::new();
+    for v in m.topo_order()? {
+        if needed.contains(&v) || matches!(m.node(v).op, Op::Input { .. }) {
+            let operands: Vec<ValueId> = m.operands(v).iter().map(|o| map[o]).collect();
+            map.insert(v, t.add_node(m.node(v).clone(), &operands));
+        }
+    }
+    for (k, f) in frontier.iter().enumerate() {
+        t.add_output(format!("frontier_{k}"), map[f]);
+    }
+    t.verify()?;
+    Ok(t)
+}
+
+/// What the optimizer did to the server part: its report, the module before and after, and the
+/// tables per layer (source op) that the lowering made of each.
+#[derive(Debug, Clone)]
+pub struct Optimization {
+    pub config: optimize::Config,
+    pub report: optimize::Report,
+    pub before: Module,
+    pub after: Module,
+    pub layers_before: Vec<(String, usize)>,
+    pub layers_after: Vec<(String, usize)>,
+}
+
+impl Optimization {
+    pub fn pbs_before(&self) -> usize {
+        self.layers_before.iter().map(|l| l.1).sum()
+    }
+
+    pub fn pbs_after(&self) -> usize {
+        self.layers_after.iter().map(|l| l.1).sum()
+    }
 }
 
 /// The part of the lowering that does not depend on [`Options`]: the client/server split, the
@@ -125,16 +175,32 @@ pub fn compile(module: &Module, calibration: &[Tensor], opts: &Options) -> Resul
 pub struct Prepared {
     neurons: neurons::Neurons,
     postprocess: Module,
+    pub optimization: Optimization,
 }
 
 impl Prepared {
-    pub fn new(module: &Module, calibration: &[Tensor]) -> Result<Prepared, LowerError> {
+    /// Splits `module`, optimizes its server part with `opt` (see `fhec_passes::optimize`) and
+    /// scalarizes it.
+    pub fn new(module: &Module, calibration: &[Tensor], opt: &optimize::Config) -> Result<Prepared, LowerError> {
         let client = tail::client_values(module)?;
         let frontier = tail::frontier(module, &client);
-        let mut neurons = neurons::scalarize(module, &frontier, &input_box(calibration)?)?;
+        let server = server_module(module, &frontier)?;
+        let (optimized, report) = optimize::optimize(&server, opt, &optimize::CostModel::default())?;
+        let outputs = |m: &Module| m.outputs().iter().map(|(_, v)| *v).collect::<Vec<_>>();
+        let input_box = input_box(calibration)?;
+        let mut neurons = neurons::scalarize(&optimized, &outputs(&optimized), &input_box)?;
         neurons.calibrate(&calibration.iter().map(|x| x.to_f32_vec().into_iter().map(f64::from).collect()).collect::<Vec<_>>());
+        let layers_after = neurons.tables_per_layer();
+        // The unoptimized server part may not lower at all (a product of two encrypted values that
+        // only the optimizer fuses into a table): then it has no table count.
+        let layers_before = if report.kept_input {
+            layers_after.clone()
+        } else {
+            neurons::scalarize(&server, &outputs(&server), &input_box).map(|n| n.tables_per_layer()).unwrap_or_default()
+        };
         let postprocess = postprocess_module(module, &client, &frontier)?;
-        Ok(Prepared { neurons, postprocess })
+        let optimization = Optimization { config: opt.clone(), report, before: server, after: optimized, layers_before, layers_after };
+        Ok(Prepared { neurons, postprocess, optimization })
     }
 
     pub fn compile(&self, opts: &Options) -> Result<Compiled, LowerError> {

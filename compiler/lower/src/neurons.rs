@@ -1,7 +1,8 @@
 //! Scalarization: the server part of a module becomes a graph of neurons. Every tensor element is an
 //! affine form (real coefficients) over wires; every univariate non-linearity makes a new wire (a table
 //! lookup); linear ops and data movement only transform forms. Max pooling uses
-//! `max(a, b) = a + relu(b - a)`. Value ranges are propagated by interval analysis as wires are made.
+//! `max(a, b) = a + relu(b - a)`. This lowering is naive on purpose: PBS-saving rewrites (fused tables,
+//! max pooling before a monotone activation) are the optimizer's (`fhec_passes::optimize`). Value ranges are propagated by interval analysis as wires are made.
 
 use crate::LowerError;
 use fhec_ir::{Binary, Module, Op, ReduceKind, Tensor, Type, Unary, ValueId};
@@ -131,6 +132,18 @@ impl Neurons {
         self.outputs.iter().flatten().map(|f| f.eval(&v)).collect()
     }
 
+    /// Table lookups per layer (source op), in order of first table.
+    pub fn tables_per_layer(&self) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = Vec::new();
+        for l in self.wires.iter().filter_map(|w| w.lookup.as_ref()) {
+            match out.iter_mut().find(|(n, _)| *n == l.layer) {
+                Some(e) => e.1 += 1,
+                None => out.push((l.layer.clone(), 1)),
+            }
+        }
+        out
+    }
+
     /// Records the outputs' ranges over calibration samples.
     pub fn calibrate(&mut self, samples: &[Vec<f64>]) {
         let n = self.outputs.iter().map(Vec::len).sum();
@@ -147,29 +160,6 @@ impl Neurons {
 enum V {
     Const(Tensor),
     Enc(Vec<Form>),
-    /// A monotone function not applied yet: only max pools read it, and `maxpool(f(x)) = f(maxpool(x))`
-    /// needs one table per pooled value instead of one per input.
-    Pending(Unary, Vec<Form>, usize),
-}
-
-/// Non-decreasing functions: they commute with max.
-fn monotone(u: &Unary) -> bool {
-    match *u {
-        Unary::Relu
-        | Unary::Sigmoid
-        | Unary::Tanh
-        | Unary::Softplus
-        | Unary::Erf
-        | Unary::Exp
-        | Unary::Clip { .. }
-        | Unary::Softsign
-        | Unary::Floor
-        | Unary::Ceil
-        | Unary::Round
-        | Unary::Sign => true,
-        Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::HardSigmoid { alpha, .. } | Unary::Celu { alpha } => alpha >= 0.0,
-        _ => false,
-    }
 }
 
 struct Builder {
@@ -254,38 +244,38 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
             Op::Input { .. } => V::Enc((0..n_inputs).map(|i| Form::wire(i as u32, &b.wires[i])).collect()),
             Op::Const(t) => V::Const(t.clone()),
             op => {
-                // A pending function is applied now unless this is a max pool, which commutes with it.
-                for o in &ops {
-                    if matches!(vals.get(o), Some(V::Pending(..))) && !matches!(op, Op::MaxPool(_)) {
-                        let Some(V::Pending(u, fs, c)) = vals.remove(o) else { unreachable!() };
-                        vals.insert(*o, V::Enc(fs.into_iter().map(|f| b.lookup(u.clone(), f, c)).collect()));
-                    }
-                }
                 let x: Vec<&V> = ops.iter().map(|o| &vals[o]).collect();
                 let shapes: Vec<&[usize]> = ops.iter().map(|o| m.node(*o).ty.shape.as_slice()).collect();
                 let forms = |i: usize| -> Vec<Form> {
                     match x[i] {
-                        V::Enc(f) | V::Pending(_, f, _) => f.clone(),
+                        V::Enc(f) => f.clone(),
                         V::Const(t) => t.to_f32_vec().into_iter().map(|c| Form::constant(f64::from(c))).collect(),
                     }
                 };
                 match op {
-                    Op::Unary(u)
-                        if monotone(u)
-                            && !m.users(v).is_empty()
-                            && m.users(v).iter().all(|w| matches!(m.node(*w).op, Op::MaxPool(_)))
-                            && !frontier.contains(&v) =>
-                    {
-                        V::Pending(u.clone(), forms(0), class)
-                    }
-                    Op::Unary(u) => V::Enc(forms(0).into_iter().map(|f| b.lookup(u.clone(), f, class)).collect()),
+                    Op::Unary(u) => match fhec_ir::Fun::of_unary(u).affine_coeffs() {
+                        // `neg`, or a fused scalar step: a leveled op, no table.
+                        Some((a, c)) => V::Enc(
+                            forms(0)
+                                .into_iter()
+                                .map(|f| {
+                                    let mut g = f.scaled(a);
+                                    g.bias += c;
+                                    g.lo += c;
+                                    g.hi += c;
+                                    g
+                                })
+                                .collect(),
+                        ),
+                        None => V::Enc(forms(0).into_iter().map(|f| b.lookup(u.clone(), f, class)).collect()),
+                    },
                     Op::Binary(kind) => {
                         let (ia, ib) = (fhec_ir::broadcast_index(shape, shapes[0]), fhec_ir::broadcast_index(shape, shapes[1]));
                         let (fa, fb) = (forms(0), forms(1));
                         let both_enc = matches!((x[0], x[1]), (V::Enc(_), V::Enc(_)));
                         let konst = |i: usize, k: usize| match x[i] {
                             V::Const(t) => Some(f64::from(t.to_f32_vec()[k])),
-                            V::Enc(_) | V::Pending(..) => None,
+                            V::Enc(_) => None,
                         };
                         let mut out = Vec::with_capacity(n);
                         for e in 0..n {
@@ -312,15 +302,7 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
                     Op::Conv(c) => V::Enc(conv(m, v, c, &x, &shapes, shape)?),
                     Op::AvgPool(p) | Op::MaxPool(p) => {
                         let max = matches!(op, Op::MaxPool(_));
-                        let pending = match x[0] {
-                            V::Pending(u, _, c) => Some((u.clone(), *c)),
-                            _ => None,
-                        };
-                        let pooled = pool(&mut b, p, &forms(0), shapes[0], shape, max, class).map_err(|e| unsupported(m, v, &e))?;
-                        match pending {
-                            Some((u, c)) => V::Enc(pooled.into_iter().map(|f| b.lookup(u.clone(), f, c)).collect()),
-                            None => V::Enc(pooled),
-                        }
+                        V::Enc(pool(&mut b, p, &forms(0), shapes[0], shape, max, class).map_err(|e| unsupported(m, v, &e))?)
                     }
                     Op::Reduce { kind, axes, keepdims: _ } => {
                         let f = forms(0);
@@ -355,7 +337,7 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
     let mut outputs = Vec::new();
     for f in frontier {
         outputs.push(match &vals[f] {
-            V::Enc(forms) | V::Pending(_, forms, _) => forms.clone(),
+            V::Enc(forms) => forms.clone(),
             V::Const(t) => t.to_f32_vec().into_iter().map(|c| Form::constant(f64::from(c))).collect(),
         });
     }
@@ -437,7 +419,7 @@ fn conv(m: &Module, v: ValueId, c: &fhec_ir::ConvAttrs, x: &[&V], shapes: &[&[us
     let bias: Option<Vec<f32>> = match x.get(2) {
         Some(V::Const(b)) => Some(b.to_f32_vec()),
         None => None,
-        Some(V::Enc(_) | V::Pending(..)) => {
+        Some(V::Enc(_)) => {
             return Err(unsupported(m, v, "convolution bias must be constant"));
         }
     };

@@ -39,6 +39,8 @@ pub struct Search {
     /// The engine that simulates candidates (same results; `Engine::Auto` takes the JIT when the
     /// runs repay its compile time).
     pub engine: Engine,
+    /// The e-graph optimizer's level and limits (`fhec_passes::optimize`).
+    pub optimize: crate::optimize::Config,
 }
 
 impl Default for Search {
@@ -56,6 +58,7 @@ impl Default for Search {
             min_runs: 2000,
             noise_margin: 1.3,
             engine: Engine::Auto,
+            optimize: crate::optimize::Config::default(),
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct Choice {
     /// Why candidates were simulated with the interpreter though the JIT was asked for (the first
     /// reason), if they were.
     pub jit_fallback: Option<String>,
+    /// What the optimizer did before the search.
+    pub optimization: crate::Optimization,
 }
 
 /// The class a model output names: an integer label, the argmax of a score vector, or `None` for a
@@ -126,7 +131,7 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
     let repeats = search.min_runs.div_ceil(samples.len().max(1)).max(1);
     let reference: Vec<Tensor> = float.iter().cycle().take(repeats * float.len()).cloned().collect();
     let required = 100.0 - if continuous { search.error_budget_percent } else { search.budget_points };
-    let prepared = Prepared::new(module, calibration)?;
+    let prepared = Prepared::new(module, calibration, &search.optimize)?;
     let mut trials = Vec::new();
     let mut last_err = None;
     let mut excluded = None;
@@ -201,7 +206,7 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
         }
         if let Some(h) = here {
             if h.fidelity >= required {
-                return Ok(Choice { compiled: h.compiled, chosen: h.options, fidelity: h.fidelity, within_budget: true, required, trials, jit_fallback });
+                return Ok(Choice { compiled: h.compiled, chosen: h.options, fidelity: h.fidelity, within_budget: true, required, trials, jit_fallback, optimization: prepared.optimization.clone() });
             }
             per_set.push(h);
         }
@@ -210,7 +215,7 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
     // estimates differ by noise at that scale).
     let best = per_set.iter().map(|c| c.fidelity).fold(f64::NEG_INFINITY, f64::max);
     match per_set.into_iter().find(|c| c.fidelity >= best - (100.0 - required)) {
-        Some(b) => Ok(Choice { compiled: b.compiled, chosen: b.options, fidelity: b.fidelity, within_budget: false, required, trials, jit_fallback }),
+        Some(b) => Ok(Choice { compiled: b.compiled, chosen: b.options, fidelity: b.fidelity, within_budget: false, required, trials, jit_fallback, optimization: prepared.optimization.clone() }),
         None => Err(match (last_err, excluded) {
             (_, Some(p)) => LowerError::Model(format!(
                 "parameter set {p} is only used for circuits without bootstraps, and this model needs bootstraps; choose one of {}",

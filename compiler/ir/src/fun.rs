@@ -1,0 +1,409 @@
+//! Scalar functions of one variable built from the IR's elementwise ops: the body of a fused table.
+//!
+//! The optimizer fuses chains of elementwise ops that depend on one encrypted value (`relu` then `clip`,
+//! `x * sigmoid(x)`, a decomposed GELU) into one [`Unary::Fused`], which the lowering turns into one
+//! table lookup per element. Evaluation applies the same f32 operations in the same order as the ops
+//! it replaces, so a fused module computes bit-identical results in the float reference.
+//!
+//! Text form (an s-expression, kept in the `fn` attribute of `fused`): `x`, a float, `(relu x)`,
+//! `(leaky_relu{alpha=0.1} x)`, `(mul x (sigmoid x))`.
+
+use crate::op::{Attr, AttrMap, AttrText, Binary, Op, Unary};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Fun {
+    /// The variable.
+    X,
+    Const(f32),
+    Unary(Unary, Box<Fun>),
+    Binary(Binary, Box<Fun>, Box<Fun>),
+}
+
+/// How a function of one variable varies with it (non-strictly).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Monotone {
+    Increasing,
+    Decreasing,
+    Constant,
+    Unknown,
+}
+
+impl Monotone {
+    fn flip(self) -> Monotone {
+        match self {
+            Monotone::Increasing => Monotone::Decreasing,
+            Monotone::Decreasing => Monotone::Increasing,
+            m => m,
+        }
+    }
+
+    /// `outer(inner(x))`.
+    pub fn compose(outer: Monotone, inner: Monotone) -> Monotone {
+        match (outer, inner) {
+            (Monotone::Constant, _) | (_, Monotone::Constant) => Monotone::Constant,
+            (Monotone::Unknown, _) | (_, Monotone::Unknown) => Monotone::Unknown,
+            (a, b) if a == b => Monotone::Increasing,
+            _ => Monotone::Decreasing,
+        }
+    }
+
+    fn sum(a: Monotone, b: Monotone) -> Monotone {
+        match (a, b) {
+            (Monotone::Constant, m) | (m, Monotone::Constant) => m,
+            (a, b) if a == b => a,
+            _ => Monotone::Unknown,
+        }
+    }
+}
+
+impl Fun {
+    pub fn eval(&self, x: f32) -> f32 {
+        match self {
+            Fun::X => x,
+            Fun::Const(c) => *c,
+            Fun::Unary(u, f) => u.apply(f.eval(x)),
+            Fun::Binary(b, l, r) => b.apply(l.eval(x), r.eval(x)),
+        }
+    }
+
+    /// The function `u(x)` (a fused function is inlined).
+    pub fn of_unary(u: &Unary) -> Fun {
+        match u {
+            Unary::Fused(f) => (**f).clone(),
+            u => Fun::Unary(u.clone(), Box::new(Fun::X)),
+        }
+    }
+
+    /// `self(inner(x))`.
+    pub fn compose(&self, inner: &Fun) -> Fun {
+        match self {
+            Fun::X => inner.clone(),
+            Fun::Const(c) => Fun::Const(*c),
+            Fun::Unary(u, f) => Fun::Unary(u.clone(), Box::new(f.compose(inner))),
+            Fun::Binary(b, l, r) => Fun::Binary(*b, Box::new(l.compose(inner)), Box::new(r.compose(inner))),
+        }
+    }
+
+    /// `l op r`.
+    pub fn binary(op: Binary, l: Fun, r: Fun) -> Fun {
+        Fun::Binary(op, Box::new(l), Box::new(r))
+    }
+
+    /// The one-op function this is, if any: `(relu x)` is `relu`.
+    pub fn as_unary(&self) -> Option<&Unary> {
+        match self {
+            Fun::Unary(u, f) if **f == Fun::X => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Whether the function is affine in `x` (no table needed: a leveled op computes it).
+    pub fn is_affine(&self) -> bool {
+        self.affine_coeffs().is_some()
+    }
+
+    /// `(a, b)` with `f(x) = a x + b` for an affine function, computed in f64.
+    pub fn affine_coeffs(&self) -> Option<(f64, f64)> {
+        match self {
+            Fun::X => Some((1.0, 0.0)),
+            Fun::Const(c) => Some((0.0, f64::from(*c))),
+            Fun::Unary(Unary::Neg, f) => f.affine_coeffs().map(|(a, b)| (-a, -b)),
+            Fun::Unary(..) if self.is_constant() => Some((0.0, f64::from(self.eval(0.0)))),
+            Fun::Unary(..) => None,
+            Fun::Binary(op, l, r) => {
+                let ((a, b), (c, d)) = (l.affine_coeffs()?, r.affine_coeffs()?);
+                match op {
+                    Binary::Add => Some((a + c, b + d)),
+                    Binary::Sub => Some((a - c, b - d)),
+                    Binary::Mul if a == 0.0 => Some((b * c, b * d)),
+                    Binary::Mul if c == 0.0 => Some((a * d, b * d)),
+                    Binary::Div if c == 0.0 => Some((a / d, b / d)),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    fn is_constant(&self) -> bool {
+        match self {
+            Fun::X => false,
+            Fun::Const(_) => true,
+            Fun::Unary(_, f) => f.is_constant(),
+            Fun::Binary(_, l, r) => l.is_constant() && r.is_constant(),
+        }
+    }
+
+    fn constant(&self) -> Option<f32> {
+        self.is_constant().then(|| self.eval(0.0))
+    }
+
+    /// A structural bound on how the function varies (`Unknown` when the structure does not say).
+    pub fn monotonicity(&self) -> Monotone {
+        if self.is_constant() {
+            return Monotone::Constant;
+        }
+        match self {
+            Fun::X => Monotone::Increasing,
+            Fun::Const(_) => Monotone::Constant,
+            Fun::Unary(u, f) => Monotone::compose(u.monotonicity(), f.monotonicity()),
+            Fun::Binary(Binary::Add, l, r) => Monotone::sum(l.monotonicity(), r.monotonicity()),
+            Fun::Binary(Binary::Sub, l, r) => Monotone::sum(l.monotonicity(), r.monotonicity().flip()),
+            Fun::Binary(Binary::Mul, l, r) => match (l.constant(), r.constant()) {
+                (Some(c), None) => scaled(r.monotonicity(), c),
+                (None, Some(c)) => scaled(l.monotonicity(), c),
+                _ => Monotone::Unknown,
+            },
+            Fun::Binary(Binary::Div, l, r) => match r.constant() {
+                Some(c) => scaled(l.monotonicity(), c),
+                None => Monotone::Unknown,
+            },
+            Fun::Binary(Binary::PRelu, l, r) => match r.constant() {
+                Some(c) if c >= 0.0 => l.monotonicity(),
+                _ => Monotone::Unknown,
+            },
+        }
+    }
+
+    /// Exact simplifications (the result computes bit-identical values up to the sign of zero):
+    /// constant subtrees folded, `neg(neg e) = e`, idempotent `relu`/`abs`/`sign`/`floor`/`ceil`/`round`,
+    /// `e * 1 = e / 1 = e + 0 = e - 0 = e`.
+    pub fn simplify(&self) -> Fun {
+        if self.is_constant() {
+            return Fun::Const(self.eval(0.0));
+        }
+        match self {
+            Fun::X | Fun::Const(_) => self.clone(),
+            Fun::Unary(u, f) => {
+                let f = f.simplify();
+                match (u, &f) {
+                    (Unary::Neg, Fun::Unary(Unary::Neg, inner)) => (**inner).clone(),
+                    (
+                        Unary::Relu | Unary::Abs | Unary::Sign | Unary::Floor | Unary::Ceil | Unary::Round,
+                        Fun::Unary(v, _),
+                    ) if v == u => f,
+                    _ => Fun::Unary(u.clone(), Box::new(f)),
+                }
+            }
+            Fun::Binary(b, l, r) => {
+                let (l, r) = (l.simplify(), r.simplify());
+                match (b, &l, &r) {
+                    (Binary::Mul | Binary::Div, e, Fun::Const(c)) if *c == 1.0 => e.clone(),
+                    (Binary::Mul, Fun::Const(c), e) if *c == 1.0 => e.clone(),
+                    (Binary::Add | Binary::Sub, e, Fun::Const(c)) if *c == 0.0 => e.clone(),
+                    (Binary::Add, Fun::Const(c), e) if *c == 0.0 => e.clone(),
+                    _ => Fun::binary(*b, l, r),
+                }
+            }
+        }
+    }
+
+    /// Number of nodes of the expression.
+    pub fn size(&self) -> usize {
+        match self {
+            Fun::X | Fun::Const(_) => 1,
+            Fun::Unary(_, f) => 1 + f.size(),
+            Fun::Binary(_, l, r) => 1 + l.size() + r.size(),
+        }
+    }
+
+    /// Parses the text form.
+    pub fn parse(text: &str) -> Result<Fun, String> {
+        let toks = tokenize(text)?;
+        let mut pos = 0;
+        let f = parse_expr(&toks, &mut pos)?;
+        if pos != toks.len() {
+            return Err(format!("function `{text}`: unexpected `{}` after the expression", toks[pos]));
+        }
+        Ok(f)
+    }
+}
+
+fn scaled(m: Monotone, c: f32) -> Monotone {
+    if c > 0.0 {
+        m
+    } else if c < 0.0 {
+        m.flip()
+    } else {
+        Monotone::Constant
+    }
+}
+
+impl fmt::Display for Fun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fun::X => write!(f, "x"),
+            Fun::Const(c) => write!(f, "{c:?}"),
+            Fun::Unary(u, a) => {
+                let op = Op::Unary(u.clone());
+                write!(f, "({}", op.mnemonic())?;
+                let attrs = op.attrs();
+                if !attrs.is_empty() {
+                    write!(f, "{{")?;
+                    for (i, (k, v)) in attrs.iter().enumerate() {
+                        let v = match v {
+                            Attr::Float(x) => format!("{x:?}"),
+                            Attr::Bool(b) => b.to_string(),
+                            other => return write!(f, "<unprintable attribute {k}={other:?}>"),
+                        };
+                        write!(f, "{}{k}={v}", if i > 0 { "," } else { "" })?;
+                    }
+                    write!(f, "}}")?;
+                }
+                write!(f, " {a})")
+            }
+            Fun::Binary(b, l, r) => write!(f, "({} {l} {r})", Op::Binary(*b).mnemonic()),
+        }
+    }
+}
+
+fn tokenize(text: &str) -> Result<Vec<String>, String> {
+    let mut toks = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0; // inside `{...}`, parentheses and spaces do not split
+    for c in text.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                cur.push(c);
+            }
+            '}' => {
+                depth -= 1;
+                cur.push(c);
+            }
+            '(' | ')' if depth == 0 => {
+                if !cur.is_empty() {
+                    toks.push(std::mem::take(&mut cur));
+                }
+                toks.push(c.to_string());
+            }
+            c if c.is_whitespace() && depth == 0 => {
+                if !cur.is_empty() {
+                    toks.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if depth != 0 {
+        return Err(format!("function `{text}`: unbalanced braces"));
+    }
+    if !cur.is_empty() {
+        toks.push(cur);
+    }
+    Ok(toks)
+}
+
+fn parse_expr(toks: &[String], pos: &mut usize) -> Result<Fun, String> {
+    let tok = toks.get(*pos).ok_or("function: unexpected end")?;
+    *pos += 1;
+    match tok.as_str() {
+        "x" => Ok(Fun::X),
+        "(" => {
+            let head = toks.get(*pos).ok_or("function: unexpected end after `(`")?.clone();
+            *pos += 1;
+            let (name, attrs) = match head.split_once('{') {
+                Some((name, rest)) => (name, rest.strip_suffix('}').ok_or_else(|| format!("function: bad attributes in `{head}`"))?),
+                None => (head.as_str(), ""),
+            };
+            let mut map = AttrMap::default();
+            for pair in attrs.split(',').filter(|p| !p.trim().is_empty()) {
+                let (k, v) = pair.split_once('=').ok_or_else(|| format!("function: attribute `{pair}` has no `=`"))?;
+                let v = v.trim().to_string();
+                let numeric = v.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.');
+                map.entries.push((k.trim().to_string(), if numeric { AttrText::Num(v) } else { AttrText::Word(v) }));
+            }
+            let f = match Op::from_parts(name, &mut map)? {
+                Op::Unary(Unary::Fused(_)) => return Err("function: `fused` cannot nest".into()),
+                Op::Unary(u) => Fun::Unary(u, Box::new(parse_expr(toks, pos)?)),
+                Op::Binary(b) => {
+                    let l = parse_expr(toks, pos)?;
+                    Fun::binary(b, l, parse_expr(toks, pos)?)
+                }
+                other => return Err(format!("function: `{}` is not an elementwise op", other.mnemonic())),
+            };
+            match toks.get(*pos).map(String::as_str) {
+                Some(")") => {
+                    *pos += 1;
+                    Ok(f)
+                }
+                Some(t) => Err(format!("function: expected `)`, found `{t}`")),
+                None => Err("function: missing `)`".into()),
+            }
+        }
+        t => t.parse::<f32>().map(Fun::Const).map_err(|_| format!("function: `{t}` is neither `x`, a number nor `(`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_round_trips() {
+        for text in ["x", "(relu x)", "(mul x (sigmoid x))", "(clip{min=0.0,max=6.0} (leaky_relu{alpha=0.1} (add x 1.5)))", "(gelu{tanh=true} (div x -2.0))"] {
+            let f = Fun::parse(text).unwrap();
+            assert_eq!(f.to_string(), text);
+            assert_eq!(Fun::parse(&f.to_string()).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn bad_text_is_refused_with_a_reason() {
+        for (text, why) in [
+            ("(relu x", "missing `)`"),
+            ("(matmul x x)", "not an elementwise op"),
+            ("(nope x)", "unknown op"),
+            ("(relu y)", "neither"),
+            ("(clip{min=0.0} x)", "missing attribute `max`"),
+            ("x x", "unexpected"),
+        ] {
+            let e = Fun::parse(text).unwrap_err();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn evaluation_and_composition_follow_the_ops() {
+        let silu = Fun::parse("(mul x (sigmoid x))").unwrap();
+        assert_eq!(silu.eval(2.0), 2.0 * Unary::Sigmoid.apply(2.0));
+        let relu6 = Fun::parse("(clip{min=0.0,max=6.0} x)").unwrap().compose(&Fun::of_unary(&Unary::Relu));
+        assert_eq!(relu6.to_string(), "(clip{min=0.0,max=6.0} (relu x))");
+        assert_eq!(relu6.eval(7.5), 6.0);
+    }
+
+    #[test]
+    fn simplification_is_exact() {
+        for (text, want) in [
+            ("(neg (neg (relu x)))", "(relu x)"),
+            ("(relu (relu (add x 0.0)))", "(relu x)"),
+            ("(mul (div x 1.0) (add 1.0 2.0))", "(mul x 3.0)"),
+            ("(sigmoid (neg (neg x)))", "(sigmoid x)"),
+        ] {
+            let f = Fun::parse(text).unwrap();
+            let s = f.simplify();
+            assert_eq!(s.to_string(), want);
+            for x in [-3.5f32, -0.25, 0.0, 0.75, 9.0] {
+                assert_eq!(f.eval(x), s.eval(x), "{text} at {x}");
+            }
+        }
+    }
+
+    #[test]
+    fn monotonicity_is_structural() {
+        let m = |t: &str| Fun::parse(t).unwrap().monotonicity();
+        assert_eq!(m("(relu (add x 1.0))"), Monotone::Increasing);
+        assert_eq!(m("(relu (mul x -2.0))"), Monotone::Decreasing);
+        assert_eq!(m("(sigmoid (neg (tanh x)))"), Monotone::Decreasing);
+        assert_eq!(m("(mul x (sigmoid x))"), Monotone::Unknown);
+        assert_eq!(m("(add (relu x) (tanh x))"), Monotone::Increasing);
+        assert_eq!(m("(sub (relu x) (tanh x))"), Monotone::Unknown);
+        assert_eq!(m("(mul 2.0 3.0)"), Monotone::Constant);
+        assert!(Fun::parse("(div (add x 1.0) 2.0)").unwrap().is_affine());
+        assert_eq!(Fun::parse("(div (add x 1.0) 2.0)").unwrap().affine_coeffs(), Some((0.5, 0.5)));
+        assert_eq!(Fun::parse("(neg (sub 3.0 (mul x 2.0)))").unwrap().affine_coeffs(), Some((2.0, -3.0)));
+        assert_eq!(Fun::parse("(relu x)").unwrap().affine_coeffs(), None);
+        assert!(!Fun::parse("(mul x x)").unwrap().is_affine());
+    }
+}

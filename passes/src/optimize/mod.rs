@@ -1,0 +1,247 @@
+//! The e-graph optimizer (egg): equality saturation over the IR, then extraction of the cheapest
+//! program under a cost model where a table lookup (a programmable bootstrap) costs what it costs on
+//! this machine and leveled ops are nearly free.
+//!
+//! The module goes into an e-graph (`lang`): every univariate op becomes `map(f, x)`, a table per
+//! element of `x`. The rules (`rules`) add equivalent forms: composed tables, products of functions
+//! of one value fused into one table, scalar steps folded into tables, max pooling moved before a
+//! monotone activation. Extraction picks, per class, the cheapest form; the result is kept only if its
+//! whole-program (DAG) cost is lower than the input's, so the optimizer never makes a module worse.
+//!
+//! The lowering (`fhec_lower`) is naive on purpose; `fhec build --opt-level 0` skips this pass so its
+//! gain stays measurable.
+
+mod lang;
+mod rules;
+
+
+use egg::{CostFunction, Extractor, Id, Language, Runner};
+use fhec_ir::{IrError, Module, Op, Security, Unary};
+use lang::{ENode, EG, fun_of, ty};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// The rewrite rules' names, in the order reports list them.
+pub fn rule_names() -> Vec<&'static str> {
+    rules::rules().into_iter().map(|(n, _)| n).collect()
+}
+
+/// Bounds on equality saturation. The defaults saturate every corpus model well inside them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    pub nodes: usize,
+    pub iterations: usize,
+    pub time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { nodes: 50_000, iterations: 30, time: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// 0: no optimization (the naive lowering); 1: the e-graph optimizer.
+    pub level: u8,
+    pub limits: Limits,
+    /// Run only these rules (tests); `None`: all of them.
+    pub only: Option<Vec<&'static str>>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { level: 1, limits: Limits::default(), only: None }
+    }
+}
+
+/// What one table and one leveled op cost, in milliseconds.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct CostModel {
+    /// One programmable bootstrap (the parameter set's measured time).
+    pub pbs_ms: f64,
+    /// One output element of a leveled op (LWE multiply-adds: about a microsecond per term).
+    pub leveled_ms: f64,
+}
+
+impl Default for CostModel {
+    /// The 2048-position set measured on the project's 2-core machine (see `fhec_runtime::ParamSet`).
+    fn default() -> CostModel {
+        CostModel { pbs_ms: 22.5, leveled_ms: 0.001 }
+    }
+}
+
+/// The cost of a program: bootstraps, leveled work, and ops the FHE lowering cannot do at all.
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+pub struct Totals {
+    pub pbs: f64,
+    pub leveled: f64,
+    /// Products or quotients of two encrypted values (no table computes them).
+    pub unsupported: usize,
+}
+
+impl Totals {
+    fn ms(&self, c: &CostModel) -> f64 {
+        self.pbs * c.pbs_ms + self.leveled * c.leveled_ms + self.unsupported as f64 * UNSUPPORTED_MS
+    }
+
+    fn add(&mut self, o: Totals) {
+        self.pbs += o.pbs;
+        self.leveled += o.leveled;
+        self.unsupported += o.unsupported;
+    }
+}
+
+/// The cost of an op that cannot be lowered: any lowerable alternative wins.
+const UNSUPPORTED_MS: f64 = 1e9;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub before: Totals,
+    pub after: Totals,
+    /// Estimated server time per sample with one thread, before and after.
+    pub before_ms: f64,
+    pub after_ms: f64,
+    /// Times each rule was applied, in rule order (rules that never applied included).
+    pub applied: Vec<(&'static str, usize)>,
+    pub iterations: usize,
+    pub egraph_nodes: usize,
+    pub egraph_classes: usize,
+    pub stop_reason: String,
+    pub time: Duration,
+    /// The extracted program was not cheaper: the input is returned unchanged.
+    pub kept_input: bool,
+}
+
+/// The cost of one e-node alone.
+fn node_cost(eg: &EG, n: &ENode) -> Totals {
+    let numel = |id: Id| ty(eg, id).map_or(0, |t| t.numel()) as f64;
+    let enc = |id: Id| ty(eg, id).is_some_and(|t| t.security == Security::Enc);
+    match n {
+        ENode::Input(_) | ENode::Const(_) | ENode::Fun(_) => Totals::default(),
+        ENode::Map([f, x]) => {
+            let affine = fun_of(eg, *f).is_some_and(|f| f.is_affine());
+            if enc(*x) && !affine {
+                Totals { pbs: numel(*x), ..Totals::default() }
+            } else {
+                Totals { leveled: numel(*x), ..Totals::default() }
+            }
+        }
+        ENode::Op(k, c) => {
+            let op = &eg.analysis.ops[*k as usize];
+            let result = eg.lookup(n.clone()).map_or(0.0, numel);
+            match op {
+                Op::MaxPool(p) if c.first().is_some_and(|x| enc(*x)) => {
+                    let window: usize = p.kernel.iter().product();
+                    Totals { pbs: result * window.saturating_sub(1) as f64, leveled: result, unsupported: 0 }
+                }
+                Op::Binary(fhec_ir::Binary::Mul | fhec_ir::Binary::Div | fhec_ir::Binary::PRelu)
+                    if c.len() == 2 && enc(c[0]) && enc(c[1]) =>
+                {
+                    Totals { unsupported: 1, ..Totals::default() }
+                }
+                _ => Totals { leveled: result, ..Totals::default() },
+            }
+        }
+    }
+}
+
+/// Cost per node plus a small constant, so that among equal costs the smaller program wins.
+const NODE_MS: f64 = 1e-6;
+
+struct TreeCost<'a> {
+    eg: &'a EG,
+    model: CostModel,
+}
+
+impl CostFunction<ENode> for TreeCost<'_> {
+    type Cost = f64;
+
+    fn cost<C: FnMut(Id) -> f64>(&mut self, enode: &ENode, mut costs: C) -> f64 {
+        let own = node_cost(self.eg, enode).ms(&self.model) + NODE_MS;
+        enode.children().iter().fold(own, |acc, c| acc + costs(*c))
+    }
+}
+
+/// The cost of the program made of `choose(class)` for every class reachable from `roots`, each
+/// class counted once.
+fn dag_cost(eg: &EG, roots: &[Id], choose: &dyn Fn(Id) -> ENode) -> Totals {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<Id> = roots.iter().map(|r| eg.find(*r)).collect();
+    let mut total = Totals::default();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let n = choose(id);
+        total.add(node_cost(eg, &n));
+        stack.extend(n.children().iter().map(|c| eg.find(*c)));
+    }
+    total
+}
+
+/// Optimizes `m` (see the module docs). With `cfg.level == 0` the module is returned as is.
+pub fn optimize(m: &Module, cfg: &Config, model: &CostModel) -> Result<(Module, Report), IrError> {
+    let loaded = lang::to_egraph(m)?;
+    let roots: Vec<Id> = loaded.outputs.iter().map(|(_, id)| *id).collect();
+    let original = loaded.original.clone();
+    let eg0 = &loaded.egraph;
+    let choose_original = |id: Id| -> ENode {
+        let id = eg0.find(id);
+        original.iter().find(|(k, _)| eg0.find(**k) == id).map(|(_, n)| n.clone()).expect("every class comes from a node")
+    };
+    let before = dag_cost(eg0, &roots, &choose_original);
+    let mut report = Report { before, after: before, before_ms: before.ms(model), after_ms: before.ms(model), kept_input: true, ..Report::default() };
+    report.applied = rule_names().into_iter().map(|n| (n, 0)).collect();
+    if cfg.level == 0 {
+        return Ok((m.clone(), report));
+    }
+    let start = std::time::Instant::now();
+    let runner = Runner::default()
+        .with_egraph(loaded.egraph)
+        .with_node_limit(cfg.limits.nodes)
+        .with_iter_limit(cfg.limits.iterations)
+        .with_time_limit(cfg.limits.time)
+        .run(&rules::rewrites(cfg.only.as_deref()));
+    report.time = start.elapsed();
+    report.iterations = runner.iterations.len();
+    report.egraph_nodes = runner.egraph.total_number_of_nodes();
+    report.egraph_classes = runner.egraph.number_of_classes();
+    report.stop_reason = format!("{:?}", runner.stop_reason.as_ref().map_or("none".into(), |r| format!("{r:?}")));
+    for it in &runner.iterations {
+        for (name, count) in &it.applied {
+            if let Some(e) = report.applied.iter_mut().find(|(n, _)| *n == name.as_str()) {
+                e.1 += count;
+            }
+        }
+    }
+    let eg = &runner.egraph;
+    let extractor = Extractor::new(eg, TreeCost { eg, model: *model });
+    let best = |id: Id| extractor.find_best_node(eg.find(id)).clone();
+    let after = dag_cost(eg, &roots, &best);
+    if after.ms(model) >= before.ms(model) - NODE_MS {
+        return Ok((m.clone(), report));
+    }
+    let out = lang::to_module(&m.name, eg, &loaded.outputs, &loaded.locs, &best)?;
+    report.after = after;
+    report.after_ms = after.ms(model);
+    report.kept_input = false;
+    Ok((out, report))
+}
+
+/// Tables the lowering will make for `m`'s univariate ops and max pools, per op: the same count as
+/// the optimizer's cost model, for reports and tests on modules outside an e-graph.
+pub fn table_count(m: &Module) -> usize {
+    m.values()
+        .map(|v| {
+            let node = m.node(v);
+            let enc_operand = m.operands(v).first().is_some_and(|o| m.node(*o).ty.security == Security::Enc);
+            match &node.op {
+                Op::Unary(Unary::Fused(f)) if f.is_affine() => 0,
+                Op::Unary(_) if enc_operand => node.ty.numel(),
+                Op::MaxPool(p) if enc_operand => node.ty.numel() * p.kernel.iter().product::<usize>().saturating_sub(1),
+                _ => 0,
+            }
+        })
+        .sum()
+}
