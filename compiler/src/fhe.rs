@@ -128,6 +128,39 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
             o.weight_bits_of(l)
         ));
     }
+    let opt = &choice.optimization;
+    let r = &opt.report;
+    let pbs_ms = params.pbs_ms();
+    let (before, after) = (opt.pbs_before(), opt.pbs_after());
+    if opt.config.level == 0 {
+        text.push_str("\noptimizer: off (--opt-level 0)\n");
+    } else {
+        text.push_str(&format!(
+            "\noptimizer (e-graph, --opt-level {}): {} iterations, {} e-nodes, {:.0} ms, stop: {}{}\n  PBS per sample: {} -> {}; estimated latency on 1 thread: {} ms -> {:.0} ms\n  rules applied:{}\n",
+            opt.config.level,
+            r.iterations,
+            r.egraph_nodes,
+            r.time.as_secs_f64() * 1e3,
+            r.stop_reason,
+            if r.kept_input { " (no cheaper program: the input is kept)" } else { "" },
+            if r.before.unsupported > 0 { format!("not lowerable ({} products of encrypted values)", r.before.unsupported) } else { before.to_string() },
+            after,
+            if r.before.unsupported > 0 { "-".to_string() } else { format!("{:.0}", before as f64 * pbs_ms) },
+            after as f64 * pbs_ms,
+            r.applied.iter().map(|(n, c)| format!(" {n} {c}")).collect::<Vec<_>>().join(",")
+        ));
+        text.push_str("  per layer (before -> after):\n");
+        let mut names: Vec<&String> = opt.layers_before.iter().map(|l| &l.0).collect();
+        for (l, _) in &opt.layers_after {
+            if !names.contains(&l) {
+                names.push(l);
+            }
+        }
+        let count = |v: &[(String, usize)], n: &String| v.iter().find(|l| &l.0 == n).map_or(0, |l| l.1);
+        for n in names {
+            text.push_str(&format!("    {n:40} {:6} -> {:6} PBS\n", count(&opt.layers_before, n), count(&opt.layers_after, n)));
+        }
+    }
     text.push_str("\ncandidates tried (parameter set, weight bits, output weight cap: fidelity):\n");
     for t in &choice.trials {
         let f = match t.fidelity {
@@ -156,6 +189,22 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
         "levels": circuit.levels().len(),
         "inputs": circuit.n_inputs,
         "outputs": circuit.outputs.len(),
+        "optimizer": json!({
+            "opt_level": opt.config.level,
+            "pbs_before": before,
+            "pbs_after": after,
+            "unlowerable_ops_before": r.before.unsupported,
+            "estimated_latency_1_thread_ms_before": before as f64 * pbs_ms,
+            "estimated_latency_1_thread_ms_after": after as f64 * pbs_ms,
+            "iterations": r.iterations,
+            "egraph_nodes": r.egraph_nodes,
+            "time_ms": r.time.as_secs_f64() * 1e3,
+            "stop_reason": r.stop_reason,
+            "kept_input": r.kept_input,
+            "rules_applied": r.applied.iter().map(|(n, c)| json!({"rule": n, "count": c})).collect::<Vec<_>>(),
+            "layers_before": opt.layers_before.iter().map(|(n, c)| json!({"name": n, "pbs": c})).collect::<Vec<_>>(),
+            "layers_after": opt.layers_after.iter().map(|(n, c)| json!({"name": n, "pbs": c})).collect::<Vec<_>>(),
+        }),
         "layers": layers.iter().map(|(l, n, noise, usable)| json!({
             "name": l, "pbs": n, "noise_std_positions": noise, "input_resolution_bits": usable.log2(),
             "output_weight_bits": o.weight_bits_of(l),

@@ -83,6 +83,19 @@ enum Command {
         /// of the output's spread over the calibration set.
         #[arg(long, default_value_t = 5.0)]
         error_budget: f64,
+        /// 0: the naive lowering (one table per univariate op, max pools as written); 1: the e-graph
+        /// optimizer (fused tables, max pooling before monotone activations).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+        opt_level: u8,
+        /// Optimizer limit: e-graph nodes.
+        #[arg(long, default_value_t = 50_000)]
+        egg_node_limit: usize,
+        /// Optimizer limit: rewrite iterations.
+        #[arg(long, default_value_t = 30)]
+        egg_iter_limit: usize,
+        /// Optimizer limit: seconds of equality saturation.
+        #[arg(long, default_value_t = 5.0)]
+        egg_time_limit: f64,
     },
     /// Generate a secret key (client) and an evaluation key (server) into KEYS/.
     Keygen {
@@ -224,8 +237,36 @@ fn run(cli: Cli) -> Result<()> {
             let m = fhec::load_model(&model)?;
             print!("{}", m.to_text(if full { DataMode::Full } else { DataMode::Elided }));
         }
-        Command::Build { model, calibration, output, params, weight_bits, failure_log2, accuracy_budget, error_budget } => {
+        Command::Build {
+            model,
+            calibration,
+            output,
+            params,
+            weight_bits,
+            failure_log2,
+            accuracy_budget,
+            error_budget,
+            opt_level,
+            egg_node_limit,
+            egg_iter_limit,
+            egg_time_limit,
+        } => {
             let mut search = fhec_lower::Search::default();
+            if !(egg_time_limit > 0.0 && egg_time_limit <= 3600.0) {
+                bail!("--egg-time-limit is in seconds, more than 0 and at most 3600");
+            }
+            if egg_node_limit == 0 || egg_iter_limit == 0 {
+                bail!("--egg-node-limit and --egg-iter-limit must be at least 1");
+            }
+            search.optimize = fhec_lower::optimize::Config {
+                level: opt_level,
+                limits: fhec_lower::optimize::Limits {
+                    nodes: egg_node_limit,
+                    iterations: egg_iter_limit,
+                    time: std::time::Duration::from_secs_f64(egg_time_limit),
+                },
+                only: None,
+            };
             if let Some(bits) = weight_bits {
                 if !(2..=16).contains(&bits) {
                     bail!("--weight-bits must be between 2 and 16");

@@ -397,6 +397,24 @@ def torch_models():
                task="classification", labels=yte.astype(np.int64), float_accuracy=acc_logits(out, yte),
                description="MLP 13-16-3 with Tanh, normalization inside; output = logits [1,3].")
 
+    # 11. mlp_wine_silu / mlp_wine_gelu ------------------------------------------------
+    # Activations that exporters decompose into products of two encrypted values: SiLU as
+    # x * Sigmoid(x), GELU (opset < 20) as 0.5 * x * (1 + Erf(x / sqrt(2))). Only the optimizer's
+    # table fusion makes them lowerable (one table per hidden unit).
+    for seed, name, act, desc in [
+        (2, "mlp_wine_silu", nn.SiLU(), "SiLU, exported as Sigmoid and Mul (x * sigmoid(x))"),
+        (3, "mlp_wine_gelu", nn.GELU(), "GELU, exported as Div, Erf, Add, Mul, Mul"),
+    ]:
+        seed_all(seed)
+        model = nn.Sequential(norm_from(Xtr), nn.Linear(13, 16), act, nn.Linear(16, 3))
+        train(model, Xtr, ytr64, nn.CrossEntropyLoss(), epochs=200, lr=0.01, seed=seed)
+        out = torch_outputs(model, Xte)
+        m = export_classic(model, (1, 13))
+        write_case(name, m, Xte, [out], exporter="torch", exporter_version=tv,
+                   dataset="sklearn.datasets.load_wine (test_size=0.25, random_state=0)",
+                   task="classification", labels=yte.astype(np.int64), float_accuracy=acc_logits(out, yte),
+                   description=f"MLP 13-16-3 with {desc}, normalization inside; output = logits [1,3].")
+
     # 7. mlp_diabetes_dynamic -------------------------------------------------------
     seed_all(0)
     X, y = load("diabetes")

@@ -213,8 +213,10 @@ pub fn to_module(
         if done.contains_key(&id) {
             continue;
         }
-        let loc = class_locs.entry(id).or_insert_with(|| loc_of(id).or(inherited)).clone();
         let node = choose(id);
+        // Constants keep their own location only (they are operands, not layers).
+        let own = loc_of(id);
+        let loc = class_locs.entry(id).or_insert_with(|| if matches!(node, ENode::Const(_)) { own } else { own.or(inherited) }).clone();
         let children: Vec<Id> = match &node {
             ENode::Map([_, x]) => vec![eg.find(*x)],
             n => n.children().iter().map(|c| eg.find(*c)).collect(),

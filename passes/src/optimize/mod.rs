@@ -207,7 +207,7 @@ pub fn optimize(m: &Module, cfg: &Config, model: &CostModel) -> Result<(Module, 
     report.iterations = runner.iterations.len();
     report.egraph_nodes = runner.egraph.total_number_of_nodes();
     report.egraph_classes = runner.egraph.number_of_classes();
-    report.stop_reason = format!("{:?}", runner.stop_reason.as_ref().map_or("none".into(), |r| format!("{r:?}")));
+    report.stop_reason = runner.stop_reason.as_ref().map_or("none".into(), |r| format!("{r:?}"));
     for it in &runner.iterations {
         for (name, count) in &it.applied {
             if let Some(e) = report.applied.iter_mut().find(|(n, _)| *n == name.as_str()) {
