@@ -129,6 +129,13 @@ fn maxpool_of_increasing_map_pools_before_the_activation() {
     // The rewritten relu keeps a source location: the class it computes is the max pool's.
     assert!(text.contains("relu %1 : enc<f32>[1,1,2,2] loc(\"/MaxPool\")"), "{text}");
 
+    // A window made only of padding pools -inf, and relu(-inf) = 0: the rule must not fire.
+    let padded = module(
+        "%0 = input \"x\" : enc<f32>[1,1,2,2]\n%1 = relu %0 : enc<f32>[1,1,2,2]\n%2 = maxpool{kernel=[1,1], strides=[1,1], pads=[1,1,1,1], dilations=[1,1], ceil_mode=false} %1 : enc<f32>[1,1,4,4]\noutput \"y\" = %2\n",
+    );
+    let (_, r) = run(&padded, None);
+    assert_eq!(applied(&r, "maxpool-of-increasing-map"), 0);
+
     // A function that is not monotone does not move.
     let gelu: Module = m.to_string().replace("relu %0", "gelu{tanh=false} %0").parse().unwrap();
     let (_, r) = run(&gelu, None);

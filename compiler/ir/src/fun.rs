@@ -106,14 +106,23 @@ impl Fun {
 
     /// `(a, b)` with `f(x) = a x + b` for an affine function, computed in f64.
     pub fn affine_coeffs(&self) -> Option<(f64, f64)> {
+        if self.is_constant() {
+            let v = f64::from(self.eval(0.0));
+            return v.is_finite().then_some((0.0, v));
+        }
+        let (a, b) = self.affine_parts()?;
+        (a.is_finite() && b.is_finite()).then_some((a, b))
+    }
+
+    fn affine_parts(&self) -> Option<(f64, f64)> {
         match self {
             Fun::X => Some((1.0, 0.0)),
             Fun::Const(c) => Some((0.0, f64::from(*c))),
-            Fun::Unary(Unary::Neg, f) => f.affine_coeffs().map(|(a, b)| (-a, -b)),
+            Fun::Unary(Unary::Neg, f) => f.affine_parts().map(|(a, b)| (-a, -b)),
             Fun::Unary(..) if self.is_constant() => Some((0.0, f64::from(self.eval(0.0)))),
             Fun::Unary(..) => None,
             Fun::Binary(op, l, r) => {
-                let ((a, b), (c, d)) = (l.affine_coeffs()?, r.affine_coeffs()?);
+                let ((a, b), (c, d)) = (l.affine_parts()?, r.affine_parts()?);
                 match op {
                     Binary::Add => Some((a + c, b + d)),
                     Binary::Sub => Some((a - c, b - d)),
@@ -142,7 +151,7 @@ impl Fun {
     /// A structural bound on how the function varies (`Unknown` when the structure does not say).
     pub fn monotonicity(&self) -> Monotone {
         if self.is_constant() {
-            return Monotone::Constant;
+            return if self.eval(0.0).is_finite() { Monotone::Constant } else { Monotone::Unknown };
         }
         match self {
             Fun::X => Monotone::Increasing,
@@ -151,14 +160,16 @@ impl Fun {
             Fun::Binary(Binary::Add, l, r) => Monotone::sum(l.monotonicity(), r.monotonicity()),
             Fun::Binary(Binary::Sub, l, r) => Monotone::sum(l.monotonicity(), r.monotonicity().flip()),
             Fun::Binary(Binary::Mul, l, r) => match (l.constant(), r.constant()) {
-                (Some(c), None) => scaled(r.monotonicity(), c),
-                (None, Some(c)) => scaled(l.monotonicity(), c),
+                (Some(c), None) => scaled(r.monotonicity(), c, false),
+                (None, Some(c)) => scaled(l.monotonicity(), c, false),
                 _ => Monotone::Unknown,
             },
             Fun::Binary(Binary::Div, l, r) => match r.constant() {
-                Some(c) => scaled(l.monotonicity(), c),
+                Some(c) => scaled(l.monotonicity(), c, true),
                 None => Monotone::Unknown,
             },
+            // max and min of two non-decreasing (non-increasing) functions are non-decreasing (...).
+            Fun::Binary(Binary::Max | Binary::Min, l, r) => Monotone::sum(l.monotonicity(), r.monotonicity()),
             Fun::Binary(Binary::PRelu, l, r) => match r.constant() {
                 Some(c) if c >= 0.0 => l.monotonicity(),
                 _ => Monotone::Unknown,
@@ -166,9 +177,9 @@ impl Fun {
         }
     }
 
-    /// Exact simplifications (the result computes bit-identical values up to the sign of zero):
+    /// Exact simplifications (the result computes bit-identical values for every input):
     /// constant subtrees folded, `neg(neg e) = e`, idempotent `relu`/`abs`/`sign`/`floor`/`ceil`/`round`,
-    /// `e * 1 = e / 1 = e + 0 = e - 0 = e`.
+    /// `e * 1 = e / 1 = e + (-0) = e - (+0) = e`.
     pub fn simplify(&self) -> Fun {
         if self.is_constant() {
             return Fun::Const(self.eval(0.0));
@@ -191,8 +202,9 @@ impl Fun {
                 match (b, &l, &r) {
                     (Binary::Mul | Binary::Div, e, Fun::Const(c)) if *c == 1.0 => e.clone(),
                     (Binary::Mul, Fun::Const(c), e) if *c == 1.0 => e.clone(),
-                    (Binary::Add | Binary::Sub, e, Fun::Const(c)) if *c == 0.0 => e.clone(),
-                    (Binary::Add, Fun::Const(c), e) if *c == 0.0 => e.clone(),
+                    // Exact for every x, signed zeros included: x + (-0) = x - (+0) = x.
+                    (Binary::Add, e, Fun::Const(c)) | (Binary::Add, Fun::Const(c), e) if c.to_bits() == (-0.0f32).to_bits() => e.clone(),
+                    (Binary::Sub, e, Fun::Const(c)) if c.to_bits() == 0.0f32.to_bits() => e.clone(),
                     _ => Fun::binary(*b, l, r),
                 }
             }
@@ -212,7 +224,7 @@ impl Fun {
     pub fn parse(text: &str) -> Result<Fun, String> {
         let toks = tokenize(text)?;
         let mut pos = 0;
-        let f = parse_expr(&toks, &mut pos)?;
+        let f = parse_expr(&toks, &mut pos, 0)?;
         if pos != toks.len() {
             return Err(format!("function `{text}`: unexpected `{}` after the expression", toks[pos]));
         }
@@ -220,8 +232,12 @@ impl Fun {
     }
 }
 
-fn scaled(m: Monotone, c: f32) -> Monotone {
-    if c > 0.0 {
+/// `m` scaled by `c` (multiplied, or divided when `divide`). Division by zero and infinite or NaN
+/// factors make infinities and NaNs, not a constant.
+fn scaled(m: Monotone, c: f32, divide: bool) -> Monotone {
+    if !c.is_finite() || (divide && c == 0.0) {
+        Monotone::Unknown
+    } else if c > 0.0 {
         m
     } else if c < 0.0 {
         m.flip()
@@ -295,7 +311,13 @@ fn tokenize(text: &str) -> Result<Vec<String>, String> {
     Ok(toks)
 }
 
-fn parse_expr(toks: &[String], pos: &mut usize) -> Result<Fun, String> {
+/// Deepest nesting the parser takes (evaluation and printing recurse as deep).
+const MAX_DEPTH: usize = 256;
+
+fn parse_expr(toks: &[String], pos: &mut usize, depth: usize) -> Result<Fun, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("function: nested deeper than {MAX_DEPTH}"));
+    }
     let tok = toks.get(*pos).ok_or("function: unexpected end")?;
     *pos += 1;
     match tok.as_str() {
@@ -316,10 +338,10 @@ fn parse_expr(toks: &[String], pos: &mut usize) -> Result<Fun, String> {
             }
             let f = match Op::from_parts(name, &mut map)? {
                 Op::Unary(Unary::Fused(_)) => return Err("function: `fused` cannot nest".into()),
-                Op::Unary(u) => Fun::Unary(u, Box::new(parse_expr(toks, pos)?)),
+                Op::Unary(u) => Fun::Unary(u, Box::new(parse_expr(toks, pos, depth + 1)?)),
                 Op::Binary(b) => {
-                    let l = parse_expr(toks, pos)?;
-                    Fun::binary(b, l, parse_expr(toks, pos)?)
+                    let l = parse_expr(toks, pos, depth + 1)?;
+                    Fun::binary(b, l, parse_expr(toks, pos, depth + 1)?)
                 }
                 other => return Err(format!("function: `{}` is not an elementwise op", other.mnemonic())),
             };
@@ -362,6 +384,8 @@ mod tests {
             let e = Fun::parse(text).unwrap_err();
             assert!(e.contains(why), "{text}: {e}");
         }
+        let deep = format!("{}x{}", "(neg ".repeat(100_000), ")".repeat(100_000));
+        assert!(Fun::parse(&deep).unwrap_err().contains("nested deeper"));
     }
 
     #[test]
@@ -377,15 +401,16 @@ mod tests {
     fn simplification_is_exact() {
         for (text, want) in [
             ("(neg (neg (relu x)))", "(relu x)"),
-            ("(relu (relu (add x 0.0)))", "(relu x)"),
+            ("(relu (relu (add x -0.0)))", "(relu x)"),
+            ("(reciprocal (add x 0.0))", "(reciprocal (add x 0.0))"),
             ("(mul (div x 1.0) (add 1.0 2.0))", "(mul x 3.0)"),
             ("(sigmoid (neg (neg x)))", "(sigmoid x)"),
         ] {
             let f = Fun::parse(text).unwrap();
             let s = f.simplify();
             assert_eq!(s.to_string(), want);
-            for x in [-3.5f32, -0.25, 0.0, 0.75, 9.0] {
-                assert_eq!(f.eval(x), s.eval(x), "{text} at {x}");
+            for x in [-3.5f32, -0.25, -0.0, 0.0, 0.75, 9.0] {
+                assert_eq!(f.eval(x).to_bits(), s.eval(x).to_bits(), "{text} at {x}");
             }
         }
     }
@@ -400,6 +425,11 @@ mod tests {
         assert_eq!(m("(add (relu x) (tanh x))"), Monotone::Increasing);
         assert_eq!(m("(sub (relu x) (tanh x))"), Monotone::Unknown);
         assert_eq!(m("(mul 2.0 3.0)"), Monotone::Constant);
+        // Division by zero gives infinities of both signs: not a constant, not monotone.
+        assert_eq!(m("(sub x (div x 0.0))"), Monotone::Unknown);
+        assert_eq!(m("(add x (div 1.0 0.0))"), Monotone::Unknown);
+        assert_eq!(Fun::parse("(add x (div 1.0 0.0))").unwrap().affine_coeffs(), None);
+        assert_eq!(Fun::parse("(mul 2.0 3.0)").unwrap().affine_coeffs(), Some((0.0, 6.0)));
         assert!(Fun::parse("(div (add x 1.0) 2.0)").unwrap().is_affine());
         assert_eq!(Fun::parse("(div (add x 1.0) 2.0)").unwrap().affine_coeffs(), Some((0.5, 0.5)));
         assert_eq!(Fun::parse("(neg (sub 3.0 (mul x 2.0)))").unwrap().affine_coeffs(), Some((2.0, -3.0)));

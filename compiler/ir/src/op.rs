@@ -229,6 +229,10 @@ pub enum Binary {
     Div,
     /// `x < 0 ? slope * x : x`, the slope broadcast to the shape of `x` (unidirectional).
     PRelu,
+    /// The larger operand (ONNX `Max` of two inputs).
+    Max,
+    /// The smaller operand (ONNX `Min` of two inputs).
+    Min,
 }
 
 impl Binary {
@@ -238,6 +242,8 @@ impl Binary {
             Binary::Sub => a - b,
             Binary::Mul => a * b,
             Binary::Div => a / b,
+            Binary::Max => a.max(b),
+            Binary::Min => a.min(b),
             Binary::PRelu => {
                 if a < 0.0 {
                     a * b
@@ -373,6 +379,8 @@ impl Op {
                 Binary::Mul => "mul",
                 Binary::Div => "div",
                 Binary::PRelu => "prelu",
+                Binary::Max => "max",
+                Binary::Min => "min",
             },
             Op::MatMul => "matmul",
             Op::Conv(_) => "conv",
@@ -396,7 +404,7 @@ impl Op {
     pub const MNEMONICS: &'static [&'static str] = &[
         "relu", "leaky_relu", "sigmoid", "hard_sigmoid", "tanh", "softplus", "elu", "selu", "erf", "abs",
         "exp", "log", "sqrt", "neg", "clip", "pow", "hard_swish", "mish", "gelu", "softsign", "thresholded_relu", "celu",
-        "sin", "cos", "reciprocal", "floor", "ceil", "round", "sign", "fused", "add", "sub", "mul", "div", "prelu", "matmul", "conv",
+        "sin", "cos", "reciprocal", "floor", "ceil", "round", "sign", "fused", "add", "sub", "mul", "div", "prelu", "max", "min", "matmul", "conv",
         "avgpool", "maxpool", "reduce_sum", "reduce_mean", "reshape", "transpose", "concat", "slice",
         "gather", "pad", "softmax", "log_softmax", "argmax",
     ];
@@ -521,6 +529,8 @@ impl Op {
             "mul" => Op::Binary(Binary::Mul),
             "div" => Op::Binary(Binary::Div),
             "prelu" => Op::Binary(Binary::PRelu),
+            "max" => Op::Binary(Binary::Max),
+            "min" => Op::Binary(Binary::Min),
             "matmul" => Op::MatMul,
             "conv" => Op::Conv(ConvAttrs {
                 strides: attrs.usizes("strides")?,

@@ -358,6 +358,18 @@ mod tests {
         check("module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = const #1 : clear<f32>[1]\n%2 = add %0, %1 : enc<f32>[1,4]\n%3 = reciprocal %2 : enc<f32>[1,4]\n%4 = const #0 : clear<f32>[4,1]\n%5 = matmul %3, %4 : enc<f32>[1,1]\noutput \"y\" = %5\ndata #0 = [1.5, -0.5, 0.25, 1.0]\ndata #1 = [3.0]\n", 4, 0.01);
     }
 
+    /// ONNX Max and Min: against a constant, a clip table; of two encrypted values, `a + relu(b - a)`.
+    #[test]
+    fn elementwise_max_and_min_are_one_table_per_element() {
+        let module = |body: &str| {
+            format!("module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = slice{{axes=[1], starts=[0], ends=[2], steps=[1]}} %0 : enc<f32>[1,2]\n%2 = slice{{axes=[1], starts=[2], ends=[4], steps=[1]}} %0 : enc<f32>[1,2]\n{body}%5 = const #0 : clear<f32>[2,1]\n%6 = matmul %4, %5 : enc<f32>[1,1]\noutput \"y\" = %6\ndata #0 = [1.5, -0.5]\ndata #1 = [0.25, -1.0]\n")
+        };
+        for op in ["max", "min"] {
+            check(&module(&format!("%3 = const #1 : clear<f32>[2]\n%4 = {op} %1, %2 : enc<f32>[1,2]\n")), 2, 0.01);
+            check(&module(&format!("%3 = const #1 : clear<f32>[2]\n%4 = {op} %3, %1 : enc<f32>[1,2]\n")), 2, 0.01);
+        }
+    }
+
     #[test]
     fn hidden_relu_layer() {
         check(

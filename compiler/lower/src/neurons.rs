@@ -288,6 +288,30 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
                                     None => c.scaled(konst(0, ia[e]).expect("one side is constant")),
                                 },
                                 Binary::Div if konst(1, ib[e]).is_some() => a.scaled(1.0 / konst(1, ib[e]).expect("checked")),
+                                Binary::Max | Binary::Min => {
+                                    let max = *kind == Binary::Max;
+                                    let bound = |k: f64| {
+                                        if max {
+                                            Unary::Clip { min: k as f32, max: f32::INFINITY }
+                                        } else {
+                                            Unary::Clip { min: f32::NEG_INFINITY, max: k as f32 }
+                                        }
+                                    };
+                                    match (konst(0, ia[e]), konst(1, ib[e])) {
+                                        (None, Some(k)) => b.lookup(bound(k), a.clone(), class),
+                                        (Some(k), None) => b.lookup(bound(k), c.clone(), class),
+                                        _ => {
+                                            // max(a, c) = a + relu(c - a), min(a, c) = a - relu(a - c): one table.
+                                            let s = if max { 1.0 } else { -1.0 };
+                                            let r = b.lookup(Unary::Relu, Form::combine(&[(s, c), (-s, a)]), class);
+                                            let mut f = Form::combine(&[(1.0, a), (s, &r)]);
+                                            let (lo, hi) = if max { (a.lo.max(c.lo), a.hi.max(c.hi)) } else { (a.lo.min(c.lo), a.hi.min(c.hi)) };
+                                            f.lo = f.lo.max(lo);
+                                            f.hi = f.hi.min(hi);
+                                            f
+                                        }
+                                    }
+                                }
                                 Binary::PRelu if konst(1, ib[e]).is_some() => {
                                     b.lookup(Unary::LeakyRelu { alpha: konst(1, ib[e]).expect("checked") as f32 }, a.clone(), class)
                                 }
@@ -512,6 +536,9 @@ fn pool(
                         }
                         window.push(&x[(c * ih + iy as usize) * iw + ix as usize]);
                     }
+                }
+                if max && window.is_empty() {
+                    return Err("a max-pool window lies entirely in the padding".into());
                 }
                 res.push(if max {
                     let mut acc = window[0].clone();

@@ -261,6 +261,8 @@ fn int_binary(b: Binary, p: &Tensor, q: &Tensor) -> Result<Tensor, String> {
             Binary::Sub => Ok(a.wrapping_sub(c)),
             Binary::Mul => Ok(a.wrapping_mul(c)),
             Binary::Div => a.checked_div(c).ok_or("integer division by zero"),
+            Binary::Max => Ok(a.max(c)),
+            Binary::Min => Ok(a.min(c)),
             Binary::PRelu => Err("prelu on integers"),
         })
         .collect::<Result<Vec<i64>, _>>()?;

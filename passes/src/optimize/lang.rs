@@ -205,7 +205,16 @@ pub fn to_module(
             done.insert(eg.find(id), m.add_input(n.clone(), t.clone()));
         }
     }
-    let loc_of = |id: Id| locs.iter().find(|(k, _)| eg.find(**k) == id).map(|(_, l)| l.clone());
+    // One location per canonical class: that of its earliest original node (deterministic when
+    // located classes merged).
+    let mut by_class: HashMap<Id, (Id, &String)> = HashMap::new();
+    for (k, l) in locs {
+        let e = by_class.entry(eg.find(*k)).or_insert((*k, l));
+        if *k < e.0 {
+            *e = (*k, l);
+        }
+    }
+    let loc_of = |id: Id| by_class.get(&id).map(|(_, l)| (*l).clone());
     let mut class_locs: HashMap<Id, Option<String>> = HashMap::new();
     // Depth-first with an explicit stack: (class, location inherited from the user).
     let mut stack: Vec<(Id, Option<String>, bool)> = outputs.iter().rev().map(|(_, id)| (eg.find(*id), None, false)).collect();

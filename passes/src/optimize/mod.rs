@@ -16,7 +16,7 @@ mod rules;
 
 
 use egg::{CostFunction, Extractor, Id, Language, Runner};
-use fhec_ir::{IrError, Module, Op, Security, Unary};
+use fhec_ir::{IrError, Module, Op, Security};
 use lang::{ENode, EG, fun_of, ty};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -140,6 +140,10 @@ fn node_cost(eg: &EG, n: &ENode) -> Totals {
                 {
                     Totals { unsupported: 1, ..Totals::default() }
                 }
+                // One table per element: a clip against a constant, or `a + relu(b - a)`.
+                Op::Binary(fhec_ir::Binary::Max | fhec_ir::Binary::Min) if c.iter().any(|x| enc(*x)) => {
+                    Totals { pbs: result, leveled: result, unsupported: 0 }
+                }
                 _ => Totals { leveled: result, ..Totals::default() },
             }
         }
@@ -237,9 +241,10 @@ pub fn table_count(m: &Module) -> usize {
             let node = m.node(v);
             let enc_operand = m.operands(v).first().is_some_and(|o| m.node(*o).ty.security == Security::Enc);
             match &node.op {
-                Op::Unary(Unary::Fused(f)) if f.is_affine() => 0,
+                Op::Unary(u) if fhec_ir::Fun::of_unary(u).is_affine() => 0,
                 Op::Unary(_) if enc_operand => node.ty.numel(),
                 Op::MaxPool(p) if enc_operand => node.ty.numel() * p.kernel.iter().product::<usize>().saturating_sub(1),
+                Op::Binary(fhec_ir::Binary::Max | fhec_ir::Binary::Min) if node.ty.security == Security::Enc => node.ty.numel(),
                 _ => 0,
             }
         })

@@ -2,8 +2,9 @@
 //! says what to add to the e-graph (and union with the class). Searching and applying run the same
 //! function, so a plan is applied only if it still holds when the runner applies it.
 //!
-//! Every rule is exact: the rewritten program computes the same f32 values as the original (the
-//! fused functions evaluate the same operations in the same order). Which form survives is the cost
+//! The rules are exact: the rewritten program computes the same f32 values as the original (the
+//! fused functions evaluate the same operations in the same order), with one caveat on max pooling
+//! and maths-library functions (see `maxpool_of_increasing_map`). Which form survives is the cost
 //! model's choice at extraction.
 
 use super::lang::{ENode, EG, fun_of, ty};
@@ -64,14 +65,15 @@ fn compose_maps(eg: &EG, class: Id) -> Vec<Plan> {
     out
 }
 
-/// The ways a class is a function of another: itself (the identity) and each of its maps.
-fn views(eg: &EG, id: Id) -> Vec<(Fun, Id)> {
-    let mut v = vec![(Fun::X, eg.find(id))];
+/// The ways a class is a function of another: itself (the identity) and each of its maps, with the
+/// class that names the function (the function leaf, or the class itself for the identity).
+fn views(eg: &EG, id: Id) -> Vec<(Fun, Id, Id)> {
+    let mut v = vec![(Fun::X, eg.find(id), eg.find(id))];
     for n in &eg[id].nodes {
         if let ENode::Map([f, y]) = n
             && let Some(fun) = fun_of(eg, *f)
         {
-            v.push((fun.clone(), eg.find(*y)));
+            v.push((fun.clone(), eg.find(*y), eg.find(*f)));
         }
     }
     v
@@ -87,8 +89,8 @@ fn fuse_maps_of_one_value(eg: &EG, class: Id) -> Vec<Plan> {
         let Op::Binary(b) = eg.analysis.ops[*k as usize] else { continue };
         let [l, r] = c.as_slice() else { continue };
         let Some(shape) = ty(eg, class).map(|t| t.shape.clone()) else { continue };
-        for (fl, yl) in views(eg, *l) {
-            for (fr, yr) in views(eg, *r) {
+        for (fl, yl, nl) in views(eg, *l) {
+            for (fr, yr, nr) in views(eg, *r) {
                 let both_identity = fl == Fun::X && fr == Fun::X;
                 if yl != yr || (both_identity && matches!(b, Binary::Add | Binary::Sub)) {
                     continue;
@@ -99,7 +101,7 @@ fn fuse_maps_of_one_value(eg: &EG, class: Id) -> Vec<Plan> {
                 }
                 let h = Fun::binary(b, fl.clone(), fr).simplify();
                 if h.size() <= MAX_FUN_SIZE {
-                    out.push(Plan { ids: vec![*l, *r, yl], build: Build::Map(h, yl) });
+                    out.push(Plan { ids: vec![nl, nr, yl], build: Build::Map(h, yl) });
                 }
             }
         }
@@ -146,7 +148,10 @@ fn scalar_operand_into_map(eg: &EG, class: Id) -> Vec<Plan> {
 }
 
 /// `(maxpool (map f y))` -> `(map f (maxpool y))` for a non-decreasing `f`: one table per pooled value
-/// instead of one per input (`max(f(a), f(b)) = f(max(a, b))`).
+/// instead of one per input (`max(f(a), f(b)) = f(max(a, b))`), when no window pools only padding.
+/// Exact for functions whose f32 code is monotone (relu, clip, leaky relu, rounding, scalings); for
+/// those computed through the maths library (sigmoid, tanh, erf, softsign...) the f32 code may
+/// break monotonicity by an ulp, and the two forms then differ by that rounding.
 fn maxpool_of_increasing_map(eg: &EG, class: Id) -> Vec<Plan> {
     let mut out = Vec::new();
     for n in &eg[class].nodes {
@@ -155,6 +160,12 @@ fn maxpool_of_increasing_map(eg: &EG, class: Id) -> Vec<Plan> {
             continue;
         }
         let [x] = c.as_slice() else { continue };
+        let Op::MaxPool(p) = &eg.analysis.ops[*k as usize] else { continue };
+        // A window with no input element is -inf before the function and f(-inf) after it.
+        let (Some(tx), Some(tc)) = (ty(eg, *x), ty(eg, class)) else { continue };
+        if !windows_never_empty(p, &tx.shape, &tc.shape) {
+            continue;
+        }
         for m in &eg[*x].nodes {
             let ENode::Map([f, y]) = m else { continue };
             let Some(fun) = fun_of(eg, *f) else { continue };
@@ -164,6 +175,18 @@ fn maxpool_of_increasing_map(eg: &EG, class: Id) -> Vec<Plan> {
         }
     }
     out
+}
+
+/// Whether every max-pool window covers at least one input element (else it pools only padding).
+fn windows_never_empty(p: &fhec_ir::PoolAttrs, input: &[usize], output: &[usize]) -> bool {
+    let spatial = p.kernel.len();
+    if input.len() != spatial + 2 || output.len() != spatial + 2 {
+        return false;
+    }
+    (0..spatial).all(|a| {
+        let (n, k, s, d, pad) = (input[2 + a] as i64, p.kernel[a] as i64, p.strides[a] as i64, p.dilations[a] as i64, p.pads[a] as i64);
+        (0..output[2 + a] as i64).all(|o| (0..k).any(|j| (0..n).contains(&(o * s - pad + j * d))))
+    })
 }
 
 /// A rule as an egg searcher and applier.

@@ -9,6 +9,19 @@ pub fn binary(ctx: &mut Ctx, b: Binary) -> Result<Vec<Val>, String> {
     Ok(vec![ctx.binary(b, &x, &y)?])
 }
 
+/// `Max` and `Min`: one or more inputs, broadcast together, folded left to right.
+pub fn variadic(ctx: &mut Ctx, b: Binary) -> Result<Vec<Val>, String> {
+    if ctx.n_inputs() == 0 {
+        return Err("needs at least one input".into());
+    }
+    let mut acc = ctx.input(0)?;
+    for i in 1..ctx.n_inputs() {
+        let x = ctx.input(i)?;
+        acc = ctx.binary(b, &acc, &x)?;
+    }
+    Ok(vec![acc])
+}
+
 pub fn matmul(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let (a, b) = (ctx.input(0)?, ctx.input(1)?);
     Ok(vec![ctx.op(Op::MatMul, &[a, b])?])

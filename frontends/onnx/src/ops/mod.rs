@@ -53,6 +53,8 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "Sub", |c| math::binary(c, Binary::Sub)),
     ("", "Mul", |c| math::binary(c, Binary::Mul)),
     ("", "Div", |c| math::binary(c, Binary::Div)),
+    ("", "Max", |c| math::variadic(c, Binary::Max)),
+    ("", "Min", |c| math::variadic(c, Binary::Min)),
     ("", "MatMul", math::matmul),
     ("", "Gemm", math::gemm),
     ("", "ReduceSum", math::reduce_sum),
