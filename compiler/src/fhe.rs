@@ -143,7 +143,7 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
             r.time.as_secs_f64() * 1e3,
             r.stop_reason,
             if r.kept_input { " (no cheaper program: the input is kept)" } else { "" },
-            if r.before.unsupported > 0 { format!("not lowerable ({} products of encrypted values)", r.before.unsupported) } else { before.to_string() },
+            if r.before.unsupported > 0 { format!("not lowerable ({} quotients of encrypted values)", r.before.unsupported) } else { before.to_string() },
             after,
             if r.before.unsupported > 0 { "-".to_string() } else { format!("{:.0}", before as f64 * pbs_ms) },
             after as f64 * pbs_ms,

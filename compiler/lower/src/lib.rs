@@ -360,7 +360,7 @@ mod tests {
 
     /// ONNX Max and Min: against a constant, a clip table; of two encrypted values, `a + relu(b - a)`.
     #[test]
-    fn elementwise_max_and_min_are_one_table_per_element() {
+    fn elementwise_max_min_and_products_of_encrypted_values() {
         let module = |body: &str| {
             format!("module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = slice{{axes=[1], starts=[0], ends=[2], steps=[1]}} %0 : enc<f32>[1,2]\n%2 = slice{{axes=[1], starts=[2], ends=[4], steps=[1]}} %0 : enc<f32>[1,2]\n{body}%5 = const #0 : clear<f32>[2,1]\n%6 = matmul %4, %5 : enc<f32>[1,1]\noutput \"y\" = %6\ndata #0 = [1.5, -0.5]\ndata #1 = [0.25, -1.0]\n")
         };
@@ -368,6 +368,8 @@ mod tests {
             check(&module(&format!("%3 = const #1 : clear<f32>[2]\n%4 = {op} %1, %2 : enc<f32>[1,2]\n")), 2, 0.01);
             check(&module(&format!("%3 = const #1 : clear<f32>[2]\n%4 = {op} %3, %1 : enc<f32>[1,2]\n")), 2, 0.01);
         }
+        // A product of two encrypted values: two squares, ((a + c)^2 - (a - c)^2) / 4.
+        check(&module("%3 = const #1 : clear<f32>[2]\n%4 = mul %1, %2 : enc<f32>[1,2]\n"), 4, 0.01);
     }
 
     #[test]

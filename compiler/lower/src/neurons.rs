@@ -287,6 +287,13 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
                                     Some(k) => a.scaled(k),
                                     None => c.scaled(konst(0, ia[e]).expect("one side is constant")),
                                 },
+                                // a c = ((a + c)^2 - (a - c)^2) / 4: two tables.
+                                Binary::Mul => {
+                                    let square = Unary::Pow { exponent: 2.0 };
+                                    let p = b.lookup(square.clone(), Form::combine(&[(1.0, a), (1.0, c)]), class);
+                                    let q = b.lookup(square, Form::combine(&[(1.0, a), (-1.0, c)]), class);
+                                    Form::combine(&[(0.25, &p), (-0.25, &q)])
+                                }
                                 Binary::Div if konst(1, ib[e]).is_some() => a.scaled(1.0 / konst(1, ib[e]).expect("checked")),
                                 Binary::Max | Binary::Min => {
                                     let max = *kind == Binary::Max;
@@ -316,7 +323,7 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
                                     b.lookup(Unary::LeakyRelu { alpha: konst(1, ib[e]).expect("checked") as f32 }, a.clone(), class)
                                 }
                                 _ => {
-                                    return Err(unsupported(m, v, "a product, quotient or PReLU slope of two encrypted values needs a bivariate table (not supported yet)"));
+                                    return Err(unsupported(m, v, "a quotient or PReLU slope of two encrypted values needs a bivariate table (not supported yet)"));
                                 }
                             });
                         }

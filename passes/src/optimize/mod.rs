@@ -76,7 +76,7 @@ impl Default for CostModel {
 pub struct Totals {
     pub pbs: f64,
     pub leveled: f64,
-    /// Products or quotients of two encrypted values (no table computes them).
+    /// Quotients (or PReLU slopes) of two encrypted values (no table computes them).
     pub unsupported: usize,
 }
 
@@ -135,9 +135,11 @@ fn node_cost(eg: &EG, n: &ENode) -> Totals {
                     let window: usize = p.kernel.iter().product();
                     Totals { pbs: result * window.saturating_sub(1) as f64, leveled: result, unsupported: 0 }
                 }
-                Op::Binary(fhec_ir::Binary::Mul | fhec_ir::Binary::Div | fhec_ir::Binary::PRelu)
-                    if c.len() == 2 && enc(c[0]) && enc(c[1]) =>
-                {
+                // Two tables per element: `((a + b)^2 - (a - b)^2) / 4`.
+                Op::Binary(fhec_ir::Binary::Mul) if c.len() == 2 && enc(c[0]) && enc(c[1]) => {
+                    Totals { pbs: 2.0 * result, leveled: result, unsupported: 0 }
+                }
+                Op::Binary(fhec_ir::Binary::Div | fhec_ir::Binary::PRelu) if c.len() == 2 && enc(c[0]) && enc(c[1]) => {
                     Totals { unsupported: 1, ..Totals::default() }
                 }
                 // One table per element: a clip against a constant, or `a + relu(b - a)`.
@@ -245,6 +247,7 @@ pub fn table_count(m: &Module) -> usize {
                 Op::Unary(_) if enc_operand => node.ty.numel(),
                 Op::MaxPool(p) if enc_operand => node.ty.numel() * p.kernel.iter().product::<usize>().saturating_sub(1),
                 Op::Binary(fhec_ir::Binary::Max | fhec_ir::Binary::Min) if node.ty.security == Security::Enc => node.ty.numel(),
+                Op::Binary(fhec_ir::Binary::Mul) if m.operands(v).iter().all(|o| m.node(*o).ty.security == Security::Enc) => 2 * node.ty.numel(),
                 _ => 0,
             }
         })
