@@ -23,7 +23,7 @@ CACHE = Path(os.environ.get("FHEC_ONNX_CACHE", Path.home() / ".cache" / "fhec-on
 
 def claimed_ops():
     text = (ROOT / "frontends" / "onnx" / "src" / "ops" / "mod.rs").read_text()
-    return {op for domain, op in re.findall(r'\(\s*"([^"]*)",\s*"([A-Za-z]+)"', text) if domain == ""}
+    return {op for domain, op in re.findall(r'\(\s*"([^"]*)",\s*"([A-Za-z0-9]+)"', text) if domain == ""}
 
 
 def wheel():

@@ -30,6 +30,18 @@ pub fn eval_op(op: &Op, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
         Op::Conv(c) => conv(c, xs, ty)?,
         Op::AvgPool(p) => pool(p, xs[0], ty, false)?,
         Op::MaxPool(p) => pool(p, xs[0], ty, true)?,
+        Op::Reduce { kind: kind @ (ReduceKind::Max | ReduceKind::Min), axes, keepdims } => {
+            let mut a = view_f32(xs[0])?.to_owned();
+            let max = *kind == ReduceKind::Max;
+            for &ax in axes.iter().rev() {
+                let init = if max { f32::NEG_INFINITY } else { f32::INFINITY };
+                a = a.fold_axis(Axis(ax), init, |&m, &x| if max { m.max(x) } else { m.min(x) });
+                if *keepdims {
+                    a.insert_axis_inplace(Axis(ax));
+                }
+            }
+            from_f32(a)
+        }
         Op::Reduce { kind, axes, keepdims } => {
             let mut a = view_f32(xs[0])?.mapv(f64::from);
             let mut count = 1usize;

@@ -259,6 +259,8 @@ impl Binary {
 pub enum ReduceKind {
     Sum,
     Mean,
+    Max,
+    Min,
 }
 
 /// Convolution attributes for `x: [N, C, *spatial]`, `w: [M, C/group, *kernel]`, optional `b: [M]`.
@@ -388,6 +390,8 @@ impl Op {
             Op::MaxPool(_) => "maxpool",
             Op::Reduce { kind: ReduceKind::Sum, .. } => "reduce_sum",
             Op::Reduce { kind: ReduceKind::Mean, .. } => "reduce_mean",
+            Op::Reduce { kind: ReduceKind::Max, .. } => "reduce_max",
+            Op::Reduce { kind: ReduceKind::Min, .. } => "reduce_min",
             Op::Reshape { .. } => "reshape",
             Op::Transpose { .. } => "transpose",
             Op::Concat { .. } => "concat",
@@ -405,7 +409,7 @@ impl Op {
         "relu", "leaky_relu", "sigmoid", "hard_sigmoid", "tanh", "softplus", "elu", "selu", "erf", "abs",
         "exp", "log", "sqrt", "neg", "clip", "pow", "hard_swish", "mish", "gelu", "softsign", "thresholded_relu", "celu",
         "sin", "cos", "reciprocal", "floor", "ceil", "round", "sign", "fused", "add", "sub", "mul", "div", "prelu", "max", "min", "matmul", "conv",
-        "avgpool", "maxpool", "reduce_sum", "reduce_mean", "reshape", "transpose", "concat", "slice",
+        "avgpool", "maxpool", "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reshape", "transpose", "concat", "slice",
         "gather", "pad", "softmax", "log_softmax", "argmax",
     ];
 
@@ -549,8 +553,13 @@ impl Op {
                 };
                 if mnemonic == "avgpool" { Op::AvgPool(p) } else { Op::MaxPool(p) }
             }
-            "reduce_sum" | "reduce_mean" => Op::Reduce {
-                kind: if mnemonic == "reduce_sum" { ReduceKind::Sum } else { ReduceKind::Mean },
+            "reduce_sum" | "reduce_mean" | "reduce_max" | "reduce_min" => Op::Reduce {
+                kind: match mnemonic {
+                    "reduce_sum" => ReduceKind::Sum,
+                    "reduce_mean" => ReduceKind::Mean,
+                    "reduce_max" => ReduceKind::Max,
+                    _ => ReduceKind::Min,
+                },
                 axes: attrs.usizes("axes")?,
                 keepdims: attrs.bool("keepdims")?,
             },

@@ -368,6 +368,11 @@ mod tests {
             check(&module(&format!("%3 = const #1 : clear<f32>[2]\n%4 = {op} %1, %2 : enc<f32>[1,2]\n")), 2, 0.01);
             check(&module(&format!("%3 = const #1 : clear<f32>[2]\n%4 = {op} %3, %1 : enc<f32>[1,2]\n")), 2, 0.01);
         }
+        // Reductions by max and min: one table per element folded in.
+        for op in ["reduce_max", "reduce_min"] {
+            let ir = format!("module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = reshape{{shape=[2,2]}} %0 : enc<f32>[2,2]\n%2 = {op}{{axes=[1], keepdims=false}} %1 : enc<f32>[2]\n%3 = reshape{{shape=[1,2]}} %2 : enc<f32>[1,2]\n%4 = const #0 : clear<f32>[2,1]\n%5 = matmul %3, %4 : enc<f32>[1,1]\noutput \"y\" = %5\ndata #0 = [1.5, -0.5]\n");
+            check(&ir, 2, 0.01);
+        }
         // A product of two encrypted values: two squares, ((a + c)^2 - (a - c)^2) / 4.
         check(&module("%3 = const #1 : clear<f32>[2]\n%4 = mul %1, %2 : enc<f32>[1,2]\n"), 4, 0.01);
     }

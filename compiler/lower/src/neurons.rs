@@ -335,6 +335,33 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
                         let max = matches!(op, Op::MaxPool(_));
                         V::Enc(pool(&mut b, p, &forms(0), shapes[0], shape, max, class).map_err(|e| unsupported(m, v, &e))?)
                     }
+                    Op::Reduce { kind: kind @ (ReduceKind::Max | ReduceKind::Min), axes, keepdims: _ } => {
+                        // A chain of `a + relu(b - a)` (max) or `a - relu(a - b)` (min) per group.
+                        let f = forms(0);
+                        let map = reduce_map(shapes[0], axes);
+                        let mut groups: Vec<Vec<&Form>> = vec![Vec::new(); n];
+                        for (i, g) in map.iter().enumerate() {
+                            groups[*g].push(&f[i]);
+                        }
+                        let s = if *kind == ReduceKind::Max { 1.0 } else { -1.0 };
+                        let mut out = Vec::with_capacity(n);
+                        for g in groups {
+                            let Some((first, rest)) = g.split_first() else {
+                                return Err(unsupported(m, v, "a max or min over no elements"));
+                            };
+                            let mut acc = (*first).clone();
+                            for e in rest {
+                                let r = b.lookup(Unary::Relu, Form::combine(&[(s, *e), (-s, &acc)]), class);
+                                let (lo, hi) =
+                                    if s > 0.0 { (acc.lo.max(e.lo), acc.hi.max(e.hi)) } else { (acc.lo.min(e.lo), acc.hi.min(e.hi)) };
+                                acc = Form::combine(&[(1.0, &acc), (s, &r)]);
+                                acc.lo = acc.lo.max(lo);
+                                acc.hi = acc.hi.min(hi);
+                            }
+                            out.push(acc);
+                        }
+                        V::Enc(out)
+                    }
                     Op::Reduce { kind, axes, keepdims: _ } => {
                         let f = forms(0);
                         let map = reduce_map(shapes[0], axes);

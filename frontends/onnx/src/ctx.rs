@@ -132,6 +132,11 @@ impl<'a> Ctx<'a> {
     }
 
     /// Number of inputs given to the node (trailing empty names count as absent).
+    /// The node's output count (Split without sizes splits into this many parts).
+    pub fn n_outputs(&self) -> usize {
+        self.node.output.len()
+    }
+
     pub fn n_inputs(&self) -> usize {
         self.node.input.iter().rposition(|s| !s.is_empty()).map_or(0, |i| i + 1)
     }

@@ -142,6 +142,10 @@ fn node_cost(eg: &EG, n: &ENode) -> Totals {
                 Op::Binary(fhec_ir::Binary::Div | fhec_ir::Binary::PRelu) if c.len() == 2 && enc(c[0]) && enc(c[1]) => {
                     Totals { unsupported: 1, ..Totals::default() }
                 }
+                // One table per element folded in: `a + relu(b - a)`.
+                Op::Reduce { kind: fhec_ir::ReduceKind::Max | fhec_ir::ReduceKind::Min, .. } if c.first().is_some_and(|x| enc(*x)) => {
+                    Totals { pbs: (numel(c[0]) - result).max(0.0), leveled: result, unsupported: 0 }
+                }
                 // One table per element: a clip against a constant, or `a + relu(b - a)`.
                 Op::Binary(fhec_ir::Binary::Max | fhec_ir::Binary::Min) if c.iter().any(|x| enc(*x)) => {
                     Totals { pbs: result, leveled: result, unsupported: 0 }
@@ -247,6 +251,9 @@ pub fn table_count(m: &Module) -> usize {
                 Op::Unary(_) if enc_operand => node.ty.numel(),
                 Op::MaxPool(p) if enc_operand => node.ty.numel() * p.kernel.iter().product::<usize>().saturating_sub(1),
                 Op::Binary(fhec_ir::Binary::Max | fhec_ir::Binary::Min) if node.ty.security == Security::Enc => node.ty.numel(),
+                Op::Reduce { kind: fhec_ir::ReduceKind::Max | fhec_ir::ReduceKind::Min, .. } if enc_operand => {
+                    m.operands(v).first().map_or(0, |o| m.node(*o).ty.numel()).saturating_sub(node.ty.numel())
+                }
                 Op::Binary(fhec_ir::Binary::Mul) if m.operands(v).iter().all(|o| m.node(*o).ty.security == Security::Enc) => 2 * node.ty.numel(),
                 _ => 0,
             }

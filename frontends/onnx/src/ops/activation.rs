@@ -5,6 +5,14 @@ use fhec_ir::{Binary, Op, Unary};
 
 pub fn unary(ctx: &mut Ctx, u: Unary) -> Result<Vec<Val>, String> {
     let x = ctx.input(0)?;
+    // Shape arithmetic negates integer constants (LayerNormalization's expanded form does).
+    if let (Unary::Neg | Unary::Abs, Some(t)) = (&u, x.as_const())
+        && t.dtype() == fhec_ir::DType::I64
+    {
+        let v: Vec<i64> = t.to_i64_vec().iter().map(|&a| if u == Unary::Neg { a.wrapping_neg() } else { a.wrapping_abs() }).collect();
+        let t = fhec_ir::Tensor::from_i64(t.shape().to_vec(), v).ok_or("integer negation: shape")?;
+        return Ok(vec![Val::constant(t)]);
+    }
     Ok(vec![ctx.op(Op::Unary(u), &[x])?])
 }
 

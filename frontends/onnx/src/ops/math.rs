@@ -2,7 +2,7 @@
 
 use super::{axes, axis};
 use crate::ctx::{Ctx, Val};
-use fhec_ir::{Binary, Op, ReduceKind};
+use fhec_ir::{Binary, Op, ReduceKind, Unary};
 
 pub fn binary(ctx: &mut Ctx, b: Binary) -> Result<Vec<Val>, String> {
     let (x, y) = (ctx.input(0)?, ctx.input(1)?);
@@ -69,7 +69,16 @@ pub fn gemm(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 
 /// ReduceSum / ReduceMean: axes are an attribute, or an input from opset 13 (Sum) / 18 (Mean).
 fn reduce(ctx: &mut Ctx, kind: ReduceKind, axes_as_input_from: i64) -> Result<Vec<Val>, String> {
-    let x = ctx.input(0)?;
+    reduce_with(ctx, kind, axes_as_input_from, None, None)
+}
+
+/// A reduction with an elementwise function before it and one after it (ReduceL2 is
+/// `sqrt(sum(x^2))`). With `noop_with_empty_axes` and no axes, only `pre` applies.
+fn reduce_with(ctx: &mut Ctx, kind: ReduceKind, axes_as_input_from: i64, pre: Option<Unary>, post: Option<Unary>) -> Result<Vec<Val>, String> {
+    let mut x = ctx.input(0)?;
+    if let Some(u) = pre {
+        x = ctx.op(Op::Unary(u), &[x])?;
+    }
     let rank = ctx.shape(&x).len();
     let a = ctx.attrs();
     let keepdims = a.int("keepdims", 1)? != 0;
@@ -80,7 +89,71 @@ fn reduce(ctx: &mut Ctx, kind: ReduceKind, axes_as_input_from: i64) -> Result<Ve
         _ if noop_with_empty_axes => return Ok(vec![x]),
         _ => (0..rank).collect(),
     };
-    Ok(vec![ctx.op(Op::Reduce { kind, axes: list, keepdims }, &[x])?])
+    let mut y = ctx.op(Op::Reduce { kind, axes: list, keepdims }, &[x])?;
+    if let Some(u) = post {
+        y = ctx.op(Op::Unary(u), &[y])?;
+    }
+    Ok(vec![y])
+}
+
+const SQUARE: Unary = Unary::Pow { exponent: 2.0 };
+
+pub fn reduce_max(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    reduce(ctx, ReduceKind::Max, 18)
+}
+
+pub fn reduce_min(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    reduce(ctx, ReduceKind::Min, 18)
+}
+
+pub fn reduce_l1(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    reduce_with(ctx, ReduceKind::Sum, 18, Some(Unary::Abs), None)
+}
+
+pub fn reduce_l2(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    reduce_with(ctx, ReduceKind::Sum, 18, Some(SQUARE), Some(Unary::Sqrt))
+}
+
+pub fn reduce_sum_square(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    reduce_with(ctx, ReduceKind::Sum, 18, Some(SQUARE), None)
+}
+
+pub fn reduce_log_sum(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    reduce_with(ctx, ReduceKind::Sum, 18, None, Some(Unary::Log))
+}
+
+pub fn reduce_log_sum_exp(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    reduce_with(ctx, ReduceKind::Sum, 18, Some(Unary::Exp), Some(Unary::Log))
+}
+
+/// LayerNormalization (opset 17): over the axes from `axis` on, `(x - mean) / sqrt(var + epsilon)`,
+/// times `Scale`, plus `B`; the optional outputs `Mean` and `InvStdDev` too. Under FHE: a table per square, one for `1 / sqrt(var + epsilon)`, and a
+/// product of two encrypted values (two tables) per element.
+pub fn layer_normalization(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let x = ctx.input(0)?;
+    let rank = ctx.shape(&x).len();
+    let a = ctx.attrs();
+    let ax = axis(a.int("axis", -1)?, rank)?;
+    let eps = a.float("epsilon", 1e-5)?;
+    let axes: Vec<usize> = (ax..rank).collect();
+    if ctx.ty(&x).dtype != fhec_ir::DType::F32 {
+        return Err("LayerNormalization of a non-float tensor".into());
+    }
+    let mean = ctx.op(Op::Reduce { kind: ReduceKind::Mean, axes: axes.clone(), keepdims: true }, std::slice::from_ref(&x))?;
+    let d = ctx.binary(Binary::Sub, &x, &mean)?;
+    let d2 = ctx.binary(Binary::Mul, &d, &d)?;
+    let var = ctx.op(Op::Reduce { kind: ReduceKind::Mean, axes, keepdims: true }, &[d2])?;
+    let var = ctx.binary(Binary::Add, &var, &Ctx::f32_const(vec![], vec![eps]))?;
+    // d * (1 / std) rather than d / std: a product of encrypted values lowers, a quotient does not.
+    let std = ctx.op(Op::Unary(Unary::Sqrt), &[var])?;
+    let inv = ctx.op(Op::Unary(Unary::Reciprocal), &[std])?;
+    let mut y = ctx.binary(Binary::Mul, &d, &inv)?;
+    let scale = ctx.input(1)?;
+    y = ctx.binary(Binary::Mul, &y, &scale)?;
+    if let Some(b) = ctx.opt_input(2)? {
+        y = ctx.binary(Binary::Add, &y, &b)?;
+    }
+    Ok(vec![y, mean, inv])
 }
 
 pub fn reduce_sum(ctx: &mut Ctx) -> Result<Vec<Val>, String> {

@@ -377,3 +377,65 @@ pub fn expand(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     };
     Ok(vec![Val::constant(t.expect("sized"))])
 }
+
+/// Split along `axis` into the parts given by the `split` input (opset 13+) or attribute, or into
+/// `num_outputs` (opset 18) or as many equal parts as the node has outputs.
+pub fn split(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let x = ctx.input(0)?;
+    let shape = ctx.shape(&x);
+    let ax = axis(ctx.attrs().int("axis", 0)?, shape.len())?;
+    let dim = shape[ax];
+    let given = if ctx.opset >= 13 { ctx.const_ints(1, "split")? } else { ctx.attrs().ints("split")? };
+    let parts: Vec<usize> = match given {
+        Some(p) if !p.is_empty() => {
+            let p: Vec<usize> = p.iter().map(|&v| usize::try_from(v).map_err(|_| format!("negative split size {v}"))).collect::<Result<_, _>>()?;
+            if p.iter().sum::<usize>() != dim {
+                return Err(format!("split sizes {p:?} do not add up to the dimension {dim} of axis {ax}"));
+            }
+            p
+        }
+        _ => {
+            let n = match ctx.attrs().int("num_outputs", 0)? {
+                0 => ctx.n_outputs(),
+                n => usize::try_from(n).map_err(|_| format!("num_outputs {n}"))?,
+            };
+            if n == 0 {
+                return Err("split into 0 parts".into());
+            }
+            // Equal parts, the last one smaller if the dimension does not divide (opset 18).
+            let size = dim.div_ceil(n);
+            let mut p = vec![size; n];
+            let last = dim.checked_sub(size * (n - 1)).ok_or_else(|| format!("cannot split {dim} into {n} parts"))?;
+            p[n - 1] = last;
+            p
+        }
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    for len in parts {
+        let op = Op::Slice { axes: vec![ax], starts: vec![start as i64], ends: vec![(start + len) as i64], steps: vec![1] };
+        out.push(ctx.op(op, std::slice::from_ref(&x))?);
+        start += len;
+    }
+    Ok(out)
+}
+
+/// Tile with constant repeats: copies concatenated along each axis.
+pub fn tile(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let mut x = ctx.input(0)?;
+    let repeats = ctx.const_ints(1, "repeats")?.ok_or("Tile needs constant repeats")?;
+    if repeats.len() != ctx.shape(&x).len() {
+        return Err(format!("{} repeats for a rank-{} input", repeats.len(), ctx.shape(&x).len()));
+    }
+    for (ax, &r) in repeats.iter().enumerate() {
+        let r = usize::try_from(r).map_err(|_| format!("negative repeat {r}"))?;
+        if r == 0 {
+            return Err("a repeat of 0 gives an empty tensor".into());
+        }
+        if r > 1 {
+            let copies = vec![x.clone(); r];
+            x = ctx.op(Op::Concat { axis: ax }, &copies)?;
+        }
+    }
+    Ok(vec![x])
+}
