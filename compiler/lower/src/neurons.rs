@@ -287,11 +287,17 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
                                     Some(k) => a.scaled(k),
                                     None => c.scaled(konst(0, ia[e]).expect("one side is constant")),
                                 },
-                                // a c = ((a + c)^2 - (a - c)^2) / 4: two tables.
+                                // a c = ((k a + c / k)^2 - (k a - c / k)^2) / 4: two tables. k balances the
+                                // operands' magnitudes so that neither drowns in the other's resolution.
                                 Binary::Mul => {
+                                    let mag = |f: &Form| {
+                                        let (lo, hi) = f.range(&b.wires);
+                                        lo.abs().max(hi.abs()).max(1e-9)
+                                    };
+                                    let k = (mag(c) / mag(a)).sqrt();
                                     let square = Unary::Pow { exponent: 2.0 };
-                                    let p = b.lookup(square.clone(), Form::combine(&[(1.0, a), (1.0, c)]), class);
-                                    let q = b.lookup(square, Form::combine(&[(1.0, a), (-1.0, c)]), class);
+                                    let p = b.lookup(square.clone(), Form::combine(&[(k, a), (1.0 / k, c)]), class);
+                                    let q = b.lookup(square, Form::combine(&[(k, a), (-1.0 / k, c)]), class);
                                     Form::combine(&[(0.25, &p), (-0.25, &q)])
                                 }
                                 Binary::Div if konst(1, ib[e]).is_some() => a.scaled(1.0 / konst(1, ib[e]).expect("checked")),
