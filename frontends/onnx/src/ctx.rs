@@ -38,6 +38,9 @@ pub(crate) struct Ctx<'a> {
     pub opset: i64,
     /// The node being translated.
     pub node: &'a pb::NodeProto,
+    /// The ONNX element type of each initializer (the IR keeps integers as i64; quantization needs
+    /// to know uint8 from int8).
+    elem_types: HashMap<String, i32>,
 }
 
 pub(crate) fn import(graph: &pb::GraphProto, name: &str, opset: i64, dir: Option<&str>) -> Result<Module, OnnxError> {
@@ -54,7 +57,14 @@ pub(crate) fn import(graph: &pb::GraphProto, name: &str, opset: i64, dir: Option
         });
     }
     static EMPTY: std::sync::LazyLock<pb::NodeProto> = std::sync::LazyLock::new(pb::NodeProto::default);
-    let mut ctx = Ctx { module: Module::new(name), values: HashMap::new(), materialized: HashMap::new(), opset, node: &EMPTY };
+    let mut ctx = Ctx {
+        module: Module::new(name),
+        values: HashMap::new(),
+        materialized: HashMap::new(),
+        opset,
+        node: &EMPTY,
+        elem_types: graph.initializer.iter().map(|i| (i.name.clone(), i.data_type)).collect(),
+    };
     for init in &graph.initializer {
         let t = proto::convert_tensor_in(init, dir)
             .map_err(|msg| OnnxError::Graph { what: "initializer", name: init.name.clone(), msg })?;
@@ -132,6 +142,11 @@ impl<'a> Ctx<'a> {
     }
 
     /// Number of inputs given to the node (trailing empty names count as absent).
+    /// The ONNX element type of input `i` when it is an initializer.
+    pub fn input_elem_type(&self, i: usize) -> Option<i32> {
+        self.node.input.get(i).and_then(|n| self.elem_types.get(n)).copied()
+    }
+
     /// The node's output count (Split without sizes splits into this many parts).
     pub fn n_outputs(&self) -> usize {
         self.node.output.len()

@@ -8,6 +8,7 @@ mod activation;
 mod math;
 mod ml;
 mod nn;
+mod quant;
 mod shape;
 
 use crate::ctx::{Ctx, Val};
@@ -83,6 +84,8 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "Unsqueeze", shape::unsqueeze),
     ("", "Concat", shape::concat),
     ("", "Split", shape::split),
+    ("", "QuantizeLinear", quant::quantize_linear),
+    ("", "DequantizeLinear", quant::dequantize_linear),
     ("", "Tile", shape::tile),
     ("", "Slice", shape::slice),
     ("", "Gather", shape::gather),
