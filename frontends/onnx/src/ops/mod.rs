@@ -87,6 +87,8 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "QuantizeLinear", quant::quantize_linear),
     ("", "DequantizeLinear", quant::dequantize_linear),
     ("", "Tile", shape::tile),
+    ("", "Resize", shape::resize),
+    ("", "Upsample", shape::resize),
     ("", "Slice", shape::slice),
     ("", "Gather", shape::gather),
     ("", "Pad", shape::pad),

@@ -439,3 +439,95 @@ pub fn tile(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     }
     Ok(vec![x])
 }
+
+/// Resize (and Upsample) in `nearest` mode: per resized axis, a gather of the source indices. Only
+/// data moves, so it is free under FHE. Linear and cubic modes interpolate and are refused.
+pub fn resize(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let x = ctx.input(0)?;
+    let shape = ctx.shape(&x);
+    let rank = shape.len();
+    let a = ctx.attrs();
+    let mode = a.string("mode", "nearest")?;
+    if mode != "nearest" {
+        return Err(format!("mode \"{mode}\" interpolates between elements; only \"nearest\" is supported"));
+    }
+    let upsample = ctx.node.op_type == "Upsample";
+    let legacy = upsample || ctx.opset < 11;
+    let coord = if legacy { "asymmetric".to_string() } else { a.string("coordinate_transformation_mode", "half_pixel")? };
+    let nearest = if legacy { "floor".to_string() } else { a.string("nearest_mode", "round_prefer_floor")? };
+    if a.string("keep_aspect_ratio_policy", "stretch")? != "stretch" {
+        return Err("keep_aspect_ratio_policy other than \"stretch\" is not supported".into());
+    }
+    let axes_attr = a.ints("axes")?;
+    // Inputs: opset 10 and Upsample (X, scales); 11+ (X, roi, scales, sizes).
+    let (scales, sizes) = if legacy {
+        let scales = match ctx.const_input(1, "scales")? {
+            Some(t) => t.to_f32_vec(),
+            None if upsample => a.floats("scales")?.ok_or("missing scales")?,
+            None => return Err("missing scales".into()),
+        };
+        (Some(scales), None)
+    } else {
+        let scales = ctx.const_input(2, "scales")?.map(|t| t.to_f32_vec()).filter(|v| !v.is_empty());
+        let sizes = ctx.const_ints(3, "sizes")?.filter(|v| !v.is_empty());
+        (scales, sizes)
+    };
+    let axes: Vec<usize> = match axes_attr {
+        Some(l) => l.iter().map(|&v| axis(v, rank)).collect::<Result<_, _>>()?,
+        None => (0..rank).collect(),
+    };
+    let n = axes.len();
+    let (outs, factors): (Vec<usize>, Vec<f64>) = match (scales, sizes) {
+        (_, Some(sz)) if sz.len() == n => {
+            let outs: Vec<usize> = sz.iter().map(|&s| usize::try_from(s).map_err(|_| format!("negative size {s}"))).collect::<Result<_, _>>()?;
+            let f = axes.iter().zip(&outs).map(|(&ax, &o)| o as f64 / shape[ax] as f64).collect();
+            (outs, f)
+        }
+        (Some(sc), _) if sc.len() == n => {
+            let f: Vec<f64> = sc.iter().map(|&s| f64::from(s)).collect();
+            if f.iter().any(|&s| !(s > 0.0) || !s.is_finite()) {
+                return Err(format!("scales {sc:?} must be positive"));
+            }
+            let outs = axes.iter().zip(&f).map(|(&ax, &s)| (shape[ax] as f64 * s).floor() as usize).collect();
+            (outs, f)
+        }
+        _ => return Err(format!("needs {n} scales or sizes (one per resized axis)")),
+    };
+    let mut y = x;
+    for ((&ax, &out), &s) in axes.iter().zip(&outs).zip(&factors) {
+        let len = shape[ax];
+        if out == len && s == 1.0 {
+            continue;
+        }
+        if out == 0 {
+            return Err(format!("axis {ax} resized to 0 elements"));
+        }
+        let mut indices = Vec::with_capacity(out);
+        for o in 0..out {
+            let o = o as f64;
+            let src = match coord.as_str() {
+                "half_pixel" => (o + 0.5) / s - 0.5,
+                "pytorch_half_pixel" => if out > 1 { (o + 0.5) / s - 0.5 } else { 0.0 },
+                "asymmetric" => o / s,
+                "tf_half_pixel_for_nn" => (o + 0.5) / s,
+                "align_corners" => if out > 1 { o * (len as f64 - 1.0) / (out as f64 - 1.0) } else { 0.0 },
+                "half_pixel_symmetric" => {
+                    let adj = out as f64 / (s * len as f64);
+                    let center = len as f64 / 2.0;
+                    center * (1.0 - adj) + (o + 0.5) / s - 0.5
+                }
+                other => return Err(format!("coordinate_transformation_mode \"{other}\" is not supported with nearest")),
+            };
+            let i = match nearest.as_str() {
+                "round_prefer_floor" => if src.fract() == 0.5 { src.floor() } else { src.round() },
+                "round_prefer_ceil" => if src.fract() == 0.5 { src.ceil() } else { src.round() },
+                "floor" => src.floor(),
+                "ceil" => src.ceil(),
+                other => return Err(format!("nearest_mode \"{other}\" is not supported")),
+            };
+            indices.push((i.max(0.0) as i64).min(len as i64 - 1));
+        }
+        y = ctx.op(Op::Gather { axis: ax, indices, indices_shape: vec![out] }, &[y])?;
+    }
+    Ok(vec![y])
+}
