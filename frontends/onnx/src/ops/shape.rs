@@ -485,7 +485,7 @@ pub fn resize(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         }
         (Some(sc), _) if sc.len() == n => {
             let f: Vec<f64> = sc.iter().map(|&s| f64::from(s)).collect();
-            if f.iter().any(|&s| !(s > 0.0) || !s.is_finite()) {
+            if f.iter().any(|&s| s.is_nan() || s <= 0.0 || s.is_infinite()) {
                 return Err(format!("scales {sc:?} must be positive"));
             }
             let outs = axes.iter().zip(&f).map(|(&ax, &s)| (shape[ax] as f64 * s).floor() as usize).collect();
