@@ -125,13 +125,7 @@ pub fn compile(module: &Module, calibration: &[Tensor], opts: &Options) -> Resul
 /// The server part of `m` as a module of its own: what the frontier values need, with outputs
 /// `frontier_<k>`.
 fn server_module(m: &Module, frontier: &[ValueId]) -> Result<Module, LowerError> {
-    let mut needed: HashSet<ValueId> = HashSet::new();
-    let mut stack: Vec<ValueId> = frontier.to_vec();
-    while let Some(v) = stack.pop() {
-        if needed.insert(v) {
-            stack.extend(m.operands(v));
-        }
-    }
+    let needed = neurons::needed(m, frontier);
     let mut t = Module::new(m.name.clone());
     let mut map = std::collections::HashMap::new();
     for v in m.topo_order()? {

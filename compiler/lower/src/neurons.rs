@@ -169,6 +169,18 @@ struct Builder {
 }
 
 impl Builder {
+    /// `max(a, c)` as `a + relu(c - a)`, or `min(a, c)` as `a - relu(a - c)`: one table. The result's
+    /// bound is the operands' (tighter than the sum's).
+    fn extremum(&mut self, a: &Form, c: &Form, max: bool, class: usize) -> Form {
+        let s = if max { 1.0 } else { -1.0 };
+        let r = self.lookup(Unary::Relu, Form::combine(&[(s, c), (-s, a)]), class);
+        let (lo, hi) = if max { (a.lo.max(c.lo), a.hi.max(c.hi)) } else { (a.lo.min(c.lo), a.hi.min(c.hi)) };
+        let mut f = Form::combine(&[(1.0, a), (s, &r)]);
+        f.lo = f.lo.max(lo);
+        f.hi = f.hi.min(hi);
+        f
+    }
+
     fn lookup(&mut self, f: Unary, input: Form, class: usize) -> Form {
         if input.terms.is_empty() {
             return Form::constant(f64::from(f.apply(input.bias as f32)));
@@ -313,16 +325,7 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
                                     match (konst(0, ia[e]), konst(1, ib[e])) {
                                         (None, Some(k)) => b.lookup(bound(k), a.clone(), class),
                                         (Some(k), None) => b.lookup(bound(k), c.clone(), class),
-                                        _ => {
-                                            // max(a, c) = a + relu(c - a), min(a, c) = a - relu(a - c): one table.
-                                            let s = if max { 1.0 } else { -1.0 };
-                                            let r = b.lookup(Unary::Relu, Form::combine(&[(s, c), (-s, a)]), class);
-                                            let mut f = Form::combine(&[(1.0, a), (s, &r)]);
-                                            let (lo, hi) = if max { (a.lo.max(c.lo), a.hi.max(c.hi)) } else { (a.lo.min(c.lo), a.hi.min(c.hi)) };
-                                            f.lo = f.lo.max(lo);
-                                            f.hi = f.hi.min(hi);
-                                            f
-                                        }
+                                        _ => b.extremum(a, c, max, class),
                                     }
                                 }
                                 Binary::PRelu if konst(1, ib[e]).is_some() => {
@@ -349,7 +352,7 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
                         for (i, g) in map.iter().enumerate() {
                             groups[*g].push(&f[i]);
                         }
-                        let s = if *kind == ReduceKind::Max { 1.0 } else { -1.0 };
+                        let max = *kind == ReduceKind::Max;
                         let mut out = Vec::with_capacity(n);
                         for g in groups {
                             let Some((first, rest)) = g.split_first() else {
@@ -357,12 +360,7 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
                             };
                             let mut acc = (*first).clone();
                             for e in rest {
-                                let r = b.lookup(Unary::Relu, Form::combine(&[(s, *e), (-s, &acc)]), class);
-                                let (lo, hi) =
-                                    if s > 0.0 { (acc.lo.max(e.lo), acc.hi.max(e.hi)) } else { (acc.lo.min(e.lo), acc.hi.min(e.hi)) };
-                                acc = Form::combine(&[(1.0, &acc), (s, &r)]);
-                                acc.lo = acc.lo.max(lo);
-                                acc.hi = acc.hi.min(hi);
+                                acc = b.extremum(&acc, e, max, class);
                             }
                             out.push(acc);
                         }
@@ -409,7 +407,7 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
 }
 
 /// The values the frontier depends on.
-fn needed(m: &Module, frontier: &[ValueId]) -> std::collections::HashSet<ValueId> {
+pub(crate) fn needed(m: &Module, frontier: &[ValueId]) -> std::collections::HashSet<ValueId> {
     let mut seen = std::collections::HashSet::new();
     let mut stack: Vec<ValueId> = frontier.to_vec();
     while let Some(v) = stack.pop() {
@@ -583,12 +581,7 @@ fn pool(
                 res.push(if max {
                     let mut acc = window[0].clone();
                     for f in &window[1..] {
-                        let d = Form::combine(&[(1.0, f), (-1.0, &acc)]);
-                        let r = b.lookup(Unary::Relu, d, class);
-                        let (lo, hi) = (acc.lo.max(f.lo), acc.hi.max(f.hi));
-                        acc = Form::combine(&[(1.0, &acc), (1.0, &r)]);
-                        acc.lo = acc.lo.max(lo);
-                        acc.hi = acc.hi.min(hi);
+                        acc = b.extremum(&acc, f, true, class);
                     }
                     acc
                 } else {
