@@ -234,18 +234,34 @@ pub fn load_server(dir: &Path) -> Result<(ServerArtifact, String), DriverError> 
     Ok((server, digest))
 }
 
-/// Generates keys for `params` into `keys/secret.key` and `keys/eval.key`; returns the eval key's size
-/// in bytes.
-pub fn keygen(keys: &Path, params: ParamSet) -> Result<(usize, Duration), DriverError> {
+/// Generates keys for `params` into `keys/secret.key` (sealed as `protection` says, mode 0600) and
+/// `keys/eval.key`; returns the eval key's size in bytes and the key generation time.
+pub fn keygen(keys: &Path, params: ParamSet, protection: &crate::keyfile::Protection) -> Result<(usize, Duration), DriverError> {
     std::fs::create_dir_all(keys).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", keys.display())))?;
     let start = Instant::now();
     let (sk, ek) = fhe::keygen(params);
     let took = start.elapsed();
-    artifact::save(&keys.join("secret.key"), Kind::SecretKey, &sk)?;
-    restrict_permissions(&keys.join("secret.key"));
+    let plain = zeroize::Zeroizing::new(artifact::to_bytes(Kind::SecretKey, &sk).map_err(DriverError::Input)?.0);
+    let sealed = crate::keyfile::seal(&plain, protection)?;
+    let path = keys.join("secret.key");
+    write_private(&path, &sealed)?;
     artifact::save(&keys.join("eval.key"), Kind::EvalKey, &ek)?;
     let size = std::fs::metadata(keys.join("eval.key")).map(|m| m.len() as usize).unwrap_or(0);
     Ok((size, took))
+}
+
+/// Writes a file readable by its owner only (created so: never briefly world-readable).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| DriverError::Input(format!("cannot write {}: {e}", path.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(fail)?;
+    restrict_permissions(path);
+    file.write_all(bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)
 }
 
 fn restrict_permissions(path: &Path) {
@@ -256,9 +272,13 @@ fn restrict_permissions(path: &Path) {
     }
 }
 
-/// The secret key and the fingerprint of the matching evaluation key (ciphertexts are tagged with it).
-pub fn load_secret(keys: &Path) -> Result<(SecretKey, String), DriverError> {
-    let (sk, _): (SecretKey, _) = artifact::load(&keys.join("secret.key"), Kind::SecretKey)?;
+/// The secret key (unsealed with `protection` if it is sealed) and the fingerprint of the matching
+/// evaluation key (ciphertexts are tagged with it).
+pub fn load_secret(keys: &Path, protection: &crate::keyfile::Protection) -> Result<(SecretKey, String), DriverError> {
+    let path = keys.join("secret.key");
+    let bytes = std::fs::read(&path).map_err(|e| DriverError::Input(format!("{}: {e}", path.display())))?;
+    let plain = crate::keyfile::open(&bytes, protection, &path.display().to_string())?;
+    let (sk, _): (SecretKey, _) = artifact::from_bytes(&plain, Kind::SecretKey).map_err(|e| DriverError::Input(format!("{} {e}", path.display())))?;
     let (_, ek_bytes): (CompressedEvalKey, _) = artifact::load(&keys.join("eval.key"), Kind::EvalKey)?;
     Ok((sk, artifact::fingerprint(&ek_bytes)))
 }

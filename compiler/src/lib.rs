@@ -7,8 +7,10 @@ pub mod bench;
 pub mod build;
 pub mod embed;
 pub mod fhe;
+pub mod keyfile;
 pub mod metrics;
 pub mod npy;
+pub mod serve;
 
 use fhec_ir::{DType, Module, Tensor};
 use fhec_passes::{Cleanup, PassCtx, run_passes};

@@ -29,6 +29,17 @@ struct Cli {
     /// Same as --engine interpreter.
     #[arg(long, global = true)]
     no_jit: bool,
+    /// Secret keys at rest: read the passphrase that seals `secret.key` from this file (or set
+    /// FHEC_PASSPHRASE). `keygen` seals with it; commands that read the key unseal with it.
+    #[arg(long, global = true)]
+    passphrase_file: Option<PathBuf>,
+    /// Secret keys at rest, with a key-management service: a shell command that reads a 32-byte data
+    /// key on stdin and prints it wrapped (e.g. by a cloud KMS); used by `keygen`.
+    #[arg(long, global = true, requires = "key_unwrap_command")]
+    key_wrap_command: Option<String>,
+    /// The command that reads the wrapped data key on stdin and prints the 32-byte key.
+    #[arg(long, global = true)]
+    key_unwrap_command: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -149,6 +160,59 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Serve compiled models over HTTP: evaluation-key sessions and encrypted inference (see
+    /// deploy/README.md). Holds no secret key.
+    Serve {
+        /// Build directories to serve, as DIR (named after the directory, without .fhec) or NAME=DIR.
+        #[arg(required = true)]
+        models: Vec<String>,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Where evaluation keys are kept (share it between replicas to let any replica serve any key).
+        #[arg(long, default_value = "fhec-keys")]
+        store: PathBuf,
+        /// Bearer tokens: a file of `TENANT TOKEN` lines.
+        #[arg(long, env = "FHEC_TOKENS_FILE")]
+        tokens: Option<PathBuf>,
+        /// No authentication: every caller is one tenant (local development only).
+        #[arg(long, conflicts_with = "tokens")]
+        allow_anonymous: bool,
+        /// Requests evaluated at once (each uses every worker thread).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Requests that may wait for a worker; beyond them the server answers 429.
+        #[arg(long, default_value_t = 8)]
+        queue: usize,
+        /// Hours an evaluation key is kept after its last upload.
+        #[arg(long, default_value_t = 168.0)]
+        key_ttl_hours: f64,
+        #[arg(long, default_value_t = 64)]
+        max_key_mb: usize,
+        #[arg(long, default_value_t = 64)]
+        max_request_mb: usize,
+        /// Samples per inference request.
+        #[arg(long, default_value_t = 256)]
+        max_samples: usize,
+        /// Seconds from a request's arrival to its answer, waiting included.
+        #[arg(long, default_value_t = 300)]
+        request_timeout: u64,
+        /// Decompressed evaluation keys kept in memory.
+        #[arg(long, default_value_t = 4)]
+        key_cache: usize,
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Talk to an `fhec serve` server.
+    Client {
+        /// The server, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "FHEC_SERVER")]
+        server: String,
+        /// Bearer token.
+        #[arg(long, env = "FHEC_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
     /// Predict: with MODEL.onnx the float reference; with a build directory, --mode simulate or fhe.
     Predict {
         model: PathBuf,
@@ -168,7 +232,93 @@ enum Command {
         /// from this seed.
         #[arg(long)]
         noise_seed: Option<u64>,
+        /// Run on an `fhec serve` server (encrypting and decrypting here, with --keys).
+        #[arg(long, env = "FHEC_SERVER", requires = "keys")]
+        server: Option<String>,
+        /// With --server: the keys from `fhec keygen`.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// With --server: the bearer token.
+        #[arg(long, env = "FHEC_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// With --server: the model's name there (default: the build directory's name without .fhec).
+        #[arg(long)]
+        remote_model: Option<String>,
+        /// With --server: samples per request.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
     },
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// The models the server serves.
+    Models,
+    /// Upload KEYS/eval.key (idempotent); prints its id.
+    Register {
+        #[arg(long)]
+        keys: PathBuf,
+    },
+    /// This tenant's keys on the server.
+    Keys,
+    /// Delete a key from the server.
+    Delete { id: String },
+    /// Load test: concurrent clients send encrypted requests; every answer is decrypted and checked
+    /// against the local cleartext simulation. Prints throughput, latency percentiles, rejections.
+    Loadtest {
+        dir: PathBuf,
+        #[arg(long)]
+        keys: PathBuf,
+        /// Samples (.npy) to send, cycled.
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        #[arg(long, default_value_t = 16)]
+        requests: usize,
+        /// Samples per request.
+        #[arg(long, default_value_t = 1)]
+        samples: usize,
+        /// The model's name on the server (default: the directory's name without .fhec).
+        #[arg(long)]
+        model: Option<String>,
+        /// Also write the numbers as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+/// The model name a build directory is served under: its file name without `.fhec`.
+fn served_name(dir: &Path) -> String {
+    let name = dir.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    name.strip_suffix(".fhec").map_or(name.clone(), str::to_string)
+}
+
+fn protection(cli: &Cli) -> Result<fhec::keyfile::Protection> {
+    use fhec::keyfile::Protection;
+    let pass = match (&cli.passphrase_file, std::env::var("FHEC_PASSPHRASE")) {
+        (Some(path), _) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim_end_matches(['\n', '\r']).to_string()),
+        (None, Ok(p)) => Some(p),
+        (None, Err(_)) => None,
+    };
+    Ok(match (pass, &cli.key_wrap_command, &cli.key_unwrap_command) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => bail!("give a passphrase or key-management commands, not both"),
+        (Some(p), _, _) => Protection::Passphrase(zeroize::Zeroizing::new(p)),
+        (None, Some(wrap), Some(unwrap)) => Protection::Command { wrap: wrap.clone(), unwrap: unwrap.clone() },
+        (None, None, Some(unwrap)) => Protection::Command { wrap: String::new(), unwrap: unwrap.clone() },
+        (None, Some(_), None) => bail!("--key-wrap-command needs --key-unwrap-command"),
+        (None, None, None) => Protection::None,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")
 }
 
 fn main() -> ExitCode {
@@ -220,8 +370,68 @@ fn score_line(outs: &[(String, Stacked)], labels: Option<&PathBuf>) -> Result<St
     })
 }
 
+async fn client_command(remote: &fhec::serve::client::Remote, command: ClientCommand, protection: &fhec::keyfile::Protection, quiet: bool) -> Result<()> {
+    match command {
+        ClientCommand::Models => {
+            for m in remote.models().await? {
+                println!("{}: {} inputs, {} outputs, {} PBS per sample, parameter set {}", m.name, m.inputs, m.outputs, m.pbs_per_sample, m.params);
+            }
+        }
+        ClientCommand::Register { keys } => {
+            let path = keys.join("eval.key");
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let meta = remote.register_key(bytes).await?;
+            println!("{}", meta.id);
+            eprintln!("registered {} ({:.1} MB, {}); expires in {:.1} h", path.display(), meta.bytes as f64 / 1e6, meta.params, meta.expires.saturating_sub(meta.created) as f64 / 3600.0);
+        }
+        ClientCommand::Keys => {
+            for k in remote.keys().await? {
+                println!("{}  {}  {:.1} MB  expires {}", k.id, k.params, k.bytes as f64 / 1e6, k.expires);
+            }
+        }
+        ClientCommand::Delete { id } => {
+            if !remote.delete_key(&id).await? {
+                bail!("the server has no key {id} for this tenant");
+            }
+            println!("deleted {id}");
+        }
+        ClientCommand::Loadtest { dir, keys, input, clients, requests, samples, model, json } => {
+            let x = fhec::npy::read_samples(&input)?;
+            let session = std::sync::Arc::new(fhec::serve::roundtrip::Session::load(&dir, &keys, protection)?);
+            // What every answer must decrypt to: the cleartext simulation of the same circuit.
+            let (server, _) = pipeline::load_server(&dir)?;
+            let sim = pipeline::simulate(&session.client, &session.post, &server, &x, None, fhec_lower::Engine::Auto, |_| ())?;
+            let expected = fhec::metrics::predicted_classes(&sim[0].1)?;
+            let name = model.unwrap_or_else(|| served_name(&dir));
+            let pb = spinner(quiet, "load test running");
+            let report = fhec::serve::roundtrip::loadtest(remote, &name, session, &x, &expected, clients, requests, samples).await?;
+            pb.finish_and_clear();
+            print!("{}", report.text());
+            for e in report.errors.iter().take(5) {
+                eprintln!("error: {e}");
+            }
+            if let Some(path) = json {
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                let j = serde_json::json!({
+                    "model": name, "clients": clients, "requests": requests, "samples_per_request": samples,
+                    "completed": report.completed, "failed": report.failed, "wrong_samples": report.wrong, "rejected_429_503": report.rejected,
+                    "wall_s": report.wall.as_secs_f64(),
+                    "requests_per_s": report.completed as f64 / report.wall.as_secs_f64().max(1e-9),
+                    "p50_ms": ms(report.percentile(0.5)), "p99_ms": ms(report.percentile(0.99)),
+                });
+                std::fs::write(&path, serde_json::to_string_pretty(&j)?).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if report.failed > 0 || report.wrong > 0 {
+                bail!("{} requests failed and {} samples came back wrong", report.failed, report.wrong);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let quiet = cli.quiet;
+    let protection = protection(&cli)?;
     let engine = match (cli.no_jit, cli.engine) {
         (true, _) | (_, EngineArg::Interpreter) => fhec_lower::Engine::Interpreter,
         (false, EngineArg::Auto) => fhec_lower::Engine::Auto,
@@ -321,8 +531,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keygen { dir, keys } => {
             let client = pipeline::load_client(&dir)?.0;
             let pb = spinner(quiet, "generating keys");
-            let (size, took) = pipeline::keygen(&keys, client.params)?;
+            let (size, took) = pipeline::keygen(&keys, client.params, &protection)?;
             pb.finish_and_clear();
+            if matches!(protection, fhec::keyfile::Protection::None) {
+                eprintln!("note: secret.key is stored unencrypted (mode 0600); set FHEC_PASSPHRASE or --passphrase-file to seal it");
+            }
             println!(
                 "keys for {} ({}): {}/secret.key (client only), {}/eval.key ({:.1} MB, for the server); {:.2} s",
                 client.model,
@@ -335,7 +548,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Encrypt { dir, keys, input, output } => {
             let (client, _) = pipeline::load_client(&dir)?;
-            let (sk, fp) = pipeline::load_secret(&keys)?;
+            let (sk, fp) = pipeline::load_secret(&keys, &protection)?;
             let x = fhec::npy::read_samples(&input)?;
             let cts = pipeline::encrypt(&client, &sk, &fp, &x)?;
             artifact::save(&output, Kind::Inputs, &cts)?;
@@ -363,7 +576,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Decrypt { dir, keys, input, output } => {
             let (client, post) = pipeline::load_client(&dir)?;
-            let (sk, fp) = pipeline::load_secret(&keys)?;
+            let (sk, fp) = pipeline::load_secret(&keys, &protection)?;
             let (out, _): (Tagged<OutputCiphertexts>, _) = artifact::load(&input, Kind::Outputs)?;
             let outs = pipeline::decrypt(&client, &post, &sk, &fp, &out)?;
             write_outputs(Some(&output), &outs)?;
@@ -379,9 +592,93 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report.json(&name))?).with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Command::Predict { model, input, output, labels, mode, noise_seed } => {
+        Command::Serve {
+            models,
+            listen,
+            store,
+            tokens,
+            allow_anonymous,
+            workers,
+            queue,
+            key_ttl_hours,
+            max_key_mb,
+            max_request_mb,
+            max_samples,
+            request_timeout,
+            key_cache,
+            log_format,
+        } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let logs = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+            match log_format {
+                LogFormat::Json => logs.json().init(),
+                LogFormat::Text => logs.init(),
+            }
+            let auth = match (tokens, allow_anonymous) {
+                (Some(path), _) => fhec::serve::Auth::from_file(&path).map_err(anyhow::Error::msg)?,
+                (None, true) => fhec::serve::Auth::Anonymous,
+                (None, false) => bail!("give --tokens FILE (lines `TENANT TOKEN`) or, for local development, --allow-anonymous"),
+            };
+            if !(key_ttl_hours > 0.0 && key_ttl_hours <= 24.0 * 3650.0) {
+                bail!("--key-ttl-hours must be more than 0 and at most ten years");
+            }
+            if workers == 0 || max_samples == 0 || key_cache == 0 || request_timeout == 0 {
+                bail!("--workers, --max-samples, --key-cache and --request-timeout must be at least 1");
+            }
+            let models = models
+                .iter()
+                .map(|m| match m.split_once('=') {
+                    Some((name, dir)) => (name.to_string(), PathBuf::from(dir)),
+                    None => (served_name(Path::new(m)), PathBuf::from(m)),
+                })
+                .collect();
+            let mut config = fhec::serve::Config::new(models, store, auth);
+            config.workers = workers;
+            config.queue = queue;
+            config.key_ttl = Duration::from_secs_f64(key_ttl_hours * 3600.0);
+            config.max_key_bytes = max_key_mb.saturating_mul(1 << 20);
+            config.max_request_bytes = max_request_mb.saturating_mul(1 << 20);
+            config.max_samples = max_samples;
+            config.request_timeout = Duration::from_secs(request_timeout);
+            config.key_cache = key_cache;
+            let app = fhec::serve::App::new(config).map_err(anyhow::Error::msg)?;
+            runtime()?.block_on(async move {
+                let (listener, addr) = fhec::serve::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+                let names: Vec<String> = app.model_infos().iter().map(|m| format!("{} ({} PBS/sample)", m.name, m.pbs_per_sample)).collect();
+                tracing::info!(%addr, threads, models = %names.join(", "), "serving");
+                fhec::serve::serve(app, listener, fhec::serve::shutdown_signal()).await.context("serving")
+            })?;
+        }
+        Command::Client { server, token, command } => {
+            let remote = fhec::serve::client::Remote::new(&server, token)?;
+            runtime()?.block_on(client_command(&remote, command, &protection, quiet))?;
+        }
+        Command::Predict { model, input, output, labels, mode, noise_seed, server, keys, token, remote_model, batch } => {
             let x = fhec::npy::read_samples(&input)?;
             let n = x.shape().first().copied().unwrap_or(0).max(1) as f64;
+            if let (Some(server), Some(keys)) = (server, keys) {
+                let remote = fhec::serve::client::Remote::new(&server, token)?;
+                let session = fhec::serve::roundtrip::Session::load(&model, &keys, &protection)?;
+                let name = remote_model.unwrap_or_else(|| served_name(&model));
+                let samples = x.shape()[0];
+                let pb = bar(quiet, samples, "encrypted inference on the server");
+                let start = Instant::now();
+                let run = runtime()?.block_on(fhec::serve::roundtrip::predict(&remote, &name, &session, &x, batch, |done| pb.set_position(done as u64)))?;
+                pb.finish_and_clear();
+                println!(
+                    "{samples} samples, {}{:.1} ms/sample on {server} ({} requests of up to {batch}; client {:.2} ms/sample, round trips {:.1} ms/sample; key {})",
+                    score_line(&run.outputs, labels.as_ref())?,
+                    start.elapsed().as_secs_f64() * 1e3 / n,
+                    run.requests,
+                    run.client.as_secs_f64() * 1e3 / n,
+                    run.round_trips.as_secs_f64() * 1e3 / n,
+                    &run.key_id[..16]
+                );
+                return write_outputs(output.as_deref(), &run.outputs);
+            }
             if model.is_file() {
                 let m = fhec::load_model(&model)?;
                 let start = Instant::now();

@@ -40,6 +40,26 @@ impl fmt::Display for Score {
     }
 }
 
+/// The predicted class of each sample (see [`score`]).
+pub fn predicted_classes(output: &Stacked) -> Result<Vec<i64>, DriverError> {
+    Ok(match output {
+        Stacked::I64(a) => a.iter().copied().collect(),
+        Stacked::F32(a) => {
+            let n = a.shape()[0];
+            let a = a.view().into_shape_with_order((n, a.len() / n.max(1))).map_err(|e| DriverError::Input(e.to_string()))?;
+            a.axis_iter(Axis(0))
+                .map(|row| {
+                    if row.len() == 1 {
+                        i64::from(row[0] > 0.5)
+                    } else {
+                        row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as i64
+                    }
+                })
+                .collect()
+        }
+    })
+}
+
 /// Scores the model's first output. For classes, the predicted class is: the output itself if it is an
 /// integer label; the argmax of a score vector; `score > 0.5` for a single probability.
 pub fn score(output: &Stacked, labels: &Labels) -> Result<Score, DriverError> {
@@ -56,22 +76,7 @@ pub fn score(output: &Stacked, labels: &Labels) -> Result<Score, DriverError> {
     }
     Ok(match labels {
         Labels::Classes(want) => {
-            let predicted: Vec<i64> = match output {
-                Stacked::I64(a) => a.iter().copied().collect(),
-                Stacked::F32(a) => {
-                    let a = a.view().into_shape_with_order((n, a.len() / n.max(1))).map_err(|e| DriverError::Input(e.to_string()))?;
-                    a.axis_iter(Axis(0))
-                        .map(|row| {
-                            if row.len() == 1 {
-                                i64::from(row[0] > 0.5)
-                            } else {
-                                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0
-                                    as i64
-                            }
-                        })
-                        .collect()
-                }
-            };
+            let predicted = predicted_classes(output)?;
             let correct = predicted.iter().zip(want).filter(|(p, w)| p == w).count();
             Score::Accuracy { correct, total: n }
         }

@@ -151,3 +151,140 @@ fn bench_reports_latency_throughput_and_the_physical_limit() {
     assert!(report["latency_ms"]["min"].as_f64().unwrap() <= report["latency_ms"]["median"].as_f64().unwrap());
     assert!(report["pbs_ms"].as_f64().unwrap() > 0.0);
 }
+
+/// Builds logistic regression (fast: no bootstrap) into `dir`.
+fn build_logreg(dir: &std::path::Path) {
+    let o = fhec(&[
+        "--quiet",
+        "build",
+        corpus("models/logreg_cancer_torch/model.onnx").to_str().unwrap(),
+        "--calibration",
+        corpus("models/logreg_cancer_torch/inputs.npy").to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn fhec_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fhec"));
+    c.args(args).env_remove("FHEC_PASSPHRASE").env_remove("FHEC_SERVER").env_remove("FHEC_TOKEN");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("fhec runs")
+}
+
+#[test]
+fn secret_keys_can_be_sealed_with_a_passphrase_or_a_key_management_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("logreg.fhec");
+    build_logreg(&dir);
+    let (d, x) = (dir.to_str().unwrap(), corpus("models/logreg_cancer_torch/inputs.npy"));
+    let keys = tmp.path().join("keys");
+    let k = keys.to_str().unwrap();
+    let o = fhec_env(&["keygen", d, "--keys", k], &[("FHEC_PASSPHRASE", "correct horse battery staple")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(keys.join("secret.key")).unwrap();
+    assert_eq!(fhec_runtime::artifact::peek_kind(&bytes), Some(fhec_runtime::artifact::Kind::SealedSecretKey));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(keys.join("secret.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let ct = tmp.path().join("ct");
+    let encrypt = ["encrypt", d, "--keys", k, "--input", x.to_str().unwrap(), "--output", ct.to_str().unwrap()];
+    let o = fhec_env(&encrypt, &[]);
+    assert!(!o.status.success() && stderr(&o).contains("encrypted with a passphrase: set FHEC_PASSPHRASE"), "{}", stderr(&o));
+    let o = fhec_env(&encrypt, &[("FHEC_PASSPHRASE", "wrong")]);
+    assert!(!o.status.success() && stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
+    let o = fhec_env(&encrypt, &[("FHEC_PASSPHRASE", "correct horse battery staple")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A key-management command wraps the data key (base64 stands in for a KMS here).
+    let keys2 = tmp.path().join("keys2");
+    let wrap = ["--key-wrap-command", "base64", "--key-unwrap-command", "base64 -d"];
+    let o = fhec_env(&[&["keygen", d, "--keys", keys2.to_str().unwrap()][..], &wrap[..]].concat(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let encrypt2 = ["encrypt", d, "--keys", keys2.to_str().unwrap(), "--input", x.to_str().unwrap(), "--output", ct.to_str().unwrap()];
+    let o = fhec_env(&[&encrypt2[..], &wrap[..]].concat(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fhec_env(&[&encrypt2[..], &["--key-unwrap-command", "false"][..]].concat(), &[]);
+    assert!(!o.status.success() && stderr(&o).contains("key-unwrap command \"false\" failed"), "{}", stderr(&o));
+    let o = fhec_env(&encrypt2, &[]);
+    assert!(!o.status.success() && stderr(&o).contains("--key-unwrap-command"), "{}", stderr(&o));
+}
+
+/// The command line of `deploy/kubernetes/deployment.yaml` parses: running it here fails on the
+/// missing model directory or tokens file, not on a flag.
+#[test]
+fn the_kubernetes_command_line_parses() {
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/deployment.yaml")).unwrap();
+    let args: Vec<String> = text
+        .lines()
+        .skip_while(|l| l.trim() != "args:")
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with("- "))
+        .map(|l| l.trim_start().trim_start_matches("- ").to_string())
+        .collect();
+    assert_eq!(args.first().map(String::as_str), Some("serve"), "{args:?}");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = fhec(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/etc/fhec/tokens"), "{}", stderr(&o));
+}
+
+/// A user's whole path: `fhec serve` in one process, `fhec client` and `fhec predict --server` in
+/// others, then SIGTERM: the server drains and exits cleanly.
+#[test]
+fn serve_and_predict_over_http() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("logreg.fhec");
+    build_logreg(&dir);
+    let keys = tmp.path().join("keys");
+    let o = fhec(&["--quiet", "keygen", dir.to_str().unwrap(), "--keys", keys.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut server = Command::new(env!("CARGO_BIN_EXE_fhec"))
+        .args(["serve", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--allow-anonymous", "--store"])
+        .arg(tmp.path().join("store"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log line "serving" names the address bound.
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.contains("serving").then(|| l.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_string()))
+        .expect("the server logs its address");
+    let url = format!("http://{addr}");
+    let o = fhec(&["client", "--server", &url, "models"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("logreg: 30 inputs"), "{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    let o = fhec(&[
+        "predict",
+        dir.to_str().unwrap(),
+        "--server",
+        &url,
+        "--keys",
+        keys.to_str().unwrap(),
+        "--input",
+        corpus("models/logreg_cancer_torch/inputs.npy").to_str().unwrap(),
+        "--labels",
+        corpus("models/logreg_cancer_torch/labels.npy").to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success() && out.contains("accuracy"), "{}{out}", stderr(&o));
+    let o = fhec(&["client", "--server", &url, "keys"]);
+    let id = String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().to_string();
+    assert_eq!(id.len(), 64);
+    let o = fhec(&["client", "--server", &url, "delete", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fhec(&["client", "--server", &url, "delete", &id]);
+    assert!(!o.status.success() && stderr(&o).contains("no key"), "{}", stderr(&o));
+    // SIGTERM: graceful shutdown, exit status 0.
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(server.wait().unwrap().success(), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("draining")), "{rest:?}");
+}

@@ -24,6 +24,8 @@ pub enum Kind {
     EvalKey,
     Inputs,
     Outputs,
+    /// A secret key encrypted at rest (its envelope bytes sealed under a passphrase or a wrapped data key).
+    SealedSecretKey,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,6 +130,17 @@ pub fn to_bytes<T: Serialize>(kind: Kind, value: &T) -> Result<(Vec<u8>, Vec<u8>
     let env = Envelope { magic: MAGIC, kind, version: FORMAT_VERSION, checksum: Sha256::digest(&payload).into(), payload };
     let bytes = bincode::serialize(&env).map_err(|e| e.to_string())?;
     Ok((bytes, env.payload))
+}
+
+/// The kind of an envelope, if `bytes` is one (not verifying the checksum).
+pub fn peek_kind(bytes: &[u8]) -> Option<Kind> {
+    let env: Envelope = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(bytes.len() as u64 + 1024)
+        .deserialize(bytes)
+        .ok()?;
+    (env.magic == MAGIC).then_some(env.kind)
 }
 
 /// Decodes an envelope of `kind` from bytes; the error says what is wrong (without a file name).

@@ -33,9 +33,9 @@ fn fhe_vs_simulate(name: &str, samples: usize) -> (f32, Outputs, Outputs) {
     let dir = tmp.path().join("build");
     build(name, &dir);
     let (client, post) = pipeline::load_client(&dir).unwrap();
-    pipeline::keygen(&tmp.path().join("keys"), client.params).unwrap();
+    pipeline::keygen(&tmp.path().join("keys"), client.params, &Default::default()).unwrap();
     let (server, digest) = pipeline::load_server(&dir).unwrap();
-    let (sk, fp) = pipeline::load_secret(&tmp.path().join("keys")).unwrap();
+    let (sk, fp) = pipeline::load_secret(&tmp.path().join("keys"), &Default::default()).unwrap();
     let (ek, efp) = pipeline::load_eval(&tmp.path().join("keys/eval.key")).unwrap();
     assert_eq!(fp, efp);
     let x = first_samples(name, samples);
@@ -82,9 +82,9 @@ fn refuses_another_key_another_model_and_corrupted_files() {
     build("logreg_cancer_torch", &a);
     build("mlp_wine_tanh", &b);
     let (client, _) = pipeline::load_client(&a).unwrap();
-    pipeline::keygen(&tmp.path().join("k1"), client.params).unwrap();
-    pipeline::keygen(&tmp.path().join("k2"), client.params).unwrap();
-    let (sk1, fp1) = pipeline::load_secret(&tmp.path().join("k1")).unwrap();
+    pipeline::keygen(&tmp.path().join("k1"), client.params, &Default::default()).unwrap();
+    pipeline::keygen(&tmp.path().join("k2"), client.params, &Default::default()).unwrap();
+    let (sk1, fp1) = pipeline::load_secret(&tmp.path().join("k1"), &Default::default()).unwrap();
     let cts = pipeline::encrypt(&client, &sk1, &fp1, &first_samples("logreg_cancer_torch", 1)).unwrap();
 
     let (ek2, fp2) = pipeline::load_eval(&tmp.path().join("k2/eval.key")).unwrap();

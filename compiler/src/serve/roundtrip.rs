@@ -1,0 +1,242 @@
+//! Whole client-side round trips against `fhec serve`: `fhec predict --server` (encrypt, send,
+//! decrypt, in requests of a few samples) and `fhec client loadtest` (many concurrent clients, every
+//! answer checked against the local cleartext simulation).
+
+use super::client::Remote;
+use crate::fhe as pipeline;
+use crate::{DriverError, Stacked};
+use fhec_ir::{Module, Tensor};
+use fhec_runtime::artifact::{self, Kind, Tagged};
+use fhec_runtime::fhe::{OutputCiphertexts, SecretKey};
+use fhec_runtime::ClientArtifact;
+use ndarray::{ArrayD, Axis, Slice};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The client's side of a session: artifact, post-processing, secret key, and the evaluation key the
+/// server gets.
+pub struct Session {
+    pub client: ClientArtifact,
+    pub post: Module,
+    pub secret: SecretKey,
+    pub fingerprint: String,
+    /// `eval.key` as written by `fhec keygen`: what `PUT /v1/keys` takes.
+    pub eval_key: Vec<u8>,
+}
+
+impl Session {
+    /// Loads the build directory's client artifact and the keys in `keys`.
+    pub fn load(dir: &Path, keys: &Path, protection: &crate::keyfile::Protection) -> Result<Session, DriverError> {
+        let (client, post) = pipeline::load_client(dir)?;
+        let (secret, fingerprint) = pipeline::load_secret(keys, protection)?;
+        if secret.params() != client.params {
+            return Err(DriverError::Input(format!(
+                "the keys in {} are for parameter set {}, the model in {} needs {}: run `fhec keygen` for it",
+                keys.display(),
+                secret.params(),
+                dir.display(),
+                client.params
+            )));
+        }
+        let path = keys.join("eval.key");
+        let eval_key = std::fs::read(&path).map_err(|e| DriverError::Input(format!("{}: {e}", path.display())))?;
+        Ok(Session { client, post, secret, fingerprint, eval_key })
+    }
+
+    /// Encrypts samples into the bytes of an inference request.
+    pub fn encrypt(&self, x: &ArrayD<f32>) -> Result<Vec<u8>, DriverError> {
+        let cts = pipeline::encrypt(&self.client, &self.secret, &self.fingerprint, x)?;
+        artifact::to_bytes(Kind::Inputs, &cts).map(|b| b.0).map_err(DriverError::Input)
+    }
+
+    /// Decrypts the bytes of an inference answer: per sample, the model's outputs.
+    pub fn decrypt(&self, bytes: &[u8]) -> Result<Vec<Vec<Tensor>>, DriverError> {
+        let (out, _): (Tagged<OutputCiphertexts>, _) =
+            artifact::from_bytes(bytes, Kind::Outputs).map_err(|e| DriverError::Input(format!("the server's answer {e}")))?;
+        pipeline::decrypt_samples(&self.client, &self.post, &self.secret, &self.fingerprint, &out)
+    }
+}
+
+/// Samples `range` of `x` (along axis 0).
+fn rows(x: &ArrayD<f32>, from: usize, to: usize) -> ArrayD<f32> {
+    x.slice_axis(Axis(0), Slice::from(from..to)).to_owned()
+}
+
+/// What `predict` measured.
+pub struct RemoteRun {
+    pub outputs: Vec<(String, Stacked)>,
+    pub requests: usize,
+    /// Client time (encrypt + decrypt) and round-trip time (upload, server, download), summed.
+    pub client: Duration,
+    pub round_trips: Duration,
+    pub key_id: String,
+}
+
+/// Registers the evaluation key (idempotent), then runs every sample of `x` on the server in requests
+/// of `batch` samples; `progress` hears the samples done.
+pub async fn predict(
+    remote: &Remote,
+    model: &str,
+    session: &Session,
+    x: &ArrayD<f32>,
+    batch: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<RemoteRun, DriverError> {
+    let key = remote.register_key(session.eval_key.clone()).await?;
+    let n = x.shape().first().copied().unwrap_or(0);
+    let (mut client, mut round_trips, mut requests) = (Duration::ZERO, Duration::ZERO, 0);
+    let mut per_sample = Vec::with_capacity(n);
+    for from in (0..n).step_by(batch.max(1)) {
+        let to = (from + batch.max(1)).min(n);
+        let t = Instant::now();
+        let body = session.encrypt(&rows(x, from, to))?;
+        client += t.elapsed();
+        let t = Instant::now();
+        let (answer, _) = remote.infer(model, &key.id, body).await?;
+        round_trips += t.elapsed();
+        let t = Instant::now();
+        per_sample.extend(session.decrypt(&answer)?);
+        client += t.elapsed();
+        requests += 1;
+        progress(to);
+    }
+    Ok(RemoteRun { outputs: crate::stack_outputs(&session.post, per_sample), requests, client, round_trips, key_id: key.id })
+}
+
+/// What a load test saw.
+#[derive(Debug)]
+pub struct LoadReport {
+    pub clients: usize,
+    pub requests: usize,
+    pub samples_per_request: usize,
+    /// Requests answered with results.
+    pub completed: usize,
+    /// 429/503 answers (each then retried).
+    pub rejected: u64,
+    /// Requests that ended in an error (after retries): accepted requests lost, or bad answers.
+    pub failed: usize,
+    /// Samples whose decrypted class differs from the cleartext simulation's.
+    pub wrong: usize,
+    pub wall: Duration,
+    /// Per completed request, from first send to answer (retries included), sorted.
+    pub latencies: Vec<Duration>,
+    pub errors: Vec<String>,
+}
+
+impl LoadReport {
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+        self.latencies[i]
+    }
+
+    pub fn text(&self) -> String {
+        let secs = self.wall.as_secs_f64().max(1e-9);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "{} clients, {} requests of {} samples in {:.1} s\n  completed {}, failed {}, wrong answers {} samples, 429/503 answers {} (retried)\n  \
+             throughput {:.2} requests/s, {:.2} samples/s\n  latency per request: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms\n",
+            self.clients,
+            self.requests,
+            self.samples_per_request,
+            secs,
+            self.completed,
+            self.failed,
+            self.wrong,
+            self.rejected,
+            self.completed as f64 / secs,
+            (self.completed * self.samples_per_request) as f64 / secs,
+            ms(self.percentile(0.5)),
+            ms(self.percentile(0.99)),
+            ms(self.latencies.last().copied().unwrap_or_default()),
+        )
+    }
+}
+
+/// `clients` concurrent clients send `requests` requests in all, each of `samples` samples of `x`
+/// (cycling), retrying when refused; every answer is decrypted and its classes compared with
+/// `expected` (the cleartext simulation's class of each sample of `x`).
+pub async fn loadtest(
+    remote: &Remote,
+    model: &str,
+    session: Arc<Session>,
+    x: &ArrayD<f32>,
+    expected: &[i64],
+    clients: usize,
+    requests: usize,
+    samples: usize,
+) -> Result<LoadReport, DriverError> {
+    let n = x.shape().first().copied().unwrap_or(0);
+    if n == 0 || samples == 0 || clients == 0 {
+        return Err(DriverError::Input("a load test needs samples, at least one client and one sample per request".into()));
+    }
+    let key = remote.register_key(session.eval_key.clone()).await?;
+    // Requests are encrypted up front: the test measures the server, not the client's encryption.
+    let mut bodies = Vec::with_capacity(requests);
+    for r in 0..requests {
+        let picks: Vec<usize> = (0..samples).map(|k| (r * samples + k) % n).collect();
+        let batch = ndarray::stack(Axis(0), &picks.iter().map(|&i| x.index_axis(Axis(0), i)).collect::<Vec<_>>())
+            .map_err(|e| DriverError::Input(e.to_string()))?;
+        bodies.push((picks, session.encrypt(&batch)?));
+    }
+    let queue = Arc::new(std::sync::Mutex::new(bodies.into_iter().collect::<std::collections::VecDeque<_>>()));
+    let expected: Arc<[i64]> = expected.into();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (queue, remote, session, expected, model, key) =
+            (queue.clone(), remote.clone(), session.clone(), expected.clone(), model.to_string(), key.id.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = (Vec::new(), 0u64, 0usize, Vec::new()); // latencies, rejected, wrong, errors
+            loop {
+                let Some((picks, body)) = queue.lock().expect("queue").pop_front() else { break };
+                let t = Instant::now();
+                match remote.infer(&model, &key, body).await {
+                    Ok((answer, attempts)) => {
+                        seen.1 += u64::from(attempts.rejected);
+                        let checked = session.decrypt(&answer).and_then(|outs| {
+                            let stacked = crate::stack_outputs(&session.post, outs);
+                            crate::metrics::predicted_classes(&stacked[0].1)
+                        });
+                        match checked {
+                            Ok(classes) => {
+                                seen.0.push(t.elapsed());
+                                seen.2 += classes.iter().zip(&picks).filter(|(c, i)| **c != expected[**i]).count();
+                            }
+                            Err(e) => seen.3.push(e.to_string()),
+                        }
+                    }
+                    Err(e) => seen.3.push(e.to_string()),
+                }
+            }
+            seen
+        }));
+    }
+    let mut report = LoadReport {
+        clients,
+        requests,
+        samples_per_request: samples,
+        completed: 0,
+        rejected: 0,
+        failed: 0,
+        wrong: 0,
+        wall: Duration::ZERO,
+        latencies: Vec::new(),
+        errors: Vec::new(),
+    };
+    for t in tasks {
+        let (latencies, rejected, wrong, errors) = t.await.map_err(|e| DriverError::Input(format!("a client task failed: {e}")))?;
+        report.completed += latencies.len();
+        report.latencies.extend(latencies);
+        report.rejected += rejected;
+        report.wrong += wrong;
+        report.failed += errors.len();
+        report.errors.extend(errors);
+    }
+    report.wall = start.elapsed();
+    report.latencies.sort();
+    Ok(report)
+}

@@ -1,0 +1,368 @@
+//! `fhec serve` on loopback: round trips that decrypt to the cleartext simulation, tenant isolation,
+//! the 4xx answers to bad input, clean 429s under overload with every accepted request answered
+//! correctly, keys that survive a restart, draining on shutdown, expiry, and the OpenAPI document
+//! checked against the router. Bounded: a few small models, a few dozen requests.
+
+use fhec::fhe as pipeline;
+use fhec::keyfile::Protection;
+use fhec::serve::client::Remote;
+use fhec::serve::roundtrip::{self, Session};
+use fhec::serve::{App, Auth, Config};
+use fhec_testsuite::root;
+use ndarray::{ArrayD, Axis, Slice};
+use reqwest::StatusCode;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-9876543210ab";
+
+/// Built models and keys, made once for every test in this file.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        for (model, keys) in [("logreg_cancer_torch", vec!["logreg_a", "logreg_b"]), ("mlp_iris_skl", vec!["iris"])] {
+            let dir = root.join(format!("{model}.fhec"));
+            let src = fhec_testsuite::root().join("models").join(model);
+            let cal = fhec::npy::read_samples(&src.join("inputs.npy")).unwrap();
+            pipeline::build(&src.join("model.onnx"), &cal, &dir, &Default::default(), |_| ()).unwrap();
+            let (client, _) = pipeline::load_client(&dir).unwrap();
+            for k in keys {
+                pipeline::keygen(&root.join(k), client.params, &Protection::None).unwrap();
+            }
+        }
+        std::fs::write(root.join("tokens"), format!("# tenant token\nalice {ALICE}\nbob {BOB}\n")).unwrap();
+        Fixture { _tmp: tmp, root }
+    })
+}
+
+fn samples(model: &str, n: usize) -> ArrayD<f32> {
+    let x = fhec::npy::read_samples(&root().join("models").join(model).join("inputs.npy")).unwrap();
+    x.slice_axis(Axis(0), Slice::from(0..n)).to_owned()
+}
+
+fn config(store: &Path) -> Config {
+    let f = fixture();
+    let models = vec![("logreg".to_string(), f.root.join("logreg_cancer_torch.fhec")), ("iris".to_string(), f.root.join("mlp_iris_skl.fhec"))];
+    Config::new(models, store.to_path_buf(), Auth::from_file(&f.root.join("tokens")).unwrap())
+}
+
+/// A running server: its URL, and a trigger that shuts it down (the task ends once it has drained).
+struct Running {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn start(config: Config) -> Running {
+        let app = App::new(config).unwrap();
+        let (listener, addr) = fhec::serve::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(fhec::serve::serve(app, listener, async move {
+            let _ = stopped.await;
+        }));
+        Running { url: format!("http://{addr}"), stop: Some(stop), task }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+
+    fn remote(&self, token: &str) -> Remote {
+        Remote::new(&self.url, Some(token.to_string())).unwrap()
+    }
+}
+
+fn session(model: &str, keys: &str) -> Session {
+    let f = fixture();
+    Session::load(&f.root.join(format!("{model}.fhec")), &f.root.join(keys), &Protection::None).unwrap()
+}
+
+/// The classes the cleartext simulation predicts for `x`.
+fn simulated_classes(model: &str, x: &ArrayD<f32>) -> Vec<i64> {
+    let dir = fixture().root.join(format!("{model}.fhec"));
+    let (client, post) = pipeline::load_client(&dir).unwrap();
+    let (server, _) = pipeline::load_server(&dir).unwrap();
+    let sim = pipeline::simulate(&client, &post, &server, x, None, fhec_lower::Engine::Interpreter, |_| ()).unwrap();
+    fhec::metrics::predicted_classes(&sim[0].1).unwrap()
+}
+
+fn decrypted_classes(session: &Session, bytes: &[u8]) -> Vec<i64> {
+    let outs = session.decrypt(bytes).unwrap();
+    fhec::metrics::predicted_classes(&fhec::stack_outputs(&session.post, outs)[0].1).unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+async fn raw(method: reqwest::Method, url: String, token: Option<&str>, body: Vec<u8>) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut r = reqwest::Client::new().request(method, url).body(body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    (r.status(), r.headers().clone(), r.bytes().await.unwrap().to_vec())
+}
+
+/// The `message` of a JSON error body.
+fn message(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|_| panic!("not a JSON error: {}", String::from_utf8_lossy(body)));
+    v["message"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn round_trip_decrypts_to_the_simulation_and_tenants_are_isolated() {
+    runtime().block_on(async {
+        let store = tempfile::tempdir().unwrap();
+        let server = Running::start(config(store.path())).await;
+        let alice = server.remote(ALICE);
+        let s = session("logreg_cancer_torch", "logreg_a");
+        let x = samples("logreg_cancer_torch", 12);
+        let run = roundtrip::predict(&alice, "logreg", &s, &x, 5, |_| ()).await.unwrap();
+        assert_eq!(run.requests, 3);
+        assert_eq!(fhec::metrics::predicted_classes(&run.outputs[0].1).unwrap(), simulated_classes("logreg_cancer_torch", &x));
+        // Registering again is idempotent: same id.
+        let again = alice.register_key(s.eval_key.clone()).await.unwrap();
+        assert_eq!(again.id, run.key_id);
+        assert_eq!(alice.keys().await.unwrap().len(), 1);
+
+        // Bob cannot see, use or delete Alice's key: it is answered like an unknown one.
+        let bob = server.remote(BOB);
+        assert!(bob.keys().await.unwrap().is_empty());
+        let (status, _, body) = raw(reqwest::Method::GET, format!("{}/v1/keys/{}", server.url, run.key_id), Some(BOB), vec![]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{}", message(&body));
+        let err = bob.infer("logreg", &run.key_id, s.encrypt(&x).unwrap()).await.unwrap_err().to_string();
+        assert!(err.contains("404") && err.contains("no key"), "{err}");
+        assert!(!bob.delete_key(&run.key_id).await.unwrap());
+        assert!(alice.key_exists(&run.key_id).await);
+
+        // Without a token, or with a wrong one: 401.
+        for token in [None, Some("not-a-token-at-all-xxxx")] {
+            let (status, _, _) = raw(reqwest::Method::GET, format!("{}/v1/keys", server.url), token, vec![]).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        // Health, readiness and metrics need no token.
+        for path in ["/healthz", "/readyz"] {
+            assert_eq!(raw(reqwest::Method::GET, format!("{}{path}", server.url), None, vec![]).await.0, StatusCode::OK);
+        }
+        let (_, _, metrics) = raw(reqwest::Method::GET, format!("{}/metrics", server.url), None, vec![]).await;
+        let metrics = String::from_utf8(metrics).unwrap();
+        assert!(metrics.contains("fhec_requests_total{method=\"POST\",route=\"/v1/models/{model}/infer\",status=\"200\"} 3"), "{metrics}");
+        assert!(metrics.contains("fhec_samples_total 12"), "{metrics}");
+
+        // Alice deletes her key: gone for her too.
+        assert!(alice.delete_key(&run.key_id).await.unwrap());
+        assert!(!alice.key_exists(&run.key_id).await);
+        server.stop().await;
+    });
+}
+
+#[test]
+fn bad_input_gets_the_right_4xx() {
+    runtime().block_on(async {
+        let store = tempfile::tempdir().unwrap();
+        let mut c = config(store.path());
+        c.max_request_bytes = 1 << 20;
+        c.max_key_bytes = 32 << 20;
+        let server = Running::start(c).await;
+        let alice = server.remote(ALICE);
+        let (a, b, iris) = (session("logreg_cancer_torch", "logreg_a"), session("logreg_cancer_torch", "logreg_b"), session("mlp_iris_skl", "iris"));
+        let key_a = alice.register_key(a.eval_key.clone()).await.unwrap().id;
+        let key_b = alice.register_key(b.eval_key.clone()).await.unwrap().id;
+        let x = samples("logreg_cancer_torch", 2);
+        let good = a.encrypt(&x).unwrap();
+        let infer = |model: &str, key: &str| format!("{}/v1/models/{model}/infer?key={key}", server.url);
+        let post = |url: String, body: Vec<u8>| raw(reqwest::Method::POST, url, Some(ALICE), body);
+        let put = |body: Vec<u8>| raw(reqwest::Method::PUT, format!("{}/v1/keys", server.url), Some(ALICE), body);
+
+        let cases: Vec<(&str, (StatusCode, reqwest::header::HeaderMap, Vec<u8>), StatusCode, &str)> = vec![
+            ("malformed key", put(b"not a key".to_vec()).await, StatusCode::BAD_REQUEST, "not an fhec file"),
+            ("a ciphertext file as a key", put(good.clone()).await, StatusCode::BAD_REQUEST, "expected a EvalKey file"),
+            ("truncated key", put(a.eval_key[..a.eval_key.len() / 2].to_vec()).await, StatusCode::BAD_REQUEST, "truncated"),
+            ("oversized key", put(vec![0u8; 33 << 20]).await, StatusCode::PAYLOAD_TOO_LARGE, "limit"),
+            ("garbage ciphertexts", post(infer("logreg", &key_a), b"garbage".to_vec()).await, StatusCode::BAD_REQUEST, "not an fhec file"),
+            ("truncated ciphertexts", post(infer("logreg", &key_a), good[..good.len() - 100].to_vec()).await, StatusCode::BAD_REQUEST, "truncated"),
+            ("corrupted ciphertexts", post(infer("logreg", &key_a), flip(&good, good.len() - 8)).await, StatusCode::BAD_REQUEST, "corrupted"),
+            ("oversized ciphertexts", post(infer("logreg", &key_a), vec![0u8; 2 << 20]).await, StatusCode::PAYLOAD_TOO_LARGE, "limit"),
+            ("ciphertexts of another key", post(infer("logreg", &key_b), good.clone()).await, StatusCode::UNPROCESSABLE_ENTITY, "encrypted for key"),
+            ("a key of another model", post(infer("iris", &key_a), iris.encrypt(&samples("mlp_iris_skl", 1)).unwrap()).await, StatusCode::UNPROCESSABLE_ENTITY, "parameter set"),
+            ("unknown model", post(infer("nope", &key_a), good.clone()).await, StatusCode::NOT_FOUND, "no model nope"),
+            ("unknown key", post(infer("logreg", &"0".repeat(64)), good.clone()).await, StatusCode::NOT_FOUND, "no key"),
+            ("a path as key id", post(infer("logreg", "..%2F..%2Fetc%2Fpasswd"), good.clone()).await, StatusCode::NOT_FOUND, "no key"),
+            ("no key id", post(format!("{}/v1/models/logreg/infer", server.url), good.clone()).await, StatusCode::BAD_REQUEST, "?key="),
+        ];
+        for (what, (status, _, body), want, says) in cases {
+            assert_eq!(status, want, "{what}: {}", String::from_utf8_lossy(&body));
+            let msg = message(&body);
+            assert!(msg.contains(says), "{what}: {msg:?} does not say {says:?}");
+        }
+        // A key for a parameter set no served model uses is refused at upload; reuse the iris one
+        // against a server serving only logistic regression.
+        let store2 = tempfile::tempdir().unwrap();
+        let mut only_logreg = config(store2.path());
+        only_logreg.models.truncate(1);
+        let other = Running::start(only_logreg).await;
+        let err = other.remote(ALICE).register_key(iris.eval_key.clone()).await.unwrap_err().to_string();
+        assert!(err.contains("422") && err.contains("parameter set"), "{err}");
+        // After all that, good requests still work.
+        let (answer, _) = alice.infer("logreg", &key_a, good).await.unwrap();
+        assert_eq!(decrypted_classes(&a, &answer), simulated_classes("logreg_cancer_torch", &x));
+        other.stop().await;
+        server.stop().await;
+    });
+}
+
+fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b[at] ^= 0x40;
+    b
+}
+
+#[test]
+fn overload_gives_clean_429s_and_every_accepted_request_completes_correctly() {
+    runtime().block_on(async {
+        let store = tempfile::tempdir().unwrap();
+        let mut c = config(store.path());
+        (c.workers, c.queue) = (1, 1);
+        let server = Running::start(c).await;
+        let alice = server.remote(ALICE);
+        let s = Arc::new(session("mlp_iris_skl", "iris"));
+        let key = alice.register_key(s.eval_key.clone()).await.unwrap().id;
+        // 6 requests at once against a capacity of 2 (one running, one waiting); each takes about a
+        // second (6 samples x 16 bootstraps), so at least 4 arrive while 2 are admitted.
+        let x = samples("mlp_iris_skl", 6);
+        let body = s.encrypt(&x).unwrap();
+        let url = format!("{}/v1/models/iris/infer?key={key}", server.url);
+        let tasks: Vec<_> = (0..6).map(|_| tokio::spawn(raw(reqwest::Method::POST, url.clone(), Some(ALICE), body.clone()))).collect();
+        let want = simulated_classes("mlp_iris_skl", &x);
+        let (mut ok, mut refused) = (0, 0);
+        for t in tasks {
+            let (status, headers, answer) = t.await.unwrap();
+            match status {
+                StatusCode::OK => {
+                    ok += 1;
+                    assert_eq!(decrypted_classes(&s, &answer), want);
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    refused += 1;
+                    let after: u64 = headers[reqwest::header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+                    assert!((1..=60).contains(&after), "Retry-After {after}");
+                    assert!(message(&answer).contains("capacity"));
+                }
+                other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&answer)),
+            }
+        }
+        assert!(ok >= 2 && refused >= 1 && ok + refused == 6, "{ok} answered, {refused} refused");
+        // The client library retries refused requests until they are served.
+        let sent: Vec<_> = (0..4)
+            .map(|_| {
+                let (alice, body, key) = (alice.clone(), body.clone(), key.clone());
+                tokio::spawn(async move { alice.infer("iris", &key, body).await })
+            })
+            .collect();
+        let mut retried = 0;
+        for t in sent {
+            let (answer, attempts) = t.await.unwrap().unwrap();
+            retried += attempts.rejected;
+            assert_eq!(decrypted_classes(&s, &answer), want);
+        }
+        assert!(retried >= 1, "4 concurrent requests on a capacity of 2 should have been refused at least once");
+        server.stop().await;
+    });
+}
+
+#[test]
+fn keys_survive_a_restart_and_shutdown_drains_requests_in_flight() {
+    runtime().block_on(async {
+        let store = tempfile::tempdir().unwrap();
+        let server = Running::start(config(store.path())).await;
+        let s = session("mlp_iris_skl", "iris");
+        let key = server.remote(ALICE).register_key(s.eval_key.clone()).await.unwrap().id;
+        let x = samples("mlp_iris_skl", 4);
+        let body = s.encrypt(&x).unwrap();
+        // A request in flight when the shutdown comes is still answered.
+        let alice = server.remote(ALICE);
+        let (key2, body2) = (key.clone(), body.clone());
+        let in_flight = tokio::spawn(async move { alice.infer("iris", &key2, body2).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.stop().await;
+        let (answer, _) = in_flight.await.unwrap().unwrap();
+        let want = simulated_classes("mlp_iris_skl", &x);
+        assert_eq!(decrypted_classes(&s, &answer), want);
+
+        // A new server on the same store serves the key without a new upload.
+        let server = Running::start(config(store.path())).await;
+        let (answer, _) = server.remote(ALICE).infer("iris", &key, body).await.unwrap();
+        assert_eq!(decrypted_classes(&s, &answer), want);
+        server.stop().await;
+    });
+}
+
+#[test]
+fn keys_expire() {
+    runtime().block_on(async {
+        let store = tempfile::tempdir().unwrap();
+        let mut c = config(store.path());
+        c.key_ttl = Duration::from_secs(1);
+        let server = Running::start(c).await;
+        let alice = server.remote(ALICE);
+        let key = alice.register_key(session("logreg_cancer_torch", "logreg_a").eval_key).await.unwrap().id;
+        assert!(alice.key_exists(&key).await);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert!(!alice.key_exists(&key).await);
+        server.stop().await;
+    });
+}
+
+/// Every operation in `deploy/openapi.json` exists on the router (an unrouted path gets axum's empty
+/// 404 or a 405) and answers with a status the document lists; every route the server has is
+/// documented.
+#[test]
+fn openapi_document_matches_the_server() {
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join("../deploy/openapi.json")).unwrap()).unwrap();
+    runtime().block_on(async {
+        let store = tempfile::tempdir().unwrap();
+        let server = Running::start(config(store.path())).await;
+        let s = session("logreg_cancer_torch", "logreg_a");
+        let key = server.remote(ALICE).register_key(s.eval_key.clone()).await.unwrap().id;
+        let mut documented = Vec::new();
+        let mut ops: Vec<(&String, &String, &serde_json::Value)> =
+            doc["paths"].as_object().unwrap().iter().flat_map(|(path, ops)| ops.as_object().unwrap().iter().filter(|(m, _)| *m != "parameters").map(move |(m, op)| (path, m, op))).collect();
+        // The key is deleted last.
+        ops.sort_by_key(|(_, m, _)| *m == "delete");
+        {
+            for (path, method, op) in ops {
+                documented.push(format!("{} {path}", method.to_uppercase()));
+                let url = format!("{}{}", server.url, path.replace("{id}", &key).replace("{model}", "logreg"));
+                let (url, body) = match path.as_str() {
+                    "/v1/models/{model}/infer" => (format!("{url}?key={key}"), s.encrypt(&samples("logreg_cancer_torch", 1)).unwrap()),
+                    "/v1/keys" if method == "put" => (url, s.eval_key.clone()),
+                    _ => (url, vec![]),
+                };
+                let (status, _, answer) = raw(method.to_uppercase().parse().unwrap(), url, Some(ALICE), body).await;
+                let listed: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
+                assert!(listed.iter().any(|c| **c == status.as_str()), "{method} {path}: {status} is not documented ({listed:?}): {}", String::from_utf8_lossy(&answer));
+                // Documented errors carry the JSON error body.
+                if !status.is_success() {
+                    message(&answer);
+                }
+            }
+        }
+        documented.sort();
+        let mut routed: Vec<String> = fhec::serve::ROUTES.iter().map(|(m, p)| format!("{m} {p}")).collect();
+        routed.sort();
+        assert_eq!(documented, routed);
+        server.stop().await;
+    });
+}
