@@ -288,6 +288,9 @@ enum ClientCommand {
         /// The model's name on the server (default: the directory's name without .fhec).
         #[arg(long)]
         model: Option<String>,
+        /// Attempts after a refusal (429/503) before a client gives up on a request.
+        #[arg(long, default_value_t = 30)]
+        retries: u32,
         /// Also write the numbers as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -395,7 +398,10 @@ async fn client_command(remote: &fhec::serve::client::Remote, command: ClientCom
             }
             println!("deleted {id}");
         }
-        ClientCommand::Loadtest { dir, keys, input, clients, requests, samples, model, json } => {
+        ClientCommand::Loadtest { dir, keys, input, clients, requests, samples, model, retries, json } => {
+            let mut remote = remote.clone();
+            remote.retries = retries;
+            let remote = &remote;
             let x = fhec::npy::read_samples(&input)?;
             let session = std::sync::Arc::new(fhec::serve::roundtrip::Session::load(&dir, &keys, protection)?);
             // What every answer must decrypt to: the cleartext simulation of the same circuit.
@@ -404,7 +410,7 @@ async fn client_command(remote: &fhec::serve::client::Remote, command: ClientCom
             let expected = fhec::metrics::predicted_classes(&sim[0].1)?;
             let name = model.unwrap_or_else(|| served_name(&dir));
             let pb = spinner(quiet, "load test running");
-            let report = fhec::serve::roundtrip::loadtest(remote, &name, session, &x, &expected, clients, requests, samples).await?;
+            let report = fhec::serve::roundtrip::loadtest(remote, &name, session, &x, &expected, fhec::serve::roundtrip::Load { clients, requests, samples }).await?;
             pb.finish_and_clear();
             print!("{}", report.text());
             for e in report.errors.iter().take(5) {
@@ -414,7 +420,7 @@ async fn client_command(remote: &fhec::serve::client::Remote, command: ClientCom
                 let ms = |d: Duration| d.as_secs_f64() * 1e3;
                 let j = serde_json::json!({
                     "model": name, "clients": clients, "requests": requests, "samples_per_request": samples,
-                    "completed": report.completed, "failed": report.failed, "wrong_samples": report.wrong, "rejected_429_503": report.rejected,
+                    "completed": report.completed, "gave_up": report.gave_up, "failed": report.failed, "wrong_samples": report.wrong, "rejected_429_503": report.rejected,
                     "wall_s": report.wall.as_secs_f64(),
                     "requests_per_s": report.completed as f64 / report.wall.as_secs_f64().max(1e-9),
                     "p50_ms": ms(report.percentile(0.5)), "p99_ms": ms(report.percentile(0.99)),

@@ -106,7 +106,10 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-async fn raw(method: reqwest::Method, url: String, token: Option<&str>, body: Vec<u8>) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+/// Status, headers and body of an answer.
+type Answer = (StatusCode, reqwest::header::HeaderMap, Vec<u8>);
+
+async fn raw(method: reqwest::Method, url: String, token: Option<&str>, body: Vec<u8>) -> Answer {
     let mut r = reqwest::Client::new().request(method, url).body(body);
     if let Some(t) = token {
         r = r.bearer_auth(t);
@@ -186,7 +189,7 @@ fn bad_input_gets_the_right_4xx() {
         let post = |url: String, body: Vec<u8>| raw(reqwest::Method::POST, url, Some(ALICE), body);
         let put = |body: Vec<u8>| raw(reqwest::Method::PUT, format!("{}/v1/keys", server.url), Some(ALICE), body);
 
-        let cases: Vec<(&str, (StatusCode, reqwest::header::HeaderMap, Vec<u8>), StatusCode, &str)> = vec![
+        let cases: Vec<(&str, Answer, StatusCode, &str)> = vec![
             ("malformed key", put(b"not a key".to_vec()).await, StatusCode::BAD_REQUEST, "not an fhec file"),
             ("a ciphertext file as a key", put(good.clone()).await, StatusCode::BAD_REQUEST, "expected a EvalKey file"),
             ("truncated key", put(a.eval_key[..a.eval_key.len() / 2].to_vec()).await, StatusCode::BAD_REQUEST, "truncated"),
@@ -221,6 +224,10 @@ fn bad_input_gets_the_right_4xx() {
         other.stop().await;
         server.stop().await;
     });
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir).unwrap().flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
 }
 
 fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
@@ -303,6 +310,19 @@ fn keys_survive_a_restart_and_shutdown_drains_requests_in_flight() {
 
         // A new server on the same store serves the key without a new upload.
         let server = Running::start(config(store.path())).await;
+        let (answer, _) = server.remote(ALICE).infer("iris", &key, body.clone()).await.unwrap();
+        assert_eq!(decrypted_classes(&s, &answer), want);
+        server.stop().await;
+
+        // A stored key damaged on disk is refused (checksum), named, and repaired by uploading it again.
+        let stored: Vec<PathBuf> = walk(store.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "key")).collect();
+        assert_eq!(stored.len(), 1);
+        let bytes = std::fs::read(&stored[0]).unwrap();
+        std::fs::write(&stored[0], flip(&bytes, bytes.len() / 2)).unwrap();
+        let server = Running::start(config(store.path())).await;
+        let err = server.remote(ALICE).infer("iris", &key, body.clone()).await.unwrap_err().to_string();
+        assert!(err.contains("500") && err.contains("damaged") && err.contains("upload it again"), "{err}");
+        server.remote(ALICE).register_key(s.eval_key.clone()).await.unwrap();
         let (answer, _) = server.remote(ALICE).infer("iris", &key, body).await.unwrap();
         assert_eq!(decrypted_classes(&s, &answer), want);
         server.stop().await;

@@ -49,6 +49,15 @@ pub fn valid_id(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Why a stored key cannot be used.
+#[derive(Debug)]
+pub enum LoadError {
+    /// Unknown, expired or deleted.
+    Missing,
+    /// On disk but unreadable or failing its checksum: the client should upload it again.
+    Damaged(String),
+}
+
 /// A validated upload: the decoded key, its id and fingerprint.
 pub struct Upload {
     pub key: CompressedEvalKey,
@@ -114,9 +123,8 @@ impl KeyStore {
             created,
             expires: now() + self.ttl.as_secs(),
         };
-        if existing.is_none() {
-            write_atomic(&dir, &format!("{}.key", upload.id), bytes)?;
-        }
+        // Rewritten even when present: an upload repairs a stored copy damaged on disk.
+        write_atomic(&dir, &format!("{}.key", upload.id), bytes)?;
         write_atomic(&dir, &format!("{}.json", upload.id), &serde_json::to_vec_pretty(&meta).expect("json"))?;
         Ok((meta, existing.is_none()))
     }
@@ -133,13 +141,13 @@ impl KeyStore {
 
     /// Reads and verifies `tenant`'s key `id`: the envelope's checksum, and that its payload hashes to
     /// the id.
-    pub fn load(&self, tenant: &str, id: &str) -> Result<(KeyMeta, Upload), String> {
-        let meta = self.meta(tenant, id).ok_or_else(|| format!("no key {id} (unknown, expired or deleted)"))?;
+    pub fn load(&self, tenant: &str, id: &str) -> Result<(KeyMeta, Upload), LoadError> {
+        let meta = self.meta(tenant, id).ok_or(LoadError::Missing)?;
         let path = self.dir(tenant).join(format!("{id}.key"));
-        let bytes = std::fs::read(&path).map_err(|e| format!("key {id}: {e}"))?;
-        let upload = decode_upload(&bytes).map_err(|e| format!("stored key {id}: {e}"))?;
+        let bytes = std::fs::read(&path).map_err(|e| LoadError::Damaged(e.to_string()))?;
+        let upload = decode_upload(&bytes).map_err(LoadError::Damaged)?;
         if upload.id != id {
-            return Err(format!("stored key {id} does not hash to its id: the store is corrupted"));
+            return Err(LoadError::Damaged("its content does not hash to its id".into()));
         }
         Ok((meta, upload))
     }

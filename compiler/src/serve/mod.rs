@@ -323,8 +323,8 @@ impl App {
         loop {
             if now >= capacity {
                 self.metrics.rejected.inc();
-                let waits = (now + 1).div_ceil(self.config.workers) as u64;
-                let seconds = (waits * self.job_us.load(Ordering::Relaxed)).div_ceil(1_000_000).max(1);
+                // Room opens when the next admitted request ends: every job time / workers on average.
+                let seconds = (self.job_us.load(Ordering::Relaxed) / self.config.workers as u64).div_ceil(1_000_000).max(1);
                 let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("the server is at capacity ({capacity} requests admitted): retry later"));
                 e.retry_after = Some(seconds);
                 return Err(e);
@@ -370,12 +370,18 @@ impl App {
 
     /// The decompressed key `id` of `tenant`: from the cache, or loaded (checksum verified) and
     /// decompressed. Blocking: call from a job.
-    fn eval_key(&self, tenant: &str, id: &str) -> Result<Arc<EvalKey>, String> {
+    fn eval_key(&self, tenant: &str, id: &str) -> ApiResult<Arc<EvalKey>> {
         let slot = (tenant.to_string(), id.to_string());
         if let Some(k) = self.cache.lock().expect("cache").get(&slot) {
             return Ok(k.clone());
         }
-        let (_, upload) = self.store.load(tenant, id)?;
+        let (_, upload) = self.store.load(tenant, id).map_err(|e| match e {
+            keystore::LoadError::Missing => no_key(id),
+            keystore::LoadError::Damaged(why) => {
+                tracing::error!(key = %&id[..16], %why, "stored key damaged");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the stored copy of key {id} is damaged ({why}): upload it again"))
+            }
+        })?;
         let key = Arc::new(upload.key.decompress());
         let mut cache = self.cache.lock().expect("cache");
         cache.put(slot, key.clone());
@@ -584,7 +590,7 @@ async fn infer(
                 return Err(bad(StatusCode::UNPROCESSABLE_ENTITY, format!("the ciphertexts were encrypted for another model (or another build of it), not {job_name}")));
             }
             let model = &job_app.models[&job_name];
-            let key = job_app.eval_key(&meta.tenant, &meta.id).map_err(|e| bad(StatusCode::NOT_FOUND, e))?;
+            let key = job_app.eval_key(&meta.tenant, &meta.id)?;
             let out = fhe::run_batch(&model.artifact.circuit, &key, &cts.data, cts.samples).map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?;
             let tagged = Tagged { key_fingerprint: cts.key_fingerprint, circuit_digest: cts.circuit_digest, samples: cts.samples, data: out };
             job_app.metrics.samples.inc_by(cts.samples as u64);

@@ -114,7 +114,9 @@ pub struct LoadReport {
     pub completed: usize,
     /// 429/503 answers (each then retried).
     pub rejected: u64,
-    /// Requests that ended in an error (after retries): accepted requests lost, or bad answers.
+    /// Requests refused (429/503) on every attempt: clean rejections, the client gave up.
+    pub gave_up: usize,
+    /// Requests that ended in any other error: accepted requests lost, or answers that do not decrypt.
     pub failed: usize,
     /// Samples whose decrypted class differs from the cleartext simulation's.
     pub wrong: usize,
@@ -137,13 +139,14 @@ impl LoadReport {
         let secs = self.wall.as_secs_f64().max(1e-9);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         format!(
-            "{} clients, {} requests of {} samples in {:.1} s\n  completed {}, failed {}, wrong answers {} samples, 429/503 answers {} (retried)\n  \
+            "{} clients, {} requests of {} samples in {:.1} s\n  completed {}, refused on every attempt {}, failed {}, wrong answers {} samples, 429/503 answers {} (retried)\n  \
              throughput {:.2} requests/s, {:.2} samples/s\n  latency per request: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms\n",
             self.clients,
             self.requests,
             self.samples_per_request,
             secs,
             self.completed,
+            self.gave_up,
             self.failed,
             self.wrong,
             self.rejected,
@@ -156,19 +159,22 @@ impl LoadReport {
     }
 }
 
-/// `clients` concurrent clients send `requests` requests in all, each of `samples` samples of `x`
-/// (cycling), retrying when refused; every answer is decrypted and its classes compared with
-/// `expected` (the cleartext simulation's class of each sample of `x`).
-pub async fn loadtest(
-    remote: &Remote,
-    model: &str,
-    session: Arc<Session>,
-    x: &ArrayD<f32>,
-    expected: &[i64],
-    clients: usize,
-    requests: usize,
-    samples: usize,
-) -> Result<LoadReport, DriverError> {
+/// The shape of a load test.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Requests in all.
+    pub requests: usize,
+    /// Samples per request.
+    pub samples: usize,
+}
+
+/// `load.clients` concurrent clients send `load.requests` requests in all, each of `load.samples`
+/// samples of `x` (cycling), retrying when refused; every answer is decrypted and its classes
+/// compared with `expected` (the cleartext simulation's class of each sample of `x`).
+pub async fn loadtest(remote: &Remote, model: &str, session: Arc<Session>, x: &ArrayD<f32>, expected: &[i64], load: Load) -> Result<LoadReport, DriverError> {
+    let Load { clients, requests, samples } = load;
     let n = x.shape().first().copied().unwrap_or(0);
     if n == 0 || samples == 0 || clients == 0 {
         return Err(DriverError::Input("a load test needs samples, at least one client and one sample per request".into()));
@@ -190,7 +196,7 @@ pub async fn loadtest(
         let (queue, remote, session, expected, model, key) =
             (queue.clone(), remote.clone(), session.clone(), expected.clone(), model.to_string(), key.id.clone());
         tasks.push(tokio::spawn(async move {
-            let mut seen = (Vec::new(), 0u64, 0usize, Vec::new()); // latencies, rejected, wrong, errors
+            let mut seen = (Vec::new(), 0u64, 0usize, Vec::new(), 0usize); // latencies, rejected, wrong, errors, gave up
             loop {
                 let Some((picks, body)) = queue.lock().expect("queue").pop_front() else { break };
                 let t = Instant::now();
@@ -209,6 +215,10 @@ pub async fn loadtest(
                             Err(e) => seen.3.push(e.to_string()),
                         }
                     }
+                    Err(e) if e.to_string().contains("429") || e.to_string().contains("503") => {
+                        seen.1 += u64::from(remote.retries) + 1;
+                        seen.4 += 1;
+                    }
                     Err(e) => seen.3.push(e.to_string()),
                 }
             }
@@ -220,6 +230,7 @@ pub async fn loadtest(
         requests,
         samples_per_request: samples,
         completed: 0,
+        gave_up: 0,
         rejected: 0,
         failed: 0,
         wrong: 0,
@@ -228,12 +239,13 @@ pub async fn loadtest(
         errors: Vec::new(),
     };
     for t in tasks {
-        let (latencies, rejected, wrong, errors) = t.await.map_err(|e| DriverError::Input(format!("a client task failed: {e}")))?;
+        let (latencies, rejected, wrong, errors, gave_up) = t.await.map_err(|e| DriverError::Input(format!("a client task failed: {e}")))?;
         report.completed += latencies.len();
         report.latencies.extend(latencies);
         report.rejected += rejected;
         report.wrong += wrong;
         report.failed += errors.len();
+        report.gave_up += gave_up;
         report.errors.extend(errors);
     }
     report.wall = start.elapsed();
