@@ -67,7 +67,12 @@ fn pipe(command: &str, input: &[u8], what: &str) -> Result<Zeroizing<Vec<u8>>, D
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| err(format!("{what} command {command:?}: {e}")))?;
-    child.stdin.take().expect("piped").write_all(input).map_err(|e| err(format!("{what} command {command:?}: {e}")))?;
+    // A command that exits without reading its input closes the pipe: its exit status, checked
+    // below, is then the error worth reporting.
+    match child.stdin.take().expect("piped").write_all(input) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(err(format!("{what} command {command:?}: {e}"))),
+        _ => {}
+    }
     let out = child.wait_with_output().map_err(|e| err(format!("{what} command {command:?}: {e}")))?;
     if !out.status.success() {
         return Err(err(format!("{what} command {command:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim())));

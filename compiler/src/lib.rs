@@ -28,6 +28,9 @@ pub enum DriverError {
     Interp(#[from] fhec_interp::InterpError),
     #[error("{0}")]
     Input(String),
+    /// A server refused the request as busy (429/503) on every attempt.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// Imports an ONNX model and runs the IR clean-up passes: the module every later stage starts from.

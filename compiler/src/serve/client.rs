@@ -143,6 +143,9 @@ impl Remote {
         let r = self
             .send(|| self.request(reqwest::Method::POST, &path).header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(body.clone()), &mut attempts)
             .await?;
+        if matches!(r.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+            return Err(DriverError::Busy(message(r).await));
+        }
         if !r.status().is_success() {
             return Err(err(message(r).await));
         }

@@ -383,10 +383,14 @@ impl App {
             }
         })?;
         let key = Arc::new(upload.key.decompress());
-        let mut cache = self.cache.lock().expect("cache");
-        cache.put(slot, key.clone());
-        self.metrics.keys_cached.set(cache.len() as i64);
+        self.cache_put(slot, key.clone());
         Ok(key)
+    }
+
+    fn cache_put(&self, slot: (String, String), key: Arc<EvalKey>) {
+        let mut cache = self.cache.lock().expect("cache");
+        cache.put(slot, key);
+        self.metrics.keys_cached.set(cache.len() as i64);
     }
 
     fn evict(&self, tenant: &str, id: &str) {
@@ -511,9 +515,7 @@ async fn put_key(State(app): State<Arc<App>>, Tenant(tenant): Tenant, headers: H
                 .store
                 .put(&tenant, &upload, &body)
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("storing the key: {e}")))?;
-            let mut cache = job_app.cache.lock().expect("cache");
-            cache.put((tenant, upload.id), key);
-            job_app.metrics.keys_cached.set(cache.len() as i64);
+            job_app.cache_put((tenant, upload.id), key);
             Ok(stored)
         })
         .await??;

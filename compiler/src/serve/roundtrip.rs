@@ -215,7 +215,7 @@ pub async fn loadtest(remote: &Remote, model: &str, session: Arc<Session>, x: &A
                             Err(e) => seen.3.push(e.to_string()),
                         }
                     }
-                    Err(e) if e.to_string().contains("429") || e.to_string().contains("503") => {
+                    Err(DriverError::Busy(_)) => {
                         seen.1 += u64::from(remote.retries) + 1;
                         seen.4 += 1;
                     }
