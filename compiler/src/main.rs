@@ -201,15 +201,24 @@ enum Command {
         key_cache: usize,
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Serve HTTPS with this certificate chain (PEM, leaf first); reloaded when the file changes.
+        #[arg(long, env = "FHEC_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, env = "FHEC_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Talk to an `fhec serve` server.
     Client {
-        /// The server, e.g. http://127.0.0.1:8080.
+        /// The server, e.g. https://fhec.example.org or http://127.0.0.1:8080.
         #[arg(long, env = "FHEC_SERVER")]
         server: String,
         /// Bearer token.
         #[arg(long, env = "FHEC_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Trust only these certificates (PEM) for an https server, e.g. a private CA; default: the system's.
+        #[arg(long, env = "FHEC_CA_CERT")]
+        ca_cert: Option<PathBuf>,
         #[command(subcommand)]
         command: ClientCommand,
     },
@@ -241,6 +250,9 @@ enum Command {
         /// With --server: the bearer token.
         #[arg(long, env = "FHEC_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// With an https --server: trust only these certificates (PEM); default: the system's.
+        #[arg(long, env = "FHEC_CA_CERT")]
+        ca_cert: Option<PathBuf>,
         /// With --server: the model's name there (default: the build directory's name without .fhec).
         #[arg(long)]
         remote_model: Option<String>,
@@ -613,6 +625,8 @@ fn run(cli: Cli) -> Result<()> {
             request_timeout,
             key_cache,
             log_format,
+            tls_cert,
+            tls_key,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
             let logs = tracing_subscriber::fmt()
@@ -650,23 +664,32 @@ fn run(cli: Cli) -> Result<()> {
             config.max_samples = max_samples;
             config.request_timeout = Duration::from_secs(request_timeout);
             config.key_cache = key_cache;
+            let tls = match (&tls_cert, &tls_key) {
+                (Some(cert), Some(key)) => Some(fhec::serve::tls::ServerTls::load(cert, key).map_err(anyhow::Error::msg)?),
+                _ => None,
+            };
             let app = fhec::serve::App::new(config).map_err(anyhow::Error::msg)?;
             runtime()?.block_on(async move {
                 let (listener, addr) = fhec::serve::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
                 let names: Vec<String> = app.model_infos().iter().map(|m| format!("{} ({} PBS/sample)", m.name, m.pbs_per_sample)).collect();
-                tracing::info!(%addr, threads, models = %names.join(", "), "serving");
-                fhec::serve::serve(app, listener, fhec::serve::shutdown_signal()).await.context("serving")
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                tracing::info!(%addr, scheme, threads, models = %names.join(", "), "serving");
+                match tls {
+                    Some(tls) => fhec::serve::serve(app, fhec::serve::tls::TlsListener::new(listener, tls)?, fhec::serve::shutdown_signal()).await,
+                    None => fhec::serve::serve(app, listener, fhec::serve::shutdown_signal()).await,
+                }
+                .context("serving")
             })?;
         }
-        Command::Client { server, token, command } => {
-            let remote = fhec::serve::client::Remote::new(&server, token)?;
+        Command::Client { server, token, ca_cert, command } => {
+            let remote = fhec::serve::client::Remote::new(&server, token, ca_cert.as_deref())?;
             runtime()?.block_on(client_command(&remote, command, &protection, quiet))?;
         }
-        Command::Predict { model, input, output, labels, mode, noise_seed, server, keys, token, remote_model, batch } => {
+        Command::Predict { model, input, output, labels, mode, noise_seed, server, keys, token, ca_cert, remote_model, batch } => {
             let x = fhec::npy::read_samples(&input)?;
             let n = x.shape().first().copied().unwrap_or(0).max(1) as f64;
             if let (Some(server), Some(keys)) = (server, keys) {
-                let remote = fhec::serve::client::Remote::new(&server, token)?;
+                let remote = fhec::serve::client::Remote::new(&server, token, ca_cert.as_deref())?;
                 let session = fhec::serve::roundtrip::Session::load(&model, &keys, &protection)?;
                 let name = remote_model.unwrap_or_else(|| served_name(&model));
                 let samples = x.shape()[0];

@@ -215,11 +215,11 @@ fn secret_keys_can_be_sealed_with_a_passphrase_or_a_key_management_command() {
     assert!(!o.status.success() && stderr(&o).contains("--key-unwrap-command"), "{}", stderr(&o));
 }
 
-/// The command line of `deploy/kubernetes/deployment.yaml` parses: running it here fails on the
+/// The command line of `deploy/kubernetes/base/deployment.yaml` parses: running it here fails on the
 /// missing model directory or tokens file, not on a flag.
 #[test]
 fn the_kubernetes_command_line_parses() {
-    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/deployment.yaml")).unwrap();
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/base/deployment.yaml")).unwrap();
     let args: Vec<String> = text
         .lines()
         .skip_while(|l| l.trim() != "args:")
@@ -237,7 +237,7 @@ fn the_kubernetes_command_line_parses() {
 /// A user's whole path: `fhec serve` in one process, `fhec client` and `fhec predict --server` in
 /// others, then SIGTERM: the server drains and exits cleanly.
 #[test]
-fn serve_and_predict_over_http() {
+fn serve_and_predict_over_https() {
     use std::io::{BufRead, BufReader};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("logreg.fhec");
@@ -245,8 +245,14 @@ fn serve_and_predict_over_http() {
     let keys = tmp.path().join("keys");
     let o = fhec(&["--quiet", "keygen", dir.to_str().unwrap(), "--keys", keys.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // A self-signed certificate for 127.0.0.1, which the client trusts through --ca-cert.
+    let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (tmp.path().join("tls.crt"), tmp.path().join("tls.key"));
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    let ca = cert.to_str().unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_fhec"))
-        .args(["serve", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--allow-anonymous", "--store"])
+        .args(["serve", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--allow-anonymous", "--tls-cert", ca, "--tls-key", key.to_str().unwrap(), "--store"])
         .arg(tmp.path().join("store"))
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -258,14 +264,18 @@ fn serve_and_predict_over_http() {
         .map_while(Result::ok)
         .find_map(|l| l.contains("serving").then(|| l.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_string()))
         .expect("the server logs its address");
-    let url = format!("http://{addr}");
+    let url = format!("https://{addr}");
     let o = fhec(&["client", "--server", &url, "models"]);
+    assert!(!o.status.success() && stderr(&o).contains("UnknownIssuer"), "{}", stderr(&o));
+    let o = fhec(&["client", "--server", &url, "--ca-cert", ca, "models"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("logreg: 30 inputs"), "{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
     let o = fhec(&[
         "predict",
         dir.to_str().unwrap(),
         "--server",
         &url,
+        "--ca-cert",
+        ca,
         "--keys",
         keys.to_str().unwrap(),
         "--input",
@@ -275,12 +285,12 @@ fn serve_and_predict_over_http() {
     ]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success() && out.contains("accuracy"), "{}{out}", stderr(&o));
-    let o = fhec(&["client", "--server", &url, "keys"]);
+    let o = fhec(&["client", "--server", &url, "--ca-cert", ca, "keys"]);
     let id = String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().to_string();
     assert_eq!(id.len(), 64);
-    let o = fhec(&["client", "--server", &url, "delete", &id]);
+    let o = fhec(&["client", "--server", &url, "--ca-cert", ca, "delete", &id]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = fhec(&["client", "--server", &url, "delete", &id]);
+    let o = fhec(&["client", "--server", &url, "--ca-cert", ca, "delete", &id]);
     assert!(!o.status.success() && stderr(&o).contains("no key"), "{}", stderr(&o));
     // SIGTERM: graceful shutdown, exit status 0.
     Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();

@@ -1,4 +1,4 @@
-//! The Kubernetes manifests in `deploy/kubernetes/` validate, offline, against the Kubernetes JSON
+//! The Kubernetes manifests in `deploy/kubernetes/base/` (and the TLS overlay beside it) validate, offline, against the Kubernetes JSON
 //! schemas (strict: unknown fields are errors) vendored in `deploy/kubernetes/schema/k8s.json` (see
 //! its `extract.py`), and agree with what `fhec serve` expects (probes, port, grace period). That its
 //! command line parses is checked in `compiler/tests/cli.rs`, beside the binary.
@@ -13,7 +13,7 @@ fn deploy() -> PathBuf {
 /// Every object in every manifest, with the file it came from.
 fn manifests() -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(deploy().join("kubernetes")).unwrap().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(deploy().join("kubernetes/base")).unwrap().flatten().map(|e| e.path()).collect();
     files.sort();
     for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml")) {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -45,7 +45,7 @@ fn manifests_validate_against_the_kubernetes_schemas() {
     let all = manifests();
     let kinds: Vec<String> = all.iter().map(|(_, v)| kind_of(v)).collect();
     for want in ["apps/v1/Deployment", "v1/Service", "autoscaling/v2/HorizontalPodAutoscaler", "v1/PersistentVolumeClaim"] {
-        assert!(kinds.iter().any(|k| k == want), "no {want} in deploy/kubernetes");
+        assert!(kinds.iter().any(|k| k == want), "no {want} in deploy/kubernetes/base");
     }
     for (file, v) in &all {
         let errors = validate(&schema, &kind_of(v), v);
@@ -86,4 +86,48 @@ fn manifests_agree_with_fhec_serve() {
     assert_eq!(s["spec"]["selector"], d["spec"]["selector"]["matchLabels"]);
     let h = get("HorizontalPodAutoscaler");
     assert_eq!(h["spec"]["scaleTargetRef"]["name"], d["metadata"]["name"]);
+}
+
+/// The TLS overlay (`deploy/kubernetes/tls`) is the base plus JSON patches. Applied here as kustomize
+/// applies them, every object still validates; the server gets its certificate and key from the
+/// mounted `kubernetes.io/tls` secret, the probes speak HTTPS, and the Service forwards to the port
+/// the server listens on.
+#[test]
+fn the_tls_overlay_patches_the_base_into_valid_manifests() {
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(deploy().join("kubernetes/schema/k8s.json")).unwrap()).unwrap();
+    let overlay: Value = serde_yaml::from_str(&std::fs::read_to_string(deploy().join("kubernetes/tls/kustomization.yaml")).unwrap()).unwrap();
+    assert_eq!(overlay["resources"], json!(["../base"]));
+    let mut all = manifests();
+    for p in overlay["patches"].as_array().unwrap() {
+        let target = &p["target"];
+        let ops: Value = serde_yaml::from_str(p["patch"].as_str().unwrap()).unwrap();
+        let patch: json_patch::Patch = serde_json::from_value(ops).unwrap_or_else(|e| panic!("patch for {target}: {e}"));
+        let (_, object) = all
+            .iter_mut()
+            .find(|(_, v)| v["kind"] == target["kind"] && v["metadata"]["name"] == target["name"])
+            .unwrap_or_else(|| panic!("the overlay patches {target}, which the base does not have"));
+        json_patch::patch(object, &patch).unwrap_or_else(|e| panic!("patch for {target}: {e}"));
+    }
+    for (file, v) in &all {
+        let errors = validate(&schema, &kind_of(v), v);
+        assert!(errors.is_empty(), "{file} with the TLS overlay: {}", errors.join("\n"));
+    }
+    let get = |kind: &str| &all.iter().find(|(_, v)| v["kind"] == kind).unwrap().1;
+    let pod = &get("Deployment")["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    for (flag, file) in [("--tls-cert=", "tls.crt"), ("--tls-key=", "tls.key")] {
+        let path = args.iter().find_map(|a| a.strip_prefix(flag)).unwrap_or_else(|| panic!("no {flag} in {args:?}"));
+        let (dir, name) = path.rsplit_once('/').unwrap();
+        assert_eq!(name, file, "a kubernetes.io/tls secret holds {file}");
+        let mount = c["volumeMounts"].as_array().unwrap().iter().find(|m| m["mountPath"] == dir).unwrap_or_else(|| panic!("nothing mounted at {dir}"));
+        let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
+        assert_eq!(volume["secret"]["secretName"], "fhec-tls");
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        assert_eq!(c[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+    }
+    let port = &get("Service")["spec"]["ports"][0];
+    assert_eq!((&port["port"], &port["appProtocol"]), (&json!(443), &json!("https")));
+    assert_eq!(port["targetPort"], c["ports"][0]["name"]);
 }

@@ -7,6 +7,7 @@ use fhec::fhe as pipeline;
 use fhec::keyfile::Protection;
 use fhec::serve::client::Remote;
 use fhec::serve::roundtrip::{self, Session};
+use fhec::serve::tls::{ServerTls, TlsListener};
 use fhec::serve::{App, Auth, Config};
 use fhec_testsuite::root;
 use ndarray::{ArrayD, Axis, Slice};
@@ -64,13 +65,22 @@ struct Running {
 
 impl Running {
     async fn start(config: Config) -> Running {
+        Running::start_with(config, None).await
+    }
+
+    /// Serves HTTPS when `tls` is given.
+    async fn start_with(config: Config, tls: Option<ServerTls>) -> Running {
         let app = App::new(config).unwrap();
         let (listener, addr) = fhec::serve::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(fhec::serve::serve(app, listener, async move {
+        let stopped = async move {
             let _ = stopped.await;
-        }));
-        Running { url: format!("http://{addr}"), stop: Some(stop), task }
+        };
+        let (scheme, task) = match tls {
+            Some(tls) => ("https", tokio::spawn(fhec::serve::serve(app, TlsListener::new(listener, tls).unwrap(), stopped))),
+            None => ("http", tokio::spawn(fhec::serve::serve(app, listener, stopped))),
+        };
+        Running { url: format!("{scheme}://{addr}"), stop: Some(stop), task }
     }
 
     async fn stop(mut self) {
@@ -79,7 +89,7 @@ impl Running {
     }
 
     fn remote(&self, token: &str) -> Remote {
-        Remote::new(&self.url, Some(token.to_string())).unwrap()
+        Remote::new(&self.url, Some(token.to_string()), None).unwrap()
     }
 }
 
@@ -103,6 +113,8 @@ fn decrypted_classes(session: &Session, bytes: &[u8]) -> Vec<i64> {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
+    // The tests' own reqwest clients use rustls too, with the provider fhec's client installs.
+    fhec::serve::tls::install_default_provider();
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
@@ -401,5 +413,117 @@ fn openapi_document_matches_the_server() {
         routed.sort();
         assert_eq!(documented, routed);
         server.stop().await;
+    });
+}
+
+/// A certificate authority and a server certificate it signed for 127.0.0.1 and localhost, as PEM
+/// files in `dir`.
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn pki(dir: &Path, name: &str) -> Pki {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("fhec test CA {name}"));
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    let pki = Pki { ca: dir.join(format!("{name}-ca.pem")), cert: dir.join(format!("{name}-cert.pem")), key: dir.join(format!("{name}-key.pem")) };
+    std::fs::write(&pki.ca, ca.pem()).unwrap();
+    std::fs::write(&pki.cert, cert.pem()).unwrap();
+    std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+    pki
+}
+
+/// Bounds a call that must fail at once (a retry loop would wait for minutes).
+async fn promptly<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f).await.unwrap_or_else(|_| panic!("{what}: still retrying after 60 s"))
+}
+
+#[test]
+fn https_round_trip_certificate_checks_and_rotation() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (pki(dir.path(), "one"), pki(dir.path(), "two"));
+        // The server reads fixed paths, as from a mounted secret that gets renewed in place.
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let install = |p: &Pki, with_key: &Pki| {
+            std::fs::copy(&p.cert, &cert).unwrap();
+            std::fs::copy(&with_key.key, &key).unwrap();
+        };
+        install(&one, &one);
+        let tls = ServerTls::load(&cert, &key).unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let server = Running::start_with(config(store.path()), Some(tls.clone())).await;
+        assert!(server.url.starts_with("https://"));
+        let trusting = |p: &Pki| {
+            let mut r = Remote::new(&server.url, Some(ALICE.to_string()), Some(&p.ca)).unwrap();
+            // Were TLS failures retried, these would wait for hours.
+            r.retries = 20;
+            r.max_backoff = Duration::from_secs(600);
+            r
+        };
+
+        // A round trip over TLS decrypts to the simulation.
+        let s = session("logreg_cancer_torch", "logreg_a");
+        let x = samples("logreg_cancer_torch", 4);
+        let run = roundtrip::predict(&trusting(&one), "logreg", &s, &x, 4, |_| ()).await.unwrap();
+        assert_eq!(fhec::metrics::predicted_classes(&run.outputs[0].1).unwrap(), simulated_classes("logreg_cancer_torch", &x));
+
+        // A client that does not trust the server's CA is refused at once, with the reason.
+        let err = promptly("untrusted CA", trusting(&two).models()).await.unwrap_err().to_string();
+        assert!(err.contains("invalid peer certificate") && err.contains("UnknownIssuer") && err.contains("pass --ca-cert"), "{err}");
+        // Plain HTTP to the TLS port fails (the handshake never starts), and does not hang.
+        let mut plain = Remote::new(&server.url.replace("https://", "http://"), Some(ALICE.to_string()), None).unwrap();
+        plain.retries = 20;
+        plain.max_backoff = Duration::from_secs(600);
+        let err = promptly("plain HTTP to TLS", plain.models()).await.unwrap_err().to_string();
+        assert!(err.contains("use an https:// URL"), "{err}");
+
+        // HTTPS to a plain-HTTP server, likewise.
+        let store2 = tempfile::tempdir().unwrap();
+        let cleartext = Running::start(config(store2.path())).await;
+        let mut https = Remote::new(&cleartext.url.replace("http://", "https://"), Some(ALICE.to_string()), Some(&one.ca)).unwrap();
+        https.retries = 20;
+        https.max_backoff = Duration::from_secs(600);
+        let err = promptly("HTTPS to plain HTTP", https.models()).await.unwrap_err().to_string();
+        assert!(err.contains("use an http:// URL"), "{err}");
+        cleartext.stop().await;
+
+        // Rotation: a renewed pair on disk is picked up without a restart; new connections see it.
+        assert!(!tls.reload().unwrap(), "nothing changed yet");
+        install(&two, &two);
+        assert!(tls.reload().unwrap());
+        assert_eq!(trusting(&two).models().await.unwrap().len(), 2);
+        let err = promptly("old CA after rotation", trusting(&one).models()).await.unwrap_err().to_string();
+        assert!(err.contains("UnknownIssuer"), "{err}");
+        // A half-written renewal (certificate of one pair, key of another) is refused and the pair in
+        // use stays.
+        install(&one, &two);
+        let err = tls.reload().unwrap_err();
+        assert!(err.contains("tls.crt") && err.contains("tls.key"), "{err}");
+        assert_eq!(trusting(&two).models().await.unwrap().len(), 2);
+        server.stop().await;
+
+        // Bad files at start: each names the file and what is wrong.
+        let missing = dir.path().join("missing.pem");
+        let cases = [
+            (&missing, &one.key, "missing.pem"),
+            (&one.key, &one.key, "no CERTIFICATE block"),
+            (&one.cert, &one.cert, "no PRIVATE KEY block"),
+            (&one.cert, &two.key, "one-cert.pem with key"),
+        ];
+        for (c, k, want) in cases {
+            let err = ServerTls::load(c, k).unwrap_err();
+            assert!(err.contains(want), "{err}");
+        }
+        // The client refuses a CA file with no certificate, and a CA for a plain-HTTP URL.
+        let err = Remote::new("https://127.0.0.1:1", None, Some(&one.key)).err().unwrap().to_string();
+        assert!(err.contains("no CERTIFICATE block"), "{err}");
+        let err = Remote::new("http://127.0.0.1:1", None, Some(&one.ca)).err().unwrap().to_string();
+        assert!(err.contains("plain HTTP"), "{err}");
     });
 }

@@ -44,19 +44,73 @@ async fn message(response: reqwest::Response) -> String {
     format!("the server answered {status}: {msg}")
 }
 
+/// A request's error with its causes, which reqwest keeps out of its own message (a certificate the
+/// client does not trust, a refused connection).
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Whether the failure is TLS refusing the server (its certificate, or no TLS at all): not worth a retry.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<rustls::Error>() {
+            return true;
+        }
+        // An io::Error hides the error it wraps from `source()` (and may wrap another io::Error).
+        cause = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    false
+}
+
+/// What to do about common connection failures, from the error's text.
+fn hint(text: &str) -> Option<&'static str> {
+    const HINTS: [(&str, &str); 6] = [
+        ("UnknownIssuer", "the server's certificate is not signed by a CA this client trusts: pass --ca-cert with the CA that signed it"),
+        ("CaUsedAsEndEntity", "the server's certificate is a CA certificate, as `openssl req -x509` makes by default: issue one with basicConstraints CA:FALSE, see deploy/README.md"),
+        ("NotValidForName", "the server's certificate does not name this host: use a URL with a name or address it lists"),
+        ("Expired", "the server's certificate has expired"),
+        ("invalid HTTP version parsed", "is the server serving HTTPS? then use an https:// URL"),
+        ("InvalidContentType", "is the server serving plain HTTP? then use an http:// URL"),
+    ];
+    HINTS.iter().find(|(needle, _)| text.contains(needle)).map(|(_, h)| *h)
+}
+
 impl Remote {
-    pub fn new(url: &str, token: Option<String>) -> Result<Remote, DriverError> {
+    /// A client for the server at `url` (http:// or https://). For https, the server's certificate is
+    /// checked against `ca_cert` (a PEM file of trusted certificates) when given, else against the
+    /// system's trusted roots.
+    pub fn new(url: &str, token: Option<String>, ca_cert: Option<&std::path::Path>) -> Result<Remote, DriverError> {
         let base = url.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(err(format!("server URL {url:?}: expected http://HOST:PORT")));
+        let https = base.starts_with("https://");
+        if !(https || base.starts_with("http://")) {
+            return Err(err(format!("server URL {url:?}: expected http://HOST:PORT or https://HOST:PORT")));
         }
-        if base.starts_with("https://") {
-            return Err(err("this fhec client speaks plain HTTP: reach TLS servers through a local proxy or an ingress that terminates TLS"));
+        super::tls::install_default_provider();
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if let Some(path) = ca_cert {
+            if !https {
+                return Err(err(format!("--ca-cert {} is for https:// servers; {url} is plain HTTP", path.display())));
+            }
+            let pem = std::fs::read(path).map_err(|e| err(format!("CA certificate {}: {e}", path.display())))?;
+            super::tls::read_certificates(path, "CA certificate").map_err(err)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(format!("CA certificate {}: {e}", path.display())))?;
+            builder = builder.tls_certs_only(certs);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| err(format!("HTTP client: {e}")))?;
+        let http = builder.build().map_err(|e| err(format!("HTTP client: {}", describe(&e))))?;
         Ok(Remote { base, token, http, retries: 8, max_backoff: Duration::from_secs(30) })
     }
 
@@ -82,11 +136,15 @@ impl Remote {
                     tokio::time::sleep(wait).await;
                 }
                 Ok(r) => return Ok(r),
-                Err(e) if (e.is_connect() || e.is_timeout()) && !last => {
+                Err(e) if (e.is_connect() || e.is_timeout()) && !is_tls_failure(&e) && !last => {
                     attempts.failed += 1;
                     tokio::time::sleep(backoff.min(self.max_backoff)).await;
                 }
-                Err(e) => return Err(err(format!("{}: {e}", self.base))),
+                Err(e) => {
+                    let text = describe(&e);
+                    let hint = hint(&text).map(|h| format!(" ({h})")).unwrap_or_default();
+                    return Err(err(format!("{}: {text}{hint}", self.base)));
+                }
             }
             backoff = (backoff * 2).min(self.max_backoff);
         }

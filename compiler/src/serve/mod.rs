@@ -22,6 +22,7 @@
 pub mod client;
 pub mod keystore;
 pub mod roundtrip;
+pub mod tls;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path as UrlPath, Query, Request, State};
@@ -606,9 +607,13 @@ async fn infer(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, reports not ready, and
+/// Serves `app` on `listener` (a `TcpListener`, or a [`tls::TlsListener`]) until `shutdown` resolves, then stops accepting, reports not ready, and
 /// returns once the requests in flight are answered. Expired keys are swept every minute.
-pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve<L>(app: Arc<App>, listener: L, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let sweeper = {
         let app = app.clone();
         let every = Duration::from_secs(60).min(app.config.key_ttl / 4).max(Duration::from_secs(1));

@@ -1,4 +1,4 @@
-"""Extracts the Kubernetes JSON schemas the manifests in deploy/kubernetes need, for offline
+"""Extracts the Kubernetes JSON schemas the manifests in deploy/kubernetes (base/ and the tls/ overlay) need, for offline
 validation in CI (testsuite/tests/deploy.rs, no Python there).
 
 Source: the `kubernetes-validate` wheel from PyPI, which bundles the schemas generated from the
