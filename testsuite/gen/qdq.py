@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""A pre-quantized (QDQ) corpus model: the wine MLP (testsuite/models/mlp_wine) quantized by
-onnxruntime's static quantization (QuantFormat.QDQ: QuantizeLinear/DequantizeLinear around every op,
-uint8 activations, int8 weights, per-tensor), calibrated on the training split.
+"""Pre-quantized corpus models, made by onnxruntime's static quantization (uint8 activations, int8
+weights), with onnxruntime's own outputs on the test set as the expected outputs:
 
-Run after generate.py: `python testsuite/gen/qdq.py`. Writes testsuite/models/mlp_wine_qdq/ with
-onnxruntime's own outputs on the test set as the expected outputs.
+- mlp_wine_qdq: the wine MLP (testsuite/models/mlp_wine) in QDQ format (QuantizeLinear /
+  DequantizeLinear around every op, per-tensor), calibrated on the training split;
+- cnn_digits_qop: the digits CNN (testsuite/models/cnn_digits) in QOperator format (its convolutions
+  become QLinearConv, per-channel weights), calibrated on the first 100 test inputs. Only Conv and
+  MatMul are quantized: onnxruntime's QOperator forms of the others (QGemm, QLinearAdd...) are
+  com.microsoft contrib ops, outside the ONNX standard.
+
+Run after generate.py: `python testsuite/gen/qdq.py`.
 """
 import os
 import sys
@@ -20,8 +25,8 @@ import generate as g  # noqa: E402
 
 
 class Reader(CalibrationDataReader):
-    def __init__(self, xs):
-        self.it = iter([{"input": x[None, :]} for x in xs])
+    def __init__(self, xs, name="input"):
+        self.it = iter([{name: x[None]} for x in xs])
 
     def get_next(self):
         return next(self.it, None)
@@ -45,6 +50,30 @@ def main():
                  task="classification", labels=yte.astype(np.int64), float_accuracy=acc,
                  description="mlp_wine quantized by onnxruntime (QDQ format, uint8 activations, int8 weights, "
                              "per-tensor). Expected outputs are onnxruntime's on the quantized model.")
+
+    cnn()
+
+
+def cnn():
+    src_dir = os.path.join(g.MODELS, "cnn_digits")
+    src = os.path.join(src_dir, "model.onnx")
+    name = onnx.load(src).graph.input[0].name
+    x = np.load(os.path.join(src_dir, "inputs.npy"))
+    labels = np.load(os.path.join(src_dir, "labels.npy"))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "qop.onnx")
+        quantize_static(src, out, Reader(x[:100], name), quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["Conv", "MatMul"])
+        m = onnx.load(out)
+    expected = np.concatenate(g.ort_run_per_sample(m, x)[0], axis=0).reshape(len(x), -1).astype(np.float32)
+    acc = float((expected.argmax(1) == labels).mean())
+    g.write_case("cnn_digits_qop", m, x, [expected], exporter="onnxruntime.quantization.quantize_static",
+                 exporter_version=ort.__version__,
+                 dataset="sklearn.datasets.load_digits, the test split of cnn_digits; calibrated on its first 100 inputs",
+                 task="classification", labels=labels.astype(np.int64), float_accuracy=acc,
+                 description="cnn_digits quantized by onnxruntime (QOperator format: QLinearConv with per-channel int8 "
+                             "weights, uint8 activations; Gemm left in float). Expected outputs are onnxruntime's on the "
+                             "quantized model.")
 
 
 if __name__ == "__main__":

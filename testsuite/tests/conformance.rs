@@ -21,6 +21,8 @@ use tract_onnx::prelude::Framework;
 
 enum Outcome {
     Passed,
+    /// Matches except where the test data is known to be wrong (see `ERRATA`), with the reason.
+    Erratum(String),
     /// The frontend refused the model or its data: not applicable, with the reason.
     Rejected(String),
     Failed(String),
@@ -53,9 +55,29 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
     (0..).map(|i| dir.join(format!("{prefix}_{i}.pb"))).take_while(|p| p.exists()).collect()
 }
 
-/// The model with every non-float graph input, and every float one after the first `floats`, turned
-/// into an initializer holding `data`'s value for it; the remaining inputs' data, in order.
-fn freeze(model: &[u8], data: &[Vec<u8>], floats: usize) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
+/// Node tests whose expected data is known to be wrong, and how: (test name prefix, reason, the
+/// only values fhec may give where it differs from the data).
+const ERRATA: &[(&str, &str, [f64; 2])] = &[(
+    "test_qlinearmatmul_",
+    "onnx 1.19's expected int8 outputs wrap out-of-range results instead of saturating them (onnx/onnx#7835, fixed by onnx/onnx#7868); fhec saturates, as the spec and onnxruntime do",
+    [-128.0, 127.0],
+)];
+
+/// Which graph inputs stay data; the others become initializers.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// The first `n` float inputs.
+    Floats(usize),
+    /// The first input, whatever its type: a quantized op's integer operand, which fhec holds in f32.
+    First,
+}
+
+/// The quantization ops, whose integer operands are data in a model (fhec holds them in f32).
+const QUANTIZED: [&str; 6] = ["QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "QLinearConv", "MatMulInteger", "ConvInteger"];
+
+/// The model with every graph input that `keep` does not keep turned into an initializer holding
+/// `data`'s value for it; the remaining inputs' data, in order.
+fn freeze(model: &[u8], data: &[Vec<u8>], keep: Keep) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
     use prost::Message;
     use tract_onnx::pb;
     let mut proto = pb::ModelProto::decode(model).map_err(|e| e.to_string())?;
@@ -66,9 +88,19 @@ fn freeze(model: &[u8], data: &[Vec<u8>], floats: usize) -> Result<(Vec<u8>, Vec
         return Err(format!("{} input files for {} graph inputs", data.len(), inputs.len()));
     }
     let mut kept = Vec::new();
-    for (input, bytes) in inputs.into_iter().zip(data) {
+    for (i, (input, bytes)) in inputs.into_iter().zip(data).enumerate() {
         let mut t = pb::TensorProto::decode(&bytes[..]).map_err(|e| e.to_string())?;
-        if t.data_type == pb::tensor_proto::DataType::Float as i32 && kept.len() < floats {
+        let float = t.data_type == pb::tensor_proto::DataType::Float as i32;
+        let keep_it = match keep {
+            Keep::Floats(n) => float && kept.len() < n,
+            Keep::First => i == 0,
+        };
+        if keep_it {
+            let mut input = input;
+            // A quantized operand is fed as floats holding its integers, as fhec holds it.
+            if let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+                t.elem_type = pb::tensor_proto::DataType::Float as i32;
+            }
             graph.input.push(input);
             kept.push(bytes.clone());
         } else {
@@ -80,20 +112,25 @@ fn freeze(model: &[u8], data: &[Vec<u8>], floats: usize) -> Result<(Vec<u8>, Vec
 }
 
 fn run(dir: &Path) -> Outcome {
-    match run_with(dir, usize::MAX) {
-        Outcome::Rejected(why) if why.contains("must be a constant") => run_with(dir, 1),
+    let outcome = match run_with(dir, Keep::Floats(usize::MAX)) {
+        Outcome::Rejected(why) if why.contains("must be a constant") => run_with(dir, Keep::Floats(1)),
+        outcome => outcome,
+    };
+    match outcome {
+        Outcome::Rejected(_) if op_types(dir).split('+').all(|op| QUANTIZED.contains(&op)) => run_with(dir, Keep::First),
         outcome => outcome,
     }
 }
 
-/// Runs every data set with the first `floats` float inputs as data, the other inputs frozen.
-fn run_with(dir: &Path, floats: usize) -> Outcome {
+/// Runs every data set with the inputs `keep` says as data, the others frozen.
+fn run_with(dir: &Path, keep: Keep) -> Outcome {
     let model = std::fs::read(dir.join("model.onnx")).expect("conformance model");
+    let mut errata = Vec::new();
     let mut sets: Vec<_> = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     sets.sort();
     for set in sets {
         let data: Vec<Vec<u8>> = numbered(&set, "input").iter().map(|p| std::fs::read(p).unwrap()).collect();
-        let (frozen, data) = match freeze(&model, &data, floats) {
+        let (frozen, data) = match freeze(&model, &data, keep) {
             Ok(f) => f,
             Err(e) => return Outcome::Rejected(format!("test data: {e}")),
         };
@@ -105,7 +142,12 @@ fn run_with(dir: &Path, floats: usize) -> Outcome {
         if let Err(e) = fhec_passes::run_passes(&mut m, &[&fhec_passes::Cleanup], &mut ctx) {
             return Outcome::Failed(format!("passes: {e}"));
         }
-        let inputs = match data.iter().map(|b| fhec_onnx::read_tensor_proto(b).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>() {
+        // Integer data (a quantized operand) in f32, as fhec holds it.
+        let as_f32 = |t: Tensor| match t.dtype() {
+            DType::I64 => Tensor::from_f32(t.shape().to_vec(), t.to_i64_vec().into_iter().map(|v| v as f32).collect()).expect("same shape"),
+            DType::F32 => t,
+        };
+        let inputs = match data.iter().map(|b| fhec_onnx::read_tensor_proto(b).map(as_f32).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>() {
             Ok(i) => i,
             Err(e) => return Outcome::Rejected(format!("input data: {e}")),
         };
@@ -137,13 +179,23 @@ fn run_with(dir: &Path, floats: usize) -> Outcome {
             if g.shape() != w.shape() {
                 return Outcome::Failed(format!("output {k}: shape {:?}, expected {:?}", g.shape(), w.shape()));
             }
-            let bad = values(g).into_iter().zip(values(w)).position(|(g, w)| !(g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-7 + 1e-3 * w.abs()));
-            if let Some(i) = bad {
-                return Outcome::Failed(format!("output {k} element {i}: {} expected {}", values(g)[i], values(w)[i]));
+            let name = dir.file_name().unwrap().to_string_lossy();
+            let erratum = ERRATA.iter().find(|(prefix, ..)| name.starts_with(prefix));
+            for (i, (g, w)) in values(g).into_iter().zip(values(w)).enumerate() {
+                if g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-7 + 1e-3 * w.abs() {
+                    continue;
+                }
+                match erratum {
+                    Some((_, why, allowed)) if allowed.contains(&g) => errata.push(format!("output {k} element {i}: {g} where the data says {w}: {why}")),
+                    _ => return Outcome::Failed(format!("output {k} element {i}: {g} expected {w}")),
+                }
             }
         }
     }
-    Outcome::Passed
+    match errata.first() {
+        Some(first) => Outcome::Erratum(format!("{first} ({} elements)", errata.len())),
+        None => Outcome::Passed,
+    }
 }
 
 #[test]
@@ -153,12 +205,17 @@ fn onnx_node_tests_of_claimed_ops_pass_or_are_rejected_clearly() {
     tests.sort();
     // op -> (tests, passed, rejected reasons, failures)
     let mut table: BTreeMap<String, (usize, usize, Vec<String>, Vec<String>)> = BTreeMap::new();
+    let mut errata = Vec::new();
     for dir in &tests {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let row = table.entry(op_types(dir)).or_default();
         row.0 += 1;
         match run(dir) {
             Outcome::Passed => row.1 += 1,
+            Outcome::Erratum(why) => {
+                row.1 += 1;
+                errata.push(format!("{name}: {why}"));
+            }
             Outcome::Rejected(why) => row.2.push(format!("{name}: {why}")),
             Outcome::Failed(why) => row.3.push(format!("{name}: {why}")),
         }
@@ -174,6 +231,10 @@ fn onnx_node_tests_of_claimed_ops_pass_or_are_rejected_clearly() {
         for r in rejected {
             text.push_str(&format!("- {r}\n"));
         }
+    }
+    text.push_str("\npassed, where the test data is wrong:\n");
+    for e in &errata {
+        text.push_str(&format!("- {e}\n"));
     }
     let failures: Vec<&String> = table.values().flat_map(|r| &r.3).collect();
     eprintln!("{text}");

@@ -59,7 +59,12 @@ fn geometry(a: &Attrs, input: &[usize], kernel: &[usize], read_dilations: bool) 
 }
 
 pub fn conv(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    let (x, w) = (ctx.input(0)?, ctx.input(1)?);
+    let (x, w, b) = (ctx.input(0)?, ctx.input(1)?, ctx.opt_input(2)?);
+    Ok(vec![conv_of(ctx, x, w, b)?])
+}
+
+/// A convolution with the node's attributes (Conv, and the quantized convolutions around it).
+pub(super) fn conv_of(ctx: &mut Ctx, x: Val, w: Val, b: Option<Val>) -> Result<Val, String> {
     let (xs, ws) = (ctx.shape(&x), ctx.shape(&w));
     if ws.len() < 3 {
         return Err(format!("weight of shape {ws:?} is not a convolution kernel"));
@@ -72,11 +77,9 @@ pub fn conv(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let g = geometry(&a, &xs, &ws[2..], true)?;
     let group = usize::try_from(a.int("group", 1)?).map_err(|_| "group must be positive")?;
     let mut operands = vec![x, w];
-    if let Some(b) = ctx.opt_input(2)? {
-        operands.push(b);
-    }
+    operands.extend(b);
     let attrs = ConvAttrs { strides: g.strides, pads: g.pads, dilations: g.dilations, group };
-    Ok(vec![ctx.op(Op::Conv(attrs), &operands)?])
+    ctx.op(Op::Conv(attrs), &operands)
 }
 
 /// Inference-mode batch normalization, folded to `x * s + t` per channel.

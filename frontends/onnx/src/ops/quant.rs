@@ -3,10 +3,13 @@
 //! holds integers in f32; `(q - zero_point) * scale` reads them back. On constants (quantized weights)
 //! they fold at compile time; on encrypted values the optimizer fuses a Q/DQ pair with the activation
 //! next to it into one table.
+//!
+//! The QOperator forms (QLinearMatMul, QLinearConv, MatMulInteger, ConvInteger) are the same
+//! dequantize, float op, quantize chains, so they compile like the QDQ form.
 
 use super::axis;
 use crate::ctx::{Ctx, Val};
-use fhec_ir::{Binary, Op, Unary};
+use fhec_ir::{Binary, Op, Tensor, Unary};
 
 /// ONNX element types (`TensorProto.DataType`) of the quantized integers.
 const UINT8: i32 = 2;
@@ -32,8 +35,9 @@ fn range_of(dt: i32) -> Result<(f32, f32), String> {
     })
 }
 
-/// Scale (and zero point) shaped to broadcast against `x`: a scalar, or a 1-D tensor along `axis`.
-fn along_axis(ctx: &mut Ctx, v: &Val, x: &Val, what: &str) -> Result<Val, String> {
+/// Scale (and zero point) shaped to broadcast against `x`: a scalar, or a 1-D tensor along axis `ax`
+/// (negative counts from the end; only checked when the tensor is 1-D).
+fn along_axis(ctx: &mut Ctx, v: &Val, x: &Val, ax: i64, what: &str) -> Result<Val, String> {
     let shape = ctx.shape(v);
     let rank = ctx.shape(x).len();
     if shape.iter().product::<usize>() == 1 {
@@ -42,13 +46,18 @@ fn along_axis(ctx: &mut Ctx, v: &Val, x: &Val, what: &str) -> Result<Val, String
     if shape.len() != 1 {
         return Err(format!("{what} of shape {shape:?}: only per-tensor and per-axis quantization are supported (not blocked)"));
     }
-    let ax = axis(ctx.attrs().int("axis", 1)?, rank)?;
+    let ax = axis(ax, rank)?;
     if ctx.shape(x)[ax] != shape[0] {
-        return Err(format!("{what} has {} values for axis {ax} of size {}", shape[0], ctx.shape(x)[ax]));
+        return Err(format!("{what} has {} values, which match no axis it may run along (axis {ax} of shape {:?})", shape[0], ctx.shape(x)));
     }
     let mut b = vec![1; rank];
     b[ax] = shape[0];
     ctx.reshape(v, b)
+}
+
+/// The `axis` attribute of QuantizeLinear / DequantizeLinear.
+fn axis_attr(ctx: &Ctx) -> Result<i64, String> {
+    ctx.attrs().int("axis", 1)
 }
 
 fn check_block(ctx: &Ctx) -> Result<(), String> {
@@ -58,47 +67,156 @@ fn check_block(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// `clip(round(x / scale) + zero_point)` to the range of element type `elem`, with a 1-D scale and
+/// zero point running along axis `ax`.
+fn quantize(ctx: &mut Ctx, x: &Val, scale: Tensor, zp: Option<Val>, elem: i32, ax: i64) -> Result<Val, String> {
+    let (qmin, qmax) = range_of(elem)?;
+    let s = along_axis(ctx, &Val::constant(scale), x, ax, "the output scale")?;
+    let mut q = ctx.binary(Binary::Div, x, &s)?;
+    q = ctx.op(Op::Unary(Unary::Round), &[q])?;
+    if let Some(z) = zp {
+        let z = along_axis(ctx, &z, x, ax, "the output zero point")?;
+        q = ctx.binary(Binary::Add, &q, &z)?;
+    }
+    ctx.op(Op::Unary(Unary::Clip { min: qmin, max: qmax }), &[q])
+}
+
+/// `x - zero_point`: on integer constants (quantized weights) in integers, then converted to float, as
+/// onnxruntime does.
+fn centered(ctx: &mut Ctx, x: &Val, zp: Option<Val>, ax: i64, what: &str) -> Result<Val, String> {
+    let mut y = x.clone();
+    if let Some(z) = zp {
+        let z = along_axis(ctx, &z, x, ax, what)?;
+        y = ctx.binary(Binary::Sub, &y, &z)?;
+    }
+    if let Some(t) = y.as_const()
+        && t.dtype() == fhec_ir::DType::I64
+    {
+        let f = Tensor::from_f32(t.shape().to_vec(), t.to_i64_vec().iter().map(|&v| v as f32).collect()).ok_or("shape")?;
+        y = Val::constant(f);
+    }
+    Ok(y)
+}
+
+/// `(x - zero_point) * scale`.
+fn dequantize(ctx: &mut Ctx, x: &Val, scale: Tensor, zp: Option<Val>, ax: i64, what: &str) -> Result<Val, String> {
+    let y = centered(ctx, x, zp, ax, &format!("the zero point of {what}"))?;
+    let s = along_axis(ctx, &Val::constant(scale), x, ax, &format!("the scale of {what}"))?;
+    ctx.binary(Binary::Mul, &y, &s)
+}
+
+/// The element type of the quantized output: that of its zero point (input `zp`), else `attr`, else uint8.
+fn output_elem(ctx: &Ctx, zp: usize, has_zp: bool, attr: i64) -> Result<i32, String> {
+    match (ctx.input_elem_type(zp), attr) {
+        (Some(t), _) => Ok(t),
+        (None, 0) if !has_zp => Ok(UINT8),
+        (None, 0) => Err("the output zero point must be a constant".into()),
+        (None, t) => Ok(t as i32),
+    }
+}
+
+/// A quantized operand's element type, when known, must be an integer one.
+fn check_integer(ctx: &Ctx, i: usize) -> Result<(), String> {
+    match ctx.input_elem_type(i) {
+        Some(t) => range_of(t).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+fn scale_input(ctx: &Ctx, i: usize, what: &str) -> Result<Tensor, String> {
+    ctx.const_input(i, what)?.ok_or_else(|| format!("missing required input {i} ({what})"))
+}
+
 pub fn quantize_linear(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     check_block(ctx)?;
     let x = ctx.input(0)?;
     let scale = ctx.const_input(1, "y_scale")?.ok_or("y_scale must be a constant")?;
     let zp = ctx.opt_input(2)?;
-    let elem = match (ctx.input_elem_type(2), ctx.attrs().int("output_dtype", 0)?) {
-        (Some(t), _) => t,
-        (None, 0) if zp.is_none() => UINT8,
-        (None, 0) => return Err("y_zero_point must be a constant".into()),
-        (None, t) => t as i32,
-    };
-    let (qmin, qmax) = range_of(elem)?;
-    let s = along_axis(ctx, &Val::constant(scale), &x, "y_scale")?;
-    let mut q = ctx.binary(Binary::Div, &x, &s)?;
-    q = ctx.op(Op::Unary(Unary::Round), &[q])?;
-    if let Some(z) = zp {
-        let z = along_axis(ctx, &z, &x, "y_zero_point")?;
-        q = ctx.binary(Binary::Add, &q, &z)?;
-    }
-    Ok(vec![ctx.op(Op::Unary(Unary::Clip { min: qmin, max: qmax }), &[q])?])
+    let elem = output_elem(ctx, 2, zp.is_some(), ctx.attrs().int("output_dtype", 0)?)?;
+    let ax = axis_attr(ctx)?;
+    Ok(vec![quantize(ctx, &x, scale, zp, elem, ax)?])
 }
 
 pub fn dequantize_linear(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     check_block(ctx)?;
     let x = ctx.input(0)?;
-    if let Some(t) = ctx.input_elem_type(0) {
-        range_of(t)?;
-    }
+    check_integer(ctx, 0)?;
     let scale = ctx.const_input(1, "x_scale")?.ok_or("x_scale must be a constant")?;
-    let mut y = x.clone();
-    if let Some(z) = ctx.opt_input(2)? {
-        let z = along_axis(ctx, &z, &x, "x_zero_point")?;
-        y = ctx.binary(Binary::Sub, &y, &z)?;
+    let zp = ctx.opt_input(2)?;
+    let ax = axis_attr(ctx)?;
+    Ok(vec![dequantize(ctx, &x, scale, zp, ax, "x")?])
+}
+
+/// The axis a 1-D scale or zero point of a matrix product operand runs along: rows of A and of the
+/// result (the second-to-last axis), columns of B (the last).
+const ROWS: i64 = -2;
+const COLUMNS: i64 = -1;
+
+/// QLinearMatMul: `quantize(dequantize(a) @ dequantize(b))` with the node's scales and zero points
+/// (per tensor, per row of `a`, per column of `b`). The integers are held in f32, exact below 2^24.
+pub fn qlinear_matmul(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let (a, b) = (ctx.input(0)?, ctx.input(3)?);
+    check_integer(ctx, 0)?;
+    check_integer(ctx, 3)?;
+    let (a_zp, b_zp) = (ctx.opt_input(2)?, ctx.opt_input(5)?);
+    let da = dequantize(ctx, &a, scale_input(ctx, 1, "a_scale")?, a_zp, ROWS, "a")?;
+    let db = dequantize(ctx, &b, scale_input(ctx, 4, "b_scale")?, b_zp, COLUMNS, "b")?;
+    let y = ctx.op(Op::MatMul, &[da, db])?;
+    let y_zp = ctx.opt_input(7)?;
+    let elem = output_elem(ctx, 7, y_zp.is_some(), 0)?;
+    Ok(vec![quantize(ctx, &y, scale_input(ctx, 6, "y_scale")?, y_zp, elem, ROWS)?])
+}
+
+/// MatMulInteger: `(A - a_zero_point) @ (B - b_zero_point)` in integers (held in f32, exact below 2^24).
+pub fn matmul_integer(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let (a, b) = (ctx.input(0)?, ctx.input(1)?);
+    check_integer(ctx, 0)?;
+    check_integer(ctx, 1)?;
+    let (a_zp, b_zp) = (ctx.opt_input(2)?, ctx.opt_input(3)?);
+    let ca = centered(ctx, &a, a_zp, ROWS, "a_zero_point")?;
+    let cb = centered(ctx, &b, b_zp, COLUMNS, "b_zero_point")?;
+    Ok(vec![ctx.op(Op::MatMul, &[ca, cb])?])
+}
+
+/// QLinearConv: `quantize(conv(dequantize(x), dequantize(w)) + B * x_scale * w_scale)`, the weight
+/// scale per tensor or per output channel; the int32 bias is in units of `x_scale * w_scale`.
+pub fn qlinear_conv(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let (x, w) = (ctx.input(0)?, ctx.input(3)?);
+    check_integer(ctx, 0)?;
+    check_integer(ctx, 3)?;
+    let x_scale = scale_input(ctx, 1, "x_scale")?;
+    let w_scale = scale_input(ctx, 4, "w_scale")?;
+    let (x_zp, w_zp) = (ctx.opt_input(2)?, ctx.opt_input(5)?);
+    let count = |t: &Tensor| t.shape().iter().product::<usize>();
+    if count(&x_scale) != 1 {
+        return Err(format!("x_scale has {} values: only a per-tensor input scale is defined", count(&x_scale)));
     }
-    // Integer constants (quantized weights): `x - zero_point` in integers, then float, as onnxruntime does.
-    if let Some(t) = y.as_const()
-        && t.dtype() == fhec_ir::DType::I64
-    {
-        let f = fhec_ir::Tensor::from_f32(t.shape().to_vec(), t.to_i64_vec().iter().map(|&v| v as f32).collect()).ok_or("shape")?;
-        y = Val::constant(f);
-    }
-    let s = along_axis(ctx, &Val::constant(scale), &x, "x_scale")?;
-    Ok(vec![ctx.binary(Binary::Mul, &y, &s)?])
+    let dx = dequantize(ctx, &x, x_scale.clone(), x_zp, 1, "x")?;
+    let dw = dequantize(ctx, &w, w_scale.clone(), w_zp, 0, "w")?;
+    let bias = match ctx.opt_input(8)? {
+        None => None,
+        Some(b) => {
+            let b = centered(ctx, &b, None, 0, "B")?;
+            let xs = ctx.reshape(&Val::constant(x_scale), vec![])?;
+            let ws = if count(&w_scale) == 1 { ctx.reshape(&Val::constant(w_scale), vec![])? } else { Val::constant(w_scale) };
+            let s = ctx.binary(Binary::Mul, &xs, &ws)?;
+            Some(ctx.binary(Binary::Mul, &b, &s)?)
+        }
+    };
+    let y = super::nn::conv_of(ctx, dx, dw, bias)?;
+    let y_zp = ctx.opt_input(7)?;
+    let elem = output_elem(ctx, 7, y_zp.is_some(), 0)?;
+    Ok(vec![quantize(ctx, &y, scale_input(ctx, 6, "y_scale")?, y_zp, elem, 1)?])
+}
+
+/// ConvInteger: `conv(x - x_zero_point, w - w_zero_point)` in integers (held in f32, exact below
+/// 2^24), the weight zero point per tensor or per output channel.
+pub fn conv_integer(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let (x, w) = (ctx.input(0)?, ctx.input(1)?);
+    check_integer(ctx, 0)?;
+    check_integer(ctx, 1)?;
+    let (x_zp, w_zp) = (ctx.opt_input(2)?, ctx.opt_input(3)?);
+    let cx = centered(ctx, &x, x_zp, 1, "x_zero_point")?;
+    let cw = centered(ctx, &w, w_zp, 0, "w_zero_point")?;
+    Ok(vec![super::nn::conv_of(ctx, cx, cw, None)?])
 }
