@@ -903,6 +903,17 @@ def op_models():
     op_case("two_outputs", [1, 4], [N("Relu", ["x"], ["y0"]), N("Sigmoid", ["x"], ["y1"])], outputs=("y0", "y1"),
             description="Two graph outputs (Relu(x), Sigmoid(x)) -> expected_0, expected_1.")
 
+    # ---- Einsum (appended last: the weights above come from the same generator)
+    op_case("einsum_ellipsis_linear", [1, 3, 4], [N("Einsum", ["x", "W"], ["y"], equation="...ij,jk->...ik")],
+            [T("W", w(4, 5))], opset=12, description="Einsum `...ij,jk->...ik`: a linear layer over the last axis.")
+    op_case("einsum_implicit_contract", [1, 2, 3], [N("Einsum", ["x", "W"], ["y"], equation="bij,kj")],
+            [T("W", w(4, 3))], opset=12,
+            description="Einsum `bij,kj` in implicit mode (output `bik`: labels used once, alphabetically).")
+    op_case("einsum_transpose", [1, 3, 4], [N("Einsum", ["x"], ["y"], equation="bij->bji")], opset=12,
+            description="Einsum `bij->bji`: a transpose.")
+    op_case("einsum_sum", [1, 3, 4], [N("Einsum", ["x"], ["y"], equation="bij->bj")], opset=12,
+            description="Einsum `bij->bj`: a sum over i.")
+
 
 # ----------------------------------------------------------------------------- invalid
 

@@ -196,3 +196,141 @@ pub fn argmax(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let select_last_index = a.int("select_last_index", 0)? != 0;
     Ok(vec![ctx.op(Op::ArgMax { axis: ax, keepdims, select_last_index }, &[x])?])
 }
+
+/// One operand's subscripts after expanding `...`: one label per axis.
+fn einsum_labels(term: &str, rank: usize, ellipsis: &mut Option<usize>, what: &str) -> Result<Vec<char>, String> {
+    let dots = term.matches("...").count();
+    if dots > 1 || (dots == 0 && term.contains('.')) {
+        return Err(format!("{what} subscripts \"{term}\": `...` may appear once"));
+    }
+    let letters: Vec<char> = term.replace("...", "").chars().collect();
+    if let Some(c) = letters.iter().find(|c| !c.is_ascii_alphabetic()) {
+        return Err(format!("{what} subscripts \"{term}\": `{c}` is not a letter"));
+    }
+    if dots == 0 {
+        if letters.len() != rank {
+            return Err(format!("{what} subscripts \"{term}\" name {} axes, the operand has {rank}", letters.len()));
+        }
+        return Ok(letters);
+    }
+    let extra = rank.checked_sub(letters.len()).ok_or_else(|| format!("{what} subscripts \"{term}\" name more axes than the operand's {rank}"))?;
+    match ellipsis {
+        Some(n) if *n != extra => return Err(format!("`...` stands for {n} axes in one operand and {extra} in another: broadcasting across it is not supported")),
+        _ => *ellipsis = Some(extra),
+    }
+    // The ellipsis axes get digits as labels, which no explicit subscript can clash with.
+    let at = term.find("...").unwrap_or(0);
+    let before = term[..at].chars().count();
+    let mut out: Vec<char> = letters[..before].to_vec();
+    out.extend((0..extra).map(|i| char::from_digit(i as u32, 36).unwrap_or('#')));
+    out.extend_from_slice(&letters[before..]);
+    Ok(out)
+}
+
+/// Sums `x` (labelled `labels`) over the labels not in `keep`, returning the result and its labels.
+fn einsum_sum_out(ctx: &mut Ctx, x: Val, labels: Vec<char>, keep: &[char]) -> Result<(Val, Vec<char>), String> {
+    let axes: Vec<usize> = (0..labels.len()).filter(|&i| !keep.contains(&labels[i])).collect();
+    if axes.is_empty() {
+        return Ok((x, labels));
+    }
+    let y = ctx.op(Op::Reduce { kind: ReduceKind::Sum, axes: axes.clone(), keepdims: false }, &[x])?;
+    Ok((y, labels.into_iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, c)| c).collect()))
+}
+
+/// Reorders `x` (labelled `from`) to the labels `to` (the same set).
+fn einsum_permute(ctx: &mut Ctx, x: Val, from: &[char], to: &[char]) -> Result<Val, String> {
+    let perm: Vec<usize> = to.iter().map(|c| from.iter().position(|f| f == c).expect("same labels")).collect();
+    if perm.iter().enumerate().all(|(i, &p)| i == p) {
+        return Ok(x);
+    }
+    ctx.op(Op::Transpose { perm }, &[x])
+}
+
+/// Einsum with one or two operands, each label at most once per operand (no diagonals): transposes,
+/// sums and one batched matrix product, e.g. `ij,jk->ik`, `bij,bjk->bik`, `...ij,jk`, `i,i->`, `ij->ji`,
+/// `ij->i`. Without `->` the output is the labels used once, in alphabetical order.
+pub fn einsum(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let equation: String = ctx.attrs().string("equation", "")?.chars().filter(|c| !c.is_whitespace()).collect();
+    let n = ctx.n_inputs();
+    if !(1..=2).contains(&n) {
+        return Err(format!("Einsum of {n} operands is not supported (one or two are)"));
+    }
+    let (lhs, rhs) = match equation.split_once("->") {
+        Some((l, r)) => (l.to_string(), Some(r.to_string())),
+        None => (equation.clone(), None),
+    };
+    let terms: Vec<&str> = lhs.split(',').collect();
+    if terms.len() != n {
+        return Err(format!("equation \"{equation}\" has {} operand terms for {n} inputs", terms.len()));
+    }
+    let mut ellipsis = None;
+    let mut operands = Vec::new();
+    for (i, term) in terms.iter().enumerate() {
+        let x = ctx.input(i)?;
+        let labels = einsum_labels(term, ctx.shape(&x).len(), &mut ellipsis, &format!("operand {i}"))?;
+        if let Some(c) = labels.iter().find(|c| labels.iter().filter(|d| d == c).count() > 1) {
+            return Err(format!("operand {i} repeats label `{c}` (a diagonal), which is not supported"));
+        }
+        operands.push((x, labels));
+    }
+    let out: Vec<char> = match rhs {
+        Some(r) => {
+            let rank = r.replace("...", "").chars().count() + if r.contains("...") { ellipsis.unwrap_or(0) } else { 0 };
+            einsum_labels(&r, rank, &mut ellipsis.clone(), "output")?
+        }
+        None => {
+            // The `...` axes first, then the labels used once, alphabetically (as numpy).
+            let all: Vec<char> = operands.iter().flat_map(|(_, l)| l.clone()).collect();
+            let mut implicit: Vec<char> =
+                all.iter().copied().filter(|c| !c.is_ascii_alphabetic() || all.iter().filter(|d| *d == c).count() == 1).collect();
+            implicit.sort_by_key(|c| (c.is_ascii_alphabetic(), *c));
+            implicit.dedup();
+            implicit
+        }
+    };
+    for c in &out {
+        if !operands.iter().any(|(_, l)| l.contains(c)) {
+            return Err(format!("output label `{c}` appears in no operand"));
+        }
+        if out.iter().filter(|d| *d == c).count() > 1 {
+            return Err(format!("output repeats label `{c}`"));
+        }
+    }
+    // Sizes agree wherever a label appears.
+    let mut sizes: Vec<(char, usize)> = Vec::new();
+    for (x, labels) in &operands {
+        for (c, d) in labels.iter().zip(ctx.shape(x)) {
+            match sizes.iter().find(|(l, _)| l == c) {
+                Some((_, s)) if *s != d => return Err(format!("label `{c}` has size {s} in one place and {d} in another")),
+                Some(_) => {}
+                None => sizes.push((*c, d)),
+            }
+        }
+    }
+    let size = |c: &char| sizes.iter().find(|(l, _)| l == c).map_or(1, |(_, s)| *s);
+    let mut operands = operands.into_iter();
+    let (a, la) = operands.next().expect("one operand");
+    let Some((b, lb)) = operands.next() else {
+        let (y, ly) = einsum_sum_out(ctx, a, la, &out)?;
+        return Ok(vec![einsum_permute(ctx, y, &ly, &out)?]);
+    };
+    // A label only one operand has and the output lacks is summed there first.
+    let (a, la) = einsum_sum_out(ctx, a, la.clone(), &[out.clone(), lb.clone()].concat())?;
+    let (b, lb) = einsum_sum_out(ctx, b, lb.clone(), &[out.clone(), la.clone()].concat())?;
+    let batch: Vec<char> = out.iter().copied().filter(|c| la.contains(c) && lb.contains(c)).collect();
+    let left: Vec<char> = la.iter().copied().filter(|c| !lb.contains(c)).collect();
+    let right: Vec<char> = lb.iter().copied().filter(|c| !la.contains(c)).collect();
+    let contracted: Vec<char> = la.iter().copied().filter(|c| lb.contains(c) && !out.contains(c)).collect();
+    let prod = |labels: &[char]| labels.iter().map(size).product::<usize>();
+    // A batch axis only where there are batch labels: the FHE lowering takes an encrypted [M, K] by a
+    // constant [K, N] (and the converse) without one.
+    let matrix = |rows: usize, cols: usize| if batch.is_empty() { vec![rows, cols] } else { vec![prod(&batch), rows, cols] };
+    let a = einsum_permute(ctx, a, &la, &[batch.clone(), left.clone(), contracted.clone()].concat())?;
+    let a = ctx.reshape(&a, matrix(prod(&left), prod(&contracted)))?;
+    let b = einsum_permute(ctx, b, &lb, &[batch.clone(), contracted.clone(), right.clone()].concat())?;
+    let b = ctx.reshape(&b, matrix(prod(&contracted), prod(&right)))?;
+    let y = ctx.op(Op::MatMul, &[a, b])?;
+    let ly = [batch, left, right].concat();
+    let y = ctx.reshape(&y, ly.iter().map(size).collect())?;
+    Ok(vec![einsum_permute(ctx, y, &ly, &out)?])
+}

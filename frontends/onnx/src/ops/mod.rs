@@ -58,6 +58,7 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "Min", |c| math::variadic(c, Binary::Min)),
     ("", "MatMul", math::matmul),
     ("", "Gemm", math::gemm),
+    ("", "Einsum", math::einsum),
     ("", "ReduceSum", math::reduce_sum),
     ("", "ReduceMean", math::reduce_mean),
     ("", "ReduceMax", math::reduce_max),
