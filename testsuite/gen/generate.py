@@ -914,6 +914,24 @@ def op_models():
     op_case("einsum_sum", [1, 3, 4], [N("Einsum", ["x"], ["y"], equation="bij->bj")], opset=12,
             description="Einsum `bij->bj`: a sum over i.")
 
+    # ---- comparisons, boolean logic, Where on encrypted values (appended last, as above)
+    op_case("where_greater", [1, 6],
+            [N("Greater", ["x", "t"], ["c"]), N("Where", ["c", "A", "B"], ["s"]), N("MatMul", ["s", "W"], ["y"])],
+            [T("t", np.float32(0.25)), T("A", w(1, 6)), T("B", w(1, 6)), T("W", w(6, 3))],
+            description="Where(x > 0.25, A, B) @ W: a step table per element, then leveled ops.")
+    op_case("logic_and_or_not", [1, 6],
+            [N("Greater", ["x", "zero"], ["a"]), N("Less", ["x", "one"], ["b"]), N("And", ["a", "b"], ["ab"]),
+             N("Not", ["b"], ["nb"]), N("Or", ["a", "nb"], ["o"]), N("Xor", ["ab", "o"], ["xo"]),
+             N("Cast", ["xo"], ["f"], to=TensorProto.FLOAT), N("MatMul", ["f", "W"], ["y"])],
+            [T("zero", np.float32(0.0)), T("one", np.float32(1.0)), T("W", w(6, 2))],
+            description="And, Or, Xor of comparisons of x, Not; cast to float; @ W.")
+    op_case("less_two_encrypted", [1, 6],
+            [N("Slice", ["x", "s0", "e0", "ax"], ["p"]), N("Slice", ["x", "s1", "e1", "ax"], ["q"]),
+             N("LessOrEqual", ["p", "q"], ["c"]), N("Cast", ["c"], ["f"], to=TensorProto.FLOAT),
+             N("MatMul", ["f", "W"], ["y"])],
+            [I64("s0", [0]), I64("e0", [3]), I64("s1", [3]), I64("e1", [6]), I64("ax", [1]), T("W", w(3, 2))],
+            description="x[:, :3] <= x[:, 3:] (two encrypted operands: a step of their difference), cast, @ W.")
+
 
 # ----------------------------------------------------------------------------- invalid
 

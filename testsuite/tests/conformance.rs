@@ -70,10 +70,30 @@ enum Keep {
     Floats(usize),
     /// The first input, whatever its type: a quantized op's integer operand, which fhec holds in f32.
     First,
+    /// Every input, whatever its type: booleans and small integers, which fhec holds in f32.
+    All,
 }
 
-/// The quantization ops, whose integer operands are data in a model (fhec holds them in f32).
-const QUANTIZED: [&str; 6] = ["QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "QLinearConv", "MatMulInteger", "ConvInteger"];
+/// Ops whose integer or boolean operands are data in a model (fhec holds them in f32): quantization,
+/// comparisons and boolean logic.
+const INTEGER_DATA: [&str; 16] = [
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearMatMul",
+    "QLinearConv",
+    "MatMulInteger",
+    "ConvInteger",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "Equal",
+    "Not",
+    "And",
+    "Or",
+    "Xor",
+    "Where",
+];
 
 /// The model with every graph input that `keep` does not keep turned into an initializer holding
 /// `data`'s value for it; the remaining inputs' data, in order.
@@ -95,10 +115,11 @@ fn freeze(model: &[u8], data: &[Vec<u8>], keep: Keep) -> Result<(Vec<u8>, Vec<Ve
         let keep_it = match keep {
             Keep::Floats(n) => float && kept.len() < n,
             Keep::First => i == 0,
+            Keep::All => true,
         };
         if keep_it {
             let mut input = input;
-            // A quantized operand is fed as floats holding its integers, as fhec holds it.
+            // An integer or boolean operand is fed as floats holding its values, as fhec holds it.
             if let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_mut().and_then(|t| t.value.as_mut()) {
                 t.elem_type = pb::tensor_proto::DataType::Float as i32;
             }
@@ -117,8 +138,15 @@ fn run(dir: &Path) -> Outcome {
         Outcome::Rejected(why) if why.contains("must be a constant") => run_with(dir, Keep::Floats(1)),
         outcome => outcome,
     };
+    if !op_types(dir).split('+').all(|op| INTEGER_DATA.contains(&op)) {
+        return outcome;
+    }
+    let outcome = match outcome {
+        Outcome::Rejected(_) => run_with(dir, Keep::All),
+        outcome => outcome,
+    };
     match outcome {
-        Outcome::Rejected(_) if op_types(dir).split('+').all(|op| QUANTIZED.contains(&op)) => run_with(dir, Keep::First),
+        Outcome::Rejected(why) if why.contains("must be a constant") => run_with(dir, Keep::First),
         outcome => outcome,
     }
 }

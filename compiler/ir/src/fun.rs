@@ -258,10 +258,12 @@ impl fmt::Display for Fun {
                 if !attrs.is_empty() {
                     write!(f, "{{")?;
                     for (i, (k, v)) in attrs.iter().enumerate() {
+                        // Words (a comparison's name) print bare; the parser reads them back as strings.
                         let v = match v {
                             Attr::Float(x) => format!("{x:?}"),
                             Attr::Bool(b) => b.to_string(),
-                            other => return write!(f, "<unprintable attribute {k}={other:?}>"),
+                            Attr::Str(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => s.clone(),
+                            other => format!("{other:?}"),
                         };
                         write!(f, "{}{k}={v}", if i > 0 { "," } else { "" })?;
                     }
@@ -361,14 +363,27 @@ fn parse_expr(toks: &[String], pos: &mut usize, depth: usize) -> Result<Fun, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::op::Cmp;
 
     #[test]
     fn text_round_trips() {
-        for text in ["x", "(relu x)", "(mul x (sigmoid x))", "(clip{min=0.0,max=6.0} (leaky_relu{alpha=0.1} (add x 1.5)))", "(gelu{tanh=true} (div x -2.0))"] {
+        for text in ["x", "(relu x)", "(mul x (sigmoid x))", "(clip{min=0.0,max=6.0} (leaky_relu{alpha=0.1} (add x 1.5)))", "(gelu{tanh=true} (div x -2.0))", "(compare{cmp=eq,than=1.0} (add (compare{cmp=gt,than=0.0} x) (compare{cmp=lt,than=1.0} x)))"] {
             let f = Fun::parse(text).unwrap();
             assert_eq!(f.to_string(), text);
             assert_eq!(Fun::parse(&f.to_string()).unwrap(), f);
         }
+    }
+
+    /// Distinct functions print distinctly (the optimizer interns functions by their text).
+    #[test]
+    fn comparisons_print_their_kind_threshold_and_operand() {
+        let texts: Vec<String> = Cmp::ALL
+            .into_iter()
+            .flat_map(|cmp| [0.0, 1.0].map(move |than| Fun::Unary(Unary::Compare { cmp, than }, Box::new(Fun::X)).to_string()))
+            .chain([Fun::Unary(Unary::Compare { cmp: Cmp::Greater, than: 0.0 }, Box::new(Fun::parse("(neg x)").unwrap())).to_string()])
+            .collect();
+        let distinct: std::collections::HashSet<&String> = texts.iter().collect();
+        assert_eq!(distinct.len(), texts.len(), "{texts:?}");
     }
 
     #[test]

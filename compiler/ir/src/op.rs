@@ -48,8 +48,55 @@ pub enum Unary {
     /// Round half to even.
     Round,
     Sign,
+    /// `x <cmp> than`: 1 where it holds, else 0 (ONNX's booleans, as numbers).
+    Compare { cmp: Cmp, than: f32 },
     /// A function of one variable fused from elementwise ops by the optimizer: one table under FHE.
     Fused(Box<crate::fun::Fun>),
+}
+
+/// The comparison of [`Unary::Compare`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cmp {
+    Greater,
+    GreaterOrEqual,
+    Less,
+    LessOrEqual,
+    Equal,
+}
+
+impl Cmp {
+    pub const ALL: [Cmp; 5] = [Cmp::Greater, Cmp::GreaterOrEqual, Cmp::Less, Cmp::LessOrEqual, Cmp::Equal];
+
+    pub fn holds<T: PartialOrd>(self, x: T, than: T) -> bool {
+        match self {
+            Cmp::Greater => x > than,
+            Cmp::GreaterOrEqual => x >= than,
+            Cmp::Less => x < than,
+            Cmp::LessOrEqual => x <= than,
+            Cmp::Equal => x == than,
+        }
+    }
+
+    /// The comparison with its operands swapped: `a < b` is `b > a`.
+    pub fn flipped(self) -> Cmp {
+        match self {
+            Cmp::Greater => Cmp::Less,
+            Cmp::GreaterOrEqual => Cmp::LessOrEqual,
+            Cmp::Less => Cmp::Greater,
+            Cmp::LessOrEqual => Cmp::GreaterOrEqual,
+            Cmp::Equal => Cmp::Equal,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cmp::Greater => "gt",
+            Cmp::GreaterOrEqual => "ge",
+            Cmp::Less => "lt",
+            Cmp::LessOrEqual => "le",
+            Cmp::Equal => "eq",
+        }
+    }
 }
 
 impl Unary {
@@ -68,8 +115,9 @@ impl Unary {
             | Unary::Floor
             | Unary::Ceil
             | Unary::Round
-            | Unary::Sign => Increasing,
-            Unary::Neg => Decreasing,
+            | Unary::Sign
+            | Unary::Compare { cmp: Cmp::Greater | Cmp::GreaterOrEqual, .. } => Increasing,
+            Unary::Neg | Unary::Compare { cmp: Cmp::Less | Cmp::LessOrEqual, .. } => Decreasing,
             Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::Celu { alpha } | Unary::ThresholdedRelu { alpha } => {
                 if *alpha >= 0.0 { Increasing } else { Unknown }
             }
@@ -89,7 +137,8 @@ impl Unary {
             | Unary::Gelu { .. }
             | Unary::Sin
             | Unary::Cos
-            | Unary::Reciprocal => Unknown,
+            | Unary::Reciprocal
+            | Unary::Compare { cmp: Cmp::Equal, .. } => Unknown,
         }
     }
 
@@ -159,6 +208,13 @@ impl Unary {
             Unary::Ceil => x.ceil(),
             Unary::Round => x.round_ties_even(),
             Unary::Fused(ref f) => f.eval(x),
+            Unary::Compare { cmp, than } => {
+                if cmp.holds(x, than) {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
             Unary::Sign => {
                 if x > 0.0 {
                     1.0
@@ -373,6 +429,7 @@ impl Op {
                 Unary::Ceil => "ceil",
                 Unary::Round => "round",
                 Unary::Sign => "sign",
+                Unary::Compare { .. } => "compare",
                 Unary::Fused(_) => "fused",
             },
             Op::Binary(b) => match b {
@@ -408,7 +465,7 @@ impl Op {
     pub const MNEMONICS: &'static [&'static str] = &[
         "relu", "leaky_relu", "sigmoid", "hard_sigmoid", "tanh", "softplus", "elu", "selu", "erf", "abs",
         "exp", "log", "sqrt", "neg", "clip", "pow", "hard_swish", "mish", "gelu", "softsign", "thresholded_relu", "celu",
-        "sin", "cos", "reciprocal", "floor", "ceil", "round", "sign", "fused", "add", "sub", "mul", "div", "prelu", "max", "min", "matmul", "conv",
+        "sin", "cos", "reciprocal", "floor", "ceil", "round", "sign", "compare", "fused", "add", "sub", "mul", "div", "prelu", "max", "min", "matmul", "conv",
         "avgpool", "maxpool", "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reshape", "transpose", "concat", "slice",
         "gather", "pad", "softmax", "log_softmax", "argmax",
     ];
@@ -432,6 +489,7 @@ impl Op {
                 }
                 Unary::Clip { min, max } => vec![("min", Attr::Float(*min)), ("max", Attr::Float(*max))],
                 Unary::Pow { exponent } => vec![("exponent", Attr::Float(*exponent))],
+                Unary::Compare { cmp, than } => vec![("cmp", Attr::Str(cmp.name().to_string())), ("than", Attr::Float(*than))],
                 _ => vec![],
             },
             Op::Conv(c) => vec![
@@ -527,6 +585,11 @@ impl Op {
             "ceil" => Op::Unary(Unary::Ceil),
             "round" => Op::Unary(Unary::Round),
             "sign" => Op::Unary(Unary::Sign),
+            "compare" => {
+                let name = attrs.string("cmp")?;
+                let cmp = Cmp::ALL.into_iter().find(|c| c.name() == name).ok_or_else(|| format!("unknown comparison `{name}` (gt, ge, lt, le, eq)"))?;
+                Op::Unary(Unary::Compare { cmp, than: attrs.float("than")? })
+            }
             "fused" => Op::Unary(Unary::Fused(Box::new(crate::fun::Fun::parse(&attrs.string("fn")?)?))),
             "add" => Op::Binary(Binary::Add),
             "sub" => Op::Binary(Binary::Sub),
@@ -989,7 +1052,8 @@ impl AttrMap {
 
     fn string(&mut self, key: &str) -> Result<String, String> {
         match self.take(key)? {
-            AttrText::Str(s) => Ok(s),
+            // A bare word too: how a fused function's text writes a comparison's name.
+            AttrText::Str(s) | AttrText::Word(s) => Ok(s),
             _ => Err(format!("attribute `{key}` must be a quoted string")),
         }
     }

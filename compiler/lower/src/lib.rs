@@ -345,7 +345,17 @@ mod tests {
         for op in ["hard_swish", "mish", "gelu{tanh=false}", "gelu{tanh=true}", "softsign", "celu{alpha=0.7}", "sin", "cos", "relu", "tanh", "erf"] {
             check(&module(op), 4, 0.01);
         }
-        for op in ["floor", "ceil", "round", "sign", "thresholded_relu{alpha=0.5}"] {
+        for op in [
+            "floor",
+            "ceil",
+            "round",
+            "sign",
+            "thresholded_relu{alpha=0.5}",
+            "compare{cmp=\"gt\", than=0.25}",
+            "compare{cmp=\"ge\", than=0.25}",
+            "compare{cmp=\"lt\", than=-0.5}",
+            "compare{cmp=\"le\", than=0.0}",
+        ] {
             check(&module(op), 4, 0.35);
         }
         // 1/x away from 0: x + 3 in [1, 5).

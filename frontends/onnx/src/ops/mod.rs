@@ -5,6 +5,7 @@
 //! node's name and op type.
 
 mod activation;
+mod logic;
 mod math;
 mod ml;
 mod nn;
@@ -12,7 +13,7 @@ mod quant;
 mod shape;
 
 use crate::ctx::{Ctx, Val};
-use fhec_ir::{Binary, Unary};
+use fhec_ir::{Binary, Cmp, Unary};
 
 pub(crate) type Translate = fn(&mut Ctx) -> Result<Vec<Val>, String>;
 
@@ -105,8 +106,16 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "ConstantOfShape", shape::constant_of_shape),
     ("", "Cast", shape::cast),
     ("", "Range", shape::range),
-    ("", "Equal", shape::equal),
-    ("", "Where", shape::where_),
+    ("", "Equal", |c| logic::compare(c, Cmp::Equal)),
+    ("", "Greater", |c| logic::compare(c, Cmp::Greater)),
+    ("", "GreaterOrEqual", |c| logic::compare(c, Cmp::GreaterOrEqual)),
+    ("", "Less", |c| logic::compare(c, Cmp::Less)),
+    ("", "LessOrEqual", |c| logic::compare(c, Cmp::LessOrEqual)),
+    ("", "Not", logic::not),
+    ("", "And", |c| logic::logic(c, logic::Logic::And)),
+    ("", "Or", |c| logic::logic(c, logic::Logic::Or)),
+    ("", "Xor", |c| logic::logic(c, logic::Logic::Xor)),
+    ("", "Where", logic::where_),
     ("", "Expand", shape::expand),
     (ML, "Scaler", ml::scaler),
     (ML, "LinearRegressor", ml::linear_regressor),

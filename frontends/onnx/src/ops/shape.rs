@@ -329,10 +329,10 @@ pub fn range(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 }
 
 /// Two constant operands broadcast to a common shape, as f64.
-type Zipped = (Vec<usize>, Vec<f64>, Vec<f64>);
+pub(super) type Zipped = (Vec<usize>, Vec<f64>, Vec<f64>);
 
 /// Broadcasts two constant tensors elementwise (for the constant-only logic ops).
-fn const_zip(ctx: &Ctx, i: usize, j: usize) -> Result<Zipped, String> {
+pub(super) fn const_zip(ctx: &Ctx, i: usize, j: usize) -> Result<Zipped, String> {
     let (a, b) = (ctx.const_input(i, "operand")?.ok_or("missing operand")?, ctx.const_input(j, "operand")?.ok_or("missing operand")?);
     let shape = fhec_ir::broadcast_shapes(a.shape(), b.shape()).ok_or("operands do not broadcast")?;
     let expand = |t: &Tensor| -> Vec<f64> {
@@ -343,27 +343,6 @@ fn const_zip(ctx: &Ctx, i: usize, j: usize) -> Result<Zipped, String> {
         broadcast_to(&v, t.shape(), &shape)
     };
     Ok((shape.clone(), expand(&a), expand(&b)))
-}
-
-pub fn equal(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    let (shape, a, b) = const_zip(ctx, 0, 1).map_err(|e| format!("{e} (Equal is only supported on constants)"))?;
-    Ok(vec![Val::constant(Tensor::from_i64(shape, a.iter().zip(&b).map(|(x, y)| i64::from(x == y)).collect()).expect("sized"))])
-}
-
-pub fn where_(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    let cond = ctx.const_input(0, "condition")?.ok_or("missing condition")?;
-    let (shape, x, y) = const_zip(ctx, 1, 2).map_err(|e| format!("{e} (Where is only supported on constants)"))?;
-    let full = fhec_ir::broadcast_shapes(cond.shape(), &shape).ok_or("condition does not broadcast")?;
-    let c = broadcast_to(&cond.to_i64_vec(), cond.shape(), &full);
-    let (x, y) = (broadcast_to(&x, &shape, &full), broadcast_to(&y, &shape, &full));
-    let pick: Vec<f64> = c.iter().zip(x.iter().zip(&y)).map(|(&c, (&x, &y))| if c != 0 { x } else { y }).collect();
-    let is_int = ctx.const_input(1, "x")?.is_some_and(|t| t.dtype() == DType::I64);
-    let t = if is_int {
-        Tensor::from_i64(full, pick.iter().map(|&v| v as i64).collect())
-    } else {
-        Tensor::from_f32(full, pick.iter().map(|&v| v as f32).collect())
-    };
-    Ok(vec![Val::constant(t.expect("sized"))])
 }
 
 pub fn expand(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
