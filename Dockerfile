@@ -7,7 +7,9 @@ COPY . .
 RUN cargo build --release --locked -p fhec && cp target/release/fhec /usr/local/bin/fhec
 
 FROM debian:bookworm-slim
-RUN useradd --uid 10001 --create-home fhec && mkdir -p /keys /models && chown fhec /keys
+# ca-certificates: `fhec client` against https servers trusts the system's roots.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
+    && useradd --uid 10001 --create-home fhec && mkdir -p /keys /models && chown fhec /keys
 COPY --from=build /usr/local/bin/fhec /usr/local/bin/fhec
 # The compiled models to serve (client artifacts are not needed on the server, but harmless).
 COPY models/ /models/

@@ -215,8 +215,8 @@ fn secret_keys_can_be_sealed_with_a_passphrase_or_a_key_management_command() {
     assert!(!o.status.success() && stderr(&o).contains("--key-unwrap-command"), "{}", stderr(&o));
 }
 
-/// The command line of `deploy/kubernetes/base/deployment.yaml` parses: running it here fails on the
-/// missing model directory or tokens file, not on a flag.
+/// The command line of `deploy/kubernetes/base/deployment.yaml`, with and without the TLS overlay's
+/// flags, parses: running it here fails on the missing tokens file, not on a flag.
 #[test]
 fn the_kubernetes_command_line_parses() {
     let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/base/deployment.yaml")).unwrap();
@@ -228,10 +228,20 @@ fn the_kubernetes_command_line_parses() {
         .map(|l| l.trim_start().trim_start_matches("- ").to_string())
         .collect();
     assert_eq!(args.first().map(String::as_str), Some("serve"), "{args:?}");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = fhec(&args);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("/etc/fhec/tokens"), "{}", stderr(&o));
+    // The TLS overlay appends flags: they parse too.
+    let overlay = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/tls/kustomization.yaml")).unwrap();
+    let added: Vec<String> = overlay
+        .lines()
+        .filter(|l| l.contains("/containers/0/args/-"))
+        .filter_map(|l| l.split("value: ").nth(1).map(|v| v.trim_end_matches(" }").trim().to_string()))
+        .collect();
+    assert_eq!(added.len(), 2, "{added:?}");
+    for extra in [vec![], added] {
+        let all: Vec<&str> = args.iter().chain(&extra).map(String::as_str).collect();
+        let o = fhec(&all);
+        assert_eq!(o.status.code(), Some(1), "{all:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("/etc/fhec/tokens"), "{}", stderr(&o));
+    }
 }
 
 /// A user's whole path: `fhec serve` in one process, `fhec client` and `fhec predict --server` in

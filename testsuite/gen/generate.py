@@ -931,6 +931,13 @@ def op_models():
              N("MatMul", ["f", "W"], ["y"])],
             [I64("s0", [0]), I64("e0", [3]), I64("s1", [3]), I64("e1", [6]), I64("ax", [1]), T("W", w(3, 2))],
             description="x[:, :3] <= x[:, 3:] (two encrypted operands: a step of their difference), cast, @ W.")
+    op_case("xor_two_encrypted", [1, 6],
+            [N("Slice", ["x", "s0", "e0", "ax"], ["p"]), N("Slice", ["x", "s1", "e1", "ax"], ["q"]),
+             N("Greater", ["p", "zero"], ["a"]), N("Less", ["q", "zero"], ["b"]), N("Xor", ["a", "b"], ["c"]),
+             N("Cast", ["c"], ["f"], to=TensorProto.FLOAT), N("MatMul", ["f", "W"], ["y"])],
+            [I64("s0", [0]), I64("e0", [3]), I64("s1", [3]), I64("e1", [6]), I64("ax", [1]), T("zero", np.float32(0.0)),
+             T("W", w(3, 2))],
+            description="Xor of booleans from different elements (one table of their sum, not fused), cast, @ W.")
 
 
 # ----------------------------------------------------------------------------- invalid

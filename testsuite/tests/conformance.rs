@@ -7,6 +7,11 @@
 //! when the frontend then asks for a constant, it runs the test again with only the first input left
 //! as data, so those tests exercise the op rather than stop at the input check.
 //!
+//! Every test that passes in the float reference is then compiled to an FHE circuit (calibrated on its
+//! own input; an op's other inputs frozen as constants, since a circuit takes one encrypted input) and
+//! run in noise-free cleartext simulation, which must stay within `QUANT_TOLERANCE` of the output's
+//! scale; what the FHE lowering refuses is listed with its reason, and known gaps are named.
+//!
 //! Each test either runs and matches every output of every data set (ONNX's own tolerance: `|got -
 //! want| <= 1e-7 + 1e-3 |want|`; NaN matches NaN), or is rejected up front with a clear error (a data
 //! type fhec does not hold, a shape that depends on data...). A test the frontend accepts and then
@@ -20,9 +25,10 @@ use std::path::Path;
 use tract_onnx::prelude::Framework;
 
 enum Outcome {
-    Passed,
+    /// Matches in the float reference; and how the quantized simulation did.
+    Passed(Quant),
     /// Matches except where the test data is known to be wrong (see `ERRATA`), with the reason.
-    Erratum(String),
+    Erratum(String, Quant),
     /// The frontend refused the model or its data: not applicable, with the reason.
     Rejected(String),
     Failed(String),
@@ -55,10 +61,77 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
     (0..).map(|i| dir.join(format!("{prefix}_{i}.pb"))).take_while(|p| p.exists()).collect()
 }
 
+/// The test compiled to an FHE circuit (the precision search calibrated on the test's own input) and
+/// run in cleartext simulation, noise-free.
+enum Quant {
+    /// Within `QUANT_TOLERANCE` of the output's scale.
+    Passed,
+    /// Not compiled under FHE, with the compiler's reason (several inputs, a product of encrypted
+    /// values it does not lower, an output that is not encrypted...).
+    NotApplicable(String),
+    Failed(String),
+}
+
+/// The quantized simulation's tolerance, as a fraction of the largest expected magnitude of each
+/// output: table resolution and 6-bit weights (as `tests/simulate.rs` for single-op models). An
+/// element that sits on a step or a spike (its float value jumps by over 10% of the scale when the
+/// input moves by 0.1%: a tie in a comparison, equality) is not checked: a table, or the client reading a decrypted value,
+/// sees the input only approximately and cannot resolve it.
+const QUANT_TOLERANCE: f64 = 0.01;
+
+fn quantized(m: &fhec_ir::Module, inputs: &[Tensor], want: &[Tensor]) -> Quant {
+    if inputs.len() != 1 {
+        return Quant::NotApplicable(format!("{} inputs (an FHE circuit takes one)", inputs.len()));
+    }
+    let compiled = match fhec_lower::compile(m, inputs, &fhec_lower::Options::default()) {
+        Ok(c) => c,
+        Err(e) => return Quant::NotApplicable(first_line(&e.to_string())),
+    };
+    let got = match compiled.simulate(&inputs[0], fhec_runtime::Noise::None) {
+        Ok(g) => g,
+        Err(e) => return Quant::Failed(format!("simulation: {}", first_line(&e.to_string()))),
+    };
+    // The float outputs for the input moved by -0.1% and +0.1%: where they differ, the element sits on
+    // a step (a tie in a comparison, an integer under floor), which a table cannot resolve.
+    let nudged = |f: f32| {
+        let x = &inputs[0];
+        let moved = Tensor::from_f32(x.shape().to_vec(), x.to_f32_vec().iter().map(|v| v + f * (v.abs() + 1.0)).collect()).expect("same shape");
+        fhec_interp::run(m, &[moved]).ok()
+    };
+    let (down, up) = (nudged(-1e-3), nudged(1e-3));
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        if g.shape() != w.shape() {
+            return Quant::Failed(format!("output {k}: shape {:?}, expected {:?}", g.shape(), w.shape()));
+        }
+        let w = values(w);
+        let scale = w.iter().filter(|v| v.is_finite()).fold(0f64, |a, v| a.max(v.abs()));
+        for (i, (g, w)) in values(g).into_iter().zip(w).enumerate() {
+            if g == w || (g - w).abs() <= 1e-6 + QUANT_TOLERANCE * scale {
+                continue;
+            }
+            // A step jumps between the two sides; a spike (equality) jumps away from both. A jump is
+            // over 10% of the output's scale for a 0.1% move: no continuous op comes close.
+            let on_step = matches!((&down, &up), (Some(d), Some(u)) if {
+                let (d, u) = (values(&d[k])[i], values(&u[k])[i]);
+                let jump = 0.1 * scale;
+                (d - u).abs() > jump || (d - w).abs() > jump
+            });
+            if !on_step {
+                return Quant::Failed(format!("output {k} element {i}: {g} expected {w} (scale {scale:.3})"));
+            }
+        }
+    }
+    Quant::Passed
+}
+
 /// Node tests whose expected data is known to be wrong, and how: (test name prefix, reason, the
 /// only values fhec may give where it differs from the data).
 const ERRATA: &[(&str, &str, [f64; 2])] = &[(
-    "test_qlinearmatmul_",
+    "test_qlinearmatmul_2D_int8_",
+    "onnx 1.19's expected int8 outputs wrap out-of-range results instead of saturating them (onnx/onnx#7835, fixed by onnx/onnx#7868); fhec saturates, as the spec and onnxruntime do",
+    [-128.0, 127.0],
+), (
+    "test_qlinearmatmul_3D_int8_",
     "onnx 1.19's expected int8 outputs wrap out-of-range results instead of saturating them (onnx/onnx#7835, fixed by onnx/onnx#7868); fhec saturates, as the spec and onnxruntime do",
     [-128.0, 127.0],
 )];
@@ -151,34 +224,38 @@ fn run(dir: &Path) -> Outcome {
     }
 }
 
+/// The model with the inputs `keep` says as data (the others frozen), after the cleanup passes, and
+/// those inputs' data in f32.
+fn load_set(dir: &Path, model: &[u8], raw: &[Vec<u8>], keep: Keep) -> Result<(fhec_ir::Module, Vec<Tensor>), Outcome> {
+    let (frozen, data) = freeze(model, raw, keep).map_err(|e| Outcome::Rejected(format!("test data: {e}")))?;
+    let mut m = fhec_onnx::load_bytes(&frozen, "model", Some(&dir.to_string_lossy())).map_err(|e| Outcome::Rejected(first_line(&e.to_string())))?;
+    let mut ctx = fhec_passes::PassCtx::default();
+    fhec_passes::run_passes(&mut m, &[&fhec_passes::Cleanup], &mut ctx).map_err(|e| Outcome::Failed(format!("passes: {e}")))?;
+    // Integer data (a quantized operand, a boolean) in f32, as fhec holds it.
+    let as_f32 = |t: Tensor| match t.dtype() {
+        DType::I64 => Tensor::from_f32(t.shape().to_vec(), t.to_i64_vec().into_iter().map(|v| v as f32).collect()).expect("same shape"),
+        DType::F32 => t,
+    };
+    let inputs = data
+        .iter()
+        .map(|b| fhec_onnx::read_tensor_proto(b).map(as_f32).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Outcome::Rejected(format!("input data: {e}")))?;
+    Ok((m, inputs))
+}
+
 /// Runs every data set with the inputs `keep` says as data, the others frozen.
 fn run_with(dir: &Path, keep: Keep) -> Outcome {
     let model = std::fs::read(dir.join("model.onnx")).expect("conformance model");
     let mut errata = Vec::new();
+    let mut quant: Option<Quant> = None;
     let mut sets: Vec<_> = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     sets.sort();
     for set in sets {
-        let data: Vec<Vec<u8>> = numbered(&set, "input").iter().map(|p| std::fs::read(p).unwrap()).collect();
-        let (frozen, data) = match freeze(&model, &data, keep) {
-            Ok(f) => f,
-            Err(e) => return Outcome::Rejected(format!("test data: {e}")),
-        };
-        let mut m = match fhec_onnx::load_bytes(&frozen, "model", Some(&dir.to_string_lossy())) {
-            Ok(m) => m,
-            Err(e) => return Outcome::Rejected(first_line(&e.to_string())),
-        };
-        let mut ctx = fhec_passes::PassCtx::default();
-        if let Err(e) = fhec_passes::run_passes(&mut m, &[&fhec_passes::Cleanup], &mut ctx) {
-            return Outcome::Failed(format!("passes: {e}"));
-        }
-        // Integer data (a quantized operand) in f32, as fhec holds it.
-        let as_f32 = |t: Tensor| match t.dtype() {
-            DType::I64 => Tensor::from_f32(t.shape().to_vec(), t.to_i64_vec().into_iter().map(|v| v as f32).collect()).expect("same shape"),
-            DType::F32 => t,
-        };
-        let inputs = match data.iter().map(|b| fhec_onnx::read_tensor_proto(b).map(as_f32).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>() {
-            Ok(i) => i,
-            Err(e) => return Outcome::Rejected(format!("input data: {e}")),
+        let raw: Vec<Vec<u8>> = numbered(&set, "input").iter().map(|p| std::fs::read(p).unwrap()).collect();
+        let (m, inputs) = match load_set(dir, &model, &raw, keep) {
+            Ok(l) => l,
+            Err(outcome) => return outcome,
         };
         let want = match numbered(&set, "output").iter().map(|p| read(p)).collect::<Result<Vec<_>, _>>() {
             Ok(w) => w,
@@ -220,11 +297,43 @@ fn run_with(dir: &Path, keep: Keep) -> Outcome {
                 }
             }
         }
+        // The first data set that is not reproduced under FHE decides. An FHE circuit takes one
+        // encrypted input: the test's other inputs become constants, as a model's parameters are.
+        if !matches!(quant, Some(Quant::NotApplicable(_) | Quant::Failed(_))) {
+            let reference = if errata.is_empty() { &want } else { &got };
+            quant = Some(match inputs.len() {
+                1 => quantized(&m, &inputs, reference),
+                _ => match load_set(dir, &model, &raw, Keep::First) {
+                    Ok((m1, x1)) => quantized(&m1, &x1, reference),
+                    Err(_) => Quant::NotApplicable("needs several encrypted inputs".into()),
+                },
+            });
+        }
     }
+    let quant = quant.unwrap_or(Quant::NotApplicable("no data sets".into()));
     match errata.first() {
-        Some(first) => Outcome::Erratum(format!("{first} ({} elements)", errata.len())),
-        None => Outcome::Passed,
+        Some(first) => Outcome::Erratum(format!("{first} ({} elements)", errata.len()), quant),
+        None => Outcome::Passed(quant),
     }
+}
+
+/// Op groups whose quantized simulation is known to miss the tolerance, and why. The test fails if one
+/// of them starts passing (update the list) or another group starts failing.
+const KNOWN_QUANT_GAPS: &[(&str, &str)] = &[(
+    "LayerNormalization",
+    "interval analysis lets the variance reach 0, so 1/sqrt(var + eps) spans about [0.3, 316] and its table is too coarse; table input ranges from calibration would fix it",
+)];
+
+/// One line of the table: the node tests of one set of op types.
+#[derive(Default)]
+struct Row {
+    tests: usize,
+    passed: usize,
+    rejected: Vec<String>,
+    failed: Vec<String>,
+    quantized: usize,
+    not_fhe: Vec<String>,
+    quantized_failed: Vec<String>,
 }
 
 #[test]
@@ -232,40 +341,79 @@ fn onnx_node_tests_of_claimed_ops_pass_or_are_rejected_clearly() {
     let node = root().join("conformance/node");
     let mut tests: Vec<_> = std::fs::read_dir(&node).expect("conformance tests extracted").filter_map(|e| e.ok().map(|e| e.path())).collect();
     tests.sort();
-    // op -> (tests, passed, rejected reasons, failures)
-    let mut table: BTreeMap<String, (usize, usize, Vec<String>, Vec<String>)> = BTreeMap::new();
+    let mut table: BTreeMap<String, Row> = BTreeMap::new();
     let mut errata = Vec::new();
     for dir in &tests {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let row = table.entry(op_types(dir)).or_default();
-        row.0 += 1;
-        match run(dir) {
-            Outcome::Passed => row.1 += 1,
-            Outcome::Erratum(why) => {
-                row.1 += 1;
+        row.tests += 1;
+        let quant = match run(dir) {
+            Outcome::Passed(q) => q,
+            Outcome::Erratum(why, q) => {
                 errata.push(format!("{name}: {why}"));
+                q
             }
-            Outcome::Rejected(why) => row.2.push(format!("{name}: {why}")),
-            Outcome::Failed(why) => row.3.push(format!("{name}: {why}")),
+            Outcome::Rejected(why) => {
+                row.rejected.push(format!("{name}: {why}"));
+                continue;
+            }
+            Outcome::Failed(why) => {
+                row.failed.push(format!("{name}: {why}"));
+                continue;
+            }
+        };
+        row.passed += 1;
+        match quant {
+            Quant::Passed => row.quantized += 1,
+            Quant::NotApplicable(why) => row.not_fhe.push(format!("{name}: {why}")),
+            Quant::Failed(why) => row.quantized_failed.push(format!("{name}: {why}")),
         }
     }
-    let mut text = String::from("| ops | tests | passed | rejected | failed |\n|---|---|---|---|---|\n");
-    for (op, (n, passed, rejected, failed)) in &table {
-        text.push_str(&format!("| {op} | {n} | {passed} | {} | {} |\n", rejected.len(), failed.len()));
+    let mut text = String::from("| ops | tests | passed | rejected | failed | quantized passed | not under FHE | quantized failed |\n|---|---|---|---|---|---|---|---|\n");
+    for (op, r) in &table {
+        text.push_str(&format!(
+            "| {op} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.tests,
+            r.passed,
+            r.rejected.len(),
+            r.failed.len(),
+            r.quantized,
+            r.not_fhe.len(),
+            r.quantized_failed.len()
+        ));
     }
-    let (n, passed): (usize, usize) = table.values().fold((0, 0), |a, r| (a.0 + r.0, a.1 + r.1));
+    let sum = |f: fn(&Row) -> usize| table.values().map(f).sum::<usize>();
+    let (n, passed, quantized, not_fhe) = (sum(|r| r.tests), sum(|r| r.passed), sum(|r| r.quantized), sum(|r| r.not_fhe.len()));
     let claimed = table.keys().filter(|k| !k.contains('+')).count();
-    text.push_str(&format!("\n{passed} of {n} node tests pass over {claimed} single-op groups\n\nrejected:\n"));
-    for (_, _, rejected, _) in table.values() {
-        for r in rejected {
-            text.push_str(&format!("- {r}\n"));
+    text.push_str(&format!(
+        "\n{passed} of {n} node tests pass over {claimed} single-op groups; of those, {quantized} also pass in quantized simulation (within {}% of the output's scale) and {not_fhe} do not compile under FHE\n\nrejected:\n",
+        QUANT_TOLERANCE * 100.0
+    ));
+    for r in table.values() {
+        for why in &r.rejected {
+            text.push_str(&format!("- {why}\n"));
+        }
+    }
+    text.push_str("\nnot under FHE (float reference only):\n");
+    for r in table.values() {
+        for why in &r.not_fhe {
+            text.push_str(&format!("- {why}\n"));
         }
     }
     text.push_str("\npassed, where the test data is wrong:\n");
     for e in &errata {
         text.push_str(&format!("- {e}\n"));
     }
-    let failures: Vec<&String> = table.values().flat_map(|r| &r.3).collect();
+    text.push_str("\nquantized simulation, known gaps:\n");
+    for (op, why) in KNOWN_QUANT_GAPS {
+        let r = table.get(*op).expect("a known gap names an op group of the table");
+        text.push_str(&format!("- {op}: {} of {} tests off by more than the tolerance: {why}\n", r.quantized_failed.len(), r.passed));
+        assert!(!r.quantized_failed.is_empty(), "{op} now passes in quantized simulation: remove it from KNOWN_QUANT_GAPS");
+    }
+    let failures: Vec<&String> = table
+        .iter()
+        .flat_map(|(op, r)| r.failed.iter().chain(r.quantized_failed.iter().filter(move |_| !KNOWN_QUANT_GAPS.iter().any(|(k, _)| k == op))))
+        .collect();
     eprintln!("{text}");
     assert!(failures.is_empty(), "{} node tests accepted and then wrong:\n{}", failures.len(), failures.iter().map(|f| f.as_str()).collect::<Vec<_>>().join("\n"));
     insta::assert_snapshot!("conformance_table", text);

@@ -506,6 +506,30 @@ fn https_round_trip_certificate_checks_and_rotation() {
         let err = tls.reload().unwrap_err();
         assert!(err.contains("tls.crt") && err.contains("tls.key"), "{err}");
         assert_eq!(trusting(&two).models().await.unwrap().len(), 2);
+        // Certificates the client refuses for what they say, with the hint: one for another name, one
+        // expired (each self-signed and trusted as such, so only the name or the date is wrong).
+        let self_signed = |name: &str, sans: &[&str], expired: bool| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+            if expired {
+                params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+            }
+            let cert = params.self_signed(&key).unwrap();
+            let p = Pki { ca: dir.path().join(format!("{name}-cert.pem")), cert: dir.path().join(format!("{name}-cert.pem")), key: dir.path().join(format!("{name}-key.pem")) };
+            std::fs::write(&p.cert, cert.pem()).unwrap();
+            std::fs::write(&p.key, key.serialize_pem()).unwrap();
+            p
+        };
+        for (pair, hint) in [
+            (self_signed("other-name", &["fhec.example.org"], false), "does not name this host"),
+            (self_signed("expired", &["127.0.0.1"], true), "has expired"),
+        ] {
+            install(&pair, &pair);
+            assert!(tls.reload().unwrap());
+            let err = promptly("refused certificate", trusting(&pair).models()).await.unwrap_err().to_string();
+            assert!(err.contains(hint), "{err}");
+        }
         server.stop().await;
 
         // Bad files at start: each names the file and what is wrong.

@@ -83,6 +83,7 @@ const STEPS: &[(&str, &str)] = &[
     ("op_where_greater", "x > 0.25 picks A or B"),
     ("op_logic_and_or_not", "comparisons of x with 0 and 1"),
     ("op_less_two_encrypted", "a comparison of two encrypted values"),
+    ("op_xor_two_encrypted", "Xor of comparisons of different elements"),
 ];
 
 /// Single-op models: the noise-free simulation tracks the float reference within 1% of the output's

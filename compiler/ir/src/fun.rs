@@ -87,6 +87,31 @@ impl Fun {
     }
 
     /// `l op r`.
+    /// Whether the function tests exact equality (`compare{cmp=eq}`) of a value that varies
+    /// continuously with `x`. A table built from such a function is wrong under FHE: the table reads
+    /// an approximation of `x`, which equals the threshold by chance only. Equality of values that
+    /// steps produced (booleans, integers from floor/round) is exact and fine.
+    pub fn tests_equality_of_a_continuous_value(&self) -> bool {
+        match self {
+            Fun::X | Fun::Const(_) => false,
+            Fun::Unary(Unary::Compare { cmp: crate::op::Cmp::Equal, .. }, f) => !f.is_discrete() || f.tests_equality_of_a_continuous_value(),
+            Fun::Unary(_, f) => f.tests_equality_of_a_continuous_value(),
+            Fun::Binary(_, l, r) => l.tests_equality_of_a_continuous_value() || r.tests_equality_of_a_continuous_value(),
+        }
+    }
+
+    /// Whether the function takes finitely many values, each computed exactly: constants and steps
+    /// (comparisons, floor, ceil, round, sign), and arithmetic on them.
+    pub fn is_discrete(&self) -> bool {
+        match self {
+            Fun::X => false,
+            Fun::Const(_) => true,
+            Fun::Unary(Unary::Compare { .. } | Unary::Floor | Unary::Ceil | Unary::Round | Unary::Sign, _) => true,
+            Fun::Unary(_, f) => f.is_discrete(),
+            Fun::Binary(_, l, r) => l.is_discrete() && r.is_discrete(),
+        }
+    }
+
     pub fn binary(op: Binary, l: Fun, r: Fun) -> Fun {
         Fun::Binary(op, Box::new(l), Box::new(r))
     }
@@ -384,6 +409,20 @@ mod tests {
             .collect();
         let distinct: std::collections::HashSet<&String> = texts.iter().collect();
         assert_eq!(distinct.len(), texts.len(), "{texts:?}");
+    }
+
+    #[test]
+    fn equality_of_a_continuous_value_is_recognized() {
+        for (text, continuous) in [
+            ("(compare{cmp=eq,than=1.0} x)", true),
+            ("(compare{cmp=eq,than=1.0} (add x 0.5))", true),
+            ("(compare{cmp=eq,than=1.0} (add (compare{cmp=gt,than=0.0} x) (compare{cmp=lt,than=1.0} x)))", false),
+            ("(compare{cmp=eq,than=2.0} (floor x))", false),
+            ("(relu (compare{cmp=eq,than=2.0} (mul x 2.0)))", true),
+            ("(compare{cmp=gt,than=1.0} x)", false),
+        ] {
+            assert_eq!(Fun::parse(text).unwrap().tests_equality_of_a_continuous_value(), continuous, "{text}");
+        }
     }
 
     #[test]

@@ -89,6 +89,52 @@ fn postprocess_module(m: &Module, client: &HashSet<ValueId>, frontier: &[ValueId
     Ok(t)
 }
 
+/// A table that tests exact equality of an encrypted value reads an approximation of it, equal to the
+/// threshold by chance only: refused, with what to write instead.
+fn refuse_equality_of_continuous_values(m: &Module) -> Result<(), LowerError> {
+    for v in m.values() {
+        if let Op::Unary(u) = &m.node(v).op
+            && fhec_ir::Fun::of_unary(u).tests_equality_of_a_continuous_value()
+        {
+            return Err(LowerError::Unsupported {
+                node: m.node(v).describe(),
+                why: "exact equality of an encrypted value (a table reads it only approximately); compare within a tolerance instead, e.g. Less(Abs(x - c), eps)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The client's post-processing reads decrypted values, which approximate the model's: exact equality
+/// of one (of anything but steps of them) holds by chance only, so it is refused too.
+fn refuse_equality_of_decrypted_values(post: &Module) -> Result<(), LowerError> {
+    let mut discrete = std::collections::HashSet::new();
+    for v in post.topo_order()? {
+        let operands = post.operands(v);
+        let node = post.node(v);
+        let is_discrete = match &node.op {
+            Op::Const(_) | Op::ArgMax { .. } => true,
+            Op::Input { .. } => false,
+            Op::Unary(u) => {
+                let f = fhec_ir::Fun::of_unary(u);
+                let input_discrete = operands.iter().all(|o| discrete.contains(o));
+                if f.tests_equality_of_a_continuous_value() && !input_discrete {
+                    return Err(LowerError::Unsupported {
+                        node: node.describe(),
+                        why: "exact equality of a decrypted value (it approximates the model's); compare within a tolerance instead, e.g. Less(Abs(x - c), eps)".into(),
+                    });
+                }
+                input_discrete || f.is_discrete()
+            }
+            _ => operands.iter().all(|o| discrete.contains(o)),
+        };
+        if is_discrete {
+            discrete.insert(v);
+        }
+    }
+    Ok(())
+}
+
 /// Headroom added on each side of the calibrated range of every input element.
 const HEADROOM: f64 = 0.1;
 
@@ -178,8 +224,12 @@ impl Prepared {
     pub fn new(module: &Module, calibration: &[Tensor], opt: &optimize::Config) -> Result<Prepared, LowerError> {
         let client = tail::client_values(module)?;
         let frontier = tail::frontier(module, &client);
+        if frontier.is_empty() {
+            return Err(LowerError::Model("no output depends on the encrypted input (the outputs are constants, such as its shape): nothing to compute under FHE".into()));
+        }
         let server = server_module(module, &frontier)?;
         let (optimized, report) = optimize::optimize(&server, opt, &optimize::CostModel::default())?;
+        refuse_equality_of_continuous_values(&optimized)?;
         let outputs = |m: &Module| m.outputs().iter().map(|(_, v)| *v).collect::<Vec<_>>();
         let input_box = input_box(calibration)?;
         let mut neurons = neurons::scalarize(&optimized, &outputs(&optimized), &input_box)?;
@@ -193,6 +243,7 @@ impl Prepared {
             neurons::scalarize(&server, &outputs(&server), &input_box).map(|n| n.tables_per_layer()).unwrap_or_default()
         };
         let postprocess = postprocess_module(module, &client, &frontier)?;
+        refuse_equality_of_decrypted_values(&postprocess)?;
         let optimization = Optimization { config: opt.clone(), report, before: server, after: optimized, layers_before, layers_after };
         Ok(Prepared { neurons, postprocess, optimization })
     }
@@ -360,6 +411,22 @@ mod tests {
         }
         // 1/x away from 0: x + 3 in [1, 5).
         check("module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = const #1 : clear<f32>[1]\n%2 = add %0, %1 : enc<f32>[1,4]\n%3 = reciprocal %2 : enc<f32>[1,4]\n%4 = const #0 : clear<f32>[4,1]\n%5 = matmul %3, %4 : enc<f32>[1,1]\noutput \"y\" = %5\ndata #0 = [1.5, -0.5, 0.25, 1.0]\ndata #1 = [3.0]\n", 4, 0.01);
+    }
+
+    /// Exact equality of an encrypted value is refused, on the server (a table) and on the client (a
+    /// decrypted value): both read it only approximately. Equality of steps of it is exact and lowers.
+    #[test]
+    fn equality_of_an_encrypted_value_is_refused() {
+        let server = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = compare{cmp=\"eq\", than=0.25} %0 : enc<f32>[1,4]\n%2 = const #0 : clear<f32>[4,1]\n%3 = matmul %1, %2 : enc<f32>[1,1]\noutput \"y\" = %3\ndata #0 = [1.5, -0.5, 0.25, 1.0]\n";
+        let client = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = const #0 : clear<f32>[4,1]\n%2 = matmul %0, %1 : enc<f32>[1,1]\n%3 = compare{cmp=\"eq\", than=0.25} %2 : enc<f32>[1,1]\noutput \"y\" = %3\ndata #0 = [1.5, -0.5, 0.25, 1.0]\n";
+        for (ir, side) in [(server, "an encrypted value"), (client, "a decrypted value")] {
+            let m: Module = ir.parse().unwrap();
+            let e = compile(&m, &inputs(&m, 8), &Options::default()).err().expect("refused").to_string();
+            assert!(e.contains(&format!("exact equality of {side}")), "{e}");
+        }
+        let steps = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = floor %0 : enc<f32>[1,4]\n%2 = compare{cmp=\"eq\", than=1.0} %1 : enc<f32>[1,4]\n%3 = const #0 : clear<f32>[4,1]\n%4 = matmul %2, %3 : enc<f32>[1,1]\noutput \"y\" = %4\ndata #0 = [1.5, -0.5, 0.25, 1.0]\n";
+        let m: Module = steps.parse().unwrap();
+        assert!(compile(&m, &inputs(&m, 8), &Options::default()).is_ok());
     }
 
     /// ONNX Max and Min: against a constant, a clip table; of two encrypted values, `a + relu(b - a)`.

@@ -60,12 +60,13 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// Whether the failure is TLS refusing the server (its certificate, or no TLS at all): not worth a retry.
-fn is_tls_failure(e: &reqwest::Error) -> bool {
+/// The rustls error behind a request's failure, if TLS refused the server (its certificate, or no
+/// TLS at all).
+fn rustls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
-        if c.is::<rustls::Error>() {
-            return true;
+        if let Some(r) = c.downcast_ref::<rustls::Error>() {
+            return Some(r);
         }
         // An io::Error hides the error it wraps from `source()` (and may wrap another io::Error).
         cause = match c.downcast_ref::<std::io::Error>() {
@@ -73,7 +74,12 @@ fn is_tls_failure(e: &reqwest::Error) -> bool {
             None => c.source(),
         };
     }
-    false
+    None
+}
+
+/// Whether the failure is TLS refusing the server: not worth a retry.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    rustls_error(e).is_some()
 }
 
 /// What to do about common connection failures, from the error's text.
@@ -110,7 +116,15 @@ impl Remote {
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(format!("CA certificate {}: {e}", path.display())))?;
             builder = builder.tls_certs_only(certs);
         }
-        let http = builder.build().map_err(|e| err(format!("HTTP client: {}", describe(&e))))?;
+        if !https {
+            // No certificate verifier for plain HTTP: the system's trust store may be absent.
+            builder = builder.tls_certs_only(Vec::new());
+        }
+        let http = builder.build().map_err(|e| {
+            let text = describe(&e);
+            let hint = if text.contains("CA certificates") { " (install the system's CA certificates, e.g. the ca-certificates package, or pass --ca-cert)" } else { "" };
+            err(format!("HTTP client: {text}{hint}"))
+        })?;
         Ok(Remote { base, token, http, retries: 8, max_backoff: Duration::from_secs(30) })
     }
 
@@ -142,7 +156,9 @@ impl Remote {
                 }
                 Err(e) => {
                     let text = describe(&e);
-                    let hint = hint(&text).map(|h| format!(" ({h})")).unwrap_or_default();
+                    // The rustls error's variant names (NotValidForNameContext...) are in its Debug form only.
+                    let detail = rustls_error(&e).map(|r| format!("{r:?}")).unwrap_or_default();
+                    let hint = hint(&format!("{text} {detail}")).map(|h| format!(" ({h})")).unwrap_or_default();
                     return Err(err(format!("{}: {text}{hint}", self.base)));
                 }
             }

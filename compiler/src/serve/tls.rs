@@ -49,11 +49,24 @@ pub fn read_certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'
     Ok(certs)
 }
 
-/// What identifies one version of the certificate and key files: modification time and length.
-type Stamp = [(Option<SystemTime>, u64); 2];
+/// What identifies one version of the certificate and key files: modification time, length, and on
+/// Unix the inode and change time (a rewrite that keeps the mtime, as `cp -p` does, still changes them).
+type Stamp = [(Option<SystemTime>, u64, u64, i64); 2];
 
 fn stamp(cert: &Path, key: &Path) -> Stamp {
-    [cert, key].map(|p| std::fs::metadata(p).map_or((None, 0), |m| (m.modified().ok(), m.len())))
+    [cert, key].map(|p| match std::fs::metadata(p) {
+        Ok(m) => {
+            #[cfg(unix)]
+            let (ino, ctime) = {
+                use std::os::unix::fs::MetadataExt;
+                (m.ino(), m.ctime_nsec() + m.ctime() * 1_000_000_000)
+            };
+            #[cfg(not(unix))]
+            let (ino, ctime) = (0, 0);
+            (m.modified().ok(), m.len(), ino, ctime)
+        }
+        Err(_) => (None, 0, 0, 0),
+    })
 }
 
 fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, String> {

@@ -2,14 +2,16 @@
 //! computations fold), f32 in computed values.
 //!
 //! Under FHE, a comparison of a computed value with a constant is one table per element (a step), and
-//! so is a comparison of two computed values (the step of their difference, which is leveled). Not,
+//! so is a comparison of two computed values (the step of their difference, which is leveled). Equal
+//! of a computed value is refused by the FHE lowering (a table reads its input approximately), unless
+//! the value is itself made of steps (booleans). Not,
 //! and And/Or/Xor with a constant operand, are affine: free. And/Or/Xor of two computed booleans are
-//! one table of their sum. `Where(c, x, y)` is `y + c (x - y)`: leveled when `x - y` is a constant,
-//! else a product of encrypted values.
+//! one table of their sum. `Where(c, x, y)` is `c x + (1 - c) y`: leveled when the condition or both
+//! branches are constants, else a product of encrypted values.
 
 use super::shape::{Zipped, const_zip};
 use crate::ctx::{Ctx, Val};
-use fhec_ir::{Binary, Cmp, DType, Op, Tensor, Unary};
+use fhec_ir::{Binary, Cmp, DType, Fun, Op, Tensor, Unary};
 
 fn bools(shape: Vec<usize>, v: impl Iterator<Item = bool>) -> Val {
     Val::constant(Tensor::from_i64(shape, v.map(i64::from).collect()).expect("sized"))
@@ -84,14 +86,17 @@ pub fn logic(ctx: &mut Ctx, op: Logic) -> Result<Vec<Val>, String> {
         (None, Some(_)) => (a.clone(), b.clone()),
         (Some(_), None) => (b.clone(), a.clone()),
         _ => {
-            // Two computed booleans: one table of their sum (0, 1 or 2).
+            // Two computed booleans: one table of their sum s (0, 1 or 2), with thresholds halfway
+            // between (the table reads s approximately): And is s > 1.5, Or s > 0.5, Xor both s > 0.5
+            // and not s > 1.5.
             let sum = ctx.binary(Binary::Add, &a, &b)?;
-            let (cmp, than) = match op {
-                Logic::And => (Cmp::Greater, 1.5),
-                Logic::Or => (Cmp::Greater, 0.5),
-                Logic::Xor => (Cmp::Equal, 1.0),
+            let above = |than| Fun::Unary(Unary::Compare { cmp: Cmp::Greater, than }, Box::new(Fun::X));
+            let f = match op {
+                Logic::And => Unary::Compare { cmp: Cmp::Greater, than: 1.5 },
+                Logic::Or => Unary::Compare { cmp: Cmp::Greater, than: 0.5 },
+                Logic::Xor => Unary::Fused(Box::new(Fun::binary(Binary::Sub, above(0.5), above(1.5)))),
             };
-            return Ok(vec![ctx.op(Op::Unary(Unary::Compare { cmp, than }), &[sum])?]);
+            return Ok(vec![ctx.op(Op::Unary(f), &[sum])?]);
         }
     };
     // One constant operand c (0/1): And = x c, Or = x (1 - c) + c, Xor = x (1 - 2c) + c; affine.
@@ -117,8 +122,9 @@ pub fn logic(ctx: &mut Ctx, op: Logic) -> Result<Vec<Val>, String> {
     Ok(vec![y])
 }
 
-/// Where(condition, x, y). All constant: picked at compile time. Otherwise `y + c (x - y)`, which needs
-/// finite constants (an infinite `x` or `y` would give NaN where it is not picked).
+/// Where(condition, x, y). All constant: picked at compile time. Otherwise `c x + (1 - c) y` (or
+/// `y + c (x - y)`, one product, when both are computed), which needs finite constants (an infinite
+/// `x` or `y` would give NaN where it is not picked).
 pub fn where_(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let (c, x, y) = (ctx.input(0)?, ctx.input(1)?, ctx.input(2)?);
     if let (Some(cond), Some(_), Some(_)) = (c.as_const(), x.as_const(), y.as_const()) {
@@ -141,7 +147,17 @@ pub fn where_(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         }
     }
     computed_float(ctx, &c, "Where")?;
-    let diff = ctx.binary(Binary::Sub, &x, &y)?;
-    let picked = ctx.binary(Binary::Mul, &c, &diff)?;
-    Ok(vec![ctx.binary(Binary::Add, &y, &picked)?])
+    if x.as_const().is_none() && y.as_const().is_none() {
+        // Both computed: one product of encrypted values.
+        let diff = ctx.binary(Binary::Sub, &x, &y)?;
+        let picked = ctx.binary(Binary::Mul, &c, &diff)?;
+        return Ok(vec![ctx.binary(Binary::Add, &y, &picked)?]);
+    }
+    // c x + (1 - c) y: exact for c in {0, 1} whatever the magnitudes (y + c (x - y) would lose x next
+    // to a large constant y, such as an attention mask's -1e9).
+    let one = Ctx::f32_const(vec![], vec![1.0]);
+    let not_c = ctx.binary(Binary::Sub, &one, &c)?;
+    let cx = ctx.binary(Binary::Mul, &c, &x)?;
+    let ny = ctx.binary(Binary::Mul, &not_c, &y)?;
+    Ok(vec![ctx.binary(Binary::Add, &cx, &ny)?])
 }

@@ -218,11 +218,11 @@ fn einsum_labels(term: &str, rank: usize, ellipsis: &mut Option<usize>, what: &s
         Some(n) if *n != extra => return Err(format!("`...` stands for {n} axes in one operand and {extra} in another: broadcasting across it is not supported")),
         _ => *ellipsis = Some(extra),
     }
-    // The ellipsis axes get digits as labels, which no explicit subscript can clash with.
+    // The ellipsis axes get private-use characters as labels, which no explicit subscript can clash with.
     let at = term.find("...").unwrap_or(0);
     let before = term[..at].chars().count();
     let mut out: Vec<char> = letters[..before].to_vec();
-    out.extend((0..extra).map(|i| char::from_digit(i as u32, 36).unwrap_or('#')));
+    out.extend((0..extra).map(|i| char::from_u32(0xE000 + i as u32).unwrap_or('\u{E000}')));
     out.extend_from_slice(&letters[before..]);
     Ok(out)
 }

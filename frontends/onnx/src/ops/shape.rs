@@ -292,9 +292,8 @@ pub fn cast(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     match (&x, float) {
         (Val::Const(t), true) => Ok(vec![Ctx::f32_const(t.shape().to_vec(), t.to_f32_vec())]),
         (Val::Const(t), false) => {
-            let v = t.to_i64_vec();
-            // Bool casts normalize to 0/1.
-            let v = if to == 9 { v.into_iter().map(|x| i64::from(x != 0)).collect() } else { v };
+            // Bool casts normalize to 0/1, from the values themselves (0.5 is true).
+            let v = if to == 9 { t.to_f32_vec().into_iter().map(|x| i64::from(x != 0.0)).collect() } else { t.to_i64_vec() };
             Ok(vec![Val::constant(Tensor::from_i64(t.shape().to_vec(), v).expect("same shape"))])
         }
         // A computed value keeps its representation: only casts that change nothing are accepted.
