@@ -32,48 +32,39 @@ class Reader(CalibrationDataReader):
         return next(self.it, None)
 
 
+def quantized_case(name, src, calibration, x, labels, *, dataset, description, **quantize):
+    """Quantizes the model at `src` with onnxruntime (uint8 activations, int8 weights), calibrated on
+    `calibration`, and writes it as corpus case `name` with onnxruntime's outputs on `x` as expected."""
+    input_name = onnx.load(src).graph.input[0].name
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "quantized.onnx")
+        quantize_static(src, out, Reader(calibration, input_name), activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, **quantize)
+        m = onnx.load(out)
+    expected = np.concatenate(g.ort_run_per_sample(m, x)[0], axis=0).reshape(len(x), -1).astype(np.float32)
+    acc = float((expected.argmax(1) == labels).mean())
+    g.write_case(name, m, x, [expected], exporter="onnxruntime.quantization.quantize_static",
+                 exporter_version=ort.__version__, dataset=dataset, task="classification",
+                 labels=labels.astype(np.int64), float_accuracy=acc, description=description)
+
+
 def main():
     X, y = g.load("wine")
     X = X.astype(np.float32)
     Xtr, Xte, ytr, yte = g.split(X, y, 0.25)
-    src = os.path.join(g.MODELS, "mlp_wine", "model.onnx")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "qdq.onnx")
-        quantize_static(src, out, Reader(Xtr), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=False)
-        m = onnx.load(out)
-    expected = np.concatenate(g.ort_run_per_sample(m, Xte)[0], axis=0).reshape(len(Xte), -1).astype(np.float32)
-    acc = float((expected.argmax(1) == yte).mean())
-    g.write_case("mlp_wine_qdq", m, Xte, [expected], exporter="onnxruntime.quantization.quantize_static",
-                 exporter_version=ort.__version__,
-                 dataset="sklearn.datasets.load_wine (test_size=0.25, random_state=0); calibrated on the training split",
-                 task="classification", labels=yte.astype(np.int64), float_accuracy=acc,
-                 description="mlp_wine quantized by onnxruntime (QDQ format, uint8 activations, int8 weights, "
-                             "per-tensor). Expected outputs are onnxruntime's on the quantized model.")
-
-    cnn()
-
-
-def cnn():
-    src_dir = os.path.join(g.MODELS, "cnn_digits")
-    src = os.path.join(src_dir, "model.onnx")
-    name = onnx.load(src).graph.input[0].name
-    x = np.load(os.path.join(src_dir, "inputs.npy"))
-    labels = np.load(os.path.join(src_dir, "labels.npy"))
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "qop.onnx")
-        quantize_static(src, out, Reader(x[:100], name), quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["Conv", "MatMul"])
-        m = onnx.load(out)
-    expected = np.concatenate(g.ort_run_per_sample(m, x)[0], axis=0).reshape(len(x), -1).astype(np.float32)
-    acc = float((expected.argmax(1) == labels).mean())
-    g.write_case("cnn_digits_qop", m, x, [expected], exporter="onnxruntime.quantization.quantize_static",
-                 exporter_version=ort.__version__,
-                 dataset="sklearn.datasets.load_digits, the test split of cnn_digits; calibrated on its first 100 inputs",
-                 task="classification", labels=labels.astype(np.int64), float_accuracy=acc,
-                 description="cnn_digits quantized by onnxruntime (QOperator format: QLinearConv with per-channel int8 "
-                             "weights, uint8 activations; Gemm left in float). Expected outputs are onnxruntime's on the "
-                             "quantized model.")
+    quantized_case("mlp_wine_qdq", os.path.join(g.MODELS, "mlp_wine", "model.onnx"), Xtr, Xte, yte,
+                   dataset="sklearn.datasets.load_wine (test_size=0.25, random_state=0); calibrated on the training split",
+                   description="mlp_wine quantized by onnxruntime (QDQ format, uint8 activations, int8 weights, "
+                               "per-tensor). Expected outputs are onnxruntime's on the quantized model.",
+                   quant_format=QuantFormat.QDQ, per_channel=False)
+    cnn = os.path.join(g.MODELS, "cnn_digits")
+    x = np.load(os.path.join(cnn, "inputs.npy"))
+    quantized_case("cnn_digits_qop", os.path.join(cnn, "model.onnx"), x[:100], x, np.load(os.path.join(cnn, "labels.npy")),
+                   dataset="sklearn.datasets.load_digits, the test split of cnn_digits; calibrated on its first 100 inputs",
+                   description="cnn_digits quantized by onnxruntime (QOperator format: QLinearConv with per-channel int8 "
+                               "weights, uint8 activations; Gemm left in float). Expected outputs are onnxruntime's on the "
+                               "quantized model.",
+                   quant_format=QuantFormat.QOperator, per_channel=True, op_types_to_quantize=["Conv", "MatMul"])
 
 
 if __name__ == "__main__":
