@@ -89,47 +89,46 @@ fn postprocess_module(m: &Module, client: &HashSet<ValueId>, frontier: &[ValueId
     Ok(t)
 }
 
-/// A table that tests exact equality of an encrypted value reads an approximation of it, equal to the
-/// threshold by chance only: refused, with what to write instead.
-fn refuse_equality_of_continuous_values(m: &Module) -> Result<(), LowerError> {
-    for v in m.values() {
-        if let Op::Unary(u) = &m.node(v).op
-            && fhec_ir::Fun::of_unary(u).tests_equality_of_a_continuous_value()
-        {
-            return Err(LowerError::Unsupported {
-                node: m.node(v).describe(),
-                why: "exact equality of an encrypted value (a table reads it only approximately); compare within a tolerance instead, e.g. Less(Abs(x - c), eps)".into(),
-            });
-        }
-    }
-    Ok(())
+/// Which part of the split a module is, for [`refuse_exact_equality`].
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    /// The server part: every table reads its input approximately, so no value stays exact across ops.
+    Server,
+    /// The client's post-processing: its inputs are decrypted approximations, but what it computes
+    /// from steps of them (a comparison, then equality of that) is exact.
+    Client,
 }
 
-/// The client's post-processing reads decrypted values, which approximate the model's: exact equality
-/// of one (of anything but steps of them) holds by chance only, so it is refused too.
-fn refuse_equality_of_decrypted_values(post: &Module) -> Result<(), LowerError> {
-    let mut discrete = std::collections::HashSet::new();
-    for v in post.topo_order()? {
-        let operands = post.operands(v);
-        let node = post.node(v);
-        let is_discrete = match &node.op {
+/// Exact equality of a value that approximates the model's (an encrypted value in a table, a decrypted
+/// one on the client) holds by chance only: refused, with what to write instead. Equality of steps of
+/// it (booleans, floor) is exact and allowed.
+fn refuse_exact_equality(m: &Module, side: Side) -> Result<(), LowerError> {
+    let mut exact = std::collections::HashSet::new();
+    for v in m.topo_order()? {
+        let operands = m.operands(v);
+        let node = m.node(v);
+        let operands_exact = side == Side::Client && operands.iter().all(|o| exact.contains(o));
+        let is_exact = match &node.op {
             Op::Const(_) | Op::ArgMax { .. } => true,
             Op::Input { .. } => false,
             Op::Unary(u) => {
                 let f = fhec_ir::Fun::of_unary(u);
-                let input_discrete = operands.iter().all(|o| discrete.contains(o));
-                if f.tests_equality_of_a_continuous_value() && !input_discrete {
+                if f.tests_equality_of_a_continuous_value() && !operands_exact {
+                    let why = match side {
+                        Side::Server => "exact equality of an encrypted value (a table reads it only approximately)",
+                        Side::Client => "exact equality of a decrypted value (it approximates the model's)",
+                    };
                     return Err(LowerError::Unsupported {
                         node: node.describe(),
-                        why: "exact equality of a decrypted value (it approximates the model's); compare within a tolerance instead, e.g. Less(Abs(x - c), eps)".into(),
+                        why: format!("{why}; compare within a tolerance instead, e.g. Less(Abs(x - c), eps)"),
                     });
                 }
-                input_discrete || f.is_discrete()
+                operands_exact || f.is_discrete()
             }
-            _ => operands.iter().all(|o| discrete.contains(o)),
+            _ => operands_exact,
         };
-        if is_discrete {
-            discrete.insert(v);
+        if is_exact {
+            exact.insert(v);
         }
     }
     Ok(())
@@ -229,7 +228,7 @@ impl Prepared {
         }
         let server = server_module(module, &frontier)?;
         let (optimized, report) = optimize::optimize(&server, opt, &optimize::CostModel::default())?;
-        refuse_equality_of_continuous_values(&optimized)?;
+        refuse_exact_equality(&optimized, Side::Server)?;
         let outputs = |m: &Module| m.outputs().iter().map(|(_, v)| *v).collect::<Vec<_>>();
         let input_box = input_box(calibration)?;
         let mut neurons = neurons::scalarize(&optimized, &outputs(&optimized), &input_box)?;
@@ -243,7 +242,7 @@ impl Prepared {
             neurons::scalarize(&server, &outputs(&server), &input_box).map(|n| n.tables_per_layer()).unwrap_or_default()
         };
         let postprocess = postprocess_module(module, &client, &frontier)?;
-        refuse_equality_of_decrypted_values(&postprocess)?;
+        refuse_exact_equality(&postprocess, Side::Client)?;
         let optimization = Optimization { config: opt.clone(), report, before: server, after: optimized, layers_before, layers_after };
         Ok(Prepared { neurons, postprocess, optimization })
     }

@@ -111,9 +111,12 @@ impl Remote {
             if !https {
                 return Err(err(format!("--ca-cert {} is for https:// servers; {url} is plain HTTP", path.display())));
             }
-            let pem = std::fs::read(path).map_err(|e| err(format!("CA certificate {}: {e}", path.display())))?;
-            super::tls::read_certificates(path, "CA certificate").map_err(err)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(format!("CA certificate {}: {e}", path.display())))?;
+            let certs = super::tls::read_certificates(path, "CA certificate")
+                .map_err(err)?
+                .iter()
+                .map(|der| reqwest::Certificate::from_der(der))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(format!("CA certificate {}: {e}", path.display())))?;
             builder = builder.tls_certs_only(certs);
         }
         if !https {

@@ -83,8 +83,8 @@ pub fn logic(ctx: &mut Ctx, op: Logic) -> Result<Vec<Val>, String> {
     computed_float(ctx, &a, "boolean logic")?;
     computed_float(ctx, &b, "boolean logic")?;
     let (x, c) = match (a.as_const(), b.as_const()) {
-        (None, Some(_)) => (a.clone(), b.clone()),
-        (Some(_), None) => (b.clone(), a.clone()),
+        (None, Some(t)) => (a.clone(), t),
+        (Some(t), None) => (b.clone(), t),
         _ => {
             // Two computed booleans: one table of their sum s (0, 1 or 2), with thresholds halfway
             // between (the table reads s approximately): And is s > 1.5, Or s > 0.5, Xor both s > 0.5
@@ -100,10 +100,7 @@ pub fn logic(ctx: &mut Ctx, op: Logic) -> Result<Vec<Val>, String> {
         }
     };
     // One constant operand c (0/1): And = x c, Or = x (1 - c) + c, Xor = x (1 - 2c) + c; affine.
-    let c = match c.as_const() {
-        Some(t) => Val::constant(Tensor::from_f32(t.shape().to_vec(), t.to_f32_vec().into_iter().map(|v| if v != 0.0 { 1.0 } else { 0.0 }).collect()).expect("sized")),
-        None => unreachable!("one operand is constant"),
-    };
+    let c = Val::constant(Tensor::from_f32(c.shape().to_vec(), c.to_f32_vec().into_iter().map(|v| if v != 0.0 { 1.0 } else { 0.0 }).collect()).expect("sized"));
     let one = Ctx::f32_const(vec![], vec![1.0]);
     let y = match op {
         Logic::And => ctx.binary(Binary::Mul, &x, &c)?,

@@ -130,7 +130,7 @@ fn scale_input(ctx: &Ctx, i: usize, what: &str) -> Result<Tensor, String> {
 pub fn quantize_linear(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     check_block(ctx)?;
     let x = ctx.input(0)?;
-    let scale = ctx.const_input(1, "y_scale")?.ok_or("y_scale must be a constant")?;
+    let scale = scale_input(ctx, 1, "y_scale")?;
     let zp = ctx.opt_input(2)?;
     let elem = output_elem(ctx, 2, zp.is_some(), ctx.attrs().int("output_dtype", 0)?)?;
     let ax = axis_attr(ctx)?;
@@ -141,7 +141,7 @@ pub fn dequantize_linear(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     check_block(ctx)?;
     let x = ctx.input(0)?;
     check_integer(ctx, 0)?;
-    let scale = ctx.const_input(1, "x_scale")?.ok_or("x_scale must be a constant")?;
+    let scale = scale_input(ctx, 1, "x_scale")?;
     let zp = ctx.opt_input(2)?;
     let ax = axis_attr(ctx)?;
     Ok(vec![dequantize(ctx, &x, scale, zp, ax, "x")?])
