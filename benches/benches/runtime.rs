@@ -49,7 +49,7 @@ fn models(c: &mut Criterion) {
         let x = fhec::npy::read_samples(&dir.join("inputs.npy")).expect("corpus inputs");
         let out = tempfile::tempdir().expect("temp dir");
         let build = out.path().join("build");
-        fhec::fhe::build(&dir.join("model.onnx"), &x, &build, &Default::default(), |_| ()).expect("builds");
+        fhec::fhe::build(&dir.join("model.onnx"), Some(&x), &build, &Default::default(), |_| ()).expect("builds");
         let (client, _) = fhec::fhe::load_client(&build).expect("client");
         let (server, digest) = fhec::fhe::load_server(&build).expect("server");
         let (sk, ek) = fhe::keygen(client.params);

@@ -67,7 +67,9 @@ impl Model {
         Model { model: model.as_ref().to_path_buf(), calibration: None, name: None, out_dir: None, search: Search::default() }
     }
 
-    /// Calibration samples (`.npy`, samples along axis 0, each shaped like the model input).
+    /// Calibration samples (`.npy`, samples along axis 0, each shaped like the model input). A
+    /// pre-quantized model (ONNX QDQ or QOperator) compiles without: its input quantizer sets the
+    /// input ranges.
     pub fn calibration(mut self, path: impl AsRef<Path>) -> Model {
         self.calibration = Some(path.as_ref().to_path_buf());
         self
@@ -118,16 +120,18 @@ impl Model {
             (None, Some(d)) => PathBuf::from(d),
             (None, None) => return Err(DriverError::Input("OUT_DIR is not set: call compile() from a build script, or set .out_dir(..)".into())),
         };
-        let calibration = self.calibration.clone().ok_or_else(|| {
-            DriverError::Input(format!("{}: no calibration samples: add .calibration(\"samples.npy\")", self.model.display()))
-        })?;
+        // Without calibration samples, a pre-quantized model's input quantizer sets the input ranges.
+        let calibration = self.calibration.clone();
         if in_build_script {
             println!("cargo:rerun-if-changed={}", self.model.display());
-            println!("cargo:rerun-if-changed={}", calibration.display());
+            if let Some(c) = &calibration {
+                println!("cargo:rerun-if-changed={}", c.display());
+            }
         }
         let name = self.module_name()?;
         let read = |p: &Path| std::fs::read(p).map_err(|e| DriverError::Input(format!("{}: {e}", p.display())));
-        let (model_bytes, cal_bytes) = (read(&self.model)?, read(&calibration)?);
+        let model_bytes = read(&self.model)?;
+        let cal_bytes = calibration.as_deref().map(read).transpose()?.unwrap_or_default();
         let mut h = Sha256::new();
         h.update(env!("CARGO_PKG_VERSION"));
         h.update(CODEGEN_VERSION.to_le_bytes());
@@ -142,8 +146,8 @@ impl Model {
         if std::fs::read_to_string(&stamp).is_ok_and(|s| s == key) && module.is_file() {
             return Ok(Built { module, artifacts, recompiled: false });
         }
-        let x = crate::npy::read_samples(&calibration)?;
-        let (choice, _) = crate::fhe::build(&self.model, &x, &artifacts, &self.search, |_| ())?;
+        let x = calibration.as_deref().map(crate::npy::read_samples).transpose()?;
+        let (choice, _) = crate::fhe::build(&self.model, x.as_ref(), &artifacts, &self.search, |_| ())?;
         let (client, post) = crate::fhe::load_client(&artifacts)?;
         let code = generate(&name, &self.model, &key, &artifacts, &client, &post, &choice);
         std::fs::write(&module, code).map_err(|e| DriverError::Input(format!("{}: {e}", module.display())))?;
@@ -343,6 +347,6 @@ mod build_tests {
             .to_string();
         assert!(err.contains("unsupported_op.onnx") && err.contains("node"), "{err}");
         let err = Model::new(corpus("models/mlp_wine/model.onnx")).out_dir(out.path()).compile().unwrap_err().to_string();
-        assert!(err.contains("no calibration samples"), "{err}");
+        assert!(err.contains("no calibration samples") && err.contains("does not quantize its input"), "{err}");
     }
 }

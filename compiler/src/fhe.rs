@@ -7,7 +7,7 @@
 
 use crate::{DriverError, Stacked};
 use fhec_ir::{Module, Tensor};
-use fhec_lower::{Choice, Search, Trial};
+use fhec_lower::{Calibration, Choice, Origin, Search, Trial};
 use fhec_runtime::artifact::{self, Kind, Tagged};
 use fhec_runtime::fhe::{self, CompressedEvalKey, EvalKey, InputCiphertexts, OutputCiphertexts, SecretKey};
 use fhec_runtime::{ClientArtifact, ParamSet, ServerArtifact};
@@ -42,19 +42,23 @@ pub fn estimated_latency_ms(c: &fhec_runtime::Circuit, threads: usize) -> f64 {
     c.levels().iter().map(|l| l.len().div_ceil(threads.max(1)) as f64 * c.params.pbs_ms()).sum::<f64>() + 0.0
 }
 
-/// Compiles `model` with calibration samples (choosing the parameter set and precision by measured
-/// accuracy, see `fhec_lower::choose`) and writes the artifacts and reports into `dir`. `progress` is
-/// called once per candidate tried.
+/// Compiles `model` (choosing the parameter set and precision by measured accuracy, see
+/// `fhec_lower::choose`) and writes the artifacts and reports into `dir`. Without calibration
+/// samples, the model must quantize its input itself (a pre-quantized model: see
+/// `fhec_lower::Calibration::from_input_quantizer`). `progress` is called once per candidate tried.
 pub fn build(
     model_path: &Path,
-    calibration: &ArrayD<f32>,
+    calibration: Option<&ArrayD<f32>>,
     dir: &Path,
     search: &Search,
     progress: impl FnMut(&Trial),
 ) -> Result<(Choice, String), DriverError> {
     let module = crate::load_model(model_path)?;
     let input_shape = module.node(module.inputs()[0]).ty.shape.clone();
-    let cal = crate::samples(calibration, &input_shape, "calibration")?;
+    let cal = match calibration {
+        Some(x) => Calibration::from_samples(crate::samples(x, &input_shape, "calibration")?)?,
+        None => Calibration::from_input_quantizer(&module, fhec_lower::SYNTHETIC_SAMPLES, fhec_lower::SYNTHETIC_SEED)?,
+    };
     let choice = fhec_lower::choose(&module, &cal, search, progress)?;
     let compiled = &choice.compiled;
     std::fs::create_dir_all(dir).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", dir.display())))?;
@@ -102,19 +106,40 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let latency = estimated_latency_ms(circuit, threads);
     let o = &choice.chosen;
+    let (origin, scored) = &choice.calibration;
+    let (calibration_line, fidelity_on) = match origin {
+        Origin::Samples => (
+            format!("input ranges: the calibration samples', widened by {:.0}% on each side", fhec_lower::HEADROOM * 100.0),
+            format!("{scored} calibration samples"),
+        ),
+        Origin::InputQuantizer { at } => (
+            format!("input ranges: the model's own input quantizer ({at}); no calibration samples"),
+            format!(
+                "{scored} samples drawn uniformly from those ranges{}",
+                if choice.steps.is_some() { ", as output values within one quantization step" } else { "" }
+            ),
+        ),
+    };
     let mut text = format!(
         "model: {name}\nparameter set: {params} (tfhe-rs, 128-bit security), tables of {} positions\n\
          precision: {}-bit weights on bootstrap outputs (outputs: up to {}), failure probability 2^{} per bootstrap ({sigmas:.2} sigma)\n\
-         fidelity to the float model on the calibration set (noisy simulation): {:.2}% (budget: {:.2}%){}\n\
+         {}\n\
+         fidelity to the float model on {} (noisy simulation): {:.2}% (budget: {:.2}%){}\n{}\
          bootstraps (PBS) per sample: {}\ncritical path: {} levels\ninputs: {} encrypted values, outputs: {} decrypted values\n\
          estimated latency: {latency:.0} ms per sample on {threads} threads ({} ms per PBS)\n\nlayers:\n",
         params.positions(),
         o.weight_bits,
         o.output_weight_max,
         o.failure_log2,
+        calibration_line,
+        fidelity_on,
         choice.fidelity,
         choice.required,
         if choice.within_budget { "" } else { "  NOT WITHIN BUDGET: kept the cheapest set near the most faithful candidate" },
+        choice.steps.map_or(String::new(), |s| format!(
+            "quantized output: {:.1}% of output values within one quantization step of the float model in noisy simulation (largest distance: {:.0} steps)\n",
+            s.within_one, s.max
+        )),
         circuit.pbs.len(),
         circuit.levels().len(),
         circuit.n_inputs,
@@ -181,7 +206,12 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
         "weight_bits": o.weight_bits,
         "output_weight_max": o.output_weight_max,
         "failure_probability_log2": o.failure_log2,
+        "calibration": match origin {
+            Origin::Samples => json!({ "source": "samples", "samples_scored": scored }),
+            Origin::InputQuantizer { at } => json!({ "source": "input_quantizer", "quantizer": at, "samples_scored": scored }),
+        },
         "fidelity_percent": choice.fidelity,
+        "quantized_output_steps": choice.steps.map(|s| json!({ "within_one_percent": s.within_one, "max": s.max })),
         "fidelity_required_percent": choice.required,
         "within_budget": choice.within_budget,
         "estimated_latency_ms": latency,

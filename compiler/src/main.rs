@@ -71,9 +71,10 @@ enum Command {
     /// Compile a model for encrypted inference: client and server artifacts and a report.
     Build {
         model: PathBuf,
-        /// Calibration samples (.npy, samples along axis 0): they set the input ranges.
+        /// Calibration samples (.npy, samples along axis 0): they set the input ranges. Optional for a
+        /// pre-quantized model (ONNX QDQ or QOperator), whose input quantizer sets them.
         #[arg(long)]
-        calibration: PathBuf,
+        calibration: Option<PathBuf>,
         /// Output directory (default: MODEL with the extension .fhec).
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -518,11 +519,11 @@ fn run(cli: Cli) -> Result<()> {
             search.error_budget_percent = error_budget;
             search.engine = engine;
             let dir = output.unwrap_or_else(|| model.with_extension("fhec"));
-            let x = fhec::npy::read_samples(&calibration)?;
+            let x = calibration.as_deref().map(fhec::npy::read_samples).transpose()?;
             let start = Instant::now();
             let pb = spinner(quiet, "choosing parameters");
             let mut tried = 0;
-            let (choice, report) = pipeline::build(&model, &x, &dir, &search, |t| {
+            let (choice, report) = pipeline::build(&model, x.as_ref(), &dir, &search, |t| {
                 tried += 1;
                 pb.set_message(format!(
                     "choosing parameters: {tried} candidates simulated (last: {}, {})",

@@ -116,6 +116,17 @@ fn build_reports_its_choice_and_refuses_bad_parameter_choices() {
     let o = fhec(&["build", model, "--calibration", cal, "-o", out_s, "--failure-log2", "5"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--failure-log2 must be between"), "{}", stderr(&o));
+    // A float model needs calibration samples; a pre-quantized one takes its input ranges from its
+    // own input quantizer.
+    let o = fhec(&["build", model, "-o", out_s]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no calibration samples, and the model does not quantize its input itself"), "{}", stderr(&o));
+    let qdq = corpus("models/mlp_wine_qdq/model.onnx");
+    let o = fhec(&["--quiet", "build", qdq.to_str().unwrap(), "-o", out_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["calibration"]["source"], "input_quantizer", "{report}");
+    assert!(report["quantized_output_steps"]["within_one_percent"].is_number(), "{report}");
 }
 
 #[test]

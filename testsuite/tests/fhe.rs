@@ -15,7 +15,7 @@ fn first_samples(name: &str, n: usize) -> ndarray::ArrayD<f32> {
 fn build(name: &str, dir: &std::path::Path) {
     let model = root().join("models").join(name).join("model.onnx");
     let cal = fhec::npy::read_samples(&root().join("models").join(name).join("inputs.npy")).unwrap();
-    pipeline::build(&model, &cal, dir, &Default::default(), |_| ()).unwrap();
+    pipeline::build(&model, Some(&cal), dir, &Default::default(), |_| ()).unwrap();
 }
 
 fn values(s: &Stacked) -> Vec<f32> {

@@ -19,7 +19,7 @@ fn every_corpus_circuit_runs_bit_identically_in_the_jit_and_the_interpreter() {
         let xs: Vec<Tensor> = x.outer_iter().map(|s| Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap()).collect();
         for params in [ParamSet::P1024, ParamSet::P2048B] {
             // Op models the lowering does not take are listed in `simulate.rs`.
-            let Ok(compiled) = compile(&m, &xs, &Options { params, ..Options::default() }) else { continue };
+            let Ok(compiled) = compile(&m, &fhec_lower::Calibration::from_samples(xs.clone()).unwrap(), &Options { params, ..Options::default() }) else { continue };
             let inputs: Vec<i64> = xs.iter().flat_map(|x| compiled.encode(x)).collect();
             let (jit, fallback) = Simulator::new(&compiled.circuit, Engine::Jit, 1);
             assert_eq!((jit.engine(), fallback), ("jit", None), "{name}");

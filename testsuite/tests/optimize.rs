@@ -3,7 +3,7 @@
 //! firing on some corpus model. The table of tables per model (`--opt-level 0` vs default) is printed.
 
 use fhec_ir::{DataMode, Module, Tensor};
-use fhec_lower::{Prepared, optimize};
+use fhec_lower::{Calibration, Prepared, optimize};
 use fhec_testsuite::*;
 use std::collections::BTreeMap;
 
@@ -26,7 +26,7 @@ fn optimized_server_parts_snapshot_and_compute_the_same() {
         let name = case_name(dir);
         let m = fhec::load_model(path).unwrap();
         let xs = samples(dir, &m, 32);
-        let p = match Prepared::new(&m, &xs, &optimize::Config::default()) {
+        let p = match Prepared::new(&m, &Calibration::from_samples(xs.clone()).unwrap(), &optimize::Config::default()) {
             Ok(p) => p,
             Err(e) => {
                 assert!(NOT_LOWERED.contains(&name.as_str()), "{name}: {e}");
@@ -80,7 +80,7 @@ fn corpus_gains() {
     let gain = |name: &str| {
         let dir = root().join("models").join(name);
         let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
-        let p = Prepared::new(&m, &samples(&dir, &m, 32), &optimize::Config::default()).unwrap();
+        let p = Prepared::new(&m, &Calibration::from_samples(samples(&dir, &m, 32)).unwrap(), &optimize::Config::default()).unwrap();
         let o = &p.optimization;
         (o.report.before.unsupported, o.pbs_before(), o.pbs_after())
     };

@@ -34,7 +34,7 @@ fn fixture() -> &'static Fixture {
             let dir = root.join(format!("{model}.fhec"));
             let src = fhec_testsuite::root().join("models").join(model);
             let cal = fhec::npy::read_samples(&src.join("inputs.npy")).unwrap();
-            pipeline::build(&src.join("model.onnx"), &cal, &dir, &Default::default(), |_| ()).unwrap();
+            pipeline::build(&src.join("model.onnx"), Some(&cal), &dir, &Default::default(), |_| ()).unwrap();
             let (client, _) = pipeline::load_client(&dir).unwrap();
             for k in keys {
                 pipeline::keygen(&root.join(k), client.params, &Protection::None).unwrap();

@@ -6,18 +6,21 @@
 //! 3. `scale`: scales, integer weights, tables and noise margins: the torus circuit.
 //! 4. `search`: the parameter set and weight precision, chosen by measured accuracy in noisy simulation.
 //!
-//! The input box comes from calibration samples (per element, with headroom); the client clamps inputs
-//! into it, so the interval analysis holds for every input and no accumulator can leave its table.
+//! The input box comes from calibration samples (per element, with headroom) or from a pre-quantized
+//! model's own input quantizer (see `calibration`); the client clamps inputs into it, so the interval
+//! analysis holds for every input and no accumulator can leave its table.
 
+mod calibration;
 mod neurons;
 mod scale;
 mod search;
 mod simulator;
 mod tail;
 
+pub use calibration::{Calibration, HEADROOM, Origin, SYNTHETIC_SAMPLES, SYNTHETIC_SEED};
 pub use fhec_runtime::{InputCode, OutputCode};
 pub use scale::Options;
-pub use search::{Choice, Search, Trial, choose};
+pub use search::{Choice, Search, Steps, Trial, choose};
 pub use simulator::{Engine, Simulator, jit_pays};
 
 pub use fhec_passes::optimize;
@@ -134,36 +137,8 @@ fn refuse_exact_equality(m: &Module, side: Side) -> Result<(), LowerError> {
     Ok(())
 }
 
-/// Headroom added on each side of the calibrated range of every input element.
-const HEADROOM: f64 = 0.1;
-
-/// Per-element input ranges from calibration samples (each shaped like the model input). A constant
-/// element gets the range of the whole tensor, so it can still vary at inference.
-fn input_box(samples: &[Tensor]) -> Result<Vec<(f64, f64)>, LowerError> {
-    let first = samples.first().ok_or_else(|| LowerError::Model("no calibration samples".into()))?;
-    let n = first.numel();
-    let (mut lo, mut hi) = (vec![f64::INFINITY; n], vec![f64::NEG_INFINITY; n]);
-    for s in samples {
-        for (i, v) in s.to_f32_vec().into_iter().enumerate() {
-            if !v.is_finite() {
-                return Err(LowerError::Model(format!("calibration sample has a non-finite value at element {i}")));
-            }
-            lo[i] = lo[i].min(f64::from(v));
-            hi[i] = hi[i].max(f64::from(v));
-        }
-    }
-    let (tlo, thi) = (lo.iter().copied().fold(f64::INFINITY, f64::min), hi.iter().copied().fold(f64::NEG_INFINITY, f64::max));
-    Ok((0..n)
-        .map(|i| {
-            let (l, h) = if hi[i] - lo[i] <= 1e-6 * (thi - tlo) { (tlo, thi) } else { (lo[i], hi[i]) };
-            let pad = HEADROOM * (h - l).max(1e-6);
-            (l - pad, h + pad)
-        })
-        .collect())
-}
-
 /// Compiles with the default optimizer settings.
-pub fn compile(module: &Module, calibration: &[Tensor], opts: &Options) -> Result<Compiled, LowerError> {
+pub fn compile(module: &Module, calibration: &Calibration, opts: &Options) -> Result<Compiled, LowerError> {
     Prepared::new(module, calibration, &optimize::Config::default())?.compile(opts)
 }
 
@@ -220,7 +195,7 @@ pub struct Prepared {
 impl Prepared {
     /// Splits `module`, optimizes its server part with `opt` (see `fhec_passes::optimize`) and
     /// scalarizes it.
-    pub fn new(module: &Module, calibration: &[Tensor], opt: &optimize::Config) -> Result<Prepared, LowerError> {
+    pub fn new(module: &Module, calibration: &Calibration, opt: &optimize::Config) -> Result<Prepared, LowerError> {
         let client = tail::client_values(module)?;
         let frontier = tail::frontier(module, &client);
         if frontier.is_empty() {
@@ -230,16 +205,20 @@ impl Prepared {
         let (optimized, report) = optimize::optimize(&server, opt, &optimize::CostModel::default())?;
         refuse_exact_equality(&optimized, Side::Server)?;
         let outputs = |m: &Module| m.outputs().iter().map(|(_, v)| *v).collect::<Vec<_>>();
-        let input_box = input_box(calibration)?;
-        let mut neurons = neurons::scalarize(&optimized, &outputs(&optimized), &input_box)?;
-        neurons.calibrate(&calibration.iter().map(|x| x.to_f32_vec().into_iter().map(f64::from).collect()).collect::<Vec<_>>());
+        let input_box = calibration.input_box();
+        let n_inputs: usize = module.inputs().iter().map(|&v| module.node(v).ty.numel()).sum();
+        if input_box.len() != n_inputs {
+            return Err(LowerError::Model(format!("the calibration has {} values per sample; the model input has {n_inputs}", input_box.len())));
+        }
+        let mut neurons = neurons::scalarize(&optimized, &outputs(&optimized), input_box)?;
+        neurons.calibrate(&calibration.output_samples().iter().map(|x| x.to_f32_vec().into_iter().map(f64::from).collect()).collect::<Vec<_>>());
         let layers_after = neurons.tables_per_layer();
         // The unoptimized server part may not lower at all (a product of two encrypted values that
         // only the optimizer fuses into a table): then it has no table count.
         let layers_before = if report.kept_input {
             layers_after.clone()
         } else {
-            neurons::scalarize(&server, &outputs(&server), &input_box).map(|n| n.tables_per_layer()).unwrap_or_default()
+            neurons::scalarize(&server, &outputs(&server), input_box).map(|n| n.tables_per_layer()).unwrap_or_default()
         };
         let postprocess = postprocess_module(module, &client, &frontier)?;
         refuse_exact_equality(&postprocess, Side::Client)?;
@@ -312,6 +291,10 @@ mod tests {
     use super::*;
 
     /// Deterministic inputs in [-2, 2) shaped like the module's input.
+    fn cal(xs: &[Tensor]) -> Calibration {
+        Calibration::from_samples(xs.to_vec()).unwrap()
+    }
+
     fn inputs(m: &Module, n: usize) -> Vec<Tensor> {
         let shape = m.node(m.inputs()[0]).ty.shape.clone();
         let len = fhec_ir::numel(&shape);
@@ -335,7 +318,7 @@ mod tests {
         let m: Module = ir.parse().unwrap();
         m.verify().unwrap();
         let xs = inputs(&m, 64);
-        let c = compile(&m, &xs, &Options::default()).unwrap();
+        let c = compile(&m, &cal(&xs), &Options::default()).unwrap();
         assert_eq!(c.pbs_count(), pbs, "bootstrap count");
         let (mut worst, mut scale, mut at) = (0f32, 1e-6f32, String::new());
         for x in &xs {
@@ -420,12 +403,12 @@ mod tests {
         let client = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = const #0 : clear<f32>[4,1]\n%2 = matmul %0, %1 : enc<f32>[1,1]\n%3 = compare{cmp=\"eq\", than=0.25} %2 : enc<f32>[1,1]\noutput \"y\" = %3\ndata #0 = [1.5, -0.5, 0.25, 1.0]\n";
         for (ir, side) in [(server, "an encrypted value"), (client, "a decrypted value")] {
             let m: Module = ir.parse().unwrap();
-            let e = compile(&m, &inputs(&m, 8), &Options::default()).err().expect("refused").to_string();
+            let e = compile(&m, &cal(&inputs(&m, 8)), &Options::default()).err().expect("refused").to_string();
             assert!(e.contains(&format!("exact equality of {side}")), "{e}");
         }
         let steps = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = floor %0 : enc<f32>[1,4]\n%2 = compare{cmp=\"eq\", than=1.0} %1 : enc<f32>[1,4]\n%3 = const #0 : clear<f32>[4,1]\n%4 = matmul %2, %3 : enc<f32>[1,1]\noutput \"y\" = %4\ndata #0 = [1.5, -0.5, 0.25, 1.0]\n";
         let m: Module = steps.parse().unwrap();
-        assert!(compile(&m, &inputs(&m, 8), &Options::default()).is_ok());
+        assert!(compile(&m, &cal(&inputs(&m, 8)), &Options::default()).is_ok());
     }
 
     /// ONNX Max and Min: against a constant, a clip table; of two encrypted values, `a + relu(b - a)`.
@@ -456,7 +439,7 @@ mod tests {
     fn layer_normalization_lowers() {
         let ir = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = reduce_mean{axes=[1], keepdims=true} %0 : enc<f32>[1,1]\n%2 = sub %0, %1 : enc<f32>[1,4]\n%3 = mul %2, %2 : enc<f32>[1,4]\n%4 = reduce_mean{axes=[1], keepdims=true} %3 : enc<f32>[1,1]\n%5 = const #1 : clear<f32>[]\n%6 = add %4, %5 : enc<f32>[1,1]\n%7 = sqrt %6 : enc<f32>[1,1]\n%8 = reciprocal %7 : enc<f32>[1,1]\n%9 = mul %2, %8 : enc<f32>[1,4]\n%10 = const #0 : clear<f32>[4,1]\n%11 = matmul %9, %10 : enc<f32>[1,1]\noutput \"y\" = %11\ndata #0 = [1.5, -0.5, 0.25, 1.0]\ndata #1 = [0.00001]\n";
         let m: Module = ir.parse().unwrap();
-        let c = compile(&m, &inputs(&m, 16), &Options::default()).unwrap();
+        let c = compile(&m, &cal(&inputs(&m, 16)), &Options::default()).unwrap();
         assert_eq!(c.pbs_count(), 4 + 1 + 8);
     }
 

@@ -7,8 +7,14 @@
 //! within the accuracy budget wins; if none does, the cheapest within the budget's width of the most
 //! faithful one wins and the choice says so. Candidates are scored with the noise inflated by
 //! `Search::noise_margin`.
+//!
+//! Fidelity: class agreement for classifiers (on a quantized output, a class one step from the best
+//! agrees), relative error for continuous outputs. On synthetic samples (a pre-quantized model
+//! compiled without calibration data), a quantized output is scored by the share of its values
+//! within one quantization step instead. On a quantized output, equal fidelity is broken by that
+//! share.
 
-use crate::{Compiled, Engine, LowerError, Options, Prepared};
+use crate::{Calibration, Compiled, Engine, LowerError, Options, Origin, Prepared};
 use fhec_ir::{DType, Module, Tensor};
 use fhec_runtime::{Noise, ParamSet};
 
@@ -90,6 +96,11 @@ pub struct Choice {
     pub jit_fallback: Option<String>,
     /// What the optimizer did before the search.
     pub optimization: crate::Optimization,
+    /// Where the input box and the search's samples came from, and how many samples were scored.
+    pub calibration: (Origin, usize),
+    /// On a quantized output (a pre-quantized model's), the chosen candidate's distance to the float
+    /// model in quantization steps, over the scored samples (noisy simulation).
+    pub steps: Option<Steps>,
 }
 
 /// The class a model output names: an integer label, the argmax of a score vector, or `None` for a
@@ -104,10 +115,74 @@ fn class(t: &Tensor) -> Option<i64> {
     }
 }
 
-/// Fidelity of `got` to `want` (first model output per sample), in percent.
+/// The grid step of each element of the reference outputs when they lie on one (a quantized output,
+/// such as a pre-quantized model's final DequantizeLinear makes): the smallest gap between distinct
+/// values, when there are at least three and all sit on multiples of it. `None` for continuous values.
+fn grid_steps(want: &[Tensor]) -> Vec<Option<f64>> {
+    let n = want.first().map_or(0, Tensor::numel);
+    let values: Vec<Vec<f32>> = want.iter().map(Tensor::to_f32_vec).collect();
+    (0..n)
+        .map(|j| {
+            let mut v: Vec<f64> = values.iter().filter_map(|w| w.get(j)).map(|&x| f64::from(x)).collect();
+            v.sort_by(f64::total_cmp);
+            v.dedup();
+            let gap = v.windows(2).map(|p| p[1] - p[0]).fold(f64::INFINITY, f64::min);
+            if v.len() < 3 || !gap.is_finite() || gap <= 0.0 {
+                return None;
+            }
+            // The smallest gap carries the values' rounding error: the step from the whole span.
+            let span = v[v.len() - 1] - v[0];
+            let gap = span / (span / gap).round();
+            let on_grid = v.iter().all(|x| {
+                let k = (x - v[0]) / gap;
+                (k - k.round()).abs() < 0.01
+            });
+            on_grid.then_some(gap)
+        })
+        .collect()
+}
+
+/// How far a quantized output (see [`grid_steps`]) is from the float model, in its own steps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Steps {
+    /// Percent of output values within one step.
+    pub within_one: f64,
+    /// The largest distance, in steps.
+    pub max: f64,
+}
+
+/// `None` unless every element of the reference outputs lies on a grid.
+fn steps(want: &[Tensor], got: &[Tensor]) -> Option<Steps> {
+    let steps: Vec<f64> = grid_steps(want).into_iter().collect::<Option<_>>()?;
+    let (mut within, mut total, mut max) = (0usize, 0usize, 0f64);
+    for (w, g) in want.iter().zip(got) {
+        for ((w, g), s) in w.to_f32_vec().into_iter().zip(g.to_f32_vec()).zip(&steps) {
+            let d = (f64::from(w) - f64::from(g)).abs() / s;
+            within += usize::from(d <= 1.0 + 1e-3);
+            total += 1;
+            max = max.max(d);
+        }
+    }
+    Some(Steps { within_one: 100.0 * within as f64 / total.max(1) as f64, max })
+}
+
+/// Fidelity of `got` to `want` (first model output per sample), in percent. For classes: the share
+/// of samples whose class agrees; on a quantized output, a class whose reference score is within one
+/// grid step of the best also agrees (the decision is a tie up to one quantization step, the
+/// resolution the model itself has).
 fn fidelity(want: &[Tensor], got: &[Tensor]) -> f64 {
     if want.iter().all(|t| class(t).is_some()) {
-        let same = want.iter().zip(got).filter(|(w, g)| class(w) == class(g)).count();
+        let steps = grid_steps(want);
+        let agrees = |w: &Tensor, g: &Tensor| match (class(w), class(g)) {
+            (a, b) if a == b => true,
+            (Some(a), Some(b)) if w.dtype() == DType::F32 => {
+                let v = w.to_f32_vec();
+                let (a, b) = (a as usize, b as usize);
+                steps.get(b).copied().flatten().is_some_and(|s| f64::from(v[a]) - f64::from(v[b]) <= s * (1.0 + 1e-3))
+            }
+            _ => false,
+        };
+        let same = want.iter().zip(got).filter(|(w, g)| agrees(w, g)).count();
         return 100.0 * same as f64 / want.len().max(1) as f64;
     }
     let w: Vec<f64> = want.iter().flat_map(|t| t.to_f32_vec()).map(f64::from).collect();
@@ -120,8 +195,9 @@ fn fidelity(want: &[Tensor], got: &[Tensor]) -> f64 {
 
 /// Compiles `module` for the cheapest parameter set that keeps its accuracy (see the module docs).
 /// `progress` is called once per candidate.
-pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut progress: impl FnMut(&Trial)) -> Result<Choice, LowerError> {
-    let samples = &calibration[..calibration.len().min(search.max_samples)];
+pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut progress: impl FnMut(&Trial)) -> Result<Choice, LowerError> {
+    let all = calibration.samples();
+    let samples = &all[..all.len().min(search.max_samples)];
     let float: Vec<Tensor> = samples
         .iter()
         .map(|x| fhec_interp::run(module, std::slice::from_ref(x)).map(|mut o| o.swap_remove(0)))
@@ -132,6 +208,10 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
     let reference: Vec<Tensor> = float.iter().cycle().take(repeats * float.len()).cloned().collect();
     let required = 100.0 - if continuous { search.error_budget_percent } else { search.budget_points };
     let prepared = Prepared::new(module, calibration, &search.optimize)?;
+    // Synthetic samples (a pre-quantized model compiled without data) need not look like real data:
+    // their classes sit near ties far more often. What the model does define on them is its own
+    // resolution: a quantized output is scored by the share of values within one step.
+    let by_steps = matches!(calibration.origin(), Origin::InputQuantizer { .. });
     let mut trials = Vec::new();
     let mut last_err = None;
     let mut excluded = None;
@@ -153,9 +233,13 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
                     .into_iter()
                     .map(|mut o| o.swap_remove(0))
                     .collect();
-                let fidelity = fidelity(&reference, &got);
+                let steps = steps(&reference, &got);
+                let fidelity = match steps {
+                    Some(s) if by_steps => s.within_one,
+                    _ => fidelity(&reference, &got),
+                };
                 let trial = Trial { options: options.clone(), pbs: compiled.pbs_count(), fidelity: Some(fidelity) };
-                (trial, Some(Candidate { fidelity, compiled, options }))
+                (trial, Some(Candidate { fidelity, steps, compiled, options }))
             }
             Err(e @ LowerError::Noise { .. }) => {
                 last_err = Some(e);
@@ -175,7 +259,7 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
             for &output_weight_max in &search.output_weight_max {
                 let options = Options { params, weight_bits, layer_weight_bits: Vec::new(), output_weight_max, failure_log2: search.failure_log2 };
                 if let Some(c) = evaluate(options, &mut trials)?
-                    && here.as_ref().is_none_or(|b| c.fidelity > b.fidelity)
+                    && here.as_ref().is_none_or(|b| c.better_than(b))
                 {
                     here = Some(c);
                 }
@@ -184,7 +268,7 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
         // Per-layer precision: each layer's weight bits one up or one down, kept when the fidelity
         // improves (layers differ in fan-in and in how much their noise matters downstream).
         if let Some(h) = here.as_mut()
-            && h.fidelity < 100.0
+            && (h.fidelity < 100.0 || h.steps.is_some_and(|s| s.within_one < 100.0))
             && search.weight_bits.len() > 1
         {
             for layer in h.compiled.circuit.layers.clone() {
@@ -197,7 +281,7 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
                     options.layer_weight_bits.retain(|(l, _)| *l != layer);
                     options.layer_weight_bits.push((layer.clone(), bits as u32));
                     if let Some(c) = evaluate(options, &mut trials)?
-                        && c.fidelity > h.fidelity
+                        && c.better_than(h)
                     {
                         *h = c;
                     }
@@ -206,7 +290,7 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
         }
         if let Some(h) = here {
             if h.fidelity >= required {
-                return Ok(Choice { compiled: h.compiled, chosen: h.options, fidelity: h.fidelity, within_budget: true, required, trials, jit_fallback, optimization: prepared.optimization.clone() });
+                return Ok(Choice { compiled: h.compiled, chosen: h.options, fidelity: h.fidelity, within_budget: true, required, trials, jit_fallback, optimization: prepared.optimization.clone(), calibration: (calibration.origin().clone(), samples.len()), steps: h.steps });
             }
             per_set.push(h);
         }
@@ -215,7 +299,7 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
     // estimates differ by noise at that scale).
     let best = per_set.iter().map(|c| c.fidelity).fold(f64::NEG_INFINITY, f64::max);
     match per_set.into_iter().find(|c| c.fidelity >= best - (100.0 - required)) {
-        Some(b) => Ok(Choice { compiled: b.compiled, chosen: b.options, fidelity: b.fidelity, within_budget: false, required, trials, jit_fallback, optimization: prepared.optimization.clone() }),
+        Some(b) => Ok(Choice { compiled: b.compiled, chosen: b.options, fidelity: b.fidelity, within_budget: false, required, trials, jit_fallback, optimization: prepared.optimization.clone(), calibration: (calibration.origin().clone(), samples.len()), steps: b.steps }),
         None => Err(match (last_err, excluded) {
             (_, Some(p)) => LowerError::Model(format!(
                 "parameter set {p} is only used for circuits without bootstraps, and this model needs bootstraps; choose one of {}",
@@ -229,8 +313,20 @@ pub fn choose(module: &Module, calibration: &[Tensor], search: &Search, mut prog
 
 struct Candidate {
     fidelity: f64,
+    steps: Option<Steps>,
     compiled: Compiled,
     options: Options,
+}
+
+impl Candidate {
+    /// More faithful; at equal fidelity, on a quantized output, closer to it in steps (a pre-quantized
+    /// classifier's classes often agree at every precision while its scores do not).
+    fn better_than(&self, other: &Candidate) -> bool {
+        match (self.steps, other.steps) {
+            (Some(a), Some(b)) if self.fidelity == other.fidelity => a.within_one > b.within_one,
+            _ => self.fidelity > other.fidelity,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -248,7 +344,7 @@ mod tests {
     #[test]
     fn a_loose_budget_takes_the_cheapest_set_and_an_impossible_one_the_most_faithful() {
         let m: Module = MLP.parse().unwrap();
-        let xs = inputs(&m, 64);
+        let xs = Calibration::from_samples(inputs(&m, 64)).unwrap();
         let search = Search { min_runs: 500, ..Search::default() };
         // The cheapest set that takes bootstraps.
         let first = ParamSet::ALL.into_iter().find(|p| p.bootstraps_validated()).unwrap();
@@ -274,5 +370,21 @@ mod tests {
         assert_eq!(fidelity(&[t(&[1.0, 2.0]), t(&[3.0, 0.0])], &[t(&[0.0, 5.0]), t(&[0.0, 1.0])]), 50.0);
         let f = fidelity(&[t(&[1.0]), t(&[-1.0])], &[t(&[1.1]), t(&[-1.1])]);
         assert!((f - 90.0).abs() < 1e-4, "{f}");
+    }
+
+    #[test]
+    fn on_a_quantized_output_a_class_one_step_from_the_best_agrees() {
+        let t = |v: &[f32]| Tensor::from_f32(vec![1, v.len()], v.to_vec()).unwrap();
+        // Scores on a grid of 0.25: the second sample's classes 0 and 1 are one step apart.
+        let want = [t(&[0.5, 0.0]), t(&[0.75, 0.5]), t(&[0.0, 1.0]), t(&[1.0, 0.25])];
+        let one_step = [t(&[0.5, 0.0]), t(&[0.5, 0.75]), t(&[0.0, 1.0]), t(&[1.0, 0.25])];
+        assert_eq!(fidelity(&want, &one_step), 100.0);
+        // Two steps apart is a disagreement.
+        let two_steps = [t(&[0.5, 0.0]), t(&[0.75, 0.5]), t(&[0.0, 1.0]), t(&[0.0, 1.0])];
+        assert_eq!(fidelity(&want, &two_steps), 75.0);
+        // Continuous scores have no grid: exact class agreement only.
+        let want = [t(&[0.51, 0.0]), t(&[0.77, 0.5]), t(&[0.03, 1.0]), t(&[1.0, 0.26])];
+        assert_eq!(grid_steps(&want), vec![None, None]);
+        assert_eq!(fidelity(&want, &one_step), 75.0);
     }
 }
