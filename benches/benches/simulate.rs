@@ -19,7 +19,7 @@ fn circuits(c: &mut Criterion) {
         let shape = m.node(m.inputs()[0]).ty.shape.clone();
         let xs: Vec<Tensor> = x.outer_iter().map(|s| Tensor::from_f32(shape.clone(), s.iter().copied().collect()).expect("shaped")).collect();
         let compiled = compile(&m, &fhec_lower::Calibration::from_samples(xs.clone()).unwrap(), &Options { params, ..Options::default() }).expect("lowers");
-        let inputs: Vec<i64> = xs.iter().flat_map(|x| compiled.encode(x)).collect();
+        let inputs: Vec<i64> = xs.iter().flat_map(|x| compiled.encode(x).expect("encodes")).collect();
         let n = xs.len();
         let mut group = c.benchmark_group(format!("simulate/{name}"));
         group.sample_size(10);

@@ -40,7 +40,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the generated code or the artifacts change shape: part of the cache key.
-const CODEGEN_VERSION: u32 = 2;
+const CODEGEN_VERSION: u32 = 3;
 
 /// A model to compile at build time.
 pub struct Model {

@@ -69,6 +69,7 @@ pub fn build(
         params: compiled.circuit.params,
         circuit_digest: server.digest(),
         input_shape,
+        preprocess: compiled.preprocess.as_ref().map_or(String::new(), |m| m.to_text(fhec_ir::DataMode::Full)),
         inputs: compiled.inputs.clone(),
         outputs: compiled.outputs.clone(),
         postprocess: compiled.postprocess.to_string(),
@@ -196,6 +197,9 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
         let layers: String = t.options.layer_weight_bits.iter().map(|(l, b)| format!(" {l}={b}")).collect();
         text.push_str(&format!("  {:52} {} {:4}{layers}: {f}\n", t.options.params.name(), t.options.weight_bits, t.options.output_weight_max));
     }
+    if let Some(pre) = &c.preprocess {
+        text.push_str(&format!("\nclient pre-processing (before encryption):\n{}", pre.to_text(fhec_ir::DataMode::Elided)));
+    }
     text.push_str(&format!("\nclient post-processing:\n{}", c.postprocess.to_text(fhec_ir::DataMode::Elided)));
     let json = json!({
         "model": name,
@@ -247,6 +251,17 @@ pub fn load_client(dir: &Path) -> Result<(ClientArtifact, Module), DriverError> 
     let (client, _): (ClientArtifact, _) = artifact::load(&client_path(dir), Kind::Client)?;
     let post = postprocess(&client, &client_path(dir).display().to_string())?;
     Ok((client, post))
+}
+
+/// The client's pre-processing module, parsed and verified, if it has one (`what` names the artifact
+/// in errors).
+pub fn preprocess(client: &ClientArtifact, what: &str) -> Result<Option<Module>, DriverError> {
+    if client.preprocess.is_empty() {
+        return Ok(None);
+    }
+    let pre: Module = client.preprocess.parse().map_err(|e| DriverError::Input(format!("{what}: pre-processing: {e}")))?;
+    pre.verify().map_err(|e| DriverError::Input(format!("{what}: pre-processing: {e}")))?;
+    Ok(Some(pre))
 }
 
 /// The client's post-processing module, parsed and verified (`what` names the artifact in errors).
@@ -333,7 +348,11 @@ pub fn encrypt(
         )));
     }
     let xs = crate::samples(x, &client.input_shape, "input")?;
-    let values: Vec<i64> = xs.iter().flat_map(|s| fhec_lower::encode(&client.inputs, s)).collect();
+    let pre = preprocess(client, "the client artifact")?;
+    let mut values = Vec::with_capacity(xs.len() * client.inputs.len());
+    for s in &xs {
+        values.extend(fhec_lower::encode(pre.as_ref(), &client.inputs, s)?);
+    }
     Ok(Tagged {
         key_fingerprint: fingerprint.into(),
         circuit_digest: client.circuit_digest.clone(),
@@ -432,5 +451,6 @@ pub fn simulate_samples(
         Some(r) => fhec_runtime::Noise::Gaussian(r),
         None => fhec_runtime::Noise::None,
     };
-    Ok(sim.predict(&client.inputs, &client.outputs, post, xs, noise)?)
+    let pre = preprocess(client, "the client artifact")?;
+    Ok(sim.predict(pre.as_ref(), &client.inputs, &client.outputs, post, xs, noise)?)
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const MAGIC: [u8; 8] = *b"FHECFILE";
 
 /// The kinds of files; the envelope refuses to load one kind as another.
@@ -53,7 +53,7 @@ pub struct OutputCode {
     pub scale: f64,
 }
 
-/// What the data owner needs: encoding, decoding and post-processing. No weights.
+/// What the data owner needs: pre-processing, encoding, decoding and post-processing. No layer weights.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClientArtifact {
     pub model: String,
@@ -62,6 +62,9 @@ pub struct ClientArtifact {
     /// Digest of the server's circuit: ciphertexts are tagged with it.
     pub circuit_digest: String,
     pub input_shape: Vec<usize>,
+    /// An elementwise map of the input that runs before encoding (a pre-quantized model's input
+    /// quantizer), as IR text: input the model's input, output `pre_0`. Empty: none.
+    pub preprocess: String,
     pub inputs: Vec<InputCode>,
     pub outputs: Vec<OutputCode>,
     /// The final ops that run after decryption, as IR text: inputs `frontier_<k>`, the model's outputs.

@@ -20,7 +20,7 @@ fn every_corpus_circuit_runs_bit_identically_in_the_jit_and_the_interpreter() {
         for params in [ParamSet::P1024, ParamSet::P2048B] {
             // Op models the lowering does not take are listed in `simulate.rs`.
             let Ok(compiled) = compile(&m, &fhec_lower::Calibration::from_samples(xs.clone()).unwrap(), &Options { params, ..Options::default() }) else { continue };
-            let inputs: Vec<i64> = xs.iter().flat_map(|x| compiled.encode(x)).collect();
+            let inputs: Vec<i64> = xs.iter().flat_map(|x| compiled.encode(x).expect("encodes")).collect();
             let (jit, fallback) = Simulator::new(&compiled.circuit, Engine::Jit, 1);
             assert_eq!((jit.engine(), fallback), ("jit", None), "{name}");
             let (interp, _) = Simulator::new(&compiled.circuit, Engine::Interpreter, 1);

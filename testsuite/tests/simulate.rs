@@ -140,15 +140,15 @@ fn op_models_track_the_float_reference() {
 
 /// A pre-quantized model (onnxruntime's static QDQ quantization of the wine MLP) compiles without
 /// calibration samples: the input ranges are its own input quantizer's, the search scores samples
-/// drawn from them (scored in quantization steps). On the test set, compared with onnxruntime's own
-/// outputs: the same classes, and the noise-free integer circuit mostly within one quantization step
-/// of them.
+/// drawn from them (scored in quantization steps), and the client applies that quantizer before
+/// encrypting. On the test set, compared with onnxruntime's own outputs: the same classes, and the
+/// noise-free integer circuit mostly within one quantization step of them.
 ///
 /// Not within one step everywhere (the goal): every table reads an accumulator whose interval
 /// spans several hundred levels of the quantizer after it, so a 2048-position table (the largest set
 /// this machine takes) resolves a level with a few positions, and rounding moves values by a level
 /// or two per layer (bootstrap noise, a few positions, moves them further). The bounds below are the
-/// measured ones (93% within one step, at most 5 steps), so a regression fails.
+/// measured ones (94.8% within one step, at most 3 steps), so a regression fails.
 #[test]
 fn a_pre_quantized_model_compiles_without_calibration_and_tracks_onnxruntime() {
     let dir = root().join("models/mlp_wine_qdq");
@@ -157,6 +157,9 @@ fn a_pre_quantized_model_compiles_without_calibration_and_tracks_onnxruntime() {
     assert!(matches!(cal.origin(), fhec_lower::Origin::InputQuantizer { at } if at.contains("QuantizeLinear")), "{:?}", cal.origin());
     let choice = choose(&m, &cal, &Search::default(), |_| ()).unwrap();
     assert!(choice.steps.is_some(), "the output is quantized: its distance in steps is reported");
+    // The input quantizer runs on the client: 32 + 16 tables, not 13 more for the input.
+    assert!(choice.compiled.preprocess.is_some());
+    assert_eq!(choice.compiled.pbs_count(), 48);
     let xs = samples(&dir, &m);
     let ort = as_f32(&expected(&dir).unwrap()[0]);
     let labels = fhec::metrics::read_labels(&dir.join("labels.npy")).unwrap();
@@ -179,5 +182,5 @@ fn a_pre_quantized_model_compiles_without_calibration_and_tracks_onnxruntime() {
     }
     let share = within as f64 / ort.len() as f64;
     eprintln!("mlp_wine_qdq without calibration: {:.1}% of outputs within one step of onnxruntime, at most {worst:.1} steps", 100.0 * share);
-    assert!(share >= 0.9 && worst <= 6.0, "{:.1}% within one step, worst {worst} steps", 100.0 * share);
+    assert!(share >= 0.94 && worst <= 3.5, "{:.1}% within one step, worst {worst} steps", 100.0 * share);
 }

@@ -101,9 +101,22 @@ impl Calibration {
         &self.origin
     }
 
-    /// The same box with the first `n` samples only.
-    pub fn truncated(&self, n: usize) -> Calibration {
-        Calibration { samples: self.samples[..n.min(self.samples.len())].to_vec(), ..self.clone() }
+    /// The calibration of `head`'s result (an elementwise, monotone map of the input, see `head`): the
+    /// samples mapped, the box the box's ends map to.
+    pub(crate) fn through(&self, head: &Module) -> Result<Calibration, LowerError> {
+        let run = |x: &Tensor| {
+            fhec_interp::run(head, std::slice::from_ref(x))
+                .map(|mut o| o.swap_remove(0))
+                .map_err(|e| LowerError::Model(format!("the client's pre-processing: {e}")))
+        };
+        let samples = self.samples.iter().map(run).collect::<Result<Vec<_>, _>>()?;
+        let shape = head.node(head.inputs()[0]).ty.shape.clone();
+        let end = |f: fn(&(f64, f64)) -> f64| {
+            run(&Tensor::from_f32(shape.clone(), self.input_box.iter().map(|b| f(b) as f32).collect()).expect("one value per input element"))
+        };
+        let (lo, hi) = (end(|b| b.0)?.to_f32_vec(), end(|b| b.1)?.to_f32_vec());
+        let input_box = lo.iter().zip(&hi).map(|(&a, &b)| (f64::from(a.min(b)), f64::from(a.max(b)))).collect();
+        Ok(Calibration { samples, input_box, origin: self.origin.clone() })
     }
 
     /// Samples whose outputs bound the encoded output ranges: the user's (real data), none for

@@ -11,6 +11,7 @@
 //! analysis holds for every input and no accumulator can leave its table.
 
 mod calibration;
+mod head;
 mod neurons;
 mod scale;
 mod search;
@@ -53,6 +54,9 @@ pub enum LowerError {
 /// A compiled model: the server's circuit and the client's encoding and post-processing.
 pub struct Compiled {
     pub circuit: Circuit,
+    /// The client's pre-processing (see `head`): input the model's input, output `pre_0`, what the
+    /// input codes encode. `None`: the input is encoded as it is.
+    pub preprocess: Option<Module>,
     pub inputs: Vec<InputCode>,
     pub outputs: Vec<OutputCode>,
     /// The client's post-processing: inputs `frontier_<k>` (the decrypted circuit outputs), the model's
@@ -187,6 +191,7 @@ impl Optimization {
 /// neurons with their intervals and calibrated output ranges, the post-processing module. The search
 /// prepares once and integerizes each candidate.
 pub struct Prepared {
+    preprocess: Option<Module>,
     neurons: neurons::Neurons,
     postprocess: Module,
     pub optimization: Optimization,
@@ -196,6 +201,14 @@ impl Prepared {
     /// Splits `module`, optimizes its server part with `opt` (see `fhec_passes::optimize`) and
     /// scalarizes it.
     pub fn new(module: &Module, calibration: &Calibration, opt: &optimize::Config) -> Result<Prepared, LowerError> {
+        let (preprocess, module, calibration) = match head::split(module)? {
+            Some(s) => {
+                let c = calibration.through(&s.head)?;
+                (Some(s.head), s.rest, c)
+            }
+            None => (None, module.clone(), calibration.clone()),
+        };
+        let (module, calibration) = (&module, &calibration);
         let client = tail::client_values(module)?;
         let frontier = tail::frontier(module, &client);
         if frontier.is_empty() {
@@ -223,19 +236,19 @@ impl Prepared {
         let postprocess = postprocess_module(module, &client, &frontier)?;
         refuse_exact_equality(&postprocess, Side::Client)?;
         let optimization = Optimization { config: opt.clone(), report, before: server, after: optimized, layers_before, layers_after };
-        Ok(Prepared { neurons, postprocess, optimization })
+        Ok(Prepared { preprocess, neurons, postprocess, optimization })
     }
 
     pub fn compile(&self, opts: &Options) -> Result<Compiled, LowerError> {
         let i = scale::integerize(&self.neurons, opts)?;
-        Ok(Compiled { circuit: i.circuit, inputs: i.inputs, outputs: i.outputs, postprocess: self.postprocess.clone() })
+        Ok(Compiled { circuit: i.circuit, preprocess: self.preprocess.clone(), inputs: i.inputs, outputs: i.outputs, postprocess: self.postprocess.clone() })
     }
 }
 
 impl Compiled {
     /// Quantizes and encodes one input sample (shaped like the model input) for the circuit.
-    pub fn encode(&self, x: &Tensor) -> Vec<i64> {
-        encode(&self.inputs, x)
+    pub fn encode(&self, x: &Tensor) -> Result<Vec<i64>, LowerError> {
+        encode(self.preprocess.as_ref(), &self.inputs, x)
     }
 
     /// Decodes the circuit's outputs and runs the client's post-processing: the model's outputs.
@@ -245,7 +258,7 @@ impl Compiled {
 
     /// Encode, run the circuit in the clear (with the stated noise, or none), decode.
     pub fn simulate(&self, x: &Tensor, noise: Noise<'_>) -> Result<Vec<Tensor>, LowerError> {
-        let acc = fhec_runtime::simulate(&self.circuit, &self.encode(x), noise)?;
+        let acc = fhec_runtime::simulate(&self.circuit, &self.encode(x)?, noise)?;
         self.decode(&acc)
     }
 
@@ -257,7 +270,7 @@ impl Compiled {
     /// [`Compiled::simulate`] over many samples with `sim` (made by [`Compiled::simulator`]), one noise
     /// stream for all: the same results as simulating them one after the other.
     pub fn simulate_all(&self, sim: &Simulator<'_>, xs: &[Tensor], noise: Noise<'_>) -> Result<Vec<Vec<Tensor>>, LowerError> {
-        sim.predict(&self.inputs, &self.outputs, &self.postprocess, xs, noise)
+        sim.predict(self.preprocess.as_ref(), &self.inputs, &self.outputs, &self.postprocess, xs, noise)
     }
 
     pub fn pbs_count(&self) -> usize {
@@ -281,9 +294,18 @@ pub fn decode(codes: &[OutputCode], postprocess: &Module, acc: &[i64]) -> Result
     fhec_interp::run(postprocess, &frontier).map_err(|e| LowerError::Client(e.to_string()))
 }
 
-/// Encodes one sample (shaped like the model input) for the circuit, clamping it into the input box.
-pub fn encode(codes: &[InputCode], x: &Tensor) -> Vec<i64> {
-    x.to_f32_vec().iter().zip(codes).map(|(&v, c)| ((f64::from(v).clamp(c.lo, c.hi) - c.mid) * c.scale).round() as i64).collect()
+/// Encodes one sample (shaped like the model input) for the circuit: the client's pre-processing if
+/// any, then each value clamped into the input box and quantized.
+pub fn encode(preprocess: Option<&Module>, codes: &[InputCode], x: &Tensor) -> Result<Vec<i64>, LowerError> {
+    let pre;
+    let x = match preprocess {
+        Some(p) => {
+            pre = fhec_interp::run(p, std::slice::from_ref(x)).map_err(|e| LowerError::Client(format!("pre-processing: {e}")))?.swap_remove(0);
+            &pre
+        }
+        None => x,
+    };
+    Ok(x.to_f32_vec().iter().zip(codes).map(|(&v, c)| ((f64::from(v).clamp(c.lo, c.hi) - c.mid) * c.scale).round() as i64).collect())
 }
 
 #[cfg(test)]

@@ -87,13 +87,17 @@ impl<'c> Simulator<'c> {
     /// Encodes every sample, runs them, and decodes each sample's outputs with the post-processing.
     pub fn predict(
         &self,
+        preprocess: Option<&Module>,
         inputs: &[InputCode],
         outputs: &[OutputCode],
         postprocess: &Module,
         xs: &[Tensor],
         noise: Noise<'_>,
     ) -> Result<Vec<Vec<Tensor>>, LowerError> {
-        let encoded: Vec<i64> = xs.iter().flat_map(|x| encode(inputs, x)).collect();
+        let mut encoded = Vec::with_capacity(xs.len() * inputs.len());
+        for x in xs {
+            encoded.extend(encode(preprocess, inputs, x)?);
+        }
         let acc = self.run(&encoded, xs.len(), noise)?;
         acc.chunks(outputs.len().max(1)).take(xs.len()).map(|a| decode(outputs, postprocess, a)).collect()
     }

@@ -1,0 +1,162 @@
+//! The client's pre-processing: when the model starts with an elementwise map of each input element
+//! that ends in a quantizer (`round`, then `clip` to the integer range: a pre-quantized model's input
+//! QuantizeLinear, after its standardization), the client applies it before encrypting, exactly and
+//! for free, instead of the server spending one bootstrap per element on it. The server's circuit
+//! then takes the quantized integers as its inputs.
+//!
+//! Only quantizers move: another univariate op on the input (a model starting with an activation)
+//! would move the same way, but stays on the server, where the op tests exercise its table.
+//!
+//! What the client learns is that map's constants (a standardization's means and deviations, the input
+//! quantizer's scale and zero point): no layer weights.
+
+use crate::LowerError;
+use fhec_ir::{Binary, Module, Op, Unary, ValueId};
+use std::collections::{HashMap, HashSet};
+
+/// A model cut after its head.
+pub struct Split {
+    /// Input: the model's input; output `pre_0`: what the server's circuit takes instead.
+    pub head: Module,
+    /// The rest of the model, whose input (named as the model's) is the head's result.
+    pub rest: Module,
+}
+
+/// Whether `u`, a user of `x`, can be part of the head: elementwise on `x`, with a constant as its
+/// other operand if any, and monotone in `x` (so the image of an input box is the box of its ends'
+/// images).
+fn head_op(m: &Module, u: ValueId, x: ValueId) -> bool {
+    match &m.node(u).op {
+        Op::Unary(f) => matches!(
+            f,
+            Unary::Relu
+                | Unary::Sigmoid
+                | Unary::Tanh
+                | Unary::Neg
+                | Unary::Clip { .. }
+                | Unary::Floor
+                | Unary::Ceil
+                | Unary::Round
+                | Unary::Erf
+                | Unary::Softsign
+        ) || matches!(f, Unary::LeakyRelu { alpha } if *alpha >= 0.0),
+        Op::Binary(k @ (Binary::Add | Binary::Sub | Binary::Mul | Binary::Div)) => {
+            let ops = m.operands(u);
+            let (other, x_first) = match ops[..] {
+                [a, b] if a == x && b != x => (b, true),
+                [a, b] if b == x && a != x => (a, false),
+                _ => return false,
+            };
+            let Op::Const(c) = &m.node(other).op else { return false };
+            let same_shape = m.node(u).ty.shape == m.node(x).ty.shape;
+            same_shape && (*k != Binary::Div || (x_first && c.to_f32_vec().iter().all(|v| *v != 0.0 && v.is_finite())))
+        }
+        _ => false,
+    }
+}
+
+/// Cuts the head off `m`, if it has one worth a bootstrap per element.
+pub fn split(m: &Module) -> Result<Option<Split>, LowerError> {
+    let inputs = m.inputs();
+    let [input] = inputs[..] else { return Ok(None) };
+    let outputs: HashSet<ValueId> = m.outputs().iter().map(|(_, v)| *v).collect();
+    let (mut chain, mut cut, mut rounded) = (Vec::new(), 0, false);
+    let mut v = input;
+    while !outputs.contains(&v) {
+        let [u] = m.users(v)[..] else { break };
+        if !head_op(m, u, v) {
+            break;
+        }
+        chain.push(u);
+        match m.node(u).op {
+            Op::Unary(Unary::Round) => rounded = true,
+            Op::Unary(Unary::Clip { .. }) if rounded => cut = chain.len(),
+            _ => {}
+        }
+        v = u;
+    }
+    chain.truncate(cut);
+    let Some(&end) = chain.last() else { return Ok(None) };
+    if outputs.contains(&end) {
+        return Ok(None);
+    }
+    let in_head: HashSet<ValueId> = chain.iter().copied().collect();
+    let copy_const = |t: &mut Module, map: &mut HashMap<ValueId, ValueId>, o: ValueId| -> Result<ValueId, LowerError> {
+        if let Some(&id) = map.get(&o) {
+            return Ok(id);
+        }
+        match &m.node(o).op {
+            Op::Const(c) => {
+                let id = t.add_const(c.clone(), m.node(o).loc.clone());
+                map.insert(o, id);
+                Ok(id)
+            }
+            _ => Err(LowerError::Model(format!("{} reads a value of the client's pre-processing", m.node(o).describe()))),
+        }
+    };
+    let name = match &m.node(input).op {
+        Op::Input { name } => name.clone(),
+        _ => unreachable!("Module::inputs returns input nodes"),
+    };
+    let mut head = Module::new(format!("{}.preprocess", m.name));
+    let mut map = HashMap::from([(input, head.add_input(name.clone(), m.node(input).ty.clone()))]);
+    for &u in &chain {
+        let operands = m.operands(u).into_iter().map(|o| copy_const(&mut head, &mut map, o)).collect::<Result<Vec<_>, _>>()?;
+        let id = head.add_node(m.node(u).clone(), &operands);
+        map.insert(u, id);
+    }
+    head.add_output("pre_0", map[&end]);
+    head.verify()?;
+    let mut rest = Module::new(m.name.clone());
+    let mut map = HashMap::from([(end, rest.add_input(name, m.node(end).ty.clone()))]);
+    for v in m.topo_order()? {
+        if v == input || in_head.contains(&v) || matches!(m.node(v).op, Op::Const(_)) {
+            continue;
+        }
+        let operands = m.operands(v).into_iter().map(|o| copy_const(&mut rest, &mut map, o)).collect::<Result<Vec<_>, _>>()?;
+        let id = rest.add_node(m.node(v).clone(), &operands);
+        map.insert(v, id);
+    }
+    for (out, v) in m.outputs() {
+        let id = copy_const(&mut rest, &mut map, *v)?;
+        rest.add_output(out.clone(), id);
+    }
+    rest.verify()?;
+    Ok(Some(Split { head, rest }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QDQ: &str = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,2]\n%1 = const #0 : clear<f32>[2]\n%2 = sub %0, %1 : enc<f32>[1,2]\n%3 = const #1 : clear<f32>[]\n%4 = div %2, %3 : enc<f32>[1,2]\n%5 = round %4 : enc<f32>[1,2]\n%6 = const #2 : clear<f32>[]\n%7 = add %5, %6 : enc<f32>[1,2]\n%8 = clip{min=0.0, max=255.0} %7 : enc<f32>[1,2]\n%9 = const #3 : clear<f32>[]\n%10 = sub %8, %9 : enc<f32>[1,2]\n%11 = const #4 : clear<f32>[2,1]\n%12 = matmul %10, %11 : enc<f32>[1,1]\noutput \"y\" = %12\ndata #0 = [1.0, 2.0]\ndata #1 = [0.5]\ndata #2 = [10.0]\ndata #3 = [10.0]\ndata #4 = [0.25, -1.0]\n";
+
+    #[test]
+    fn the_input_quantizer_moves_to_the_client_and_the_affine_rest_stays() {
+        let m: Module = QDQ.parse().unwrap();
+        let s = split(&m).unwrap().expect("a head");
+        // sub, div, round, add, clip on the client; the zero point's sub and the matmul on the server.
+        let ops = |m: &Module| m.topo_order().unwrap().into_iter().filter(|&v| !matches!(m.node(v).op, Op::Const(_) | Op::Input { .. })).count();
+        assert_eq!((ops(&s.head), ops(&s.rest)), (5, 2));
+        let x = fhec_ir::Tensor::from_f32(vec![1, 2], vec![3.3, -7.0]).unwrap();
+        let pre = fhec_interp::run(&s.head, std::slice::from_ref(&x)).unwrap();
+        assert_eq!(pre[0].to_f32_vec(), vec![15.0, 0.0]);
+        assert_eq!(fhec_interp::run(&s.rest, &pre).unwrap(), fhec_interp::run(&m, &[x]).unwrap());
+    }
+
+    #[test]
+    fn no_head_without_a_table_or_when_the_map_is_the_whole_model() {
+        // An activation on the input is not a quantizer: it stays on the server.
+        let relu = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,2]\n%1 = relu %0 : enc<f32>[1,2]\n%3 = const #0 : clear<f32>[2,1]\n%4 = matmul %1, %3 : enc<f32>[1,1]\noutput \"y\" = %4\ndata #0 = [0.25, -1.0]\n";
+        assert!(split(&relu.parse().unwrap()).unwrap().is_none());
+        // Only affine ops before the matmul: nothing to save.
+        let affine = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,2]\n%1 = const #0 : clear<f32>[2]\n%2 = sub %0, %1 : enc<f32>[1,2]\n%3 = const #1 : clear<f32>[2,1]\n%4 = matmul %2, %3 : enc<f32>[1,1]\noutput \"y\" = %4\ndata #0 = [1.0, 2.0]\ndata #1 = [0.25, -1.0]\n";
+        assert!(split(&affine.parse().unwrap()).unwrap().is_none());
+        // An elementwise model: the server would have nothing left to compute.
+        let whole = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,2]\n%1 = relu %0 : enc<f32>[1,2]\noutput \"y\" = %1\n";
+        assert!(split(&whole.parse().unwrap()).unwrap().is_none());
+        // The input also read elsewhere: not a per-element map of it alone.
+        let fan = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,2]\n%1 = relu %0 : enc<f32>[1,2]\n%2 = add %0, %1 : enc<f32>[1,2]\noutput \"y\" = %2\n";
+        assert!(split(&fan.parse().unwrap()).unwrap().is_none());
+    }
+}
