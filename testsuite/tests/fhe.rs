@@ -13,9 +13,14 @@ fn first_samples(name: &str, n: usize) -> ndarray::ArrayD<f32> {
 }
 
 fn build(name: &str, dir: &std::path::Path) {
+    build_with(name, dir, true);
+}
+
+/// Without calibration samples when `calibrated` is false (a pre-quantized model).
+fn build_with(name: &str, dir: &std::path::Path, calibrated: bool) {
     let model = root().join("models").join(name).join("model.onnx");
     let cal = fhec::npy::read_samples(&root().join("models").join(name).join("inputs.npy")).unwrap();
-    pipeline::build(&model, Some(&cal), dir, &Default::default(), |_| ()).unwrap();
+    pipeline::build(&model, calibrated.then_some(&cal), dir, &Default::default(), |_| ()).unwrap();
 }
 
 fn values(s: &Stacked) -> Vec<f32> {
@@ -28,10 +33,10 @@ fn values(s: &Stacked) -> Vec<f32> {
 type Outputs = Vec<(String, Stacked)>;
 
 /// Encrypted vs simulated outputs: the largest difference relative to the output scale.
-fn fhe_vs_simulate(name: &str, samples: usize) -> (f32, Outputs, Outputs) {
+fn fhe_vs_simulate(name: &str, samples: usize, calibrated: bool) -> (f32, Outputs, Outputs) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("build");
-    build(name, &dir);
+    build_with(name, &dir, calibrated);
     let (client, post) = pipeline::load_client(&dir).unwrap();
     pipeline::keygen(&tmp.path().join("keys"), client.params, &Default::default()).unwrap();
     let (server, digest) = pipeline::load_server(&dir).unwrap();
@@ -59,20 +64,31 @@ fn fhe_vs_simulate(name: &str, samples: usize) -> (f32, Outputs, Outputs) {
 fn logistic_regression_encrypted_equals_simulation() {
     // No bootstrap: only fresh-encryption noise (the set's GLWE noise times the input weights),
     // ~1e-6 of the output scale under the 512-position set this model gets.
-    let (worst, fhe, sim) = fhe_vs_simulate("logreg_cancer_torch", 8);
+    let (worst, fhe, sim) = fhe_vs_simulate("logreg_cancer_torch", 8, true);
     assert!(worst < 1e-4, "relative difference {worst:e}");
     assert_eq!(fhe.len(), sim.len());
 }
 
 #[test]
 fn mlp_encrypted_agrees_with_simulation() {
-    let (worst, fhe, sim) = fhe_vs_simulate("mlp_wine", 3);
+    let (worst, fhe, sim) = fhe_vs_simulate("mlp_wine", 3, true);
     eprintln!("mlp_wine: encrypted vs simulated, max difference {worst:.2e} of the output scale");
     // 48 bootstraps, each read within a few positions of the simulated one (noise model).
     assert!(worst < 0.05, "relative difference {worst:e}");
     let argmax =
         |v: &[f32]| v.chunks(3).map(|r| r.iter().enumerate().fold(0, |b, (i, x)| if *x > r[b] { i } else { b })).collect::<Vec<_>>();
     assert_eq!(argmax(&values(&fhe[0].1)), argmax(&values(&sim[0].1)), "predicted classes differ");
+}
+
+/// The client applies the input quantizer of a pre-quantized model before encrypting (its
+/// pre-processing travels in the client artifact); compiled without calibration samples.
+#[test]
+fn a_pre_quantized_model_runs_encrypted_with_its_input_quantizer_on_the_client() {
+    let (worst, fhe, sim) = fhe_vs_simulate("mlp_wine_qdq", 3, false);
+    eprintln!("mlp_wine_qdq: encrypted vs simulated, max difference {worst:.2e} of the output scale");
+    // 48 bootstraps; the client's quantized integers are encrypted exactly.
+    assert!(worst < 0.05, "relative difference {worst:e}");
+    assert_eq!(fhe.len(), sim.len());
 }
 
 #[test]
