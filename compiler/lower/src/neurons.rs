@@ -5,7 +5,7 @@
 //! max pooling before a monotone activation) are the optimizer's (`fhec_passes::optimize`). Value ranges are propagated by interval analysis as wires are made.
 
 use crate::LowerError;
-use fhec_ir::{Binary, Module, Op, ReduceKind, Tensor, Type, Unary, ValueId};
+use fhec_ir::{Binary, Fun, Module, Op, ReduceKind, Tensor, Type, Unary, ValueId};
 use std::collections::HashMap;
 
 /// `bias + sum(coef * wire)` over real values, with a bound `[lo, hi]` on its value.
@@ -77,6 +77,10 @@ pub struct Lookup {
     /// The input's range (interval analysis); the table saturates outside it.
     pub lo: f64,
     pub hi: f64,
+    /// Where the function is evaluated: the input range, or for a function with a pole (a
+    /// reciprocal, a log) the range calibration samples gave it plus headroom, see [`saturated`]; the
+    /// table saturates outside.
+    pub domain: (f64, f64),
     /// Subtracted from the table (and added back in the consumers' forms) so that a noisy input
     /// crossing the table's edge reads about `-f(other edge) + 2c` instead of `-f`: see the backend notes.
     pub center: f64,
@@ -85,9 +89,9 @@ pub struct Lookup {
 }
 
 impl Lookup {
-    /// The tabulated function: f clamped to the input range, minus the center.
+    /// The tabulated function: f clamped to its domain, minus the center.
     pub fn eval(&self, z: f64) -> f64 {
-        f64::from(self.f.apply(z.clamp(self.lo, self.hi) as f32)) - self.center
+        f64::from(self.f.apply(z.clamp(self.domain.0, self.domain.1) as f32)) - self.center
     }
 }
 
@@ -164,6 +168,9 @@ enum V {
 
 struct Builder {
     wires: Vec<Wire>,
+    /// Per calibration sample, the value of every wire so far (the circuit's semantics); empty
+    /// without samples.
+    samples: Vec<Vec<f64>>,
     /// The source op being lowered, for reports.
     layer: String,
 }
@@ -186,16 +193,17 @@ impl Builder {
             return Form::constant(f64::from(f.apply(input.bias as f32)));
         }
         let (lo, hi) = input.range(&self.wires);
-        let mut l = Lookup { f, input, lo, hi, center: 0.0, layer: self.layer.clone() };
-        l.center = (l.eval(lo) + l.eval(hi)) / 2.0;
-        // The output range: the function over a dense grid of its input range.
-        let (mut olo, mut ohi) = (f64::INFINITY, f64::NEG_INFINITY);
-        for i in 0..=4096 {
-            let v = l.eval(lo + (hi - lo) * i as f64 / 4096.0);
-            olo = olo.min(v);
-            ohi = ohi.max(v);
+        let calibrated: Vec<f64> = self.samples.iter().map(|v| input.eval(v)).collect();
+        let mut l = Lookup { f, input, lo, hi, domain: (lo, hi), center: 0.0, layer: self.layer.clone() };
+        if let Some(domain) = saturated(&l, &calibrated) {
+            l.domain = domain;
         }
+        l.center = (l.eval(lo) + l.eval(hi)) / 2.0;
+        let (olo, ohi) = image(&l, lo, hi);
         let center = l.center;
+        for (v, z) in self.samples.iter_mut().zip(&calibrated) {
+            v.push(l.eval(*z));
+        }
         self.wires.push(Wire { lookup: Some(l), lo: olo, hi: ohi, class });
         let w = self.wires.len() - 1;
         let mut out = Form::wire(w as u32, &self.wires[w]);
@@ -204,6 +212,66 @@ impl Builder {
         out.hi += center;
         out
     }
+}
+
+/// The range of `l`'s table over inputs in `[lo, hi]`: the function over a dense grid.
+fn image(l: &Lookup, lo: f64, hi: f64) -> (f64, f64) {
+    (0..=4096).map(|i| l.eval(lo + (hi - lo) * i as f64 / 4096.0)).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
+}
+
+/// Whether `f` has a pole: a reciprocal, a quotient by the variable, a log, a negative power.
+fn has_pole(f: &Fun) -> bool {
+    match f {
+        Fun::X | Fun::Const(_) => false,
+        Fun::Unary(Unary::Reciprocal | Unary::Log, _) => true,
+        Fun::Unary(Unary::Pow { exponent }, g) => *exponent < 0.0 || has_pole(g),
+        Fun::Unary(_, g) => has_pole(g),
+        Fun::Binary(Binary::Div, l, r) => has_pole(l) || !matches!(**r, Fun::Const(_)),
+        Fun::Binary(_, l, r) => has_pole(l) || has_pole(r),
+    }
+}
+
+/// A table takes up this many times more output range over its input's interval than over its
+/// domain before it saturates.
+const STEEP: f64 = 8.0;
+/// Headroom of a saturating table's outputs around those of the calibrated inputs, relative to their
+/// largest magnitude or spread.
+const OUTPUT_HEADROOM: f64 = 0.5;
+
+/// The domain a table with a pole saturates to: around the calibrated inputs, as far as the function
+/// stays within the calibrated outputs plus [`OUTPUT_HEADROOM`], when it spans more than [`STEEP`]
+/// times as much over the whole interval. Interval analysis cannot see that LayerNormalization's
+/// variance and the deviations it divides are small together: without this, 1/sqrt(var + eps)
+/// reaches 1/sqrt(eps) and the product after it needs tables hundreds of times too wide. An input
+/// far flatter than any calibration sample then reads the bound instead.
+fn saturated(l: &Lookup, calibrated: &[f64]) -> Option<(f64, f64)> {
+    let fun = match &l.f {
+        Unary::Fused(f) => (**f).clone(),
+        u => Fun::of_unary(u),
+    };
+    if calibrated.is_empty() || !has_pole(&fun) || l.lo >= l.hi || l.lo.is_nan() || l.hi.is_nan() {
+        return None;
+    }
+    let (zmin, zmax) = calibrated.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &z| (a.min(z), b.max(z)));
+    let (zmin, zmax) = (zmin.clamp(l.lo, l.hi), zmax.clamp(l.lo, l.hi));
+    let f = |z: f64| f64::from(l.f.apply(z as f32));
+    let (olo, ohi) = calibrated.iter().map(|&z| f(z.clamp(l.lo, l.hi))).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let pad = OUTPUT_HEADROOM * (ohi - olo).max(olo.abs()).max(ohi.abs());
+    let allowed = |z: f64| f(z).is_finite() && (olo - pad..=ohi + pad).contains(&f(z));
+    // Outward from the calibrated inputs over a grid of the interval, while the outputs stay allowed.
+    let step = (l.hi - l.lo) / 4096.0;
+    let (mut dlo, mut dhi) = (zmin, zmax);
+    while dlo - step >= l.lo && allowed(dlo - step) {
+        dlo -= step;
+    }
+    while dhi + step <= l.hi && allowed(dhi + step) {
+        dhi += step;
+    }
+    let domain = (dlo, dhi);
+    let spread = |(a, b): (f64, f64)| b - a;
+    let whole = spread(image(l, l.lo, l.hi));
+    let within = spread(image(&Lookup { domain, ..l.clone() }, domain.0, domain.1));
+    (whole.is_finite() && whole > STEEP * within.max(1e-12)).then_some(domain)
 }
 
 fn unsupported(m: &Module, v: ValueId, why: &str) -> LowerError {
@@ -229,7 +297,9 @@ fn index_map(op: &Op, shapes: &[&[usize]], ty: &Type) -> Result<Vec<i64>, String
 }
 
 /// Scalarizes the module's server part. `input_box[i]` bounds input element `i`.
-pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> Result<Neurons, LowerError> {
+/// `samples` (input elements per calibration sample, possibly none) set the domain of tables with a
+/// pole (see [`saturated`]).
+pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)], samples: &[Vec<f64>]) -> Result<Neurons, LowerError> {
     let inputs = m.inputs();
     let [input] = inputs.as_slice() else {
         return Err(LowerError::Model(format!("the model has {} inputs; FHE compilation supports one", inputs.len())));
@@ -238,6 +308,7 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)]) -> 
     // Each input element is its own class; a layer's class is `n_inputs + node index`.
     let mut b = Builder {
         wires: input_box.iter().enumerate().map(|(i, &(lo, hi))| Wire { lookup: None, lo, hi, class: i }).collect(),
+        samples: samples.iter().map(|x| x.iter().zip(input_box).map(|(&v, &(lo, hi))| v.clamp(lo, hi)).collect()).collect(),
         layer: String::new(),
     };
     let mut vals: HashMap<ValueId, V> = HashMap::new();
