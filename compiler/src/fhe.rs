@@ -175,6 +175,12 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
             after as f64 * pbs_ms,
             r.applied.iter().map(|(n, c)| format!(" {n} {c}")).collect::<Vec<_>>().join(",")
         ));
+        if opt.composed > 0 {
+            text.push_str(&format!(
+                "  tables composed after scalarization (a table read only by the next, through a per-element affine map): {}\n",
+                opt.composed
+            ));
+        }
         text.push_str("  per layer (before -> after):\n");
         let mut names: Vec<&String> = opt.layers_before.iter().map(|l| &l.0).collect();
         for (l, _) in &opt.layers_after {
@@ -236,6 +242,7 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
             "stop_reason": r.stop_reason,
             "kept_input": r.kept_input,
             "rules_applied": r.applied.iter().map(|(n, c)| json!({"rule": n, "count": c})).collect::<Vec<_>>(),
+            "tables_composed": opt.composed,
             "layers_before": opt.layers_before.iter().map(|(n, c)| json!({"name": n, "pbs": c})).collect::<Vec<_>>(),
             "layers_after": opt.layers_after.iter().map(|(n, c)| json!({"name": n, "pbs": c})).collect::<Vec<_>>(),
         }),

@@ -171,6 +171,8 @@ fn server_module(m: &Module, frontier: &[ValueId]) -> Result<Module, LowerError>
 pub struct Optimization {
     pub config: optimize::Config,
     pub report: optimize::Report,
+    /// Tables composed into the table they feed after scalarization (`Neurons::compose_chains`).
+    pub composed: usize,
     pub before: Module,
     pub after: Module,
     pub layers_before: Vec<(String, usize)>,
@@ -225,18 +227,20 @@ impl Prepared {
         }
         let samples: Vec<Vec<f64>> = calibration.output_samples().iter().map(|x| x.to_f32_vec().into_iter().map(f64::from).collect()).collect();
         let mut neurons = neurons::scalarize(&optimized, &outputs(&optimized), input_box, &samples)?;
+        let scalarized = neurons.tables_per_layer();
+        let composed = if opt.level > 0 { neurons.compose_chains() } else { 0 };
         neurons.calibrate(&samples);
         let layers_after = neurons.tables_per_layer();
         // The unoptimized server part may not lower at all (a product of two encrypted values that
         // only the optimizer fuses into a table): then it has no table count.
         let layers_before = if report.kept_input {
-            layers_after.clone()
+            scalarized
         } else {
             neurons::scalarize(&server, &outputs(&server), input_box, &samples).map(|n| n.tables_per_layer()).unwrap_or_default()
         };
         let postprocess = postprocess_module(module, &client, &frontier)?;
         refuse_exact_equality(&postprocess, Side::Client)?;
-        let optimization = Optimization { config: opt.clone(), report, before: server, after: optimized, layers_before, layers_after };
+        let optimization = Optimization { config: opt.clone(), report, composed, before: server, after: optimized, layers_before, layers_after };
         Ok(Prepared { preprocess, neurons, postprocess, optimization })
     }
 
@@ -462,6 +466,19 @@ mod tests {
     fn layer_normalization_lowers() {
         let ir = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = reduce_mean{axes=[1], keepdims=true} %0 : enc<f32>[1,1]\n%2 = sub %0, %1 : enc<f32>[1,4]\n%3 = mul %2, %2 : enc<f32>[1,4]\n%4 = reduce_mean{axes=[1], keepdims=true} %3 : enc<f32>[1,1]\n%5 = const #1 : clear<f32>[]\n%6 = add %4, %5 : enc<f32>[1,1]\n%7 = sqrt %6 : enc<f32>[1,1]\n%8 = reciprocal %7 : enc<f32>[1,1]\n%9 = mul %2, %8 : enc<f32>[1,4]\n%10 = const #0 : clear<f32>[4,1]\n%11 = matmul %9, %10 : enc<f32>[1,1]\noutput \"y\" = %11\ndata #0 = [1.5, -0.5, 0.25, 1.0]\ndata #1 = [0.00001]\n";
         check(ir, 4 + 1 + 8, 0.03);
+    }
+
+    /// A per-element affine map between two tables (a per-channel batch normalization between a
+    /// requantization and an activation): the optimizer's maps are the same for every element, so
+    /// it leaves two tables per element; composing them after scalarization leaves one.
+    #[test]
+    fn tables_with_a_per_element_map_between_them_compose() {
+        let ir = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,2]\n%1 = relu %0 : enc<f32>[1,2]\n%2 = const #0 : clear<f32>[2]\n%3 = mul %1, %2 : enc<f32>[1,2]\n%4 = const #1 : clear<f32>[2]\n%5 = add %3, %4 : enc<f32>[1,2]\n%6 = sigmoid %5 : enc<f32>[1,2]\n%7 = const #2 : clear<f32>[2,1]\n%8 = matmul %6, %7 : enc<f32>[1,1]\noutput \"y\" = %8\ndata #0 = [2.0, -0.5]\ndata #1 = [-1.0, 0.25]\ndata #2 = [1.5, -1.0]\n";
+        check(ir, 2, 0.01);
+        let m: Module = ir.parse().unwrap();
+        let naive = optimize::Config { level: 0, ..optimize::Config::default() };
+        let p = Prepared::new(&m, &cal(&inputs(&m, 16)), &naive).unwrap();
+        assert_eq!(p.compile(&Options::default()).unwrap().pbs_count(), 4, "uncomposed at --opt-level 0");
     }
 
     #[test]

@@ -148,6 +148,64 @@ impl Neurons {
         out
     }
 
+    /// Composes each table whose input is another table's output (times a weight, plus a bias) with
+    /// that table when nothing else reads it: one bootstrap instead of two, and no rounding or noise
+    /// between them. The optimizer fuses such chains where the map between the tables is the same for
+    /// every element; this catches the rest, such as a per-channel batch normalization between a
+    /// requantization and an activation. Returns how many tables went.
+    pub fn compose_chains(&mut self) -> usize {
+        let n = self.wires.len();
+        let mut uses = vec![0usize; n];
+        let forms = self.wires.iter().filter_map(|w| w.lookup.as_ref().map(|l| &l.input)).chain(self.outputs.iter().flatten());
+        for f in forms {
+            for &(j, _) in &f.terms {
+                uses[j as usize] += 1;
+            }
+        }
+        let mut gone = vec![false; n];
+        for k in self.n_inputs..n {
+            let Some(outer) = &self.wires[k].lookup else { continue };
+            let [(j, c)] = outer.input.terms[..] else { continue };
+            let j = j as usize;
+            let Some(inner) = self.wires[j].lookup.as_ref().filter(|_| uses[j] == 1) else { continue };
+            // outer(clip(c * (inner(z) - inner.center) + bias, outer.domain)), z clamped to inner's domain.
+            let between = Fun::binary(
+                Binary::Add,
+                Fun::binary(Binary::Mul, Fun::binary(Binary::Sub, Fun::of_unary(&inner.f), Fun::Const(inner.center as f32)), Fun::Const(c as f32)),
+                Fun::Const(outer.input.bias as f32),
+            );
+            let clipped = Fun::Unary(Unary::Clip { min: outer.domain.0 as f32, max: outer.domain.1 as f32 }, Box::new(between));
+            let composed = Lookup {
+                f: Unary::Fused(Box::new(Fun::of_unary(&outer.f).compose(&clipped))),
+                input: inner.input.clone(),
+                lo: inner.lo,
+                hi: inner.hi,
+                domain: inner.domain,
+                center: outer.center,
+                layer: outer.layer.clone(),
+            };
+            self.wires[k].lookup = Some(composed);
+            gone[j] = true;
+        }
+        // Renumber the wires that remain.
+        let mut index = vec![u32::MAX; n];
+        let mut kept = Vec::with_capacity(n);
+        for (j, w) in std::mem::take(&mut self.wires).into_iter().enumerate() {
+            if !gone[j] {
+                index[j] = kept.len() as u32;
+                kept.push(w);
+            }
+        }
+        self.wires = kept;
+        let forms = self.wires.iter_mut().filter_map(|w| w.lookup.as_mut().map(|l| &mut l.input)).chain(self.outputs.iter_mut().flatten());
+        for f in forms {
+            for (j, _) in f.terms.iter_mut() {
+                *j = index[*j as usize];
+            }
+        }
+        gone.iter().filter(|g| **g).count()
+    }
+
     /// Records the outputs' ranges over calibration samples.
     pub fn calibrate(&mut self, samples: &[Vec<f64>]) {
         let n = self.outputs.iter().map(Vec::len).sum();
