@@ -117,7 +117,7 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
             format!("input ranges: the model's own input quantizer ({at}); no calibration samples"),
             format!(
                 "{scored} samples drawn uniformly from those ranges{}",
-                if choice.steps.is_some() { ", as output values within one quantization step" } else { "" }
+                if choice.steps.is_some() { ", as output values within one quantization step" } else { ", as the RMS error of the outputs relative to their spread" }
             ),
         ),
     };

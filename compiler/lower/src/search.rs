@@ -10,9 +10,9 @@
 //!
 //! Fidelity: class agreement for classifiers (on a quantized output, a class one step from the best
 //! agrees), relative error for continuous outputs. On synthetic samples (a pre-quantized model
-//! compiled without calibration data), a quantized output is scored by the share of its values
-//! within one quantization step instead. On a quantized output, equal fidelity is broken by that
-//! share.
+//! compiled without calibration data), classes mean nothing: a quantized output is scored by the
+//! share of its values within one quantization step, another by its relative error, both against
+//! the error budget. On a quantized output, equal fidelity is broken by that share.
 
 use crate::{Calibration, Compiled, Engine, LowerError, Options, Origin, Prepared};
 use fhec_ir::{DType, Module, Tensor};
@@ -185,12 +185,30 @@ fn fidelity(want: &[Tensor], got: &[Tensor]) -> f64 {
         let same = want.iter().zip(got).filter(|(w, g)| agrees(w, g)).count();
         return 100.0 * same as f64 / want.len().max(1) as f64;
     }
+    relative_fidelity(want, got)
+}
+
+/// `100 (1 - RMS error / spread)` over every output value, in percent.
+fn relative_fidelity(want: &[Tensor], got: &[Tensor]) -> f64 {
     let w: Vec<f64> = want.iter().flat_map(|t| t.to_f32_vec()).map(f64::from).collect();
     let g: Vec<f64> = got.iter().flat_map(|t| t.to_f32_vec()).map(f64::from).collect();
     let mean = w.iter().sum::<f64>() / w.len().max(1) as f64;
     let spread = (w.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / w.len().max(1) as f64).sqrt().max(1e-12);
     let rmse = (w.iter().zip(&g).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / w.len().max(1) as f64).sqrt();
     100.0 * (1.0 - rmse / spread).max(0.0)
+}
+
+/// How candidates are scored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Score {
+    /// [`fidelity`]: classes, or the relative error of a continuous output.
+    Fidelity,
+    /// On synthetic samples (a pre-quantized model compiled without data), whose classes mean
+    /// nothing and sit near ties far more often than real data's: the relative error of the scores,
+    /// or on a quantized output, the share of values within one quantization step (the model's own
+    /// resolution).
+    Relative,
+    Steps,
 }
 
 /// Compiles `module` for the cheapest parameter set that keeps its accuracy (see the module docs).
@@ -204,14 +222,17 @@ pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut p
         .collect::<Result<_, _>>()
         .map_err(|e| LowerError::Model(format!("float reference on the calibration samples: {e}")))?;
     let continuous = !float.iter().all(|t| class(t).is_some());
+    let synthetic = matches!(calibration.origin(), Origin::InputQuantizer { .. });
+    let quantized_output = grid_steps(&float).iter().all(Option::is_some);
+    let score = match (synthetic, quantized_output) {
+        (false, _) => Score::Fidelity,
+        (true, false) => Score::Relative,
+        (true, true) => Score::Steps,
+    };
     let repeats = search.min_runs.div_ceil(samples.len().max(1)).max(1);
     let reference: Vec<Tensor> = float.iter().cycle().take(repeats * float.len()).cloned().collect();
-    let required = 100.0 - if continuous { search.error_budget_percent } else { search.budget_points };
+    let required = 100.0 - if continuous || score != Score::Fidelity { search.error_budget_percent } else { search.budget_points };
     let prepared = Prepared::new(module, calibration, &search.optimize)?;
-    // Synthetic samples (a pre-quantized model compiled without data) need not look like real data:
-    // their classes sit near ties far more often. What the model does define on them is its own
-    // resolution: a quantized output is scored by the share of values within one step.
-    let by_steps = matches!(calibration.origin(), Origin::InputQuantizer { .. });
     let mut trials = Vec::new();
     let mut last_err = None;
     let mut excluded = None;
@@ -234,8 +255,9 @@ pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut p
                     .map(|mut o| o.swap_remove(0))
                     .collect();
                 let steps = steps(&reference, &got);
-                let fidelity = match steps {
-                    Some(s) if by_steps => s.within_one,
+                let fidelity = match (score, steps) {
+                    (Score::Steps, Some(s)) => s.within_one,
+                    (Score::Relative, _) => relative_fidelity(&reference, &got),
                     _ => fidelity(&reference, &got),
                 };
                 let trial = Trial { options: options.clone(), pbs: compiled.pbs_count(), fidelity: Some(fidelity) };
