@@ -540,9 +540,17 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{report}");
             }
             if !choice.within_budget {
+                let synthetic = matches!(choice.calibration.0, fhec_lower::Origin::InputQuantizer { .. });
                 eprintln!(
-                    "warning: no candidate keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt",
-                    choice.required, choice.fidelity
+                    "warning: no candidate keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt{}",
+                    choice.required,
+                    choice.fidelity,
+                    if synthetic {
+                        "\n  (scored on samples drawn uniformly from the input quantizer's range, harsher than real data: \
+                         check the accuracy with `fhec predict --mode simulate` on real samples, or build with --calibration)"
+                    } else {
+                        ""
+                    }
                 );
             }
             println!("\nwrote {} in {:.2} s", dir.display(), start.elapsed().as_secs_f64());
