@@ -151,9 +151,10 @@ pub struct Steps {
     pub max: f64,
 }
 
-/// `None` unless every element of the reference outputs lies on a grid.
-fn steps(want: &[Tensor], got: &[Tensor]) -> Option<Steps> {
-    let steps: Vec<f64> = grid_steps(want).into_iter().collect::<Option<_>>()?;
+/// `None` unless every element of the reference outputs lies on a grid (`grid`: [`grid_steps`] of
+/// `want`).
+fn steps(want: &[Tensor], got: &[Tensor], grid: &[Option<f64>]) -> Option<Steps> {
+    let steps: Vec<f64> = grid.iter().copied().collect::<Option<_>>()?;
     let (mut within, mut total, mut max) = (0usize, 0usize, 0f64);
     for (w, g) in want.iter().zip(got) {
         for ((w, g), s) in w.to_f32_vec().into_iter().zip(g.to_f32_vec()).zip(&steps) {
@@ -170,15 +171,14 @@ fn steps(want: &[Tensor], got: &[Tensor]) -> Option<Steps> {
 /// of samples whose class agrees; on a quantized output, a class whose reference score is within one
 /// grid step of the best also agrees (the decision is a tie up to one quantization step, the
 /// resolution the model itself has).
-fn fidelity(want: &[Tensor], got: &[Tensor]) -> f64 {
+fn fidelity(want: &[Tensor], got: &[Tensor], grid: &[Option<f64>]) -> f64 {
     if want.iter().all(|t| class(t).is_some()) {
-        let steps = grid_steps(want);
         let agrees = |w: &Tensor, g: &Tensor| match (class(w), class(g)) {
             (a, b) if a == b => true,
             (Some(a), Some(b)) if w.dtype() == DType::F32 => {
                 let v = w.to_f32_vec();
                 let (a, b) = (a as usize, b as usize);
-                steps.get(b).copied().flatten().is_some_and(|s| f64::from(v[a]) - f64::from(v[b]) <= s * (1.0 + 1e-3))
+                grid.get(b).copied().flatten().is_some_and(|s| f64::from(v[a]) - f64::from(v[b]) <= s * (1.0 + 1e-3))
             }
             _ => false,
         };
@@ -223,7 +223,9 @@ pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut p
         .map_err(|e| LowerError::Model(format!("float reference on the calibration samples: {e}")))?;
     let continuous = !float.iter().all(|t| class(t).is_some());
     let synthetic = matches!(calibration.origin(), Origin::InputQuantizer { .. });
-    let quantized_output = grid_steps(&float).iter().all(Option::is_some);
+    // The reference's grid, once: `reference` repeats `float`.
+    let grid = grid_steps(&float);
+    let quantized_output = grid.iter().all(Option::is_some);
     let score = match (synthetic, quantized_output) {
         (false, _) => Score::Fidelity,
         (true, false) => Score::Relative,
@@ -254,11 +256,11 @@ pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut p
                     .into_iter()
                     .map(|mut o| o.swap_remove(0))
                     .collect();
-                let steps = steps(&reference, &got);
+                let steps = steps(&reference, &got, &grid);
                 let fidelity = match (score, steps) {
                     (Score::Steps, Some(s)) => s.within_one,
                     (Score::Relative, _) => relative_fidelity(&reference, &got),
-                    _ => fidelity(&reference, &got),
+                    _ => fidelity(&reference, &got, &grid),
                 };
                 let trial = Trial { options: options.clone(), pbs: compiled.pbs_count(), fidelity: Some(fidelity) };
                 (trial, Some(Candidate { fidelity, steps, compiled, options }))
@@ -389,8 +391,9 @@ mod tests {
     #[test]
     fn fidelity_is_class_agreement_or_relative_error() {
         let t = |v: &[f32]| Tensor::from_f32(vec![1, v.len()], v.to_vec()).unwrap();
-        assert_eq!(fidelity(&[t(&[1.0, 2.0]), t(&[3.0, 0.0])], &[t(&[0.0, 5.0]), t(&[0.0, 1.0])]), 50.0);
-        let f = fidelity(&[t(&[1.0]), t(&[-1.0])], &[t(&[1.1]), t(&[-1.1])]);
+        let want = [t(&[1.0, 2.0]), t(&[3.0, 0.0])];
+        assert_eq!(fidelity(&want, &[t(&[0.0, 5.0]), t(&[0.0, 1.0])], &grid_steps(&want)), 50.0);
+        let f = fidelity(&[t(&[1.0]), t(&[-1.0])], &[t(&[1.1]), t(&[-1.1])], &[None]);
         assert!((f - 90.0).abs() < 1e-4, "{f}");
     }
 
@@ -400,13 +403,13 @@ mod tests {
         // Scores on a grid of 0.25: the second sample's classes 0 and 1 are one step apart.
         let want = [t(&[0.5, 0.0]), t(&[0.75, 0.5]), t(&[0.0, 1.0]), t(&[1.0, 0.25])];
         let one_step = [t(&[0.5, 0.0]), t(&[0.5, 0.75]), t(&[0.0, 1.0]), t(&[1.0, 0.25])];
-        assert_eq!(fidelity(&want, &one_step), 100.0);
+        assert_eq!(fidelity(&want, &one_step, &grid_steps(&want)), 100.0);
         // Two steps apart is a disagreement.
         let two_steps = [t(&[0.5, 0.0]), t(&[0.75, 0.5]), t(&[0.0, 1.0]), t(&[0.0, 1.0])];
-        assert_eq!(fidelity(&want, &two_steps), 75.0);
+        assert_eq!(fidelity(&want, &two_steps, &grid_steps(&want)), 75.0);
         // Continuous scores have no grid: exact class agreement only.
         let want = [t(&[0.51, 0.0]), t(&[0.77, 0.5]), t(&[0.03, 1.0]), t(&[1.0, 0.26])];
         assert_eq!(grid_steps(&want), vec![None, None]);
-        assert_eq!(fidelity(&want, &one_step), 75.0);
+        assert_eq!(fidelity(&want, &one_step, &grid_steps(&want)), 75.0);
     }
 }
