@@ -37,9 +37,11 @@ pub fn server_path(dir: &Path) -> PathBuf {
 }
 
 /// Estimated single-sample latency: the bootstraps level by level, each level spread over `threads`,
-/// at the parameter set's measured bootstrap time.
+/// at the parameter set's measured bootstrap time (alone, or per bootstrap in a batch).
 pub fn estimated_latency_ms(c: &fhec_runtime::Circuit, threads: usize) -> f64 {
-    c.levels().iter().map(|l| l.len().div_ceil(threads.max(1)) as f64 * c.params.pbs_ms()).sum::<f64>() + 0.0
+    // A thread with several bootstraps of a level runs them as a batch.
+    let per_thread = |n: usize| if n > 1 { n as f64 * c.params.batched_pbs_ms() } else { n as f64 * c.params.pbs_ms() };
+    c.levels().iter().map(|l| per_thread(l.len().div_ceil(threads.max(1)))).sum::<f64>() + 0.0
 }
 
 /// Compiles `model` (choosing the parameter set and precision by measured accuracy, see
@@ -127,7 +129,7 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
          {}\n\
          fidelity to the float model on {} (noisy simulation): {:.2}% (budget: {:.2}%){}\n{}\
          bootstraps (PBS) per sample: {}\ncritical path: {} levels\ninputs: {} encrypted values, outputs: {} decrypted values\n\
-         estimated latency: {latency:.0} ms per sample on {threads} threads ({} ms per PBS)\n\nlayers:\n",
+         estimated latency: {latency:.0} ms per sample on {threads} threads ({} ms per PBS, {} in batches)\n\nlayers:\n",
         params.positions(),
         o.weight_bits,
         o.output_weight_max,
@@ -145,7 +147,8 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
         circuit.levels().len(),
         circuit.n_inputs,
         circuit.outputs.len(),
-        params.pbs_ms()
+        params.pbs_ms(),
+        params.batched_pbs_ms()
     );
     for (l, n, noise, usable) in &layers {
         text.push_str(&format!(
@@ -213,6 +216,7 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
         "parameter_set": params.name(),
         "positions": params.positions(),
         "pbs_ms": params.pbs_ms(),
+        "batched_pbs_ms": params.batched_pbs_ms(),
         "weight_bits": o.weight_bits,
         "output_weight_max": o.output_weight_max,
         "failure_probability_log2": o.failure_log2,

@@ -1,33 +1,53 @@
-//! Measures one keyswitch + bootstrap (single thread, median of 40) for every parameter set fhec may
-//! choose: the numbers behind `ParamSet::pbs_ms`. Run with `cargo run -p fhec-runtime --example pbs_time`.
+//! Measures keyswitch + bootstrap, single thread, for every parameter set fhec may choose, as the
+//! server runs them: one alone, and per bootstrap in a batch of `fhe::MAX_BATCH` (one thread runs
+//! them as one batch where the set has a batch form). Medians of 15 runs: the numbers behind
+//! `ParamSet::pbs_ms` and `ParamSet::batched_pbs_ms`. Run with
+//! `cargo run -p fhec-runtime --example pbs_time`.
 
-use fhec_runtime::ParamSet;
+use fhec_runtime::fhe::{self, MAX_BATCH};
+use fhec_runtime::{Affine, Circuit, ParamSet, Pbs, Table};
 use std::time::Instant;
-use tfhe::shortint::{ClientKey, ServerKey};
+
+fn bootstraps(params: ParamSet, n: usize) -> Circuit {
+    let pbs = Pbs { input: Affine { terms: vec![(0, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 };
+    Circuit {
+        params,
+        n_inputs: 1,
+        pbs: vec![pbs; n],
+        tables: vec![Table { values: (0..params.positions() as i64).collect() }],
+        outputs: vec![Affine { terms: vec![(1, 1)], bias: 0 }],
+        layers: vec!["identity".into()],
+    }
+}
 
 fn main() {
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a thread pool");
     for set in ParamSet::ALL {
-        let ck = ClientKey::new(set.tfhe());
         let start = Instant::now();
-        let sk = ServerKey::new(&ck);
+        let (sk, compressed) = fhe::keygen(set);
         let keygen = start.elapsed();
-        let ct = ck.encrypt(1);
-        let lut = sk.generate_lookup_table(|x| x);
-        let mut times: Vec<f64> = (0..40)
-            .map(|_| {
-                let t = Instant::now();
-                let _ = std::hint::black_box(sk.apply_lookup_table(&ct, &lut));
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
+        let ek = compressed.decompress();
+        let cts = sk.encrypt(&[0]);
+        let per_pbs = |n: usize| {
+            let c = bootstraps(set, n);
+            let mut times: Vec<f64> = (0..15)
+                .map(|_| {
+                    let t = Instant::now();
+                    one.install(|| fhe::run_batch(&c, &ek, &cts, 1)).expect("the circuit runs");
+                    t.elapsed().as_secs_f64() * 1e3 / n as f64
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            times[times.len() / 2]
+        };
+        let (single, batched) = (per_pbs(1), per_pbs(MAX_BATCH));
         println!(
-            "{:52} {:5} positions  PBS median {:6.2} ms (min {:6.2}; table: {:5.1})  server key {:5.2} s",
+            "{:52} {:5} positions  alone {single:6.2} ms (table {:5.1}), in batches of {MAX_BATCH} {batched:6.2} ms (table {:5.1}), {:.2}x; keygen {:5.2} s",
             set.name(),
             set.positions(),
-            times[20],
-            times[0],
             set.pbs_ms(),
+            set.batched_pbs_ms(),
+            single / batched,
             keygen.as_secs_f64()
         );
     }

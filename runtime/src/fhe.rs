@@ -13,7 +13,9 @@ use crate::RuntimeError;
 use crate::circuit::{Affine, Circuit};
 use crate::params::ParamSet;
 use rayon::prelude::*;
-use std::sync::OnceLock;
+pub use crate::batch::MAX_BATCH;
+use crate::batch::Batcher;
+use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
@@ -269,6 +271,11 @@ struct Dataflow<'a> {
     modulus: CiphertextModulus<u64>,
     /// Added to every bootstrap input (see `run_batch`).
     shift: u64,
+    /// `(sample, bootstrap)` pairs whose operands are all done, waiting for a worker.
+    ready: Mutex<Vec<(usize, usize)>>,
+    /// Batch bootstraps, where the key's parameter set has them.
+    batcher: Option<Batcher<'a>>,
+    threads: usize,
 }
 
 impl<'a> Dataflow<'a> {
@@ -281,19 +288,46 @@ impl<'a> Dataflow<'a> {
         }
     }
 
-    /// Runs bootstrap `k` of sample `s`, then starts every reader whose last operand this was.
-    fn bootstrap<'s>(&'s self, scope: &rayon::Scope<'s>, s: usize, k: usize) {
-        let p = &self.circuit.pbs[k];
-        let mut acc = affine(&p.input, |w| self.wire(s, w), self.size, self.modulus);
-        let body = acc.get_mut_body().data;
-        *body = body.wrapping_add(self.shift);
-        let out = self.key.1.apply_lookup_table(&self.key.wrap(acc), &self.tables[p.table as usize]).ct;
+    /// Queues bootstrap `k` of sample `s`, whose operands are all done, and spawns a worker task for it.
+    fn schedule<'s>(&'s self, scope: &rayon::Scope<'s>, s: usize, k: usize) {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner()).push((s, k));
+        scope.spawn(move |scope| self.drain(scope));
+    }
+
+    /// Takes a batch of ready bootstraps (its share of the queue, at most [`MAX_BATCH`]: none if other
+    /// tasks took them all), runs it, then schedules every reader whose last operand was in it.
+    fn drain<'s>(&'s self, scope: &rayon::Scope<'s>) {
+        let batch = {
+            let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+            let take = if self.batcher.is_some() { ready.len().div_ceil(self.threads).clamp(1, MAX_BATCH) } else { 1 };
+            let from = ready.len().saturating_sub(take);
+            ready.split_off(from)
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let inputs: Vec<LweCiphertextOwned<u64>> = batch
+            .iter()
+            .map(|&(s, k)| {
+                let mut acc = affine(&self.circuit.pbs[k].input, |w| self.wire(s, w), self.size, self.modulus);
+                let body = acc.get_mut_body().data;
+                *body = body.wrapping_add(self.shift);
+                acc
+            })
+            .collect();
+        let tables: Vec<&LookupTableOwned> = batch.iter().map(|&(_, k)| &self.tables[self.circuit.pbs[k].table as usize]).collect();
+        let outputs = match &self.batcher {
+            Some(b) if batch.len() > 1 => b.bootstrap(&inputs, &tables),
+            _ => inputs.into_iter().zip(&tables).map(|(acc, t)| self.key.1.apply_lookup_table(&self.key.wrap(acc), t).ct).collect(),
+        };
         let n_pbs = self.circuit.pbs.len();
-        // Each output is computed exactly once: its task is spawned when its count reaches zero.
-        let _ = self.outputs[s * n_pbs + k].set(out);
-        for &r in &self.readers[k] {
-            if self.pending[s * n_pbs + r].fetch_sub(1, Ordering::AcqRel) == 1 {
-                scope.spawn(move |scope| self.bootstrap(scope, s, r));
+        for (&(s, k), out) in batch.iter().zip(outputs) {
+            // Each output is computed exactly once: it is queued when its count reaches zero.
+            let _ = self.outputs[s * n_pbs + k].set(out);
+            for &r in &self.readers[k] {
+                if self.pending[s * n_pbs + r].fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.schedule(scope, s, r);
+                }
             }
         }
     }
@@ -344,14 +378,18 @@ pub fn run_batch(circuit: &Circuit, key: &EvalKey, inputs: &InputCiphertexts, sa
         // Sets whose modulus switch rounds to the nearest position read `round(phase - 1/2)`, i.e. the
         // position `floor(phase)` the circuit's semantics name.
         shift: if key.0.rounds_to_nearest() { (1u64 << (key.0.position_shift() - 1)).wrapping_neg() } else { 0 },
+        ready: Mutex::new(Vec::new()),
+        batcher: Batcher::new(&key.1),
+        threads: rayon::current_num_threads(),
     };
-    // Dataflow on the rayon pool: every bootstrap of every sample starts as soon as the bootstraps it
-    // reads are done, so workers never wait for a whole level to finish.
+    // Dataflow on the rayon pool: every bootstrap of every sample is ready as soon as the bootstraps
+    // it reads are done, so workers never wait for a whole level to finish; each worker takes the
+    // ready ones in batches, which read the bootstrapping key once per batch.
     rayon::scope(|scope| {
         let flow = &flow;
         for s in 0..samples {
             for k in (0..n_pbs).filter(|&k| waits[k] == 0) {
-                scope.spawn(move |scope| flow.bootstrap(scope, s, k));
+                flow.schedule(scope, s, k);
             }
         }
     });

@@ -6,6 +6,7 @@
 //! ([`fhe`], tfhe-rs; this is the only crate that touches tfhe). [`artifact`] owns the file formats.
 
 pub mod artifact;
+mod batch;
 mod circuit;
 pub mod fhe;
 mod params;

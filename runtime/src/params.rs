@@ -93,14 +93,30 @@ impl ParamSet {
     }
 
     /// One keyswitch + bootstrap, single-threaded, median ms measured on the project's 2-core machine
-    /// (`cargo run -p fhec-runtime --example pbs_time`): the cost the compiler minimizes.
+    /// (AMD EPYC, AVX-512; `cargo run -p fhec-runtime --example pbs_time`): the cost the compiler
+    /// minimizes. tfhe-rs's `avx512` feature takes 11-12% off these; the Intel machine the project
+    /// started on took about twice as long (24.9 ms at 1024 positions).
     pub fn pbs_ms(self) -> f64 {
         match self {
-            ParamSet::P512A => 15.2,
-            ParamSet::P512B => 17.4,
-            ParamSet::P1024 => 24.9,
-            ParamSet::P2048A => 27.0,
-            ParamSet::P2048B => 30.2,
+            ParamSet::P512A => 7.1,
+            ParamSet::P512B => 7.8,
+            ParamSet::P1024 => 11.6,
+            ParamSet::P2048A => 13.5,
+            ParamSet::P2048B => 14.7,
+        }
+    }
+
+    /// Per bootstrap when a thread runs a full batch of them (`fhe::MAX_BATCH`, which reads the
+    /// bootstrapping key once per batch; `cargo run -p fhec-runtime --example pbs_time`, two runs on the
+    /// same machine as [`ParamSet::pbs_ms`]): about 5% less at 512 and 1024 positions, nothing
+    /// measurable at 2048. The set with tfhe-rs's centred modulus switch has no batch form.
+    pub fn batched_pbs_ms(self) -> f64 {
+        match self {
+            ParamSet::P512A => 6.4,
+            ParamSet::P512B => 7.2,
+            ParamSet::P1024 => 11.0,
+            ParamSet::P2048A => 13.5,
+            ParamSet::P2048B => 14.7,
         }
     }
 

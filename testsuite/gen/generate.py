@@ -458,7 +458,13 @@ def torch_models():
         def forward(self, x):
             return x.view(x.size(0), -1)
 
-    def cnn(maxpool):
+    def cnn(maxpool, pad):
+        if not pad:
+            # The shape of targets.md's reference CNN (Concrete ML's digits CNN): without padding,
+            # 6x6x8 + 2x2x16 = 352 activations instead of 8x8x8 + 4x4x16 = 768.
+            return nn.Sequential(
+                nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2),
+                nn.Conv2d(8, 16, 2), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 2 * 2, 10))
         return nn.Sequential(
             nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
             nn.MaxPool2d(2) if maxpool else nn.AvgPool2d(2),
@@ -467,9 +473,10 @@ def torch_models():
             nn.Linear(16 * 4 * 4, 10))
 
     DIGITS_KEEP = 200  # keep the case directory small: store the first 200 of the 360 test samples
-    for name, maxpool in (("cnn_digits", False), ("cnn_digits_maxpool", True)):
+    for name, maxpool, pad in (("cnn_digits", False, True), ("cnn_digits_maxpool", True, True),
+                               ("cnn_digits_nopad", False, False)):
         seed_all(0)
-        model = cnn(maxpool)
+        model = cnn(maxpool, pad)
         train(model, Xtr, ytr64, nn.CrossEntropyLoss(), epochs=30, lr=0.005, batch_size=64)
         full_acc = acc_logits(torch_outputs(model, Xte), yte)
         out = torch_outputs(model, Xte[:DIGITS_KEEP])
@@ -499,11 +506,14 @@ def torch_models():
                            f"first {DIGITS_KEEP} of {len(yte)} test samples stored)",
                    task="classification", labels=yte[:DIGITS_KEEP].astype(np.int64),
                    float_accuracy=acc_logits(out, yte[:DIGITS_KEEP]),
-                   description=("CNN: Conv2d(1,8,3,p=1)-BatchNorm2d-ReLU-" +
-                                ("MaxPool2d(2)" if maxpool else "AvgPool2d(2)") +
-                                "-Conv2d(8,16,3,p=1)-ReLU-" +
-                                ("x.view(x.size(0),-1)" if maxpool else "Flatten") +
-                                "-Linear(256,10). Exported in eval mode with do_constant_folding=False so "
+                   description=(("CNN: Conv2d(1,8,3)-BatchNorm2d-ReLU-AvgPool2d(2)-Conv2d(8,16,2)-ReLU-"
+                                 "Flatten-Linear(64,10), no padding: the shape of the reference CNN in "
+                                 "targets.md (352 activations). Exported" if not pad else
+                                 "CNN: Conv2d(1,8,3,p=1)-BatchNorm2d-ReLU-" +
+                                 ("MaxPool2d(2)" if maxpool else "AvgPool2d(2)") +
+                                 "-Conv2d(8,16,3,p=1)-ReLU-" +
+                                 ("x.view(x.size(0),-1)" if maxpool else "Flatten") +
+                                 "-Linear(256,10). Exported") + " in eval mode with do_constant_folding=False so "
                                 "BatchNormalization stays a node." +
                                 (" Exported with a dynamic batch axis, then the batch dim pinned to 1, so "
                                  "the Shape->Gather->Unsqueeze->Concat->Reshape pattern survives."

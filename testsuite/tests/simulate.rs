@@ -29,7 +29,12 @@ fn accuracy(outs: &[Vec<Tensor>], labels: &fhec::metrics::Labels) -> f64 {
 
 /// Models that do not meet the accuracy budget yet under the noise model, with the loss they may not
 /// exceed (so that a regression still fails) and why.
-const KNOWN_GAPS: &[(&str, f64, &str)] = &[];
+const KNOWN_GAPS: &[(&str, f64, &str)] = &[(
+    "cnn_digits_nopad",
+    0.025,
+    "352 activations, without the padded CNN's redundancy: noise-free the circuit gains 0.5 points, with \
+     noise it loses 1.0 to 2.0 points over noise seeds (2.0 with this test's seed) where issue 3 allows 1.5",
+)];
 
 #[test]
 fn trained_models_keep_their_accuracy_in_simulation() {

@@ -65,9 +65,9 @@ pub struct CostModel {
 }
 
 impl Default for CostModel {
-    /// The 2048-position set measured on the project's 2-core machine (see `fhec_runtime::ParamSet`).
+    /// The 1024-position set measured on the project's 2-core machine (see `fhec_runtime::ParamSet`).
     fn default() -> CostModel {
-        CostModel { pbs_ms: 22.5, leveled_ms: 0.001 }
+        CostModel { pbs_ms: 11.6, leveled_ms: 0.001 }
     }
 }
 
