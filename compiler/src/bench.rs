@@ -10,7 +10,7 @@
 
 use crate::DriverError;
 use fhec_runtime::fhe::{self, EvalKey, SecretKey};
-use fhec_runtime::{Affine, Circuit, ParamSet, Pbs, Table};
+use fhec_runtime::{Circuit, ParamSet};
 use serde_json::json;
 use std::time::Instant;
 
@@ -48,26 +48,12 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, DriverError> {
 
 /// One input, one bootstrap through an identity table, its output: the unit of bootstrap timing.
 pub fn one_bootstrap(params: ParamSet) -> Circuit {
-    bootstraps(params, 1)
-}
-
-/// One input and `n` independent bootstraps of it through an identity table (one thread runs them as
-/// one batch), their sum as the output.
-pub fn bootstraps(params: ParamSet, n: usize) -> Circuit {
-    let pbs = Pbs { input: Affine { terms: vec![(0, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 };
-    Circuit {
-        params,
-        n_inputs: 1,
-        pbs: vec![pbs; n],
-        tables: vec![Table { values: (0..params.positions() as i64).collect() }],
-        outputs: vec![Affine { terms: (1..=n as u32).map(|w| (w, 1)).collect(), bias: 0 }],
-        layers: vec!["identity".into()],
-    }
+    Circuit::identity_bootstraps(params, 1)
 }
 
 /// Single-thread time per bootstrap of `params` when `batch` run at once, median over `n` runs.
 pub fn measure_pbs_ms(sk: &SecretKey, ek: &EvalKey, batch: usize, n: usize) -> Result<f64, DriverError> {
-    let c = bootstraps(sk.params(), batch.max(1));
+    let c = Circuit::identity_bootstraps(sk.params(), batch.max(1));
     let cts = sk.encrypt(&[0]);
     let one = pool(1)?;
     let times = (0..n.max(1))

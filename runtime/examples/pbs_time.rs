@@ -5,20 +5,8 @@
 //! `cargo run -p fhec-runtime --example pbs_time`.
 
 use fhec_runtime::fhe::{self, MAX_BATCH};
-use fhec_runtime::{Affine, Circuit, ParamSet, Pbs, Table};
+use fhec_runtime::{Circuit, ParamSet};
 use std::time::Instant;
-
-fn bootstraps(params: ParamSet, n: usize) -> Circuit {
-    let pbs = Pbs { input: Affine { terms: vec![(0, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 };
-    Circuit {
-        params,
-        n_inputs: 1,
-        pbs: vec![pbs; n],
-        tables: vec![Table { values: (0..params.positions() as i64).collect() }],
-        outputs: vec![Affine { terms: vec![(1, 1)], bias: 0 }],
-        layers: vec!["identity".into()],
-    }
-}
 
 fn main() {
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a thread pool");
@@ -29,7 +17,7 @@ fn main() {
         let ek = compressed.decompress();
         let cts = sk.encrypt(&[0]);
         let per_pbs = |n: usize| {
-            let c = bootstraps(set, n);
+            let c = Circuit::identity_bootstraps(set, n);
             let mut times: Vec<f64> = (0..15)
                 .map(|_| {
                     let t = Instant::now();

@@ -61,6 +61,20 @@ pub struct Circuit {
 }
 
 impl Circuit {
+    /// `n` independent bootstraps of one input through an identity table, their sum as the one output:
+    /// the unit of bootstrap timing (one thread runs them as one batch where the set has a batch form).
+    pub fn identity_bootstraps(params: ParamSet, n: usize) -> Circuit {
+        let pbs = Pbs { input: Affine { terms: vec![(0, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 };
+        Circuit {
+            params,
+            n_inputs: 1,
+            pbs: vec![pbs; n],
+            tables: vec![Table { values: (0..params.positions() as i64).collect() }],
+            outputs: vec![Affine { terms: (1..=n as u32).map(|w| (w, 1)).collect(), bias: 0 }],
+            layers: vec!["identity".into()],
+        }
+    }
+
     /// Checks indices and table sizes: every wire a bootstrap or output reads exists before it.
     pub fn validate(&self) -> Result<(), crate::RuntimeError> {
         let bad = |m: String| Err(crate::RuntimeError::Invalid(m));
