@@ -18,7 +18,7 @@ fn primitives(c: &mut Criterion) {
         group.sample_size(10);
         let (sk, ek) = fhe::keygen(params);
         let ek = ek.decompress();
-        let bootstrap = fhec::bench::one_bootstrap(params);
+        let bootstrap = Circuit::identity_bootstraps(params, 1);
         let x1 = sk.encrypt(&[0]);
         group.bench_function("keyswitch+bootstrap (1 thread)", |b| b.iter(|| one.install(|| fhe::run_batch(&bootstrap, &ek, black_box(&x1), 1).expect("runs"))));
         let values: Vec<i64> = (0..64).map(|i| i << 50).collect();
@@ -89,7 +89,7 @@ fn scheduler(c: &mut Criterion) {
     group.bench_function("chain of 4 beside 2 single bootstraps (2 threads)", |b| {
         b.iter(|| two.install(|| fhe::run_batch(&circuit, &ek, black_box(&x), 1).expect("runs")))
     });
-    let bootstrap = fhec::bench::one_bootstrap(params);
+    let bootstrap = Circuit::identity_bootstraps(params, 1);
     let x1 = sk.encrypt(&[0]);
     group.bench_function("one bootstrap (1 thread)", |b| b.iter(|| two.install(|| fhe::run_batch(&bootstrap, &ek, black_box(&x1), 1).expect("runs"))));
     group.finish();

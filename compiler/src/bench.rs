@@ -46,11 +46,6 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, DriverError> {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| DriverError::Input(format!("thread pool: {e}")))
 }
 
-/// One input, one bootstrap through an identity table, its output: the unit of bootstrap timing.
-pub fn one_bootstrap(params: ParamSet) -> Circuit {
-    Circuit::identity_bootstraps(params, 1)
-}
-
 /// Single-thread time per bootstrap of `params` when `batch` run at once, median over `n` runs.
 pub fn measure_pbs_ms(sk: &SecretKey, ek: &EvalKey, batch: usize, n: usize) -> Result<f64, DriverError> {
     let c = Circuit::identity_bootstraps(sk.params(), batch.max(1));

@@ -104,11 +104,7 @@ impl Calibration {
     /// The calibration of `head`'s result (an elementwise, monotone map of the input, see `head`): the
     /// samples mapped, the box the box's ends map to.
     pub(crate) fn through(&self, head: &Module) -> Result<Calibration, LowerError> {
-        let run = |x: &Tensor| {
-            fhec_interp::run(head, std::slice::from_ref(x))
-                .map(|mut o| o.swap_remove(0))
-                .map_err(|e| LowerError::Model(format!("the client's pre-processing: {e}")))
-        };
+        let run = |x: &Tensor| crate::head::apply(head, x).map_err(LowerError::Model);
         let samples = self.samples.iter().map(run).collect::<Result<Vec<_>, _>>()?;
         let shape = head.node(head.inputs()[0]).ty.shape.clone();
         let end = |f: fn(&(f64, f64)) -> f64| {

@@ -11,7 +11,7 @@
 //! quantizer's scale and zero point): no layer weights.
 
 use crate::LowerError;
-use fhec_ir::{Binary, Module, Op, Unary, ValueId};
+use fhec_ir::{Binary, Module, Op, Tensor, Unary, ValueId};
 use std::collections::{HashMap, HashSet};
 
 /// A model cut after its head.
@@ -53,6 +53,11 @@ fn head_op(m: &Module, u: ValueId, x: ValueId) -> bool {
         }
         _ => false,
     }
+}
+
+/// Runs a head (`Split::head`) on one sample: what the circuit's input codes encode.
+pub fn apply(head: &Module, x: &Tensor) -> Result<Tensor, String> {
+    fhec_interp::run(head, std::slice::from_ref(x)).map(|mut o| o.swap_remove(0)).map_err(|e| format!("the client's pre-processing: {e}"))
 }
 
 /// Cuts the head off `m`, if it has one worth a bootstrap per element.

@@ -28,6 +28,7 @@ pub use fhec_passes::optimize;
 
 use fhec_ir::{IrError, Module, Op, Tensor, ValueId};
 use fhec_runtime::{Circuit, Noise, RuntimeError};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use thiserror::Error;
 
@@ -203,14 +204,14 @@ impl Prepared {
     /// Splits `module`, optimizes its server part with `opt` (see `fhec_passes::optimize`) and
     /// scalarizes it.
     pub fn new(module: &Module, calibration: &Calibration, opt: &optimize::Config) -> Result<Prepared, LowerError> {
-        let (preprocess, module, calibration) = match head::split(module)? {
+        let (preprocess, module, calibration): (_, Cow<Module>, Cow<Calibration>) = match head::split(module)? {
             Some(s) => {
                 let c = calibration.through(&s.head)?;
-                (Some(s.head), s.rest, c)
+                (Some(s.head), Cow::Owned(s.rest), Cow::Owned(c))
             }
-            None => (None, module.clone(), calibration.clone()),
+            None => (None, Cow::Borrowed(module), Cow::Borrowed(calibration)),
         };
-        let (module, calibration) = (&module, &calibration);
+        let (module, calibration) = (module.as_ref(), calibration.as_ref());
         let client = tail::client_values(module)?;
         let frontier = tail::frontier(module, &client);
         if frontier.is_empty() {
@@ -244,6 +245,15 @@ impl Prepared {
         Ok(Prepared { preprocess, neurons, postprocess, optimization })
     }
 
+    /// `xs` through the client's pre-processing, if any: the samples [`Compiled::simulate_all`]
+    /// takes, for every candidate compiled from this preparation.
+    pub fn preprocessed(&self, xs: &[Tensor]) -> Result<Vec<Tensor>, LowerError> {
+        match &self.preprocess {
+            Some(p) => xs.iter().map(|x| head::apply(p, x).map_err(LowerError::Client)).collect(),
+            None => Ok(xs.to_vec()),
+        }
+    }
+
     pub fn compile(&self, opts: &Options) -> Result<Compiled, LowerError> {
         let i = scale::integerize(&self.neurons, opts)?;
         Ok(Compiled { circuit: i.circuit, preprocess: self.preprocess.clone(), inputs: i.inputs, outputs: i.outputs, postprocess: self.postprocess.clone() })
@@ -273,9 +283,10 @@ impl Compiled {
     }
 
     /// [`Compiled::simulate`] over many samples with `sim` (made by [`Compiled::simulator`]), one noise
-    /// stream for all: the same results as simulating them one after the other.
-    pub fn simulate_all(&self, sim: &Simulator<'_>, xs: &[Tensor], noise: Noise<'_>) -> Result<Vec<Vec<Tensor>>, LowerError> {
-        sim.predict(self.preprocess.as_ref(), &self.inputs, &self.outputs, &self.postprocess, xs, noise)
+    /// stream for all: the same results as simulating them one after the other. `pre` are the samples
+    /// after the client's pre-processing ([`Prepared::preprocessed`], done once for all candidates).
+    pub fn simulate_all(&self, sim: &Simulator<'_>, pre: &[Tensor], noise: Noise<'_>) -> Result<Vec<Vec<Tensor>>, LowerError> {
+        sim.predict(None, &self.inputs, &self.outputs, &self.postprocess, pre, noise)
     }
 
     pub fn pbs_count(&self) -> usize {
@@ -305,7 +316,7 @@ pub fn encode(preprocess: Option<&Module>, codes: &[InputCode], x: &Tensor) -> R
     let pre;
     let x = match preprocess {
         Some(p) => {
-            pre = fhec_interp::run(p, std::slice::from_ref(x)).map_err(|e| LowerError::Client(format!("pre-processing: {e}")))?.swap_remove(0);
+            pre = head::apply(p, x).map_err(LowerError::Client)?;
             &pre
         }
         None => x,

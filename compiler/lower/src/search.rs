@@ -239,7 +239,8 @@ pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut p
     let mut last_err = None;
     let mut excluded = None;
     let mut jit_fallback = None;
-    let runs: Vec<Tensor> = samples.iter().cycle().take(repeats * samples.len()).cloned().collect();
+    let pre = prepared.preprocessed(samples)?;
+    let runs: Vec<Tensor> = pre.iter().cycle().take(repeats * pre.len()).cloned().collect();
     // Compiles and scores one candidate; records the trial.
     let mut evaluate = |options: Options, trials: &mut Vec<Trial>| -> Result<Option<Candidate>, LowerError> {
         let (trial, candidate) = match prepared.compile(&options) {
