@@ -7,7 +7,7 @@
 
 use crate::{DriverError, Stacked};
 use fhec_ir::{Module, Tensor};
-use fhec_lower::{Calibration, Choice, Origin, Search, Trial};
+use fhec_lower::{Calibration, Choice, Origin, Search, TableRanges, Trial};
 use fhec_runtime::artifact::{self, Kind, Tagged};
 use fhec_runtime::fhe::{self, CompressedEvalKey, EvalKey, InputCiphertexts, OutputCiphertexts, SecretKey};
 use fhec_runtime::{ClientArtifact, ParamSet, ServerArtifact};
@@ -123,10 +123,27 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
             ),
         ),
     };
+    let mut narrowed: Vec<f64> = c.narrowing.iter().copied().filter(|&g| g > 1.0).collect();
+    narrowed.sort_by(f64::total_cmp);
+    let median_narrowing = narrowed.get(narrowed.len() / 2).copied().unwrap_or(1.0);
+    let ranges_line = match o.table_ranges {
+        TableRanges::Bound => "table input ranges: the interval bound (no input the client can send leaves its table)".to_string(),
+        TableRanges::Calibrated if narrowed.is_empty() => {
+            "table input ranges: the interval bound (no calibration samples narrowed a table)".to_string()
+        }
+        TableRanges::Calibrated => format!(
+            "table input ranges: calibrated: {} of {} tables cover their calibration range widened {}x, median {:.1}x (at most {}x) narrower than the interval bound; an input beyond its window reads a clipped value (--table-ranges bound: none can leave its table)",
+            narrowed.len(),
+            c.narrowing.len(),
+            fhec_lower::TABLE_HEADROOM,
+            median_narrowing,
+            fhec_lower::MAX_NARROWING
+        ),
+    };
     let mut text = format!(
         "model: {name}\nparameter set: {params} (tfhe-rs, 128-bit security), tables of {} positions\n\
          precision: {}-bit weights on bootstrap outputs (outputs: up to {}), failure probability 2^{} per bootstrap ({sigmas:.2} sigma)\n\
-         {}\n\
+         {}\n{ranges_line}\n\
          fidelity to the float model on {} (noisy simulation): {:.2}% (budget: {:.2}%){}\n{}\
          bootstraps (PBS) per sample: {}\ncritical path: {} levels\ninputs: {} encrypted values, outputs: {} decrypted values\n\
          estimated latency: {latency:.0} ms per sample on {threads} threads ({} ms per PBS, {} in batches)\n\nlayers:\n",
@@ -220,6 +237,11 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
         "weight_bits": o.weight_bits,
         "output_weight_max": o.output_weight_max,
         "failure_probability_log2": o.failure_log2,
+        "table_ranges": json!({
+            "mode": match o.table_ranges { TableRanges::Calibrated => "calibrated", TableRanges::Bound => "bound" },
+            "tables_narrowed": narrowed.len(),
+            "median_narrowing": median_narrowing,
+        }),
         "calibration": match origin {
             Origin::Samples => json!({ "source": "samples", "samples_scored": scored }),
             Origin::InputQuantizer { at } => json!({ "source": "input_quantizer", "quantizer": at, "samples_scored": scored }),

@@ -45,6 +45,12 @@ struct Cli {
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum TableRangesArg {
+    Calibrated,
+    Bound,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
 enum EngineArg {
     Auto,
     Jit,
@@ -87,6 +93,11 @@ enum Command {
         /// log2 of the probability that noise corrupts one bootstrap.
         #[arg(long, default_value_t = -40.0, allow_negative_numbers = true)]
         failure_log2: f64,
+        /// What each table covers: the range its input took on the calibration samples, doubled
+        /// (calibrated: finer, an input far outside wraps to a clipped value), or the interval bound
+        /// of every input the client can send (bound: no input ever leaves its table).
+        #[arg(long, value_enum, default_value_t = TableRangesArg::Calibrated)]
+        table_ranges: TableRangesArg,
         /// Points of agreement with the float model's class the compiled model may lose on the
         /// calibration set (classifiers), in noisy simulation.
         #[arg(long, default_value_t = 0.2)]
@@ -473,6 +484,7 @@ fn run(cli: Cli) -> Result<()> {
             params,
             weight_bits,
             failure_log2,
+            table_ranges,
             accuracy_budget,
             error_budget,
             opt_level,
@@ -512,6 +524,10 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--accuracy-budget is in points, between 0 and 100");
             }
             search.failure_log2 = failure_log2;
+            search.table_ranges = match table_ranges {
+                TableRangesArg::Calibrated => fhec_lower::TableRanges::Calibrated,
+                TableRangesArg::Bound => fhec_lower::TableRanges::Bound,
+            };
             if !(0.0..=100.0).contains(&error_budget) {
                 bail!("--error-budget is in percent of the output's spread, between 0 and 100");
             }

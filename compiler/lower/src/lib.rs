@@ -20,7 +20,7 @@ mod tail;
 
 pub use calibration::{Calibration, HEADROOM, Origin, SYNTHETIC_SAMPLES, SYNTHETIC_SEED};
 pub use fhec_runtime::{InputCode, OutputCode};
-pub use scale::Options;
+pub use scale::{MAX_NARROWING, Options, TABLE_HEADROOM, TableRanges};
 pub use search::{Choice, Search, Steps, Trial, choose};
 pub use simulator::{Engine, Simulator, jit_pays};
 
@@ -55,6 +55,9 @@ pub enum LowerError {
 /// A compiled model: the server's circuit and the client's encoding and post-processing.
 pub struct Compiled {
     pub circuit: Circuit,
+    /// Per bootstrap, how many times narrower its table's input range is than the interval bound
+    /// (see [`TableRanges`]).
+    pub narrowing: Vec<f64>,
     /// The client's pre-processing (see `head`): input the model's input, output `pre_0`, what the
     /// input codes encode. `None`: the input is encoded as it is.
     pub preprocess: Option<Module>,
@@ -256,7 +259,7 @@ impl Prepared {
 
     pub fn compile(&self, opts: &Options) -> Result<Compiled, LowerError> {
         let i = scale::integerize(&self.neurons, opts)?;
-        Ok(Compiled { circuit: i.circuit, preprocess: self.preprocess.clone(), inputs: i.inputs, outputs: i.outputs, postprocess: self.postprocess.clone() })
+        Ok(Compiled { circuit: i.circuit, narrowing: i.narrowing, preprocess: self.preprocess.clone(), inputs: i.inputs, outputs: i.outputs, postprocess: self.postprocess.clone() })
     }
 }
 
@@ -373,6 +376,47 @@ mod tests {
             }
         }
         assert!(worst <= tolerance * scale, "max error {:e} of the output scale at {at}", worst / scale);
+    }
+
+    /// `2 relu(x0 + x1) + x0` and `relu(x0 + x1) + x1` (a matrix product keeps the relu on the
+    /// server, and the outputs' calibrated ranges, which `x` spans, leave room for any relu value)
+    /// calibrated on samples where `x1` nearly cancels `x0`: the sum stays within
+    /// +-0.2 while the input box allows +-4.4.
+    fn narrow_relu() -> (Module, Calibration) {
+        let m: Module = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,2]\n%1 = const #0 : clear<f32>[2,1]\n%2 = matmul %0, %1 : enc<f32>[1,1]\n%3 = relu %2 : enc<f32>[1,1]\n%4 = concat{axis=1} %3, %0 : enc<f32>[1,3]\n%5 = const #1 : clear<f32>[3,2]\n%6 = matmul %4, %5 : enc<f32>[1,2]\noutput \"y\" = %6\ndata #0 = [1.0, 1.0]\ndata #1 = [2.0, 1.0, 1.0, 0.0, 0.0, 1.0]\n"
+            .parse()
+            .unwrap();
+        let xs = (0..64)
+            .map(|i| {
+                let a = i as f32 / 16.0 - 2.0;
+                Tensor::from_f32(vec![1, 2], vec![a, -a + 0.2 * ((i % 7) as f32 / 3.0 - 1.0)]).unwrap()
+            })
+            .collect::<Vec<_>>();
+        (m, cal(&xs))
+    }
+
+    fn relu_at(c: &Compiled, x0: f32, x1: f32) -> f32 {
+        c.simulate(&Tensor::from_f32(vec![1, 2], vec![x0, x1]).unwrap(), Noise::None).unwrap()[0].to_f32_vec()[0] - x0
+    }
+
+    #[test]
+    fn a_calibrated_table_is_finer_and_clips_beyond_its_window() {
+        let (m, cal) = narrow_relu();
+        let opts = |table_ranges| Options { params: fhec_runtime::ParamSet::P512A, table_ranges, ..Options::default() };
+        let bound = compile(&m, &cal, &opts(TableRanges::Bound)).unwrap();
+        let narrow = compile(&m, &cal, &opts(TableRanges::Calibrated)).unwrap();
+        assert_eq!(bound.narrowing, [1.0]);
+        // The window (+-0.2 doubled) would be 11x narrower than the bound: capped.
+        assert_eq!(narrow.narrowing, [MAX_NARROWING]);
+        // Within the window, the finer table errs less.
+        let err = |c: &Compiled| (0..=40).map(|i| i as f32 / 100.0 - 0.2).map(|z| (relu_at(c, 1.0, z - 1.0) - 2.0 * z.max(0.0)).abs()).fold(0f32, f32::max);
+        assert!(err(&narrow) * 4.0 < err(&bound), "max error {} calibrated, {} bound", err(&narrow), err(&bound));
+        // Past the window's upper edge (4.4 / 8 = 0.55), the relu reads its edge: 2 * 0.55, not 2 * 1.0.
+        assert!((relu_at(&bound, 1.0, 0.0) - 2.0).abs() < 0.05);
+        let clipped = relu_at(&narrow, 1.0, 0.0);
+        assert!((clipped - 1.1).abs() < 0.1, "{clipped}");
+        // Past the lower edge, 0 as it should be.
+        assert!(relu_at(&narrow, -1.0, 0.0).abs() < 0.05);
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub struct Lookup {
     /// Subtracted from the table (and added back in the consumers' forms) so that a noisy input
     /// crossing the table's edge reads about `-f(other edge) + 2c` instead of `-f`: see the backend notes.
     pub center: f64,
+    /// The input's range over the calibration samples (real ones only), if there were any: a
+    /// table may be spread over this range with headroom instead of the whole interval (see
+    /// `scale::TableRanges`).
+    pub calibrated: Option<(f64, f64)>,
     /// The source op, for reports.
     pub layer: String,
 }
@@ -182,6 +186,7 @@ impl Neurons {
                 hi: inner.hi,
                 domain: inner.domain,
                 center: outer.center,
+                calibrated: inner.calibrated,
                 layer: outer.layer.clone(),
             };
             self.wires[k].lookup = Some(composed);
@@ -252,7 +257,8 @@ impl Builder {
         }
         let (lo, hi) = input.range(&self.wires);
         let calibrated: Vec<f64> = self.samples.iter().map(|v| input.eval(v)).collect();
-        let mut l = Lookup { f, input, lo, hi, domain: (lo, hi), center: 0.0, layer: self.layer.clone() };
+        let range = calibrated.iter().fold(None, |r: Option<(f64, f64)>, &z| Some(r.map_or((z, z), |(a, b)| (a.min(z), b.max(z)))));
+        let mut l = Lookup { f, input, lo, hi, domain: (lo, hi), center: 0.0, calibrated: range, layer: self.layer.clone() };
         if let Some(domain) = saturated(&l, &calibrated) {
             l.domain = domain;
         }

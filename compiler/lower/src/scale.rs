@@ -12,7 +12,7 @@
 //! deviations inside the table.
 
 use crate::LowerError;
-use crate::neurons::{Form, Neurons};
+use crate::neurons::{Form, Lookup, Neurons};
 use fhec_runtime::{Affine, Circuit, InputCode, NoiseModel, OutputCode, ParamSet, Pbs, Table};
 
 const INPUT_WEIGHT_MAX: f64 = 4096.0;
@@ -38,6 +38,54 @@ fn output_range(n: &Neurons, index: usize, f: &Form) -> (f64, f64) {
     }
 }
 
+/// What a table's positions cover.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TableRanges {
+    /// The range its input took on the calibration samples, widened [`TABLE_HEADROOM`] times around
+    /// its centre, within the interval bound (no narrower than [`MAX_NARROWING`] times less): far
+    /// finer positions where the values are. An input beyond the window wraps around the table, and
+    /// the table's centring makes that gentle: just past one edge it reads the value at that edge,
+    /// moving as the function does just inside the other edge (for a ReLU, flat: a clipped ReLU), and
+    /// it never reads a value the table does not hold. Tables without real calibration samples
+    /// (a pre-quantized model compiled without them) keep the interval bound.
+    #[default]
+    Calibrated,
+    /// The whole interval bound: no input the client can send leaves its table.
+    Bound,
+}
+
+/// A calibrated table window is the calibration samples' range widened this many times around its
+/// centre.
+pub const TABLE_HEADROOM: f64 = 2.0;
+/// A table window covers at least this fraction of its interval bound: tables of one layer share
+/// their inputs' scales, and the narrowest window sets them (a neuron that barely moves on the
+/// calibration samples would otherwise coarsen the weights of every other).
+pub const MAX_NARROWING: f64 = 8.0;
+
+/// `l` as the table under `ranges`: its interval and domain cut to the window, its centre recomputed
+/// for the window's edges (the consumers' forms keep the old centre in their bias; the offset goes
+/// through [`integerize`]'s rounded weights).
+fn windowed(l: &Lookup, ranges: TableRanges) -> Lookup {
+    let Some((clo, chi)) = l.calibrated.filter(|_| ranges == TableRanges::Calibrated) else { return l.clone() };
+    let (m, h) = ((clo + chi) / 2.0, (chi - clo) / 2.0 * TABLE_HEADROOM);
+    let h = h.max((l.hi - l.lo) / 2.0 / MAX_NARROWING);
+    // Keep the width when the window meets an edge of the bound.
+    let (lo, hi) = if m - h < l.lo {
+        (l.lo, (l.lo + 2.0 * h).min(l.hi))
+    } else if m + h > l.hi {
+        ((l.hi - 2.0 * h).max(l.lo), l.hi)
+    } else {
+        (m - h, m + h)
+    };
+    let domain = (l.domain.0.max(lo), l.domain.1.min(hi));
+    if !(lo < hi && domain.0 <= domain.1) {
+        return l.clone();
+    }
+    let mut w = Lookup { lo, hi, domain, center: 0.0, ..l.clone() };
+    w.center = (w.eval(lo) + w.eval(hi)) / 2.0;
+    w
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
     /// The tfhe-rs parameter set: table size and noise.
@@ -53,11 +101,13 @@ pub struct Options {
     pub output_weight_max: f64,
     /// log2 of the probability that noise pushes one bootstrap's input out of its table.
     pub failure_log2: f64,
+    /// What each table's positions cover.
+    pub table_ranges: TableRanges,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { params: ParamSet::P2048B, weight_bits: 6, layer_weight_bits: Vec::new(), output_weight_max: 8.0, failure_log2: -40.0 }
+        Options { params: ParamSet::P2048B, weight_bits: 6, layer_weight_bits: Vec::new(), output_weight_max: 8.0, failure_log2: -40.0, table_ranges: TableRanges::default() }
     }
 }
 
@@ -86,6 +136,9 @@ impl Options {
 
 pub struct Integerized {
     pub circuit: Circuit,
+    /// Per bootstrap, how many times narrower its table's input range is than the interval bound
+    /// (1 where it covers the bound).
+    pub narrowing: Vec<f64>,
     pub inputs: Vec<InputCode>,
     pub outputs: Vec<OutputCode>,
 }
@@ -153,11 +206,14 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
         positions: 2.0 * half_positions,
         params: opts.params.name(),
     };
+    // Each bootstrap's table under the chosen ranges (the wires' own lookups keep the interval
+    // bound and the centre their consumers' forms were built with).
+    let tables: Vec<Option<Lookup>> = n.wires.iter().map(|w| w.lookup.as_ref().map(|l| windowed(l, opts.table_ranges))).collect();
     let (mut t, mut mid, mut s) = (vec![0.0; nw], vec![0.0; nw], vec![1.0; nw]);
     let mut converged = false;
     for _round in 0..8 {
         for &k in &pbs {
-            let l = n.wires[k].lookup.as_ref().expect("wires past the inputs are lookups");
+            let l = tables[k].as_ref().expect("wires past the inputs are lookups");
             let (m, half) = centered(l.lo, l.hi);
             if margin[k] >= half_positions / 2.0 {
                 return Err(too_noisy(k, margin[k], norm[k]));
@@ -243,31 +299,31 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
             }
             None => t,
         };
-        // An input wire carries `S (x - mid)`; a table wire `S (f - center)` while the form holds the
-        // center in its bias. Both offsets are added back through the same rounded weight, so weight
-        // rounding scales a value and never shifts it (a relu output of 0 stays exactly 0).
+        // An input wire carries `S (x - mid)`; a table wire `S (f - center)` (its table's centre)
+        // while the form holds the wire's centre in its bias. The offset is added back through the
+        // rounded weight, so weight rounding scales a value and never shifts it (a relu output of 0
+        // stays exactly 0).
         let mut bias = form.bias - m;
         let mut exact: i64 = 0;
         let mut terms = Vec::with_capacity(form.terms.len());
         for &(j, c) in &form.terms {
             let j = j as usize;
-            let (offset, in_bias) = match &n.wires[j].lookup {
-                None => (inputs[j].mid, false),
-                Some(l) => (l.center, true),
+            let (offset, in_bias) = match (&n.wires[j].lookup, &tables[j]) {
+                (Some(l), Some(table)) => (table.center, Some(l.center)),
+                _ => (inputs[j].mid, None),
             };
             let w = (c * t / s[j]).round();
             if w == 0.0 {
                 // The term vanishes; its offset stays as the best estimate of it.
-                if !in_bias {
-                    bias += c * offset;
+                match in_bias {
+                    None => bias += c * offset,
+                    Some(form_center) => bias += c * (offset - form_center),
                 }
                 continue;
             }
             terms.push((j as u32, w as i64));
             exact = exact.wrapping_add((w as i64).wrapping_mul(wrap(s[j] * offset)));
-            if in_bias {
-                bias -= c * offset;
-            }
+            bias -= c * in_bias.unwrap_or(0.0);
         }
         (Affine { terms, bias: wrap(bias * t).wrapping_add(exact) }, t)
     };
@@ -280,7 +336,7 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
     let mut circuit =
         Circuit { params: opts.params, n_inputs: ni, pbs: Vec::new(), tables: Vec::new(), outputs: Vec::new(), layers: Vec::new() };
     for &k in &pbs {
-        let l = n.wires[k].lookup.as_ref().expect("lookup");
+        let l = tables[k].as_ref().expect("lookup");
         let (input, t_eff) = affine(&l.input, t[k], mid[k], &inputs);
         let norm = input.pbs_weight_norm(ni as u32);
         let noise_std = noise.input_std(norm, 0.0);
@@ -312,7 +368,14 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
         }
     }
     circuit.validate().map_err(|e| LowerError::Model(e.to_string()))?;
-    Ok(Integerized { circuit, inputs, outputs })
+    let narrowing = pbs
+        .iter()
+        .map(|&k| match (&n.wires[k].lookup, &tables[k]) {
+            (Some(l), Some(w)) if w.hi > w.lo => ((l.hi - l.lo) / (w.hi - w.lo)).max(1.0),
+            _ => 1.0,
+        })
+        .collect();
+    Ok(Integerized { circuit, narrowing, inputs, outputs })
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub struct Search {
     /// Output weight caps to try.
     pub output_weight_max: Vec<f64>,
     pub failure_log2: f64,
+    /// What each table's positions cover (every candidate).
+    pub table_ranges: crate::TableRanges,
     /// Points of accuracy the compiled model may lose against the float model on the calibration set.
     pub budget_points: f64,
     /// For continuous outputs: the RMS error the compiled model may add, in percent of the output's
@@ -56,6 +58,7 @@ impl Default for Search {
             weight_bits: vec![3, 4, 5, 6, 7],
             output_weight_max: vec![2.0, 8.0, 32.0],
             failure_log2: -40.0,
+            table_ranges: crate::TableRanges::default(),
             // A flip costs 1 / (test set size): 0.2 points keeps small test sets (45 wine samples)
             // at the float model's accuracy in most runs.
             budget_points: 0.2,
@@ -282,7 +285,7 @@ pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut p
         let mut here: Option<Candidate> = None;
         for &weight_bits in &search.weight_bits {
             for &output_weight_max in &search.output_weight_max {
-                let options = Options { params, weight_bits, layer_weight_bits: Vec::new(), output_weight_max, failure_log2: search.failure_log2 };
+                let options = Options { params, weight_bits, layer_weight_bits: Vec::new(), output_weight_max, failure_log2: search.failure_log2, table_ranges: search.table_ranges };
                 if let Some(c) = evaluate(options, &mut trials)?
                     && here.as_ref().is_none_or(|b| c.better_than(b))
                 {
