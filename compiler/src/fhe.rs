@@ -128,16 +128,25 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
     let median_narrowing = narrowed.get(narrowed.len() / 2).copied().unwrap_or(1.0);
     let ranges_line = match o.table_ranges {
         TableRanges::Bound => "table input ranges: the interval bound (no input the client can send leaves its table)".to_string(),
+        _ if c.narrowing.is_empty() => "table input ranges: no tables".to_string(),
         TableRanges::Calibrated if narrowed.is_empty() => {
             "table input ranges: the interval bound (no calibration samples narrowed a table)".to_string()
         }
         TableRanges::Calibrated => format!(
-            "table input ranges: calibrated: {} of {} tables cover their calibration range widened {}x, median {:.1}x (at most {}x) narrower than the interval bound; an input beyond its window reads a clipped value (--table-ranges bound: none can leave its table)",
+            "table input ranges: calibrated: {} of {} tables cover their calibration range widened {}x, median {:.1}x (at most {}x) narrower than the interval bound; an input beyond its window reads a clipped value (--table-ranges bound: none can leave its table)\n\
+             held out: {} of {} table reads of the odd-numbered calibration samples leave the windows the even-numbered ones give ({})",
             narrowed.len(),
             c.narrowing.len(),
             fhec_lower::TABLE_HEADROOM,
             median_narrowing,
-            fhec_lower::MAX_NARROWING
+            fhec_lower::MAX_NARROWING,
+            c.held_out.0,
+            c.held_out.1,
+            match c.held_out {
+                (_, 0) => "no samples to hold out".to_string(),
+                (0, n) => format!("fewer than {:.1e} per read at 95% confidence", 3.0 / n as f64),
+                (k, n) => format!("{:.1e} per read", k as f64 / n as f64),
+            }
         ),
     };
     let mut text = format!(
@@ -241,6 +250,8 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
             "mode": match o.table_ranges { TableRanges::Calibrated => "calibrated", TableRanges::Bound => "bound" },
             "tables_narrowed": narrowed.len(),
             "median_narrowing": median_narrowing,
+            "held_out_reads_outside": c.held_out.0,
+            "held_out_reads": c.held_out.1,
         }),
         "calibration": match origin {
             Origin::Samples => json!({ "source": "samples", "samples_scored": scored }),

@@ -8,7 +8,9 @@
 //!
 //! The input box comes from calibration samples (per element, with headroom) or from a pre-quantized
 //! model's own input quantizer (see `calibration`); the client clamps inputs into it, so the interval
-//! analysis holds for every input and no accumulator can leave its table.
+//! analysis holds for every input. A table spreads over that bound (`TableRanges::Bound`: no input can
+//! leave it) or, by default, over the range its input took on real calibration samples, doubled
+//! (`TableRanges::Calibrated`: finer; an input past the window reads a clipped value).
 
 mod calibration;
 mod head;
@@ -58,6 +60,10 @@ pub struct Compiled {
     /// Per bootstrap, how many times narrower its table's input range is than the interval bound
     /// (see [`TableRanges`]).
     pub narrowing: Vec<f64>,
+    /// Under calibrated ranges, how often a table read leaves its window on calibration samples the
+    /// windows were not built from (windows from the even-numbered samples, reads of the odd-numbered
+    /// ones): reads outside, reads.
+    pub held_out: (usize, usize),
     /// The client's pre-processing (see `head`): input the model's input, output `pre_0`, what the
     /// input codes encode. `None`: the input is encoded as it is.
     pub preprocess: Option<Module>,
@@ -259,7 +265,7 @@ impl Prepared {
 
     pub fn compile(&self, opts: &Options) -> Result<Compiled, LowerError> {
         let i = scale::integerize(&self.neurons, opts)?;
-        Ok(Compiled { circuit: i.circuit, narrowing: i.narrowing, preprocess: self.preprocess.clone(), inputs: i.inputs, outputs: i.outputs, postprocess: self.postprocess.clone() })
+        Ok(Compiled { circuit: i.circuit, narrowing: i.narrowing, held_out: i.held_out, preprocess: self.preprocess.clone(), inputs: i.inputs, outputs: i.outputs, postprocess: self.postprocess.clone() })
     }
 }
 
@@ -417,6 +423,24 @@ mod tests {
         assert!((clipped - 1.1).abs() < 0.1, "{clipped}");
         // Past the lower edge, 0 as it should be.
         assert!(relu_at(&narrow, -1.0, 0.0).abs() < 0.05);
+        // The 32 odd-numbered samples stay within the window the even-numbered ones give.
+        assert_eq!(narrow.held_out, (0, 32));
+        assert_eq!(bound.held_out, (0, 0));
+    }
+
+    #[test]
+    fn held_out_samples_beyond_the_even_samples_window_are_counted() {
+        let (m, _) = narrow_relu();
+        // Even-numbered samples sum to 0, odd-numbered ones to 3: outside the even ones' window
+        // (8x narrower than the bound, about -4.4 to 7.3: +-0.7 around 0).
+        let xs: Vec<Tensor> = (0..64)
+            .map(|i| {
+                let a = i as f32 / 16.0 - 2.0;
+                Tensor::from_f32(vec![1, 2], vec![a, -a + if i % 2 == 1 { 3.0 } else { 0.0 }]).unwrap()
+            })
+            .collect();
+        let c = compile(&m, &cal(&xs), &Options { params: fhec_runtime::ParamSet::P512A, ..Options::default() }).unwrap();
+        assert_eq!(c.held_out, (32, 32));
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub struct Lookup {
     /// table may be spread over this range with headroom instead of the whole interval (see
     /// `scale::TableRanges`).
     pub calibrated: Option<(f64, f64)>,
+    /// How well calibrated windows hold on samples they were not built from: of the odd-numbered
+    /// calibration samples, how many read this table outside the window that the even-numbered
+    /// ones give it, and how many there are.
+    pub held_out: (usize, usize),
     /// The source op, for reports.
     pub layer: String,
 }
@@ -187,6 +191,7 @@ impl Neurons {
                 domain: inner.domain,
                 center: outer.center,
                 calibrated: inner.calibrated,
+                held_out: inner.held_out,
                 layer: outer.layer.clone(),
             };
             self.wires[k].lookup = Some(composed);
@@ -258,7 +263,13 @@ impl Builder {
         let (lo, hi) = input.range(&self.wires);
         let calibrated: Vec<f64> = self.samples.iter().map(|v| input.eval(v)).collect();
         let range = calibrated.iter().fold(None, |r: Option<(f64, f64)>, &z| Some(r.map_or((z, z), |(a, b)| (a.min(z), b.max(z)))));
-        let mut l = Lookup { f, input, lo, hi, domain: (lo, hi), center: 0.0, calibrated: range, layer: self.layer.clone() };
+        let mut l = Lookup { f, input, lo, hi, domain: (lo, hi), center: 0.0, calibrated: range, held_out: (0, 0), layer: self.layer.clone() };
+        if calibrated.len() >= 4 {
+            let even = calibrated.iter().step_by(2).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &z| (a.min(z), b.max(z)));
+            let (wlo, whi) = crate::scale::window(even, (lo, hi));
+            let odd = calibrated.iter().skip(1).step_by(2);
+            l.held_out = (odd.clone().filter(|&&z| z < wlo || z > whi).count(), odd.count());
+        }
         if let Some(domain) = saturated(&l, &calibrated) {
             l.domain = domain;
         }

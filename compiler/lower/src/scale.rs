@@ -62,21 +62,27 @@ pub const TABLE_HEADROOM: f64 = 2.0;
 /// calibration samples would otherwise coarsen the weights of every other).
 pub const MAX_NARROWING: f64 = 8.0;
 
+/// The window of a table whose input took `(clo, chi)` on the calibration samples and is bounded by
+/// `(lo, hi)`: see [`TableRanges::Calibrated`].
+pub(crate) fn window((clo, chi): (f64, f64), (lo, hi): (f64, f64)) -> (f64, f64) {
+    let (m, h) = ((clo + chi) / 2.0, (chi - clo) / 2.0 * TABLE_HEADROOM);
+    let h = h.max((hi - lo) / 2.0 / MAX_NARROWING);
+    // Keep the width when the window meets an edge of the bound.
+    if m - h < lo {
+        (lo, (lo + 2.0 * h).min(hi))
+    } else if m + h > hi {
+        ((hi - 2.0 * h).max(lo), hi)
+    } else {
+        (m - h, m + h)
+    }
+}
+
 /// `l` as the table under `ranges`: its interval and domain cut to the window, its centre recomputed
 /// for the window's edges (the consumers' forms keep the old centre in their bias; the offset goes
 /// through [`integerize`]'s rounded weights).
 fn windowed(l: &Lookup, ranges: TableRanges) -> Lookup {
-    let Some((clo, chi)) = l.calibrated.filter(|_| ranges == TableRanges::Calibrated) else { return l.clone() };
-    let (m, h) = ((clo + chi) / 2.0, (chi - clo) / 2.0 * TABLE_HEADROOM);
-    let h = h.max((l.hi - l.lo) / 2.0 / MAX_NARROWING);
-    // Keep the width when the window meets an edge of the bound.
-    let (lo, hi) = if m - h < l.lo {
-        (l.lo, (l.lo + 2.0 * h).min(l.hi))
-    } else if m + h > l.hi {
-        ((l.hi - 2.0 * h).max(l.lo), l.hi)
-    } else {
-        (m - h, m + h)
-    };
+    let Some(calibrated) = l.calibrated.filter(|_| ranges == TableRanges::Calibrated) else { return l.clone() };
+    let (lo, hi) = window(calibrated, (l.lo, l.hi));
     let domain = (l.domain.0.max(lo), l.domain.1.min(hi));
     if !(lo < hi && domain.0 <= domain.1) {
         return l.clone();
@@ -139,6 +145,9 @@ pub struct Integerized {
     /// Per bootstrap, how many times narrower its table's input range is than the interval bound
     /// (1 where it covers the bound).
     pub narrowing: Vec<f64>,
+    /// Under calibrated ranges, the held-out estimate of how often a table read leaves its window:
+    /// reads outside, reads (see `Lookup::held_out`).
+    pub held_out: (usize, usize),
     pub inputs: Vec<InputCode>,
     pub outputs: Vec<OutputCode>,
 }
@@ -375,7 +384,11 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
             _ => 1.0,
         })
         .collect();
-    Ok(Integerized { circuit, narrowing, inputs, outputs })
+    let held_out = match opts.table_ranges {
+        TableRanges::Calibrated => pbs.iter().filter_map(|&k| n.wires[k].lookup.as_ref()).fold((0, 0), |(o, t), l| (o + l.held_out.0, t + l.held_out.1)),
+        TableRanges::Bound => (0, 0),
+    };
+    Ok(Integerized { circuit, narrowing, held_out, inputs, outputs })
 }
 
 #[cfg(test)]

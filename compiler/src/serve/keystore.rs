@@ -121,7 +121,9 @@ impl KeyStore {
             params: upload.key.params().name().to_string(),
             bytes: bytes.len() as u64,
             created,
-            expires: now() + self.ttl.as_secs(),
+            // Whole seconds, rounded up: a key lives at least `ttl` (up to a second more). Rounded
+            // down, a key uploaded late in a second could expire within a millisecond of a 1 s ttl.
+            expires: now() + self.ttl.as_secs() + 1,
         };
         // Rewritten even when present: an upload repairs a stored copy damaged on disk.
         write_atomic(&dir, &format!("{}.key", upload.id), bytes)?;
