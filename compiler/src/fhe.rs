@@ -41,6 +41,7 @@ pub fn server_path(dir: &Path) -> PathBuf {
 pub fn estimated_latency_ms(c: &fhec_runtime::Circuit, threads: usize) -> f64 {
     // A thread with several bootstraps of a level runs them as a batch.
     let per_thread = |n: usize| if n > 1 { n as f64 * c.params.batched_pbs_ms() } else { n as f64 * c.params.pbs_ms() };
+    // `+ 0.0`: an empty f64 sum is -0.0, which would print as "-0".
     c.levels().iter().map(|l| per_thread(l.len().div_ceil(threads.max(1)))).sum::<f64>() + 0.0
 }
 

@@ -262,10 +262,10 @@ impl Builder {
         }
         let (lo, hi) = input.range(&self.wires);
         let calibrated: Vec<f64> = self.samples.iter().map(|v| input.eval(v)).collect();
-        let range = calibrated.iter().fold(None, |r: Option<(f64, f64)>, &z| Some(r.map_or((z, z), |(a, b)| (a.min(z), b.max(z)))));
-        let mut l = Lookup { f, input, lo, hi, domain: (lo, hi), center: 0.0, calibrated: range, held_out: (0, 0), layer: self.layer.clone() };
-        if calibrated.len() >= 4 {
-            let even = calibrated.iter().step_by(2).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &z| (a.min(z), b.max(z)));
+        let mut l = Lookup { f, input, lo, hi, domain: (lo, hi), center: 0.0, calibrated: span(&calibrated), held_out: (0, 0), layer: self.layer.clone() };
+        if calibrated.len() >= 4
+            && let Some(even) = span(calibrated.iter().step_by(2))
+        {
             let (wlo, whi) = crate::scale::window(even, (lo, hi));
             let odd = calibrated.iter().skip(1).step_by(2);
             l.held_out = (odd.clone().filter(|&&z| z < wlo || z > whi).count(), odd.count());
@@ -287,6 +287,12 @@ impl Builder {
         out.hi += center;
         out
     }
+}
+
+/// The smallest and largest of `values` (NaNs ignored); `None` if there are none.
+fn span<'a>(values: impl IntoIterator<Item = &'a f64>) -> Option<(f64, f64)> {
+    let (lo, hi) = values.into_iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &z| (a.min(z), b.max(z)));
+    (lo <= hi).then_some((lo, hi))
 }
 
 /// The range of `l`'s table over inputs in `[lo, hi]`: the function over a dense grid.
@@ -324,10 +330,10 @@ fn saturated(l: &Lookup, calibrated: &[f64]) -> Option<(f64, f64)> {
         Unary::Fused(f) => (**f).clone(),
         u => Fun::of_unary(u),
     };
-    if calibrated.is_empty() || !has_pole(&fun) || l.lo >= l.hi || l.lo.is_nan() || l.hi.is_nan() {
+    let (zmin, zmax) = l.calibrated?;
+    if !has_pole(&fun) || l.lo >= l.hi || l.lo.is_nan() || l.hi.is_nan() {
         return None;
     }
-    let (zmin, zmax) = calibrated.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &z| (a.min(z), b.max(z)));
     let (zmin, zmax) = (zmin.clamp(l.lo, l.hi), zmax.clamp(l.lo, l.hi));
     let f = |z: f64| f64::from(l.f.apply(z as f32));
     let (olo, ohi) = calibrated.iter().map(|&z| f(z.clamp(l.lo, l.hi))).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
