@@ -13,6 +13,7 @@
 //! (`TableRanges::Calibrated`: finer; an input past the window reads a clipped value).
 
 mod calibration;
+mod ckks;
 mod head;
 mod neurons;
 mod scale;
@@ -20,6 +21,8 @@ mod search;
 mod simulator;
 mod tail;
 
+pub use ckks::{CkksChoice, CkksCompiled, CkksSearch, choose_ckks};
+pub use fhec_ckks as ckks_plan;
 pub use calibration::{Calibration, HEADROOM, Origin, SYNTHETIC_SAMPLES, SYNTHETIC_SEED};
 pub use fhec_runtime::{InputCode, OutputCode};
 pub use scale::{MAX_NARROWING, Options, TABLE_HEADROOM, TableRanges};
@@ -304,15 +307,25 @@ impl Compiled {
 }
 
 /// Decodes output accumulators with `codes` and runs the post-processing module on them.
-pub fn decode(codes: &[OutputCode], postprocess: &Module, acc: &[i64]) -> Result<Vec<Tensor>, LowerError> {
+pub fn decode(codes: &[OutputCode], postprocess_module: &Module, acc: &[i64]) -> Result<Vec<Tensor>, LowerError> {
     if acc.len() != codes.len() {
         return Err(LowerError::Client(format!("{} results for {} outputs", acc.len(), codes.len())));
+    }
+    let values: Vec<f64> = acc.iter().zip(codes).map(|(&a, c)| a as f64 / c.scale + c.mid).collect();
+    postprocess(postprocess_module, &values)
+}
+
+/// The server's output values (flattened frontier, in order) through the client's post-processing.
+pub(crate) fn postprocess(postprocess: &Module, values: &[f64]) -> Result<Vec<Tensor>, LowerError> {
+    let want: usize = postprocess.inputs().iter().map(|&v| postprocess.node(v).ty.numel()).sum();
+    if values.len() != want {
+        return Err(LowerError::Client(format!("{} results for {want} outputs", values.len())));
     }
     let mut k = 0;
     let mut frontier = Vec::new();
     for v in postprocess.inputs() {
         let ty = &postprocess.node(v).ty;
-        let vals: Vec<f32> = (k..k + ty.numel()).map(|e| (acc[e] as f64 / codes[e].scale + codes[e].mid) as f32).collect();
+        let vals: Vec<f32> = values[k..k + ty.numel()].iter().map(|&x| x as f32).collect();
         k += ty.numel();
         frontier.push(Tensor::from_f32(ty.shape.clone(), vals).expect("sized"));
     }

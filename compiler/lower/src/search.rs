@@ -108,7 +108,7 @@ pub struct Choice {
 
 /// The class a model output names: an integer label, the argmax of a score vector, or `None` for a
 /// single continuous value.
-fn class(t: &Tensor) -> Option<i64> {
+pub(crate) fn class(t: &Tensor) -> Option<i64> {
     match t.dtype() {
         DType::I64 => t.to_i64_vec().first().copied(),
         DType::F32 => {
@@ -121,7 +121,7 @@ fn class(t: &Tensor) -> Option<i64> {
 /// The grid step of each element of the reference outputs when they lie on one (a quantized output,
 /// such as a pre-quantized model's final DequantizeLinear makes): the smallest gap between distinct
 /// values, when there are at least three and all sit on multiples of it. `None` for continuous values.
-fn grid_steps(want: &[Tensor]) -> Vec<Option<f64>> {
+pub(crate) fn grid_steps(want: &[Tensor]) -> Vec<Option<f64>> {
     let n = want.first().map_or(0, Tensor::numel);
     let values: Vec<Vec<f32>> = want.iter().map(Tensor::to_f32_vec).collect();
     (0..n)
@@ -174,7 +174,7 @@ fn steps(want: &[Tensor], got: &[Tensor], grid: &[Option<f64>]) -> Option<Steps>
 /// of samples whose class agrees; on a quantized output, a class whose reference score is within one
 /// grid step of the best also agrees (the decision is a tie up to one quantization step, the
 /// resolution the model itself has).
-fn fidelity(want: &[Tensor], got: &[Tensor], grid: &[Option<f64>]) -> f64 {
+pub(crate) fn fidelity(want: &[Tensor], got: &[Tensor], grid: &[Option<f64>]) -> f64 {
     if want.iter().all(|t| class(t).is_some()) {
         let agrees = |w: &Tensor, g: &Tensor| match (class(w), class(g)) {
             (a, b) if a == b => true,
@@ -192,7 +192,7 @@ fn fidelity(want: &[Tensor], got: &[Tensor], grid: &[Option<f64>]) -> f64 {
 }
 
 /// `100 (1 - RMS error / spread)` over every output value, in percent.
-fn relative_fidelity(want: &[Tensor], got: &[Tensor]) -> f64 {
+pub(crate) fn relative_fidelity(want: &[Tensor], got: &[Tensor]) -> f64 {
     let w: Vec<f64> = want.iter().flat_map(|t| t.to_f32_vec()).map(f64::from).collect();
     let g: Vec<f64> = got.iter().flat_map(|t| t.to_f32_vec()).map(f64::from).collect();
     let mean = w.iter().sum::<f64>() / w.len().max(1) as f64;

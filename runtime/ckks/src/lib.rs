@@ -1,0 +1,25 @@
+//! fhec's CKKS backend. The compiler lowers a model's scalarized server part into a [`Plan`]:
+//! affine maps and Chebyshev polynomials (activations approximated on their calibrated windows). With
+//! batch-major packing every slot of a ciphertext is one sample, so one evaluation scores thousands
+//! of samples at the cost of one.
+//!
+//! Without features this crate is the plan format, the fitting and the cleartext simulation (stable
+//! Rust). The `poulpy` feature adds encrypted evaluation with poulpy, which needs a nightly compiler;
+//! `backend.rs` is the only module that touches it.
+
+#[cfg(feature = "poulpy")]
+pub mod backend;
+pub mod cheb;
+pub mod plan;
+
+pub use plan::{Affine, Cost, MAX_DEGREE, Node, PLAN_VERSION, Plan, Reads};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CkksError {
+    #[error("invalid CKKS plan: {0}")]
+    Plan(String),
+    #[error("wrong shape: {0}")]
+    Shape(String),
+    #[error("CKKS backend: {0}")]
+    Backend(String),
+}

@@ -1,0 +1,91 @@
+//! The CKKS lowering in cleartext simulation: every trained corpus model lowers to a plan of affine
+//! maps and Chebyshev polynomials (degree chosen by measured accuracy, as `fhec build --scheme ckks`
+//! does), and its simulated accuracy stays within the budget of the float model.
+
+use fhec_ir::Tensor;
+use fhec_lower::{Calibration, CkksSearch, choose_ckks};
+use fhec_testsuite::*;
+
+fn samples(dir: &std::path::Path, m: &fhec_ir::Module) -> Vec<Tensor> {
+    let x = fhec::npy::read_samples(&dir.join("inputs.npy")).unwrap();
+    let shape = m.node(m.inputs()[0]).ty.shape.clone();
+    x.outer_iter().map(|s| Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap()).collect()
+}
+
+fn accuracy(outs: &[Vec<Tensor>], labels: &fhec::metrics::Labels) -> f64 {
+    let first: Vec<f32> = outs.iter().flat_map(|o| o[0].to_f32_vec()).collect();
+    let n = outs.len();
+    let stacked = if matches!(outs[0][0].dtype(), fhec_ir::DType::I64) {
+        fhec::Stacked::I64(ndarray::ArrayD::from_shape_vec(vec![n, first.len() / n], first.iter().map(|&v| v as i64).collect()).unwrap())
+    } else {
+        fhec::Stacked::F32(ndarray::ArrayD::from_shape_vec(vec![n, first.len() / n], first).unwrap())
+    };
+    match fhec::metrics::score(&stacked, labels).unwrap() {
+        fhec::metrics::Score::Accuracy { correct, total } => correct as f64 / total as f64,
+        fhec::metrics::Score::Regression { r2, .. } => r2,
+    }
+}
+
+#[test]
+fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for dir in cases().into_iter().filter(|d| !case_name(d).starts_with("op_")) {
+        let name = case_name(&dir);
+        let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
+        let xs = samples(&dir, &m);
+        let choice = match choose_ckks(&m, &Calibration::from_samples(xs.clone()).unwrap(), &CkksSearch::default()) {
+            Ok(c) => c,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let labels = fhec::metrics::read_labels(&dir.join("labels.npy")).unwrap();
+        let float: Vec<Vec<Tensor>> = xs.iter().map(|x| fhec_interp::run(&m, std::slice::from_ref(x)).unwrap()).collect();
+        let mut reads = fhec_lower::ckks_plan::Reads::default();
+        let sim: Vec<Vec<Tensor>> = xs.iter().map(|x| choice.compiled.simulate(x, &mut reads).unwrap()).collect();
+        let (af, asim) = (accuracy(&float, &labels), accuracy(&sim, &labels));
+        let cost = choice.compiled.plan.cost();
+        report.push(format!(
+            "{name:28} nodes {:5} degree {:3} depth {:3} products {:6} fidelity {:6.2}% trials {:?} float {af:.4} ckks-sim {asim:.4} outside {}/{}",
+            choice.compiled.plan.nodes.len(),
+            choice.degree,
+            cost.depth,
+            cost.products,
+            choice.fidelity,
+            choice.trials,
+            reads.outside,
+            reads.total
+        ));
+        let budget = if name.starts_with("cnn") { 0.015 } else { 0.01 };
+        if af - asim > budget + 1e-9 {
+            failures.push(format!("{name}: simulated CKKS accuracy {asim:.4} vs float {af:.4}"));
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The encrypted tests of `fhec-ckks` (nightly, feature `poulpy`) run the wine MLP's plan from
+/// `runtime/ckks/tests/data/mlp_wine.json` without the compiler: this keeps that file what the compiler
+/// produces now (set `FHEC_UPDATE_FIXTURES=1` to rewrite it).
+#[test]
+fn the_encrypted_tests_fixture_is_current() {
+    let dir = root().join("models/mlp_wine");
+    let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
+    let xs = samples(&dir, &m);
+    let choice = choose_ckks(&m, &Calibration::from_samples(xs.clone()).unwrap(), &CkksSearch::default()).unwrap();
+    let c = &choice.compiled;
+    let inputs: Vec<Vec<f64>> = xs.iter().map(|x| c.encode(x).unwrap()).collect();
+    let expected: Vec<Vec<f64>> = inputs.iter().map(|x| c.plan.eval(x, &mut Default::default()).unwrap()).collect();
+    let fixture = serde_json::json!({ "plan": c.plan, "inputs": inputs, "expected": expected });
+    let path = root().join("../runtime/ckks/tests/data/mlp_wine.json");
+    let text = serde_json::to_string(&fixture).unwrap();
+    if std::env::var_os("FHEC_UPDATE_FIXTURES").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(committed == text, "{} is stale: rerun with FHEC_UPDATE_FIXTURES=1", path.display());
+}
