@@ -41,13 +41,36 @@ impl Prepared {
     /// `calibrated_windows` is false or there were no real samples).
     pub fn ckks(&self, degree: usize, calibrated_windows: bool) -> Result<CkksCompiled, LowerError> {
         let n = &self.neurons;
+        let input_box: Vec<(f64, f64)> = n.wires[..n.n_inputs].iter().map(|w| (w.lo, w.hi)).collect();
+        // The client sends each input mapped onto [-1, 1] over its box, so that the constants
+        // multiplying inputs are of the size of those multiplying activations (their precision is
+        // absolute: a tiny weight on a large input, such as a raw feature in the thousands, would
+        // lose most of its digits).
+        let unit = |a: Affine| {
+            let mut bias = a.bias;
+            let terms = a
+                .terms
+                .into_iter()
+                .map(|(w, c)| match input_box.get(w as usize) {
+                    Some(&(lo, hi)) => {
+                        bias += c * (lo + hi) / 2.0;
+                        (w, c * (hi - lo) / 2.0)
+                    }
+                    None => (w, c),
+                })
+                .collect();
+            Affine { terms, bias }
+        };
         let nodes = n.wires[n.n_inputs..]
             .iter()
             .map(|w| w.lookup.as_ref().map(|l| node(l, calibrated_windows, degree)))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| LowerError::Model("a wire past the inputs is not a table".into()))?;
-        let outputs = n.outputs.iter().flatten().map(|f| Affine { terms: f.terms.clone(), bias: f.bias }).collect();
-        let plan = Plan { version: PLAN_VERSION, n_inputs: n.n_inputs, input_box: n.wires[..n.n_inputs].iter().map(|w| (w.lo, w.hi)).collect(), nodes, outputs };
+            .ok_or_else(|| LowerError::Model("a wire past the inputs is not a table".into()))?
+            .into_iter()
+            .map(|n| Node { input: unit(n.input), ..n })
+            .collect();
+        let outputs = n.outputs.iter().flatten().map(|f| unit(Affine { terms: f.terms.clone(), bias: f.bias })).collect();
+        let plan = Plan { version: PLAN_VERSION, n_inputs: n.n_inputs, input_box, nodes, outputs };
         plan.validate().map_err(|e| LowerError::Model(e.to_string()))?;
         Ok(CkksCompiled { plan, preprocess: self.preprocess.clone(), postprocess: self.postprocess.clone() })
     }

@@ -12,7 +12,7 @@ pub mod backend;
 pub mod cheb;
 pub mod plan;
 
-pub use plan::{Affine, Cost, MAX_DEGREE, Node, PLAN_VERSION, Plan, Reads};
+pub use plan::{Affine, BASE2K, CONST_BITS, Cost, HEADROOM, LOG_DELTA, MAX_DEGREE, Node, PLAN_VERSION, Plan, Reads, Ring};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CkksError {

@@ -51,7 +51,8 @@ impl Node {
 pub struct Plan {
     pub version: u32,
     pub n_inputs: usize,
-    /// The client clamps each input element into its box before encrypting.
+    /// The client clamps each input element into its box and maps the box onto [-1, 1] before
+    /// encrypting ([`Plan::client_inputs`]); the affine maps read the mapped values.
     pub input_box: Vec<(f64, f64)>,
     pub nodes: Vec<Node>,
     pub outputs: Vec<Affine>,
@@ -69,16 +70,69 @@ pub struct Reads {
 pub struct Cost {
     /// Ciphertext-by-constant multiply-adds (the affine maps).
     pub scalar_ops: usize,
-    /// Ciphertext-by-ciphertext products (with relinearization), the polynomials'.
-    pub products: usize,
+    /// Polynomial evaluations.
+    pub polynomials: usize,
     /// Multiplicative depth of the longest path.
     pub depth: u32,
 }
 
-/// Ciphertext products to evaluate a degree-`d` polynomial: the power basis `T_2..T_d` by doubling
-/// and products (`d - 1`). What `backend` does; baby-step giant-step would need about `2 sqrt(d)`.
-pub fn products(degree: usize) -> usize {
-    degree.saturating_sub(1)
+/// Scale of encrypted values (and of polynomial coefficients): 2^-30 resolution.
+pub const LOG_DELTA: usize = 30;
+/// Precision of the constants the affine maps multiply by (consumed by each such product).
+pub const CONST_BITS: usize = 20;
+/// Bits above the scale that intermediate values may use (|value| < 2^8): kept free at the top of
+/// the modulus along the deepest path.
+pub const HEADROOM: usize = 8;
+/// Bits per limb of the ciphertext modulus.
+pub const BASE2K: usize = 52;
+
+/// A ring degree and the ciphertext width that 128-bit security allows there (see `backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ring {
+    pub log_n: usize,
+    /// Bits of a fresh ciphertext's modulus.
+    pub k: usize,
+}
+
+impl Ring {
+    /// The 128-bit bound on the widest modulus under the secret (bits): a ternary secret of Hamming
+    /// weight 1024, σ = 3.2. 851 at 2^15 is the bound poulpy's own presets use; 426 at 2^14 is from
+    /// the same estimator table they cite, under the HE standard's 438 for uniform ternary secrets.
+    pub fn bound(log_n: usize) -> usize {
+        match log_n {
+            14 => 426,
+            15 => 851,
+            _ => 0,
+        }
+    }
+
+    /// The widest ciphertext whose relinearization key (`ceil(k / BASE2K)` digits of `BASE2K` bits
+    /// plus `BASE2K + log_n` auxiliary bits) stays within the bound.
+    pub fn at(log_n: usize) -> Ring {
+        let limbs = Ring::bound(log_n).saturating_sub(BASE2K + log_n) / BASE2K;
+        Ring { log_n, k: limbs * BASE2K }
+    }
+
+    /// Samples per ciphertext (one per complex slot).
+    pub fn slots(&self) -> usize {
+        1 << (self.log_n - 1)
+    }
+
+    /// Measured on the project's machine (2-core AMD EPYC Zen 5, one thread, portable NTT backend,
+    /// ciphertexts at full width): one product by a constant, and one polynomial of each degree.
+    fn const_ms(&self) -> f64 {
+        if self.log_n <= 14 { 0.6 } else { 3.8 }
+    }
+
+    fn poly_ms(&self, degree: usize) -> f64 {
+        let at_14 = match cheb::depth(degree) {
+            0..=3 => 230.0,
+            4 => 404.0,
+            5 => 600.0,
+            d => 600.0 * 1.5f64.powi(d as i32 - 5),
+        };
+        if self.log_n <= 14 { at_14 } else { at_14 * 6.0 }
+    }
 }
 
 impl Plan {
@@ -122,7 +176,7 @@ impl Plan {
         if x.len() != self.n_inputs {
             return Err(CkksError::Shape(format!("{} input values for a plan of {}", x.len(), self.n_inputs)));
         }
-        let mut v: Vec<f64> = x.iter().zip(&self.input_box).map(|(&x, &(lo, hi))| x.clamp(lo, hi)).collect();
+        let mut v = self.client_inputs(x);
         v.reserve(self.nodes.len());
         for n in &self.nodes {
             let t = n.input.eval(&v);
@@ -131,6 +185,15 @@ impl Plan {
             v.push(cheb::eval(&n.coeffs, t));
         }
         Ok(self.outputs.iter().map(|o| o.eval(&v)).collect())
+    }
+
+    /// What the client encrypts for one sample: each input value clamped into its box, the box
+    /// mapped onto [-1, 1] (a box of one point maps to 0).
+    pub fn client_inputs(&self, x: &[f64]) -> Vec<f64> {
+        x.iter()
+            .zip(&self.input_box)
+            .map(|(&x, &(lo, hi))| if hi > lo { (2.0 * x.clamp(lo, hi) - lo - hi) / (hi - lo) } else { 0.0 })
+            .collect()
     }
 
     /// The multiplicative depth of each value: inputs 0; a node one for its affine map (a product
@@ -159,11 +222,55 @@ impl Plan {
         let d = self.depths();
         let terms = |a: &Affine| a.terms.len();
         let out_depth = self.outputs.iter().map(|o| o.terms.iter().map(|&(w, _)| d[w as usize]).max().unwrap_or(0) + 1).max().unwrap_or(0);
-        Cost {
-            scalar_ops: self.nodes.iter().map(|n| terms(&n.input) + n.degree()).sum::<usize>() + self.outputs.iter().map(terms).sum::<usize>(),
-            products: self.nodes.iter().map(|n| products(n.degree())).sum(),
-            depth: out_depth,
+        Cost { scalar_ops: self.nodes.iter().map(|n| terms(&n.input)).sum::<usize>() + self.outputs.iter().map(terms).sum::<usize>(), polynomials: self.nodes.len(), depth: out_depth }
+    }
+
+    /// Bits of modulus consumed along the deepest path before the final scale, and where it ends:
+    /// each product by constants takes [`CONST_BITS`], a degree-`d` polynomial on [-1, 1]
+    /// `ceil(log2(d + 1))` times [`LOG_DELTA`] (what poulpy's minimal-depth evaluation consumes;
+    /// `backend` checks it).
+    pub fn bits_needed(&self) -> (usize, String) {
+        let mut used = vec![0usize; self.n_inputs];
+        let reads = |a: &Affine, used: &[usize]| a.terms.iter().map(|&(w, _)| used[w as usize]).max().unwrap_or(0) + if a.terms.is_empty() { 0 } else { CONST_BITS };
+        for n in &self.nodes {
+            let b = reads(&n.input, &used) + cheb::depth(n.degree()) as usize * LOG_DELTA;
+            used.push(b);
         }
+        let mut deepest = (0, String::from("no output"));
+        for (k, o) in self.outputs.iter().enumerate() {
+            let b = reads(o, &used);
+            if b > deepest.0 {
+                let last = o.terms.iter().max_by_key(|&&(w, _)| used[w as usize]).map(|&(w, _)| w as usize);
+                let via = match last.and_then(|w| w.checked_sub(self.n_inputs)) {
+                    Some(j) => format!("node {j} ({})", self.nodes[j].layer),
+                    None => "an input".into(),
+                };
+                deepest = (b, format!("output {k}, through {via}"));
+            }
+        }
+        deepest
+    }
+
+    /// The smallest ring whose fresh ciphertexts hold the deepest path plus the final scale and
+    /// headroom; the error names where the deepest path ends.
+    pub fn ring(&self) -> Result<Ring, CkksError> {
+        let (need, at) = self.bits_needed();
+        let total = need + LOG_DELTA + HEADROOM;
+        [14, 15].into_iter().map(Ring::at).find(|r| r.k >= total).ok_or_else(|| {
+            CkksError::Plan(format!(
+                "the circuit needs {total} bits of modulus along its deepest path (ending at {at}), more than the {} a 128-bit ring of degree 2^15 holds without bootstrapping: lower the polynomial degree or the model's depth",
+                Ring::at(15).k
+            ))
+        })
+    }
+
+    /// Estimated time to evaluate one ciphertext batch (up to [`Ring::slots`] samples) on
+    /// `threads` workers, from the measured per-operation times of [`Ring`] (independent nodes run
+    /// in parallel; the estimate divides the work evenly).
+    pub fn estimated_batch_ms(&self, ring: Ring, threads: usize) -> f64 {
+        let c = self.cost();
+        let polys: f64 = self.nodes.iter().map(|n| ring.poly_ms(n.degree())).sum();
+        (polys + c.scalar_ops as f64 * ring.const_ms()) / threads.max(1) as f64
     }
 }
 
@@ -195,16 +302,28 @@ mod tests {
         // Clamped into the box: x0 = 1, x1 = -1 → t = 0.75, still inside.
         p.eval(&[5.0, -5.0], &mut reads).unwrap();
         assert_eq!(reads.outside, 0);
-        let mut wide = p.clone();
-        wide.input_box[0] = (-10.0, 10.0);
-        wide.eval(&[5.0, 0.0], &mut reads).unwrap();
+        let mut steep = p.clone();
+        steep.nodes[0].input.terms[0].1 = 4.0;
+        steep.eval(&[0.8, 0.0], &mut reads).unwrap();
         assert_eq!(reads, Reads { outside: 1, total: 3 });
+    }
+
+    #[test]
+    fn the_client_maps_each_box_onto_the_unit_interval() {
+        let mut p = plan();
+        p.input_box = vec![(10.0, 30.0), (5.0, 5.0)];
+        assert_eq!(p.client_inputs(&[25.0, 7.0]), vec![0.5, 0.0]);
+        assert_eq!(p.client_inputs(&[99.0, 7.0]), vec![1.0, 0.0]);
     }
 
     #[test]
     fn depth_and_cost() {
         let c = plan().cost();
-        assert_eq!(c, Cost { scalar_ops: 2 + 31 + 1, products: 30, depth: 1 + 5 + 1 });
+        assert_eq!(c, Cost { scalar_ops: 2 + 1, polynomials: 1, depth: 1 + 5 + 1 });
+        // A constant product, a degree-31 polynomial, the output's constant product.
+        assert_eq!(plan().bits_needed().0, CONST_BITS + 5 * LOG_DELTA + CONST_BITS);
+        assert_eq!(plan().ring().unwrap(), Ring { log_n: 14, k: 312 });
+        assert_eq!(Ring::at(15).k, 780);
     }
 
     #[test]
