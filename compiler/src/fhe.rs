@@ -88,7 +88,8 @@ pub fn build(
     Ok((choice, text))
 }
 
-fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
+/// The build report: text for `report.txt`, JSON for `report.json`.
+pub fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
     let c = &choice.compiled;
     let circuit = &c.circuit;
     let params = circuit.params;

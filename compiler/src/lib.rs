@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod ckks;
 pub mod embed;
 pub mod fhe;
 pub mod keyfile;

@@ -45,6 +45,17 @@ struct Cli {
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum SchemeArg {
+    /// TFHE (tfhe-rs): one value per ciphertext, exact tables; lowest latency for few samples.
+    Tfhe,
+    /// CKKS (poulpy): thousands of samples per ciphertext, polynomial activations; highest
+    /// throughput for large batches.
+    Ckks,
+    /// The one with the lower estimated time for --batch samples.
+    Auto,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
 enum TableRangesArg {
     Calibrated,
     Bound,
@@ -119,6 +130,12 @@ enum Command {
         /// Optimizer limit: seconds of equality saturation.
         #[arg(long, default_value_t = 5.0)]
         egg_time_limit: f64,
+        /// The FHE scheme: tfhe, ckks (needs --calibration), or auto (the cheaper for --batch).
+        #[arg(long, value_enum, default_value_t = SchemeArg::Tfhe)]
+        scheme: SchemeArg,
+        /// With --scheme auto: how many samples a request carries (the workload to optimize for).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
     /// Generate a secret key (client) and an evaluation key (server) into KEYS/.
     Keygen {
@@ -459,6 +476,116 @@ async fn client_command(remote: &fhec::serve::client::Remote, command: ClientCom
     Ok(())
 }
 
+/// `--scheme auto`: with the TFHE build already in `dir`, lowers for CKKS too and keeps the scheme
+/// with the lower estimated time for `batch` samples on `threads` workers; the other's files go, and
+/// the report states both estimates.
+#[allow(clippy::too_many_arguments)]
+fn choose_scheme(
+    model: &Path,
+    x: &ndarray::ArrayD<f32>,
+    dir: &Path,
+    search: &fhec_lower::CkksSearch,
+    tfhe: &fhec_lower::Choice,
+    tfhe_report: String,
+    batch: usize,
+    threads: usize,
+) -> Result<String> {
+    let circuit = &tfhe.compiled.circuit;
+    // One sample: the latency estimate; a batch: bootstraps spread over the workers, in batches.
+    let tfhe_ms = pipeline::estimated_latency_ms(circuit, threads).max(batch as f64 * circuit.pbs.len() as f64 * circuit.params.batched_pbs_ms() / threads as f64);
+    let ckks = fhec::ckks::build(model, x, dir, search);
+    let remove = |p: PathBuf| std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()));
+    let (text, line) = match ckks {
+        Ok((choice, ring, ckks_report)) => {
+            let ckks_ms = fhec::ckks::estimated_ms(&choice.compiled.plan, ring, batch, threads);
+            let line = format!(
+                "scheme (--scheme auto, batch of {batch} on {threads} threads): {} — estimated TFHE {tfhe_ms:.0} ms, CKKS {ckks_ms:.0} ms ({} samples per CKKS batch)\n",
+                if ckks_ms < tfhe_ms { "CKKS" } else { "TFHE" },
+                ring.slots()
+            );
+            if ckks_ms < tfhe_ms && choice.within_budget {
+                remove(pipeline::client_path(dir))?;
+                remove(pipeline::server_path(dir))?;
+                (ckks_report, line)
+            } else {
+                remove(fhec::ckks::plan_path(dir))?;
+                (tfhe_report, line)
+            }
+        }
+        Err(e) => (tfhe_report, format!("scheme (--scheme auto): TFHE; CKKS does not apply: {e}\n")),
+    };
+    let text = format!("{line}{text}");
+    std::fs::write(dir.join("report.txt"), &text).with_context(|| format!("writing {}", dir.join("report.txt").display()))?;
+    if !fhec::ckks::is_ckks(dir) {
+        // The CKKS build overwrote the TFHE build's JSON report: write it back from the choice.
+        let (_, json) = pipeline::report(&tfhe_name(model), tfhe);
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", dir.join("report.json").display()))?;
+    }
+    Ok(text)
+}
+
+/// `fhec predict` on a CKKS build: the cleartext simulation, or (in an fhec built with the `ckks`
+/// feature) an encrypted run in batches of the ring's slots.
+fn predict_ckks(dir: &Path, x: &ndarray::ArrayD<f32>, mode: Mode, noise_seed: Option<u64>, labels: Option<&PathBuf>, output: Option<&Path>, quiet: bool) -> Result<()> {
+    let loaded = fhec::ckks::load(dir)?;
+    let samples = x.shape().first().copied().unwrap_or(0);
+    let n = samples.max(1) as f64;
+    if noise_seed.is_some() {
+        bail!("--noise-seed is for TFHE builds; a CKKS simulation is exact up to CKKS's approximation error (about 1e-4 of the outputs)");
+    }
+    let outs = match mode {
+        Mode::Simulate => {
+            let start = Instant::now();
+            let (outs, reads) = loaded.simulate(x)?;
+            println!(
+                "{samples} samples, {}{:.3} ms/sample (simulated CKKS polynomials, not encrypted); polynomial reads outside their window: {} of {}",
+                score_line(&outs, labels)?,
+                start.elapsed().as_secs_f64() * 1e3 / n,
+                reads.outside,
+                reads.total
+            );
+            outs
+        }
+        Mode::Fhe => ckks_fhe(&loaded, x, labels, quiet)?,
+    };
+    write_outputs(output, &outs)
+}
+
+#[cfg(feature = "ckks")]
+fn ckks_fhe(loaded: &fhec::ckks::Loaded, x: &ndarray::ArrayD<f32>, labels: Option<&PathBuf>, quiet: bool) -> Result<Vec<(String, Stacked)>> {
+    let samples = x.shape().first().copied().unwrap_or(0);
+    let pb = bar(quiet, samples, "encrypted inference (CKKS batches)");
+    let run = fhec::ckks::fhe(loaded, x, |done| pb.set_position(done as u64))?;
+    pb.finish_and_clear();
+    let n = samples.max(1) as f64;
+    let total = run.client + run.server;
+    println!(
+        "{samples} samples, {}{:.3} ms/sample encrypted under CKKS ({} batch{} of up to {} samples: client {:.2} s, server {:.2} s, {:.0} samples/s); keygen {:.2} s; largest distance from the simulation {:.1e}",
+        score_line(&run.outputs, labels)?,
+        total.as_secs_f64() * 1e3 / n,
+        run.batches,
+        if run.batches == 1 { "" } else { "es" },
+        loaded.ring.slots(),
+        run.client.as_secs_f64(),
+        run.server.as_secs_f64(),
+        n / total.as_secs_f64(),
+        run.keygen.as_secs_f64(),
+        run.max_error
+    );
+    Ok(run.outputs)
+}
+
+#[cfg(not(feature = "ckks"))]
+fn ckks_fhe(_: &fhec::ckks::Loaded, _: &ndarray::ArrayD<f32>, _: Option<&PathBuf>, _: bool) -> Result<Vec<(String, Stacked)>> {
+    bail!(
+        "this fhec was built without CKKS encryption (poulpy needs a nightly compiler): build it with `cargo +nightly build --release -p fhec --features ckks`, or use --mode simulate"
+    )
+}
+
+fn tfhe_name(model: &Path) -> String {
+    fhec::load_model(model).map(|m| m.name.clone()).unwrap_or_default()
+}
+
 fn run(cli: Cli) -> Result<()> {
     let quiet = cli.quiet;
     let protection = protection(&cli)?;
@@ -491,6 +618,8 @@ fn run(cli: Cli) -> Result<()> {
             egg_node_limit,
             egg_iter_limit,
             egg_time_limit,
+            scheme,
+            batch,
         } => {
             let mut search = fhec_lower::Search::default();
             if !(egg_time_limit > 0.0 && egg_time_limit <= 3600.0) {
@@ -537,6 +666,31 @@ fn run(cli: Cli) -> Result<()> {
             let dir = output.unwrap_or_else(|| model.with_extension("fhec"));
             let x = calibration.as_deref().map(fhec::npy::read_samples).transpose()?;
             let start = Instant::now();
+            if batch == 0 {
+                bail!("--batch must be at least 1");
+            }
+            let ckks_search = fhec_lower::CkksSearch {
+                budget_points: accuracy_budget,
+                error_budget_percent: error_budget,
+                optimize: search.optimize.clone(),
+                ..fhec_lower::CkksSearch::default()
+            };
+            if scheme != SchemeArg::Tfhe && x.is_none() {
+                bail!("--scheme ckks and auto need --calibration: polynomial windows come from real samples");
+            }
+            if scheme == SchemeArg::Ckks {
+                let pb = spinner(quiet, "fitting polynomials");
+                let (choice, _, report) = fhec::ckks::build(&model, x.as_ref().expect("checked"), &dir, &ckks_search).with_context(|| format!("building {}", model.display()))?;
+                pb.finish_and_clear();
+                if !quiet {
+                    print!("{report}");
+                }
+                if !choice.within_budget {
+                    eprintln!("warning: no degree keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt", choice.required, choice.fidelity);
+                }
+                println!("\nwrote {} in {:.2} s", dir.display(), start.elapsed().as_secs_f64());
+                return Ok(());
+            }
             let pb = spinner(quiet, "choosing parameters");
             let mut tried = 0;
             let (choice, report) = pipeline::build(&model, x.as_ref(), &dir, &search, |t| {
@@ -552,6 +706,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(why) = &choice.jit_fallback {
                 eprintln!("warning: {why}");
             }
+            let report = if scheme == SchemeArg::Auto { choose_scheme(&model, x.as_ref().expect("checked"), &dir, &ckks_search, &choice, report, batch, threads)? } else { report };
             if !quiet {
                 print!("{report}");
             }
@@ -744,6 +899,9 @@ fn run(cli: Cli) -> Result<()> {
                     score_line(&outs, labels.as_ref())?
                 );
                 return write_outputs(output.as_deref(), &outs);
+            }
+            if fhec::ckks::is_ckks(&model) {
+                return predict_ckks(&model, &x, mode, noise_seed, labels.as_ref(), output.as_deref(), quiet);
             }
             let (client, post) = pipeline::load_client(&model)?;
             let (server, digest) = pipeline::load_server(&model)?;

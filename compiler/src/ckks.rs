@@ -1,0 +1,250 @@
+//! The CKKS pipeline (`fhec build --scheme ckks`): a model lowered to a batch-major plan of affine
+//! maps and Chebyshev polynomials (`fhec_lower::choose_ckks`), written to `DIR/ckks.json` with the
+//! client's pre- and post-processing; cleartext simulation on stable Rust, and, in an fhec built with
+//! the `ckks` feature (nightly), encrypted runs with poulpy (`fhec_ckks::backend`).
+//!
+//! `DIR/ckks.json` holds no key; `DIR/report.txt` and `DIR/report.json` say what was chosen.
+
+use crate::{DriverError, Stacked};
+use fhec_ckks::{Plan, Reads, Ring};
+use fhec_ir::{Module, Tensor};
+use fhec_lower::{Calibration, CkksChoice, CkksSearch};
+use ndarray::ArrayD;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Bumped when the file's meaning changes: older builds are refused with "rebuild".
+const FORMAT: u32 = 1;
+
+pub fn plan_path(dir: &Path) -> PathBuf {
+    dir.join("ckks.json")
+}
+
+/// Whether `dir` is a CKKS build.
+pub fn is_ckks(dir: &Path) -> bool {
+    plan_path(dir).is_file()
+}
+
+/// What `DIR/ckks.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Artifact {
+    pub format: u32,
+    pub model: String,
+    pub input_shape: Vec<usize>,
+    pub degree: usize,
+    pub plan: Plan,
+    /// IR text of the client's pre-processing (empty: none) and post-processing.
+    pub preprocess: String,
+    pub postprocess: String,
+}
+
+/// A CKKS build, loaded and checked: the artifact with its client modules parsed.
+pub struct Loaded {
+    pub artifact: Artifact,
+    pub ring: Ring,
+    compiled: fhec_lower::CkksCompiled,
+}
+
+/// Lowers `model` for CKKS, choosing the polynomial degree by simulated accuracy, and writes the
+/// plan and reports into `dir`.
+pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, search: &CkksSearch) -> Result<(CkksChoice, Ring, String), DriverError> {
+    let module = crate::load_model(model_path)?;
+    let input_shape = module.node(module.inputs()[0]).ty.shape.clone();
+    let cal = Calibration::from_samples(crate::samples(calibration, &input_shape, "calibration")?)?;
+    let choice = fhec_lower::choose_ckks(&module, &cal, search)?;
+    let c = &choice.compiled;
+    let ring = c.plan.ring().map_err(|e| DriverError::Input(e.to_string()))?;
+    let artifact = Artifact {
+        format: FORMAT,
+        model: module.name.clone(),
+        input_shape,
+        degree: choice.degree,
+        plan: c.plan.clone(),
+        preprocess: c.preprocess.as_ref().map_or(String::new(), |m| m.to_text(fhec_ir::DataMode::Full)),
+        postprocess: c.postprocess.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", dir.display())))?;
+    let (text, report) = report(&artifact, &choice, ring);
+    let write = |path: PathBuf, content: String| std::fs::write(&path, content).map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())));
+    write(plan_path(dir), serde_json::to_string(&artifact).expect("json"))?;
+    write(dir.join("report.txt"), text.clone())?;
+    write(dir.join("report.json"), serde_json::to_string_pretty(&report).expect("json"))?;
+    Ok((choice, ring, text))
+}
+
+/// Estimated time for `samples` samples under CKKS on `threads` workers: one batch per
+/// [`Ring::slots`] samples, whatever their number within it.
+pub fn estimated_ms(plan: &Plan, ring: Ring, samples: usize, threads: usize) -> f64 {
+    samples.max(1).div_ceil(ring.slots()) as f64 * plan.estimated_batch_ms(ring, threads)
+}
+
+fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json::Value) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = &a.plan;
+    let cost = plan.cost();
+    let (bits, deepest) = plan.bits_needed();
+    let batch_ms = plan.estimated_batch_ms(ring, threads);
+    let mut layers: Vec<(String, usize)> = Vec::new();
+    for n in &plan.nodes {
+        match layers.iter_mut().find(|l| l.0 == n.layer) {
+            Some(l) => l.1 += 1,
+            None => layers.push((n.layer.clone(), 1)),
+        }
+    }
+    let mut text = format!(
+        "model: {}\nscheme: CKKS (poulpy), batch-major: one sample per slot, {} samples per ciphertext\n\
+         ring: 2^{}, {}-bit modulus (128-bit security); deepest path {} bits + scale {} + headroom {} (ends at {deepest})\n\
+         activations: {} Chebyshev polynomials of degree {} on calibrated windows (tried: {})\n\
+         fidelity to the float model on {} calibration samples (cleartext simulation): {:.2}% (budget: {:.2}%){}\n\
+         polynomial reads outside their window on the calibration samples: {} of {}\n\
+         per batch: {} products by constants, {} polynomials, depth {}\n\
+         estimated time per batch on {threads} threads: {:.0} ms, i.e. {:.3} ms per sample at full batch; a single sample costs the whole batch\n\nlayers:\n",
+        a.model,
+        ring.slots(),
+        ring.log_n,
+        ring.k,
+        bits,
+        fhec_ckks::LOG_DELTA,
+        fhec_ckks::HEADROOM,
+        plan.nodes.len(),
+        a.degree,
+        choice.trials.iter().map(|(d, f)| format!("degree {d}: {f:.2}%")).collect::<Vec<_>>().join(", "),
+        choice.calibration.1,
+        choice.fidelity,
+        choice.required,
+        if choice.within_budget { "" } else { "  NOT WITHIN BUDGET: kept the most faithful degree" },
+        choice.reads.outside,
+        choice.reads.total,
+        cost.scalar_ops,
+        cost.polynomials,
+        cost.depth,
+        batch_ms,
+        batch_ms / ring.slots() as f64,
+    );
+    for (l, n) in &layers {
+        text.push_str(&format!("  {l:40} {n:6} polynomials\n"));
+    }
+    let json = json!({
+        "model": a.model,
+        "scheme": "ckks",
+        "ring": { "log_n": ring.log_n, "modulus_bits": ring.k, "slots": ring.slots() },
+        "bits_needed": bits,
+        "degree": a.degree,
+        "trials": choice.trials.iter().map(|(d, f)| json!({"degree": d, "fidelity": f})).collect::<Vec<_>>(),
+        "fidelity": choice.fidelity,
+        "required": choice.required,
+        "within_budget": choice.within_budget,
+        "reads_outside_window": choice.reads.outside,
+        "reads": choice.reads.total,
+        "scalar_ops": cost.scalar_ops,
+        "polynomials": cost.polynomials,
+        "depth": cost.depth,
+        "estimated_batch_ms": batch_ms,
+        "threads": threads,
+        "layers": layers.iter().map(|(l, n)| json!({"name": l, "polynomials": n})).collect::<Vec<_>>(),
+    });
+    (text, json)
+}
+
+/// Reads and checks `DIR/ckks.json`.
+pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
+    let path = plan_path(dir);
+    let what = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|e| DriverError::Input(format!("cannot read {what}: {e}")))?;
+    let artifact: Artifact = serde_json::from_str(&text).map_err(|e| DriverError::Input(format!("{what}: not a CKKS build: {e}")))?;
+    if artifact.format != FORMAT {
+        return Err(DriverError::Input(format!("{what}: format {} (this fhec reads {FORMAT}): rebuild the model", artifact.format)));
+    }
+    artifact.plan.validate().map_err(|e| DriverError::Input(format!("{what}: {e}")))?;
+    let ring = artifact.plan.ring().map_err(|e| DriverError::Input(format!("{what}: {e}")))?;
+    let parse = |src: &str, part: &str| -> Result<Module, DriverError> {
+        let m: Module = src.parse().map_err(|e| DriverError::Input(format!("{what}: {part}: {e}")))?;
+        m.verify().map_err(|e| DriverError::Input(format!("{what}: {part}: {e}")))?;
+        Ok(m)
+    };
+    let preprocess = if artifact.preprocess.is_empty() { None } else { Some(parse(&artifact.preprocess, "pre-processing")?) };
+    let postprocess = parse(&artifact.postprocess, "post-processing")?;
+    let compiled = fhec_lower::CkksCompiled { plan: artifact.plan.clone(), preprocess, postprocess };
+    Ok(Loaded { artifact, ring, compiled })
+}
+
+impl Loaded {
+    pub fn postprocess(&self) -> &Module {
+        &self.compiled.postprocess
+    }
+
+    fn samples(&self, x: &ArrayD<f32>) -> Result<Vec<Tensor>, DriverError> {
+        crate::samples(x, &self.artifact.input_shape, "input")
+    }
+
+    /// The plan's inputs for every sample (the client's pre-processing, flattened).
+    pub fn encode(&self, x: &ArrayD<f32>) -> Result<Vec<Vec<f64>>, DriverError> {
+        Ok(self.samples(x)?.iter().map(|t| self.compiled.encode(t)).collect::<Result<_, _>>()?)
+    }
+
+    /// The model's outputs from the plan's outputs, per sample.
+    pub fn decode(&self, values: &[Vec<f64>]) -> Result<Vec<(String, Stacked)>, DriverError> {
+        let per: Vec<Vec<Tensor>> = values.iter().map(|v| self.compiled.decode(v)).collect::<Result<_, _>>()?;
+        Ok(crate::stack_outputs(&self.compiled.postprocess, per))
+    }
+
+    /// Cleartext simulation of every sample: exactly the polynomials the encrypted run evaluates,
+    /// without CKKS's approximation error (about 1e-4 of the outputs' scale, see `fhec_ckks`).
+    pub fn simulate(&self, x: &ArrayD<f32>) -> Result<(Vec<(String, Stacked)>, Reads), DriverError> {
+        let mut reads = Reads::default();
+        let values = self.encode(x)?.iter().map(|v| self.artifact.plan.eval(v, &mut reads)).collect::<Result<Vec<_>, _>>().map_err(|e| DriverError::Input(e.to_string()))?;
+        Ok((self.decode(&values)?, reads))
+    }
+}
+
+/// How an encrypted CKKS run went.
+#[derive(Clone, Debug)]
+pub struct FheRun {
+    pub outputs: Vec<(String, Stacked)>,
+    pub keygen: std::time::Duration,
+    pub client: std::time::Duration,
+    pub server: std::time::Duration,
+    pub batches: usize,
+    /// Largest distance between an encrypted output and the simulation's.
+    pub max_error: f64,
+}
+
+/// Encrypted run of every sample, all on this machine: key generation, then batches of up to
+/// [`Ring::slots`] samples encrypted, evaluated (server side: the evaluation key only) and decrypted.
+#[cfg(feature = "ckks")]
+pub fn fhe(loaded: &Loaded, x: &ArrayD<f32>, mut progress: impl FnMut(usize)) -> Result<FheRun, DriverError> {
+    use fhec_ckks::backend::{Context, Server};
+    use std::time::{Duration, Instant};
+    let be = |e: fhec_ckks::CkksError| DriverError::Input(e.to_string());
+    let plan = &loaded.artifact.plan;
+    let ctx = Context::new(loaded.ring).map_err(be)?;
+    let t = Instant::now();
+    let (client, eval) = ctx.keygen().map_err(be)?;
+    let keygen = t.elapsed();
+    let server = Server::new(&ctx, plan).map_err(be)?;
+    let inputs = loaded.encode(x)?;
+    let (mut client_t, mut server_t) = (Duration::ZERO, Duration::ZERO);
+    let mut values = Vec::with_capacity(inputs.len());
+    let mut max_error = 0f64;
+    let mut batches = 0;
+    for chunk in inputs.chunks(loaded.ring.slots()) {
+        let t = Instant::now();
+        let cts = ctx.encrypt(&client, plan, chunk).map_err(be)?;
+        client_t += t.elapsed();
+        let t = Instant::now();
+        let out = server.evaluate(&eval, &cts).map_err(be)?;
+        server_t += t.elapsed();
+        let t = Instant::now();
+        let got = ctx.decrypt(&client, &out).map_err(be)?;
+        client_t += t.elapsed();
+        for (x, g) in chunk.iter().zip(&got) {
+            let want = plan.eval(x, &mut Reads::default()).map_err(be)?;
+            max_error = want.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(max_error, f64::max);
+        }
+        values.extend(got);
+        batches += 1;
+        progress(values.len());
+    }
+    Ok(FheRun { outputs: loaded.decode(&values)?, keygen, client: client_t, server: server_t, batches, max_error })
+}
