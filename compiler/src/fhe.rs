@@ -240,6 +240,7 @@ pub fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
     text.push_str(&format!("\nclient post-processing:\n{}", c.postprocess.to_text(fhec_ir::DataMode::Elided)));
     let json = json!({
         "model": name,
+        "scheme": "tfhe",
         "pbs_count": circuit.pbs.len(),
         "parameter_set": params.name(),
         "positions": params.positions(),

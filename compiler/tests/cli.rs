@@ -319,3 +319,42 @@ fn serve_and_predict_over_https() {
     assert!(server.wait().unwrap().success(), "{rest:?}");
     assert!(rest.iter().any(|l| l.contains("draining")), "{rest:?}");
 }
+
+#[test]
+fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, x, labels) = (corpus("models/mlp_wine/model.onnx"), corpus("models/mlp_wine/inputs.npy"), corpus("models/mlp_wine/labels.npy"));
+    let (model, x, labels) = (model.to_str().unwrap(), x.to_str().unwrap(), labels.to_str().unwrap());
+    let out = dir.path().join("wine-ckks");
+    let o = fhec(&["--quiet", "build", model, "--calibration", x, "--scheme", "ckks", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("ckks.json").is_file() && !out.join("server.fhec").exists());
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["scheme"], "ckks");
+    assert_eq!(report["ring"]["log_n"], 14);
+    assert_eq!(report["polynomials"], 48);
+    let o = fhec(&["predict", out.to_str().unwrap(), "--input", x, "--labels", labels]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("accuracy 100.00% (45/45)") && text.contains("simulated CKKS"), "{text}");
+    // Without the `ckks` feature an encrypted run says how to get one.
+    if !cfg!(feature = "ckks") {
+        let o = fhec(&["predict", out.to_str().unwrap(), "--mode", "fhe", "--input", x]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("--features ckks"), "{}", stderr(&o));
+    }
+    // CKKS needs real samples for its windows.
+    let o = fhec(&["build", model, "--scheme", "ckks", "-o", dir.path().join("x").to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("need --calibration"), "{}", stderr(&o));
+    // One sample: TFHE's latency wins; 4096: one CKKS batch wins.
+    for (batch, kept, gone) in [("1", "server.fhec", "ckks.json"), ("4096", "ckks.json", "server.fhec")] {
+        let out = dir.path().join(format!("auto{batch}"));
+        let o = fhec(&["--quiet", "build", model, "--calibration", x, "--scheme", "auto", "--batch", batch, "-o", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(out.join(kept).is_file() && !out.join(gone).exists(), "batch {batch}");
+        let report = std::fs::read_to_string(out.join("report.txt")).unwrap();
+        assert!(report.starts_with(&format!("scheme (--scheme auto, batch of {batch}")) && report.contains("estimated TFHE") && report.contains("CKKS"), "{report}");
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+        assert_eq!(json["scheme"], if kept == "ckks.json" { "ckks" } else { "tfhe" }, "report.json belongs to the kept scheme");
+    }
+}

@@ -48,11 +48,11 @@ fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
         let (af, asim) = (accuracy(&float, &labels), accuracy(&sim, &labels));
         let cost = choice.compiled.plan.cost();
         report.push(format!(
-            "{name:28} nodes {:5} degree {:3} depth {:3} products {:6} fidelity {:6.2}% trials {:?} float {af:.4} ckks-sim {asim:.4} outside {}/{}",
+            "{name:28} nodes {:5} degree {:3} depth {:3} const-products {:6} fidelity {:6.2}% trials {:?} float {af:.4} ckks-sim {asim:.4} outside {}/{}",
             choice.compiled.plan.nodes.len(),
             choice.degree,
             cost.depth,
-            cost.products,
+            cost.scalar_ops,
             choice.fidelity,
             choice.trials,
             reads.outside,
