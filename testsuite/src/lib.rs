@@ -121,3 +121,25 @@ pub fn run_tract(model: &Path, x: &ArrayD<f32>, input_shape: &[usize]) -> Result
         })
         .collect()
 }
+
+/// A corpus case's test samples (`inputs.npy`), each shaped like the model input.
+pub fn samples(dir: &Path, m: &fhec_ir::Module) -> Vec<fhec_ir::Tensor> {
+    let x = fhec::npy::read_samples(&dir.join("inputs.npy")).unwrap();
+    let shape = m.node(m.inputs()[0]).ty.shape.clone();
+    x.outer_iter().map(|s| fhec_ir::Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap()).collect()
+}
+
+/// Accuracy (classifiers) or R² (regressors) of each sample's first output against `labels`.
+pub fn accuracy(outs: &[Vec<fhec_ir::Tensor>], labels: &fhec::metrics::Labels) -> f64 {
+    let first: Vec<f32> = outs.iter().flat_map(|o| o[0].to_f32_vec()).collect();
+    let n = outs.len();
+    let stacked = if matches!(outs[0][0].dtype(), fhec_ir::DType::I64) {
+        Stacked::I64(ArrayD::from_shape_vec(vec![n, first.len() / n], first.iter().map(|&v| v as i64).collect()).unwrap())
+    } else {
+        Stacked::F32(ArrayD::from_shape_vec(vec![n, first.len() / n], first).unwrap())
+    };
+    match fhec::metrics::score(&stacked, labels).unwrap() {
+        fhec::metrics::Score::Accuracy { correct, total } => correct as f64 / total as f64,
+        fhec::metrics::Score::Regression { r2, .. } => r2,
+    }
+}

@@ -6,26 +6,6 @@ use fhec_ir::Tensor;
 use fhec_lower::{Calibration, CkksSearch, choose_ckks};
 use fhec_testsuite::*;
 
-fn samples(dir: &std::path::Path, m: &fhec_ir::Module) -> Vec<Tensor> {
-    let x = fhec::npy::read_samples(&dir.join("inputs.npy")).unwrap();
-    let shape = m.node(m.inputs()[0]).ty.shape.clone();
-    x.outer_iter().map(|s| Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap()).collect()
-}
-
-fn accuracy(outs: &[Vec<Tensor>], labels: &fhec::metrics::Labels) -> f64 {
-    let first: Vec<f32> = outs.iter().flat_map(|o| o[0].to_f32_vec()).collect();
-    let n = outs.len();
-    let stacked = if matches!(outs[0][0].dtype(), fhec_ir::DType::I64) {
-        fhec::Stacked::I64(ndarray::ArrayD::from_shape_vec(vec![n, first.len() / n], first.iter().map(|&v| v as i64).collect()).unwrap())
-    } else {
-        fhec::Stacked::F32(ndarray::ArrayD::from_shape_vec(vec![n, first.len() / n], first).unwrap())
-    };
-    match fhec::metrics::score(&stacked, labels).unwrap() {
-        fhec::metrics::Score::Accuracy { correct, total } => correct as f64 / total as f64,
-        fhec::metrics::Score::Regression { r2, .. } => r2,
-    }
-}
-
 #[test]
 fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
     let mut report = Vec::new();

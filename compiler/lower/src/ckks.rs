@@ -139,13 +139,7 @@ pub struct CkksChoice {
 /// budget on the calibration samples (the most faithful degree, marked as outside the budget, if none
 /// does).
 pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSearch) -> Result<CkksChoice, LowerError> {
-    let all = calibration.samples();
-    let samples = &all[..all.len().min(search.max_samples)];
-    let float: Vec<Tensor> = samples
-        .iter()
-        .map(|x| fhec_interp::run(module, std::slice::from_ref(x)).map(|mut o| o.swap_remove(0)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| LowerError::Model(format!("float reference on the calibration samples: {e}")))?;
+    let (samples, float) = crate::search::reference(module, calibration, search.max_samples)?;
     let grid = grid_steps(&float);
     let classes = float.iter().all(|t| crate::search::class(t).is_some());
     let required = 100.0 - if classes { search.budget_points } else { search.error_budget_percent };

@@ -214,16 +214,23 @@ enum Score {
     Steps,
 }
 
-/// Compiles `module` for the cheapest parameter set that keeps its accuracy (see the module docs).
-/// `progress` is called once per candidate.
-pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut progress: impl FnMut(&Trial)) -> Result<Choice, LowerError> {
+/// The first `max` calibration samples and the float model's first output on each: what candidates
+/// are scored against.
+pub(crate) fn reference<'a>(module: &Module, calibration: &'a Calibration, max: usize) -> Result<(&'a [Tensor], Vec<Tensor>), LowerError> {
     let all = calibration.samples();
-    let samples = &all[..all.len().min(search.max_samples)];
-    let float: Vec<Tensor> = samples
+    let samples = &all[..all.len().min(max)];
+    let float = samples
         .iter()
         .map(|x| fhec_interp::run(module, std::slice::from_ref(x)).map(|mut o| o.swap_remove(0)))
         .collect::<Result<_, _>>()
         .map_err(|e| LowerError::Model(format!("float reference on the calibration samples: {e}")))?;
+    Ok((samples, float))
+}
+
+/// Compiles `module` for the cheapest parameter set that keeps its accuracy (see the module docs).
+/// `progress` is called once per candidate.
+pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut progress: impl FnMut(&Trial)) -> Result<Choice, LowerError> {
+    let (samples, float) = reference(module, calibration, search.max_samples)?;
     let continuous = !float.iter().all(|t| class(t).is_some());
     let synthetic = matches!(calibration.origin(), Origin::InputQuantizer { .. });
     // The reference's grid, once: `reference` repeats `float`.
