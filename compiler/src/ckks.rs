@@ -39,9 +39,9 @@ pub struct Artifact {
     pub postprocess: String,
 }
 
-/// A CKKS build, loaded and checked: the artifact with its client modules parsed.
+/// A CKKS build, loaded and checked: the plan with the client's modules parsed.
 pub struct Loaded {
-    pub artifact: Artifact,
+    pub input_shape: Vec<usize>,
     pub ring: Ring,
     compiled: fhec_lower::CkksCompiled,
 }
@@ -165,22 +165,18 @@ pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
     };
     let preprocess = if artifact.preprocess.is_empty() { None } else { Some(parse(&artifact.preprocess, "pre-processing")?) };
     let postprocess = parse(&artifact.postprocess, "post-processing")?;
-    let compiled = fhec_lower::CkksCompiled { plan: artifact.plan.clone(), preprocess, postprocess };
-    Ok(Loaded { artifact, ring, compiled })
+    let compiled = fhec_lower::CkksCompiled { plan: artifact.plan, preprocess, postprocess };
+    Ok(Loaded { input_shape: artifact.input_shape, ring, compiled })
 }
 
 impl Loaded {
-    pub fn postprocess(&self) -> &Module {
-        &self.compiled.postprocess
-    }
-
-    fn samples(&self, x: &ArrayD<f32>) -> Result<Vec<Tensor>, DriverError> {
-        crate::samples(x, &self.artifact.input_shape, "input")
+    pub fn plan(&self) -> &Plan {
+        &self.compiled.plan
     }
 
     /// The plan's inputs for every sample (the client's pre-processing, flattened).
     pub fn encode(&self, x: &ArrayD<f32>) -> Result<Vec<Vec<f64>>, DriverError> {
-        Ok(self.samples(x)?.iter().map(|t| self.compiled.encode(t)).collect::<Result<_, _>>()?)
+        Ok(crate::samples(x, &self.input_shape, "input")?.iter().map(|t| self.compiled.encode(t)).collect::<Result<_, _>>()?)
     }
 
     /// The model's outputs from the plan's outputs, per sample.
@@ -193,7 +189,7 @@ impl Loaded {
     /// without CKKS's approximation error (about 1e-4 of the outputs' scale, see `fhec_ckks`).
     pub fn simulate(&self, x: &ArrayD<f32>) -> Result<(Vec<(String, Stacked)>, Reads), DriverError> {
         let mut reads = Reads::default();
-        let values = self.encode(x)?.iter().map(|v| self.artifact.plan.eval(v, &mut reads)).collect::<Result<Vec<_>, _>>().map_err(|e| DriverError::Input(e.to_string()))?;
+        let values = self.encode(x)?.iter().map(|v| self.plan().eval(v, &mut reads)).collect::<Result<Vec<_>, _>>().map_err(|e| DriverError::Input(e.to_string()))?;
         Ok((self.decode(&values)?, reads))
     }
 }
@@ -217,7 +213,7 @@ pub fn fhe(loaded: &Loaded, x: &ArrayD<f32>, mut progress: impl FnMut(usize)) ->
     use fhec_ckks::backend::{Context, Server};
     use std::time::{Duration, Instant};
     let be = |e: fhec_ckks::CkksError| DriverError::Input(e.to_string());
-    let plan = &loaded.artifact.plan;
+    let plan = loaded.plan();
     let ctx = Context::new(loaded.ring).map_err(be)?;
     let t = Instant::now();
     let (client, eval) = ctx.keygen().map_err(be)?;

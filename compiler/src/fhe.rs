@@ -88,8 +88,7 @@ pub fn build(
     Ok((choice, text))
 }
 
-/// The build report: text for `report.txt`, JSON for `report.json`.
-pub fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
+fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
     let c = &choice.compiled;
     let circuit = &c.circuit;
     let params = circuit.params;

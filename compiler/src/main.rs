@@ -493,22 +493,28 @@ fn choose_scheme(
     let circuit = &tfhe.compiled.circuit;
     // One sample: the latency estimate; a batch: bootstraps spread over the workers, in batches.
     let tfhe_ms = pipeline::estimated_latency_ms(circuit, threads).max(batch as f64 * circuit.pbs.len() as f64 * circuit.params.batched_pbs_ms() / threads as f64);
-    let ckks = fhec::ckks::build(model, x, dir, search);
+    // The CKKS build writes its own reports over the TFHE build's: keep the TFHE JSON report.
+    let json_path = dir.join("report.json");
+    let tfhe_json = std::fs::read(&json_path).with_context(|| format!("reading {}", json_path.display()))?;
     let remove = |p: PathBuf| std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()));
-    let (text, line) = match ckks {
+    let (text, line) = match fhec::ckks::build(model, x, dir, search) {
         Ok((choice, ring, ckks_report)) => {
             let ckks_ms = fhec::ckks::estimated_ms(&choice.compiled.plan, ring, batch, threads);
+            let faster = ckks_ms < tfhe_ms;
+            let use_ckks = faster && choice.within_budget;
             let line = format!(
-                "scheme (--scheme auto, batch of {batch} on {threads} threads): {} — estimated TFHE {tfhe_ms:.0} ms, CKKS {ckks_ms:.0} ms ({} samples per CKKS batch)\n",
-                if ckks_ms < tfhe_ms { "CKKS" } else { "TFHE" },
-                ring.slots()
+                "scheme (--scheme auto, batch of {batch} on {threads} threads): {} — estimated TFHE {tfhe_ms:.0} ms, CKKS {ckks_ms:.0} ms ({} samples per CKKS batch){}\n",
+                if use_ckks { "CKKS" } else { "TFHE" },
+                ring.slots(),
+                if faster && !use_ckks { "; CKKS would be faster but misses the accuracy budget" } else { "" }
             );
-            if ckks_ms < tfhe_ms && choice.within_budget {
+            if use_ckks {
                 remove(pipeline::client_path(dir))?;
                 remove(pipeline::server_path(dir))?;
                 (ckks_report, line)
             } else {
                 remove(fhec::ckks::plan_path(dir))?;
+                std::fs::write(&json_path, &tfhe_json).with_context(|| format!("writing {}", json_path.display()))?;
                 (tfhe_report, line)
             }
         }
@@ -516,11 +522,6 @@ fn choose_scheme(
     };
     let text = format!("{line}{text}");
     std::fs::write(dir.join("report.txt"), &text).with_context(|| format!("writing {}", dir.join("report.txt").display()))?;
-    if !fhec::ckks::is_ckks(dir) {
-        // The CKKS build overwrote the TFHE build's JSON report: write it back from the choice.
-        let (_, json) = pipeline::report(&tfhe_name(model), tfhe);
-        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", dir.join("report.json").display()))?;
-    }
     Ok(text)
 }
 
@@ -580,10 +581,6 @@ fn ckks_fhe(_: &fhec::ckks::Loaded, _: &ndarray::ArrayD<f32>, _: Option<&PathBuf
     bail!(
         "this fhec was built without CKKS encryption (poulpy needs a nightly compiler): build it with `cargo +nightly build --release -p fhec --features ckks`, or use --mode simulate"
     )
-}
-
-fn tfhe_name(model: &Path) -> String {
-    fhec::load_model(model).map(|m| m.name.clone()).unwrap_or_default()
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -23,7 +23,8 @@ pub struct CkksCompiled {
     pub postprocess: Module,
 }
 
-/// The polynomial standing in for `l`: its window, and `l` interpolated over it.
+/// The polynomial standing in for `l`: `l` interpolated over its window, the window mapped onto
+/// [-1, 1] by the node's affine input.
 fn node(l: &Lookup, calibrated_windows: bool, degree: usize) -> Node {
     let (lo, hi) = match l.calibrated.filter(|_| calibrated_windows) {
         Some(c) => scale::window(c, (l.lo, l.hi)),
@@ -33,7 +34,7 @@ fn node(l: &Lookup, calibrated_windows: bool, degree: usize) -> Node {
     let (m, h) = ((lo + hi) / 2.0, ((hi - lo) / 2.0).max(1e-9));
     let coeffs = cheb::interpolate(|t| l.eval(m + h * t), degree);
     let input = Affine { terms: l.input.terms.iter().map(|&(w, c)| (w, c / h)).collect(), bias: (l.input.bias - m) / h };
-    Node { input, coeffs, window: (m - h, m + h), layer: l.layer.clone() }
+    Node { input, coeffs, layer: l.layer.clone() }
 }
 
 impl Prepared {

@@ -47,9 +47,6 @@ fn int_bits(max: f64) -> usize {
     max.max(1.0).log2().ceil() as usize + 2
 }
 
-/// The ring a plan runs in ([`Plan::ring`]).
-pub type Params = Ring;
-
 fn glwe(p: &Ring) -> GLWELayout {
     GLWELayout { n: (1usize << p.log_n).into(), base2k: BASE2K.into(), k: p.k.into(), rank: Rank(1) }
 }
@@ -84,7 +81,7 @@ fn approximation(coeffs: &[f64], host: &Module<HostBytesBackend>) -> Result<Appr
 
 /// A ring and its scratch space, shared by client and server.
 pub struct Context {
-    pub params: Params,
+    pub params: Ring,
     module: Module<BE>,
     host: Module<HostBytesBackend>,
     scratch_bytes: usize,
@@ -107,14 +104,10 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Each ciphertext's scale and remaining budget, in bits.
-    pub fn budgets(&self) -> Vec<(usize, usize)> {
-        self.cts.iter().map(|c| (c.log_delta(), c.log_budget())).collect()
-    }
-
     /// Bytes of the ciphertexts in memory.
     pub fn bytes(&self) -> usize {
-        self.cts.iter().map(|c| (1usize << 1) * c.size() * c.n().as_usize() * 8).sum()
+        // Two polynomials of `size` limbs of `n` 8-byte coefficients.
+        self.cts.iter().map(|c| 2 * c.size() * c.n().as_usize() * 8).sum()
     }
 }
 
@@ -125,16 +118,15 @@ fn os_seed() -> Result<[u8; 32], CkksError> {
 }
 
 impl Context {
-    pub fn new(params: Params) -> Result<Context, CkksError> {
+    pub fn new(params: Ring) -> Result<Context, CkksError> {
         let n = 1usize << params.log_n;
         let module = Module::<BE>::new(n as u64);
         let limit = Module::<BE>::max_base2k(n, 2 * params.k.div_ceil(BASE2K), 64, true);
         if BASE2K > limit {
             return Err(CkksError::Backend(format!("limb width {BASE2K} above the backend's exact limit {limit} at degree 2^{}", params.log_n)));
         }
-        let tsk_bits = params.k.div_ceil(BASE2K) * BASE2K + BASE2K + params.log_n;
-        if tsk_bits > Ring::bound(params.log_n) {
-            return Err(CkksError::Backend(format!("a {tsk_bits}-bit key at degree 2^{} is beyond the 128-bit bound", params.log_n)));
+        if params.key_bits() > Ring::bound(params.log_n) {
+            return Err(CkksError::Backend(format!("a {}-bit key at degree 2^{} is beyond the 128-bit bound", params.key_bits(), params.log_n)));
         }
         let host = Module::<HostBytesBackend>::new(n as u64);
         let ct = module.ckks_ciphertext_alloc_from_glwe_infos(&glwe(&params));
@@ -223,6 +215,8 @@ pub struct Server<'a> {
     ctx: &'a Context,
     plan: &'a Plan,
     polys: Vec<Approx>,
+    /// Scratch bytes a worker needs for any node (the polynomials' evaluation included).
+    scratch_bytes: usize,
 }
 
 impl<'a> Server<'a> {
@@ -236,7 +230,9 @@ impl<'a> Server<'a> {
                 return Err(CkksError::Backend(format!("node {k} ({}): its polynomial consumes {} bits, {planned} were planned", n.layer, ap.consumed_bits(LOG_DELTA))));
             }
         }
-        Ok(Server { ctx, plan, polys })
+        let ct = ctx.module.ckks_ciphertext_alloc_from_glwe_infos(&glwe(&ctx.params));
+        let scratch_bytes = polys.iter().map(|ap| ctx.module.ckks_polynomial_approximation_eval_tmp_bytes(&ct, &ct, ap, &tensor_key(&ctx.params))).max().unwrap_or(0);
+        Ok(Server { ctx, plan, polys, scratch_bytes })
     }
 
     /// `bias + Σ c · values[w]` into a new ciphertext.
@@ -262,49 +258,25 @@ impl<'a> Server<'a> {
             pt.encode_host_floats(&[a.bias]).map_err(err("encoding a bias"))?;
             m.ckks_add_pt_const_assign(&mut acc, 0, &pt, 0, &mut scratch.borrow()).map_err(err("adding a bias"))?;
         }
-        // Sums leave limbs unnormalized (carries pending); the polynomial evaluation needs them
-        // normalized, or it computes garbage from wide sums.
+        // Sums leave carries pending (poulpy marks the result non-canonical): resolved once here,
+        // before the polynomial's products read it.
         m.glwe_normalize_assign(&mut acc, &mut scratch.borrow());
         Ok(acc)
     }
 
     /// Runs the plan on `inputs`; the result holds one ciphertext per plan output.
     pub fn evaluate(&self, key: &EvalKey, inputs: &Batch) -> Result<Batch, CkksError> {
-        self.run(key, inputs, false)
-    }
-
-    /// Every value of the plan (inputs, then nodes), for diagnosing where a result departs from
-    /// the simulation.
-    pub fn evaluate_all(&self, key: &EvalKey, inputs: &Batch) -> Result<Batch, CkksError> {
-        self.run(key, inputs, true)
-    }
-
-    fn run(&self, key: &EvalKey, inputs: &Batch, all: bool) -> Result<Batch, CkksError> {
         if inputs.cts.len() != self.plan.n_inputs {
             return Err(CkksError::Shape(format!("{} input ciphertexts for a plan of {} inputs", inputs.cts.len(), self.plan.n_inputs)));
         }
         let m = &self.ctx.module;
-        let extra = self
-            .polys
-            .iter()
-            .map(|ap| {
-                let ct = m.ckks_ciphertext_alloc_from_glwe_infos(&glwe(&self.ctx.params));
-                m.ckks_polynomial_approximation_eval_tmp_bytes(&ct, &ct, ap, &tensor_key(&self.ctx.params))
-            })
-            .max()
-            .unwrap_or(0);
         let n_in = self.plan.n_inputs;
         // Nodes by level (one more than the deepest node they read): a level's nodes are
         // independent and run in parallel on the worker pool, each worker with its own scratch.
-        let mut level = vec![0usize; n_in + self.plan.nodes.len()];
-        let mut levels: Vec<Vec<usize>> = Vec::new();
-        for (k, n) in self.plan.nodes.iter().enumerate() {
-            let l = n.input.terms.iter().map(|&(w, _)| level[w as usize]).max().unwrap_or(0) + 1;
-            level[n_in + k] = l;
-            if levels.len() < l {
-                levels.resize(l, Vec::new());
-            }
-            levels[l - 1].push(k);
+        let level = self.plan.longest_paths(0, |_| 1);
+        let mut levels: Vec<Vec<usize>> = vec![Vec::new(); level.iter().copied().max().unwrap_or(0)];
+        for k in 0..self.plan.nodes.len() {
+            levels[level[n_in + k] - 1].push(k);
         }
         let mut values: Vec<Option<Ct>> = inputs.cts.iter().cloned().map(Some).collect();
         values.resize_with(n_in + self.plan.nodes.len(), || None);
@@ -313,7 +285,7 @@ impl<'a> Server<'a> {
             let done: Vec<Ct> = nodes
                 .par_iter()
                 .map_init(
-                    || self.ctx.scratch(extra),
+                    || self.ctx.scratch(self.scratch_bytes),
                     |scratch, &k| {
                         let (node, ap) = (&self.plan.nodes[k], &self.polys[k]);
                         let t = self.affine(&node.input, &refs, scratch)?;
@@ -326,9 +298,6 @@ impl<'a> Server<'a> {
             for (&k, ct) in nodes.iter().zip(done) {
                 values[n_in + k] = Some(ct);
             }
-        }
-        if all {
-            return Ok(Batch { cts: values.into_iter().map(|v| v.expect("every value evaluated")).collect(), samples: inputs.samples });
         }
         let refs: Vec<Option<&Ct>> = values.iter().map(Option::as_ref).collect();
         let cts = self.plan.outputs.par_iter().map_init(|| self.ctx.scratch(0), |scratch, o| self.affine(o, &refs, scratch)).collect::<Result<_, _>>()?;

@@ -29,35 +29,6 @@ pub fn eval(c: &[f64], t: f64) -> f64 {
     c.first().copied().unwrap_or(0.0) + t * b1 - b2
 }
 
-/// The same polynomial in the monomial basis, `p(t) = Σ a_k t^k` (exact up to float rounding; the
-/// coefficients grow like `2^k`, so only for moderate degrees).
-pub fn to_monomial(c: &[f64]) -> Vec<f64> {
-    let n = c.len();
-    let mut out = vec![0.0; n];
-    // T_{k-1} and T_k in the monomial basis.
-    let (mut prev, mut cur) = (vec![0.0; n], vec![0.0; n]);
-    for (k, &ck) in c.iter().enumerate() {
-        let next = match k {
-            0 => {
-                let mut t0 = vec![0.0; n];
-                t0[0] = 1.0;
-                t0
-            }
-            1 => {
-                let mut t1 = vec![0.0; n];
-                t1[1] = 1.0;
-                t1
-            }
-            _ => (0..n).map(|i| if i > 0 { 2.0 * cur[i - 1] } else { 0.0 } - prev[i]).collect(),
-        };
-        for (o, v) in out.iter_mut().zip(&next) {
-            *o += ck * v;
-        }
-        prev = std::mem::replace(&mut cur, next);
-    }
-    out
-}
-
 /// Multiplicative depth of evaluating a degree-`d` polynomial: `ceil(log2(d + 1))`.
 pub fn depth(degree: usize) -> u32 {
     (degree + 1).next_power_of_two().trailing_zeros()
@@ -88,17 +59,6 @@ mod tests {
         let (e15, e63) = (max_error(relu, 15), max_error(relu, 63));
         // The kink limits the convergence to about 1/d.
         assert!(e15 < 0.04 && e63 < 0.01 && e63 < e15 / 3.0, "{e15} {e63}");
-    }
-
-    #[test]
-    fn monomial_form_agrees() {
-        let c = interpolate(|t: f64| (2.0 * t).tanh(), 11);
-        let a = to_monomial(&c);
-        for i in 0..=20 {
-            let t = -1.0 + i as f64 / 10.0;
-            let m: f64 = a.iter().rev().fold(0.0, |acc, &ak| acc * t + ak);
-            assert!((m - eval(&c, t)).abs() < 1e-10);
-        }
     }
 
     #[test]

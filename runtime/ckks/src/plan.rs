@@ -27,16 +27,14 @@ impl Affine {
     }
 }
 
-/// One activation: `Σ coeffs[k] T_k(input)`.
+/// One activation: `Σ coeffs[k] T_k(input)`. Outside [-1, 1] (its window) a polynomial diverges,
+/// so a read there is counted ([`Reads`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     /// Maps the activation's input onto `[-1, 1]` over its window.
     pub input: Affine,
     /// Chebyshev coefficients, degree `coeffs.len() - 1`.
     pub coeffs: Vec<f64>,
-    /// The window in the activation's own units: where the polynomial follows the function. Outside
-    /// it a polynomial diverges, so a read outside is counted ([`Reads`]).
-    pub window: (f64, f64),
     /// The source op, for reports.
     pub layer: String,
 }
@@ -111,6 +109,11 @@ impl Ring {
     pub fn at(log_n: usize) -> Ring {
         let limbs = Ring::bound(log_n).saturating_sub(BASE2K + log_n) / BASE2K;
         Ring { log_n, k: limbs * BASE2K }
+    }
+
+    /// Bits of the relinearization key's modulus, the widest object under the secret.
+    pub fn key_bits(&self) -> usize {
+        self.k.div_ceil(BASE2K) * BASE2K + BASE2K + self.log_n
     }
 
     /// Samples per ciphertext (one per complex slot).
@@ -196,33 +199,28 @@ impl Plan {
             .collect()
     }
 
-    /// The multiplicative depth of each value: inputs 0; a node one for its affine map (a product
-    /// by real constants) plus its polynomial's.
-    pub fn depths(&self) -> Vec<u32> {
-        let mut d = vec![0u32; self.n_inputs];
+    /// The longest path to each value (inputs 0), where an affine map with terms costs `affine`
+    /// and node `k`'s polynomial `poly(k)`; the outputs' affine maps are not included.
+    pub fn longest_paths(&self, affine: usize, poly: impl Fn(&Node) -> usize) -> Vec<usize> {
+        let mut len = vec![0usize; self.n_inputs];
         for n in &self.nodes {
-            let input = n.input.terms.iter().map(|&(w, _)| d[w as usize]).max().unwrap_or(0);
-            d.push(input + 1 + cheb::depth(n.degree()));
+            let input = self.reads(&n.input, &len, affine);
+            len.push(input + poly(n));
         }
-        d
+        len
     }
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a plan serializes")
-    }
-
-    /// A plan from its JSON text, validated.
-    pub fn from_json(text: &str) -> Result<Plan, CkksError> {
-        let plan: Plan = serde_json::from_str(text).map_err(|e| CkksError::Plan(format!("not a CKKS plan: {e}")))?;
-        plan.validate()?;
-        Ok(plan)
+    /// The path length after affine map `a`, given each value's (`len`).
+    fn reads(&self, a: &Affine, len: &[usize], affine: usize) -> usize {
+        a.terms.iter().map(|&(w, _)| len[w as usize]).max().unwrap_or(0) + if a.terms.is_empty() { 0 } else { affine }
     }
 
     pub fn cost(&self) -> Cost {
-        let d = self.depths();
+        // Multiplicative depth: one for a product by constants, the polynomial's own.
+        let d = self.longest_paths(1, |n| cheb::depth(n.degree()) as usize);
+        let depth = self.outputs.iter().map(|o| self.reads(o, &d, 1)).max().unwrap_or(0);
         let terms = |a: &Affine| a.terms.len();
-        let out_depth = self.outputs.iter().map(|o| o.terms.iter().map(|&(w, _)| d[w as usize]).max().unwrap_or(0) + 1).max().unwrap_or(0);
-        Cost { scalar_ops: self.nodes.iter().map(|n| terms(&n.input)).sum::<usize>() + self.outputs.iter().map(terms).sum::<usize>(), polynomials: self.nodes.len(), depth: out_depth }
+        Cost { scalar_ops: self.nodes.iter().map(|n| terms(&n.input)).sum::<usize>() + self.outputs.iter().map(terms).sum::<usize>(), polynomials: self.nodes.len(), depth: depth as u32 }
     }
 
     /// Bits of modulus consumed along the deepest path before the final scale, and where it ends:
@@ -230,15 +228,10 @@ impl Plan {
     /// `ceil(log2(d + 1))` times [`LOG_DELTA`] (what poulpy's minimal-depth evaluation consumes;
     /// `backend` checks it).
     pub fn bits_needed(&self) -> (usize, String) {
-        let mut used = vec![0usize; self.n_inputs];
-        let reads = |a: &Affine, used: &[usize]| a.terms.iter().map(|&(w, _)| used[w as usize]).max().unwrap_or(0) + if a.terms.is_empty() { 0 } else { CONST_BITS };
-        for n in &self.nodes {
-            let b = reads(&n.input, &used) + cheb::depth(n.degree()) as usize * LOG_DELTA;
-            used.push(b);
-        }
+        let used = self.longest_paths(CONST_BITS, |n| cheb::depth(n.degree()) as usize * LOG_DELTA);
         let mut deepest = (0, String::from("no output"));
         for (k, o) in self.outputs.iter().enumerate() {
-            let b = reads(o, &used);
+            let b = self.reads(o, &used, CONST_BITS);
             if b > deepest.0 {
                 let last = o.terms.iter().max_by_key(|&&(w, _)| used[w as usize]).map(|&(w, _)| w as usize);
                 let via = match last.and_then(|w| w.checked_sub(self.n_inputs)) {
@@ -285,7 +278,7 @@ mod tests {
             version: PLAN_VERSION,
             n_inputs: 2,
             input_box: vec![(-1.0, 1.0), (-1.0, 1.0)],
-            nodes: vec![Node { input: Affine { terms: vec![(0, 0.5), (1, -0.25)], bias: 0.0 }, coeffs, window: (-4.0, 4.0), layer: "relu".into() }],
+            nodes: vec![Node { input: Affine { terms: vec![(0, 0.5), (1, -0.25)], bias: 0.0 }, coeffs, layer: "relu".into() }],
             outputs: vec![Affine { terms: vec![(2, 3.0)], bias: 1.0 }],
         }
     }
@@ -324,6 +317,7 @@ mod tests {
         assert_eq!(plan().bits_needed().0, CONST_BITS + 5 * LOG_DELTA + CONST_BITS);
         assert_eq!(plan().ring().unwrap(), Ring { log_n: 14, k: 312 });
         assert_eq!(Ring::at(15).k, 780);
+        assert!(Ring::at(14).key_bits() <= Ring::bound(14) && Ring::at(15).key_bits() <= Ring::bound(15));
     }
 
     #[test]
@@ -344,7 +338,8 @@ mod tests {
     #[test]
     fn plans_round_trip_through_json() {
         let p = plan();
-        assert_eq!(Plan::from_json(&p.to_json()).unwrap(), p);
-        assert!(Plan::from_json("{}").unwrap_err().to_string().contains("not a CKKS plan"));
+        // `float_roundtrip`: the coefficients read back are the ones written.
+        let back: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
     }
 }
