@@ -15,7 +15,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 
 /// Bumped when the file's meaning changes: older builds are refused with "rebuild".
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 pub fn plan_path(dir: &Path) -> PathBuf {
     dir.join("ckks.json")
@@ -32,7 +32,8 @@ pub struct Artifact {
     pub format: u32,
     pub model: String,
     pub input_shape: Vec<usize>,
-    pub degree: usize,
+    /// Each activation layer's polynomial degree.
+    pub degrees: Vec<(String, usize)>,
     pub plan: Plan,
     /// IR text of the client's pre-processing (empty: none) and post-processing.
     pub preprocess: String,
@@ -59,7 +60,7 @@ pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, search: &
         format: FORMAT,
         model: module.name.clone(),
         input_shape,
-        degree: choice.degree,
+        degrees: choice.layers.iter().cloned().zip(choice.degrees.iter().copied()).collect(),
         plan: c.plan.clone(),
         preprocess: c.preprocess.as_ref().map_or(String::new(), |m| m.to_text(fhec_ir::DataMode::Full)),
         postprocess: c.postprocess.to_string(),
@@ -85,17 +86,11 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
     let cost = plan.cost();
     let (bits, deepest) = plan.bits_needed();
     let batch_ms = plan.estimated_batch_ms(ring, threads);
-    let mut layers: Vec<(String, usize)> = Vec::new();
-    for n in &plan.nodes {
-        match layers.iter_mut().find(|l| l.0 == n.layer) {
-            Some(l) => l.1 += 1,
-            None => layers.push((n.layer.clone(), 1)),
-        }
-    }
+    let count = |layer: &str| plan.nodes.iter().filter(|n| n.layer == layer).count();
     let mut text = format!(
         "model: {}\nscheme: CKKS (poulpy), batch-major: one sample per slot, {} samples per ciphertext\n\
          ring: 2^{}, {}-bit modulus (128-bit security); deepest path {} bits + scale {} + headroom {} (ends at {deepest})\n\
-         activations: {} Chebyshev polynomials of degree {} on calibrated windows (tried: {})\n\
+         activations: {} Chebyshev polynomials on calibrated windows, degree per layer below\n\
          fidelity to the float model on {} calibration samples (cleartext simulation): {:.2}% (budget: {:.2}%){}\n\
          polynomial reads outside their window on the calibration samples: {} of {}\n\
          per batch: {} products by constants, {} polynomials, depth {}\n\
@@ -108,12 +103,10 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
         fhec_ckks::LOG_DELTA,
         fhec_ckks::HEADROOM,
         plan.nodes.len(),
-        a.degree,
-        choice.trials.iter().map(|(d, f)| format!("degree {d}: {f:.2}%")).collect::<Vec<_>>().join(", "),
         choice.calibration.1,
         choice.fidelity,
         choice.required,
-        if choice.within_budget { "" } else { "  NOT WITHIN BUDGET: kept the most faithful degree" },
+        if choice.within_budget { "" } else { "  NOT WITHIN BUDGET: kept the most faithful degrees" },
         choice.reads.outside,
         choice.reads.total,
         cost.scalar_ops,
@@ -122,16 +115,25 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
         batch_ms,
         batch_ms / ring.slots() as f64,
     );
-    for (l, n) in &layers {
-        text.push_str(&format!("  {l:40} {n:6} polynomials\n"));
+    for (l, d) in &a.degrees {
+        text.push_str(&format!("  {l:40} {:6} polynomials of degree {d}\n", count(l)));
+    }
+    let simulated: Vec<&fhec_lower::CkksTrial> = choice.trials.iter().filter(|t| t.fidelity.is_some()).collect();
+    text.push_str(&format!(
+        "\ndegrees per layer, cheapest first ({} assignments; {} simulated, the rest cost more or fit no ring):\n",
+        choice.trials.len(),
+        simulated.len()
+    ));
+    for t in simulated {
+        let ring = t.log_n.map_or("no ring".to_string(), |n| format!("2^{n}"));
+        text.push_str(&format!("  {:?} ring {ring}, {:.0} ms per batch on one thread: {:.2}%\n", t.degrees, t.estimated_ms, t.fidelity.unwrap_or(0.0)));
     }
     let json = json!({
         "model": a.model,
         "scheme": "ckks",
         "ring": { "log_n": ring.log_n, "modulus_bits": ring.k, "slots": ring.slots() },
         "bits_needed": bits,
-        "degree": a.degree,
-        "trials": choice.trials.iter().map(|(d, f)| json!({"degree": d, "fidelity": f})).collect::<Vec<_>>(),
+        "trials": choice.trials.iter().map(|t| json!({"degrees": t.degrees, "log_n": t.log_n, "estimated_ms_one_thread": t.estimated_ms, "fidelity": t.fidelity})).collect::<Vec<_>>(),
         "fidelity": choice.fidelity,
         "required": choice.required,
         "within_budget": choice.within_budget,
@@ -142,7 +144,7 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
         "depth": cost.depth,
         "estimated_batch_ms": batch_ms,
         "threads": threads,
-        "layers": layers.iter().map(|(l, n)| json!({"name": l, "polynomials": n})).collect::<Vec<_>>(),
+        "layers": a.degrees.iter().map(|(l, d)| json!({"name": l, "polynomials": count(l), "degree": d})).collect::<Vec<_>>(),
     });
     (text, json)
 }

@@ -28,13 +28,14 @@ fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
         let (af, asim) = (accuracy(&float, &labels), accuracy(&sim, &labels));
         let cost = choice.compiled.plan.cost();
         report.push(format!(
-            "{name:28} nodes {:5} degree {:3} depth {:3} const-products {:6} fidelity {:6.2}% trials {:?} float {af:.4} ckks-sim {asim:.4} outside {}/{}",
+            "{name:28} nodes {:5} degrees {:?} ring 2^{} depth {:3} const-products {:6} fidelity {:6.2}% simulated {} float {af:.4} ckks-sim {asim:.4} outside {}/{}",
             choice.compiled.plan.nodes.len(),
-            choice.degree,
+            choice.degrees,
+            choice.compiled.plan.ring().map_or(0, |r| r.log_n),
             cost.depth,
             cost.scalar_ops,
             choice.fidelity,
-            choice.trials,
+            choice.trials.iter().filter(|t| t.fidelity.is_some()).count(),
             reads.outside,
             reads.total
         ));
@@ -45,6 +46,31 @@ fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
     }
     eprintln!("{}", report.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Degrees chosen per layer never cost more than one degree for the whole model, within the same
+/// budget, and cost less where layers differ in how much precision they need.
+#[test]
+fn a_degree_per_layer_is_cheaper_than_one_for_the_model() {
+    let mut cheaper = Vec::new();
+    for name in ["mlp_wine", "cnn_digits_nopad", "cnn_digits_qop"] {
+        let dir = root().join("models").join(name);
+        let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
+        let cal = Calibration::from_samples(samples(&dir, &m)).unwrap();
+        let cost = |per_layer: bool| {
+            let c = choose_ckks(&m, &cal, &CkksSearch { per_layer, ..CkksSearch::default() }).unwrap();
+            assert!(c.within_budget, "{name}: {:.2}%", c.fidelity);
+            let plan = &c.compiled.plan;
+            (plan.estimated_batch_ms(plan.ring().unwrap(), 1), c.degrees)
+        };
+        let (per_layer, uniform) = (cost(true), cost(false));
+        eprintln!("{name:20} per layer {:?} {:.0} ms, one degree {:?} {:.0} ms", per_layer.1, per_layer.0, uniform.1, uniform.0);
+        assert!(per_layer.0 <= uniform.0, "{name}: {per_layer:?} vs {uniform:?}");
+        if per_layer.0 < uniform.0 * 0.95 {
+            cheaper.push(name);
+        }
+    }
+    assert!(cheaper.contains(&"cnn_digits_nopad") && cheaper.contains(&"cnn_digits_qop"), "{cheaper:?}");
 }
 
 /// The encrypted tests of `fhec-ckks` (nightly, feature `poulpy`) run the wine MLP's plan from

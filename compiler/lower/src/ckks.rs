@@ -106,6 +106,8 @@ pub struct CkksSearch {
     /// Polynomial degrees to try, cheapest first.
     pub degrees: Vec<usize>,
     pub calibrated_windows: bool,
+    /// A degree per activation layer (false: one degree for the whole model).
+    pub per_layer: bool,
     /// As in [`crate::Search`].
     pub budget_points: f64,
     pub error_budget_percent: f64,
@@ -116,51 +118,123 @@ pub struct CkksSearch {
 impl Default for CkksSearch {
     fn default() -> CkksSearch {
         let s = crate::Search::default();
-        CkksSearch { degrees: vec![7, 15, 31, 63], calibrated_windows: true, budget_points: s.budget_points, error_budget_percent: s.error_budget_percent, max_samples: s.max_samples, optimize: s.optimize }
+        CkksSearch { degrees: vec![7, 15, 31, 63], calibrated_windows: true, per_layer: true, budget_points: s.budget_points, error_budget_percent: s.error_budget_percent, max_samples: s.max_samples, optimize: s.optimize }
     }
+}
+
+/// One assignment of degrees tried by [`choose_ckks`].
+#[derive(Clone, Debug)]
+pub struct CkksTrial {
+    /// Each activation layer's degree, in the order of [`CkksChoice::layers`].
+    pub degrees: Vec<usize>,
+    /// Ring degree (log2) the plan needs; `None` when it fits no ring without bootstrapping.
+    pub log_n: Option<usize>,
+    /// Estimated time per batch on one thread.
+    pub estimated_ms: f64,
+    /// Fidelity on the calibration samples; `None` when not simulated (cheaper assignments kept
+    /// the budget, or the plan fits no ring).
+    pub fidelity: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
 pub struct CkksChoice {
     pub compiled: CkksCompiled,
-    pub degree: usize,
+    /// The activation layers, in the order their polynomials first appear in the plan.
+    pub layers: Vec<String>,
+    /// The chosen degree of each of `layers`.
+    pub degrees: Vec<usize>,
     /// Fidelity to the float model on the calibration samples (as in [`crate::Choice`]).
     pub fidelity: f64,
     pub within_budget: bool,
     pub required: f64,
-    /// Every degree tried, with its fidelity.
-    pub trials: Vec<(usize, f64)>,
-    /// Reads outside a window on the calibration samples, with the chosen degree.
+    /// Every assignment considered, cheapest first.
+    pub trials: Vec<CkksTrial>,
+    /// Reads outside a window on the calibration samples, with the chosen degrees.
     pub reads: Reads,
     pub optimization: crate::Optimization,
     pub calibration: (Origin, usize),
 }
 
-/// Lowers `module` for CKKS with the lowest degree whose cleartext simulation keeps the accuracy
-/// budget on the calibration samples (the most faithful degree, marked as outside the budget, if none
-/// does).
+/// Most assignments of degrees to layers that [`choose_ckks`] enumerates; models with more
+/// activation layers than that allows choose one degree for all.
+const MAX_ASSIGNMENTS: usize = 256;
+
+/// Lowers `module` for CKKS with the cheapest assignment of polynomial degrees to activation layers
+/// whose cleartext simulation keeps the accuracy budget on the calibration samples (the most faithful
+/// one, marked as outside the budget, if none does).
+///
+/// Cost is the estimated time per batch on the ring the plan needs ([`Plan::ring`]): every
+/// polynomial's evaluation, and the products by constants, whose price depends on the ring. A degree
+/// is worth more than its own polynomials: a lower one on one layer can bring the whole plan within
+/// the smaller ring (six times cheaper), so degrees are chosen per layer, not one for the model.
+/// Assignments are simulated cheapest first; the first within the budget is kept.
 pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSearch) -> Result<CkksChoice, LowerError> {
     let (samples, float) = crate::search::reference(module, calibration, search.max_samples)?;
     let grid = grid_steps(&float);
     let classes = float.iter().all(|t| crate::search::class(t).is_some());
     let required = 100.0 - if classes { search.budget_points } else { search.error_budget_percent };
     let prepared = Prepared::new(module, calibration, &search.optimize)?;
-    let mut trials = Vec::new();
-    let mut best: Option<(f64, CkksCompiled, usize, Reads)> = None;
-    for &degree in &search.degrees {
-        let compiled = prepared.ckks(degree, search.calibrated_windows)?;
+    if search.degrees.is_empty() {
+        return Err(LowerError::Model("no polynomial degree to try".into()));
+    }
+    // The plan at each degree: an assignment takes each node from its layer's degree.
+    let uniform: Vec<CkksCompiled> = search.degrees.iter().map(|&d| prepared.ckks(d, search.calibrated_windows)).collect::<Result<_, _>>()?;
+    let mut layers: Vec<String> = Vec::new();
+    let layer_of: Vec<usize> = uniform[0]
+        .plan
+        .nodes
+        .iter()
+        .map(|n| match layers.iter().position(|l| *l == n.layer) {
+            Some(i) => i,
+            None => {
+                layers.push(n.layer.clone());
+                layers.len() - 1
+            }
+        })
+        .collect();
+    let assemble = |choice: &[usize]| -> CkksCompiled {
+        let mut c = uniform[0].clone();
+        for (k, node) in c.plan.nodes.iter_mut().enumerate() {
+            *node = uniform[choice[layer_of[k]]].plan.nodes[k].clone();
+        }
+        c
+    };
+    // Every assignment (indices into `search.degrees`) when there are few, else one degree for all.
+    let d = search.degrees.len();
+    let assignments: Vec<Vec<usize>> = match d.checked_pow(layers.len() as u32).filter(|&n| n <= MAX_ASSIGNMENTS && search.per_layer) {
+        Some(n) => (0..n).map(|i| (0..layers.len()).map(|l| i / d.pow(l as u32) % d).collect()).collect(),
+        None => (0..d).map(|i| vec![i; layers.len()]).collect(),
+    };
+    let mut candidates: Vec<(CkksTrial, Vec<usize>)> = assignments
+        .into_iter()
+        .map(|a| {
+            let plan = assemble(&a).plan;
+            let ring = plan.ring().ok();
+            let estimated_ms = ring.map_or(f64::INFINITY, |r| plan.estimated_batch_ms(r, 1));
+            (CkksTrial { degrees: a.iter().map(|&i| search.degrees[i]).collect(), log_n: ring.map(|r| r.log_n), estimated_ms, fidelity: None }, a)
+        })
+        .collect();
+    candidates.sort_by(|a, b| a.0.estimated_ms.total_cmp(&b.0.estimated_ms).then_with(|| a.0.degrees.iter().sum::<usize>().cmp(&b.0.degrees.iter().sum())));
+    let mut best: Option<(f64, usize, CkksCompiled, Reads)> = None;
+    for (i, (trial, a)) in candidates.iter_mut().enumerate() {
+        // A plan that fits no ring is simulated only when nothing else can be (as the error's source).
+        if trial.log_n.is_none() && best.is_some() {
+            continue;
+        }
+        let compiled = assemble(a);
         let mut reads = Reads::default();
         let got: Vec<Tensor> = samples.iter().map(|x| compiled.simulate(x, &mut reads).map(|mut o| o.swap_remove(0))).collect::<Result<_, _>>()?;
         let f = if classes { fidelity(&float, &got, &grid) } else { relative_fidelity(&float, &got) };
-        trials.push((degree, f));
-        let done = f >= required;
+        trial.fidelity = Some(f);
         if best.as_ref().is_none_or(|b| f > b.0) {
-            best = Some((f, compiled, degree, reads));
+            best = Some((f, i, compiled, reads));
         }
-        if done {
+        if f >= required && trial.log_n.is_some() {
             break;
         }
     }
-    let (fidelity, compiled, degree, reads) = best.ok_or_else(|| LowerError::Model("no polynomial degree to try".into()))?;
-    Ok(CkksChoice { compiled, degree, fidelity, within_budget: fidelity >= required, required, trials, reads, optimization: prepared.optimization.clone(), calibration: (calibration.origin().clone(), samples.len()) })
+    let (fidelity, i, compiled, reads) = best.expect("the cheapest assignment is always simulated");
+    let degrees = candidates[i].0.degrees.clone();
+    let trials = candidates.into_iter().map(|c| c.0).collect();
+    Ok(CkksChoice { compiled, layers, degrees, fidelity, within_budget: fidelity >= required, required, trials, reads, optimization: prepared.optimization.clone(), calibration: (calibration.origin().clone(), samples.len()) })
 }

@@ -21,7 +21,7 @@ mod search;
 mod simulator;
 mod tail;
 
-pub use ckks::{CkksChoice, CkksCompiled, CkksSearch, choose_ckks};
+pub use ckks::{CkksChoice, CkksCompiled, CkksSearch, CkksTrial, choose_ckks};
 pub use fhec_ckks as ckks_plan;
 pub use calibration::{Calibration, HEADROOM, Origin, SYNTHETIC_SAMPLES, SYNTHETIC_SEED};
 pub use fhec_runtime::{InputCode, OutputCode};
