@@ -37,7 +37,8 @@ pub struct Report {
     pub peak_memory_mb: Option<f64>,
 }
 
-fn stats(mut v: Vec<f64>) -> [f64; 3] {
+/// Median, min and max.
+pub(crate) fn stats(mut v: Vec<f64>) -> [f64; 3] {
     v.sort_by(f64::total_cmp);
     [v[v.len() / 2], v[0], v[v.len() - 1]]
 }

@@ -208,41 +208,185 @@ pub struct FheRun {
     pub max_error: f64,
 }
 
+/// The client's and the server's side of encrypted runs on this machine.
+#[cfg(feature = "ckks")]
+struct Session<'a> {
+    ctx: &'a fhec_ckks::backend::Context,
+    client: fhec_ckks::backend::ClientKey,
+    eval: fhec_ckks::backend::EvalKey,
+    server: fhec_ckks::backend::Server<'a>,
+    plan: &'a Plan,
+}
+
+/// One batch through a [`Session`].
+#[cfg(feature = "ckks")]
+struct BatchRun {
+    outputs: Vec<Vec<f64>>,
+    client: std::time::Duration,
+    server: std::time::Duration,
+    /// Largest distance between an encrypted output and the simulation's.
+    max_error: f64,
+    input_bytes: usize,
+}
+
+#[cfg(feature = "ckks")]
+fn backend_error(e: fhec_ckks::CkksError) -> DriverError {
+    DriverError::Input(e.to_string())
+}
+
+#[cfg(feature = "ckks")]
+impl<'a> Session<'a> {
+    /// Key generation (timed) and the server's preparation of the plan's polynomials.
+    fn new(ctx: &'a fhec_ckks::backend::Context, plan: &'a Plan) -> Result<(Session<'a>, std::time::Duration), DriverError> {
+        let t = std::time::Instant::now();
+        let (client, eval) = ctx.keygen().map_err(backend_error)?;
+        let keygen = t.elapsed();
+        let server = fhec_ckks::backend::Server::new(ctx, plan).map_err(backend_error)?;
+        Ok((Session { ctx, client, eval, server, plan }, keygen))
+    }
+
+    /// Encrypts `samples` (the plan's inputs, at most one batch), evaluates, decrypts, and compares
+    /// with the simulation.
+    fn run(&self, samples: &[Vec<f64>]) -> Result<BatchRun, DriverError> {
+        use std::time::Instant;
+        let t = Instant::now();
+        let cts = self.ctx.encrypt(&self.client, self.plan, samples).map_err(backend_error)?;
+        let mut client = t.elapsed();
+        let t = Instant::now();
+        let out = self.server.evaluate(&self.eval, &cts).map_err(backend_error)?;
+        let server = t.elapsed();
+        let t = Instant::now();
+        let outputs = self.ctx.decrypt(&self.client, &out).map_err(backend_error)?;
+        client += t.elapsed();
+        let mut max_error = 0f64;
+        for (x, g) in samples.iter().zip(&outputs) {
+            let want = self.plan.eval(x, &mut Reads::default()).map_err(backend_error)?;
+            max_error = want.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(max_error, f64::max);
+        }
+        Ok(BatchRun { outputs, client, server, max_error, input_bytes: cts.bytes() })
+    }
+}
+
 /// Encrypted run of every sample, all on this machine: key generation, then batches of up to
 /// [`Ring::slots`] samples encrypted, evaluated (server side: the evaluation key only) and decrypted.
 #[cfg(feature = "ckks")]
 pub fn fhe(loaded: &Loaded, x: &ArrayD<f32>, mut progress: impl FnMut(usize)) -> Result<FheRun, DriverError> {
-    use fhec_ckks::backend::{Context, Server};
-    use std::time::{Duration, Instant};
-    let be = |e: fhec_ckks::CkksError| DriverError::Input(e.to_string());
-    let plan = loaded.plan();
-    let ctx = Context::new(loaded.ring).map_err(be)?;
-    let t = Instant::now();
-    let (client, eval) = ctx.keygen().map_err(be)?;
-    let keygen = t.elapsed();
-    let server = Server::new(&ctx, plan).map_err(be)?;
+    let ctx = fhec_ckks::backend::Context::new(loaded.ring).map_err(backend_error)?;
+    let (session, keygen) = Session::new(&ctx, loaded.plan())?;
     let inputs = loaded.encode(x)?;
-    let (mut client_t, mut server_t) = (Duration::ZERO, Duration::ZERO);
+    let (mut client, mut server) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let mut values = Vec::with_capacity(inputs.len());
     let mut max_error = 0f64;
     let mut batches = 0;
     for chunk in inputs.chunks(loaded.ring.slots()) {
-        let t = Instant::now();
-        let cts = ctx.encrypt(&client, plan, chunk).map_err(be)?;
-        client_t += t.elapsed();
-        let t = Instant::now();
-        let out = server.evaluate(&eval, &cts).map_err(be)?;
-        server_t += t.elapsed();
-        let t = Instant::now();
-        let got = ctx.decrypt(&client, &out).map_err(be)?;
-        client_t += t.elapsed();
-        for (x, g) in chunk.iter().zip(&got) {
-            let want = plan.eval(x, &mut Reads::default()).map_err(be)?;
-            max_error = want.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(max_error, f64::max);
-        }
-        values.extend(got);
+        let run = session.run(chunk)?;
+        client += run.client;
+        server += run.server;
+        max_error = max_error.max(run.max_error);
+        values.extend(run.outputs);
         batches += 1;
         progress(values.len());
     }
-    Ok(FheRun { outputs: loaded.decode(&values)?, keygen, client: client_t, server: server_t, batches, max_error })
+    Ok(FheRun { outputs: loaded.decode(&values)?, keygen, client, server, batches, max_error })
+}
+
+/// What `fhec bench` measured on a CKKS build.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    pub ring: Ring,
+    pub threads: usize,
+    pub polynomials: usize,
+    pub scalar_ops: usize,
+    pub keygen_s: f64,
+    /// One full batch (encrypt, evaluate, decrypt), and its server part, in seconds: median, min, max.
+    pub batch_s: [f64; 3],
+    pub server_s: [f64; 3],
+    pub estimated_s: f64,
+    pub max_error: f64,
+    pub input_mb: f64,
+}
+
+/// `runs` full batches: the samples of `x` repeated to fill every slot. Under batch-major packing
+/// a batch is the latency of one sample as much as the throughput of many.
+#[cfg(feature = "ckks")]
+pub fn bench(loaded: &Loaded, x: &ArrayD<f32>, runs: usize, mut progress: impl FnMut(usize)) -> Result<BenchReport, DriverError> {
+    let inputs = loaded.encode(x)?;
+    if inputs.is_empty() {
+        return Err(DriverError::Input("no samples to benchmark".into()));
+    }
+    let full: Vec<Vec<f64>> = inputs.iter().cycle().take(loaded.ring.slots()).cloned().collect();
+    let ctx = fhec_ckks::backend::Context::new(loaded.ring).map_err(backend_error)?;
+    let (session, keygen) = Session::new(&ctx, loaded.plan())?;
+    let (mut batch, mut server, mut max_error, mut input_bytes) = (Vec::new(), Vec::new(), 0f64, 0);
+    for run in 0..runs.max(1) {
+        let r = session.run(&full)?;
+        batch.push((r.client + r.server).as_secs_f64());
+        server.push(r.server.as_secs_f64());
+        max_error = max_error.max(r.max_error);
+        input_bytes = r.input_bytes;
+        progress(run + 1);
+    }
+    let threads = rayon::current_num_threads();
+    let cost = loaded.plan().cost();
+    Ok(BenchReport {
+        ring: loaded.ring,
+        threads,
+        polynomials: cost.polynomials,
+        scalar_ops: cost.scalar_ops,
+        keygen_s: keygen.as_secs_f64(),
+        batch_s: crate::bench::stats(batch),
+        server_s: crate::bench::stats(server),
+        estimated_s: loaded.plan().estimated_batch_ms(loaded.ring, threads) / 1e3,
+        max_error,
+        input_mb: input_bytes as f64 / 1e6,
+    })
+}
+
+impl BenchReport {
+    pub fn text(&self, name: &str) -> String {
+        let slots = self.ring.slots();
+        let [median, min, max] = self.batch_s;
+        format!(
+            "{name}: CKKS, ring 2^{} ({}-bit modulus), batch-major: {slots} samples per batch; {} polynomials, {} products by constants per batch; {} threads\n\
+             key generation: {:.2} s (evaluation key: relinearization only)\n\
+             full batch of {slots} samples (encrypt + evaluate + decrypt): median {median:.2} s (min {min:.2}, max {max:.2}); server {:.2} s\n\
+             latency at batch 1: {median:.2} s (one sample costs the whole batch)\n\
+             throughput at full batch: {:.0} samples/s ({:.3} ms per sample)\n\
+             the build's estimate: {:.2} s per batch (measured / estimated: {:.2})\n\
+             largest distance from the cleartext simulation: {:.1e}\n\
+             input ciphertexts: {:.1} MB per batch\n",
+            self.ring.log_n,
+            self.ring.k,
+            self.polynomials,
+            self.scalar_ops,
+            self.threads,
+            self.keygen_s,
+            self.server_s[0],
+            slots as f64 / median,
+            median * 1e3 / slots as f64,
+            self.estimated_s,
+            self.server_s[0] / self.estimated_s,
+            self.max_error,
+            self.input_mb,
+        )
+    }
+
+    pub fn json(&self, name: &str) -> serde_json::Value {
+        json!({
+            "model": name,
+            "scheme": "ckks",
+            "ring": { "log_n": self.ring.log_n, "modulus_bits": self.ring.k, "slots": self.ring.slots() },
+            "threads": self.threads,
+            "polynomials": self.polynomials,
+            "scalar_ops": self.scalar_ops,
+            "keygen_s": self.keygen_s,
+            "batch_s": { "median": self.batch_s[0], "min": self.batch_s[1], "max": self.batch_s[2] },
+            "server_s": { "median": self.server_s[0], "min": self.server_s[1], "max": self.server_s[2] },
+            "latency_batch_1_s": self.batch_s[0],
+            "throughput_samples_per_s": self.ring.slots() as f64 / self.batch_s[0],
+            "estimated_batch_s": self.estimated_s,
+            "max_error": self.max_error,
+            "input_mb": self.input_mb,
+        })
+    }
 }

@@ -179,10 +179,10 @@ enum Command {
         /// Samples (.npy): the first one for latency, the first --batch ones for throughput.
         #[arg(long)]
         input: PathBuf,
-        /// Latency runs (median, min and max are reported).
+        /// Latency runs (median, min and max are reported); for a CKKS build, full batches.
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// Samples per batch for the throughput runs.
+        /// Samples per batch for the throughput runs (TFHE; a CKKS batch fills every slot).
         #[arg(long, default_value_t = 4)]
         batch: usize,
         /// Also write the numbers as JSON here.
@@ -576,11 +576,37 @@ fn ckks_fhe(loaded: &fhec::ckks::Loaded, x: &ndarray::ArrayD<f32>, labels: Optio
     Ok(run.outputs)
 }
 
+/// `fhec bench` on a CKKS build: full batches (a batch is one sample's latency and many samples'
+/// throughput).
+#[cfg(feature = "ckks")]
+fn bench_ckks(dir: &Path, x: &ndarray::ArrayD<f32>, runs: usize, json: Option<&Path>, quiet: bool) -> Result<()> {
+    let loaded = fhec::ckks::load(dir)?;
+    let pb = bar(quiet, runs.max(1), "benchmarking (key generation, full CKKS batches)");
+    let report = fhec::ckks::bench(&loaded, x, runs, |done| pb.set_position(done as u64))?;
+    pb.finish_and_clear();
+    let name = dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into_owned());
+    print!("{}", report.text(&name));
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&report.json(&name))?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(not(feature = "ckks"))]
-fn ckks_fhe(_: &fhec::ckks::Loaded, _: &ndarray::ArrayD<f32>, _: Option<&PathBuf>, _: bool) -> Result<Vec<(String, Stacked)>> {
+fn bench_ckks(_: &Path, _: &ndarray::ArrayD<f32>, _: usize, _: Option<&Path>, _: bool) -> Result<()> {
+    ckks_fhe_missing()
+}
+
+#[cfg(not(feature = "ckks"))]
+fn ckks_fhe_missing() -> Result<()> {
     bail!(
         "this fhec was built without CKKS encryption (poulpy needs a nightly compiler): build it with `cargo +nightly build --release -p fhec --features ckks`, or use --mode simulate"
     )
+}
+
+#[cfg(not(feature = "ckks"))]
+fn ckks_fhe(_: &fhec::ckks::Loaded, _: &ndarray::ArrayD<f32>, _: Option<&PathBuf>, _: bool) -> Result<Vec<(String, Stacked)>> {
+    ckks_fhe_missing().map(|()| Vec::new())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -778,6 +804,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { dir, input, runs, batch, json } => {
             let x = fhec::npy::read_samples(&input)?;
+            if fhec::ckks::is_ckks(&dir) {
+                return bench_ckks(&dir, &x, runs, json.as_deref(), quiet);
+            }
             let pb = spinner(quiet, "benchmarking (key generation, latency runs, batch runs)");
             let report = fhec::bench::bench(&dir, &x, runs, batch, threads)?;
             pb.finish_and_clear();

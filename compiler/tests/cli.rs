@@ -342,7 +342,13 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
         let o = fhec(&["predict", out.to_str().unwrap(), "--mode", "fhe", "--input", x]);
         assert_eq!(o.status.code(), Some(1));
         assert!(stderr(&o).contains("--features ckks"), "{}", stderr(&o));
+        let o = fhec(&["bench", out.to_str().unwrap(), "--input", x]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("--features ckks"), "{}", stderr(&o));
     }
+    // The degree of each activation layer is reported.
+    assert_eq!(report["layers"].as_array().unwrap().len(), 2);
+    assert!(report["layers"].as_array().unwrap().iter().all(|l| l["degree"].as_u64().is_some_and(|d| d >= 7)), "{report}");
     // CKKS needs real samples for its windows.
     let o = fhec(&["build", model, "--scheme", "ckks", "-o", dir.path().join("x").to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("need --calibration"), "{}", stderr(&o));
