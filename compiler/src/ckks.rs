@@ -47,15 +47,15 @@ pub struct Loaded {
     compiled: fhec_lower::CkksCompiled,
 }
 
-/// Lowers `model` for CKKS, choosing the polynomial degree by simulated accuracy, and writes the
-/// plan and reports into `dir`.
+/// Lowers `model` for CKKS, choosing each activation layer's polynomial degree by estimated cost and
+/// simulated accuracy, and writes the plan and reports into `dir`.
 pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, search: &CkksSearch) -> Result<(CkksChoice, Ring, String), DriverError> {
     let module = crate::load_model(model_path)?;
     let input_shape = module.node(module.inputs()[0]).ty.shape.clone();
     let cal = Calibration::from_samples(crate::samples(calibration, &input_shape, "calibration")?)?;
     let choice = fhec_lower::choose_ckks(&module, &cal, search)?;
     let c = &choice.compiled;
-    let ring = c.plan.ring().map_err(|e| DriverError::Input(e.to_string()))?;
+    let ring = c.plan.ring().map_err(ckks_error)?;
     let artifact = Artifact {
         format: FORMAT,
         model: module.name.clone(),
@@ -72,6 +72,10 @@ pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, search: &
     write(dir.join("report.txt"), text.clone())?;
     write(dir.join("report.json"), serde_json::to_string_pretty(&report).expect("json"))?;
     Ok((choice, ring, text))
+}
+
+fn ckks_error(e: fhec_ckks::CkksError) -> DriverError {
+    DriverError::Input(e.to_string())
 }
 
 /// Estimated time for `samples` samples under CKKS on `threads` workers: one batch per
@@ -191,7 +195,7 @@ impl Loaded {
     /// without CKKS's approximation error (about 1e-4 of the outputs' scale, see `fhec_ckks`).
     pub fn simulate(&self, x: &ArrayD<f32>) -> Result<(Vec<(String, Stacked)>, Reads), DriverError> {
         let mut reads = Reads::default();
-        let values = self.encode(x)?.iter().map(|v| self.plan().eval(v, &mut reads)).collect::<Result<Vec<_>, _>>().map_err(|e| DriverError::Input(e.to_string()))?;
+        let values = self.encode(x)?.iter().map(|v| self.plan().eval(v, &mut reads)).collect::<Result<Vec<_>, _>>().map_err(ckks_error)?;
         Ok((self.decode(&values)?, reads))
     }
 }
@@ -230,18 +234,13 @@ struct BatchRun {
 }
 
 #[cfg(feature = "ckks")]
-fn backend_error(e: fhec_ckks::CkksError) -> DriverError {
-    DriverError::Input(e.to_string())
-}
-
-#[cfg(feature = "ckks")]
 impl<'a> Session<'a> {
     /// Key generation (timed) and the server's preparation of the plan's polynomials.
     fn new(ctx: &'a fhec_ckks::backend::Context, plan: &'a Plan) -> Result<(Session<'a>, std::time::Duration), DriverError> {
         let t = std::time::Instant::now();
-        let (client, eval) = ctx.keygen().map_err(backend_error)?;
+        let (client, eval) = ctx.keygen().map_err(ckks_error)?;
         let keygen = t.elapsed();
-        let server = fhec_ckks::backend::Server::new(ctx, plan).map_err(backend_error)?;
+        let server = fhec_ckks::backend::Server::new(ctx, plan).map_err(ckks_error)?;
         Ok((Session { ctx, client, eval, server, plan }, keygen))
     }
 
@@ -250,17 +249,17 @@ impl<'a> Session<'a> {
     fn run(&self, samples: &[Vec<f64>]) -> Result<BatchRun, DriverError> {
         use std::time::Instant;
         let t = Instant::now();
-        let cts = self.ctx.encrypt(&self.client, self.plan, samples).map_err(backend_error)?;
+        let cts = self.ctx.encrypt(&self.client, self.plan, samples).map_err(ckks_error)?;
         let mut client = t.elapsed();
         let t = Instant::now();
-        let out = self.server.evaluate(&self.eval, &cts).map_err(backend_error)?;
+        let out = self.server.evaluate(&self.eval, &cts).map_err(ckks_error)?;
         let server = t.elapsed();
         let t = Instant::now();
-        let outputs = self.ctx.decrypt(&self.client, &out).map_err(backend_error)?;
+        let outputs = self.ctx.decrypt(&self.client, &out).map_err(ckks_error)?;
         client += t.elapsed();
         let mut max_error = 0f64;
         for (x, g) in samples.iter().zip(&outputs) {
-            let want = self.plan.eval(x, &mut Reads::default()).map_err(backend_error)?;
+            let want = self.plan.eval(x, &mut Reads::default()).map_err(ckks_error)?;
             max_error = want.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(max_error, f64::max);
         }
         Ok(BatchRun { outputs, client, server, max_error, input_bytes: cts.bytes() })
@@ -271,7 +270,7 @@ impl<'a> Session<'a> {
 /// [`Ring::slots`] samples encrypted, evaluated (server side: the evaluation key only) and decrypted.
 #[cfg(feature = "ckks")]
 pub fn fhe(loaded: &Loaded, x: &ArrayD<f32>, mut progress: impl FnMut(usize)) -> Result<FheRun, DriverError> {
-    let ctx = fhec_ckks::backend::Context::new(loaded.ring).map_err(backend_error)?;
+    let ctx = fhec_ckks::backend::Context::new(loaded.ring).map_err(ckks_error)?;
     let (session, keygen) = Session::new(&ctx, loaded.plan())?;
     let inputs = loaded.encode(x)?;
     let (mut client, mut server) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
@@ -315,7 +314,7 @@ pub fn bench(loaded: &Loaded, x: &ArrayD<f32>, runs: usize, mut progress: impl F
         return Err(DriverError::Input("no samples to benchmark".into()));
     }
     let full: Vec<Vec<f64>> = inputs.iter().cycle().take(loaded.ring.slots()).cloned().collect();
-    let ctx = fhec_ckks::backend::Context::new(loaded.ring).map_err(backend_error)?;
+    let ctx = fhec_ckks::backend::Context::new(loaded.ring).map_err(ckks_error)?;
     let (session, keygen) = Session::new(&ctx, loaded.plan())?;
     let (mut batch, mut server, mut max_error, mut input_bytes) = (Vec::new(), Vec::new(), 0f64, 0);
     for run in 0..runs.max(1) {

@@ -577,28 +577,24 @@ fn ckks_fhe(loaded: &fhec::ckks::Loaded, x: &ndarray::ArrayD<f32>, labels: Optio
 }
 
 /// `fhec bench` on a CKKS build: full batches (a batch is one sample's latency and many samples'
-/// throughput).
+/// throughput). Returns the report's text and JSON.
 #[cfg(feature = "ckks")]
-fn bench_ckks(dir: &Path, x: &ndarray::ArrayD<f32>, runs: usize, json: Option<&Path>, quiet: bool) -> Result<()> {
+fn bench_ckks(dir: &Path, x: &ndarray::ArrayD<f32>, runs: usize, name: &str, quiet: bool) -> Result<(String, serde_json::Value)> {
     let loaded = fhec::ckks::load(dir)?;
     let pb = bar(quiet, runs.max(1), "benchmarking (key generation, full CKKS batches)");
     let report = fhec::ckks::bench(&loaded, x, runs, |done| pb.set_position(done as u64))?;
     pb.finish_and_clear();
-    let name = dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into_owned());
-    print!("{}", report.text(&name));
-    if let Some(path) = json {
-        std::fs::write(path, serde_json::to_string_pretty(&report.json(&name))?).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    Ok((report.text(name), report.json(name)))
 }
 
 #[cfg(not(feature = "ckks"))]
-fn bench_ckks(_: &Path, _: &ndarray::ArrayD<f32>, _: usize, _: Option<&Path>, _: bool) -> Result<()> {
-    ckks_fhe_missing()
+fn bench_ckks(_: &Path, _: &ndarray::ArrayD<f32>, _: usize, _: &str, _: bool) -> Result<(String, serde_json::Value)> {
+    ckks_missing()
 }
 
+/// Encrypted CKKS runs in an fhec built without poulpy.
 #[cfg(not(feature = "ckks"))]
-fn ckks_fhe_missing() -> Result<()> {
+fn ckks_missing<T>() -> Result<T> {
     bail!(
         "this fhec was built without CKKS encryption (poulpy needs a nightly compiler): build it with `cargo +nightly build --release -p fhec --features ckks`, or use --mode simulate"
     )
@@ -606,7 +602,7 @@ fn ckks_fhe_missing() -> Result<()> {
 
 #[cfg(not(feature = "ckks"))]
 fn ckks_fhe(_: &fhec::ckks::Loaded, _: &ndarray::ArrayD<f32>, _: Option<&PathBuf>, _: bool) -> Result<Vec<(String, Stacked)>> {
-    ckks_fhe_missing().map(|()| Vec::new())
+    ckks_missing()
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -709,7 +705,7 @@ fn run(cli: Cli) -> Result<()> {
                     print!("{report}");
                 }
                 if !choice.within_budget {
-                    eprintln!("warning: no degree keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt", choice.required, choice.fidelity);
+                    eprintln!("warning: no assignment of polynomial degrees keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt", choice.required, choice.fidelity);
                 }
                 println!("\nwrote {} in {:.2} s", dir.display(), start.elapsed().as_secs_f64());
                 return Ok(());
@@ -804,16 +800,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { dir, input, runs, batch, json } => {
             let x = fhec::npy::read_samples(&input)?;
-            if fhec::ckks::is_ckks(&dir) {
-                return bench_ckks(&dir, &x, runs, json.as_deref(), quiet);
-            }
-            let pb = spinner(quiet, "benchmarking (key generation, latency runs, batch runs)");
-            let report = fhec::bench::bench(&dir, &x, runs, batch, threads)?;
-            pb.finish_and_clear();
             let name = dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into_owned());
-            print!("{}", report.text(&name));
+            let (text, numbers) = if fhec::ckks::is_ckks(&dir) {
+                bench_ckks(&dir, &x, runs, &name, quiet)?
+            } else {
+                let pb = spinner(quiet, "benchmarking (key generation, latency runs, batch runs)");
+                let report = fhec::bench::bench(&dir, &x, runs, batch, threads)?;
+                pb.finish_and_clear();
+                (report.text(&name), report.json(&name))
+            };
+            print!("{text}");
             if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&report.json(&name))?).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, serde_json::to_string_pretty(&numbers)?).with_context(|| format!("writing {}", path.display()))?;
             }
         }
         Command::Serve {

@@ -129,6 +129,39 @@ pub fn samples(dir: &Path, m: &fhec_ir::Module) -> Vec<fhec_ir::Tensor> {
     x.outer_iter().map(|s| fhec_ir::Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap()).collect()
 }
 
+/// A trained corpus model (not a single-op `op_` model), ready for the accuracy tests.
+pub struct Trained {
+    pub name: String,
+    pub dir: PathBuf,
+    pub module: fhec_ir::Module,
+    /// The test samples (`inputs.npy`), which the tests also calibrate on.
+    pub samples: Vec<fhec_ir::Tensor>,
+    pub labels: fhec::metrics::Labels,
+    /// The float model's outputs on `samples`.
+    pub float: Vec<Vec<fhec_ir::Tensor>>,
+}
+
+impl Trained {
+    pub fn load(dir: PathBuf) -> Trained {
+        let module = fhec::load_model(&dir.join("model.onnx")).unwrap();
+        let samples = samples(&dir, &module);
+        let labels = fhec::metrics::read_labels(&dir.join("labels.npy")).unwrap();
+        let float = samples.iter().map(|x| fhec_interp::run(&module, std::slice::from_ref(x)).unwrap()).collect();
+        Trained { name: case_name(&dir), dir, module, samples, labels, float }
+    }
+
+    /// Accuracy (or R²) the compiled model may lose against the float model: 1 point, 1.5 for the
+    /// CNNs (issue 3's budget).
+    pub fn budget(&self) -> f64 {
+        if self.name.starts_with("cnn") { 0.015 } else { 0.01 }
+    }
+}
+
+/// Every trained corpus model, sorted by name.
+pub fn trained() -> impl Iterator<Item = Trained> {
+    cases().into_iter().filter(|d| !case_name(d).starts_with("op_")).map(Trained::load)
+}
+
 /// Accuracy (classifiers) or R² (regressors) of each sample's first output against `labels`.
 pub fn accuracy(outs: &[Vec<fhec_ir::Tensor>], labels: &fhec::metrics::Labels) -> f64 {
     let first: Vec<f32> = outs.iter().flat_map(|o| o[0].to_f32_vec()).collect();

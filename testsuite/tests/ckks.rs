@@ -10,22 +10,18 @@ use fhec_testsuite::*;
 fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
     let mut report = Vec::new();
     let mut failures = Vec::new();
-    for dir in cases().into_iter().filter(|d| !case_name(d).starts_with("op_")) {
-        let name = case_name(&dir);
-        let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
-        let xs = samples(&dir, &m);
-        let choice = match choose_ckks(&m, &Calibration::from_samples(xs.clone()).unwrap(), &CkksSearch::default()) {
+    for t in trained() {
+        let name = &t.name;
+        let choice = match choose_ckks(&t.module, &Calibration::from_samples(t.samples.clone()).unwrap(), &CkksSearch::default()) {
             Ok(c) => c,
             Err(e) => {
                 failures.push(format!("{name}: {e}"));
                 continue;
             }
         };
-        let labels = fhec::metrics::read_labels(&dir.join("labels.npy")).unwrap();
-        let float: Vec<Vec<Tensor>> = xs.iter().map(|x| fhec_interp::run(&m, std::slice::from_ref(x)).unwrap()).collect();
         let mut reads = fhec_lower::ckks_plan::Reads::default();
-        let sim: Vec<Vec<Tensor>> = xs.iter().map(|x| choice.compiled.simulate(x, &mut reads).unwrap()).collect();
-        let (af, asim) = (accuracy(&float, &labels), accuracy(&sim, &labels));
+        let sim: Vec<Vec<Tensor>> = t.samples.iter().map(|x| choice.compiled.simulate(x, &mut reads).unwrap()).collect();
+        let (af, asim) = (accuracy(&t.float, &t.labels), accuracy(&sim, &t.labels));
         let cost = choice.compiled.plan.cost();
         report.push(format!(
             "{name:28} nodes {:5} degrees {:?} ring 2^{} depth {:3} const-products {:6} fidelity {:6.2}% simulated {} float {af:.4} ckks-sim {asim:.4} outside {}/{}",
@@ -39,8 +35,7 @@ fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
             reads.outside,
             reads.total
         ));
-        let budget = if name.starts_with("cnn") { 0.015 } else { 0.01 };
-        if af - asim > budget + 1e-9 {
+        if af - asim > t.budget() + 1e-9 {
             failures.push(format!("{name}: simulated CKKS accuracy {asim:.4} vs float {af:.4}"));
         }
     }
@@ -54,11 +49,10 @@ fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
 fn a_degree_per_layer_is_cheaper_than_one_for_the_model() {
     let mut cheaper = Vec::new();
     for name in ["mlp_wine", "cnn_digits_nopad", "cnn_digits_qop"] {
-        let dir = root().join("models").join(name);
-        let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
-        let cal = Calibration::from_samples(samples(&dir, &m)).unwrap();
+        let t = Trained::load(root().join("models").join(name));
+        let cal = Calibration::from_samples(t.samples).unwrap();
         let cost = |per_layer: bool| {
-            let c = choose_ckks(&m, &cal, &CkksSearch { per_layer, ..CkksSearch::default() }).unwrap();
+            let c = choose_ckks(&t.module, &cal, &CkksSearch { per_layer, ..CkksSearch::default() }).unwrap();
             assert!(c.within_budget, "{name}: {:.2}%", c.fidelity);
             let plan = &c.compiled.plan;
             (plan.estimated_batch_ms(plan.ring().unwrap(), 1), c.degrees)
@@ -78,12 +72,10 @@ fn a_degree_per_layer_is_cheaper_than_one_for_the_model() {
 /// produces now (set `FHEC_UPDATE_FIXTURES=1` to rewrite it).
 #[test]
 fn the_encrypted_tests_fixture_is_current() {
-    let dir = root().join("models/mlp_wine");
-    let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
-    let xs = samples(&dir, &m);
-    let choice = choose_ckks(&m, &Calibration::from_samples(xs.clone()).unwrap(), &CkksSearch::default()).unwrap();
+    let t = Trained::load(root().join("models/mlp_wine"));
+    let choice = choose_ckks(&t.module, &Calibration::from_samples(t.samples.clone()).unwrap(), &CkksSearch::default()).unwrap();
     let c = &choice.compiled;
-    let inputs: Vec<Vec<f64>> = xs.iter().map(|x| c.encode(x).unwrap()).collect();
+    let inputs: Vec<Vec<f64>> = t.samples.iter().map(|x| c.encode(x).unwrap()).collect();
     let expected: Vec<Vec<f64>> = inputs.iter().map(|x| c.plan.eval(x, &mut Default::default()).unwrap()).collect();
     let fixture = serde_json::json!({ "plan": c.plan, "inputs": inputs, "expected": expected });
     let path = root().join("../runtime/ckks/tests/data/mlp_wine.json");

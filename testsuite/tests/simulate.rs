@@ -15,11 +15,9 @@ const KNOWN_GAPS: &[(&str, f64, &str)] = &[];
 fn trained_models_keep_their_accuracy_in_simulation() {
     let mut report = Vec::new();
     let mut failures = Vec::new();
-    for dir in cases().into_iter().filter(|d| !case_name(d).starts_with("op_")) {
-        let name = case_name(&dir);
-        let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
-        let xs = samples(&dir, &m);
-        let choice = match choose(&m, &Calibration::from_samples(xs.clone()).unwrap(), &Search::default(), |_| ()) {
+    for t in trained() {
+        let (name, xs) = (&t.name, &t.samples);
+        let choice = match choose(&t.module, &Calibration::from_samples(xs.clone()).unwrap(), &Search::default(), |_| ()) {
             Ok(c) => c,
             Err(e) => {
                 failures.push(format!("{name}: {e}"));
@@ -27,12 +25,10 @@ fn trained_models_keep_their_accuracy_in_simulation() {
             }
         };
         let compiled = &choice.compiled;
-        let labels = fhec::metrics::read_labels(&dir.join("labels.npy")).unwrap();
-        let float: Vec<Vec<Tensor>> = xs.iter().map(|x| fhec_interp::run(&m, std::slice::from_ref(x)).unwrap()).collect();
         let exact: Vec<Vec<Tensor>> = xs.iter().map(|x| compiled.simulate(x, Noise::None).unwrap()).collect();
         let mut rng = Noise::rng(7);
         let noisy: Vec<Vec<Tensor>> = xs.iter().map(|x| compiled.simulate(x, Noise::Gaussian(&mut rng)).unwrap()).collect();
-        let (af, ae, an) = (accuracy(&float, &labels), accuracy(&exact, &labels), accuracy(&noisy, &labels));
+        let (af, ae, an) = (accuracy(&t.float, &t.labels), accuracy(&exact, &t.labels), accuracy(&noisy, &t.labels));
         report.push(format!(
             "{name:28} pbs {:5}  {:52} w{} o{:<3} fidelity {:6.2}%  float {af:.4}  sim {ae:.4}  sim+noise {an:.4}",
             compiled.pbs_count(),
@@ -41,11 +37,7 @@ fn trained_models_keep_their_accuracy_in_simulation() {
             choice.chosen.output_weight_max,
             choice.fidelity
         ));
-        let budget = match KNOWN_GAPS.iter().find(|g| g.0 == name) {
-            Some(g) => g.1,
-            None if name.starts_with("cnn") => 0.015,
-            None => 0.01,
-        };
+        let budget = KNOWN_GAPS.iter().find(|g| g.0 == t.name).map_or(t.budget(), |g| g.1);
         if af - an > budget + 1e-9 {
             failures.push(format!("{name}: simulated accuracy {an:.4} vs float {af:.4}"));
         }

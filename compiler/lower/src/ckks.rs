@@ -217,7 +217,8 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
     candidates.sort_by(|a, b| a.0.estimated_ms.total_cmp(&b.0.estimated_ms).then_with(|| a.0.degrees.iter().sum::<usize>().cmp(&b.0.degrees.iter().sum())));
     let mut best: Option<(f64, usize, CkksCompiled, Reads)> = None;
     for (i, (trial, a)) in candidates.iter_mut().enumerate() {
-        // A plan that fits no ring is simulated only when nothing else can be (as the error's source).
+        // Plans that fit no ring sort last: one is simulated only when none fits (the build then
+        // fails, naming where its deepest path ends).
         if trial.log_n.is_none() && best.is_some() {
             continue;
         }
