@@ -1,12 +1,13 @@
-//! The CKKS pipeline (`fhec build --scheme ckks`): a model lowered to a batch-major plan of affine
-//! maps and Chebyshev polynomials (`fhec_lower::choose_ckks`), written to `DIR/ckks.json` with the
-//! client's pre- and post-processing; cleartext simulation on stable Rust, and, in an fhec built with
+//! The CKKS pipeline (`fhec build --scheme ckks`): a model lowered to a plan of affine maps and
+//! Chebyshev polynomials (`fhec_lower::choose_ckks`), packed batch-major (throughput) or
+//! feature-major (latency; `--packing`), written to `DIR/ckks.json` with the client's pre- and
+//! post-processing; cleartext simulation on stable Rust, and, in an fhec built with
 //! the `ckks` feature (nightly), encrypted runs with poulpy (`fhec_ckks::backend`).
 //!
 //! `DIR/ckks.json` holds no key; `DIR/report.txt` and `DIR/report.json` say what was chosen.
 
 use crate::{DriverError, Stacked};
-use fhec_ckks::{Plan, Reads, Ring};
+use fhec_ckks::{Packing, Plan, Reads, Ring};
 use fhec_ir::{Module, Tensor};
 use fhec_lower::{Calibration, CkksChoice, CkksSearch};
 use ndarray::ArrayD;
@@ -34,6 +35,9 @@ pub struct Artifact {
     pub input_shape: Vec<usize>,
     /// Each activation layer's polynomial degree.
     pub degrees: Vec<(String, usize)>,
+    /// Builds from before feature-major packing existed are batch-major.
+    #[serde(default)]
+    pub packing: Packing,
     pub plan: Plan,
     /// IR text of the client's pre-processing (empty: none) and post-processing.
     pub preprocess: String,
@@ -44,29 +48,60 @@ pub struct Artifact {
 pub struct Loaded {
     pub input_shape: Vec<usize>,
     pub ring: Ring,
+    pub packing: Packing,
     compiled: fhec_lower::CkksCompiled,
 }
 
-/// Lowers `model` for CKKS, choosing each activation layer's polynomial degree by estimated cost and
-/// simulated accuracy, and writes the plan and reports into `dir`.
-pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, search: &CkksSearch) -> Result<(CkksChoice, Ring, String), DriverError> {
+/// Lowers `model` for CKKS under each of `packings`, choosing each activation layer's polynomial
+/// degree by estimated cost and simulated accuracy; keeps the packing with the lower estimated time
+/// for `batch` samples on `threads` workers (one within the accuracy budget if any is), and writes
+/// its plan and reports into `dir`.
+pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, search: &CkksSearch, packings: &[Packing], batch: usize, threads: usize) -> Result<(CkksChoice, Ring, String), DriverError> {
     let module = crate::load_model(model_path)?;
     let input_shape = module.node(module.inputs()[0]).ty.shape.clone();
     let cal = Calibration::from_samples(crate::samples(calibration, &input_shape, "calibration")?)?;
-    let choice = fhec_lower::choose_ckks(&module, &cal, search)?;
+    let mut options = Vec::new();
+    let mut refused = Vec::new();
+    for &packing in packings {
+        match fhec_lower::choose_ckks(&module, &cal, &CkksSearch { packing, ..search.clone() }) {
+            Ok(choice) => {
+                let ring = choice.compiled.plan.ring().map_err(ckks_error)?;
+                let ms = estimated_ms(&choice.compiled.plan, ring, packing, batch, threads);
+                options.push((choice, ring, ms));
+            }
+            // With one packing asked for, its error is the build's; with several, the others may do.
+            Err(e) if packings.len() > 1 => refused.push(format!("{}: {e}", packing.name())),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let comparison = (packings.len() > 1).then(|| {
+        let estimates: Vec<String> = options.iter().map(|(c, _, ms)| format!("{} {ms:.0} ms{}", c.packing.name(), if c.within_budget { "" } else { " (misses the accuracy budget)" })).chain(refused.iter().cloned()).collect();
+        estimates.join(", ")
+    });
+    let best = options
+        .iter()
+        .enumerate()
+        .min_by(|a, b| (!a.1.0.within_budget).cmp(&!b.1.0.within_budget).then(a.1.2.total_cmp(&b.1.2)))
+        .map(|(i, _)| i)
+        .ok_or_else(|| DriverError::Input(format!("no packing applies: {}", refused.join("; "))))?;
+    let (choice, ring, _) = options.swap_remove(best);
     let c = &choice.compiled;
-    let ring = c.plan.ring().map_err(ckks_error)?;
     let artifact = Artifact {
         format: FORMAT,
         model: module.name.clone(),
         input_shape,
         degrees: choice.layers.iter().cloned().zip(choice.degrees.iter().copied()).collect(),
+        packing: choice.packing,
         plan: c.plan.clone(),
         preprocess: c.preprocess.as_ref().map_or(String::new(), |m| m.to_text(fhec_ir::DataMode::Full)),
         postprocess: c.postprocess.to_string(),
     };
     std::fs::create_dir_all(dir).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", dir.display())))?;
-    let (text, report) = report(&artifact, &choice, ring);
+    let (mut text, mut report) = report(&artifact, &choice, ring);
+    if let Some(line) = comparison {
+        text = format!("packing (--packing auto, batch of {batch} on {threads} threads): {} — estimated {line}\n{text}", choice.packing.name());
+        report["packing_estimates"] = json!(line);
+    }
     let write = |path: PathBuf, content: String| std::fs::write(&path, content).map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())));
     write(plan_path(dir), serde_json::to_string(&artifact).expect("json"))?;
     write(dir.join("report.txt"), text.clone())?;
@@ -78,10 +113,20 @@ fn ckks_error(e: fhec_ckks::CkksError) -> DriverError {
     DriverError::Input(e.to_string())
 }
 
-/// Estimated time for `samples` samples under CKKS on `threads` workers: one batch per
-/// [`Ring::slots`] samples, whatever their number within it.
-pub fn estimated_ms(plan: &Plan, ring: Ring, samples: usize, threads: usize) -> f64 {
-    samples.max(1).div_ceil(ring.slots()) as f64 * plan.estimated_batch_ms(ring, threads)
+/// Estimated time for `samples` samples under CKKS on `threads` workers. Batch-major: one batch per
+/// [`Ring::slots`] samples, whatever their number within it. Feature-major: one ciphertext per
+/// `slots / block` samples, ciphertexts spread over the workers.
+pub fn estimated_ms(plan: &Plan, ring: Ring, packing: Packing, samples: usize, threads: usize) -> f64 {
+    match packing {
+        Packing::BatchMajor => samples.max(1).div_ceil(ring.slots()) as f64 * plan.estimated_batch_ms(ring, threads),
+        Packing::FeatureMajor => match plan.layers() {
+            Ok(l) if l.block <= ring.slots() => {
+                let cts = samples.max(1).div_ceil(ring.slots() / l.block);
+                cts.div_ceil(threads.max(1)) as f64 * plan.estimated_feature_ms(&l, ring)
+            }
+            _ => f64::INFINITY,
+        },
+    }
 }
 
 fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json::Value) {
@@ -91,16 +136,37 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
     let (bits, deepest) = plan.bits_needed();
     let batch_ms = plan.estimated_batch_ms(ring, threads);
     let count = |layer: &str| plan.nodes.iter().filter(|n| n.layer == layer).count();
+    // Feature-major: a ciphertext per `per` samples, its estimate on one thread.
+    let feature = match a.packing {
+        Packing::FeatureMajor => plan.layers().ok().map(|l| (ring.slots() / l.block, plan.estimated_feature_ms(&l, ring), l)),
+        Packing::BatchMajor => None,
+    };
+    let (packing_line, time_line) = match &feature {
+        None => (
+            format!("batch-major: one sample per slot, {} samples per ciphertext", ring.slots()),
+            format!("estimated time per batch on {threads} threads: {batch_ms:.0} ms, i.e. {:.3} ms per sample at full batch; a single sample costs the whole batch", batch_ms / ring.slots() as f64),
+        ),
+        Some((per, ct_ms, l)) => (
+            format!(
+                "feature-major: one sample per block of {} slots, {per} samples per ciphertext; each layer one matrix-vector product by diagonals ({} in all) and one polynomial",
+                l.block,
+                l.stages.iter().map(|s| s.diagonals().len()).sum::<usize>()
+            ),
+            format!(
+                "estimated time per ciphertext on one thread: {ct_ms:.0} ms (latency at batch 1); {:.0} samples/s with full ciphertexts on {threads} threads",
+                (per * threads) as f64 / (ct_ms / 1e3)
+            ),
+        ),
+    };
     let mut text = format!(
-        "model: {}\nscheme: CKKS (poulpy), batch-major: one sample per slot, {} samples per ciphertext\n\
+        "model: {}\nscheme: CKKS (poulpy), {packing_line}\n\
          ring: 2^{}, {}-bit modulus (128-bit security); deepest path {} bits + scale {} + headroom {} (ends at {deepest})\n\
          activations: {} Chebyshev polynomials on calibrated windows, degree per layer below\n\
          fidelity to the float model on {} calibration samples (cleartext simulation): {:.2}% (budget: {:.2}%){}\n\
          polynomial reads outside their window on the calibration samples: {} of {}\n\
-         per batch: {} products by constants, {} polynomials, depth {}\n\
-         estimated time per batch on {threads} threads: {:.0} ms, i.e. {:.3} ms per sample at full batch; a single sample costs the whole batch\n\nlayers:\n",
+         per sample: {} weights, {} activations, depth {}\n\
+         {time_line}\n\nlayers:\n",
         a.model,
-        ring.slots(),
         ring.log_n,
         ring.k,
         bits,
@@ -116,21 +182,19 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
         cost.scalar_ops,
         cost.polynomials,
         cost.depth,
-        batch_ms,
-        batch_ms / ring.slots() as f64,
     );
     for (l, d) in &a.degrees {
         text.push_str(&format!("  {l:40} {:6} polynomials of degree {d}\n", count(l)));
     }
     let simulated: Vec<&fhec_lower::CkksTrial> = choice.trials.iter().filter(|t| t.fidelity.is_some()).collect();
     text.push_str(&format!(
-        "\ndegrees per layer, cheapest first ({} assignments; {} simulated, the rest cost more or fit no ring):\n",
+        "\ndegrees per layer, cheapest first ({} assignments; {} simulated, the rest cost more or fit no ring; estimates per ciphertext on one thread):\n",
         choice.trials.len(),
         simulated.len()
     ));
     for t in simulated {
         let ring = t.log_n.map_or("no ring".to_string(), |n| format!("2^{n}"));
-        text.push_str(&format!("  {:?} ring {ring}, {:.0} ms per batch on one thread: {:.2}%\n", t.degrees, t.estimated_ms, t.fidelity.unwrap_or(0.0)));
+        text.push_str(&format!("  {:?} ring {ring}, {:.0} ms: {:.2}%\n", t.degrees, t.estimated_ms, t.fidelity.unwrap_or(0.0)));
     }
     let json = json!({
         "model": a.model,
@@ -146,7 +210,10 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
         "scalar_ops": cost.scalar_ops,
         "polynomials": cost.polynomials,
         "depth": cost.depth,
+        "packing": a.packing.name(),
+        "samples_per_ciphertext": feature.as_ref().map_or(ring.slots(), |f| f.0),
         "estimated_batch_ms": batch_ms,
+        "estimated_feature_major_ciphertext_ms_one_thread": feature.as_ref().map(|f| f.1),
         "threads": threads,
         "layers": a.degrees.iter().map(|(l, d)| json!({"name": l, "polynomials": count(l), "degree": d})).collect::<Vec<_>>(),
     });
@@ -171,8 +238,15 @@ pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
     };
     let preprocess = if artifact.preprocess.is_empty() { None } else { Some(parse(&artifact.preprocess, "pre-processing")?) };
     let postprocess = parse(&artifact.postprocess, "post-processing")?;
+    if artifact.packing == Packing::FeatureMajor {
+        let layers = artifact.plan.layers().map_err(|e| DriverError::Input(format!("{what}: {e}")))?;
+        if layers.block > ring.slots() {
+            return Err(DriverError::Input(format!("{what}: a sample needs {} slots, the ring has {}", layers.block, ring.slots())));
+        }
+    }
+    let packing = artifact.packing;
     let compiled = fhec_lower::CkksCompiled { plan: artifact.plan, preprocess, postprocess };
-    Ok(Loaded { input_shape: artifact.input_shape, ring, compiled })
+    Ok(Loaded { input_shape: artifact.input_shape, ring, packing, compiled })
 }
 
 impl Loaded {
@@ -208,6 +282,8 @@ pub struct FheRun {
     pub client: std::time::Duration,
     pub server: std::time::Duration,
     pub batches: usize,
+    /// Samples per batch at most.
+    pub batch_size: usize,
     /// Largest distance between an encrypted output and the simulation's.
     pub max_error: f64,
 }
@@ -220,6 +296,7 @@ struct Session<'a> {
     eval: fhec_ckks::backend::EvalKey,
     server: fhec_ckks::backend::Server<'a>,
     plan: &'a Plan,
+    packing: Packing,
 }
 
 /// One batch through a [`Session`].
@@ -235,13 +312,24 @@ struct BatchRun {
 
 #[cfg(feature = "ckks")]
 impl<'a> Session<'a> {
-    /// Key generation (timed) and the server's preparation of the plan's polynomials.
-    fn new(ctx: &'a fhec_ckks::backend::Context, plan: &'a Plan) -> Result<(Session<'a>, std::time::Duration), DriverError> {
+    /// The server's preparation of the plan (polynomials, matrices), then key generation (timed):
+    /// relinearization and the rotations the server's evaluation uses.
+    fn new(ctx: &'a fhec_ckks::backend::Context, plan: &'a Plan, packing: Packing) -> Result<(Session<'a>, std::time::Duration), DriverError> {
+        let server = fhec_ckks::backend::Server::new(ctx, plan, packing).map_err(ckks_error)?;
         let t = std::time::Instant::now();
-        let (client, eval) = ctx.keygen().map_err(ckks_error)?;
+        let (client, eval) = ctx.keygen(&server.galois_elements()).map_err(ckks_error)?;
         let keygen = t.elapsed();
-        let server = fhec_ckks::backend::Server::new(ctx, plan).map_err(ckks_error)?;
-        Ok((Session { ctx, client, eval, server, plan }, keygen))
+        Ok((Session { ctx, client, eval, server, plan, packing }, keygen))
+    }
+
+    /// Samples one [`Session::run`] takes at most: one batch-major batch, or one feature-major
+    /// ciphertext per worker.
+    fn chunk(&self) -> Result<usize, DriverError> {
+        let per = self.ctx.samples_per_ciphertext(self.plan, self.packing).map_err(ckks_error)?;
+        Ok(match self.packing {
+            Packing::BatchMajor => per,
+            Packing::FeatureMajor => per * rayon::current_num_threads(),
+        })
     }
 
     /// Encrypts `samples` (the plan's inputs, at most one batch), evaluates, decrypts, and compares
@@ -249,7 +337,7 @@ impl<'a> Session<'a> {
     fn run(&self, samples: &[Vec<f64>]) -> Result<BatchRun, DriverError> {
         use std::time::Instant;
         let t = Instant::now();
-        let cts = self.ctx.encrypt(&self.client, self.plan, samples).map_err(ckks_error)?;
+        let cts = self.ctx.encrypt(&self.client, self.plan, samples, self.packing).map_err(ckks_error)?;
         let mut client = t.elapsed();
         let t = Instant::now();
         let out = self.server.evaluate(&self.eval, &cts).map_err(ckks_error)?;
@@ -266,18 +354,19 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Encrypted run of every sample, all on this machine: key generation, then batches of up to
-/// [`Ring::slots`] samples encrypted, evaluated (server side: the evaluation key only) and decrypted.
+/// Encrypted run of every sample, all on this machine: key generation, then batches (batch-major:
+/// up to [`Ring::slots`] samples; feature-major: a full ciphertext per worker) encrypted, evaluated
+/// (server side: the evaluation keys only) and decrypted.
 #[cfg(feature = "ckks")]
 pub fn fhe(loaded: &Loaded, x: &ArrayD<f32>, mut progress: impl FnMut(usize)) -> Result<FheRun, DriverError> {
     let ctx = fhec_ckks::backend::Context::new(loaded.ring).map_err(ckks_error)?;
-    let (session, keygen) = Session::new(&ctx, loaded.plan())?;
+    let (session, keygen) = Session::new(&ctx, loaded.plan(), loaded.packing)?;
     let inputs = loaded.encode(x)?;
     let (mut client, mut server) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let mut values = Vec::with_capacity(inputs.len());
     let mut max_error = 0f64;
     let mut batches = 0;
-    for chunk in inputs.chunks(loaded.ring.slots()) {
+    for chunk in inputs.chunks(session.chunk()?) {
         let run = session.run(chunk)?;
         client += run.client;
         server += run.server;
@@ -286,13 +375,20 @@ pub fn fhe(loaded: &Loaded, x: &ArrayD<f32>, mut progress: impl FnMut(usize)) ->
         batches += 1;
         progress(values.len());
     }
-    Ok(FheRun { outputs: loaded.decode(&values)?, keygen, client, server, batches, max_error })
+    Ok(FheRun { outputs: loaded.decode(&values)?, keygen, client, server, batches, batch_size: session.chunk()?, max_error })
 }
 
 /// What `fhec bench` measured on a CKKS build.
 #[derive(Clone, Debug)]
 pub struct BenchReport {
     pub ring: Ring,
+    pub packing: Packing,
+    /// Samples in a full batch: the ring's slots batch-major; a full ciphertext per worker
+    /// feature-major.
+    pub full: usize,
+    /// Feature-major: one sample (one ciphertext), encrypt + evaluate + decrypt: median, min, max.
+    pub single_s: Option<[f64; 3]>,
+    pub rotation_keys: usize,
     pub threads: usize,
     pub polynomials: usize,
     pub scalar_ops: usize,
@@ -306,18 +402,25 @@ pub struct BenchReport {
 }
 
 /// `runs` full batches: the samples of `x` repeated to fill every slot. Under batch-major packing
-/// a batch is the latency of one sample as much as the throughput of many.
+/// a batch is the latency of one sample as much as the throughput of many; under feature-major
+/// packing a full batch is one ciphertext per worker, and `runs` single samples give the latency.
 #[cfg(feature = "ckks")]
 pub fn bench(loaded: &Loaded, x: &ArrayD<f32>, runs: usize, mut progress: impl FnMut(usize)) -> Result<BenchReport, DriverError> {
     let inputs = loaded.encode(x)?;
     if inputs.is_empty() {
         return Err(DriverError::Input("no samples to benchmark".into()));
     }
-    let full: Vec<Vec<f64>> = inputs.iter().cycle().take(loaded.ring.slots()).cloned().collect();
     let ctx = fhec_ckks::backend::Context::new(loaded.ring).map_err(ckks_error)?;
-    let (session, keygen) = Session::new(&ctx, loaded.plan())?;
+    let (session, keygen) = Session::new(&ctx, loaded.plan(), loaded.packing)?;
+    let full: Vec<Vec<f64>> = inputs.iter().cycle().take(session.chunk()?).cloned().collect();
     let (mut batch, mut server, mut max_error, mut input_bytes) = (Vec::new(), Vec::new(), 0f64, 0);
+    let mut single = Vec::new();
     for run in 0..runs.max(1) {
+        if loaded.packing == Packing::FeatureMajor {
+            let r = session.run(&full[..1])?;
+            single.push((r.client + r.server).as_secs_f64());
+            max_error = max_error.max(r.max_error);
+        }
         let r = session.run(&full)?;
         batch.push((r.client + r.server).as_secs_f64());
         server.push(r.server.as_secs_f64());
@@ -327,33 +430,51 @@ pub fn bench(loaded: &Loaded, x: &ArrayD<f32>, runs: usize, mut progress: impl F
     }
     let threads = rayon::current_num_threads();
     let cost = loaded.plan().cost();
+    let estimated_s = estimated_ms(loaded.plan(), loaded.ring, loaded.packing, full.len(), threads) / 1e3;
     Ok(BenchReport {
         ring: loaded.ring,
+        packing: loaded.packing,
+        full: full.len(),
+        single_s: (!single.is_empty()).then(|| crate::bench::stats(single)),
+        rotation_keys: session.server.galois_elements().len(),
         threads,
         polynomials: cost.polynomials,
         scalar_ops: cost.scalar_ops,
         keygen_s: keygen.as_secs_f64(),
         batch_s: crate::bench::stats(batch),
         server_s: crate::bench::stats(server),
-        estimated_s: loaded.plan().estimated_batch_ms(loaded.ring, threads) / 1e3,
+        estimated_s,
         max_error,
         input_mb: input_bytes as f64 / 1e6,
     })
 }
 
 impl BenchReport {
+    /// Latency at batch 1: one ciphertext feature-major, the whole batch batch-major.
+    fn latency_s(&self) -> f64 {
+        self.single_s.map_or(self.batch_s[0], |s| s[0])
+    }
+
     pub fn text(&self, name: &str) -> String {
-        let slots = self.ring.slots();
+        let full = self.full;
         let [median, min, max] = self.batch_s;
+        let (packing, keys, latency) = match self.single_s {
+            None => (format!("batch-major: {full} samples per batch"), "relinearization only".to_string(), format!("{median:.2} s (one sample costs the whole batch)")),
+            Some([m, lo, hi]) => (
+                format!("feature-major: {} samples per ciphertext, a full batch is one per thread", full / self.threads.max(1)),
+                format!("relinearization and {} rotation keys", self.rotation_keys),
+                format!("median {m:.3} s (min {lo:.3}, max {hi:.3}), one sample in one ciphertext"),
+            ),
+        };
         format!(
-            "{name}: CKKS, ring 2^{} ({}-bit modulus), batch-major: {slots} samples per batch; {} polynomials, {} products by constants per batch; {} threads\n\
-             key generation: {:.2} s (evaluation key: relinearization only)\n\
-             full batch of {slots} samples (encrypt + evaluate + decrypt): median {median:.2} s (min {min:.2}, max {max:.2}); server {:.2} s\n\
-             latency at batch 1: {median:.2} s (one sample costs the whole batch)\n\
+            "{name}: CKKS, ring 2^{} ({}-bit modulus), {packing}; {} polynomials, {} weights per sample; {} threads\n\
+             key generation: {:.2} s (evaluation keys: {keys})\n\
+             full batch of {full} samples (encrypt + evaluate + decrypt): median {median:.2} s (min {min:.2}, max {max:.2}); server {:.2} s\n\
+             latency at batch 1: {latency}\n\
              throughput at full batch: {:.0} samples/s ({:.3} ms per sample)\n\
-             the build's estimate: {:.2} s per batch (measured / estimated: {:.2})\n\
+             the build's estimate: {:.2} s per full batch (measured server / estimated: {:.2})\n\
              largest distance from the cleartext simulation: {:.1e}\n\
-             input ciphertexts: {:.1} MB per batch\n",
+             input ciphertexts: {:.1} MB per full batch\n",
             self.ring.log_n,
             self.ring.k,
             self.polynomials,
@@ -361,8 +482,8 @@ impl BenchReport {
             self.threads,
             self.keygen_s,
             self.server_s[0],
-            slots as f64 / median,
-            median * 1e3 / slots as f64,
+            full as f64 / median,
+            median * 1e3 / full as f64,
             self.estimated_s,
             self.server_s[0] / self.estimated_s,
             self.max_error,
@@ -374,15 +495,18 @@ impl BenchReport {
         json!({
             "model": name,
             "scheme": "ckks",
+            "packing": self.packing.name(),
             "ring": { "log_n": self.ring.log_n, "modulus_bits": self.ring.k, "slots": self.ring.slots() },
             "threads": self.threads,
             "polynomials": self.polynomials,
             "scalar_ops": self.scalar_ops,
+            "rotation_keys": self.rotation_keys,
             "keygen_s": self.keygen_s,
+            "full_batch_samples": self.full,
             "batch_s": { "median": self.batch_s[0], "min": self.batch_s[1], "max": self.batch_s[2] },
             "server_s": { "median": self.server_s[0], "min": self.server_s[1], "max": self.server_s[2] },
-            "latency_batch_1_s": self.batch_s[0],
-            "throughput_samples_per_s": self.ring.slots() as f64 / self.batch_s[0],
+            "latency_batch_1_s": self.latency_s(),
+            "throughput_samples_per_s": self.full as f64 / self.batch_s[0],
             "estimated_batch_s": self.estimated_s,
             "max_error": self.max_error,
             "input_mb": self.input_mb,

@@ -56,6 +56,27 @@ enum SchemeArg {
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum PackingArg {
+    /// One sample per slot, thousands per ciphertext: throughput; one sample costs a whole batch.
+    BatchMajor,
+    /// One sample per block of slots, each layer a matrix-vector product with rotations: latency.
+    FeatureMajor,
+    /// Both lowered; the one with the lower estimated time for --batch samples is kept.
+    Auto,
+}
+
+impl PackingArg {
+    fn packings(self) -> &'static [fhec_ckks::Packing] {
+        use fhec_ckks::Packing::*;
+        match self {
+            PackingArg::BatchMajor => &[BatchMajor],
+            PackingArg::FeatureMajor => &[FeatureMajor],
+            PackingArg::Auto => &[BatchMajor, FeatureMajor],
+        }
+    }
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
 enum TableRangesArg {
     Calibrated,
     Bound,
@@ -133,7 +154,10 @@ enum Command {
         /// The FHE scheme: tfhe, ckks (needs --calibration), or auto (the cheaper for --batch).
         #[arg(long, value_enum, default_value_t = SchemeArg::Tfhe)]
         scheme: SchemeArg,
-        /// With --scheme auto: how many samples a request carries (the workload to optimize for).
+        /// CKKS packing: batch-major (throughput), feature-major (latency), or auto (the cheaper for --batch).
+        #[arg(long, value_enum, default_value_t = PackingArg::BatchMajor)]
+        packing: PackingArg,
+        /// With --scheme auto or --packing auto: how many samples a request carries (the workload to optimize for).
         #[arg(long, default_value_t = 1)]
         batch: usize,
     },
@@ -485,6 +509,7 @@ fn choose_scheme(
     x: &ndarray::ArrayD<f32>,
     dir: &Path,
     search: &fhec_lower::CkksSearch,
+    packings: &[fhec_ckks::Packing],
     tfhe: &fhec_lower::Choice,
     tfhe_report: String,
     batch: usize,
@@ -497,15 +522,15 @@ fn choose_scheme(
     let json_path = dir.join("report.json");
     let tfhe_json = std::fs::read(&json_path).with_context(|| format!("reading {}", json_path.display()))?;
     let remove = |p: PathBuf| std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()));
-    let (text, line) = match fhec::ckks::build(model, x, dir, search) {
+    let (text, line) = match fhec::ckks::build(model, x, dir, search, packings, batch, threads) {
         Ok((choice, ring, ckks_report)) => {
-            let ckks_ms = fhec::ckks::estimated_ms(&choice.compiled.plan, ring, batch, threads);
+            let ckks_ms = fhec::ckks::estimated_ms(&choice.compiled.plan, ring, choice.packing, batch, threads);
             let faster = ckks_ms < tfhe_ms;
             let use_ckks = faster && choice.within_budget;
             let line = format!(
-                "scheme (--scheme auto, batch of {batch} on {threads} threads): {} — estimated TFHE {tfhe_ms:.0} ms, CKKS {ckks_ms:.0} ms ({} samples per CKKS batch){}\n",
+                "scheme (--scheme auto, batch of {batch} on {threads} threads): {} — estimated TFHE {tfhe_ms:.0} ms, CKKS {ckks_ms:.0} ms ({}){}\n",
                 if use_ckks { "CKKS" } else { "TFHE" },
-                ring.slots(),
+                choice.packing.name(),
                 if faster && !use_ckks { "; CKKS would be faster but misses the accuracy budget" } else { "" }
             );
             if use_ckks {
@@ -561,12 +586,13 @@ fn ckks_fhe(loaded: &fhec::ckks::Loaded, x: &ndarray::ArrayD<f32>, labels: Optio
     let n = samples.max(1) as f64;
     let total = run.client + run.server;
     println!(
-        "{samples} samples, {}{:.3} ms/sample encrypted under CKKS ({} batch{} of up to {} samples: client {:.2} s, server {:.2} s, {:.0} samples/s); keygen {:.2} s; largest distance from the simulation {:.1e}",
+        "{samples} samples, {}{:.3} ms/sample encrypted under CKKS ({}: {} batch{} of up to {} samples: client {:.2} s, server {:.2} s, {:.0} samples/s); keygen {:.2} s; largest distance from the simulation {:.1e}",
         score_line(&run.outputs, labels)?,
         total.as_secs_f64() * 1e3 / n,
+        loaded.packing.name(),
         run.batches,
         if run.batches == 1 { "" } else { "es" },
-        loaded.ring.slots(),
+        run.batch_size,
         run.client.as_secs_f64(),
         run.server.as_secs_f64(),
         n / total.as_secs_f64(),
@@ -638,6 +664,7 @@ fn run(cli: Cli) -> Result<()> {
             egg_iter_limit,
             egg_time_limit,
             scheme,
+            packing,
             batch,
         } => {
             let mut search = fhec_lower::Search::default();
@@ -694,12 +721,15 @@ fn run(cli: Cli) -> Result<()> {
                 optimize: search.optimize.clone(),
                 ..fhec_lower::CkksSearch::default()
             };
+            if scheme == SchemeArg::Tfhe && packing != PackingArg::BatchMajor {
+                bail!("--packing is for CKKS builds (--scheme ckks or auto): TFHE holds one value per ciphertext");
+            }
             if scheme != SchemeArg::Tfhe && x.is_none() {
                 bail!("--scheme ckks and auto need --calibration: polynomial windows come from real samples");
             }
             if scheme == SchemeArg::Ckks {
                 let pb = spinner(quiet, "fitting polynomials");
-                let (choice, _, report) = fhec::ckks::build(&model, x.as_ref().expect("checked"), &dir, &ckks_search).with_context(|| format!("building {}", model.display()))?;
+                let (choice, _, report) = fhec::ckks::build(&model, x.as_ref().expect("checked"), &dir, &ckks_search, packing.packings(), batch, threads).with_context(|| format!("building {}", model.display()))?;
                 pb.finish_and_clear();
                 if !quiet {
                     print!("{report}");
@@ -725,7 +755,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(why) = &choice.jit_fallback {
                 eprintln!("warning: {why}");
             }
-            let report = if scheme == SchemeArg::Auto { choose_scheme(&model, x.as_ref().expect("checked"), &dir, &ckks_search, &choice, report, batch, threads)? } else { report };
+            let report = if scheme == SchemeArg::Auto { choose_scheme(&model, x.as_ref().expect("checked"), &dir, &ckks_search, packing.packings(), &choice, report, batch, threads)? } else { report };
             if !quiet {
                 print!("{report}");
             }

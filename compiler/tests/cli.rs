@@ -352,6 +352,24 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
     // CKKS needs real samples for its windows.
     let o = fhec(&["build", model, "--scheme", "ckks", "-o", dir.path().join("x").to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("need --calibration"), "{}", stderr(&o));
+    // Feature-major packing: the report says so; the simulation is unchanged in accuracy; --packing
+    // auto keeps feature-major for a few samples and batch-major for thousands.
+    for (packing, batch, kept) in [("feature-major", "1", "feature-major"), ("auto", "8", "feature-major"), ("auto", "8192", "batch-major")] {
+        let out = dir.path().join(format!("wine-{packing}-{batch}"));
+        let o = fhec(&["--quiet", "build", model, "--calibration", x, "--scheme", "ckks", "--packing", packing, "--batch", batch, "-o", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+        assert_eq!(json["packing"], kept, "--packing {packing} --batch {batch}");
+        let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+        assert_eq!(text.starts_with("packing (--packing auto"), packing == "auto", "{text}");
+        if kept == "feature-major" {
+            assert!(text.contains("one sample per block of 32 slots, 256 samples per ciphertext"), "{text}");
+            let o = fhec(&["predict", out.to_str().unwrap(), "--input", x, "--labels", labels]);
+            assert!(String::from_utf8_lossy(&o.stdout).contains("accuracy 100.00% (45/45)"), "{}", stderr(&o));
+        }
+    }
+    let o = fhec(&["build", model, "--packing", "feature-major", "-o", dir.path().join("y").to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("--packing is for CKKS"), "{}", stderr(&o));
     // One sample: TFHE's latency wins; 4096: one CKKS batch wins.
     for (batch, kept, gone) in [("1", "server.fhec", "ckks.json"), ("4096", "ckks.json", "server.fhec")] {
         let out = dir.path().join(format!("auto{batch}"));

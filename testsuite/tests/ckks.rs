@@ -67,6 +67,43 @@ fn a_degree_per_layer_is_cheaper_than_one_for_the_model() {
     assert!(cheaper.contains(&"cnn_digits_nopad") && cheaper.contains(&"cnn_digits_qop"), "{cheaper:?}");
 }
 
+/// Feature-major packing: every layer of the corpus MLP and CNN shares one polynomial (a window per
+/// layer), the plan is a chain of layers within the ring's slots, the shared windows still keep the
+/// accuracy budget, and the estimates put feature-major ahead for one sample and batch-major ahead
+/// for a full batch (what `--packing auto` decides by).
+#[test]
+fn feature_major_plans_share_a_polynomial_per_layer_and_win_at_small_batches() {
+    use fhec_lower::ckks_plan::Packing;
+    for (name, budget, block) in [("mlp_wine", None, 32), ("cnn_digits_nopad", Some(1.0), 512)] {
+        let t = Trained::load(root().join("models").join(name));
+        let cal = Calibration::from_samples(t.samples.clone()).unwrap();
+        let search = |packing| CkksSearch { packing, budget_points: budget.unwrap_or(CkksSearch::default().budget_points), ..CkksSearch::default() };
+        let fm = choose_ckks(&t.module, &cal, &search(Packing::FeatureMajor)).unwrap();
+        let bm = choose_ckks(&t.module, &cal, &search(Packing::BatchMajor)).unwrap();
+        assert!(fm.within_budget, "{name}: {:.2}%", fm.fidelity);
+        let plan = &fm.compiled.plan;
+        let layers = plan.layers().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(layers.block, block, "{name}");
+        assert_eq!(layers.stages.len(), fm.layers.len() + 1, "{name}: one stage per activation layer, then the outputs");
+        // Windows per value give each value its own polynomial: no chain of shared ones.
+        assert!(bm.compiled.plan.layers().is_err(), "{name}");
+        let sim: Vec<Vec<Tensor>> = t.samples.iter().map(|x| fm.compiled.simulate(x, &mut Default::default()).unwrap()).collect();
+        let (af, asim) = (accuracy(&t.float, &t.labels), accuracy(&sim, &t.labels));
+        assert!(af - asim <= t.budget() + 1e-9, "{name}: feature-major simulation {asim:.4} vs float {af:.4}");
+        let (rf, rb) = (plan.ring().unwrap(), bm.compiled.plan.ring().unwrap());
+        let at = |c: &fhec_lower::CkksChoice, r: fhec_lower::ckks_plan::Ring, n: usize| {
+            let p = &c.compiled.plan;
+            match c.packing {
+                Packing::BatchMajor => n.div_ceil(r.slots()) as f64 * p.estimated_batch_ms(r, 1),
+                Packing::FeatureMajor => n.div_ceil(r.slots() / layers.block) as f64 * p.estimated_feature_ms(&layers, r),
+            }
+        };
+        let (one, full) = ((at(&fm, rf, 1), at(&bm, rb, 1)), (at(&fm, rf, 8192), at(&bm, rb, 8192)));
+        eprintln!("{name:20} feature-major degrees {:?} fidelity {:.2}%; one sample {:.0} vs {:.0} ms; 8192 samples {:.0} vs {:.0} ms", fm.degrees, fm.fidelity, one.0, one.1, full.0, full.1);
+        assert!(one.0 < one.1 && full.0 > full.1, "{name}: {one:?} {full:?}");
+    }
+}
+
 /// The encrypted tests of `fhec-ckks` (nightly, feature `poulpy`) run the wine MLP's plan from
 /// `runtime/ckks/tests/data/mlp_wine.json` without the compiler: this keeps that file what the compiler
 /// produces now (set `FHEC_UPDATE_FIXTURES=1` to rewrite it).

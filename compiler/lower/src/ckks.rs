@@ -6,13 +6,20 @@
 //!
 //! A polynomial diverges outside its window, where a table would saturate or wrap gently: the plan
 //! counts such reads in simulation (`Reads`), and the choice reports them on the calibration samples.
+//! Feature-major packing ([`Packing::FeatureMajor`]) evaluates a layer's activations as one
+//! polynomial over the slots holding them, so a layer's values share one window: the union of their
+//! windows (and of their domains), and the function without each value's centering (the consumers'
+//! biases take it back). A shared window is wider than a value's own, so it may need a higher degree
+//! for the same fidelity; the search below measures it.
+//!
 //! The degree is chosen like the TFHE parameter set: the cheapest whose simulated fidelity on the
 //! calibration samples stays within the accuracy budget.
 
 use crate::neurons::Lookup;
 use crate::search::{fidelity, grid_steps, relative_fidelity};
 use crate::{Calibration, LowerError, Origin, Prepared, scale};
-use fhec_ckks::{Affine, Node, PLAN_VERSION, Plan, Reads, cheb};
+use fhec_ckks::{Affine, Node, PLAN_VERSION, Packing, Plan, Reads, cheb};
+use std::collections::HashMap;
 use fhec_ir::{Module, Tensor};
 
 /// A model lowered for CKKS: the plan the server evaluates and the client's pre- and post-processing.
@@ -23,24 +30,44 @@ pub struct CkksCompiled {
     pub postprocess: Module,
 }
 
-/// The polynomial standing in for `l`: `l` interpolated over its window, the window mapped onto
-/// [-1, 1] by the node's affine input.
-fn node(l: &Lookup, calibrated_windows: bool, degree: usize) -> Node {
-    let (lo, hi) = match l.calibrated.filter(|_| calibrated_windows) {
+/// The window `l`'s polynomial interpolates it over: calibrated, or the interval bound.
+fn own_window(l: &Lookup, calibrated_windows: bool) -> (f64, f64) {
+    match l.calibrated.filter(|_| calibrated_windows) {
         Some(c) => scale::window(c, (l.lo, l.hi)),
         None => (l.lo, l.hi),
-    };
+    }
+}
+
+/// The polynomial standing in for `l`: `f` interpolated over `(lo, hi)`, the window mapped onto
+/// [-1, 1] by the node's affine input (`l`'s, its bias moved by `shift`).
+fn node(l: &Lookup, (lo, hi): (f64, f64), f: impl Fn(f64) -> f64, shift: f64, degree: usize) -> Node {
     // A constant input (a degenerate window) still gets a unit-wide window.
     let (m, h) = ((lo + hi) / 2.0, ((hi - lo) / 2.0).max(1e-9));
-    let coeffs = cheb::interpolate(|t| l.eval(m + h * t), degree);
-    let input = Affine { terms: l.input.terms.iter().map(|&(w, c)| (w, c / h)).collect(), bias: (l.input.bias - m) / h };
+    let coeffs = cheb::interpolate(|t| f(m + h * t), degree);
+    let input = Affine { terms: l.input.terms.iter().map(|&(w, c)| (w, c / h)).collect(), bias: (l.input.bias + shift - m) / h };
     Node { input, coeffs, layer: l.layer.clone() }
+}
+
+/// An interval `(lo, hi)`.
+type Interval = (f64, f64);
+
+/// Per layer (source op): the union of its values' windows and of their domains.
+fn shared_windows(lookups: &[&Lookup], calibrated_windows: bool) -> HashMap<String, (Interval, Interval)> {
+    let mut out: HashMap<String, (Interval, Interval)> = HashMap::new();
+    for l in lookups {
+        let (lo, hi) = own_window(l, calibrated_windows);
+        let e = out.entry(l.layer.clone()).or_insert(((lo, hi), l.domain));
+        e.0 = (e.0.0.min(lo), e.0.1.max(hi));
+        e.1 = (e.1.0.min(l.domain.0), e.1.1.max(l.domain.1));
+    }
+    out
 }
 
 impl Prepared {
     /// The CKKS plan with polynomials of `degree` on calibrated windows (the interval bound when
-    /// `calibrated_windows` is false or there were no real samples).
-    pub fn ckks(&self, degree: usize, calibrated_windows: bool) -> Result<CkksCompiled, LowerError> {
+    /// `calibrated_windows` is false or there were no real samples), one window per value, or per
+    /// layer for feature-major packing.
+    pub fn ckks(&self, degree: usize, calibrated_windows: bool, packing: Packing) -> Result<CkksCompiled, LowerError> {
         let n = &self.neurons;
         let input_box: Vec<(f64, f64)> = n.wires[..n.n_inputs].iter().map(|w| (w.lo, w.hi)).collect();
         // The client sends each input mapped onto [-1, 1] over its box, so that the constants
@@ -62,15 +89,32 @@ impl Prepared {
                 .collect();
             Affine { terms, bias }
         };
-        let nodes = n.wires[n.n_inputs..]
+        let lookups = n.wires[n.n_inputs..]
             .iter()
-            .map(|w| w.lookup.as_ref().map(|l| node(l, calibrated_windows, degree)))
+            .map(|w| w.lookup.as_ref())
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| LowerError::Model("a wire past the inputs is not a table".into()))?
-            .into_iter()
+            .ok_or_else(|| LowerError::Model("a wire past the inputs is not a table".into()))?;
+        let shared = (packing == Packing::FeatureMajor).then(|| shared_windows(&lookups, calibrated_windows));
+        // Shared polynomials leave out each value's center: a form reading value `w` takes back
+        // `c · center(w)`, which the table's consumers had added to their bias.
+        let uncenter = |terms: &[(u32, f64)]| -> f64 {
+            match &shared {
+                Some(_) => -terms.iter().filter_map(|&(w, c)| (w as usize).checked_sub(n.n_inputs).map(|k| c * lookups[k].center)).sum::<f64>(),
+                None => 0.0,
+            }
+        };
+        let nodes = lookups
+            .iter()
+            .map(|l| {
+                let shift = uncenter(&l.input.terms);
+                match shared.as_ref().and_then(|s| s.get(&l.layer)) {
+                    Some(&(window, domain)) => node(l, window, |z| f64::from(l.f.apply(z.clamp(domain.0, domain.1) as f32)), shift, degree),
+                    None => node(l, own_window(l, calibrated_windows), |z| l.eval(z), shift, degree),
+                }
+            })
             .map(|n| Node { input: unit(n.input), ..n })
             .collect();
-        let outputs = n.outputs.iter().flatten().map(|f| unit(Affine { terms: f.terms.clone(), bias: f.bias })).collect();
+        let outputs = n.outputs.iter().flatten().map(|f| unit(Affine { terms: f.terms.clone(), bias: f.bias + uncenter(&f.terms) })).collect();
         let plan = Plan { version: PLAN_VERSION, n_inputs: n.n_inputs, input_box, nodes, outputs };
         plan.validate().map_err(|e| LowerError::Model(e.to_string()))?;
         Ok(CkksCompiled { plan, preprocess: self.preprocess.clone(), postprocess: self.postprocess.clone() })
@@ -108,6 +152,8 @@ pub struct CkksSearch {
     pub calibrated_windows: bool,
     /// A degree per activation layer (false: one degree for the whole model).
     pub per_layer: bool,
+    /// How samples sit in the slots; feature-major shares one window per layer.
+    pub packing: Packing,
     /// As in [`crate::Search`].
     pub budget_points: f64,
     pub error_budget_percent: f64,
@@ -118,7 +164,7 @@ pub struct CkksSearch {
 impl Default for CkksSearch {
     fn default() -> CkksSearch {
         let s = crate::Search::default();
-        CkksSearch { degrees: vec![7, 15, 31, 63], calibrated_windows: true, per_layer: true, budget_points: s.budget_points, error_budget_percent: s.error_budget_percent, max_samples: s.max_samples, optimize: s.optimize }
+        CkksSearch { degrees: vec![7, 15, 31, 63], calibrated_windows: true, per_layer: true, packing: Packing::BatchMajor, budget_points: s.budget_points, error_budget_percent: s.error_budget_percent, max_samples: s.max_samples, optimize: s.optimize }
     }
 }
 
@@ -129,7 +175,8 @@ pub struct CkksTrial {
     pub degrees: Vec<usize>,
     /// Ring degree (log2) the plan needs; `None` when it fits no ring without bootstrapping.
     pub log_n: Option<usize>,
-    /// Estimated time per batch on one thread.
+    /// Estimated time per ciphertext on one thread (a batch of `slots` samples batch-major, of
+    /// `slots / block` feature-major).
     pub estimated_ms: f64,
     /// Fidelity on the calibration samples; `None` when not simulated (cheaper assignments kept
     /// the budget, or the plan fits no ring).
@@ -153,6 +200,7 @@ pub struct CkksChoice {
     pub reads: Reads,
     pub optimization: crate::Optimization,
     pub calibration: (Origin, usize),
+    pub packing: Packing,
 }
 
 /// Most assignments of degrees to layers that [`choose_ckks`] enumerates; models with more
@@ -178,7 +226,7 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
         return Err(LowerError::Model("no polynomial degree to try".into()));
     }
     // The plan at each degree: an assignment takes each node from its layer's degree.
-    let uniform: Vec<CkksCompiled> = search.degrees.iter().map(|&d| prepared.ckks(d, search.calibrated_windows)).collect::<Result<_, _>>()?;
+    let uniform: Vec<CkksCompiled> = search.degrees.iter().map(|&d| prepared.ckks(d, search.calibrated_windows, search.packing)).collect::<Result<_, _>>()?;
     let mut layers: Vec<String> = Vec::new();
     let layer_of: Vec<usize> = uniform[0]
         .plan
@@ -192,6 +240,9 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
             }
         })
         .collect();
+    if search.packing == Packing::FeatureMajor {
+        uniform[0].plan.layers().map_err(|e| LowerError::Model(e.to_string()))?;
+    }
     let assemble = |choice: &[usize]| -> CkksCompiled {
         let mut c = uniform[0].clone();
         for (k, node) in c.plan.nodes.iter_mut().enumerate() {
@@ -210,7 +261,10 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
         .map(|a| {
             let plan = assemble(&a).plan;
             let ring = plan.ring().ok();
-            let estimated_ms = ring.map_or(f64::INFINITY, |r| plan.estimated_batch_ms(r, 1));
+            let estimated_ms = ring.map_or(f64::INFINITY, |r| match search.packing {
+                Packing::BatchMajor => plan.estimated_batch_ms(r, 1),
+                Packing::FeatureMajor => plan.layers().map_or(f64::INFINITY, |l| plan.estimated_feature_ms(&l, r)),
+            });
             (CkksTrial { degrees: a.iter().map(|&i| search.degrees[i]).collect(), log_n: ring.map(|r| r.log_n), estimated_ms, fidelity: None }, a)
         })
         .collect();
@@ -237,5 +291,5 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
     let (fidelity, i, compiled, reads) = best.expect("the cheapest assignment is always simulated");
     let degrees = candidates[i].0.degrees.clone();
     let trials = candidates.into_iter().map(|c| c.0).collect();
-    Ok(CkksChoice { compiled, layers, degrees, fidelity, within_budget: fidelity >= required, required, trials, reads, optimization: prepared.optimization.clone(), calibration: (calibration.origin().clone(), samples.len()) })
+    Ok(CkksChoice { compiled, layers, degrees, fidelity, within_budget: fidelity >= required, required, trials, reads, optimization: prepared.optimization.clone(), calibration: (calibration.origin().clone(), samples.len()), packing: search.packing })
 }

@@ -6,7 +6,7 @@
 //! second, and the largest distance from the cleartext simulation over every slot.
 
 use fhec_ckks::backend::{Context, Server};
-use fhec_ckks::{Plan, Reads};
+use fhec_ckks::{Packing, Plan, Reads};
 use std::time::Instant;
 
 #[derive(serde::Deserialize)]
@@ -23,10 +23,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let params = f.plan.ring()?;
     let ctx = Context::new(params)?;
     let samples: Vec<Vec<f64>> = f.inputs.iter().cycle().take(params.slots()).cloned().collect();
+    let server = Server::new(&ctx, &f.plan, Packing::BatchMajor)?;
     let t = Instant::now();
-    let (client, eval) = ctx.keygen()?;
+    let (client, eval) = ctx.keygen(&server.galois_elements())?;
     let keygen = t.elapsed();
-    let server = Server::new(&ctx, &f.plan)?;
     let cost = f.plan.cost();
     println!(
         "{path}: {} nodes, depth {}; ring 2^{} ({} slots, {}-bit modulus); {} threads",
@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut times = Vec::new();
     for run in 0..runs {
         let t = Instant::now();
-        let inputs = ctx.encrypt(&client, &f.plan, &samples)?;
+        let inputs = ctx.encrypt(&client, &f.plan, &samples, Packing::BatchMajor)?;
         let enc = t.elapsed();
         let t = Instant::now();
         let outputs = server.evaluate(&eval, &inputs)?;

@@ -13,25 +13,40 @@
 //! bounds poulpy's presets use (851 bits at 2^15, from the sparse-key estimator they cite; 426 at
 //! 2^14 from the same table, under the HE standard's 438 for uniform ternary secrets).
 //!
+//! Feature-major packing ([`Packing::FeatureMajor`]): sample `s` of a ciphertext occupies slots
+//! `s·block .. (s+1)·block`, one layer's values side by side; each layer is one ciphertext. The affine
+//! maps between layers are block-diagonal matrices over the slots, evaluated by poulpy's
+//! baby-step giant-step linear transformation from their diagonals (stored once per block period);
+//! their rows past a layer's width are zero, so unused slots hold 0 (the middle of every window)
+//! and never reach a result. Keys: one automorphism key per rotation the transformations use, and
+//! no others ([`Server::galois_elements`]).
+//!
 //! Types keep the secret on the client: [`ClientKey`] holds the secret key; [`EvalKey`] holds only
 //! the relinearization key, and [`Server::evaluate`] takes an `EvalKey`, never a `ClientKey`.
 
-use crate::{BASE2K, CkksError, LOG_DELTA, CONST_BITS, Plan, Ring, cheb};
-use poulpy_ckks::layouts::{CKKSCiphertextOwned, CKKSPlaintext, CKKSPlaintextOwned, CKKSPlaintextVecHostCodec};
+use crate::{BASE2K, CkksError, LOG_DELTA, CONST_BITS, Packing, Plan, Ring, cheb};
+use poulpy_ckks::api::{CKKSLinearTransformationOps, LinearTransformationPrepared};
+use poulpy_ckks::encoding::{ckks_linear_transformation_encode_from_diagonals, ckks_linear_transformation_encode_tmp_bytes};
+use poulpy_ckks::layouts::{CKKSCiphertextOwned, CKKSPlaintext, CKKSPlaintextOwned, CKKSPlaintextVecHostCodec, ComplexDiagonals};
 use poulpy_ckks::polynomial::{Basis, Polynomial, SplitStrategy};
 use poulpy_ckks::prelude::*;
-use poulpy_core::api::{GLWESecretPreparedFactory, GLWESecretSampling, GLWETensorKeyPreparedFactory};
-use poulpy_core::layouts::prepared::{GLWESecretPrepared, GLWETensorKeyPrepared};
-use poulpy_core::layouts::{Degree, GLWELayout, GLWESecretAlloc, GLWETensorKeyAlloc, GLWETensorKeyLayout, LWEInfos, Rank};
-use poulpy_core::{GLWENormalize, GLWETensorKeyEncryptSk};
+use poulpy_core::api::{GLWEAutomorphismKeyPreparedFactory, GLWESecretPreparedFactory, GLWESecretSampling, GLWETensorKeyPreparedFactory};
+use poulpy_core::layouts::prepared::{GLWEAutomorphismKeyPrepared, GLWESecretPrepared, GLWETensorKeyPrepared};
+use poulpy_core::layouts::{
+    Degree, Diagonals, GLWEAutomorphismKeyAlloc, GLWEAutomorphismKeyLayout, GLWELayout, GLWESecretAlloc, GLWETensorKeyAlloc, GLWETensorKeyLayout, LWEInfos,
+    LinearTransformationStrategy, Rank,
+};
+use poulpy_core::{GLWEAutomorphismKeyEncryptSk, GLWENormalize, GLWETensorKeyEncryptSk, optimal_bsgs_giant_step};
+use std::collections::HashMap;
 use poulpy_cpu_portable::NTT4x30Portable;
 use poulpy_hal::api::{ScratchOwnedAlloc, ScratchOwnedBorrow};
 use poulpy_hal::AlignedBuf;
-use poulpy_hal::layouts::{Backend, HostBytesBackend, Module, ScratchOwned, Standard};
+use poulpy_hal::layouts::{Backend, CyclotomicOrder, HostBytesBackend, Module, ScratchOwned, Standard};
 use poulpy_hal::source::Source;
 use rayon::prelude::*;
 
 type BE = NTT4x30Portable;
+type RotationKey = GLWEAutomorphismKeyPrepared<<BE as Backend>::OwnedBuf, BE>;
 type Ct = CKKSCiphertextOwned<BE>;
 type Pt = CKKSPlaintextOwned<BE>;
 /// A polynomial prepared on the host for evaluation.
@@ -60,6 +75,12 @@ fn tensor_key(p: &Ring) -> GLWETensorKeyLayout {
         k_digit: BASE2K.into(),
         dnum: p.k.div_ceil(BASE2K).into(),
     }
+}
+
+/// Automorphism (rotation) keys: the relinearization key's shape.
+fn rotation_key(p: &Ring) -> GLWEAutomorphismKeyLayout {
+    let t = tensor_key(p);
+    GLWEAutomorphismKeyLayout { n: t.n, base2k: t.base2k, dnum: t.dnum, k_aux: t.k_aux, rank: t.rank, k_digit: t.k_digit }
 }
 
 /// The bits a ciphertext's value occupies (scale plus remaining budget): results are allocated at
@@ -92,15 +113,20 @@ pub struct ClientKey {
     sk: GLWESecretPrepared<<BE as Backend>::OwnedBuf, BE>,
 }
 
-/// The server's key: relinearization only, nothing secret.
+/// The server's keys: relinearization and the rotations a plan needs, nothing secret.
 pub struct EvalKey {
     tsk: GLWETensorKeyPrepared<<BE as Backend>::OwnedBuf, BE>,
+    rotations: HashMap<i64, RotationKey>,
 }
 
-/// Ciphertexts of up to `slots` samples, one per plan value (inputs, or outputs).
+/// Samples under encryption (inputs, or outputs). Batch-major: one ciphertext per plan value, up to
+/// `slots` samples. Feature-major: one ciphertext per `slots / block` samples, `values` per sample.
 pub struct Batch {
     cts: Vec<Ct>,
     pub samples: usize,
+    pub packing: Packing,
+    block: usize,
+    values: usize,
 }
 
 impl Batch {
@@ -134,7 +160,7 @@ impl Context {
             glwe_layout: GLWELayout { n: n.into(), base2k: BASE2K.into(), k: (LOG_DELTA + 16).into(), rank: Rank(1) },
             meta: GLWEPlaintextMeta { scale: Scale::Log(LOG_DELTA), slots: SlotsKind::Real, log_sparsity: 0 },
         };
-        let scratch_bytes = module.ckks_all_ops_tmp_bytes(&ct, &coeffs, &tensor_key(&params)).max(CKKSEncodingHostOps::<BE, f64>::ckks_encoding_host_tmp_bytes(&module, params.slots()));
+        let scratch_bytes = module.ckks_all_ops_with_atk_tmp_bytes(&ct, &coeffs, &tensor_key(&params), &rotation_key(&params)).max(CKKSEncodingHostOps::<BE, f64>::ckks_encoding_host_tmp_bytes(&module, params.slots()));
         Ok(Context { params, module, host, scratch_bytes })
     }
 
@@ -142,8 +168,9 @@ impl Context {
         ScratchOwned::<BE>::alloc(self.scratch_bytes.max(extra))
     }
 
-    /// A fresh secret key and the evaluation key that goes with it.
-    pub fn keygen(&self) -> Result<(ClientKey, EvalKey), CkksError> {
+    /// A fresh secret key and the evaluation keys that go with it: relinearization, and a rotation
+    /// key for each of `galois` (the elements [`Server::galois_elements`] lists, no others).
+    pub fn keygen(&self, galois: &[i64]) -> Result<(ClientKey, EvalKey), CkksError> {
         let (mut xs, mut xa, mut xe) = (Source::new(os_seed()?), Source::new(os_seed()?), Source::new(os_seed()?));
         let p = &self.params;
         let mut scratch = self.scratch(0);
@@ -155,13 +182,39 @@ impl Context {
         self.module.glwe_tensor_key_encrypt_sk(&mut tsk_raw, &raw, &mut xe, &mut xa, &mut scratch.borrow());
         let mut tsk = self.module.glwe_tensor_key_prepared_alloc_from_infos(&tensor_key(p));
         self.module.glwe_tensor_key_prepare(&mut tsk, &tsk_raw, &mut scratch.borrow());
-        Ok((ClientKey { sk }, EvalKey { tsk }))
+        let mut rotations = HashMap::new();
+        for &g in galois {
+            let mut raw_key = self.module.glwe_automorphism_key_alloc_from_infos(&rotation_key(p));
+            self.module.glwe_automorphism_key_encrypt_sk(&mut raw_key, g, &raw, &mut xe, &mut xa, &mut scratch.borrow());
+            let mut key = self.module.glwe_automorphism_key_prepared_alloc_from_infos(&rotation_key(p));
+            self.module.glwe_automorphism_key_prepare(&mut key, &raw_key, &mut scratch.borrow());
+            rotations.insert(g, key);
+        }
+        Ok((ClientKey { sk }, EvalKey { tsk, rotations }))
     }
 
-    /// Encrypts `samples` (each the plan's input values, already clamped) batch-major.
-    pub fn encrypt(&self, key: &ClientKey, plan: &Plan, samples: &[Vec<f64>]) -> Result<Batch, CkksError> {
+    /// Samples one ciphertext of `packing` holds for `plan`.
+    pub fn samples_per_ciphertext(&self, plan: &Plan, packing: Packing) -> Result<usize, CkksError> {
         let slots = self.params.slots();
-        if samples.len() > slots {
+        match packing {
+            Packing::BatchMajor => Ok(slots),
+            Packing::FeatureMajor => {
+                let block = plan.layers()?.block;
+                if block > slots {
+                    return Err(CkksError::Plan(format!("a sample needs {block} slots (its widest layer) and the ring has {slots}")));
+                }
+                Ok(slots / block)
+            }
+        }
+    }
+
+    /// Encrypts `samples` (each the plan's input values, clamped and mapped by the client) with
+    /// `packing`: batch-major, up to `slots` samples; feature-major, any number, in as many
+    /// ciphertexts as they need.
+    pub fn encrypt(&self, key: &ClientKey, plan: &Plan, samples: &[Vec<f64>], packing: Packing) -> Result<Batch, CkksError> {
+        let slots = self.params.slots();
+        let per = self.samples_per_ciphertext(plan, packing)?;
+        if packing == Packing::BatchMajor && samples.len() > slots {
             return Err(CkksError::Shape(format!("{} samples for {slots} slots", samples.len())));
         }
         if let Some(s) = samples.iter().position(|s| s.len() != plan.n_inputs) {
@@ -171,24 +224,44 @@ impl Context {
         let mut scratch = self.scratch(0);
         let im = vec![0.0; slots];
         let mapped: Vec<Vec<f64>> = samples.iter().map(|s| plan.client_inputs(s)).collect();
-        let mut cts = Vec::with_capacity(plan.n_inputs);
-        for i in 0..plan.n_inputs {
-            // Unused slots repeat the first sample: every slot goes through the polynomials, and a
-            // slot outside their windows (such as a zero below an input's box) would diverge and,
-            // through the encoding's transform, spoil every other slot.
-            let pad = mapped.first().map_or(0.0, |s| s[i]);
-            let mut re = vec![pad; slots];
-            for (r, s) in re.iter_mut().zip(&mapped) {
-                *r = s[i];
+        // Unused slots repeat the first sample: every slot goes through the polynomials, and a slot
+        // outside their windows would diverge and, through the encoding's transform, spoil every
+        // other slot.
+        let pad = mapped.first().cloned().unwrap_or_else(|| vec![0.0; plan.n_inputs]);
+        let slot_vectors: Vec<Vec<f64>> = match packing {
+            Packing::BatchMajor => (0..plan.n_inputs)
+                .map(|i| {
+                    let mut re = vec![pad[i]; slots];
+                    for (r, s) in re.iter_mut().zip(&mapped) {
+                        *r = s[i];
+                    }
+                    re
+                })
+                .collect(),
+            Packing::FeatureMajor => {
+                let block = slots / per;
+                mapped
+                    .chunks(per)
+                    .map(|chunk| {
+                        let mut re = vec![0.0; slots];
+                        for b in 0..per {
+                            re[b * block..b * block + plan.n_inputs].copy_from_slice(chunk.get(b).unwrap_or(&pad));
+                        }
+                        re
+                    })
+                    .collect()
             }
+        };
+        let mut cts = Vec::with_capacity(slot_vectors.len());
+        for re in &slot_vectors {
             let mut pt = self.module.ckks_plaintext_alloc_from_slots(self.module.ckks_max_slots(), BASE2K.into(), (LOG_DELTA + int_bits(1.0)).into());
             pt.set_meta(GLWEPlaintextMeta { scale: Scale::Log(LOG_DELTA), slots: SlotsKind::Real, log_sparsity: 0 });
-            self.module.ckks_encode_slots_host_into(&mut pt, &re, &im, &mut scratch.borrow()).map_err(err("encoding"))?;
+            self.module.ckks_encode_slots_host_into(&mut pt, re, &im, &mut scratch.borrow()).map_err(err("encoding"))?;
             let mut ct = self.module.ckks_ciphertext_alloc(BASE2K.into(), self.params.k.into());
             self.module.ckks_encrypt_sk(&mut ct, &pt, &key.sk, &mut xe, &mut xa, &mut scratch.borrow()).map_err(err("encrypting"))?;
             cts.push(ct);
         }
-        Ok(Batch { cts, samples: samples.len() })
+        Ok(Batch { cts, samples: samples.len(), packing, block: slots / per, values: plan.n_inputs })
     }
 
     /// Decrypts the plan's outputs: per sample, one value per output.
@@ -206,22 +279,50 @@ impl Context {
             self.module.ckks_decode_slots_host_into(&pt, &mut re, &mut im, &mut scratch.borrow()).map_err(err("decoding"))?;
             per_output.push(re);
         }
-        Ok((0..outputs.samples).map(|s| per_output.iter().map(|o| o[s]).collect()).collect())
+        Ok(match outputs.packing {
+            Packing::BatchMajor => (0..outputs.samples).map(|s| per_output.iter().map(|o| o[s]).collect()).collect(),
+            Packing::FeatureMajor => {
+                let per = slots / outputs.block;
+                (0..outputs.samples)
+                    .map(|s| {
+                        let at = (s % per) * outputs.block;
+                        per_output[s / per][at..at + outputs.values].to_vec()
+                    })
+                    .collect()
+            }
+        })
     }
+}
+
+/// One layer under feature-major packing: its affine maps as one block-diagonal matrix over the
+/// slots (by diagonals), the biases slot by slot, then the shared polynomial.
+struct FeatureStage {
+    /// Diagonals prepared once (resident), not per evaluation.
+    matrix: LinearTransformationPrepared<BE>,
+    bias: Vec<f64>,
+    poly: Option<Approx>,
+    layer: String,
 }
 
 /// The server side: evaluates a plan on ciphertexts with an evaluation key.
 pub struct Server<'a> {
     ctx: &'a Context,
     plan: &'a Plan,
+    packing: Packing,
     polys: Vec<Approx>,
+    /// Feature-major packing: the layers, and slots per sample.
+    stages: Vec<FeatureStage>,
+    block: usize,
     /// Scratch bytes a worker needs for any node (the polynomials' evaluation included).
     scratch_bytes: usize,
 }
 
 impl<'a> Server<'a> {
-    pub fn new(ctx: &'a Context, plan: &'a Plan) -> Result<Server<'a>, CkksError> {
+    pub fn new(ctx: &'a Context, plan: &'a Plan, packing: Packing) -> Result<Server<'a>, CkksError> {
         plan.validate()?;
+        if packing == Packing::FeatureMajor {
+            return Server::feature_major(ctx, plan);
+        }
         let polys: Vec<Approx> = plan.nodes.iter().map(|n| approximation(&n.coeffs, &ctx.host)).collect::<Result<_, _>>()?;
         // The ring was chosen by `Plan::ring`'s count of the bits each polynomial consumes.
         for (k, (n, ap)) in plan.nodes.iter().zip(&polys).enumerate() {
@@ -232,7 +333,95 @@ impl<'a> Server<'a> {
         }
         let ct = ctx.module.ckks_ciphertext_alloc_from_glwe_infos(&glwe(&ctx.params));
         let scratch_bytes = polys.iter().map(|ap| ctx.module.ckks_polynomial_approximation_eval_tmp_bytes(&ct, &ct, ap, &tensor_key(&ctx.params))).max().unwrap_or(0);
-        Ok(Server { ctx, plan, polys, scratch_bytes })
+        Ok(Server { ctx, plan, packing, polys, stages: Vec::new(), block: 1, scratch_bytes })
+    }
+
+    /// Each layer's matrix encoded by its diagonals (each a period of `block` slots, the same in every
+    /// sample's block), its biases and polynomial.
+    fn feature_major(ctx: &'a Context, plan: &'a Plan) -> Result<Server<'a>, CkksError> {
+        let layers = plan.layers()?;
+        let slots = ctx.params.slots();
+        let block = slots / ctx.samples_per_ciphertext(plan, Packing::FeatureMajor)?;
+        let m = &ctx.module;
+        let mut scratch = ctx.scratch(ckks_linear_transformation_encode_tmp_bytes::<BE, _, f64>(m, slots));
+        let mut stages = Vec::with_capacity(layers.stages.len());
+        let ct = m.ckks_ciphertext_alloc_from_glwe_infos(&glwe(&ctx.params));
+        let mut scratch_bytes = 0;
+        for (i, st) in layers.stages.iter().enumerate() {
+            let mut diagonals: HashMap<i64, Vec<f64>> = HashMap::new();
+            let mut largest = 0.0f64;
+            for (j, row) in st.rows.iter().enumerate() {
+                for &(w, c) in &row.terms {
+                    let d = diagonals.entry(w as i64 - j as i64).or_insert_with(|| vec![0.0; block]);
+                    d[j] += c;
+                    largest = largest.max(d[j].abs());
+                }
+            }
+            let indexes: Vec<i64> = diagonals.keys().map(|&d| d.rem_euclid(slots as i64)).collect();
+            let (mut re, im) = (Diagonals::new(slots), Diagonals::new(slots));
+            for (d, values) in diagonals {
+                re.set(d, values);
+            }
+            let meta = CoeffsMeta { k: (CONST_BITS + int_bits(largest)).into(), meta: GLWEPlaintextMeta { scale: Scale::Log(CONST_BITS), slots: SlotsKind::Real, log_sparsity: 0 } };
+            let strategy = LinearTransformationStrategy::Bsgs { giant_step: optimal_bsgs_giant_step(indexes, slots) };
+            let matrix = ckks_linear_transformation_encode_from_diagonals(m, BASE2K.into(), meta, &ComplexDiagonals::new(re, im), strategy, false, &mut scratch.borrow())
+                .map_err(|e| CkksError::Backend(format!("layer {i} ({}): encoding its matrix: {e:#}", st.layer)))?;
+            let first = matrix.first_diagonal_plaintext().ok_or_else(|| CkksError::Plan(format!("layer {i} ({}) has no weights", st.layer)))?;
+            scratch_bytes = scratch_bytes.max(m.ckks_linear_transformation_eval_self_tmp_bytes(false, &ct, first, &matrix.index(), &tensor_key(&ctx.params), &rotation_key(&ctx.params)));
+            let mut prepared = LinearTransformationPrepared::<BE>::alloc_prepared_from_index(m, &matrix.index(), first);
+            let mut prep_scratch = ctx.scratch(m.ckks_linear_transformation_rhs_prepare_tmp_bytes(first));
+            m.ckks_linear_transformation_rhs_prepare(&mut prepared, &matrix, &mut prep_scratch.borrow())
+                .map_err(|e| CkksError::Backend(format!("layer {i} ({}): preparing its matrix: {e:#}", st.layer)))?;
+            let matrix = prepared;
+            let poly = st.coeffs.as_deref().map(|c| approximation(c, &ctx.host)).transpose()?;
+            if let Some(ap) = &poly {
+                scratch_bytes = scratch_bytes.max(m.ckks_polynomial_approximation_eval_tmp_bytes(&ct, &ct, ap, &tensor_key(&ctx.params)));
+            }
+            let mut bias = vec![0.0; slots];
+            for chunk in bias.chunks_mut(block) {
+                for (v, row) in chunk.iter_mut().zip(&st.rows) {
+                    *v = row.bias;
+                }
+            }
+            stages.push(FeatureStage { matrix, bias, poly, layer: st.layer.clone() });
+        }
+        Ok(Server { ctx, plan, packing: Packing::FeatureMajor, polys: Vec::new(), stages, block, scratch_bytes })
+    }
+
+    /// The Galois elements of the rotations this server's evaluation uses: the keys to generate.
+    pub fn galois_elements(&self) -> Vec<i64> {
+        let order = self.ctx.module.cyclotomic_order();
+        let mut all: Vec<i64> = self.stages.iter().flat_map(|s| s.matrix.galois_elements(order)).collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// One feature-major ciphertext through every layer.
+    fn feature_major_one(&self, key: &EvalKey, x: &Ct, scratch: &mut ScratchOwned<BE>) -> Result<Ct, CkksError> {
+        let m = &self.ctx.module;
+        let slots = self.ctx.params.slots();
+        let mut x = x.clone();
+        for (i, st) in self.stages.iter().enumerate() {
+            let at = |what: &'static str| move |e: poulpy_ckks::CKKSError| CkksError::Backend(format!("layer {i} ({}): {what}: {e:?}", st.layer));
+            let mut t = m.ckks_ciphertext_alloc(BASE2K.into(), width(&x).saturating_sub(CONST_BITS).into());
+            m.ckks_linear_transformation_eval_self_into(&mut t, &x, &st.matrix, &key.rotations, &mut scratch.borrow()).map_err(at("matrix-vector product"))?;
+            let largest = st.bias.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+            let mut pt = m.ckks_plaintext_alloc_from_slots(m.ckks_max_slots(), BASE2K.into(), (t.log_delta() + int_bits(largest)).into());
+            pt.set_meta(GLWEPlaintextMeta { scale: Scale::Log(t.log_delta()), slots: SlotsKind::Real, log_sparsity: 0 });
+            m.ckks_encode_slots_host_into(&mut pt, &st.bias, &vec![0.0; slots], &mut scratch.borrow()).map_err(at("encoding biases"))?;
+            m.ckks_add_pt_vec_assign(&mut t, &pt, &mut scratch.borrow()).map_err(at("adding biases"))?;
+            m.glwe_normalize_assign(&mut t, &mut scratch.borrow());
+            x = match &st.poly {
+                Some(ap) => {
+                    let mut out = m.ckks_ciphertext_alloc(BASE2K.into(), width(&t).saturating_sub(ap.consumed_bits(t.log_delta())).into());
+                    m.ckks_polynomial_approximation_eval(&mut out, &t, ap, &key.tsk, &mut scratch.borrow()).map_err(at("evaluating its polynomial"))?;
+                    out
+                }
+                None => t,
+            };
+        }
+        Ok(x)
     }
 
     /// `bias + Σ c · values[w]` into a new ciphertext.
@@ -266,6 +455,17 @@ impl<'a> Server<'a> {
 
     /// Runs the plan on `inputs`; the result holds one ciphertext per plan output.
     pub fn evaluate(&self, key: &EvalKey, inputs: &Batch) -> Result<Batch, CkksError> {
+        if inputs.packing != self.packing || (self.packing == Packing::FeatureMajor && inputs.block != self.block) {
+            return Err(CkksError::Shape(format!("inputs packed {} for a server evaluating {}", inputs.packing.name(), self.packing.name())));
+        }
+        if self.packing == Packing::FeatureMajor {
+            if inputs.values != self.plan.n_inputs {
+                return Err(CkksError::Shape(format!("{} input values per sample for a plan of {}", inputs.values, self.plan.n_inputs)));
+            }
+            // Ciphertexts are independent: one per worker.
+            let cts = inputs.cts.par_iter().map_init(|| self.ctx.scratch(self.scratch_bytes), |scratch, ct| self.feature_major_one(key, ct, scratch)).collect::<Result<_, _>>()?;
+            return Ok(Batch { cts, samples: inputs.samples, packing: self.packing, block: self.block, values: self.plan.outputs.len() });
+        }
         if inputs.cts.len() != self.plan.n_inputs {
             return Err(CkksError::Shape(format!("{} input ciphertexts for a plan of {} inputs", inputs.cts.len(), self.plan.n_inputs)));
         }
@@ -301,6 +501,6 @@ impl<'a> Server<'a> {
         }
         let refs: Vec<Option<&Ct>> = values.iter().map(Option::as_ref).collect();
         let cts = self.plan.outputs.par_iter().map_init(|| self.ctx.scratch(0), |scratch, o| self.affine(o, &refs, scratch)).collect::<Result<_, _>>()?;
-        Ok(Batch { cts, samples: inputs.samples })
+        Ok(Batch { cts, samples: inputs.samples, packing: self.packing, block: 1, values: self.plan.outputs.len() })
     }
 }

@@ -127,6 +127,15 @@ impl Ring {
         if self.log_n <= 14 { 0.6 } else { 3.8 }
     }
 
+    /// One rotation (a key switch) and one product by a vector of constants, same conditions.
+    fn rotation_ms(&self) -> f64 {
+        if self.log_n <= 14 { ROTATION_MS_14 } else { ROTATION_MS_14 * 2.5 }
+    }
+
+    fn pt_vec_ms(&self) -> f64 {
+        if self.log_n <= 14 { PT_VEC_MS_14 } else { PT_VEC_MS_14 * 2.5 }
+    }
+
     fn poly_ms(&self, degree: usize) -> f64 {
         let at_14 = match cheb::depth(degree) {
             0..=3 => 230.0,
@@ -137,6 +146,64 @@ impl Ring {
         if self.log_n <= 14 { at_14 } else { at_14 * 6.0 }
     }
 }
+
+/// How samples sit in a ciphertext's slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Packing {
+    /// One sample per slot and one ciphertext per value of the plan: a ciphertext's slots are
+    /// thousands of samples, scored at the cost of one. For throughput.
+    #[default]
+    BatchMajor,
+    /// One sample across a block of slots, the values of a layer side by side, and every layer one
+    /// ciphertext: an affine map between layers is one matrix-vector product by diagonals (rotations,
+    /// baby-step giant-step), a layer's activation one polynomial. A ciphertext holds
+    /// `slots / block` samples. For latency; needs a plan whose layers share their polynomial
+    /// ([`Plan::layers`]).
+    FeatureMajor,
+}
+
+impl Packing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Packing::BatchMajor => "batch-major",
+            Packing::FeatureMajor => "feature-major",
+        }
+    }
+}
+
+/// A plan as a chain of layers, the shape feature-major packing evaluates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layers {
+    /// Slots per sample: the smallest power of two holding the inputs and every layer.
+    pub block: usize,
+    /// The activation layers, then the outputs.
+    pub stages: Vec<Stage>,
+}
+
+/// One layer: its values' affine maps over the layer before (or the inputs), then one polynomial.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stage {
+    /// One map per value of the layer; term indices count from the previous layer's first value.
+    pub rows: Vec<Affine>,
+    /// The polynomial every value of the layer goes through; `None` for the outputs.
+    pub coeffs: Option<Vec<f64>>,
+    pub layer: String,
+}
+
+impl Stage {
+    /// Offsets `column - row` of the matrix's non-zero entries: the diagonals a matrix-vector product
+    /// by diagonals multiplies, each one rotation of the input away.
+    pub fn diagonals(&self) -> std::collections::BTreeSet<i64> {
+        self.rows.iter().enumerate().flat_map(|(j, r)| r.terms.iter().map(move |&(w, _)| w as i64 - j as i64)).collect()
+    }
+}
+
+/// Fitted on two models' feature-major runs (`fhec bench`): the wine MLP (109 diagonals, about 35
+/// rotations, 0.73 s of matrix-vector products) and `cnn_digits_nopad` (650 diagonals, about 92
+/// rotations, 2.2 s). Rotations (key switches at full width) dominate.
+const ROTATION_MS_14: f64 = 18.0;
+const PT_VEC_MS_14: f64 = 0.8;
 
 impl Plan {
     /// Checks what a plan read from disk must satisfy before anything evaluates it.
@@ -197,6 +264,45 @@ impl Plan {
             .zip(&self.input_box)
             .map(|(&x, &(lo, hi))| if hi > lo { (2.0 * x.clamp(lo, hi) - lo - hi) / (hi - lo) } else { 0.0 })
             .collect()
+    }
+
+    /// The plan as a chain of layers: consecutive nodes of one source layer that read only the layer
+    /// before them (the inputs, for the first) and share one polynomial, then outputs that read only
+    /// the last layer. Feature-major packing evaluates plans of this shape; the error says which node
+    /// breaks it.
+    pub fn layers(&self) -> Result<Layers, CkksError> {
+        let bad = |what: String| Err(CkksError::Plan(format!("{what}: feature-major packing needs a chain of layers, each one polynomial")));
+        let within = |a: &Affine, prev: &std::ops::Range<usize>| a.terms.iter().all(|&(w, _)| prev.contains(&(w as usize)));
+        let rebase = |a: &Affine, start: usize| Affine { terms: a.terms.iter().map(|&(w, c)| (w - start as u32, c)).collect(), bias: a.bias };
+        let mut stages = Vec::new();
+        let mut prev = 0..self.n_inputs;
+        let mut k = 0;
+        while k < self.nodes.len() {
+            let first = &self.nodes[k];
+            let start = k;
+            let mut rows = Vec::new();
+            while let Some(n) = self.nodes.get(k).filter(|n| n.layer == first.layer && within(&n.input, &prev)) {
+                if n.coeffs != first.coeffs {
+                    return bad(format!("node {k} ({}) has a polynomial of its own (windows per value); build with --packing feature-major, which shares one per layer", n.layer));
+                }
+                rows.push(rebase(&n.input, prev.start));
+                k += 1;
+            }
+            if rows.is_empty() {
+                return bad(format!("node {k} ({}) reads a value outside the layer before it", first.layer));
+            }
+            stages.push(Stage { rows, coeffs: Some(first.coeffs.clone()), layer: first.layer.clone() });
+            prev = self.n_inputs + start..self.n_inputs + k;
+        }
+        if let Some(o) = self.outputs.iter().position(|o| !within(o, &prev)) {
+            return bad(format!("output {o} reads a value outside the last layer"));
+        }
+        stages.push(Stage { rows: self.outputs.iter().map(|o| rebase(o, prev.start)).collect(), coeffs: None, layer: "outputs".into() });
+        if let Some(s) = stages.iter().find(|s| s.rows.iter().all(|r| r.terms.is_empty())) {
+            return bad(format!("layer {} is constant", s.layer));
+        }
+        let widest = stages.iter().map(|s| s.rows.len()).chain([self.n_inputs]).max().unwrap_or(1);
+        Ok(Layers { block: widest.next_power_of_two(), stages })
     }
 
     /// The longest path to each value (inputs 0), where an affine map with terms costs `affine`
@@ -264,6 +370,21 @@ impl Plan {
         let c = self.cost();
         let polys: f64 = self.nodes.iter().map(|n| ring.poly_ms(n.degree())).sum();
         (polys + c.scalar_ops as f64 * ring.const_ms()) / threads.max(1) as f64
+    }
+
+    /// Estimated time to evaluate one feature-major ciphertext (`ring.slots() / block` samples) on one
+    /// thread: per layer, a matrix-vector product by its `D` diagonals (about `2 √D` rotations, `D`
+    /// products by vectors of constants) and its polynomial.
+    pub fn estimated_feature_ms(&self, layers: &Layers, ring: Ring) -> f64 {
+        layers
+            .stages
+            .iter()
+            .map(|s| {
+                let d = s.diagonals().len() as f64;
+                let poly = s.coeffs.as_ref().map_or(0.0, |c| ring.poly_ms(c.len().saturating_sub(1)));
+                2.0 * d.sqrt().ceil() * ring.rotation_ms() + d * ring.pt_vec_ms() + poly
+            })
+            .sum()
     }
 }
 
@@ -333,6 +454,25 @@ mod tests {
         assert!(p.validate().unwrap_err().to_string().contains("rebuild"));
         let p = plan();
         assert!(p.eval(&[1.0], &mut Reads::default()).unwrap_err().to_string().contains("1 input values"));
+    }
+
+    #[test]
+    fn layers_chain_the_nodes_and_name_what_breaks_the_chain() {
+        let p = plan();
+        let l = p.layers().unwrap();
+        assert_eq!(l.block, 2);
+        assert_eq!(l.stages.len(), 2);
+        // Output 0 reads node 0 (value 2), which is value 0 of the last layer.
+        assert_eq!(l.stages[1].rows[0].terms, vec![(0, 3.0)]);
+        assert_eq!(l.stages[0].diagonals().into_iter().collect::<Vec<_>>(), vec![0, 1]);
+        // An output reading an input as well as the last layer skips a layer.
+        let mut skip = plan();
+        skip.outputs[0].terms.push((0, 1.0));
+        assert!(skip.layers().unwrap_err().to_string().contains("output 0 reads a value outside the last layer"));
+        // Two values of one layer with different polynomials.
+        let mut own = plan();
+        own.nodes.push(Node { coeffs: cheb::interpolate(|t| t * t, 7), ..own.nodes[0].clone() });
+        assert!(own.layers().unwrap_err().to_string().contains("node 1 (relu) has a polynomial of its own"));
     }
 
     #[test]
