@@ -66,7 +66,7 @@ pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, search: &
         match fhec_lower::choose_ckks(&module, &cal, &CkksSearch { packing, ..search.clone() }) {
             Ok(choice) => {
                 let ring = choice.compiled.plan.ring().map_err(ckks_error)?;
-                let ms = estimated_ms(&choice.compiled.plan, ring, packing, batch, threads);
+                let ms = choice.compiled.plan.estimated_ms(ring, packing, batch, threads);
                 options.push((choice, ring, ms));
             }
             // With one packing asked for, its error is the build's; with several, the others may do.
@@ -113,22 +113,6 @@ fn ckks_error(e: fhec_ckks::CkksError) -> DriverError {
     DriverError::Input(e.to_string())
 }
 
-/// Estimated time for `samples` samples under CKKS on `threads` workers. Batch-major: one batch per
-/// [`Ring::slots`] samples, whatever their number within it. Feature-major: one ciphertext per
-/// `slots / block` samples, ciphertexts spread over the workers.
-pub fn estimated_ms(plan: &Plan, ring: Ring, packing: Packing, samples: usize, threads: usize) -> f64 {
-    match packing {
-        Packing::BatchMajor => samples.max(1).div_ceil(ring.slots()) as f64 * plan.estimated_batch_ms(ring, threads),
-        Packing::FeatureMajor => match plan.layers() {
-            Ok(l) if l.block <= ring.slots() => {
-                let cts = samples.max(1).div_ceil(ring.slots() / l.block);
-                cts.div_ceil(threads.max(1)) as f64 * plan.estimated_feature_ms(&l, ring)
-            }
-            _ => f64::INFINITY,
-        },
-    }
-}
-
 fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json::Value) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = &a.plan;
@@ -138,7 +122,7 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
     let count = |layer: &str| plan.nodes.iter().filter(|n| n.layer == layer).count();
     // Feature-major: a ciphertext per `per` samples, its estimate on one thread.
     let feature = match a.packing {
-        Packing::FeatureMajor => plan.layers().ok().map(|l| (ring.slots() / l.block, plan.estimated_feature_ms(&l, ring), l)),
+        Packing::FeatureMajor => plan.layers().ok().zip(plan.samples_per_ciphertext(ring, a.packing).ok()).map(|(l, per)| (per, plan.estimated_feature_ms(&l, ring), l)),
         Packing::BatchMajor => None,
     };
     let (packing_line, time_line) = match &feature {
@@ -238,12 +222,7 @@ pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
     };
     let preprocess = if artifact.preprocess.is_empty() { None } else { Some(parse(&artifact.preprocess, "pre-processing")?) };
     let postprocess = parse(&artifact.postprocess, "post-processing")?;
-    if artifact.packing == Packing::FeatureMajor {
-        let layers = artifact.plan.layers().map_err(|e| DriverError::Input(format!("{what}: {e}")))?;
-        if layers.block > ring.slots() {
-            return Err(DriverError::Input(format!("{what}: a sample needs {} slots, the ring has {}", layers.block, ring.slots())));
-        }
-    }
+    artifact.plan.samples_per_ciphertext(ring, artifact.packing).map_err(|e| DriverError::Input(format!("{what}: {e}")))?;
     let packing = artifact.packing;
     let compiled = fhec_lower::CkksCompiled { plan: artifact.plan, preprocess, postprocess };
     Ok(Loaded { input_shape: artifact.input_shape, ring, packing, compiled })
@@ -325,7 +304,7 @@ impl<'a> Session<'a> {
     /// Samples one [`Session::run`] takes at most: one batch-major batch, or one feature-major
     /// ciphertext per worker.
     fn chunk(&self) -> Result<usize, DriverError> {
-        let per = self.ctx.samples_per_ciphertext(self.plan, self.packing).map_err(ckks_error)?;
+        let per = self.plan.samples_per_ciphertext(self.ctx.params, self.packing).map_err(ckks_error)?;
         Ok(match self.packing {
             Packing::BatchMajor => per,
             Packing::FeatureMajor => per * rayon::current_num_threads(),
@@ -366,7 +345,8 @@ pub fn fhe(loaded: &Loaded, x: &ArrayD<f32>, mut progress: impl FnMut(usize)) ->
     let mut values = Vec::with_capacity(inputs.len());
     let mut max_error = 0f64;
     let mut batches = 0;
-    for chunk in inputs.chunks(session.chunk()?) {
+    let batch_size = session.chunk()?;
+    for chunk in inputs.chunks(batch_size) {
         let run = session.run(chunk)?;
         client += run.client;
         server += run.server;
@@ -375,7 +355,7 @@ pub fn fhe(loaded: &Loaded, x: &ArrayD<f32>, mut progress: impl FnMut(usize)) ->
         batches += 1;
         progress(values.len());
     }
-    Ok(FheRun { outputs: loaded.decode(&values)?, keygen, client, server, batches, batch_size: session.chunk()?, max_error })
+    Ok(FheRun { outputs: loaded.decode(&values)?, keygen, client, server, batches, batch_size, max_error })
 }
 
 /// What `fhec bench` measured on a CKKS build.
@@ -430,7 +410,7 @@ pub fn bench(loaded: &Loaded, x: &ArrayD<f32>, runs: usize, mut progress: impl F
     }
     let threads = rayon::current_num_threads();
     let cost = loaded.plan().cost();
-    let estimated_s = estimated_ms(loaded.plan(), loaded.ring, loaded.packing, full.len(), threads) / 1e3;
+    let estimated_s = loaded.plan().estimated_ms(loaded.ring, loaded.packing, full.len(), threads) / 1e3;
     Ok(BenchReport {
         ring: loaded.ring,
         packing: loaded.packing,

@@ -524,7 +524,7 @@ fn choose_scheme(
     let remove = |p: PathBuf| std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()));
     let (text, line) = match fhec::ckks::build(model, x, dir, search, packings, batch, threads) {
         Ok((choice, ring, ckks_report)) => {
-            let ckks_ms = fhec::ckks::estimated_ms(&choice.compiled.plan, ring, choice.packing, batch, threads);
+            let ckks_ms = choice.compiled.plan.estimated_ms(ring, choice.packing, batch, threads);
             let faster = ckks_ms < tfhe_ms;
             let use_ckks = faster && choice.within_budget;
             let line = format!(

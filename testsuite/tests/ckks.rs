@@ -91,13 +91,7 @@ fn feature_major_plans_share_a_polynomial_per_layer_and_win_at_small_batches() {
         let (af, asim) = (accuracy(&t.float, &t.labels), accuracy(&sim, &t.labels));
         assert!(af - asim <= t.budget() + 1e-9, "{name}: feature-major simulation {asim:.4} vs float {af:.4}");
         let (rf, rb) = (plan.ring().unwrap(), bm.compiled.plan.ring().unwrap());
-        let at = |c: &fhec_lower::CkksChoice, r: fhec_lower::ckks_plan::Ring, n: usize| {
-            let p = &c.compiled.plan;
-            match c.packing {
-                Packing::BatchMajor => n.div_ceil(r.slots()) as f64 * p.estimated_batch_ms(r, 1),
-                Packing::FeatureMajor => n.div_ceil(r.slots() / layers.block) as f64 * p.estimated_feature_ms(&layers, r),
-            }
-        };
+        let at = |c: &fhec_lower::CkksChoice, r, n| c.compiled.plan.estimated_ms(r, c.packing, n, 1);
         let (one, full) = ((at(&fm, rf, 1), at(&bm, rb, 1)), (at(&fm, rf, 8192), at(&bm, rb, 8192)));
         eprintln!("{name:20} feature-major degrees {:?} fidelity {:.2}%; one sample {:.0} vs {:.0} ms; 8192 samples {:.0} vs {:.0} ms", fm.degrees, fm.fidelity, one.0, one.1, full.0, full.1);
         assert!(one.0 < one.1 && full.0 > full.1, "{name}: {one:?} {full:?}");

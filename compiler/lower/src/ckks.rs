@@ -261,10 +261,8 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
         .map(|a| {
             let plan = assemble(&a).plan;
             let ring = plan.ring().ok();
-            let estimated_ms = ring.map_or(f64::INFINITY, |r| match search.packing {
-                Packing::BatchMajor => plan.estimated_batch_ms(r, 1),
-                Packing::FeatureMajor => plan.layers().map_or(f64::INFINITY, |l| plan.estimated_feature_ms(&l, r)),
-            });
+            // One ciphertext on one thread.
+            let estimated_ms = ring.map_or(f64::INFINITY, |r| plan.estimated_ms(r, search.packing, 1, 1));
             (CkksTrial { degrees: a.iter().map(|&i| search.degrees[i]).collect(), log_n: ring.map(|r| r.log_n), estimated_ms, fidelity: None }, a)
         })
         .collect();

@@ -193,27 +193,12 @@ impl Context {
         Ok((ClientKey { sk }, EvalKey { tsk, rotations }))
     }
 
-    /// Samples one ciphertext of `packing` holds for `plan`.
-    pub fn samples_per_ciphertext(&self, plan: &Plan, packing: Packing) -> Result<usize, CkksError> {
-        let slots = self.params.slots();
-        match packing {
-            Packing::BatchMajor => Ok(slots),
-            Packing::FeatureMajor => {
-                let block = plan.layers()?.block;
-                if block > slots {
-                    return Err(CkksError::Plan(format!("a sample needs {block} slots (its widest layer) and the ring has {slots}")));
-                }
-                Ok(slots / block)
-            }
-        }
-    }
-
     /// Encrypts `samples` (each the plan's input values, clamped and mapped by the client) with
     /// `packing`: batch-major, up to `slots` samples; feature-major, any number, in as many
     /// ciphertexts as they need.
     pub fn encrypt(&self, key: &ClientKey, plan: &Plan, samples: &[Vec<f64>], packing: Packing) -> Result<Batch, CkksError> {
         let slots = self.params.slots();
-        let per = self.samples_per_ciphertext(plan, packing)?;
+        let per = plan.samples_per_ciphertext(self.params, packing)?;
         if packing == Packing::BatchMajor && samples.len() > slots {
             return Err(CkksError::Shape(format!("{} samples for {slots} slots", samples.len())));
         }
@@ -300,6 +285,8 @@ struct FeatureStage {
     /// Diagonals prepared once (resident), not per evaluation.
     matrix: LinearTransformationPrepared<BE>,
     bias: Vec<f64>,
+    /// Integer bits the biases need.
+    bias_bits: usize,
     poly: Option<Approx>,
     layer: String,
 }
@@ -341,22 +328,15 @@ impl<'a> Server<'a> {
     fn feature_major(ctx: &'a Context, plan: &'a Plan) -> Result<Server<'a>, CkksError> {
         let layers = plan.layers()?;
         let slots = ctx.params.slots();
-        let block = slots / ctx.samples_per_ciphertext(plan, Packing::FeatureMajor)?;
+        let block = slots / plan.samples_per_ciphertext(ctx.params, Packing::FeatureMajor)?;
         let m = &ctx.module;
         let mut scratch = ctx.scratch(ckks_linear_transformation_encode_tmp_bytes::<BE, _, f64>(m, slots));
         let mut stages = Vec::with_capacity(layers.stages.len());
         let ct = m.ckks_ciphertext_alloc_from_glwe_infos(&glwe(&ctx.params));
         let mut scratch_bytes = 0;
         for (i, st) in layers.stages.iter().enumerate() {
-            let mut diagonals: HashMap<i64, Vec<f64>> = HashMap::new();
-            let mut largest = 0.0f64;
-            for (j, row) in st.rows.iter().enumerate() {
-                for &(w, c) in &row.terms {
-                    let d = diagonals.entry(w as i64 - j as i64).or_insert_with(|| vec![0.0; block]);
-                    d[j] += c;
-                    largest = largest.max(d[j].abs());
-                }
-            }
+            let diagonals = st.diagonal_values(block);
+            let largest = diagonals.values().flatten().fold(0.0f64, |a, c| a.max(c.abs()));
             let indexes: Vec<i64> = diagonals.keys().map(|&d| d.rem_euclid(slots as i64)).collect();
             let (mut re, im) = (Diagonals::new(slots), Diagonals::new(slots));
             for (d, values) in diagonals {
@@ -383,7 +363,8 @@ impl<'a> Server<'a> {
                     *v = row.bias;
                 }
             }
-            stages.push(FeatureStage { matrix, bias, poly, layer: st.layer.clone() });
+            let bias_bits = int_bits(st.rows.iter().fold(0.0f64, |a, r| a.max(r.bias.abs())));
+            stages.push(FeatureStage { matrix, bias, bias_bits, poly, layer: st.layer.clone() });
         }
         Ok(Server { ctx, plan, packing: Packing::FeatureMajor, polys: Vec::new(), stages, block, scratch_bytes })
     }
@@ -406,8 +387,7 @@ impl<'a> Server<'a> {
             let at = |what: &'static str| move |e: poulpy_ckks::CKKSError| CkksError::Backend(format!("layer {i} ({}): {what}: {e:?}", st.layer));
             let mut t = m.ckks_ciphertext_alloc(BASE2K.into(), width(&x).saturating_sub(CONST_BITS).into());
             m.ckks_linear_transformation_eval_self_into(&mut t, &x, &st.matrix, &key.rotations, &mut scratch.borrow()).map_err(at("matrix-vector product"))?;
-            let largest = st.bias.iter().fold(0.0f64, |a, b| a.max(b.abs()));
-            let mut pt = m.ckks_plaintext_alloc_from_slots(m.ckks_max_slots(), BASE2K.into(), (t.log_delta() + int_bits(largest)).into());
+            let mut pt = m.ckks_plaintext_alloc_from_slots(m.ckks_max_slots(), BASE2K.into(), (t.log_delta() + st.bias_bits).into());
             pt.set_meta(GLWEPlaintextMeta { scale: Scale::Log(t.log_delta()), slots: SlotsKind::Real, log_sparsity: 0 });
             m.ckks_encode_slots_host_into(&mut pt, &st.bias, &vec![0.0; slots], &mut scratch.borrow()).map_err(at("encoding biases"))?;
             m.ckks_add_pt_vec_assign(&mut t, &pt, &mut scratch.borrow()).map_err(at("adding biases"))?;

@@ -192,10 +192,25 @@ pub struct Stage {
 }
 
 impl Stage {
+    /// The matrix's entries as `(column - row, row, coefficient)`.
+    fn entries(&self) -> impl Iterator<Item = (i64, usize, f64)> + '_ {
+        self.rows.iter().enumerate().flat_map(|(j, r)| r.terms.iter().map(move |&(w, c)| (w as i64 - j as i64, j, c)))
+    }
+
     /// Offsets `column - row` of the matrix's non-zero entries: the diagonals a matrix-vector product
     /// by diagonals multiplies, each one rotation of the input away.
     pub fn diagonals(&self) -> std::collections::BTreeSet<i64> {
-        self.rows.iter().enumerate().flat_map(|(j, r)| r.terms.iter().map(move |&(w, _)| w as i64 - j as i64)).collect()
+        self.entries().map(|(d, _, _)| d).collect()
+    }
+
+    /// Each diagonal over one block of `block` slots: `values[row]` is the coefficient at
+    /// `(row, row + offset)` (terms on one value summed), zero past the layer's width.
+    pub fn diagonal_values(&self, block: usize) -> std::collections::BTreeMap<i64, Vec<f64>> {
+        let mut out = std::collections::BTreeMap::new();
+        for (d, j, c) in self.entries() {
+            out.entry(d).or_insert_with(|| vec![0.0; block])[j] += c;
+        }
+        out
     }
 }
 
@@ -372,6 +387,31 @@ impl Plan {
         (polys + c.scalar_ops as f64 * ring.const_ms()) / threads.max(1) as f64
     }
 
+    /// Samples one ciphertext holds under `packing` on `ring`: its slots batch-major; feature-major,
+    /// one per block, which needs a chain of layers ([`Plan::layers`]) whose block fits the ring.
+    pub fn samples_per_ciphertext(&self, ring: Ring, packing: Packing) -> Result<usize, CkksError> {
+        let slots = ring.slots();
+        match packing {
+            Packing::BatchMajor => Ok(slots),
+            Packing::FeatureMajor => match self.layers()?.block {
+                block if block > slots => Err(CkksError::Plan(format!("a sample needs {block} slots (its widest layer) and the ring has {slots}"))),
+                block => Ok(slots / block),
+            },
+        }
+    }
+
+    /// Estimated time for `samples` samples on `threads` workers under `packing` (infinite where the
+    /// packing does not apply). Batch-major: one batch per [`Ring::slots`] samples, whatever their
+    /// number within it. Feature-major: one ciphertext per `slots / block` samples, ciphertexts
+    /// spread over the workers.
+    pub fn estimated_ms(&self, ring: Ring, packing: Packing, samples: usize, threads: usize) -> f64 {
+        let (Ok(per), samples, threads) = (self.samples_per_ciphertext(ring, packing), samples.max(1), threads.max(1)) else { return f64::INFINITY };
+        match (packing, self.layers()) {
+            (Packing::FeatureMajor, Ok(l)) => samples.div_ceil(per).div_ceil(threads) as f64 * self.estimated_feature_ms(&l, ring),
+            _ => samples.div_ceil(per) as f64 * self.estimated_batch_ms(ring, threads),
+        }
+    }
+
     /// Estimated time to evaluate one feature-major ciphertext (`ring.slots() / block` samples) on one
     /// thread: per layer, a matrix-vector product by its `D` diagonals (about `2 √D` rotations, `D`
     /// products by vectors of constants) and its polynomial.
@@ -465,6 +505,9 @@ mod tests {
         // Output 0 reads node 0 (value 2), which is value 0 of the last layer.
         assert_eq!(l.stages[1].rows[0].terms, vec![(0, 3.0)]);
         assert_eq!(l.stages[0].diagonals().into_iter().collect::<Vec<_>>(), vec![0, 1]);
+        // Row 0 reads input 0 (offset 0) and input 1 (offset 1); row 1 of the block is unused.
+        let d = l.stages[0].diagonal_values(2);
+        assert_eq!((d[&0].clone(), d[&1].clone()), (vec![0.5, 0.0], vec![-0.25, 0.0]));
         // An output reading an input as well as the last layer skips a layer.
         let mut skip = plan();
         skip.outputs[0].terms.push((0, 1.0));

@@ -103,7 +103,7 @@ fn feature_major_packing_equals_the_simulation_across_ciphertexts() {
     let layers = plan.layers().unwrap();
     assert_eq!((layers.block, layers.stages.len()), (16, 3));
     let ctx = Context::new(plan.ring().unwrap()).unwrap();
-    let per = ctx.samples_per_ciphertext(&plan, Packing::FeatureMajor).unwrap();
+    let per = plan.samples_per_ciphertext(ctx.params, Packing::FeatureMajor).unwrap();
     assert_eq!(per, ctx.params.slots() / 16);
     let server = Server::new(&ctx, &plan, Packing::FeatureMajor).unwrap();
     let galois = server.galois_elements();
