@@ -90,7 +90,7 @@ pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, search: &
         format: FORMAT,
         model: module.name.clone(),
         input_shape,
-        degrees: choice.layers.iter().cloned().zip(choice.degrees.iter().copied()).collect(),
+        degrees: choice.layers.iter().cloned().zip(choice.degrees()).collect(),
         packing: choice.packing,
         plan: c.plan.clone(),
         preprocess: c.preprocess.as_ref().map_or(String::new(), |m| m.to_text(fhec_ir::DataMode::Full)),
@@ -167,25 +167,32 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
         cost.polynomials,
         cost.depth,
     );
-    for (l, d) in &a.degrees {
-        text.push_str(&format!("  {l:40} {:6} polynomials of degree {d}\n", count(l)));
+    for (l, p) in choice.layers.iter().zip(&choice.approx) {
+        text.push_str(&format!("  {l:40} {:6} polynomials: {p}\n", count(l)));
+    }
+    let fired: Vec<String> = choice.rules_fired.iter().map(|(r, n)| format!("{r} x{n}")).collect();
+    text.push_str(&format!("\npolynomial e-graph: rules fired {}\ncandidates no other dominates (root mean square distance from the function on the calibration inputs):\n", fired.join(", ")));
+    for (l, c) in choice.layers.iter().zip(&choice.candidates) {
+        let c: Vec<String> = c.iter().map(|(p, e)| format!("{p} ({e:.2e})")).collect();
+        text.push_str(&format!("  {l:40} {}\n", c.join(", ")));
     }
     let simulated: Vec<&fhec_lower::CkksTrial> = choice.trials.iter().filter(|t| t.fidelity.is_some()).collect();
     text.push_str(&format!(
-        "\ndegrees per layer, cheapest first ({} assignments; {} simulated, the rest cost more or fit no ring; estimates per ciphertext on one thread):\n",
+        "\npolynomials per layer, cheapest first ({} assignments; {} simulated, the rest cost more or fit no ring; estimates per ciphertext on one thread):\n",
         choice.trials.len(),
         simulated.len()
     ));
     for t in simulated {
         let ring = t.log_n.map_or("no ring".to_string(), |n| format!("2^{n}"));
-        text.push_str(&format!("  {:?} ring {ring}, {:.0} ms: {:.2}%\n", t.degrees, t.estimated_ms, t.fidelity.unwrap_or(0.0)));
+        let p: Vec<String> = t.approx.iter().map(|a| a.to_string()).collect();
+        text.push_str(&format!("  [{}] ring {ring}, {:.0} ms: {:.2}%\n", p.join(", "), t.estimated_ms, t.fidelity.unwrap_or(0.0)));
     }
     let json = json!({
         "model": a.model,
         "scheme": "ckks",
         "ring": { "log_n": ring.log_n, "modulus_bits": ring.k, "slots": ring.slots() },
         "bits_needed": bits,
-        "trials": choice.trials.iter().map(|t| json!({"degrees": t.degrees, "log_n": t.log_n, "estimated_ms_one_thread": t.estimated_ms, "fidelity": t.fidelity})).collect::<Vec<_>>(),
+        "trials": choice.trials.iter().map(|t| json!({"degrees": t.degrees(), "polynomials": t.approx.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "log_n": t.log_n, "estimated_ms_one_thread": t.estimated_ms, "fidelity": t.fidelity})).collect::<Vec<_>>(),
         "fidelity": choice.fidelity,
         "required": choice.required,
         "within_budget": choice.within_budget,
@@ -199,7 +206,8 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
         "estimated_batch_ms": batch_ms,
         "estimated_feature_major_ciphertext_ms_one_thread": feature.as_ref().map(|f| f.1),
         "threads": threads,
-        "layers": a.degrees.iter().map(|(l, d)| json!({"name": l, "polynomials": count(l), "degree": d})).collect::<Vec<_>>(),
+        "layers": choice.layers.iter().zip(&choice.approx).map(|(l, p)| json!({"name": l, "polynomials": count(l), "degree": p.degree, "fit": p.fit.name()})).collect::<Vec<_>>(),
+        "rules_fired": choice.rules_fired.iter().map(|(r, n)| json!({"rule": r, "layers": n})).collect::<Vec<_>>(),
     });
     (text, json)
 }

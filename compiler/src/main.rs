@@ -77,6 +77,27 @@ impl PackingArg {
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum FitArg {
+    /// Interpolation at the Chebyshev nodes of each window (near-best uniformly).
+    Chebyshev,
+    /// Least squares on where calibration put each layer's inputs, the window's grid beside them.
+    LeastSquares,
+    /// Both offered; per layer the cheapest that keeps the budget wins.
+    Auto,
+}
+
+impl FitArg {
+    fn fits(self) -> Vec<fhec_lower::Fit> {
+        use fhec_lower::Fit::*;
+        match self {
+            FitArg::Chebyshev => vec![Chebyshev],
+            FitArg::LeastSquares => vec![LeastSquares],
+            FitArg::Auto => vec![Chebyshev, LeastSquares],
+        }
+    }
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
 enum TableRangesArg {
     Calibrated,
     Bound,
@@ -157,6 +178,9 @@ enum Command {
         /// CKKS packing: batch-major (throughput), feature-major (latency), or auto (the cheaper for --batch).
         #[arg(long, value_enum, default_value_t = PackingArg::BatchMajor)]
         packing: PackingArg,
+        /// CKKS: how polynomials approximate activations (the e-graph's rules).
+        #[arg(long, value_enum, default_value_t = FitArg::Auto)]
+        polynomial_fit: FitArg,
         /// With --scheme auto or --packing auto: how many samples a request carries (the workload to optimize for).
         #[arg(long, default_value_t = 1)]
         batch: usize,
@@ -665,6 +689,7 @@ fn run(cli: Cli) -> Result<()> {
             egg_time_limit,
             scheme,
             packing,
+            polynomial_fit,
             batch,
         } => {
             let mut search = fhec_lower::Search::default();
@@ -719,10 +744,14 @@ fn run(cli: Cli) -> Result<()> {
                 budget_points: accuracy_budget,
                 error_budget_percent: error_budget,
                 optimize: search.optimize.clone(),
+                fits: polynomial_fit.fits(),
                 ..fhec_lower::CkksSearch::default()
             };
             if scheme == SchemeArg::Tfhe && packing != PackingArg::BatchMajor {
                 bail!("--packing is for CKKS builds (--scheme ckks or auto): TFHE holds one value per ciphertext");
+            }
+            if scheme == SchemeArg::Tfhe && polynomial_fit != FitArg::Auto {
+                bail!("--polynomial-fit is for CKKS builds (--scheme ckks or auto): TFHE evaluates tables exactly");
             }
             if scheme != SchemeArg::Tfhe && x.is_none() {
                 bail!("--scheme ckks and auto need --calibration: polynomial windows come from real samples");
@@ -735,7 +764,7 @@ fn run(cli: Cli) -> Result<()> {
                     print!("{report}");
                 }
                 if !choice.within_budget {
-                    eprintln!("warning: no assignment of polynomial degrees keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt", choice.required, choice.fidelity);
+                    eprintln!("warning: no assignment of polynomials keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt", choice.required, choice.fidelity);
                 }
                 println!("\nwrote {} in {:.2} s", dir.display(), start.elapsed().as_secs_f64());
                 return Ok(());

@@ -346,9 +346,19 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
         assert_eq!(o.status.code(), Some(1));
         assert!(stderr(&o).contains("--features ckks"), "{}", stderr(&o));
     }
-    // The degree of each activation layer is reported.
+    // The polynomial of each activation layer is reported, with the e-graph's rules that offered it.
     assert_eq!(report["layers"].as_array().unwrap().len(), 2);
-    assert!(report["layers"].as_array().unwrap().iter().all(|l| l["degree"].as_u64().is_some_and(|d| d >= 7)), "{report}");
+    assert!(report["layers"].as_array().unwrap().iter().all(|l| l["degree"].as_u64().is_some_and(|d| d >= 7) && l["fit"].is_string()), "{report}");
+    assert_eq!(report["rules_fired"].as_array().unwrap().len(), 8, "{report}");
+    // --polynomial-fit narrows the rules: interpolation alone.
+    let cheb = dir.path().join("wine-cheb");
+    let o = fhec(&["--quiet", "build", model, "--calibration", x, "--scheme", "ckks", "--polynomial-fit", "chebyshev", "-o", cheb.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cheb.join("report.json")).unwrap()).unwrap();
+    assert!(json["layers"].as_array().unwrap().iter().all(|l| l["fit"] == "chebyshev"), "{json}");
+    assert!(json["rules_fired"].as_array().unwrap().iter().all(|r| r["rule"].as_str().unwrap().starts_with("activation-to-chebyshev-")), "{json}");
+    let o = fhec(&["build", model, "--polynomial-fit", "least-squares", "-o", dir.path().join("z").to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("--polynomial-fit is for CKKS"), "{}", stderr(&o));
     // CKKS needs real samples for its windows.
     let o = fhec(&["build", model, "--scheme", "ckks", "-o", dir.path().join("x").to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("need --calibration"), "{}", stderr(&o));

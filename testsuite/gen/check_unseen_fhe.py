@@ -2,7 +2,7 @@
 on a calibration set drawn from the training split (never the test split), and compares on the test
 split: the float model, the compiled circuit in noisy simulation, and real encryption on a few samples.
 
-    python testsuite/gen/check_unseen_fhe.py path/to/fhec [--scheme ckks] [--accuracy-budget POINTS]
+    python testsuite/gen/check_unseen_fhe.py path/to/fhec [--scheme ckks] [--accuracy-budget POINTS] [--polynomial-fit FIT]
 
 With `--scheme ckks` (an fhec built with `cargo +nightly build --release -p fhec --features ckks`) the
 models are compiled for CKKS instead and the whole test split runs encrypted, in one batch. Needs the generator's environment (requirements.txt). Prints one line per model and exits non-zero if a
@@ -29,6 +29,7 @@ ARGS = argparse.ArgumentParser()
 ARGS.add_argument("fhec", nargs="?", default="target/debug/fhec")
 ARGS.add_argument("--scheme", choices=["tfhe", "ckks"], default="tfhe")
 ARGS.add_argument("--accuracy-budget", help="passed to fhec build")
+ARGS.add_argument("--polynomial-fit", choices=["chebyshev", "least-squares", "auto"], help="passed to fhec build (CKKS)")
 ARGS = ARGS.parse_args()
 FHEC = ARGS.fhec
 OUT = Path(tempfile.mkdtemp(prefix="fhec-unseen-fhe-"))
@@ -106,12 +107,13 @@ def case_ckks(name, path, xtr, xte, yte, budget):
     np.save(yt, yte)
     d = OUT / f"{name}.ckks"
     extra = ["--accuracy-budget", ARGS.accuracy_budget] if ARGS.accuracy_budget else []
+    extra += ["--polynomial-fit", ARGS.polynomial_fit] if ARGS.polynomial_fit else []
     start = time.time()
     run("build", path, "--calibration", cal, "-o", d, "--quiet", "--scheme", "ckks", *extra)
     build_s = time.time() - start
     report = (d / "report.txt").read_text()
     ring = re.search(r"ring: (2\^\d+)", report).group(1)
-    degrees = re.findall(r"polynomials of degree (\d+)", report)
+    degrees = [f"{'ls' if f == 'least-squares' else 'cheb'}{d}" for f, d in re.findall(r"polynomials: (\S+) (\d+)", report)]
     flt = accuracy(run("predict", path, "--input", xt, "--labels", yt))
     sim = accuracy(run("predict", d, "--mode", "simulate", "--input", xt, "--labels", yt))
     fhe_out = run("predict", d, "--mode", "fhe", "--input", xt, "--labels", yt, "--quiet")
@@ -119,7 +121,7 @@ def case_ckks(name, path, xtr, xte, yte, budget):
     dist = re.search(r"simulation ([0-9.e+-]+)", fhe_out).group(1)
     fhe = accuracy(fhe_out)
     ok = flt - fhe <= budget + 1e-9
-    print(f"{name:22} ring {ring} degrees {','.join(degrees) or '-':8} float {flt:6.2f}%  ckks-sim {sim:6.2f}%  "
+    print(f"{name:22} ring {ring} polynomials {','.join(degrees) or '-':12} float {flt:6.2f}%  ckks-sim {sim:6.2f}%  "
           f"fhe {fhe:6.2f}% ({len(yte)} samples, one batch: server {server:.1f} s; distance from simulation {dist})  "
           f"build {build_s:.1f} s  {'ok' if ok else 'OVER BUDGET'}", flush=True)
     return ok

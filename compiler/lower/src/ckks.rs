@@ -1,7 +1,7 @@
 //! Lowering to CKKS with batch-major packing: every slot of a ciphertext is one sample, so the
 //! scalarized server part runs as it is, with ciphertexts of samples for wires. Affine forms become
-//! products by constants and sums; each table becomes a Chebyshev polynomial interpolating it over a
-//! window of its input (the calibrated window of `scale::window`, or the interval bound without real
+//! products by constants and sums; each table becomes a polynomial (in the Chebyshev basis) standing
+//! in for it over a window of its input (the calibrated window of `scale::window`, or the interval bound without real
 //! samples), with the window's affine map folded into the form that feeds it.
 //!
 //! A polynomial diverges outside its window, where a table would saturate or wrap gently: the plan
@@ -12,10 +12,13 @@
 //! biases take it back). A shared window is wider than a value's own, so it may need a higher degree
 //! for the same fidelity; the search below measures it.
 //!
-//! The degree is chosen like the TFHE parameter set: the cheapest whose simulated fidelity on the
-//! calibration samples stays within the accuracy budget.
+//! A polynomial is interpolated at the Chebyshev nodes of its window or fitted in least squares to
+//! where calibration put its inputs (`poly::Fit`); which fit and degree each layer gets is chosen
+//! like the TFHE parameter set, among the candidates of the e-graph (`poly`): the cheapest whose
+//! simulated fidelity on the calibration samples stays within the accuracy budget.
 
 use crate::neurons::Lookup;
+use crate::poly::{Approx, Fit};
 use crate::search::{fidelity, grid_steps, relative_fidelity};
 use crate::{Calibration, LowerError, Origin, Prepared, scale};
 use fhec_ckks::{Affine, Node, PLAN_VERSION, Packing, Plan, Reads, cheb};
@@ -38,36 +41,82 @@ fn own_window(l: &Lookup, calibrated_windows: bool) -> (f64, f64) {
     }
 }
 
-/// The polynomial standing in for `l`: `f` interpolated over `(lo, hi)`, the window mapped onto
-/// [-1, 1] by the node's affine input (`l`'s, its bias moved by `shift`).
-fn node(l: &Lookup, (lo, hi): (f64, f64), f: impl Fn(f64) -> f64, shift: f64, degree: usize) -> Node {
-    // A constant input (a degenerate window) still gets a unit-wide window.
-    let (m, h) = ((lo + hi) / 2.0, ((hi - lo) / 2.0).max(1e-9));
-    let coeffs = cheb::interpolate(|t| f(m + h * t), degree);
-    let input = Affine { terms: l.input.terms.iter().map(|&(w, c)| (w, c / h)).collect(), bias: (l.input.bias + shift - m) / h };
-    Node { input, coeffs, layer: l.layer.clone() }
+/// The polynomial standing in for `f` over the window `(lo, hi)` (as Chebyshev coefficients on
+/// [-1, 1], `approx` saying how it is fitted), and how far it is from `f` where the inputs fell on
+/// the calibration samples (`samples`; over the window, without any): the root mean square of the
+/// differences.
+fn fit((lo, hi): Interval, f: impl Fn(f64) -> f64, approx: Approx, samples: &[f64]) -> (Vec<f64>, f64) {
+    let (m, h) = half_widths((lo, hi));
+    let g = |t: f64| f(m + h * t);
+    let ts: Vec<f64> = samples.iter().map(|z| ((z - m) / h).clamp(-1.0, 1.0)).collect();
+    let coeffs = match approx.fit {
+        Fit::Chebyshev => cheb::interpolate(g, approx.degree),
+        Fit::LeastSquares => cheb::least_squares(g, approx.degree, &ts, cheb::GRID_WEIGHT),
+    };
+    let grid: Vec<f64> = (0..=100).map(|i| -1.0 + i as f64 / 50.0).collect();
+    let at = if ts.is_empty() { &grid } else { &ts };
+    let error = (at.iter().map(|&t| (cheb::eval(&coeffs, t) - g(t)).powi(2)).sum::<f64>() / at.len() as f64).sqrt();
+    (coeffs, error)
+}
+
+/// A window's middle and half width; a constant input (a degenerate window) still gets a unit-wide
+/// window.
+fn half_widths((lo, hi): Interval) -> (f64, f64) {
+    ((lo + hi) / 2.0, ((hi - lo) / 2.0).max(1e-9))
+}
+
+/// `l`'s input mapped onto [-1, 1] over `window`, its bias moved by `shift`.
+fn window_input(l: &Lookup, window: Interval, shift: f64) -> Affine {
+    let (m, h) = half_widths(window);
+    Affine { terms: l.input.terms.iter().map(|&(w, c)| (w, c / h)).collect(), bias: (l.input.bias + shift - m) / h }
 }
 
 /// An interval `(lo, hi)`.
 type Interval = (f64, f64);
 
-/// Per layer (source op): the union of its values' windows and of their domains.
-fn shared_windows(lookups: &[&Lookup], calibrated_windows: bool) -> HashMap<String, (Interval, Interval)> {
-    let mut out: HashMap<String, (Interval, Interval)> = HashMap::new();
+/// One layer's shared polynomial: the union of its values' windows and of their domains, and
+/// quantiles of where all its values' inputs fell on the calibration samples.
+struct Shared {
+    window: Interval,
+    domain: Interval,
+    quantiles: Vec<f64>,
+}
+
+/// Most quantiles a shared polynomial is fitted to.
+const SHARED_QUANTILES: usize = 4 * crate::neurons::QUANTILES;
+
+/// Per layer (source op): its shared window, domain and calibrated inputs. A layer whose values
+/// apply different functions (a per-channel scale folded into the activation, say) has no one
+/// polynomial: the error names it.
+fn shared_windows(lookups: &[&Lookup], calibrated_windows: bool) -> Result<HashMap<String, Shared>, LowerError> {
+    let mut out: HashMap<String, Shared> = HashMap::new();
+    let mut first: HashMap<&str, &Lookup> = HashMap::new();
     for l in lookups {
+        let f = first.entry(&l.layer).or_insert(l);
+        if f.f != l.f {
+            return Err(LowerError::Model(format!(
+                "{}: its values apply different functions (such as a scale per channel folded into the activation), and feature-major packing evaluates one polynomial per layer: build with --packing batch-major",
+                l.layer
+            )));
+        }
         let (lo, hi) = own_window(l, calibrated_windows);
-        let e = out.entry(l.layer.clone()).or_insert(((lo, hi), l.domain));
-        e.0 = (e.0.0.min(lo), e.0.1.max(hi));
-        e.1 = (e.1.0.min(l.domain.0), e.1.1.max(l.domain.1));
+        let e = out.entry(l.layer.clone()).or_insert(Shared { window: (lo, hi), domain: l.domain, quantiles: Vec::new() });
+        e.window = (e.window.0.min(lo), e.window.1.max(hi));
+        e.domain = (e.domain.0.min(l.domain.0), e.domain.1.max(l.domain.1));
+        e.quantiles.extend(&l.quantiles);
     }
-    out
+    for s in out.values_mut() {
+        s.quantiles = crate::neurons::quantiles(&s.quantiles, SHARED_QUANTILES);
+    }
+    Ok(out)
 }
 
 impl Prepared {
-    /// The CKKS plan with polynomials of `degree` on calibrated windows (the interval bound when
-    /// `calibrated_windows` is false or there were no real samples), one window per value, or per
-    /// layer for feature-major packing.
-    pub fn ckks(&self, degree: usize, calibrated_windows: bool, packing: Packing) -> Result<CkksCompiled, LowerError> {
+    /// The CKKS plan with the polynomials `approx` gives on calibrated windows (the interval bound
+    /// when `calibrated_windows` is false or there were no real samples), one window per value, or
+    /// per layer for feature-major packing; and each node's distance from its function on the
+    /// calibration samples (see `node`).
+    pub fn ckks(&self, approx: Approx, calibrated_windows: bool, packing: Packing) -> Result<(CkksCompiled, Vec<f64>), LowerError> {
         let n = &self.neurons;
         let input_box: Vec<(f64, f64)> = n.wires[..n.n_inputs].iter().map(|w| (w.lo, w.hi)).collect();
         // The client sends each input mapped onto [-1, 1] over its box, so that the constants
@@ -94,7 +143,7 @@ impl Prepared {
             .map(|w| w.lookup.as_ref())
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| LowerError::Model("a wire past the inputs is not a table".into()))?;
-        let shared = (packing == Packing::FeatureMajor).then(|| shared_windows(&lookups, calibrated_windows));
+        let shared = (packing == Packing::FeatureMajor).then(|| shared_windows(&lookups, calibrated_windows)).transpose()?;
         // Shared polynomials leave out each value's center: a form reading value `w` takes back
         // `c · center(w)`, which the table's consumers had added to their bias.
         let uncenter = |terms: &[(u32, f64)]| -> f64 {
@@ -103,21 +152,26 @@ impl Prepared {
                 None => 0.0,
             }
         };
-        let nodes = lookups
+        // A shared polynomial is fitted once per layer.
+        let mut layer_fits: HashMap<&str, (Vec<f64>, f64)> = HashMap::new();
+        let (nodes, errors): (Vec<Node>, Vec<f64>) = lookups
             .iter()
             .map(|l| {
                 let shift = uncenter(&l.input.terms);
-                match shared.as_ref().and_then(|s| s.get(&l.layer)) {
-                    Some(&(window, domain)) => node(l, window, |z| f64::from(l.f.apply(z.clamp(domain.0, domain.1) as f32)), shift, degree),
-                    None => node(l, own_window(l, calibrated_windows), |z| l.eval(z), shift, degree),
-                }
+                let (window, (coeffs, error)) = match shared.as_ref().and_then(|s| s.get(&l.layer)) {
+                    Some(s) => (s.window, layer_fits.entry(&l.layer).or_insert_with(|| fit(s.window, |z| f64::from(l.f.apply(z.clamp(s.domain.0, s.domain.1) as f32)), approx, &s.quantiles)).clone()),
+                    None => {
+                        let window = own_window(l, calibrated_windows);
+                        (window, fit(window, |z| l.eval(z), approx, &l.quantiles))
+                    }
+                };
+                (Node { input: unit(window_input(l, window, shift)), coeffs, layer: l.layer.clone() }, error)
             })
-            .map(|n| Node { input: unit(n.input), ..n })
-            .collect();
+            .unzip();
         let outputs = n.outputs.iter().flatten().map(|f| unit(Affine { terms: f.terms.clone(), bias: f.bias + uncenter(&f.terms) })).collect();
         let plan = Plan { version: PLAN_VERSION, n_inputs: n.n_inputs, input_box, nodes, outputs };
         plan.validate().map_err(|e| LowerError::Model(e.to_string()))?;
-        Ok(CkksCompiled { plan, preprocess: self.preprocess.clone(), postprocess: self.postprocess.clone() })
+        Ok((CkksCompiled { plan, preprocess: self.preprocess.clone(), postprocess: self.postprocess.clone() }, errors))
     }
 }
 
@@ -144,13 +198,15 @@ impl CkksCompiled {
     }
 }
 
-/// The degrees to choose from and the budget the choice must meet.
+/// The polynomials to choose from and the budget the choice must meet.
 #[derive(Clone, Debug)]
 pub struct CkksSearch {
     /// Polynomial degrees to try, cheapest first.
     pub degrees: Vec<usize>,
+    /// How the polynomials may be fitted (the e-graph's rules, see [`crate::poly`]).
+    pub fits: Vec<Fit>,
     pub calibrated_windows: bool,
-    /// A degree per activation layer (false: one degree for the whole model).
+    /// A polynomial per activation layer (false: one for the whole model).
     pub per_layer: bool,
     /// How samples sit in the slots; feature-major shares one window per layer.
     pub packing: Packing,
@@ -164,15 +220,25 @@ pub struct CkksSearch {
 impl Default for CkksSearch {
     fn default() -> CkksSearch {
         let s = crate::Search::default();
-        CkksSearch { degrees: vec![7, 15, 31, 63], calibrated_windows: true, per_layer: true, packing: Packing::BatchMajor, budget_points: s.budget_points, error_budget_percent: s.error_budget_percent, max_samples: s.max_samples, optimize: s.optimize }
+        CkksSearch {
+            degrees: vec![7, 15, 31, 63],
+            fits: vec![Fit::Chebyshev, Fit::LeastSquares],
+            calibrated_windows: true,
+            per_layer: true,
+            packing: Packing::BatchMajor,
+            budget_points: s.budget_points,
+            error_budget_percent: s.error_budget_percent,
+            max_samples: s.max_samples,
+            optimize: s.optimize,
+        }
     }
 }
 
-/// One assignment of degrees tried by [`choose_ckks`].
+/// One assignment of polynomials tried by [`choose_ckks`].
 #[derive(Clone, Debug)]
 pub struct CkksTrial {
-    /// Each activation layer's degree, in the order of [`CkksChoice::layers`].
-    pub degrees: Vec<usize>,
+    /// Each activation layer's polynomial, in the order of [`CkksChoice::layers`].
+    pub approx: Vec<Approx>,
     /// Ring degree (log2) the plan needs; `None` when it fits no ring without bootstrapping.
     pub log_n: Option<usize>,
     /// Estimated time per ciphertext on one thread (a batch of `slots` samples batch-major, of
@@ -183,52 +249,77 @@ pub struct CkksTrial {
     pub fidelity: Option<f64>,
 }
 
+impl CkksTrial {
+    pub fn degrees(&self) -> Vec<usize> {
+        self.approx.iter().map(|a| a.degree).collect()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct CkksChoice {
     pub compiled: CkksCompiled,
     /// The activation layers, in the order their polynomials first appear in the plan.
     pub layers: Vec<String>,
-    /// The chosen degree of each of `layers`.
-    pub degrees: Vec<usize>,
+    /// The chosen polynomial of each of `layers`.
+    pub approx: Vec<Approx>,
+    /// Per layer, the candidates the e-graph's rules gave that no other dominated (see
+    /// [`crate::poly::pareto`]), with their distance from the function on the calibration inputs.
+    pub candidates: Vec<Vec<(Approx, f64)>>,
+    /// How many layers each rule rewrote.
+    pub rules_fired: Vec<(String, usize)>,
     /// Fidelity to the float model on the calibration samples (as in [`crate::Choice`]).
     pub fidelity: f64,
     pub within_budget: bool,
     pub required: f64,
     /// Every assignment considered, cheapest first.
     pub trials: Vec<CkksTrial>,
-    /// Reads outside a window on the calibration samples, with the chosen degrees.
+    /// Reads outside a window on the calibration samples, with the chosen polynomials.
     pub reads: Reads,
     pub optimization: crate::Optimization,
     pub calibration: (Origin, usize),
     pub packing: Packing,
 }
 
-/// Most assignments of degrees to layers that [`choose_ckks`] enumerates; models with more
-/// activation layers than that allows choose one degree for all.
+impl CkksChoice {
+    pub fn degrees(&self) -> Vec<usize> {
+        self.approx.iter().map(|a| a.degree).collect()
+    }
+}
+
+/// Most assignments of polynomials to layers that [`choose_ckks`] enumerates; models with more
+/// activation layers than that allows choose one polynomial for all.
 const MAX_ASSIGNMENTS: usize = 256;
 
-/// Lowers `module` for CKKS with the cheapest assignment of polynomial degrees to activation layers
-/// whose cleartext simulation keeps the accuracy budget on the calibration samples (the most faithful
-/// one, marked as outside the budget, if none does).
+/// Lowers `module` for CKKS with the cheapest assignment of polynomials to activation layers whose
+/// cleartext simulation keeps the accuracy budget on the calibration samples (the most faithful one,
+/// marked as outside the budget, if none does).
 ///
-/// Cost is the estimated time per batch on the ring the plan needs ([`Plan::ring`]): every
-/// polynomial's evaluation, and the products by constants, whose price depends on the ring. A degree
-/// is worth more than its own polynomials: a lower one on one layer can bring the whole plan within
-/// the smaller ring (six times cheaper), so degrees are chosen per layer, not one for the model.
-/// Assignments are simulated cheapest first; the first within the budget is kept.
+/// The candidates of each layer come from the e-graph ([`crate::poly`]): every fit in
+/// `search.fits` at every degree, less those another candidate dominates on the layer's calibrated
+/// inputs. Cost is the estimated time per ciphertext on the ring the plan needs ([`Plan::ring`]):
+/// every polynomial's evaluation, and the products by constants, whose price depends on the ring. A
+/// degree is worth more than its own polynomials: a lower one on one layer can bring the whole plan
+/// within the smaller ring (six times cheaper), so polynomials are chosen per layer, not one for the
+/// model. Assignments are simulated cheapest first; the first within the budget is kept.
 pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSearch) -> Result<CkksChoice, LowerError> {
     let (samples, float) = crate::search::reference(module, calibration, search.max_samples)?;
     let grid = grid_steps(&float);
     let classes = float.iter().all(|t| crate::search::class(t).is_some());
     let required = 100.0 - if classes { search.budget_points } else { search.error_budget_percent };
     let prepared = Prepared::new(module, calibration, &search.optimize)?;
-    if search.degrees.is_empty() {
-        return Err(LowerError::Model("no polynomial degree to try".into()));
+    if search.degrees.is_empty() || search.fits.is_empty() {
+        return Err(LowerError::Model("no polynomial degree or fit to try".into()));
     }
-    // The plan at each degree: an assignment takes each node from its layer's degree.
-    let uniform: Vec<CkksCompiled> = search.degrees.iter().map(|&d| prepared.ckks(d, search.calibrated_windows, search.packing)).collect::<Result<_, _>>()?;
+    let mut fits = search.fits.clone();
+    fits.sort();
+    fits.dedup();
+    // The plan with one polynomial everywhere, for each fit and degree; an assignment takes each
+    // node from its layer's.
+    let all: Vec<Approx> = fits.iter().flat_map(|&fit| search.degrees.iter().map(move |&degree| Approx { fit, degree })).collect();
+    let uniform: Vec<(CkksCompiled, Vec<f64>)> = all.iter().map(|&a| prepared.ckks(a, search.calibrated_windows, search.packing)).collect::<Result<_, _>>()?;
     let mut layers: Vec<String> = Vec::new();
     let layer_of: Vec<usize> = uniform[0]
+        .0
         .plan
         .nodes
         .iter()
@@ -241,34 +332,55 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
         })
         .collect();
     if search.packing == Packing::FeatureMajor {
-        uniform[0].plan.layers().map_err(|e| LowerError::Model(e.to_string()))?;
+        uniform[0].0.plan.layers().map_err(|e| LowerError::Model(e.to_string()))?;
     }
+    // Each layer's distance from its function under each uniform plan: the root mean square of its
+    // nodes'.
+    let layer_error = |u: usize, layer: usize| -> f64 {
+        let e: Vec<f64> = uniform[u].1.iter().zip(&layer_of).filter(|&(_, &l)| l == layer).map(|(e, _)| e * e).collect();
+        (e.iter().sum::<f64>() / e.len().max(1) as f64).sqrt()
+    };
+    let index_of = |a: Approx| all.iter().position(|&b| b == a).expect("the rules offer only the search's fits and degrees");
+    let (offered, rules_fired) = crate::poly::candidates(layers.len(), &fits, &search.degrees);
+    let kept: Vec<Vec<usize>> = offered.iter().enumerate().map(|(l, c)| crate::poly::pareto(c, |a| layer_error(index_of(a), l)).into_iter().map(index_of).collect()).collect();
     let assemble = |choice: &[usize]| -> CkksCompiled {
-        let mut c = uniform[0].clone();
+        let mut c = uniform[0].0.clone();
         for (k, node) in c.plan.nodes.iter_mut().enumerate() {
-            *node = uniform[choice[layer_of[k]]].plan.nodes[k].clone();
+            *node = uniform[choice[layer_of[k]]].0.plan.nodes[k].clone();
         }
         c
     };
-    // Every assignment (indices into `search.degrees`) when there are few, else one degree for all.
-    let d = search.degrees.len();
-    let assignments: Vec<Vec<usize>> = match d.checked_pow(layers.len() as u32).filter(|&n| n <= MAX_ASSIGNMENTS && search.per_layer) {
-        Some(n) => (0..n).map(|i| (0..layers.len()).map(|l| i / d.pow(l as u32) % d).collect()).collect(),
-        None => (0..d).map(|i| vec![i; layers.len()]).collect(),
+    // Every assignment of the layers' kept candidates when there are few, else one polynomial for all.
+    let count = kept.iter().try_fold(1usize, |n, k| n.checked_mul(k.len())).filter(|&n| n <= MAX_ASSIGNMENTS && search.per_layer);
+    let assignments: Vec<Vec<usize>> = match count {
+        Some(n) => (0..n)
+            .map(|mut i| {
+                kept.iter()
+                    .map(|k| {
+                        let pick = k[i % k.len()];
+                        i /= k.len();
+                        pick
+                    })
+                    .collect()
+            })
+            .collect(),
+        None => (0..all.len()).map(|i| vec![i; layers.len()]).collect(),
     };
-    let mut candidates: Vec<(CkksTrial, Vec<usize>)> = assignments
+    let mut candidates: Vec<(CkksTrial, Vec<usize>, f64)> = assignments
         .into_iter()
         .map(|a| {
             let plan = assemble(&a).plan;
             let ring = plan.ring().ok();
             // One ciphertext on one thread.
             let estimated_ms = ring.map_or(f64::INFINITY, |r| plan.estimated_ms(r, search.packing, 1, 1));
-            (CkksTrial { degrees: a.iter().map(|&i| search.degrees[i]).collect(), log_n: ring.map(|r| r.log_n), estimated_ms, fidelity: None }, a)
+            let error: f64 = a.iter().enumerate().map(|(l, &u)| layer_error(u, l)).sum();
+            (CkksTrial { approx: a.iter().map(|&i| all[i]).collect(), log_n: ring.map(|r| r.log_n), estimated_ms, fidelity: None }, a, error)
         })
         .collect();
-    candidates.sort_by(|a, b| a.0.estimated_ms.total_cmp(&b.0.estimated_ms).then_with(|| a.0.degrees.iter().sum::<usize>().cmp(&b.0.degrees.iter().sum())));
+    // Cheapest first; at one cost, the assignment closest to the functions on the calibration inputs.
+    candidates.sort_by(|a, b| a.0.estimated_ms.total_cmp(&b.0.estimated_ms).then_with(|| a.2.total_cmp(&b.2)));
     let mut best: Option<(f64, usize, CkksCompiled, Reads)> = None;
-    for (i, (trial, a)) in candidates.iter_mut().enumerate() {
+    for (i, (trial, a, _)) in candidates.iter_mut().enumerate() {
         // Plans that fit no ring sort last: one is simulated only when none fits (the build then
         // fails, naming where its deepest path ends).
         if trial.log_n.is_none() && best.is_some() {
@@ -287,7 +399,8 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
         }
     }
     let (fidelity, i, compiled, reads) = best.expect("the cheapest assignment is always simulated");
-    let degrees = candidates[i].0.degrees.clone();
+    let approx = candidates[i].0.approx.clone();
     let trials = candidates.into_iter().map(|c| c.0).collect();
-    Ok(CkksChoice { compiled, layers, degrees, fidelity, within_budget: fidelity >= required, required, trials, reads, optimization: prepared.optimization.clone(), calibration: (calibration.origin().clone(), samples.len()), packing: search.packing })
+    let candidates = kept.iter().enumerate().map(|(l, k)| k.iter().map(|&u| (all[u], layer_error(u, l))).collect()).collect();
+    Ok(CkksChoice { compiled, layers, approx, candidates, rules_fired, fidelity, within_budget: fidelity >= required, required, trials, reads, optimization: prepared.optimization.clone(), calibration: (calibration.origin().clone(), samples.len()), packing: search.packing })
 }

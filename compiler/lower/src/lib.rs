@@ -16,12 +16,14 @@ mod calibration;
 mod ckks;
 mod head;
 mod neurons;
+pub mod poly;
 mod scale;
 mod search;
 mod simulator;
 mod tail;
 
 pub use ckks::{CkksChoice, CkksCompiled, CkksSearch, CkksTrial, choose_ckks};
+pub use poly::{Approx, Fit};
 pub use fhec_ckks as ckks_plan;
 pub use calibration::{Calibration, HEADROOM, Origin, SYNTHETIC_SAMPLES, SYNTHETIC_SEED};
 pub use fhec_runtime::{InputCode, OutputCode};

@@ -92,8 +92,24 @@ pub struct Lookup {
     /// calibration samples, how many read this table outside the window that the even-numbered
     /// ones give it, and how many there are.
     pub held_out: (usize, usize),
+    /// Where the input fell on the calibration samples (real ones only): at most [`QUANTILES`]
+    /// evenly spaced quantiles, ascending. CKKS fits its polynomials to them (`cheb::least_squares`).
+    pub quantiles: Vec<f64>,
     /// The source op, for reports.
     pub layer: String,
+}
+
+/// How many quantiles of a table's calibrated inputs [`Lookup::quantiles`] keeps.
+pub const QUANTILES: usize = 128;
+
+/// At most `n` evenly spaced quantiles of `values` (NaNs left out), ascending.
+pub(crate) fn quantiles(values: &[f64], n: usize) -> Vec<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|z| !z.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    if v.len() <= n {
+        return v;
+    }
+    (0..n).map(|i| v[i * (v.len() - 1) / (n - 1)]).collect()
 }
 
 impl Lookup {
@@ -192,6 +208,7 @@ impl Neurons {
                 center: outer.center,
                 calibrated: inner.calibrated,
                 held_out: inner.held_out,
+                quantiles: inner.quantiles.clone(),
                 layer: outer.layer.clone(),
             };
             self.wires[k].lookup = Some(composed);
@@ -262,7 +279,7 @@ impl Builder {
         }
         let (lo, hi) = input.range(&self.wires);
         let calibrated: Vec<f64> = self.samples.iter().map(|v| input.eval(v)).collect();
-        let mut l = Lookup { f, input, lo, hi, domain: (lo, hi), center: 0.0, calibrated: span(&calibrated), held_out: (0, 0), layer: self.layer.clone() };
+        let mut l = Lookup { f, input, lo, hi, domain: (lo, hi), center: 0.0, calibrated: span(&calibrated), held_out: (0, 0), quantiles: quantiles(&calibrated, QUANTILES), layer: self.layer.clone() };
         if calibrated.len() >= 4
             && let Some(even) = span(calibrated.iter().step_by(2))
         {

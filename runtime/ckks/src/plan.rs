@@ -298,7 +298,7 @@ impl Plan {
             let mut rows = Vec::new();
             while let Some(n) = self.nodes.get(k).filter(|n| n.layer == first.layer && within(&n.input, &prev)) {
                 if n.coeffs != first.coeffs {
-                    return bad(format!("node {k} ({}) has a polynomial of its own (windows per value); build with --packing feature-major, which shares one per layer", n.layer));
+                    return bad(format!("node {k} ({}) has a polynomial of its own, not its layer's (a batch-major plan, with a window per value)", n.layer));
                 }
                 rows.push(rebase(&n.input, prev.start));
                 k += 1;
