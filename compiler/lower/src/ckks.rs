@@ -115,7 +115,7 @@ impl Prepared {
     /// The CKKS plan with the polynomials `approx` gives on calibrated windows (the interval bound
     /// when `calibrated_windows` is false or there were no real samples), one window per value, or
     /// per layer for feature-major packing; and each node's distance from its function on the
-    /// calibration samples (see `node`).
+    /// calibration samples (see `fit`).
     pub fn ckks(&self, approx: Approx, calibrated_windows: bool, packing: Packing) -> Result<(CkksCompiled, Vec<f64>), LowerError> {
         let n = &self.neurons;
         let input_box: Vec<(f64, f64)> = n.wires[..n.n_inputs].iter().map(|w| (w.lo, w.hi)).collect();
