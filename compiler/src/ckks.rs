@@ -1,5 +1,5 @@
 //! The CKKS pipeline (`fhec build --scheme ckks`): a model lowered to a plan of affine maps and
-//! Chebyshev polynomials (`fhec_lower::choose_ckks`), packed batch-major (throughput) or
+//! polynomials (`fhec_lower::choose_ckks`), packed batch-major (throughput) or
 //! feature-major (latency; `--packing`), written to `DIR/ckks.json` with the client's pre- and
 //! post-processing; cleartext simulation on stable Rust, and, in an fhec built with
 //! the `ckks` feature (nightly), encrypted runs with poulpy (`fhec_ckks::backend`).
@@ -122,7 +122,7 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
     let count = |layer: &str| plan.nodes.iter().filter(|n| n.layer == layer).count();
     // Feature-major: a ciphertext per `per` samples, its estimate on one thread.
     let feature = match a.packing {
-        Packing::FeatureMajor => plan.layers().ok().zip(plan.samples_per_ciphertext(ring, a.packing).ok()).map(|(l, per)| (per, plan.estimated_feature_ms(&l, ring), l)),
+        Packing::FeatureMajor => plan.layers().ok().and_then(|l| Some((l.samples_per_ciphertext(ring).ok()?, plan.estimated_feature_ms(&l, ring), l))),
         Packing::BatchMajor => None,
     };
     let (packing_line, time_line) = match &feature {
@@ -145,7 +145,7 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
     let mut text = format!(
         "model: {}\nscheme: CKKS (poulpy), {packing_line}\n\
          ring: 2^{}, {}-bit modulus (128-bit security); deepest path {} bits + scale {} + headroom {} (ends at {deepest})\n\
-         activations: {} Chebyshev polynomials on calibrated windows, degree per layer below\n\
+         activations: {} polynomials (Chebyshev basis) on calibrated windows, fit and degree per layer below\n\
          fidelity to the float model on {} calibration samples (cleartext simulation): {:.2}% (budget: {:.2}%){}\n\
          polynomial reads outside their window on the calibration samples: {} of {}\n\
          per sample: {} weights, {} activations, depth {}\n\

@@ -336,10 +336,18 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
     }
     // Each layer's distance from its function under each uniform plan: the root mean square of its
     // nodes'.
-    let layer_error = |u: usize, layer: usize| -> f64 {
-        let e: Vec<f64> = uniform[u].1.iter().zip(&layer_of).filter(|&(_, &l)| l == layer).map(|(e, _)| e * e).collect();
-        (e.iter().sum::<f64>() / e.len().max(1) as f64).sqrt()
-    };
+    let layer_errors: Vec<Vec<f64>> = uniform
+        .iter()
+        .map(|(_, errors)| {
+            let (mut sum, mut count) = (vec![0.0; layers.len()], vec![0usize; layers.len()]);
+            for (e, &l) in errors.iter().zip(&layer_of) {
+                sum[l] += e * e;
+                count[l] += 1;
+            }
+            sum.iter().zip(&count).map(|(s, &c)| (s / c.max(1) as f64).sqrt()).collect()
+        })
+        .collect();
+    let layer_error = |u: usize, layer: usize| layer_errors[u][layer];
     let index_of = |a: Approx| all.iter().position(|&b| b == a).expect("the rules offer only the search's fits and degrees");
     let (offered, rules_fired) = crate::poly::candidates(layers.len(), &fits, &search.degrees);
     let kept: Vec<Vec<usize>> = offered.iter().enumerate().map(|(l, c)| crate::poly::pareto(c, |a| layer_error(index_of(a), l)).into_iter().map(index_of).collect()).collect();

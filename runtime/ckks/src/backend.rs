@@ -328,7 +328,8 @@ impl<'a> Server<'a> {
     fn feature_major(ctx: &'a Context, plan: &'a Plan) -> Result<Server<'a>, CkksError> {
         let layers = plan.layers()?;
         let slots = ctx.params.slots();
-        let block = slots / plan.samples_per_ciphertext(ctx.params, Packing::FeatureMajor)?;
+        layers.samples_per_ciphertext(ctx.params)?;
+        let block = layers.block;
         let m = &ctx.module;
         let mut scratch = ctx.scratch(ckks_linear_transformation_encode_tmp_bytes::<BE, _, f64>(m, slots));
         let mut stages = Vec::with_capacity(layers.stages.len());

@@ -181,6 +181,17 @@ pub struct Layers {
     pub stages: Vec<Stage>,
 }
 
+impl Layers {
+    /// Samples one ciphertext of `ring` holds: one per block, if a block fits.
+    pub fn samples_per_ciphertext(&self, ring: Ring) -> Result<usize, CkksError> {
+        let (block, slots) = (self.block, ring.slots());
+        if block > slots {
+            return Err(CkksError::Plan(format!("a sample needs {block} slots (its widest layer) and the ring has {slots}")));
+        }
+        Ok(slots / block)
+    }
+}
+
 /// One layer: its values' affine maps over the layer before (or the inputs), then one polynomial.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stage {
@@ -390,13 +401,9 @@ impl Plan {
     /// Samples one ciphertext holds under `packing` on `ring`: its slots batch-major; feature-major,
     /// one per block, which needs a chain of layers ([`Plan::layers`]) whose block fits the ring.
     pub fn samples_per_ciphertext(&self, ring: Ring, packing: Packing) -> Result<usize, CkksError> {
-        let slots = ring.slots();
         match packing {
-            Packing::BatchMajor => Ok(slots),
-            Packing::FeatureMajor => match self.layers()?.block {
-                block if block > slots => Err(CkksError::Plan(format!("a sample needs {block} slots (its widest layer) and the ring has {slots}"))),
-                block => Ok(slots / block),
-            },
+            Packing::BatchMajor => Ok(ring.slots()),
+            Packing::FeatureMajor => self.layers()?.samples_per_ciphertext(ring),
         }
     }
 
@@ -405,10 +412,13 @@ impl Plan {
     /// number within it. Feature-major: one ciphertext per `slots / block` samples, ciphertexts
     /// spread over the workers.
     pub fn estimated_ms(&self, ring: Ring, packing: Packing, samples: usize, threads: usize) -> f64 {
-        let (Ok(per), samples, threads) = (self.samples_per_ciphertext(ring, packing), samples.max(1), threads.max(1)) else { return f64::INFINITY };
-        match (packing, self.layers()) {
-            (Packing::FeatureMajor, Ok(l)) => samples.div_ceil(per).div_ceil(threads) as f64 * self.estimated_feature_ms(&l, ring),
-            _ => samples.div_ceil(per) as f64 * self.estimated_batch_ms(ring, threads),
+        let (samples, threads) = (samples.max(1), threads.max(1));
+        match packing {
+            Packing::BatchMajor => samples.div_ceil(ring.slots()) as f64 * self.estimated_batch_ms(ring, threads),
+            Packing::FeatureMajor => match self.layers().and_then(|l| Ok((l.samples_per_ciphertext(ring)?, l))) {
+                Ok((per, l)) => samples.div_ceil(per).div_ceil(threads) as f64 * self.estimated_feature_ms(&l, ring),
+                Err(_) => f64::INFINITY,
+            },
         }
     }
 
