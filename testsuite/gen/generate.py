@@ -37,6 +37,13 @@ OP_N = 16
 
 warnings.filterwarnings("ignore")
 CASES = []  # (name, meta) for the README
+# Cases written by the other scripts here, which a full run keeps: name -> script.
+OTHER_GENERATORS = {
+    "mlp_wine_qdq": "qdq.py",
+    "cnn_digits_qop": "qdq.py",
+    "mlp_cancer_keras": "keras_models.py",
+    "cnn_digits_keras": "keras_models.py",
+}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -973,6 +980,18 @@ def invalid_files():
     onnx.checker.check_model(m, full_check=True)
     with open(os.path.join(INVALID, "unsupported_op.onnx"), "wb") as f:
         f.write(m.SerializeToString())
+    x4 = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
+    y4 = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])
+    g = helper.make_graph(
+        [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="my_resize", mode="linear",
+                          coordinate_transformation_mode="tf_crop_and_resize")],
+        "resize_crop_without_roi", [x4], [y4],
+        initializer=[numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)], producer_name="fhec-testsuite-gen")
+    m.ir_version = 9
+    onnx.checker.check_model(m, full_check=True)
+    with open(os.path.join(INVALID, "resize_crop_without_roi.onnx"), "wb") as f:
+        f.write(m.SerializeToString())
     rng = np.random.default_rng(7)
     npy_save(os.path.join(INVALID, "unsupported_op.inputs.npy"), rng.standard_normal((4, 10)).astype(np.float32))
     npy_save(os.path.join(INVALID, "wrong_shape.npy"), rng.standard_normal((4, 29)).astype(np.float32))
@@ -985,6 +1004,8 @@ def invalid_files():
             "- `unsupported_op.onnx`: valid ONNX (opset 17), one input `x` [1,10] -> Relu (`my_relu`) -> "
             "TopK (`my_topk`, K=3 initializer) with outputs `values` [1,3] float, `indices` [1,3] int64.\n"
             "- `unsupported_op.inputs.npy`: float32 [4,10] inputs for it.\n"
+            "- `resize_crop_without_roi.onnx`: valid ONNX (opset 19), a linear Resize (`my_resize`) in "
+            "`tf_crop_and_resize` mode without the roi that mode reads.\n"
             "- `wrong_shape.npy`: float32 [4,29]; does not match `logreg_cancer_torch`'s input [1,30].\n")
 
 
@@ -1042,8 +1063,8 @@ def main():
         op_models()
     if args.only is None:
         invalid_files()
-        # remove stale case directories that this run did not produce
-        made = {n for n, _ in CASES}
+        # remove stale case directories that this run did not produce (nor another script)
+        made = {n for n, _ in CASES} | set(OTHER_GENERATORS)
         for d in sorted(os.listdir(MODELS)):
             if os.path.isdir(os.path.join(MODELS, d)) and d not in made:
                 shutil.rmtree(os.path.join(MODELS, d))

@@ -91,6 +91,17 @@ fn a_pre_quantized_model_runs_encrypted_with_its_input_quantizer_on_the_client()
     assert_eq!(fhe.len(), sim.len());
 }
 
+/// A Keras model exported by tf2onnx (dynamic batch axis, Keras' Normalization layer inside, softmax
+/// head on the client) runs encrypted like a torch export.
+#[test]
+fn a_keras_model_runs_encrypted() {
+    let (worst, fhe, sim) = fhe_vs_simulate("mlp_cancer_keras", 3, true);
+    eprintln!("mlp_cancer_keras: encrypted vs simulated, max difference {worst:.2e} of the output scale");
+    // 16 bootstraps; probabilities in [0, 1] after the client's softmax.
+    assert!(worst < 0.05, "relative difference {worst:e}");
+    assert_eq!(fhe.len(), sim.len());
+}
+
 #[test]
 fn refuses_another_key_another_model_and_corrupted_files() {
     let tmp = tempfile::tempdir().unwrap();

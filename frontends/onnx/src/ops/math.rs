@@ -237,6 +237,34 @@ fn einsum_sum_out(ctx: &mut Ctx, x: Val, labels: Vec<char>, keep: &[char]) -> Re
     Ok((y, labels.into_iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, c)| c).collect()))
 }
 
+/// The diagonal of `x` over each label it repeats (`ii` -> `i`, `bjij` -> `bji`): a gather of the
+/// flattened tensor at constant indices, so only data moves. Labels keep their first places.
+fn einsum_diagonal(ctx: &mut Ctx, x: Val, labels: Vec<char>) -> Result<(Val, Vec<char>), String> {
+    let kept: Vec<char> = labels.iter().enumerate().filter(|(i, c)| !labels[..*i].contains(c)).map(|(_, c)| *c).collect();
+    if kept.len() == labels.len() {
+        return Ok((x, labels));
+    }
+    let shape = ctx.shape(&x);
+    let dims: Vec<usize> = kept.iter().map(|c| shape[labels.iter().position(|l| l == c).expect("a kept label")]).collect();
+    let strides: Vec<usize> = (0..shape.len()).map(|a| shape[a + 1..].iter().product()).collect();
+    // Each element of the diagonal: its index per kept label, spread over the axes that carry it.
+    let mut indices = Vec::with_capacity(dims.iter().product());
+    let mut at = vec![0usize; kept.len()];
+    for _ in 0..dims.iter().product::<usize>() {
+        indices.push(labels.iter().zip(&strides).map(|(c, s)| at[kept.iter().position(|k| k == c).expect("a kept label")] * s).sum::<usize>() as i64);
+        for k in (0..at.len()).rev() {
+            at[k] += 1;
+            if at[k] < dims[k] {
+                break;
+            }
+            at[k] = 0;
+        }
+    }
+    let flat = ctx.reshape(&x, vec![shape.iter().product()])?;
+    let y = ctx.op(Op::Gather { axis: 0, indices, indices_shape: dims }, &[flat])?;
+    Ok((y, kept))
+}
+
 /// Reorders `x` (labelled `from`) to the labels `to` (the same set).
 fn einsum_permute(ctx: &mut Ctx, x: Val, from: &[char], to: &[char]) -> Result<Val, String> {
     let perm: Vec<usize> = to.iter().map(|c| from.iter().position(|f| f == c).expect("same labels")).collect();
@@ -246,8 +274,8 @@ fn einsum_permute(ctx: &mut Ctx, x: Val, from: &[char], to: &[char]) -> Result<V
     ctx.op(Op::Transpose { perm }, &[x])
 }
 
-/// Einsum with one or two operands, each label at most once per operand (no diagonals): transposes,
-/// sums and one batched matrix product, e.g. `ij,jk->ik`, `bij,bjk->bik`, `...ij,jk`, `i,i->`, `ij->ji`,
+/// Einsum with one or two operands: diagonals of labels an operand repeats, transposes, sums and one
+/// batched matrix product, e.g. `ij,jk->ik`, `bij,bjk->bik`, `...ij,jk`, `i,i->`, `ij->ji`,
 /// `ij->i`. Without `->` the output is the labels used once, in alphabetical order.
 pub fn einsum(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let equation: String = ctx.attrs().string("equation", "")?.chars().filter(|c| !c.is_whitespace()).collect();
@@ -268,9 +296,6 @@ pub fn einsum(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     for (i, term) in terms.iter().enumerate() {
         let x = ctx.input(i)?;
         let labels = einsum_labels(term, ctx.shape(&x).len(), &mut ellipsis, &format!("operand {i}"))?;
-        if let Some(c) = labels.iter().find(|c| labels.iter().filter(|d| d == c).count() > 1) {
-            return Err(format!("operand {i} repeats label `{c}` (a diagonal), which is not supported"));
-        }
         operands.push((x, labels));
     }
     let out: Vec<char> = match rhs {
@@ -308,6 +333,7 @@ pub fn einsum(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         }
     }
     let size = |c: &char| sizes.iter().find(|(l, _)| l == c).map_or(1, |(_, s)| *s);
+    let operands: Vec<(Val, Vec<char>)> = operands.into_iter().map(|(x, l)| einsum_diagonal(ctx, x, l)).collect::<Result<_, _>>()?;
     let mut operands = operands.into_iter();
     let (a, la) = operands.next().expect("one operand");
     let Some((b, lb)) = operands.next() else {
