@@ -320,7 +320,11 @@ fn run_with(dir: &Path, keep: Keep) -> Outcome {
 
 /// Op groups whose quantized simulation is known to miss the tolerance, and why. The test fails if one
 /// of them starts passing (update the list) or another group starts failing.
-const KNOWN_QUANT_GAPS: &[(&str, &str)] = &[];
+const KNOWN_QUANT_GAPS: &[(&str, &str)] = &[(
+    "GRU",
+    "each step multiplies the update gate by the state difference, two tables of squares per product, and the \
+     rounding compounds over the sequence: 1.3% of the output's scale after two steps of `test_gru_seq_length`",
+)];
 
 /// One line of the table: the node tests of one set of op types.
 #[derive(Default)]

@@ -10,6 +10,7 @@ mod math;
 mod ml;
 mod nn;
 mod quant;
+mod rnn;
 mod shape;
 
 use crate::ctx::{Ctx, Val};
@@ -95,6 +96,9 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "Tile", shape::tile),
     ("", "Resize", shape::resize),
     ("", "Upsample", shape::resize),
+    ("", "RNN", rnn::rnn),
+    ("", "GRU", rnn::gru),
+    ("", "LSTM", rnn::lstm),
     ("", "Slice", shape::slice),
     ("", "Gather", shape::gather),
     ("", "Pad", shape::pad),
