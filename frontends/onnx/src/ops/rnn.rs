@@ -80,14 +80,24 @@ impl Act {
     }
 }
 
-/// One direction's weights, per gate: `W^T` [input, hidden], `R^T` [hidden, hidden], the summed
-/// biases [hidden] (`R`'s kept apart for GRU's `linear_before_reset`), LSTM's peepholes.
+/// One direction's weights, per gate: `W^T` [input, hidden], `R^T` [hidden, hidden], the biases
+/// [hidden] (none without `B`): `Wb + Rb` added once per step, each kept apart for GRU's
+/// `linear_before_reset`; LSTM's peepholes.
 struct Weights {
     w: Vec<Val>,
     r: Vec<Val>,
-    wb: Vec<Val>,
-    rb: Vec<Val>,
+    wb: Vec<Option<Val>>,
+    rb: Vec<Option<Val>>,
+    bias: Vec<Option<Val>>,
     p: Vec<Val>,
+}
+
+/// `v + b`, or `v` without a bias.
+fn plus(ctx: &mut Ctx, v: Val, b: Option<&Val>) -> Result<Val, String> {
+    match b {
+        Some(b) => ctx.binary(Binary::Add, &v, b),
+        None => Ok(v),
+    }
 }
 
 fn recurrent(ctx: &mut Ctx, cell: Cell) -> Result<Vec<Val>, String> {
@@ -257,13 +267,20 @@ fn direction_weights(ctx: &mut Ctx, cell: Cell, d: usize, hidden: usize, w: &Val
         }
         None => None,
     };
-    let (mut ws, mut rs, mut wbs, mut rbs, mut ps) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ws, mut rs, mut wbs, mut rbs, mut bias, mut ps) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for k in 0..g {
         ws.push(range(ctx, &wt, 1, k * hidden, hidden)?);
         rs.push(range(ctx, &rt, 1, k * hidden, hidden)?);
-        let zero = Ctx::f32_const(vec![hidden], vec![0.0; hidden]);
-        wbs.push(match &bd { Some(bd) => range(ctx, bd, 0, k * hidden, hidden)?, None => zero.clone() });
-        rbs.push(match &bd { Some(bd) => range(ctx, bd, 0, (g + k) * hidden, hidden)?, None => zero });
+        let (wb, rb) = match &bd {
+            Some(bd) => (Some(range(ctx, bd, 0, k * hidden, hidden)?), Some(range(ctx, bd, 0, (g + k) * hidden, hidden)?)),
+            None => (None, None),
+        };
+        bias.push(match (&wb, &rb) {
+            (Some(wb), Some(rb)) => Some(ctx.binary(Binary::Add, wb, rb)?),
+            _ => None,
+        });
+        wbs.push(wb);
+        rbs.push(rb);
     }
     if let Some(p) = p {
         let pd = take(ctx, p, 0, d)?;
@@ -271,7 +288,7 @@ fn direction_weights(ctx: &mut Ctx, cell: Cell, d: usize, hidden: usize, w: &Val
             ps.push(range(ctx, &pd, 0, k * hidden, hidden)?);
         }
     }
-    Ok(Weights { w: ws, r: rs, wb: wbs, rb: rbs, p: ps })
+    Ok(Weights { w: ws, r: rs, wb: wbs, rb: rbs, bias, p: ps })
 }
 
 /// One step of one direction: the new hidden state (and LSTM's cell state).
@@ -304,8 +321,7 @@ fn step_cell(
             let hr = ctx.op(Op::MatMul, &[h.clone(), wt.r[k].clone()])?;
             v = ctx.binary(Add, &v, &hr)?;
         }
-        let v = ctx.binary(Add, &v, &wt.wb[k])?;
-        ctx.binary(Add, &v, &wt.rb[k])
+        plus(ctx, v, wt.bias[k].as_ref())
     };
     let zero = || Ctx::f32_const(vec![batch, hidden], vec![0.0; batch * hidden]);
     match cell {
@@ -320,18 +336,23 @@ fn step_cell(
             let r = act(ctx, 0, r)?;
             let hh = match h {
                 _ if linear_before_reset => {
-                    // x W^T + r (h R^T + Rb) + Wb
+                    // x W^T + r (h R^T + Rb) + Wb; `r (h R^T + Rb)` vanishes with neither a state nor Rb.
                     let xw = ctx.op(Op::MatMul, &[x.clone(), wt.w[2].clone()])?;
                     let hr = match h {
                         Some(h) => {
                             let hr = ctx.op(Op::MatMul, &[h.clone(), wt.r[2].clone()])?;
-                            ctx.binary(Add, &hr, &wt.rb[2])?
+                            Some(plus(ctx, hr, wt.rb[2].as_ref())?)
                         }
                         None => wt.rb[2].clone(),
                     };
-                    let rh = ctx.binary(Mul, &r, &hr)?;
-                    let v = ctx.binary(Add, &xw, &rh)?;
-                    ctx.binary(Add, &v, &wt.wb[2])?
+                    let v = match hr {
+                        Some(hr) => {
+                            let rh = ctx.binary(Mul, &r, &hr)?;
+                            ctx.binary(Add, &xw, &rh)?
+                        }
+                        None => xw,
+                    };
+                    plus(ctx, v, wt.wb[2].as_ref())?
                 }
                 None => pre(ctx, 2, false)?,
                 Some(h) => {
@@ -339,8 +360,7 @@ fn step_cell(
                     let rh = ctx.binary(Mul, &r, h)?;
                     let hr = ctx.op(Op::MatMul, &[rh, wt.r[2].clone()])?;
                     let v = ctx.binary(Add, &xw, &hr)?;
-                    let v = ctx.binary(Add, &v, &wt.wb[2])?;
-                    ctx.binary(Add, &v, &wt.rb[2])?
+                    plus(ctx, v, wt.bias[2].as_ref())?
                 }
             };
             let hh = act(ctx, 1, hh)?;

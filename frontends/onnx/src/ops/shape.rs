@@ -606,19 +606,20 @@ impl Kernel {
     }
 }
 
-/// One axis of an interpolating Resize: output element `o` is `Σ_i weights[o * len + i] · x[i]`, or
-/// the extrapolation value where `tf_crop_and_resize` reads outside the input.
+/// One axis of an interpolating Resize: output element `o` is `Σ_i weights[i * out + o] · x[i]` (the
+/// [len, out] matrix the axis is multiplied by), or the extrapolation value where
+/// `tf_crop_and_resize` reads outside the input.
 struct Interpolation {
     len: usize,
     out: usize,
-    weights: Vec<f64>,
+    weights: Vec<f32>,
     extrapolated: Vec<bool>,
 }
 
 impl Interpolation {
     fn new(kernel: Kernel, coord: &str, len: usize, out: usize, s: f64, roi: Option<(f64, f64)>, exclude_outside: bool) -> Result<Self, String> {
         let (last, width) = (len as f64 - 1.0, s * len as f64);
-        let mut weights = vec![0.0; out * len];
+        let mut weights = vec![0.0f64; len * out];
         let mut extrapolated = vec![false; out];
         for o in 0..out {
             let y = o as f64;
@@ -669,10 +670,10 @@ impl Interpolation {
             // Taps outside the input read its edge.
             for (j, v) in w.into_iter().enumerate() {
                 let i = (first + j as i64).clamp(0, len as i64 - 1) as usize;
-                weights[o * len + i] += v;
+                weights[i * out + o] += v;
             }
         }
-        Ok(Self { len, out, weights, extrapolated })
+        Ok(Self { len, out, weights: weights.into_iter().map(|w| w as f32).collect(), extrapolated })
     }
 
     /// Applies the map along axis `ax` of `x`: the axis moves last, is multiplied by the constant
@@ -685,8 +686,7 @@ impl Interpolation {
         let moved = if ax + 1 == rank { x } else { ctx.op(Op::Transpose { perm: perm.clone() }, &[x])? };
         let rows: Vec<usize> = perm[..rank - 1].iter().map(|&i| shape[i]).collect();
         let flat = ctx.reshape(&moved, vec![rows.iter().product(), self.len])?;
-        let matrix = (0..self.len).flat_map(|i| (0..self.out).map(move |o| (i, o))).map(|(i, o)| self.weights[o * self.len + i] as f32).collect();
-        let mut y = ctx.op(Op::MatMul, &[flat, Ctx::f32_const(vec![self.len, self.out], matrix)])?;
+        let mut y = ctx.op(Op::MatMul, &[flat, Ctx::f32_const(vec![self.len, self.out], self.weights.clone())])?;
         if self.extrapolated.iter().any(|&e| e) {
             let fill = self.extrapolated.iter().map(|&e| if e { extrapolation as f32 } else { 0.0 }).collect();
             y = ctx.binary(fhec_ir::Binary::Add, &y, &Ctx::f32_const(vec![self.out], fill))?;
