@@ -205,6 +205,12 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
             after as f64 * pbs_ms,
             r.applied.iter().map(|(n, c)| format!(" {n} {c}")).collect::<Vec<_>>().join(",")
         ));
+        if opt.elided > 0 {
+            text.push_str(&format!(
+                "  tables made leveled (affine over every input they can get: a relu of a value that cannot be negative, a clip that cannot clip): {}\n",
+                opt.elided
+            ));
+        }
         if opt.composed > 0 {
             text.push_str(&format!(
                 "  tables composed after scalarization (a table read only by the next, through a per-element affine map): {}\n",
@@ -282,6 +288,7 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
             "kept_input": r.kept_input,
             "rules_applied": r.applied.iter().map(|(n, c)| json!({"rule": n, "count": c})).collect::<Vec<_>>(),
             "tables_composed": opt.composed,
+            "tables_made_leveled": opt.elided,
             "layers_before": opt.layers_before.iter().map(|(n, c)| json!({"name": n, "pbs": c})).collect::<Vec<_>>(),
             "layers_after": opt.layers_after.iter().map(|(n, c)| json!({"name": n, "pbs": c})).collect::<Vec<_>>(),
         }),

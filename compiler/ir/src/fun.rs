@@ -139,6 +139,57 @@ impl Fun {
         (a.is_finite() && b.is_finite()).then_some((a, b))
     }
 
+    /// `(a, b)` with `f(x) = a x + b` for every `x` in `[lo, hi]`, where the function's structure
+    /// shows it: a piecewise-linear op on one of its pieces (relu, clip, leaky relu, abs, hard
+    /// sigmoid, ...), a step (floor, round, sign, a comparison) where it does not step, and affine
+    /// arithmetic on such parts. `None` when the structure does not say (sigmoid, a product of two
+    /// non-constant parts, an interval across a kink). A table of such a function over an input
+    /// known to stay in `[lo, hi]` is a leveled affine map.
+    pub fn affine_on(&self, lo: f64, hi: f64) -> Option<(f64, f64)> {
+        // NaN bounds or an empty interval say nothing.
+        if lo.partial_cmp(&hi).is_none_or(|o| o == std::cmp::Ordering::Greater) {
+            return None;
+        }
+        let (a, b) = match self {
+            Fun::X => (1.0, 0.0),
+            Fun::Const(c) => (0.0, f64::from(*c)),
+            Fun::Unary(u, f) => {
+                let (a, b) = f.affine_on(lo, hi)?;
+                let (p, q) = image(a, b, lo, hi);
+                let (c, d) = u.affine_on(p, q)?;
+                (c * a, c * b + d)
+            }
+            Fun::Binary(op, l, r) => {
+                let ((a, b), (c, d)) = (l.affine_on(lo, hi)?, r.affine_on(lo, hi)?);
+                // l - r over the interval: which operand a max or min picks everywhere.
+                let (p, q) = image(a - c, b - d, lo, hi);
+                match op {
+                    Binary::Add => (a + c, b + d),
+                    Binary::Sub => (a - c, b - d),
+                    Binary::Mul if a == 0.0 => (b * c, b * d),
+                    Binary::Mul if c == 0.0 => (a * d, b * d),
+                    Binary::Div if c == 0.0 && d != 0.0 => (a / d, b / d),
+                    Binary::Max if p >= 0.0 => (a, b),
+                    Binary::Max if q <= 0.0 => (c, d),
+                    Binary::Min if q <= 0.0 => (a, b),
+                    Binary::Min if p >= 0.0 => (c, d),
+                    Binary::PRelu if c == 0.0 => {
+                        let (p, q) = image(a, b, lo, hi);
+                        if p >= 0.0 {
+                            (a, b)
+                        } else if q <= 0.0 {
+                            (d * a, d * b)
+                        } else {
+                            return None;
+                        }
+                    }
+                    _ => return None,
+                }
+            }
+        };
+        (a.is_finite() && b.is_finite()).then_some((a, b))
+    }
+
     fn affine_parts(&self) -> Option<(f64, f64)> {
         match self {
             Fun::X => Some((1.0, 0.0)),
@@ -385,10 +436,59 @@ fn parse_expr(toks: &[String], pos: &mut usize, depth: usize) -> Result<Fun, Str
     }
 }
 
+/// The range of `a x + b` over `x` in `[lo, hi]`.
+fn image(a: f64, b: f64, lo: f64, hi: f64) -> (f64, f64) {
+    let (u, v) = (a * lo + b, a * hi + b);
+    if a == 0.0 { (b, b) } else { (u.min(v), u.max(v)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::op::Cmp;
+
+    /// Each piecewise-linear op on each of its pieces, a step where it does not step, and
+    /// compositions; `None` across a kink and for smooth functions. Every answer is checked against
+    /// the function at 101 points of the interval.
+    #[test]
+    fn affine_on_finds_the_linear_piece_an_interval_lies_on() {
+        type Case = (&'static str, f64, f64, Option<(f64, f64)>);
+        let cases: [Case; 19] = [
+            ("(relu x)", 0.5, 3.0, Some((1.0, 0.0))),
+            ("(relu x)", -3.0, 0.0, Some((0.0, 0.0))),
+            ("(relu x)", -1.0, 1.0, None),
+            ("(leaky_relu{alpha=0.1} x)", -4.0, -1.0, Some((0.1f32 as f64, 0.0))),
+            ("(abs x)", -2.0, -1.0, Some((-1.0, 0.0))),
+            ("(clip{min=0.0,max=6.0} x)", 0.0, 6.0, Some((1.0, 0.0))),
+            ("(clip{min=0.0,max=6.0} x)", 7.0, 9.0, Some((0.0, 6.0))),
+            ("(clip{min=0.0,max=6.0} x)", 5.0, 7.0, None),
+            ("(hard_sigmoid{alpha=0.2,beta=0.5} x)", -2.0, 2.0, Some((0.2f32 as f64, 0.5))),
+            ("(hard_sigmoid{alpha=0.2,beta=0.5} x)", 3.0, 5.0, Some((0.0, 1.0))),
+            ("(floor x)", 2.1, 2.9, Some((0.0, 2.0))),
+            ("(floor x)", 2.5, 3.5, None),
+            ("(compare{cmp=gt,than=0.0} x)", 0.5, 2.0, Some((0.0, 1.0))),
+            ("(compare{cmp=eq,than=1.0} x)", 2.0, 3.0, Some((0.0, 0.0))),
+            // relu(2x - 1) on [1, 3]: 2x - 1 lies in [1, 5].
+            ("(relu (sub (mul x 2.0) 1.0))", 1.0, 3.0, Some((2.0, -1.0))),
+            // relu(-x) + x on [-3, -1]: relu(-x) = -x there, so 0.
+            ("(add (relu (neg x)) x)", -3.0, -1.0, Some((0.0, 0.0))),
+            ("(max x 1.0)", 2.0, 4.0, Some((1.0, 0.0))),
+            ("(sigmoid x)", 0.0, 1.0, None),
+            ("(mul x (relu x))", 1.0, 2.0, None),
+        ];
+        for (text, lo, hi, want) in cases {
+            let f = Fun::parse(text).unwrap();
+            let got = f.affine_on(lo, hi);
+            assert_eq!(got, want, "{text} on [{lo}, {hi}]");
+            if let Some((a, b)) = got {
+                for i in 0..=100 {
+                    let x = lo + (hi - lo) * f64::from(i) / 100.0;
+                    let (y, z) = (f64::from(f.eval(x as f32)), a * x + b);
+                    assert!((y - z).abs() <= 1e-5 * (1.0 + y.abs()), "{text} at {x}: {y} vs {z}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn text_round_trips() {

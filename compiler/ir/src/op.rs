@@ -143,6 +143,57 @@ impl Unary {
     }
 
     /// Applies the function to one value (the reference semantics, shared by every interpreter).
+    /// `(a, b)` with `self(x) = a x + b` for every `x` in `[lo, hi]` (the op evaluated in f32, as
+    /// tables are), where the interval lies on one linear piece of the op; see [`Fun::affine_on`].
+    pub fn affine_on(&self, lo: f64, hi: f64) -> Option<(f64, f64)> {
+        let (lo32, hi32) = (lo as f32, hi as f32);
+        // A non-decreasing step that takes one value at both ends takes it everywhere between.
+        let flat = |u: &Unary| {
+            let (a, b) = (u.apply(lo32), u.apply(hi32));
+            (a == b).then_some((0.0, f64::from(a)))
+        };
+        let lin = |a: f32, b: f32| Some((f64::from(a), f64::from(b)));
+        match *self {
+            Unary::Neg => lin(-1.0, 0.0),
+            Unary::Relu | Unary::Elu { .. } | Unary::Celu { .. } | Unary::LeakyRelu { .. } | Unary::Selu { .. } | Unary::Abs
+                if lo >= 0.0 =>
+            {
+                match *self {
+                    Unary::Selu { gamma, .. } => lin(gamma, 0.0),
+                    _ => lin(1.0, 0.0),
+                }
+            }
+            Unary::Relu if hi <= 0.0 => lin(0.0, 0.0),
+            Unary::LeakyRelu { alpha } if hi <= 0.0 => lin(alpha, 0.0),
+            Unary::Abs if hi <= 0.0 => lin(-1.0, 0.0),
+            Unary::ThresholdedRelu { alpha } if lo32 > alpha => lin(1.0, 0.0),
+            Unary::ThresholdedRelu { alpha } if hi32 <= alpha => lin(0.0, 0.0),
+            Unary::HardSwish if lo >= 3.0 => lin(1.0, 0.0),
+            Unary::HardSwish if hi <= -3.0 => lin(0.0, 0.0),
+            Unary::Clip { min, max } if lo >= f64::from(min) && hi <= f64::from(max) => lin(1.0, 0.0),
+            Unary::Clip { min, max } if hi <= f64::from(min) => lin(0.0, min.min(max)),
+            Unary::Clip { max, .. } if lo >= f64::from(max) => lin(0.0, max),
+            Unary::HardSigmoid { alpha, beta } => {
+                let (y0, y1) = (f64::from(alpha) * lo + f64::from(beta), f64::from(alpha) * hi + f64::from(beta));
+                let (ylo, yhi) = (y0.min(y1), y0.max(y1));
+                if ylo >= 0.0 && yhi <= 1.0 {
+                    lin(alpha, beta)
+                } else if yhi <= 0.0 {
+                    lin(0.0, 0.0)
+                } else if ylo >= 1.0 {
+                    lin(0.0, 1.0)
+                } else {
+                    None
+                }
+            }
+            Unary::Floor | Unary::Ceil | Unary::Round | Unary::Sign => flat(self),
+            Unary::Compare { cmp: Cmp::Equal, than } => (than < lo32 || than > hi32).then_some((0.0, 0.0)),
+            Unary::Compare { .. } => flat(self),
+            Unary::Fused(ref f) => f.affine_on(lo, hi),
+            _ => None,
+        }
+    }
+
     pub fn apply(&self, x: f32) -> f32 {
         match *self {
             Unary::Relu => x.max(0.0),

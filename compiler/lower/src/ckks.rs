@@ -306,7 +306,7 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
     let grid = grid_steps(&float);
     let classes = float.iter().all(|t| crate::search::class(t).is_some());
     let required = 100.0 - if classes { search.budget_points } else { search.error_budget_percent };
-    let prepared = Prepared::new(module, calibration, &search.optimize)?;
+    let prepared = Prepared::for_polynomials(module, calibration, &search.optimize)?;
     if search.degrees.is_empty() || search.fits.is_empty() {
         return Err(LowerError::Model("no polynomial degree or fit to try".into()));
     }

@@ -214,9 +214,47 @@ impl Neurons {
             self.wires[k].lookup = Some(composed);
             gone[j] = true;
         }
-        // Renumber the wires that remain.
-        let mut index = vec![u32::MAX; n];
-        let mut kept = Vec::with_capacity(n);
+        self.remove_wires(&gone)
+    }
+
+    /// Replaces each table whose function is affine over its input's bound (`Fun::affine_on`: a
+    /// relu of a value that cannot be negative, a clip that cannot clip, a step that cannot step)
+    /// by that affine map of its input, folded into the forms that read it: no bootstrap. Exact:
+    /// the bound holds for every input in the input box (the circuit clamps inputs into it), and the
+    /// table would compute the same values there. Tables of functions with a pole keep their
+    /// calibrated domain (`saturated`) and are left alone when it is narrower than the bound.
+    /// Returns how many tables went.
+    pub fn elide_affine_tables(&mut self) -> usize {
+        let n = self.wires.len();
+        let mut gone = vec![false; n];
+        // The form each elided wire stands for, over wires that remain.
+        let mut replaced: HashMap<u32, Form> = HashMap::new();
+        for (k, (wire, gone)) in self.wires.iter_mut().zip(gone.iter_mut()).enumerate() {
+            let Some(l) = wire.lookup.as_mut() else { continue };
+            l.input = substitute(&l.input, &replaced);
+            if l.domain.0 > l.lo || l.domain.1 < l.hi {
+                continue;
+            }
+            let Some((a, b)) = Fun::of_unary(&l.f).affine_on(l.lo, l.hi) else { continue };
+            let mut form = Form::combine(&[(a, &l.input), (1.0, &Form::constant(b - l.center))]);
+            (form.lo, form.hi) = (wire.lo, wire.hi);
+            replaced.insert(k as u32, form);
+            *gone = true;
+        }
+        if replaced.is_empty() {
+            return 0;
+        }
+        for f in self.outputs.iter_mut().flatten() {
+            *f = substitute(f, &replaced);
+        }
+        self.remove_wires(&gone)
+    }
+
+    /// Drops the wires marked `gone` (no remaining form may read them) and renumbers the rest.
+    /// Returns how many went.
+    fn remove_wires(&mut self, gone: &[bool]) -> usize {
+        let mut index = vec![u32::MAX; gone.len()];
+        let mut kept = Vec::with_capacity(gone.len());
         for (j, w) in std::mem::take(&mut self.wires).into_iter().enumerate() {
             if !gone[j] {
                 index[j] = kept.len() as u32;
@@ -227,6 +265,7 @@ impl Neurons {
         let forms = self.wires.iter_mut().filter_map(|w| w.lookup.as_mut().map(|l| &mut l.input)).chain(self.outputs.iter_mut().flatten());
         for f in forms {
             for (j, _) in f.terms.iter_mut() {
+                debug_assert!(!gone[*j as usize], "a removed wire is still read");
                 *j = index[*j as usize];
             }
         }
@@ -304,6 +343,21 @@ impl Builder {
         out.hi += center;
         out
     }
+}
+
+/// `f` with every term on a wire in `replaced` expanded into that wire's form. The structural
+/// bound stays (the values are the same).
+fn substitute(f: &Form, replaced: &HashMap<u32, Form>) -> Form {
+    if !f.terms.iter().any(|(w, _)| replaced.contains_key(w)) {
+        return f.clone();
+    }
+    let mut rest = f.clone();
+    rest.terms.retain(|(w, _)| !replaced.contains_key(w));
+    let mut parts: Vec<(f64, &Form)> = vec![(1.0, &rest)];
+    parts.extend(f.terms.iter().filter_map(|(w, c)| replaced.get(w).map(|r| (*c, r))));
+    let mut out = Form::combine(&parts);
+    (out.lo, out.hi) = (f.lo, f.hi);
+    out
 }
 
 /// The smallest and largest of `values` (NaNs ignored); `None` if there are none.
