@@ -142,7 +142,6 @@ impl Unary {
         }
     }
 
-    /// Applies the function to one value (the reference semantics, shared by every interpreter).
     /// `(a, b)` with `self(x) = a x + b` for every `x` in `[lo, hi]` (the op evaluated in f32, as
     /// tables are), where the interval lies on one linear piece of the op; see [`Fun::affine_on`].
     pub fn affine_on(&self, lo: f64, hi: f64) -> Option<(f64, f64)> {
@@ -194,6 +193,7 @@ impl Unary {
         }
     }
 
+    /// Applies the function to one value (the reference semantics, shared by every interpreter).
     pub fn apply(&self, x: f32) -> f32 {
         match *self {
             Unary::Relu => x.max(0.0),
