@@ -20,7 +20,9 @@ fn primitives(c: &mut Criterion) {
         let ek = ek.decompress();
         let bootstrap = Circuit::identity_bootstraps(params, 1);
         let x1 = sk.encrypt(&[0]);
-        group.bench_function("keyswitch+bootstrap (1 thread)", |b| b.iter(|| one.install(|| fhe::run_batch(&bootstrap, &ek, black_box(&x1), 1).expect("runs"))));
+        group.bench_function("keyswitch+bootstrap (1 thread)", |b| {
+            b.iter(|| one.install(|| fhe::run_batch(&bootstrap, &ek, black_box(&x1), 1).expect("runs")))
+        });
         let values: Vec<i64> = (0..64).map(|i| i << 50).collect();
         group.bench_function("encrypt 64 values", |b| b.iter(|| sk.encrypt(black_box(&values))));
         let leveled = Circuit {
@@ -28,7 +30,9 @@ fn primitives(c: &mut Criterion) {
             n_inputs: 64,
             pbs: vec![],
             tables: vec![],
-            outputs: (0..10).map(|o| Affine { terms: (0..64).map(|i| (i, (i as i64 * 7 + o) % 31 - 15)).collect(), bias: 0 }).collect(),
+            outputs: (0..10)
+                .map(|o| Affine { terms: (0..64).map(|i| (i, (i as i64 * 7 + o) % 31 - 15)).collect(), bias: 0 })
+                .collect(),
             layers: vec![],
         };
         let x64 = sk.encrypt(&values);
@@ -71,8 +75,17 @@ fn scheduler(c: &mut Criterion) {
     let params = ParamSet::P1024;
     let (sk, ek) = fhe::keygen(params);
     let ek = ek.decompress();
-    let identity = fhec_runtime::Table { values: (0..params.positions() as i64).map(|q| (q - params.positions() as i64 / 2) << params.position_shift()).collect() };
-    let pbs = |w: u32| fhec_runtime::Pbs { input: Affine { terms: vec![(w, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 };
+    let identity = fhec_runtime::Table {
+        values: (0..params.positions() as i64)
+            .map(|q| (q - params.positions() as i64 / 2) << params.position_shift())
+            .collect(),
+    };
+    let pbs = |w: u32| fhec_runtime::Pbs {
+        input: Affine { terms: vec![(w, 1)], bias: 0 },
+        table: 0,
+        noise_std: 0.0,
+        layer: 0,
+    };
     // Wires 0-2 inputs; bootstraps 3, 4, 5 read them; 6 reads 3, 7 reads 6, 8 reads 7.
     let circuit = Circuit {
         params,
@@ -91,7 +104,9 @@ fn scheduler(c: &mut Criterion) {
     });
     let bootstrap = Circuit::identity_bootstraps(params, 1);
     let x1 = sk.encrypt(&[0]);
-    group.bench_function("one bootstrap (1 thread)", |b| b.iter(|| two.install(|| fhe::run_batch(&bootstrap, &ek, black_box(&x1), 1).expect("runs"))));
+    group.bench_function("one bootstrap (1 thread)", |b| {
+        b.iter(|| two.install(|| fhe::run_batch(&bootstrap, &ek, black_box(&x1), 1).expect("runs")))
+    });
     group.finish();
 }
 

@@ -44,7 +44,10 @@ pub(crate) fn stats(mut v: Vec<f64>) -> [f64; 3] {
 }
 
 fn pool(threads: usize) -> Result<rayon::ThreadPool, DriverError> {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| DriverError::Input(format!("thread pool: {e}")))
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| DriverError::Input(format!("thread pool: {e}")))
 }
 
 /// Single-thread time per bootstrap of `params` when `batch` run at once, median over `n` runs.
@@ -72,7 +75,13 @@ fn peak_memory_mb() -> Option<f64> {
 
 /// Benchmarks the build in `dir` on the first sample of `x` (latency, `runs` times) and on a batch of
 /// `batch` samples (throughput, 1 thread and `threads`).
-pub fn bench(dir: &std::path::Path, x: &ndarray::ArrayD<f32>, runs: usize, batch: usize, threads: usize) -> Result<Report, DriverError> {
+pub fn bench(
+    dir: &std::path::Path,
+    x: &ndarray::ArrayD<f32>,
+    runs: usize,
+    batch: usize,
+    threads: usize,
+) -> Result<Report, DriverError> {
     let (client, post) = crate::fhe::load_client(dir)?;
     let (server, digest) = crate::fhe::load_server(dir)?;
     let xs = crate::samples(x, &client.input_shape, "input")?;
@@ -135,7 +144,11 @@ pub fn bench(dir: &std::path::Path, x: &ndarray::ArrayD<f32>, runs: usize, batch
 
 impl Report {
     pub fn text(&self, name: &str) -> String {
-        let ratio = if self.limit_ms > 0.0 { format!("{:.2}x the limit", self.server_ms[0] / self.limit_ms) } else { "no bootstraps".into() };
+        let ratio = if self.limit_ms > 0.0 {
+            format!("{:.2}x the limit", self.server_ms[0] / self.limit_ms)
+        } else {
+            "no bootstraps".into()
+        };
         format!(
             "{name}: {} PBS in {} levels, {} ({:.1} ms per PBS here, {:.1} in batches of {})\n  \
              latency per sample: median {:.1} ms (min {:.1}, max {:.1}); server {:.1} ms\n  \

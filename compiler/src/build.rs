@@ -64,7 +64,13 @@ pub struct Built {
 
 impl Model {
     pub fn new(model: impl AsRef<Path>) -> Model {
-        Model { model: model.as_ref().to_path_buf(), calibration: None, name: None, out_dir: None, search: Search::default() }
+        Model {
+            model: model.as_ref().to_path_buf(),
+            calibration: None,
+            name: None,
+            out_dir: None,
+            search: Search::default(),
+        }
     }
 
     /// Calibration samples (`.npy`, samples along axis 0, each shaped like the model input). A
@@ -118,7 +124,11 @@ impl Model {
         let out_dir = match (&self.out_dir, std::env::var_os("OUT_DIR")) {
             (Some(d), _) => d.clone(),
             (None, Some(d)) => PathBuf::from(d),
-            (None, None) => return Err(DriverError::Input("OUT_DIR is not set: call compile() from a build script, or set .out_dir(..)".into())),
+            (None, None) => {
+                return Err(DriverError::Input(
+                    "OUT_DIR is not set: call compile() from a build script, or set .out_dir(..)".into(),
+                ));
+            }
         };
         // Without calibration samples, a pre-quantized model's input quantizer sets the input ranges.
         let calibration = self.calibration.clone();
@@ -171,8 +181,11 @@ impl Model {
 
 /// `name` as a Rust identifier (snake case; a leading digit or a keyword gets a prefix).
 fn identifier(name: &str) -> String {
-    let mut s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
-    if s.starts_with(|c: char| c.is_ascii_digit()) || ["type", "fn", "mod", "self", "super", "crate", "match", "ref", "move", "use"].contains(&s.as_str()) {
+    let mut s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    if s.starts_with(|c: char| c.is_ascii_digit())
+        || ["type", "fn", "mod", "self", "super", "crate", "match", "ref", "move", "use"].contains(&s.as_str())
+    {
         s.insert_str(0, "m_");
     }
     s.trim_matches('_').to_string()
@@ -200,11 +213,26 @@ fn generate(
     let _ = writeln!(c, "/// The model's input shape (with its batch dimension of 1).");
     let _ = writeln!(c, "pub const INPUT_SHAPE: &[usize] = &{:?};", client.input_shape);
     let _ = writeln!(c, "/// One sample.\npub type Input = [f32; INPUT_LEN];");
-    let _ = writeln!(c, "/// The tfhe-rs parameter set the model was compiled for.\npub const PARAMETER_SET: &str = {:?};", circuit.params.name());
+    let _ = writeln!(
+        c,
+        "/// The tfhe-rs parameter set the model was compiled for.\npub const PARAMETER_SET: &str = {:?};",
+        circuit.params.name()
+    );
     let _ = writeln!(c, "/// Bootstraps per sample.\npub const PBS_COUNT: usize = {};\n", circuit.pbs.len());
-    let _ = writeln!(c, "static CLIENT_ARTIFACT: &[u8] = include_bytes!({:?});", artifacts.join("client.fhec").display().to_string());
-    let _ = writeln!(c, "static SERVER_ARTIFACT: &[u8] = include_bytes!({:?});\n", artifacts.join("server.fhec").display().to_string());
-    let _ = writeln!(c, "pub use ::fhec::embed::{{Ciphertexts, EvalKey, Results}};\npub use ::fhec::DriverError as Error;\n");
+    let _ = writeln!(
+        c,
+        "static CLIENT_ARTIFACT: &[u8] = include_bytes!({:?});",
+        artifacts.join("client.fhec").display().to_string()
+    );
+    let _ = writeln!(
+        c,
+        "static SERVER_ARTIFACT: &[u8] = include_bytes!({:?});\n",
+        artifacts.join("server.fhec").display().to_string()
+    );
+    let _ = writeln!(
+        c,
+        "pub use ::fhec::embed::{{Ciphertexts, EvalKey, Results}};\npub use ::fhec::DriverError as Error;\n"
+    );
     // One field per model output.
     let mut fields = Vec::new();
     for (out_name, v) in post.outputs() {
@@ -225,11 +253,17 @@ fn generate(
         };
         fields.push((field, rust_ty, expr, out_name.clone()));
     }
-    let _ = writeln!(c, "/// The model's outputs for one sample.\n#[derive(Clone, Debug, PartialEq)]\npub struct Prediction {{");
+    let _ = writeln!(
+        c,
+        "/// The model's outputs for one sample.\n#[derive(Clone, Debug, PartialEq)]\npub struct Prediction {{"
+    );
     for (f, t, _, o) in &fields {
         let _ = writeln!(c, "    /// Model output {o:?}.\n    pub {f}: {t},");
     }
-    let _ = writeln!(c, "}}\n\nfn prediction(outputs: Vec<::fhec::embed::Values>) -> Prediction {{\n    let mut it = outputs.into_iter();");
+    let _ = writeln!(
+        c,
+        "}}\n\nfn prediction(outputs: Vec<::fhec::embed::Values>) -> Prediction {{\n    let mut it = outputs.into_iter();"
+    );
     let _ = writeln!(c, "    Prediction {{");
     for (f, _, e, _) in &fields {
         let _ = writeln!(c, "        {f}: {e},");
@@ -326,12 +360,19 @@ mod build_tests {
     #[test]
     fn compiles_once_then_hits_the_cache_and_generates_a_typed_module() {
         let out = tempfile::tempdir().unwrap();
-        let model = || Model::new(corpus("models/logreg_cancer_torch/model.onnx")).calibration(corpus("models/logreg_cancer_torch/inputs.npy")).out_dir(out.path());
+        let model = || {
+            Model::new(corpus("models/logreg_cancer_torch/model.onnx"))
+                .calibration(corpus("models/logreg_cancer_torch/inputs.npy"))
+                .out_dir(out.path())
+        };
         let first = model().compile().unwrap();
         assert!(first.recompiled);
         let code = std::fs::read_to_string(&first.module).unwrap();
         assert!(first.module.ends_with("logreg_cancer_torch.rs"), "{:?}", first.module);
-        assert!(code.contains("pub const INPUT_LEN: usize = 30;") && code.contains("pub struct Prediction {"), "{code}");
+        assert!(
+            code.contains("pub const INPUT_LEN: usize = 30;") && code.contains("pub struct Prediction {"),
+            "{code}"
+        );
         assert!(!model().compile().unwrap().recompiled, "unchanged inputs hit the cache");
         assert!(model().accuracy_budget(0.5).compile().unwrap().recompiled, "other options recompile");
     }
@@ -346,7 +387,8 @@ mod build_tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unsupported_op.onnx") && err.contains("node"), "{err}");
-        let err = Model::new(corpus("models/mlp_wine/model.onnx")).out_dir(out.path()).compile().unwrap_err().to_string();
+        let err =
+            Model::new(corpus("models/mlp_wine/model.onnx")).out_dir(out.path()).compile().unwrap_err().to_string();
         assert!(err.contains("no calibration samples") && err.contains("does not quantize its input"), "{err}");
     }
 }

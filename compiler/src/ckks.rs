@@ -56,7 +56,15 @@ pub struct Loaded {
 /// degree by estimated cost and simulated accuracy; keeps the packing with the lower estimated time
 /// for `batch` samples on `threads` workers (one within the accuracy budget if any is), and writes
 /// its plan and reports into `dir`.
-pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, search: &CkksSearch, packings: &[Packing], batch: usize, threads: usize) -> Result<(CkksChoice, Ring, String), DriverError> {
+pub fn build(
+    model_path: &Path,
+    calibration: &ArrayD<f32>,
+    dir: &Path,
+    search: &CkksSearch,
+    packings: &[Packing],
+    batch: usize,
+    threads: usize,
+) -> Result<(CkksChoice, Ring, String), DriverError> {
     let module = crate::load_model(model_path)?;
     let input_shape = module.node(module.inputs()[0]).ty.shape.clone();
     let cal = Calibration::from_samples(crate::samples(calibration, &input_shape, "calibration")?)?;
@@ -75,7 +83,17 @@ pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, search: &
         }
     }
     let comparison = (packings.len() > 1).then(|| {
-        let estimates: Vec<String> = options.iter().map(|(c, _, ms)| format!("{} {ms:.0} ms{}", c.packing.name(), if c.within_budget { "" } else { " (misses the accuracy budget)" })).chain(refused.iter().cloned()).collect();
+        let estimates: Vec<String> = options
+            .iter()
+            .map(|(c, _, ms)| {
+                format!(
+                    "{} {ms:.0} ms{}",
+                    c.packing.name(),
+                    if c.within_budget { "" } else { " (misses the accuracy budget)" }
+                )
+            })
+            .chain(refused.iter().cloned())
+            .collect();
         estimates.join(", ")
     });
     let best = options
@@ -99,10 +117,15 @@ pub fn build(model_path: &Path, calibration: &ArrayD<f32>, dir: &Path, search: &
     std::fs::create_dir_all(dir).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", dir.display())))?;
     let (mut text, mut report) = report(&artifact, &choice, ring);
     if let Some(line) = comparison {
-        text = format!("packing (--packing auto, batch of {batch} on {threads} threads): {} — estimated {line}\n{text}", choice.packing.name());
+        text = format!(
+            "packing (--packing auto, batch of {batch} on {threads} threads): {} — estimated {line}\n{text}",
+            choice.packing.name()
+        );
         report["packing_estimates"] = json!(line);
     }
-    let write = |path: PathBuf, content: String| std::fs::write(&path, content).map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())));
+    let write = |path: PathBuf, content: String| {
+        std::fs::write(&path, content).map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())))
+    };
     write(plan_path(dir), serde_json::to_string(&artifact).expect("json"))?;
     write(dir.join("report.txt"), text.clone())?;
     write(dir.join("report.json"), serde_json::to_string_pretty(&report).expect("json"))?;
@@ -122,13 +145,19 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
     let count = |layer: &str| plan.nodes.iter().filter(|n| n.layer == layer).count();
     // Feature-major: a ciphertext per `per` samples, its estimate on one thread.
     let feature = match a.packing {
-        Packing::FeatureMajor => plan.layers().ok().and_then(|l| Some((l.samples_per_ciphertext(ring).ok()?, plan.estimated_feature_ms(&l, ring), l))),
+        Packing::FeatureMajor => plan
+            .layers()
+            .ok()
+            .and_then(|l| Some((l.samples_per_ciphertext(ring).ok()?, plan.estimated_feature_ms(&l, ring), l))),
         Packing::BatchMajor => None,
     };
     let (packing_line, time_line) = match &feature {
         None => (
             format!("batch-major: one sample per slot, {} samples per ciphertext", ring.slots()),
-            format!("estimated time per batch on {threads} threads: {batch_ms:.0} ms, i.e. {:.3} ms per sample at full batch; a single sample costs the whole batch", batch_ms / ring.slots() as f64),
+            format!(
+                "estimated time per batch on {threads} threads: {batch_ms:.0} ms, i.e. {:.3} ms per sample at full batch; a single sample costs the whole batch",
+                batch_ms / ring.slots() as f64
+            ),
         ),
         Some((per, ct_ms, l)) => (
             format!(
@@ -185,7 +214,12 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
     for t in simulated {
         let ring = t.log_n.map_or("no ring".to_string(), |n| format!("2^{n}"));
         let p: Vec<String> = t.approx.iter().map(|a| a.to_string()).collect();
-        text.push_str(&format!("  [{}] ring {ring}, {:.0} ms: {:.2}%\n", p.join(", "), t.estimated_ms, t.fidelity.unwrap_or(0.0)));
+        text.push_str(&format!(
+            "  [{}] ring {ring}, {:.0} ms: {:.2}%\n",
+            p.join(", "),
+            t.estimated_ms,
+            t.fidelity.unwrap_or(0.0)
+        ));
     }
     let json = json!({
         "model": a.model,
@@ -217,9 +251,13 @@ pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
     let path = plan_path(dir);
     let what = path.display().to_string();
     let text = std::fs::read_to_string(&path).map_err(|e| DriverError::Input(format!("cannot read {what}: {e}")))?;
-    let artifact: Artifact = serde_json::from_str(&text).map_err(|e| DriverError::Input(format!("{what}: not a CKKS build: {e}")))?;
+    let artifact: Artifact =
+        serde_json::from_str(&text).map_err(|e| DriverError::Input(format!("{what}: not a CKKS build: {e}")))?;
     if artifact.format != FORMAT {
-        return Err(DriverError::Input(format!("{what}: format {} (this fhec reads {FORMAT}): rebuild the model", artifact.format)));
+        return Err(DriverError::Input(format!(
+            "{what}: format {} (this fhec reads {FORMAT}): rebuild the model",
+            artifact.format
+        )));
     }
     artifact.plan.validate().map_err(|e| DriverError::Input(format!("{what}: {e}")))?;
     let ring = artifact.plan.ring().map_err(|e| DriverError::Input(format!("{what}: {e}")))?;
@@ -228,9 +266,13 @@ pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
         m.verify().map_err(|e| DriverError::Input(format!("{what}: {part}: {e}")))?;
         Ok(m)
     };
-    let preprocess = if artifact.preprocess.is_empty() { None } else { Some(parse(&artifact.preprocess, "pre-processing")?) };
+    let preprocess =
+        if artifact.preprocess.is_empty() { None } else { Some(parse(&artifact.preprocess, "pre-processing")?) };
     let postprocess = parse(&artifact.postprocess, "post-processing")?;
-    artifact.plan.samples_per_ciphertext(ring, artifact.packing).map_err(|e| DriverError::Input(format!("{what}: {e}")))?;
+    artifact
+        .plan
+        .samples_per_ciphertext(ring, artifact.packing)
+        .map_err(|e| DriverError::Input(format!("{what}: {e}")))?;
     let packing = artifact.packing;
     let compiled = fhec_lower::CkksCompiled { plan: artifact.plan, preprocess, postprocess };
     Ok(Loaded { input_shape: artifact.input_shape, ring, packing, compiled })
@@ -243,7 +285,10 @@ impl Loaded {
 
     /// The plan's inputs for every sample (the client's pre-processing, flattened).
     pub fn encode(&self, x: &ArrayD<f32>) -> Result<Vec<Vec<f64>>, DriverError> {
-        Ok(crate::samples(x, &self.input_shape, "input")?.iter().map(|t| self.compiled.encode(t)).collect::<Result<_, _>>()?)
+        Ok(crate::samples(x, &self.input_shape, "input")?
+            .iter()
+            .map(|t| self.compiled.encode(t))
+            .collect::<Result<_, _>>()?)
     }
 
     /// The model's outputs from the plan's outputs, per sample.
@@ -256,7 +301,12 @@ impl Loaded {
     /// without CKKS's approximation error (about 1e-4 of the outputs' scale, see `fhec_ckks`).
     pub fn simulate(&self, x: &ArrayD<f32>) -> Result<(Vec<(String, Stacked)>, Reads), DriverError> {
         let mut reads = Reads::default();
-        let values = self.encode(x)?.iter().map(|v| self.plan().eval(v, &mut reads)).collect::<Result<Vec<_>, _>>().map_err(ckks_error)?;
+        let values = self
+            .encode(x)?
+            .iter()
+            .map(|v| self.plan().eval(v, &mut reads))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ckks_error)?;
         Ok((self.decode(&values)?, reads))
     }
 }
@@ -301,7 +351,11 @@ struct BatchRun {
 impl<'a> Session<'a> {
     /// The server's preparation of the plan (polynomials, matrices), then key generation (timed):
     /// relinearization and the rotations the server's evaluation uses.
-    fn new(ctx: &'a fhec_ckks::backend::Context, plan: &'a Plan, packing: Packing) -> Result<(Session<'a>, std::time::Duration), DriverError> {
+    fn new(
+        ctx: &'a fhec_ckks::backend::Context,
+        plan: &'a Plan,
+        packing: Packing,
+    ) -> Result<(Session<'a>, std::time::Duration), DriverError> {
         let server = fhec_ckks::backend::Server::new(ctx, plan, packing).map_err(ckks_error)?;
         let t = std::time::Instant::now();
         let (client, eval) = ctx.keygen(&server.galois_elements()).map_err(ckks_error)?;
@@ -393,7 +447,12 @@ pub struct BenchReport {
 /// a batch is the latency of one sample as much as the throughput of many; under feature-major
 /// packing a full batch is one ciphertext per worker, and `runs` single samples give the latency.
 #[cfg(feature = "ckks")]
-pub fn bench(loaded: &Loaded, x: &ArrayD<f32>, runs: usize, mut progress: impl FnMut(usize)) -> Result<BenchReport, DriverError> {
+pub fn bench(
+    loaded: &Loaded,
+    x: &ArrayD<f32>,
+    runs: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<BenchReport, DriverError> {
     let inputs = loaded.encode(x)?;
     if inputs.is_empty() {
         return Err(DriverError::Input("no samples to benchmark".into()));
@@ -447,9 +506,16 @@ impl BenchReport {
         let full = self.full;
         let [median, min, max] = self.batch_s;
         let (packing, keys, latency) = match self.single_s {
-            None => (format!("batch-major: {full} samples per batch"), "relinearization only".to_string(), format!("{median:.2} s (one sample costs the whole batch)")),
+            None => (
+                format!("batch-major: {full} samples per batch"),
+                "relinearization only".to_string(),
+                format!("{median:.2} s (one sample costs the whole batch)"),
+            ),
             Some([m, lo, hi]) => (
-                format!("feature-major: {} samples per ciphertext, a full batch is one per thread", full / self.threads.max(1)),
+                format!(
+                    "feature-major: {} samples per ciphertext, a full batch is one per thread",
+                    full / self.threads.max(1)
+                ),
                 format!("relinearization and {} rotation keys", self.rotation_keys),
                 format!("median {m:.3} s (min {lo:.3}, max {hi:.3}), one sample in one ciphertext"),
             ),

@@ -108,7 +108,8 @@ impl Client {
         }
         let mut shape = vec![values.len() / len];
         shape.extend(self.artifact.input_shape.iter().skip(usize::from(self.artifact.input_shape.first() == Some(&1))));
-        let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), values.to_vec()).map_err(|e| DriverError::Input(e.to_string()))?;
+        let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), values.to_vec())
+            .map_err(|e| DriverError::Input(e.to_string()))?;
         Ok(Ciphertexts(crate::fhe::encrypt(&self.artifact, &self.key, &self.fingerprint, &x)?))
     }
 
@@ -119,7 +120,11 @@ impl Client {
         let (key, _): (SecretKey, _) = decode(secret, Kind::SecretKey, "the secret key")?;
         let (_, payload): (CompressedEvalKey, _) = decode(eval_key, Kind::EvalKey, "the evaluation key")?;
         if key.params() != artifact.params {
-            return Err(DriverError::Input(format!("the secret key is for parameter set {}, this model needs {}", key.params(), artifact.params)));
+            return Err(DriverError::Input(format!(
+                "the secret key is for parameter set {}, this model needs {}",
+                key.params(),
+                artifact.params
+            )));
         }
         Ok(Client { artifact, post, key, fingerprint: artifact::fingerprint(&payload) })
     }
@@ -145,7 +150,11 @@ impl EvalKey {
     /// The key as the server receives it (decompresses it: about a second).
     pub fn from_bytes(bytes: &[u8]) -> Result<EvalKey, DriverError> {
         let (compressed, payload): (CompressedEvalKey, _) = decode(bytes, Kind::EvalKey, "the evaluation key")?;
-        Ok(EvalKey { key: compressed.decompress(), fingerprint: artifact::fingerprint(&payload), bytes: bytes.to_vec() })
+        Ok(EvalKey {
+            key: compressed.decompress(),
+            fingerprint: artifact::fingerprint(&payload),
+            bytes: bytes.to_vec(),
+        })
     }
 }
 

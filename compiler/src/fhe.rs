@@ -81,7 +81,8 @@ pub fn build(
     artifact::save(&client_path(dir), Kind::Client, &client)?;
     let (text, report) = report(&name, &choice);
     let write = |file: &str, content: String| {
-        std::fs::write(dir.join(file), content).map_err(|e| DriverError::Input(format!("cannot write {}: {e}", dir.join(file).display())))
+        std::fs::write(dir.join(file), content)
+            .map_err(|e| DriverError::Input(format!("cannot write {}: {e}", dir.join(file).display())))
     };
     write("report.txt", text.clone())?;
     write("report.json", serde_json::to_string_pretty(&report).expect("json"))?;
@@ -113,14 +114,21 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
     let (origin, scored) = &choice.calibration;
     let (calibration_line, fidelity_on) = match origin {
         Origin::Samples => (
-            format!("input ranges: the calibration samples', widened by {:.0}% on each side", fhec_lower::HEADROOM * 100.0),
+            format!(
+                "input ranges: the calibration samples', widened by {:.0}% on each side",
+                fhec_lower::HEADROOM * 100.0
+            ),
             format!("{scored} calibration samples"),
         ),
         Origin::InputQuantizer { at } => (
             format!("input ranges: the model's own input quantizer ({at}); no calibration samples"),
             format!(
                 "{scored} samples drawn uniformly from those ranges{}",
-                if choice.steps.is_some() { ", as output values within one quantization step" } else { ", as the RMS error of the outputs relative to their spread" }
+                if choice.steps.is_some() {
+                    ", as output values within one quantization step"
+                } else {
+                    ", as the RMS error of the outputs relative to their spread"
+                }
             ),
         ),
     };
@@ -128,7 +136,9 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
     narrowed.sort_by(f64::total_cmp);
     let median_narrowing = narrowed.get(narrowed.len() / 2).copied().unwrap_or(1.0);
     let ranges_line = match o.table_ranges {
-        TableRanges::Bound => "table input ranges: the interval bound (no input the client can send leaves its table)".to_string(),
+        TableRanges::Bound => {
+            "table input ranges: the interval bound (no input the client can send leaves its table)".to_string()
+        }
         _ if c.narrowing.is_empty() => "table input ranges: no tables".to_string(),
         TableRanges::Calibrated if narrowed.is_empty() => {
             "table input ranges: the interval bound (no calibration samples narrowed a table)".to_string()
@@ -226,7 +236,11 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
         }
         let count = |v: &[(String, usize)], n: &String| v.iter().find(|l| &l.0 == n).map_or(0, |l| l.1);
         for n in names {
-            text.push_str(&format!("    {n:40} {:6} -> {:6} PBS\n", count(&opt.layers_before, n), count(&opt.layers_after, n)));
+            text.push_str(&format!(
+                "    {n:40} {:6} -> {:6} PBS\n",
+                count(&opt.layers_before, n),
+                count(&opt.layers_after, n)
+            ));
         }
     }
     text.push_str("\ncandidates tried (parameter set, weight bits, output weight cap: fidelity):\n");
@@ -237,10 +251,18 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
             None => "too noisy".to_string(),
         };
         let layers: String = t.options.layer_weight_bits.iter().map(|(l, b)| format!(" {l}={b}")).collect();
-        text.push_str(&format!("  {:52} {} {:4}{layers}: {f}\n", t.options.params.name(), t.options.weight_bits, t.options.output_weight_max));
+        text.push_str(&format!(
+            "  {:52} {} {:4}{layers}: {f}\n",
+            t.options.params.name(),
+            t.options.weight_bits,
+            t.options.output_weight_max
+        ));
     }
     if let Some(pre) = &c.preprocess {
-        text.push_str(&format!("\nclient pre-processing (before encryption):\n{}", pre.to_text(fhec_ir::DataMode::Elided)));
+        text.push_str(&format!(
+            "\nclient pre-processing (before encryption):\n{}",
+            pre.to_text(fhec_ir::DataMode::Elided)
+        ));
     }
     text.push_str(&format!("\nclient post-processing:\n{}", c.postprocess.to_text(fhec_ir::DataMode::Elided)));
     let json = json!({
@@ -312,14 +334,16 @@ pub fn preprocess(client: &ClientArtifact, what: &str) -> Result<Option<Module>,
     if client.preprocess.is_empty() {
         return Ok(None);
     }
-    let pre: Module = client.preprocess.parse().map_err(|e| DriverError::Input(format!("{what}: pre-processing: {e}")))?;
+    let pre: Module =
+        client.preprocess.parse().map_err(|e| DriverError::Input(format!("{what}: pre-processing: {e}")))?;
     pre.verify().map_err(|e| DriverError::Input(format!("{what}: pre-processing: {e}")))?;
     Ok(Some(pre))
 }
 
 /// The client's post-processing module, parsed and verified (`what` names the artifact in errors).
 pub fn postprocess(client: &ClientArtifact, what: &str) -> Result<Module, DriverError> {
-    let post: Module = client.postprocess.parse().map_err(|e| DriverError::Input(format!("{what}: post-processing: {e}")))?;
+    let post: Module =
+        client.postprocess.parse().map_err(|e| DriverError::Input(format!("{what}: post-processing: {e}")))?;
     post.verify().map_err(|e| DriverError::Input(format!("{what}: post-processing: {e}")))?;
     Ok(post)
 }
@@ -334,7 +358,11 @@ pub fn load_server(dir: &Path) -> Result<(ServerArtifact, String), DriverError> 
 
 /// Generates keys for `params` into `keys/secret.key` (sealed as `protection` says, mode 0600) and
 /// `keys/eval.key`; returns the eval key's size in bytes and the key generation time.
-pub fn keygen(keys: &Path, params: ParamSet, protection: &crate::keyfile::Protection) -> Result<(usize, Duration), DriverError> {
+pub fn keygen(
+    keys: &Path,
+    params: ParamSet,
+    protection: &crate::keyfile::Protection,
+) -> Result<(usize, Duration), DriverError> {
     std::fs::create_dir_all(keys).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", keys.display())))?;
     let start = Instant::now();
     let (sk, ek) = fhe::keygen(params);
@@ -376,7 +404,8 @@ pub fn load_secret(keys: &Path, protection: &crate::keyfile::Protection) -> Resu
     let path = keys.join("secret.key");
     let bytes = std::fs::read(&path).map_err(|e| DriverError::Input(format!("{}: {e}", path.display())))?;
     let plain = crate::keyfile::open(&bytes, protection, &path.display().to_string())?;
-    let (sk, _): (SecretKey, _) = artifact::from_bytes(&plain, Kind::SecretKey).map_err(|e| DriverError::Input(format!("{} {e}", path.display())))?;
+    let (sk, _): (SecretKey, _) = artifact::from_bytes(&plain, Kind::SecretKey)
+        .map_err(|e| DriverError::Input(format!("{} {e}", path.display())))?;
     let (_, ek_bytes): (CompressedEvalKey, _) = artifact::load(&keys.join("eval.key"), Kind::EvalKey)?;
     Ok((sk, artifact::fingerprint(&ek_bytes)))
 }
@@ -436,7 +465,12 @@ pub fn run(
     }
     // `run_batch` refuses an evaluation key of another parameter set.
     let outs = fhe::run_batch(&server.circuit, ek, &cts.data, cts.samples)?;
-    Ok(Tagged { key_fingerprint: fingerprint.into(), circuit_digest: cts.circuit_digest.clone(), samples: cts.samples, data: outs })
+    Ok(Tagged {
+        key_fingerprint: fingerprint.into(),
+        circuit_digest: cts.circuit_digest.clone(),
+        samples: cts.samples,
+        data: outs,
+    })
 }
 
 /// Decrypts, decodes and post-processes every sample; returns the model's outputs stacked over samples.

@@ -26,7 +26,10 @@ pub enum Protection {
     None,
     Passphrase(Zeroizing<String>),
     /// Shell commands that wrap (stdin: 32-byte data key, stdout: wrapped blob) and unwrap it.
-    Command { wrap: String, unwrap: String },
+    Command {
+        wrap: String,
+        unwrap: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -70,12 +73,18 @@ fn pipe(command: &str, input: &[u8], what: &str) -> Result<Zeroizing<Vec<u8>>, D
     // A command that exits without reading its input closes the pipe: its exit status, checked
     // below, is then the error worth reporting.
     match child.stdin.take().expect("piped").write_all(input) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(err(format!("{what} command {command:?}: {e}"))),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(err(format!("{what} command {command:?}: {e}")));
+        }
         _ => {}
     }
     let out = child.wait_with_output().map_err(|e| err(format!("{what} command {command:?}: {e}")))?;
     if !out.status.success() {
-        return Err(err(format!("{what} command {command:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(err(format!(
+            "{what} command {command:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(Zeroizing::new(out.stdout))
 }
@@ -90,7 +99,8 @@ pub fn seal(plain: &[u8], protection: &Protection) -> Result<Vec<u8>, DriverErro
             }
             let mut salt = [0u8; 16];
             OsRng.fill_bytes(&mut salt);
-            let (m_kib, t, p) = (argon2::Params::DEFAULT_M_COST, argon2::Params::DEFAULT_T_COST, argon2::Params::DEFAULT_P_COST);
+            let (m_kib, t, p) =
+                (argon2::Params::DEFAULT_M_COST, argon2::Params::DEFAULT_T_COST, argon2::Params::DEFAULT_P_COST);
             (argon2(pass, m_kib, t, p, &salt)?, DataKey::Argon2id { m_kib, t, p, salt })
         }
         Protection::Command { wrap, .. } => {
@@ -105,7 +115,8 @@ pub fn seal(plain: &[u8], protection: &Protection) -> Result<Vec<u8>, DriverErro
     };
     let cipher = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()));
     let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
-    let ciphertext = cipher.encrypt(&nonce, Payload { msg: plain, aad: AAD }).map_err(|_| err("sealing the secret key failed"))?;
+    let ciphertext =
+        cipher.encrypt(&nonce, Payload { msg: plain, aad: AAD }).map_err(|_| err("sealing the secret key failed"))?;
     let sealed = Sealed { key: data_key, nonce: nonce.into(), ciphertext };
     Ok(artifact::to_bytes(Kind::SealedSecretKey, &sealed).map_err(err)?.0)
 }
@@ -115,7 +126,8 @@ pub fn open(bytes: &[u8], protection: &Protection, what: &str) -> Result<Zeroizi
     if artifact::peek_kind(bytes) != Some(Kind::SealedSecretKey) {
         return Ok(Zeroizing::new(bytes.to_vec()));
     }
-    let (sealed, _): (Sealed, _) = artifact::from_bytes(bytes, Kind::SealedSecretKey).map_err(|e| err(format!("{what} {e}")))?;
+    let (sealed, _): (Sealed, _) =
+        artifact::from_bytes(bytes, Kind::SealedSecretKey).map_err(|e| err(format!("{what} {e}")))?;
     let key = match (&sealed.key, protection) {
         (DataKey::Argon2id { m_kib, t, p, salt }, Protection::Passphrase(pass)) => {
             if *m_kib > 4 << 20 || *t > 64 {
@@ -124,11 +136,16 @@ pub fn open(bytes: &[u8], protection: &Protection, what: &str) -> Result<Zeroizi
             argon2(pass, *m_kib, *t, *p, salt)?
         }
         (DataKey::Argon2id { .. }, _) => {
-            return Err(err(format!("{what} is encrypted with a passphrase: set FHEC_PASSPHRASE or pass --passphrase-file")));
+            return Err(err(format!(
+                "{what} is encrypted with a passphrase: set FHEC_PASSPHRASE or pass --passphrase-file"
+            )));
         }
         (DataKey::Wrapped { blob }, Protection::Command { unwrap, .. }) => {
             let key = pipe(unwrap, blob, "key-unwrap")?;
-            let key: [u8; 32] = key.as_slice().try_into().map_err(|_| err(format!("key-unwrap command {unwrap:?} did not print a 32-byte key")))?;
+            let key: [u8; 32] = key
+                .as_slice()
+                .try_into()
+                .map_err(|_| err(format!("key-unwrap command {unwrap:?} did not print a 32-byte key")))?;
             Zeroizing::new(key)
         }
         (DataKey::Wrapped { .. }, _) => {

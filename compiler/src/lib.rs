@@ -70,7 +70,9 @@ pub fn samples(x: &ArrayD<f32>, input_shape: &[usize], what: &str) -> Result<Vec
             want.join(", ")
         )));
     }
-    Ok(x.axis_iter(Axis(0)).map(|s| Tensor::from_f32(input_shape.to_vec(), s.iter().copied().collect()).expect("shape checked")).collect())
+    Ok(x.axis_iter(Axis(0))
+        .map(|s| Tensor::from_f32(input_shape.to_vec(), s.iter().copied().collect()).expect("shape checked"))
+        .collect())
 }
 
 /// An output array stacked over samples.
@@ -104,10 +106,12 @@ pub fn stack_outputs(m: &Module, per_sample: Vec<Vec<Tensor>>) -> Vec<(String, S
             full.extend(shape);
             let stacked = match ty.dtype {
                 DType::F32 => Stacked::F32(
-                    ArrayD::from_shape_vec(IxDyn(&full), per_sample.iter().flat_map(|o| o[k].to_f32_vec()).collect()).expect("stacked"),
+                    ArrayD::from_shape_vec(IxDyn(&full), per_sample.iter().flat_map(|o| o[k].to_f32_vec()).collect())
+                        .expect("stacked"),
                 ),
                 DType::I64 => Stacked::I64(
-                    ArrayD::from_shape_vec(IxDyn(&full), per_sample.iter().flat_map(|o| o[k].to_i64_vec()).collect()).expect("stacked"),
+                    ArrayD::from_shape_vec(IxDyn(&full), per_sample.iter().flat_map(|o| o[k].to_i64_vec()).collect())
+                        .expect("stacked"),
                 ),
             };
             (name.clone(), stacked)

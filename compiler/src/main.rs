@@ -395,12 +395,19 @@ fn served_name(dir: &Path) -> String {
 fn protection(cli: &Cli) -> Result<fhec::keyfile::Protection> {
     use fhec::keyfile::Protection;
     let pass = match (&cli.passphrase_file, std::env::var("FHEC_PASSPHRASE")) {
-        (Some(path), _) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim_end_matches(['\n', '\r']).to_string()),
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
         (None, Ok(p)) => Some(p),
         (None, Err(_)) => None,
     };
     Ok(match (pass, &cli.key_wrap_command, &cli.key_unwrap_command) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => bail!("give a passphrase or key-management commands, not both"),
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            bail!("give a passphrase or key-management commands, not both")
+        }
         (Some(p), _, _) => Protection::Passphrase(zeroize::Zeroizing::new(p)),
         (None, Some(wrap), Some(unwrap)) => Protection::Command { wrap: wrap.clone(), unwrap: unwrap.clone() },
         (None, None, Some(unwrap)) => Protection::Command { wrap: String::new(), unwrap: unwrap.clone() },
@@ -410,7 +417,11 @@ fn protection(cli: &Cli) -> Result<fhec::keyfile::Protection> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn main() -> ExitCode {
@@ -437,7 +448,11 @@ fn bar(quiet: bool, n: usize, msg: &'static str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(n as u64).with_message(msg);
-    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}/{eta}").expect("template").progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}/{eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
     pb
 }
 
@@ -462,11 +477,19 @@ fn score_line(outs: &[(String, Stacked)], labels: Option<&PathBuf>) -> Result<St
     })
 }
 
-async fn client_command(remote: &fhec::serve::client::Remote, command: ClientCommand, protection: &fhec::keyfile::Protection, quiet: bool) -> Result<()> {
+async fn client_command(
+    remote: &fhec::serve::client::Remote,
+    command: ClientCommand,
+    protection: &fhec::keyfile::Protection,
+    quiet: bool,
+) -> Result<()> {
     match command {
         ClientCommand::Models => {
             for m in remote.models().await? {
-                println!("{}: {} inputs, {} outputs, {} PBS per sample, parameter set {}", m.name, m.inputs, m.outputs, m.pbs_per_sample, m.params);
+                println!(
+                    "{}: {} inputs, {} outputs, {} PBS per sample, parameter set {}",
+                    m.name, m.inputs, m.outputs, m.pbs_per_sample, m.params
+                );
             }
         }
         ClientCommand::Register { keys } => {
@@ -474,7 +497,13 @@ async fn client_command(remote: &fhec::serve::client::Remote, command: ClientCom
             let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             let meta = remote.register_key(bytes).await?;
             println!("{}", meta.id);
-            eprintln!("registered {} ({:.1} MB, {}); expires in {:.1} h", path.display(), meta.bytes as f64 / 1e6, meta.params, meta.expires.saturating_sub(meta.created) as f64 / 3600.0);
+            eprintln!(
+                "registered {} ({:.1} MB, {}); expires in {:.1} h",
+                path.display(),
+                meta.bytes as f64 / 1e6,
+                meta.params,
+                meta.expires.saturating_sub(meta.created) as f64 / 3600.0
+            );
         }
         ClientCommand::Keys => {
             for k in remote.keys().await? {
@@ -495,11 +524,27 @@ async fn client_command(remote: &fhec::serve::client::Remote, command: ClientCom
             let session = std::sync::Arc::new(fhec::serve::roundtrip::Session::load(&dir, &keys, protection)?);
             // What every answer must decrypt to: the cleartext simulation of the same circuit.
             let (server, _) = pipeline::load_server(&dir)?;
-            let sim = pipeline::simulate(&session.client, &session.post, &server, &x, None, fhec_lower::Engine::Auto, |_| ())?;
+            let sim = pipeline::simulate(
+                &session.client,
+                &session.post,
+                &server,
+                &x,
+                None,
+                fhec_lower::Engine::Auto,
+                |_| (),
+            )?;
             let expected = fhec::metrics::predicted_classes(&sim[0].1)?;
             let name = model.unwrap_or_else(|| served_name(&dir));
             let pb = spinner(quiet, "load test running");
-            let report = fhec::serve::roundtrip::loadtest(remote, &name, session, &x, &expected, fhec::serve::roundtrip::Load { clients, requests, samples }).await?;
+            let report = fhec::serve::roundtrip::loadtest(
+                remote,
+                &name,
+                session,
+                &x,
+                &expected,
+                fhec::serve::roundtrip::Load { clients, requests, samples },
+            )
+            .await?;
             pb.finish_and_clear();
             print!("{}", report.text());
             for e in report.errors.iter().take(5) {
@@ -514,7 +559,8 @@ async fn client_command(remote: &fhec::serve::client::Remote, command: ClientCom
                     "requests_per_s": report.completed as f64 / report.wall.as_secs_f64().max(1e-9),
                     "p50_ms": ms(report.percentile(0.5)), "p99_ms": ms(report.percentile(0.99)),
                 });
-                std::fs::write(&path, serde_json::to_string_pretty(&j)?).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, serde_json::to_string_pretty(&j)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             if report.failed > 0 || report.wrong > 0 {
                 bail!("{} requests failed and {} samples came back wrong", report.failed, report.wrong);
@@ -541,7 +587,8 @@ fn choose_scheme(
 ) -> Result<String> {
     let circuit = &tfhe.compiled.circuit;
     // One sample: the latency estimate; a batch: bootstraps spread over the workers, in batches.
-    let tfhe_ms = pipeline::estimated_latency_ms(circuit, threads).max(batch as f64 * circuit.pbs.len() as f64 * circuit.params.batched_pbs_ms() / threads as f64);
+    let tfhe_ms = pipeline::estimated_latency_ms(circuit, threads)
+        .max(batch as f64 * circuit.pbs.len() as f64 * circuit.params.batched_pbs_ms() / threads as f64);
     // The CKKS build writes its own reports over the TFHE build's: keep the TFHE JSON report.
     let json_path = dir.join("report.json");
     let tfhe_json = std::fs::read(&json_path).with_context(|| format!("reading {}", json_path.display()))?;
@@ -570,18 +617,29 @@ fn choose_scheme(
         Err(e) => (tfhe_report, format!("scheme (--scheme auto): TFHE; CKKS does not apply: {e}\n")),
     };
     let text = format!("{line}{text}");
-    std::fs::write(dir.join("report.txt"), &text).with_context(|| format!("writing {}", dir.join("report.txt").display()))?;
+    std::fs::write(dir.join("report.txt"), &text)
+        .with_context(|| format!("writing {}", dir.join("report.txt").display()))?;
     Ok(text)
 }
 
 /// `fhec predict` on a CKKS build: the cleartext simulation, or (in an fhec built with the `ckks`
 /// feature) an encrypted run in batches of the ring's slots.
-fn predict_ckks(dir: &Path, x: &ndarray::ArrayD<f32>, mode: Mode, noise_seed: Option<u64>, labels: Option<&PathBuf>, output: Option<&Path>, quiet: bool) -> Result<()> {
+fn predict_ckks(
+    dir: &Path,
+    x: &ndarray::ArrayD<f32>,
+    mode: Mode,
+    noise_seed: Option<u64>,
+    labels: Option<&PathBuf>,
+    output: Option<&Path>,
+    quiet: bool,
+) -> Result<()> {
     let loaded = fhec::ckks::load(dir)?;
     let samples = x.shape().first().copied().unwrap_or(0);
     let n = samples.max(1) as f64;
     if noise_seed.is_some() {
-        bail!("--noise-seed is for TFHE builds; a CKKS simulation is exact up to CKKS's approximation error (about 1e-4 of the outputs)");
+        bail!(
+            "--noise-seed is for TFHE builds; a CKKS simulation is exact up to CKKS's approximation error (about 1e-4 of the outputs)"
+        );
     }
     let outs = match mode {
         Mode::Simulate => {
@@ -602,7 +660,12 @@ fn predict_ckks(dir: &Path, x: &ndarray::ArrayD<f32>, mode: Mode, noise_seed: Op
 }
 
 #[cfg(feature = "ckks")]
-fn ckks_fhe(loaded: &fhec::ckks::Loaded, x: &ndarray::ArrayD<f32>, labels: Option<&PathBuf>, quiet: bool) -> Result<Vec<(String, Stacked)>> {
+fn ckks_fhe(
+    loaded: &fhec::ckks::Loaded,
+    x: &ndarray::ArrayD<f32>,
+    labels: Option<&PathBuf>,
+    quiet: bool,
+) -> Result<Vec<(String, Stacked)>> {
     let samples = x.shape().first().copied().unwrap_or(0);
     let pb = bar(quiet, samples, "encrypted inference (CKKS batches)");
     let run = fhec::ckks::fhe(loaded, x, |done| pb.set_position(done as u64))?;
@@ -629,7 +692,13 @@ fn ckks_fhe(loaded: &fhec::ckks::Loaded, x: &ndarray::ArrayD<f32>, labels: Optio
 /// `fhec bench` on a CKKS build: full batches (a batch is one sample's latency and many samples'
 /// throughput). Returns the report's text and JSON.
 #[cfg(feature = "ckks")]
-fn bench_ckks(dir: &Path, x: &ndarray::ArrayD<f32>, runs: usize, name: &str, quiet: bool) -> Result<(String, serde_json::Value)> {
+fn bench_ckks(
+    dir: &Path,
+    x: &ndarray::ArrayD<f32>,
+    runs: usize,
+    name: &str,
+    quiet: bool,
+) -> Result<(String, serde_json::Value)> {
     let loaded = fhec::ckks::load(dir)?;
     let pb = bar(quiet, runs.max(1), "benchmarking (key generation, full CKKS batches)");
     let report = fhec::ckks::bench(&loaded, x, runs, |done| pb.set_position(done as u64))?;
@@ -651,7 +720,12 @@ fn ckks_missing<T>() -> Result<T> {
 }
 
 #[cfg(not(feature = "ckks"))]
-fn ckks_fhe(_: &fhec::ckks::Loaded, _: &ndarray::ArrayD<f32>, _: Option<&PathBuf>, _: bool) -> Result<Vec<(String, Stacked)>> {
+fn ckks_fhe(
+    _: &fhec::ckks::Loaded,
+    _: &ndarray::ArrayD<f32>,
+    _: Option<&PathBuf>,
+    _: bool,
+) -> Result<Vec<(String, Stacked)>> {
     ckks_missing()
 }
 
@@ -758,13 +832,25 @@ fn run(cli: Cli) -> Result<()> {
             }
             if scheme == SchemeArg::Ckks {
                 let pb = spinner(quiet, "fitting polynomials");
-                let (choice, _, report) = fhec::ckks::build(&model, x.as_ref().expect("checked"), &dir, &ckks_search, packing.packings(), batch, threads).with_context(|| format!("building {}", model.display()))?;
+                let (choice, _, report) = fhec::ckks::build(
+                    &model,
+                    x.as_ref().expect("checked"),
+                    &dir,
+                    &ckks_search,
+                    packing.packings(),
+                    batch,
+                    threads,
+                )
+                .with_context(|| format!("building {}", model.display()))?;
                 pb.finish_and_clear();
                 if !quiet {
                     print!("{report}");
                 }
                 if !choice.within_budget {
-                    eprintln!("warning: no assignment of polynomials keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt", choice.required, choice.fidelity);
+                    eprintln!(
+                        "warning: no assignment of polynomials keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt",
+                        choice.required, choice.fidelity
+                    );
                 }
                 println!("\nwrote {} in {:.2} s", dir.display(), start.elapsed().as_secs_f64());
                 return Ok(());
@@ -784,7 +870,21 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(why) = &choice.jit_fallback {
                 eprintln!("warning: {why}");
             }
-            let report = if scheme == SchemeArg::Auto { choose_scheme(&model, x.as_ref().expect("checked"), &dir, &ckks_search, packing.packings(), &choice, report, batch, threads)? } else { report };
+            let report = if scheme == SchemeArg::Auto {
+                choose_scheme(
+                    &model,
+                    x.as_ref().expect("checked"),
+                    &dir,
+                    &ckks_search,
+                    packing.packings(),
+                    &choice,
+                    report,
+                    batch,
+                    threads,
+                )?
+            } else {
+                report
+            };
             if !quiet {
                 print!("{report}");
             }
@@ -810,7 +910,9 @@ fn run(cli: Cli) -> Result<()> {
             let (size, took) = pipeline::keygen(&keys, client.params, &protection)?;
             pb.finish_and_clear();
             if matches!(protection, fhec::keyfile::Protection::None) {
-                eprintln!("note: secret.key is stored unencrypted (mode 0600); set FHEC_PASSPHRASE or --passphrase-file to seal it");
+                eprintln!(
+                    "note: secret.key is stored unencrypted (mode 0600); set FHEC_PASSPHRASE or --passphrase-file to seal it"
+                );
             }
             println!(
                 "keys for {} ({}): {}/secret.key (client only), {}/eval.key ({:.1} MB, for the server); {:.2} s",
@@ -829,7 +931,12 @@ fn run(cli: Cli) -> Result<()> {
             let cts = pipeline::encrypt(&client, &sk, &fp, &x)?;
             artifact::save(&output, Kind::Inputs, &cts)?;
             let bytes = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
-            println!("encrypted {} samples ({} values) to {}: {bytes} bytes", cts.samples, cts.data.len(), output.display());
+            println!(
+                "encrypted {} samples ({} values) to {}: {bytes} bytes",
+                cts.samples,
+                cts.data.len(),
+                output.display()
+            );
         }
         Command::Run { dir, eval_key, input, output } => {
             let (server, digest) = pipeline::load_server(&dir)?;
@@ -870,7 +977,8 @@ fn run(cli: Cli) -> Result<()> {
             };
             print!("{text}");
             if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&numbers)?).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, serde_json::to_string_pretty(&numbers)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
         }
         Command::Serve {
@@ -891,7 +999,8 @@ fn run(cli: Cli) -> Result<()> {
             tls_cert,
             tls_key,
         } => {
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
             let logs = tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
@@ -903,7 +1012,9 @@ fn run(cli: Cli) -> Result<()> {
             let auth = match (tokens, allow_anonymous) {
                 (Some(path), _) => fhec::serve::Auth::from_file(&path).map_err(anyhow::Error::msg)?,
                 (None, true) => fhec::serve::Auth::Anonymous,
-                (None, false) => bail!("give --tokens FILE (lines `TENANT TOKEN`) or, for local development, --allow-anonymous"),
+                (None, false) => {
+                    bail!("give --tokens FILE (lines `TENANT TOKEN`) or, for local development, --allow-anonymous")
+                }
             };
             if !(key_ttl_hours > 0.0 && key_ttl_hours <= 24.0 * 3650.0) {
                 bail!("--key-ttl-hours must be more than 0 and at most ten years");
@@ -928,17 +1039,28 @@ fn run(cli: Cli) -> Result<()> {
             config.request_timeout = Duration::from_secs(request_timeout);
             config.key_cache = key_cache;
             let tls = match (&tls_cert, &tls_key) {
-                (Some(cert), Some(key)) => Some(fhec::serve::tls::ServerTls::load(cert, key).map_err(anyhow::Error::msg)?),
+                (Some(cert), Some(key)) => {
+                    Some(fhec::serve::tls::ServerTls::load(cert, key).map_err(anyhow::Error::msg)?)
+                }
                 _ => None,
             };
             let app = fhec::serve::App::new(config).map_err(anyhow::Error::msg)?;
             runtime()?.block_on(async move {
-                let (listener, addr) = fhec::serve::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-                let names: Vec<String> = app.model_infos().iter().map(|m| format!("{} ({} PBS/sample)", m.name, m.pbs_per_sample)).collect();
+                let (listener, addr) =
+                    fhec::serve::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+                let names: Vec<String> =
+                    app.model_infos().iter().map(|m| format!("{} ({} PBS/sample)", m.name, m.pbs_per_sample)).collect();
                 let scheme = if tls.is_some() { "https" } else { "http" };
                 tracing::info!(%addr, scheme, threads, models = %names.join(", "), "serving");
                 match tls {
-                    Some(tls) => fhec::serve::serve(app, fhec::serve::tls::TlsListener::new(listener, tls)?, fhec::serve::shutdown_signal()).await,
+                    Some(tls) => {
+                        fhec::serve::serve(
+                            app,
+                            fhec::serve::tls::TlsListener::new(listener, tls)?,
+                            fhec::serve::shutdown_signal(),
+                        )
+                        .await
+                    }
                     None => fhec::serve::serve(app, listener, fhec::serve::shutdown_signal()).await,
                 }
                 .context("serving")
@@ -948,7 +1070,20 @@ fn run(cli: Cli) -> Result<()> {
             let remote = fhec::serve::client::Remote::new(&server, token, ca_cert.as_deref())?;
             runtime()?.block_on(client_command(&remote, command, &protection, quiet))?;
         }
-        Command::Predict { model, input, output, labels, mode, noise_seed, server, keys, token, ca_cert, remote_model, batch } => {
+        Command::Predict {
+            model,
+            input,
+            output,
+            labels,
+            mode,
+            noise_seed,
+            server,
+            keys,
+            token,
+            ca_cert,
+            remote_model,
+            batch,
+        } => {
             let x = fhec::npy::read_samples(&input)?;
             let n = x.shape().first().copied().unwrap_or(0).max(1) as f64;
             if let (Some(server), Some(keys)) = (server, keys) {
@@ -958,7 +1093,14 @@ fn run(cli: Cli) -> Result<()> {
                 let samples = x.shape()[0];
                 let pb = bar(quiet, samples, "encrypted inference on the server");
                 let start = Instant::now();
-                let run = runtime()?.block_on(fhec::serve::roundtrip::predict(&remote, &name, &session, &x, batch, |done| pb.set_position(done as u64)))?;
+                let run = runtime()?.block_on(fhec::serve::roundtrip::predict(
+                    &remote,
+                    &name,
+                    &session,
+                    &x,
+                    batch,
+                    |done| pb.set_position(done as u64),
+                ))?;
                 pb.finish_and_clear();
                 println!(
                     "{samples} samples, {}{:.1} ms/sample on {server} ({} requests of up to {batch}; client {:.2} ms/sample, round trips {:.1} ms/sample; key {})",
@@ -991,7 +1133,9 @@ fn run(cli: Cli) -> Result<()> {
             let outs = match mode {
                 Mode::Simulate => {
                     let start = Instant::now();
-                    let outs = pipeline::simulate(&client, &post, &server, &x, noise_seed, engine, |why| eprintln!("warning: {why}"))?;
+                    let outs = pipeline::simulate(&client, &post, &server, &x, noise_seed, engine, |why| {
+                        eprintln!("warning: {why}")
+                    })?;
                     let ms = start.elapsed().as_secs_f64() * 1e3 / n;
                     println!(
                         "{} samples, {}{ms:.3} ms/sample (simulated integer circuit, {}, not encrypted)",

@@ -46,13 +46,19 @@ pub fn predicted_classes(output: &Stacked) -> Result<Vec<i64>, DriverError> {
         Stacked::I64(a) => a.iter().copied().collect(),
         Stacked::F32(a) => {
             let n = a.shape()[0];
-            let a = a.view().into_shape_with_order((n, a.len() / n.max(1))).map_err(|e| DriverError::Input(e.to_string()))?;
+            let a = a
+                .view()
+                .into_shape_with_order((n, a.len() / n.max(1)))
+                .map_err(|e| DriverError::Input(e.to_string()))?;
             a.axis_iter(Axis(0))
                 .map(|row| {
                     if row.len() == 1 {
                         i64::from(row[0] > 0.5)
                     } else {
-                        row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as i64
+                        row.iter()
+                            .enumerate()
+                            .fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+                            .0 as i64
                     }
                 })
                 .collect()

@@ -31,7 +31,8 @@ pub fn output_path(first: &Path, k: usize, name: &str) -> PathBuf {
     if k == 0 {
         return first.to_path_buf();
     }
-    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+    let clean: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
     let stem = first.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "output".into());
     first.with_file_name(format!("{stem}.{clean}.npy"))
 }

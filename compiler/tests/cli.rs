@@ -47,7 +47,8 @@ fn predict_writes_the_reference_outputs() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     // First output to y.npy, the second beside it, named after the output.
-    let files: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let files: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(files.len(), 2, "{files:?}");
     let got: ndarray::ArrayD<i64> = ndarray_npy::read_npy(&y).unwrap();
     let want: ndarray::ArrayD<i64> = ndarray_npy::read_npy(corpus("models/logreg_cancer_skl/expected_0.npy")).unwrap();
@@ -102,15 +103,30 @@ fn build_reports_its_choice_and_refuses_bad_parameter_choices() {
     let (model, cal, out_s) = (model.to_str().unwrap(), cal.to_str().unwrap(), out.to_str().unwrap());
     let o = fhec(&["--quiet", "build", model, "--calibration", cal, "-o", out_s]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     for key in ["pbs_count", "parameter_set", "estimated_latency_ms", "layers", "fidelity_percent", "within_budget"] {
         assert!(report.get(key).is_some(), "report.json lacks {key}: {report}");
     }
     assert_eq!(report["pbs_count"], 48);
     let o = fhec(&["build", model, "--calibration", cal, "-o", out_s, "--params", "PARAM_NONE"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("unknown parameter set \"PARAM_NONE\"; known: V1_2_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M40"), "{}", stderr(&o));
-    let o = fhec(&["build", model, "--calibration", cal, "-o", out_s, "--params", "V1_2_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M40"]);
+    assert!(
+        stderr(&o)
+            .contains("unknown parameter set \"PARAM_NONE\"; known: V1_2_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M40"),
+        "{}",
+        stderr(&o)
+    );
+    let o = fhec(&[
+        "build",
+        model,
+        "--calibration",
+        cal,
+        "-o",
+        out_s,
+        "--params",
+        "V1_2_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M40",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("only used for circuits without bootstraps"), "{}", stderr(&o));
     let o = fhec(&["build", model, "--calibration", cal, "-o", out_s, "--failure-log2", "5"]);
@@ -120,11 +136,16 @@ fn build_reports_its_choice_and_refuses_bad_parameter_choices() {
     // own input quantizer.
     let o = fhec(&["build", model, "-o", out_s]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("no calibration samples, and the model does not quantize its input itself"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no calibration samples, and the model does not quantize its input itself"),
+        "{}",
+        stderr(&o)
+    );
     let qdq = corpus("models/mlp_wine_qdq/model.onnx");
     let o = fhec(&["--quiet", "build", qdq.to_str().unwrap(), "-o", out_s]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["calibration"]["source"], "input_quantizer", "{report}");
     assert!(report["quantized_output_steps"]["within_one_percent"].is_number(), "{report}");
 }
@@ -136,7 +157,15 @@ fn bench_reports_latency_throughput_and_the_physical_limit() {
     let json = dir.path().join("bench.json");
     let model = corpus("models/logreg_cancer_torch/model.onnx");
     let x = corpus("models/logreg_cancer_torch/inputs.npy");
-    let o = fhec(&["--quiet", "build", model.to_str().unwrap(), "--calibration", x.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = fhec(&[
+        "--quiet",
+        "build",
+        model.to_str().unwrap(),
+        "--calibration",
+        x.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = fhec(&[
         "--quiet",
@@ -206,7 +235,11 @@ fn secret_keys_can_be_sealed_with_a_passphrase_or_a_key_management_command() {
     let ct = tmp.path().join("ct");
     let encrypt = ["encrypt", d, "--keys", k, "--input", x.to_str().unwrap(), "--output", ct.to_str().unwrap()];
     let o = fhec_env(&encrypt, &[]);
-    assert!(!o.status.success() && stderr(&o).contains("encrypted with a passphrase: set FHEC_PASSPHRASE"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("encrypted with a passphrase: set FHEC_PASSPHRASE"),
+        "{}",
+        stderr(&o)
+    );
     let o = fhec_env(&encrypt, &[("FHEC_PASSPHRASE", "wrong")]);
     assert!(!o.status.success() && stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
     let o = fhec_env(&encrypt, &[("FHEC_PASSPHRASE", "correct horse battery staple")]);
@@ -217,7 +250,16 @@ fn secret_keys_can_be_sealed_with_a_passphrase_or_a_key_management_command() {
     let wrap = ["--key-wrap-command", "base64", "--key-unwrap-command", "base64 -d"];
     let o = fhec_env(&[&["keygen", d, "--keys", keys2.to_str().unwrap()][..], &wrap[..]].concat(), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let encrypt2 = ["encrypt", d, "--keys", keys2.to_str().unwrap(), "--input", x.to_str().unwrap(), "--output", ct.to_str().unwrap()];
+    let encrypt2 = [
+        "encrypt",
+        d,
+        "--keys",
+        keys2.to_str().unwrap(),
+        "--input",
+        x.to_str().unwrap(),
+        "--output",
+        ct.to_str().unwrap(),
+    ];
     let o = fhec_env(&[&encrypt2[..], &wrap[..]].concat(), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = fhec_env(&[&encrypt2[..], &["--key-unwrap-command", "false"][..]].concat(), &[]);
@@ -230,7 +272,10 @@ fn secret_keys_can_be_sealed_with_a_passphrase_or_a_key_management_command() {
 /// flags, parses: running it here fails on the missing tokens file, not on a flag.
 #[test]
 fn the_kubernetes_command_line_parses() {
-    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/base/deployment.yaml")).unwrap();
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/base/deployment.yaml"),
+    )
+    .unwrap();
     let args: Vec<String> = text
         .lines()
         .skip_while(|l| l.trim() != "args:")
@@ -240,7 +285,10 @@ fn the_kubernetes_command_line_parses() {
         .collect();
     assert_eq!(args.first().map(String::as_str), Some("serve"), "{args:?}");
     // The TLS overlay appends flags: they parse too.
-    let overlay = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/tls/kustomization.yaml")).unwrap();
+    let overlay = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/tls/kustomization.yaml"),
+    )
+    .unwrap();
     let added: Vec<String> = overlay
         .lines()
         .filter(|l| l.contains("/containers/0/args/-"))
@@ -273,7 +321,18 @@ fn serve_and_predict_over_https() {
     std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
     let ca = cert.to_str().unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_fhec"))
-        .args(["serve", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--allow-anonymous", "--tls-cert", ca, "--tls-key", key.to_str().unwrap(), "--store"])
+        .args([
+            "serve",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-anonymous",
+            "--tls-cert",
+            ca,
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--store",
+        ])
         .arg(tmp.path().join("store"))
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -283,13 +342,21 @@ fn serve_and_predict_over_https() {
     let addr = lines
         .by_ref()
         .map_while(Result::ok)
-        .find_map(|l| l.contains("serving").then(|| l.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_string()))
+        .find_map(|l| {
+            l.contains("serving")
+                .then(|| l.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_string())
+        })
         .expect("the server logs its address");
     let url = format!("https://{addr}");
     let o = fhec(&["client", "--server", &url, "models"]);
     assert!(!o.status.success() && stderr(&o).contains("UnknownIssuer"), "{}", stderr(&o));
     let o = fhec(&["client", "--server", &url, "--ca-cert", ca, "models"]);
-    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("logreg: 30 inputs"), "{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("logreg: 30 inputs"),
+        "{}{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
     let o = fhec(&[
         "predict",
         dir.to_str().unwrap(),
@@ -323,13 +390,18 @@ fn serve_and_predict_over_https() {
 #[test]
 fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
     let dir = tempfile::tempdir().unwrap();
-    let (model, x, labels) = (corpus("models/mlp_wine/model.onnx"), corpus("models/mlp_wine/inputs.npy"), corpus("models/mlp_wine/labels.npy"));
+    let (model, x, labels) = (
+        corpus("models/mlp_wine/model.onnx"),
+        corpus("models/mlp_wine/inputs.npy"),
+        corpus("models/mlp_wine/labels.npy"),
+    );
     let (model, x, labels) = (model.to_str().unwrap(), x.to_str().unwrap(), labels.to_str().unwrap());
     let out = dir.path().join("wine-ckks");
     let o = fhec(&["--quiet", "build", model, "--calibration", x, "--scheme", "ckks", "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.join("ckks.json").is_file() && !out.join("server.fhec").exists());
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["scheme"], "ckks");
     assert_eq!(report["ring"]["log_n"], 14);
     assert_eq!(report["polynomials"], 48);
@@ -348,15 +420,42 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
     }
     // The polynomial of each activation layer is reported, with the e-graph's rules that offered it.
     assert_eq!(report["layers"].as_array().unwrap().len(), 2);
-    assert!(report["layers"].as_array().unwrap().iter().all(|l| l["degree"].as_u64().is_some_and(|d| d >= 7) && l["fit"].is_string()), "{report}");
+    assert!(
+        report["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["degree"].as_u64().is_some_and(|d| d >= 7) && l["fit"].is_string()),
+        "{report}"
+    );
     assert_eq!(report["rules_fired"].as_array().unwrap().len(), 8, "{report}");
     // --polynomial-fit narrows the rules: interpolation alone.
     let cheb = dir.path().join("wine-cheb");
-    let o = fhec(&["--quiet", "build", model, "--calibration", x, "--scheme", "ckks", "--polynomial-fit", "chebyshev", "-o", cheb.to_str().unwrap()]);
+    let o = fhec(&[
+        "--quiet",
+        "build",
+        model,
+        "--calibration",
+        x,
+        "--scheme",
+        "ckks",
+        "--polynomial-fit",
+        "chebyshev",
+        "-o",
+        cheb.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cheb.join("report.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cheb.join("report.json")).unwrap()).unwrap();
     assert!(json["layers"].as_array().unwrap().iter().all(|l| l["fit"] == "chebyshev"), "{json}");
-    assert!(json["rules_fired"].as_array().unwrap().iter().all(|r| r["rule"].as_str().unwrap().starts_with("activation-to-chebyshev-")), "{json}");
+    assert!(
+        json["rules_fired"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["rule"].as_str().unwrap().starts_with("activation-to-chebyshev-")),
+        "{json}"
+    );
     let o = fhec(&["build", model, "--polynomial-fit", "least-squares", "-o", dir.path().join("z").to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("--polynomial-fit is for CKKS"), "{}", stderr(&o));
     // CKKS needs real samples for its windows.
@@ -364,11 +463,28 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
     assert!(!o.status.success() && stderr(&o).contains("need --calibration"), "{}", stderr(&o));
     // Feature-major packing: the report says so; the simulation is unchanged in accuracy; --packing
     // auto keeps feature-major for a few samples and batch-major for thousands.
-    for (packing, batch, kept) in [("feature-major", "1", "feature-major"), ("auto", "8", "feature-major"), ("auto", "8192", "batch-major")] {
+    for (packing, batch, kept) in
+        [("feature-major", "1", "feature-major"), ("auto", "8", "feature-major"), ("auto", "8192", "batch-major")]
+    {
         let out = dir.path().join(format!("wine-{packing}-{batch}"));
-        let o = fhec(&["--quiet", "build", model, "--calibration", x, "--scheme", "ckks", "--packing", packing, "--batch", batch, "-o", out.to_str().unwrap()]);
+        let o = fhec(&[
+            "--quiet",
+            "build",
+            model,
+            "--calibration",
+            x,
+            "--scheme",
+            "ckks",
+            "--packing",
+            packing,
+            "--batch",
+            batch,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
-        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
         assert_eq!(json["packing"], kept, "--packing {packing} --batch {batch}");
         let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
         assert_eq!(text.starts_with("packing (--packing auto"), packing == "auto", "{text}");
@@ -383,12 +499,34 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
     // One sample: TFHE's latency wins; 4096: one CKKS batch wins.
     for (batch, kept, gone) in [("1", "server.fhec", "ckks.json"), ("4096", "ckks.json", "server.fhec")] {
         let out = dir.path().join(format!("auto{batch}"));
-        let o = fhec(&["--quiet", "build", model, "--calibration", x, "--scheme", "auto", "--batch", batch, "-o", out.to_str().unwrap()]);
+        let o = fhec(&[
+            "--quiet",
+            "build",
+            model,
+            "--calibration",
+            x,
+            "--scheme",
+            "auto",
+            "--batch",
+            batch,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(out.join(kept).is_file() && !out.join(gone).exists(), "batch {batch}");
         let report = std::fs::read_to_string(out.join("report.txt")).unwrap();
-        assert!(report.starts_with(&format!("scheme (--scheme auto, batch of {batch}")) && report.contains("estimated TFHE") && report.contains("CKKS"), "{report}");
-        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-        assert_eq!(json["scheme"], if kept == "ckks.json" { "ckks" } else { "tfhe" }, "report.json belongs to the kept scheme");
+        assert!(
+            report.starts_with(&format!("scheme (--scheme auto, batch of {batch}"))
+                && report.contains("estimated TFHE")
+                && report.contains("CKKS"),
+            "{report}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+        assert_eq!(
+            json["scheme"],
+            if kept == "ckks.json" { "ckks" } else { "tfhe" },
+            "report.json belongs to the kept scheme"
+        );
     }
 }

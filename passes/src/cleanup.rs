@@ -160,9 +160,10 @@ output "y" = %1
 
     #[test]
     fn nothing_to_do_reports_no_change() {
-        let mut m: Module = "module \"m\"\n%0 = input \"x\" : enc<f32>[2]\n%1 = relu %0 : enc<f32>[2]\noutput \"y\" = %1\n"
-            .parse()
-            .unwrap();
+        let mut m: Module =
+            "module \"m\"\n%0 = input \"x\" : enc<f32>[2]\n%1 = relu %0 : enc<f32>[2]\noutput \"y\" = %1\n"
+                .parse()
+                .unwrap();
         assert_eq!(Cleanup.run(&mut m, &mut PassCtx::default()).unwrap(), Changed::No);
     }
 }

@@ -38,7 +38,10 @@ fn run(m: &Module, only: Option<Vec<&'static str>>) -> (Module, Report) {
         let got = fhec_interp::run(&out, std::slice::from_ref(&x)).unwrap();
         for (w, g) in want.iter().zip(&got) {
             let (w, g) = (w.to_f32_vec(), g.to_f32_vec());
-            assert!(w.iter().zip(&g).all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())), "{w:?} vs {g:?}\n{out}");
+            assert!(
+                w.iter().zip(&g).all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())),
+                "{w:?} vs {g:?}\n{out}"
+            );
         }
     }
     (out, report)
@@ -99,7 +102,10 @@ fn fuse_maps_of_one_value_lowers_silu_squares_and_quotients() {
     assert!(out.to_string().contains("fused{fn=\"(mul x x)\"}"), "{out}");
 
     // A quotient of two encrypted values has no lowering of its own: only the fused table.
-    let q = with_linear("%0 = input \"x\" : enc<f32>[1,4]\n%1 = sigmoid %0 : enc<f32>[1,4]\n%2 = div %0, %1 : enc<f32>[1,4]\n", "%2");
+    let q = with_linear(
+        "%0 = input \"x\" : enc<f32>[1,4]\n%1 = sigmoid %0 : enc<f32>[1,4]\n%2 = div %0, %1 : enc<f32>[1,4]\n",
+        "%2",
+    );
     let (out, r) = run(&q, None);
     assert_eq!((r.before.unsupported, r.after.unsupported, r.after.pbs), (1, 0, 4.0));
     assert!(out.to_string().contains("fused{fn=\"(div x (sigmoid x))\"}"), "{out}");
@@ -157,7 +163,10 @@ fn nothing_to_gain_returns_the_input_and_level_zero_does_nothing() {
     let (out, r) = run(&m, None);
     assert!(r.kept_input);
     assert_eq!(out.to_string(), m.to_string());
-    let chain = with_linear("%0 = input \"x\" : enc<f32>[1,4]\n%1 = relu %0 : enc<f32>[1,4]\n%2 = tanh %1 : enc<f32>[1,4]\n", "%2");
+    let chain = with_linear(
+        "%0 = input \"x\" : enc<f32>[1,4]\n%1 = relu %0 : enc<f32>[1,4]\n%2 = tanh %1 : enc<f32>[1,4]\n",
+        "%2",
+    );
     let (out, r) = optimize(&chain, &Config { level: 0, ..Config::default() }, &CostModel::default()).unwrap();
     assert!(r.kept_input && r.iterations == 0);
     assert_eq!(out.to_string(), chain.to_string());
@@ -181,7 +190,10 @@ fn limits_stop_saturation_and_the_result_stays_valid() {
 
 #[test]
 fn fused_modules_print_and_parse_back() {
-    let m = with_linear("%0 = input \"x\" : enc<f32>[1,4]\n%1 = sigmoid %0 : enc<f32>[1,4]\n%2 = mul %0, %1 : enc<f32>[1,4]\n", "%2");
+    let m = with_linear(
+        "%0 = input \"x\" : enc<f32>[1,4]\n%1 = sigmoid %0 : enc<f32>[1,4]\n%2 = mul %0, %1 : enc<f32>[1,4]\n",
+        "%2",
+    );
     let (out, _) = run(&m, None);
     let text = out.to_string();
     let back: Module = text.parse().unwrap();

@@ -42,34 +42,49 @@ fn main() {
         let fft = Fft::new(p.polynomial_size);
         let fft = fft.as_view();
         let delta = 1u64 << 59;
-        let mut inputs = LweCiphertextList::new(0u64, p.lwe_dimension.to_lwe_size(), LweCiphertextCount(COUNT), modulus);
+        let mut inputs =
+            LweCiphertextList::new(0u64, p.lwe_dimension.to_lwe_size(), LweCiphertextCount(COUNT), modulus);
         for (i, mut ct) in inputs.iter_mut().enumerate() {
-            encrypt_lwe_ciphertext(&small, &mut ct, Plaintext((i as u64 % 8) * delta), p.lwe_noise_distribution, &mut encryption);
+            encrypt_lwe_ciphertext(
+                &small,
+                &mut ct,
+                Plaintext((i as u64 % 8) * delta),
+                p.lwe_noise_distribution,
+                &mut encryption,
+            );
         }
         let acc = generate_programmable_bootstrap_glwe_lut(p.polynomial_size, glwe_size, 16, modulus, delta, |x| x);
 
         let mut buffers = ComputationBuffers::new();
         let mut one_by_one = || {
             buffers.resize(
-                programmable_bootstrap_lwe_ciphertext_mem_optimized_requirement::<u64>(glwe_size, p.polynomial_size, fft)
-                    .unaligned_bytes_required(),
+                programmable_bootstrap_lwe_ciphertext_mem_optimized_requirement::<u64>(
+                    glwe_size,
+                    p.polynomial_size,
+                    fft,
+                )
+                .unaligned_bytes_required(),
             );
             let mut out = LweCiphertext::new(0u64, out_size, modulus);
             let t = Instant::now();
             for ct in inputs.iter() {
-                programmable_bootstrap_lwe_ciphertext_mem_optimized(&ct, &mut out, &acc, &fourier, fft, buffers.stack());
+                programmable_bootstrap_lwe_ciphertext_mem_optimized(
+                    &ct,
+                    &mut out,
+                    &acc,
+                    &fourier,
+                    fft,
+                    buffers.stack(),
+                );
             }
             t.elapsed().as_secs_f64() * 1e3 / COUNT as f64
         };
         let single = median((0..5).map(|_| one_by_one()).collect());
-        let mut line = format!("{:52} {:?} one by one {single:6.2} ms", set.name(), p.modulus_switch_noise_reduction_params);
+        let mut line =
+            format!("{:52} {:?} one by one {single:6.2} ms", set.name(), p.modulus_switch_noise_reduction_params);
         for batch in [2usize, 4, 8, 16] {
-            let accs = GlweCiphertextList::from_container(
-                acc.as_ref().repeat(batch),
-                glwe_size,
-                p.polynomial_size,
-                modulus,
-            );
+            let accs =
+                GlweCiphertextList::from_container(acc.as_ref().repeat(batch), glwe_size, p.polynomial_size, modulus);
             let mut buffers = ComputationBuffers::new();
             buffers.resize(
                 batch_programmable_bootstrap_lwe_ciphertext_mem_optimized_requirement::<u64>(
@@ -84,7 +99,14 @@ fn main() {
             let mut time = || {
                 let t = Instant::now();
                 for chunk in inputs.chunks(batch) {
-                    batch_programmable_bootstrap_lwe_ciphertext_mem_optimized(&chunk, &mut out, &accs, &fourier, fft, buffers.stack());
+                    batch_programmable_bootstrap_lwe_ciphertext_mem_optimized(
+                        &chunk,
+                        &mut out,
+                        &accs,
+                        &fourier,
+                        fft,
+                        buffers.stack(),
+                    );
                 }
                 t.elapsed().as_secs_f64() * 1e3 / COUNT as f64
             };

@@ -130,7 +130,8 @@ pub fn load<T: DeserializeOwned>(path: &Path, kind: Kind) -> Result<(T, Vec<u8>)
 /// The envelope of `value` as bytes, and its payload (for fingerprints).
 pub fn to_bytes<T: Serialize>(kind: Kind, value: &T) -> Result<(Vec<u8>, Vec<u8>), String> {
     let payload = bincode::serialize(value).map_err(|e| e.to_string())?;
-    let env = Envelope { magic: MAGIC, kind, version: FORMAT_VERSION, checksum: Sha256::digest(&payload).into(), payload };
+    let env =
+        Envelope { magic: MAGIC, kind, version: FORMAT_VERSION, checksum: Sha256::digest(&payload).into(), payload };
     let bytes = bincode::serialize(&env).map_err(|e| e.to_string())?;
     Ok((bytes, env.payload))
 }
@@ -161,7 +162,10 @@ pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8], kind: Kind) -> Result<(T, V
         return Err(format!("is a {:?} file, expected a {kind:?} file", env.kind));
     }
     if env.version != FORMAT_VERSION {
-        return Err(format!("was written in fhec file format {}, this fhec reads format {FORMAT_VERSION}: rebuild or regenerate it", env.version));
+        return Err(format!(
+            "was written in fhec file format {}, this fhec reads format {FORMAT_VERSION}: rebuild or regenerate it",
+            env.version
+        ));
     }
     if <[u8; 32]>::from(Sha256::digest(&env.payload)) != env.checksum {
         return Err("is corrupted (checksum mismatch)".into());

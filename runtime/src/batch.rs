@@ -16,12 +16,15 @@ use tfhe::core_crypto::commons::computation_buffers::ComputationBuffers;
 use tfhe::core_crypto::fft_impl::fft64::math::fft::Fft;
 use tfhe::core_crypto::prelude::{
     CiphertextCount, ContiguousEntityContainerMut, FourierLweBootstrapKeyOwned, GlweCiphertextList, LweCiphertextCount,
-    LweCiphertextList, LweCiphertextOwned, LweKeyswitchKeyOwned, batch_programmable_bootstrap_lwe_ciphertext_mem_optimized,
+    LweCiphertextList, LweCiphertextOwned, LweKeyswitchKeyOwned,
+    batch_programmable_bootstrap_lwe_ciphertext_mem_optimized,
     batch_programmable_bootstrap_lwe_ciphertext_mem_optimized_requirement, keyswitch_lwe_ciphertext,
 };
 use tfhe::shortint::PBSOrder;
 use tfhe::shortint::atomic_pattern::AtomicPatternServerKey;
-use tfhe::shortint::server_key::{LookupTableOwned, ModulusSwitchConfiguration, ModulusSwitchNoiseReductionKey, ServerKey, ShortintBootstrappingKey};
+use tfhe::shortint::server_key::{
+    LookupTableOwned, ModulusSwitchConfiguration, ModulusSwitchNoiseReductionKey, ServerKey, ShortintBootstrappingKey,
+};
 
 /// The most bootstraps one batch takes: the gain flattens out past 8 (`examples/batch_pbs.rs`), and
 /// larger batches leave a thread with more of a level's tail.
@@ -47,7 +50,8 @@ impl<'k> Batcher<'k> {
         if ap.pbs_order != PBSOrder::KeyswitchBootstrap {
             return None;
         }
-        let ShortintBootstrappingKey::Classic { bsk, modulus_switch_noise_reduction_key } = &ap.bootstrapping_key else {
+        let ShortintBootstrappingKey::Classic { bsk, modulus_switch_noise_reduction_key } = &ap.bootstrapping_key
+        else {
             return None;
         };
         let drift = match modulus_switch_noise_reduction_key {
@@ -59,7 +63,11 @@ impl<'k> Batcher<'k> {
     }
 
     /// Bootstraps `inputs[i]` through `tables[i]`; the outputs in order.
-    pub fn bootstrap(&self, inputs: &[LweCiphertextOwned<u64>], tables: &[&LookupTableOwned]) -> Vec<LweCiphertextOwned<u64>> {
+    pub fn bootstrap(
+        &self,
+        inputs: &[LweCiphertextOwned<u64>],
+        tables: &[&LookupTableOwned],
+    ) -> Vec<LweCiphertextOwned<u64>> {
         assert_eq!(inputs.len(), tables.len(), "one table per input");
         let count = inputs.len();
         if count == 0 {
@@ -90,18 +98,38 @@ impl<'k> Batcher<'k> {
             polynomial_size,
             modulus,
         );
-        let mut out = LweCiphertextList::new(0u64, self.bsk.output_lwe_dimension().to_lwe_size(), LweCiphertextCount(count), modulus);
+        let mut out = LweCiphertextList::new(
+            0u64,
+            self.bsk.output_lwe_dimension().to_lwe_size(),
+            LweCiphertextCount(count),
+            modulus,
+        );
         let fft = Fft::new(polynomial_size);
         let fft = fft.as_view();
         BUFFERS.with_borrow_mut(|buffers| {
             buffers.resize(
-                batch_programmable_bootstrap_lwe_ciphertext_mem_optimized_requirement::<u64>(glwe_size, polynomial_size, CiphertextCount(count), fft)
-                    .unaligned_bytes_required(),
+                batch_programmable_bootstrap_lwe_ciphertext_mem_optimized_requirement::<u64>(
+                    glwe_size,
+                    polynomial_size,
+                    CiphertextCount(count),
+                    fft,
+                )
+                .unaligned_bytes_required(),
             );
-            batch_programmable_bootstrap_lwe_ciphertext_mem_optimized(&switched, &mut out, &accumulators, self.bsk, fft, buffers.stack());
+            batch_programmable_bootstrap_lwe_ciphertext_mem_optimized(
+                &switched,
+                &mut out,
+                &accumulators,
+                self.bsk,
+                fft,
+                buffers.stack(),
+            );
         });
         let size = out.lwe_size();
-        out.into_container().chunks_exact(size.0).map(|c| LweCiphertextOwned::from_container(c.to_vec(), modulus)).collect()
+        out.into_container()
+            .chunks_exact(size.0)
+            .map(|c| LweCiphertextOwned::from_container(c.to_vec(), modulus))
+            .collect()
     }
 }
 
@@ -138,7 +166,13 @@ mod tests {
             let inputs: Vec<LweCiphertextOwned<u64>> = (0..5u64)
                 .map(|i| {
                     let mut ct = LweCiphertext::new(0u64, key.lwe_dimension().to_lwe_size(), modulus);
-                    encrypt_lwe_ciphertext(&key, &mut ct, Plaintext(i * 37 * step), set.tfhe().lwe_noise_distribution, &mut engine);
+                    encrypt_lwe_ciphertext(
+                        &key,
+                        &mut ct,
+                        Plaintext(i * 37 * step),
+                        set.tfhe().lwe_noise_distribution,
+                        &mut engine,
+                    );
                     ct
                 })
                 .collect();

@@ -81,7 +81,11 @@ impl Circuit {
         let positions = self.params.positions();
         for (i, t) in self.tables.iter().enumerate() {
             if t.values.len() != positions {
-                return bad(format!("table {i} has {} values, expected {positions} for {}", t.values.len(), self.params));
+                return bad(format!(
+                    "table {i} has {} values, expected {positions} for {}",
+                    t.values.len(),
+                    self.params
+                ));
             }
         }
         for (k, p) in self.pbs.iter().enumerate() {

@@ -10,19 +10,20 @@
 //! circuit under a key of another set is an error.
 
 use crate::RuntimeError;
+use crate::batch::Batcher;
+pub use crate::batch::MAX_BATCH;
 use crate::circuit::{Affine, Circuit};
 use crate::params::ParamSet;
 use rayon::prelude::*;
-pub use crate::batch::MAX_BATCH;
-use crate::batch::Batcher;
-use std::sync::{Mutex, OnceLock};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
 use tfhe::core_crypto::prelude::{
-    CiphertextModulus, ContiguousEntityContainer, GlweSecretKey, LweCiphertextCount, LweCiphertextOwned, LweSize, MonomialDegree, PlaintextList,
-    SeededGlweCiphertextOwned, SeededLweCiphertextListOwned, decrypt_lwe_ciphertext, encrypt_seeded_glwe_ciphertext,
-    extract_lwe_sample_from_glwe_ciphertext, new_seeder, par_encrypt_seeded_lwe_ciphertext_list,
+    CiphertextModulus, ContiguousEntityContainer, GlweSecretKey, LweCiphertextCount, LweCiphertextOwned, LweSize,
+    MonomialDegree, PlaintextList, SeededGlweCiphertextOwned, SeededLweCiphertextListOwned, decrypt_lwe_ciphertext,
+    encrypt_seeded_glwe_ciphertext, extract_lwe_sample_from_glwe_ciphertext, new_seeder,
+    par_encrypt_seeded_lwe_ciphertext_list,
 };
 use tfhe::shortint::ciphertext::{Degree, NoiseLevel};
 use tfhe::shortint::server_key::LookupTableOwned;
@@ -73,9 +74,9 @@ impl InputCiphertexts {
     fn lwe_size(&self) -> Option<usize> {
         match self {
             InputCiphertexts::List(l) => Some(l.lwe_size().0),
-            InputCiphertexts::Packed { glwe, .. } => {
-                glwe.first().map(|g| g.glwe_size().to_glwe_dimension().to_equivalent_lwe_dimension(g.polynomial_size()).to_lwe_size().0)
-            }
+            InputCiphertexts::Packed { glwe, .. } => glwe.first().map(|g| {
+                g.glwe_size().to_glwe_dimension().to_equivalent_lwe_dimension(g.polynomial_size()).to_lwe_size().0
+            }),
         }
     }
 
@@ -95,12 +96,18 @@ impl InputCiphertexts {
                 }
                 let capacity: usize = glwe.iter().map(|g| g.polynomial_size().0).sum();
                 if capacity < *count {
-                    return Err(RuntimeError::Invalid(format!("{count} values announced, the ciphertexts hold {capacity}")));
+                    return Err(RuntimeError::Invalid(format!(
+                        "{count} values announced, the ciphertexts hold {capacity}"
+                    )));
                 }
                 let glwe: Vec<_> = glwe.par_iter().map(|g| g.clone().decompress_into_glwe_ciphertext()).collect();
                 let mut out = Vec::with_capacity(*count);
                 for g in &glwe {
-                    let size = g.glwe_size().to_glwe_dimension().to_equivalent_lwe_dimension(g.polynomial_size()).to_lwe_size();
+                    let size = g
+                        .glwe_size()
+                        .to_glwe_dimension()
+                        .to_equivalent_lwe_dimension(g.polynomial_size())
+                        .to_lwe_size();
                     for i in 0..g.polynomial_size().0.min(count - out.len()) {
                         let mut lwe = LweCiphertextOwned::new(0u64, size, g.ciphertext_modulus());
                         extract_lwe_sample_from_glwe_ciphertext(g, &mut lwe, MonomialDegree(i));
@@ -183,8 +190,20 @@ impl SecretKey {
                     for (p, &v) in plain.iter_mut().zip(chunk) {
                         *p = v as u64;
                     }
-                    let mut ct = SeededGlweCiphertextOwned::new(0u64, glwe_key.glwe_dimension().to_glwe_size(), glwe_key.polynomial_size(), seeder.seed().into(), modulus);
-                    encrypt_seeded_glwe_ciphertext(&glwe_key, &mut ct, &PlaintextList::from_container(plain), noise, seeder.as_mut());
+                    let mut ct = SeededGlweCiphertextOwned::new(
+                        0u64,
+                        glwe_key.glwe_dimension().to_glwe_size(),
+                        glwe_key.polynomial_size(),
+                        seeder.seed().into(),
+                        modulus,
+                    );
+                    encrypt_seeded_glwe_ciphertext(
+                        &glwe_key,
+                        &mut ct,
+                        &PlaintextList::from_container(plain),
+                        noise,
+                        seeder.as_mut(),
+                    );
                     ct
                 })
                 .collect();
@@ -216,7 +235,11 @@ impl EvalKey {
         let coefs = body.as_mut();
         let positions = self.0.positions();
         if coefs.len() != positions || values.len() != positions {
-            return Err(RuntimeError::Invalid(format!("the key's polynomial size is {}, the table has {}", coefs.len(), values.len())));
+            return Err(RuntimeError::Invalid(format!(
+                "the key's polynomial size is {}, the table has {}",
+                coefs.len(),
+                values.len()
+            )));
         }
         // Position p in [0, N/2) reads coefficient p; p in [-N/2, 0) reads coefficient p + N negated.
         let half = positions / 2;
@@ -244,7 +267,12 @@ impl EvalKey {
 }
 
 /// `bias + sum(weight * wire)` over ciphertexts, `wire` giving each operand.
-fn affine<'w>(a: &Affine, wire: impl Fn(usize) -> &'w LweCiphertextOwned<u64>, size: LweSize, modulus: CiphertextModulus<u64>) -> LweCiphertextOwned<u64> {
+fn affine<'w>(
+    a: &Affine,
+    wire: impl Fn(usize) -> &'w LweCiphertextOwned<u64>,
+    size: LweSize,
+    modulus: CiphertextModulus<u64>,
+) -> LweCiphertextOwned<u64> {
     let mut acc = LweCiphertextOwned::new(0u64, size, modulus);
     for &(w, c) in &a.terms {
         slice_wrapping_add_scalar_mul_assign(acc.as_mut(), wire(w as usize).as_ref(), c as u64);
@@ -315,10 +343,15 @@ impl<'a> Dataflow<'a> {
                 acc
             })
             .collect();
-        let tables: Vec<&LookupTableOwned> = batch.iter().map(|&(_, k)| &self.tables[self.circuit.pbs[k].table as usize]).collect();
+        let tables: Vec<&LookupTableOwned> =
+            batch.iter().map(|&(_, k)| &self.tables[self.circuit.pbs[k].table as usize]).collect();
         let outputs = match &self.batcher {
             Some(b) if batch.len() > 1 => b.bootstrap(&inputs, &tables),
-            _ => inputs.into_iter().zip(&tables).map(|(acc, t)| self.key.1.apply_lookup_table(&self.key.wrap(acc), t).ct).collect(),
+            _ => inputs
+                .into_iter()
+                .zip(&tables)
+                .map(|(acc, t)| self.key.1.apply_lookup_table(&self.key.wrap(acc), t).ct)
+                .collect(),
         };
         let n_pbs = self.circuit.pbs.len();
         for (&(s, k), out) in batch.iter().zip(outputs) {
@@ -335,7 +368,12 @@ impl<'a> Dataflow<'a> {
 
 /// Evaluates the circuit on `samples` samples (their inputs one after another). Reads only the
 /// evaluation key.
-pub fn run_batch(circuit: &Circuit, key: &EvalKey, inputs: &InputCiphertexts, samples: usize) -> Result<OutputCiphertexts, RuntimeError> {
+pub fn run_batch(
+    circuit: &Circuit,
+    key: &EvalKey,
+    inputs: &InputCiphertexts,
+    samples: usize,
+) -> Result<OutputCiphertexts, RuntimeError> {
     circuit.validate()?;
     check_params(circuit, key.0)?;
     if inputs.len() != circuit.n_inputs * samples {
@@ -357,7 +395,8 @@ pub fn run_batch(circuit: &Circuit, key: &EvalKey, inputs: &InputCiphertexts, sa
     let mut readers = vec![Vec::new(); n_pbs];
     let mut waits = vec![0usize; n_pbs];
     for (k, p) in circuit.pbs.iter().enumerate() {
-        let mut operands: Vec<usize> = p.input.terms.iter().map(|&(w, _)| w as usize).filter(|&w| w >= n_in).map(|w| w - n_in).collect();
+        let mut operands: Vec<usize> =
+            p.input.terms.iter().map(|&(w, _)| w as usize).filter(|&w| w >= n_in).map(|w| w - n_in).collect();
         operands.sort_unstable();
         operands.dedup();
         waits[k] = operands.len();
@@ -393,6 +432,9 @@ pub fn run_batch(circuit: &Circuit, key: &EvalKey, inputs: &InputCiphertexts, sa
             }
         }
     });
-    let out = (0..samples).flat_map(|s| circuit.outputs.iter().map(move |o| (s, o))).map(|(s, o)| affine(o, |w| flow.wire(s, w), flow.size, flow.modulus)).collect();
+    let out = (0..samples)
+        .flat_map(|s| circuit.outputs.iter().map(move |o| (s, o)))
+        .map(|(s, o)| affine(o, |w| flow.wire(s, w), flow.size, flow.modulus))
+        .collect();
     Ok(OutputCiphertexts(out))
 }

@@ -18,7 +18,8 @@ use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::{
 };
 use tfhe::core_crypto::commons::noise_formulas::modulus_switch::modulus_switch_additive_variance;
 use tfhe::core_crypto::prelude::{
-    DecompositionBaseLog, DecompositionLevelCount, DynamicDistribution, GlweDimension, LweDimension, PolynomialSize, Variance,
+    DecompositionBaseLog, DecompositionLevelCount, DynamicDistribution, GlweDimension, LweDimension, PolynomialSize,
+    Variance,
 };
 use tfhe::shortint::ClassicPBSParameters;
 use tfhe::shortint::parameters::{ModulusSwitchType, v1_2, v1_8};
@@ -60,7 +61,8 @@ impl NoiseModel {
 const TORUS: f64 = 18_446_744_073_709_551_616.0;
 
 impl ParamSet {
-    pub const ALL: [ParamSet; 5] = [ParamSet::P512A, ParamSet::P512B, ParamSet::P1024, ParamSet::P2048A, ParamSet::P2048B];
+    pub const ALL: [ParamSet; 5] =
+        [ParamSet::P512A, ParamSet::P512B, ParamSet::P1024, ParamSet::P2048A, ParamSet::P2048B];
 
     /// tfhe-rs's name for the set.
     pub fn name(self) -> &'static str {
@@ -157,7 +159,15 @@ impl ParamSet {
         let gaussian = matches!(p.lwe_noise_distribution, DynamicDistribution::Gaussian(_));
         // tfhe-rs has one formula per noise distribution, with the same arguments.
         type Ks = fn(LweDimension, LweDimension, DecompositionBaseLog, DecompositionLevelCount, f64, f64) -> Variance;
-        type Pbs = fn(LweDimension, GlweDimension, PolynomialSize, DecompositionBaseLog, DecompositionLevelCount, f64, f64) -> Variance;
+        type Pbs = fn(
+            LweDimension,
+            GlweDimension,
+            PolynomialSize,
+            DecompositionBaseLog,
+            DecompositionLevelCount,
+            f64,
+            f64,
+        ) -> Variance;
         let (ks_formula, pbs_formula): (Ks, Pbs) = if gaussian {
             (keyswitch_additive_variance_132_bits_security_gaussian, pbs_variance_132_bits_security_gaussian_fft_mul)
         } else {
@@ -169,13 +179,18 @@ impl ParamSet {
         } else {
             centered_binary_shifted_modulus_switch_additive_variance(p.lwe_dimension, TORUS, two_n)
         };
-        let pbs = pbs_formula(p.lwe_dimension, p.glwe_dimension, p.polynomial_size, p.pbs_base_log, p.pbs_level, 53.0, TORUS);
+        let pbs =
+            pbs_formula(p.lwe_dimension, p.glwe_dimension, p.polynomial_size, p.pbs_base_log, p.pbs_level, 53.0, TORUS);
         let fresh = match p.glwe_noise_distribution {
             DynamicDistribution::Gaussian(_) => p.glwe_noise_distribution.gaussian_variance().0,
             DynamicDistribution::TUniform(t) => t.variance(TORUS).0,
         };
         let positions2 = two_n * two_n;
-        NoiseModel { switch_var: (ks.0 + ms.0) * positions2, pbs_var: pbs.0 * positions2, fresh_var: fresh * positions2 }
+        NoiseModel {
+            switch_var: (ks.0 + ms.0) * positions2,
+            pbs_var: pbs.0 * positions2,
+            fresh_var: fresh * positions2,
+        }
     }
 }
 

@@ -60,7 +60,11 @@ impl<'a> NoiseSampler<'a> {
         };
         let unit = (1u64 << params.position_shift()) as f64;
         // Without a generator nothing is drawn: skip the noise formulas.
-        let model = if rng.is_some() { params.noise() } else { crate::NoiseModel { switch_var: 0.0, pbs_var: 0.0, fresh_var: 0.0 } };
+        let model = if rng.is_some() {
+            params.noise()
+        } else {
+            crate::NoiseModel { switch_var: 0.0, pbs_var: 0.0, fresh_var: 0.0 }
+        };
         NoiseSampler {
             rng,
             switch: Normal::new(0.0, factor * model.switch_var.sqrt() * unit).expect("finite std"),

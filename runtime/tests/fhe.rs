@@ -40,14 +40,18 @@ fn bootstraps_read_the_simulated_position_within_the_noise_model() {
         let want = simulate(&c, &phases, Noise::None).unwrap();
         let cts: InputCiphertexts = sk.encrypt(&phases);
         let got = sk.decrypt(&fhe::run_batch(&c, &ek, &cts, 1).unwrap());
-        let diffs: Vec<f64> = got.iter().zip(&want).map(|(&g, &w)| g.wrapping_sub(w) as f64 / (1u64 << (shift - 1)) as f64).collect();
+        let diffs: Vec<f64> =
+            got.iter().zip(&want).map(|(&g, &w)| g.wrapping_sub(w) as f64 / (1u64 << (shift - 1)) as f64).collect();
         let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
         let std = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / diffs.len() as f64).sqrt();
         // Predicted: the switch noise at the input plus one bootstrap output's noise on the read-out
         // (where one position read is half a position of output).
         let noise = params.noise();
         let predicted = (noise.switch_var + 4.0 * noise.pbs_var).sqrt();
-        eprintln!("{params}: position error over {} bootstraps: mean {mean:.2}, std {std:.2} (predicted {predicted:.2})", diffs.len());
+        eprintln!(
+            "{params}: position error over {} bootstraps: mean {mean:.2}, std {std:.2} (predicted {predicted:.2})",
+            diffs.len()
+        );
         assert!(diffs.iter().all(|d| d.abs() <= 7.0 * predicted), "{params}: {diffs:?}");
         // Every key reads with its own small offset (the fixed errors of its keyswitch and bootstrap keys):
         // over 10 keys x 600 reads, rms 0.06-0.10 and max 0.16-0.22 of the predicted std on the validated
@@ -85,26 +89,33 @@ fn weighted_sums_of_bootstrap_outputs_follow_the_noise_model() {
         let (n, group, weight) = (128usize, 4usize, 3i64);
         // Level 1: identity in half positions (output = p half positions for position p).
         let identity = Table { values: (0..positions as i64).map(|q| (q - half) << (shift - 1)).collect() };
-        let mut pbs: Vec<Pbs> =
-            (0..n).map(|i| Pbs { input: Affine { terms: vec![(i as u32, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 }).collect();
+        let mut pbs: Vec<Pbs> = (0..n)
+            .map(|i| Pbs { input: Affine { terms: vec![(i as u32, 1)], bias: 0 }, table: 0, noise_std: 0.0, layer: 0 })
+            .collect();
         for g in 0..n / group {
             let terms = (0..group).map(|j| ((n + g * group + j) as u32, weight)).collect();
             pbs.push(Pbs { input: Affine { terms, bias: 0 }, table: 0, noise_std: 0.0, layer: 1 });
         }
         let outputs = (0..n / group).map(|g| Affine { terms: vec![((2 * n + g) as u32, 1)], bias: 0 }).collect();
-        let c = Circuit { params, n_inputs: n, pbs, tables: vec![identity], outputs, layers: vec!["a".into(), "b".into()] };
+        let c =
+            Circuit { params, n_inputs: n, pbs, tables: vec![identity], outputs, layers: vec!["a".into(), "b".into()] };
         let phases: Vec<i64> = (0..n as i64).map(|i| (((i * 7) % 21 - 10) << shift) + (1 << (shift - 1))).collect();
         let want = simulate(&c, &phases, Noise::None).unwrap();
         let got = sk.decrypt(&fhe::run_batch(&c, &ek, &sk.encrypt(&phases), 1).unwrap());
-        let diffs: Vec<f64> = got.iter().zip(&want).map(|(&g, &w)| g.wrapping_sub(w) as f64 / (1u64 << (shift - 1)) as f64).collect();
+        let diffs: Vec<f64> =
+            got.iter().zip(&want).map(|(&g, &w)| g.wrapping_sub(w) as f64 / (1u64 << (shift - 1)) as f64).collect();
         let rms = (diffs.iter().map(|d| d * d).sum::<f64>() / diffs.len() as f64).sqrt();
         let noise = params.noise();
         let norm2 = (group as i64 * weight * weight) as f64;
         // Level-2 input noise in positions (each level-1 output carries half a position per position).
-        let predicted = (noise.switch_var + noise.pbs_var * norm2 + 0.25 * noise.switch_var * norm2 + 4.0 * noise.pbs_var).sqrt();
+        let predicted =
+            (noise.switch_var + noise.pbs_var * norm2 + 0.25 * noise.switch_var * norm2 + 4.0 * noise.pbs_var).sqrt();
         eprintln!("{params}: level-2 error rms {rms:.2} (predicted {predicted:.2}) over {} sums", diffs.len());
         // 32 sums: the rms of 32 Gaussian draws lies in [0.55, 1.6] std with probability 1 - 2e-4.
-        assert!((0.55 * predicted..1.6 * predicted).contains(&rms), "{params}: rms {rms}, predicted {predicted}; {diffs:?}");
+        assert!(
+            (0.55 * predicted..1.6 * predicted).contains(&rms),
+            "{params}: rms {rms}, predicted {predicted}; {diffs:?}"
+        );
     }
 }
 

@@ -68,8 +68,10 @@ pub fn read_stacked(p: &Path) -> Result<Stacked> {
 /// Integer outputs compare exactly (returns 0 or infinity). Shapes must match up to size-1 axes.
 pub fn relative_error(got: &Stacked, want: &Stacked) -> Result<f32> {
     let (g, w) = (as_f32(got), as_f32(want));
-    let (gs, ws): (Vec<usize>, Vec<usize>) =
-        (g.shape().iter().copied().filter(|&d| d != 1).collect(), w.shape().iter().copied().filter(|&d| d != 1).collect());
+    let (gs, ws): (Vec<usize>, Vec<usize>) = (
+        g.shape().iter().copied().filter(|&d| d != 1).collect(),
+        w.shape().iter().copied().filter(|&d| d != 1).collect(),
+    );
     if gs != ws {
         bail!("shape {:?} differs from expected {:?}", g.shape(), w.shape());
     }
@@ -167,7 +169,9 @@ pub fn accuracy(outs: &[Vec<fhec_ir::Tensor>], labels: &fhec::metrics::Labels) -
     let first: Vec<f32> = outs.iter().flat_map(|o| o[0].to_f32_vec()).collect();
     let n = outs.len();
     let stacked = if matches!(outs[0][0].dtype(), fhec_ir::DType::I64) {
-        Stacked::I64(ArrayD::from_shape_vec(vec![n, first.len() / n], first.iter().map(|&v| v as i64).collect()).unwrap())
+        Stacked::I64(
+            ArrayD::from_shape_vec(vec![n, first.len() / n], first.iter().map(|&v| v as i64).collect()).unwrap(),
+        )
     } else {
         Stacked::F32(ArrayD::from_shape_vec(vec![n, first.len() / n], first).unwrap())
     };

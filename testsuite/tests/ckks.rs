@@ -12,7 +12,11 @@ fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
     let mut failures = Vec::new();
     for t in trained() {
         let name = &t.name;
-        let choice = match choose_ckks(&t.module, &Calibration::from_samples(t.samples.clone()).unwrap(), &CkksSearch::default()) {
+        let choice = match choose_ckks(
+            &t.module,
+            &Calibration::from_samples(t.samples.clone()).unwrap(),
+            &CkksSearch::default(),
+        ) {
             Ok(c) => c,
             Err(e) => {
                 failures.push(format!("{name}: {e}"));
@@ -20,7 +24,8 @@ fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
             }
         };
         let mut reads = fhec_lower::ckks_plan::Reads::default();
-        let sim: Vec<Vec<Tensor>> = t.samples.iter().map(|x| choice.compiled.simulate(x, &mut reads).unwrap()).collect();
+        let sim: Vec<Vec<Tensor>> =
+            t.samples.iter().map(|x| choice.compiled.simulate(x, &mut reads).unwrap()).collect();
         let (af, asim) = (accuracy(&t.float, &t.labels), accuracy(&sim, &t.labels));
         let cost = choice.compiled.plan.cost();
         report.push(format!(
@@ -36,11 +41,15 @@ fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
             reads.total
         ));
         match t.labels {
-            fhec::metrics::Labels::Classes(_) if af - asim > t.budget() + 1e-9 => failures.push(format!("{name}: simulated CKKS accuracy {asim:.4} vs float {af:.4}")),
+            fhec::metrics::Labels::Classes(_) if af - asim > t.budget() + 1e-9 => {
+                failures.push(format!("{name}: simulated CKKS accuracy {asim:.4} vs float {af:.4}"))
+            }
             // A regressor's budget is the error relative to the float outputs' spread
             // (`--error-budget`), not points of R²: 5% of the spread may cost a weak model
             // (R² 0.38) more than a point.
-            fhec::metrics::Labels::Targets(_) if !choice.within_budget => failures.push(format!("{name}: {:.2}% fidelity, {:.2}% needed", choice.fidelity, choice.required)),
+            fhec::metrics::Labels::Targets(_) if !choice.within_budget => {
+                failures.push(format!("{name}: {:.2}% fidelity, {:.2}% needed", choice.fidelity, choice.required))
+            }
             _ => {}
         }
     }
@@ -63,7 +72,10 @@ fn a_degree_per_layer_is_cheaper_than_one_for_the_model() {
             (plan.estimated_batch_ms(plan.ring().unwrap(), 1), c.degrees())
         };
         let (per_layer, uniform) = (cost(true), cost(false));
-        eprintln!("{name:20} per layer {:?} {:.0} ms, one degree {:?} {:.0} ms", per_layer.1, per_layer.0, uniform.1, uniform.0);
+        eprintln!(
+            "{name:20} per layer {:?} {:.0} ms, one degree {:?} {:.0} ms",
+            per_layer.1, per_layer.0, uniform.1, uniform.0
+        );
         assert!(per_layer.0 <= uniform.0, "{name}: {per_layer:?} vs {uniform:?}");
         if per_layer.0 < uniform.0 * 0.95 {
             cheaper.push(name);
@@ -90,17 +102,31 @@ fn least_squares_polynomials_lower_the_cost_of_the_cnn() {
         let cal = Calibration::from_samples(t.samples.clone()).unwrap();
         for &packing in packings {
             let cost = |fits: Vec<Fit>| {
-                let search = CkksSearch { packing, fits, budget_points: budget.unwrap_or(CkksSearch::default().budget_points), ..CkksSearch::default() };
+                let search = CkksSearch {
+                    packing,
+                    fits,
+                    budget_points: budget.unwrap_or(CkksSearch::default().budget_points),
+                    ..CkksSearch::default()
+                };
                 let c = choose_ckks(&t.module, &cal, &search).unwrap();
                 assert!(c.within_budget, "{name} {packing:?}: {:.2}%", c.fidelity);
                 let plan = &c.compiled.plan;
                 (plan.estimated_ms(plan.ring().unwrap(), packing, 1, 1), c)
             };
-            let ((cheb_ms, cheb), (both_ms, both)) = (cost(vec![Fit::Chebyshev]), cost(vec![Fit::Chebyshev, Fit::LeastSquares]));
+            let ((cheb_ms, cheb), (both_ms, both)) =
+                (cost(vec![Fit::Chebyshev]), cost(vec![Fit::Chebyshev, Fit::LeastSquares]));
             let names = |c: &fhec_lower::CkksChoice| c.approx.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-            eprintln!("{name:18} {packing:?}: chebyshev {:?} {cheb_ms:.0} ms, with least squares {:?} {both_ms:.0} ms", names(&cheb), names(&both));
+            eprintln!(
+                "{name:18} {packing:?}: chebyshev {:?} {cheb_ms:.0} ms, with least squares {:?} {both_ms:.0} ms",
+                names(&cheb),
+                names(&both)
+            );
             assert!(cheb.approx.iter().all(|a| a.fit == Fit::Chebyshev), "{name}: only the fits asked for");
-            assert!(both.rules_fired.iter().any(|(r, n)| r.starts_with("activation-to-least-squares") && *n == both.layers.len()));
+            assert!(
+                both.rules_fired
+                    .iter()
+                    .any(|(r, n)| r.starts_with("activation-to-least-squares") && *n == both.layers.len())
+            );
             assert_eq!(both.rules_fired.len(), 2 * CkksSearch::default().degrees.len());
             assert!(both_ms <= cheb_ms, "{name} {packing:?}: {both_ms} vs {cheb_ms}");
             if name.starts_with("cnn") {
@@ -130,28 +156,51 @@ fn feature_major_plans_share_a_polynomial_per_layer_and_win_at_small_batches() {
     for (name, budget, block) in [("mlp_wine", None, 32), ("cnn_digits_nopad", Some(1.0), 512)] {
         let t = Trained::load(root().join("models").join(name));
         let cal = Calibration::from_samples(t.samples.clone()).unwrap();
-        let search = |packing| CkksSearch { packing, budget_points: budget.unwrap_or(CkksSearch::default().budget_points), ..CkksSearch::default() };
+        let search = |packing| CkksSearch {
+            packing,
+            budget_points: budget.unwrap_or(CkksSearch::default().budget_points),
+            ..CkksSearch::default()
+        };
         let fm = choose_ckks(&t.module, &cal, &search(Packing::FeatureMajor)).unwrap();
         let bm = choose_ckks(&t.module, &cal, &search(Packing::BatchMajor)).unwrap();
         assert!(fm.within_budget, "{name}: {:.2}%", fm.fidelity);
         let plan = &fm.compiled.plan;
         let layers = plan.layers().unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(layers.block, block, "{name}");
-        assert_eq!(layers.stages.len(), fm.layers.len() + 1, "{name}: one stage per activation layer, then the outputs");
+        assert_eq!(
+            layers.stages.len(),
+            fm.layers.len() + 1,
+            "{name}: one stage per activation layer, then the outputs"
+        );
         // Windows per value give each value its own polynomial: no chain of shared ones.
         assert!(bm.compiled.plan.layers().is_err(), "{name}");
-        let sim: Vec<Vec<Tensor>> = t.samples.iter().map(|x| fm.compiled.simulate(x, &mut Default::default()).unwrap()).collect();
+        let sim: Vec<Vec<Tensor>> =
+            t.samples.iter().map(|x| fm.compiled.simulate(x, &mut Default::default()).unwrap()).collect();
         let (af, asim) = (accuracy(&t.float, &t.labels), accuracy(&sim, &t.labels));
         assert!(af - asim <= t.budget() + 1e-9, "{name}: feature-major simulation {asim:.4} vs float {af:.4}");
         let (rf, rb) = (plan.ring().unwrap(), bm.compiled.plan.ring().unwrap());
         let at = |c: &fhec_lower::CkksChoice, r, n| c.compiled.plan.estimated_ms(r, c.packing, n, 1);
         let (one, full) = ((at(&fm, rf, 1), at(&bm, rb, 1)), (at(&fm, rf, 8192), at(&bm, rb, 8192)));
-        eprintln!("{name:20} feature-major degrees {:?} fidelity {:.2}%; one sample {:.0} vs {:.0} ms; 8192 samples {:.0} vs {:.0} ms", fm.degrees(), fm.fidelity, one.0, one.1, full.0, full.1);
+        eprintln!(
+            "{name:20} feature-major degrees {:?} fidelity {:.2}%; one sample {:.0} vs {:.0} ms; 8192 samples {:.0} vs {:.0} ms",
+            fm.degrees(),
+            fm.fidelity,
+            one.0,
+            one.1,
+            full.0,
+            full.1
+        );
         assert!(one.0 < one.1 && full.0 > full.1, "{name}: {one:?} {full:?}");
     }
     // The quantized CNN folds a scale per channel into its activations: no one polynomial per layer.
     let t = Trained::load(root().join("models/cnn_digits_qop"));
-    let e = choose_ckks(&t.module, &Calibration::from_samples(t.samples).unwrap(), &CkksSearch { packing: Packing::FeatureMajor, ..CkksSearch::default() }).unwrap_err().to_string();
+    let e = choose_ckks(
+        &t.module,
+        &Calibration::from_samples(t.samples).unwrap(),
+        &CkksSearch { packing: Packing::FeatureMajor, ..CkksSearch::default() },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("apply different functions") && e.contains("--packing batch-major"), "{e}");
 }
 
@@ -161,7 +210,8 @@ fn feature_major_plans_share_a_polynomial_per_layer_and_win_at_small_batches() {
 #[test]
 fn the_encrypted_tests_fixture_is_current() {
     let t = Trained::load(root().join("models/mlp_wine"));
-    let choice = choose_ckks(&t.module, &Calibration::from_samples(t.samples.clone()).unwrap(), &CkksSearch::default()).unwrap();
+    let choice =
+        choose_ckks(&t.module, &Calibration::from_samples(t.samples.clone()).unwrap(), &CkksSearch::default()).unwrap();
     let c = &choice.compiled;
     let inputs: Vec<Vec<f64>> = t.samples.iter().map(|x| c.encode(x).unwrap()).collect();
     let expected: Vec<Vec<f64>> = inputs.iter().map(|x| c.plan.eval(x, &mut Default::default()).unwrap()).collect();

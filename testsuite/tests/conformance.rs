@@ -48,7 +48,8 @@ fn first_line(s: &str) -> String {
 /// The op types of the test's graph, for the table.
 fn op_types(dir: &Path) -> String {
     let proto = tract_onnx::onnx().proto_model_for_path(dir.join("model.onnx")).expect("conformance model decodes");
-    let ops: std::collections::BTreeSet<String> = proto.graph.map(|g| g.node.into_iter().map(|n| n.op_type).collect()).unwrap_or_default();
+    let ops: std::collections::BTreeSet<String> =
+        proto.graph.map(|g| g.node.into_iter().map(|n| n.op_type).collect()).unwrap_or_default();
     ops.into_iter().collect::<Vec<_>>().join("+")
 }
 
@@ -83,7 +84,9 @@ fn quantized(m: &fhec_ir::Module, inputs: &[Tensor], want: &[Tensor]) -> Quant {
     if inputs.len() != 1 {
         return Quant::NotApplicable(format!("{} inputs (an FHE circuit takes one)", inputs.len()));
     }
-    let compiled = match fhec_lower::Calibration::from_samples(inputs.to_vec()).and_then(|c| fhec_lower::compile(m, &c, &fhec_lower::Options::default())) {
+    let compiled = match fhec_lower::Calibration::from_samples(inputs.to_vec())
+        .and_then(|c| fhec_lower::compile(m, &c, &fhec_lower::Options::default()))
+    {
         Ok(c) => c,
         Err(e) => return Quant::NotApplicable(first_line(&e.to_string())),
     };
@@ -95,7 +98,9 @@ fn quantized(m: &fhec_ir::Module, inputs: &[Tensor], want: &[Tensor]) -> Quant {
     // a step (a tie in a comparison, an integer under floor), which a table cannot resolve.
     let nudged = |f: f32| {
         let x = &inputs[0];
-        let moved = Tensor::from_f32(x.shape().to_vec(), x.to_f32_vec().iter().map(|v| v + f * (v.abs() + 1.0)).collect()).expect("same shape");
+        let moved =
+            Tensor::from_f32(x.shape().to_vec(), x.to_f32_vec().iter().map(|v| v + f * (v.abs() + 1.0)).collect())
+                .expect("same shape");
         fhec_interp::run(m, &[moved]).ok()
     };
     // Computed at the first mismatch only: most tests have none.
@@ -127,15 +132,18 @@ fn quantized(m: &fhec_ir::Module, inputs: &[Tensor], want: &[Tensor]) -> Quant {
 
 /// Node tests whose expected data is known to be wrong, and how: (test name prefix, reason, the
 /// only values fhec may give where it differs from the data).
-const ERRATA: &[(&str, &str, [f64; 2])] = &[(
-    "test_qlinearmatmul_2D_int8_",
-    "onnx 1.19's expected int8 outputs wrap out-of-range results instead of saturating them (onnx/onnx#7835, fixed by onnx/onnx#7868); fhec saturates, as the spec and onnxruntime do",
-    [-128.0, 127.0],
-), (
-    "test_qlinearmatmul_3D_int8_",
-    "onnx 1.19's expected int8 outputs wrap out-of-range results instead of saturating them (onnx/onnx#7835, fixed by onnx/onnx#7868); fhec saturates, as the spec and onnxruntime do",
-    [-128.0, 127.0],
-)];
+const ERRATA: &[(&str, &str, [f64; 2])] = &[
+    (
+        "test_qlinearmatmul_2D_int8_",
+        "onnx 1.19's expected int8 outputs wrap out-of-range results instead of saturating them (onnx/onnx#7835, fixed by onnx/onnx#7868); fhec saturates, as the spec and onnxruntime do",
+        [-128.0, 127.0],
+    ),
+    (
+        "test_qlinearmatmul_3D_int8_",
+        "onnx 1.19's expected int8 outputs wrap out-of-range results instead of saturating them (onnx/onnx#7835, fixed by onnx/onnx#7868); fhec saturates, as the spec and onnxruntime do",
+        [-128.0, 127.0],
+    ),
+];
 
 /// Which graph inputs stay data; the others become initializers.
 #[derive(Clone, Copy)]
@@ -185,7 +193,8 @@ fn freeze(model: &[u8], data: &[Vec<u8>], keep: Keep) -> Result<(Vec<u8>, Vec<Ve
     for (i, (input, bytes)) in inputs.into_iter().zip(data).enumerate() {
         let mut t = pb::TensorProto::decode(&bytes[..]).map_err(|e| e.to_string())?;
         // float64 data too (fhec computes it in f32, within the tolerance for these tests' values).
-        let float = [pb::tensor_proto::DataType::Float as i32, pb::tensor_proto::DataType::Double as i32].contains(&t.data_type);
+        let float = [pb::tensor_proto::DataType::Float as i32, pb::tensor_proto::DataType::Double as i32]
+            .contains(&t.data_type);
         let keep_it = match keep {
             Keep::Floats(n) => float && kept.len() < n,
             Keep::First => i == 0,
@@ -229,12 +238,15 @@ fn run(dir: &Path) -> Outcome {
 /// those inputs' data in f32.
 fn load_set(dir: &Path, model: &[u8], raw: &[Vec<u8>], keep: Keep) -> Result<(fhec_ir::Module, Vec<Tensor>), Outcome> {
     let (frozen, data) = freeze(model, raw, keep).map_err(|e| Outcome::Rejected(format!("test data: {e}")))?;
-    let mut m = fhec_onnx::load_bytes(&frozen, "model", Some(&dir.to_string_lossy())).map_err(|e| Outcome::Rejected(first_line(&e.to_string())))?;
+    let mut m = fhec_onnx::load_bytes(&frozen, "model", Some(&dir.to_string_lossy()))
+        .map_err(|e| Outcome::Rejected(first_line(&e.to_string())))?;
     let mut ctx = fhec_passes::PassCtx::default();
-    fhec_passes::run_passes(&mut m, &[&fhec_passes::Cleanup], &mut ctx).map_err(|e| Outcome::Failed(format!("passes: {e}")))?;
+    fhec_passes::run_passes(&mut m, &[&fhec_passes::Cleanup], &mut ctx)
+        .map_err(|e| Outcome::Failed(format!("passes: {e}")))?;
     // Integer data (a quantized operand, a boolean) in f32, as fhec holds it.
     let as_f32 = |t: Tensor| match t.dtype() {
-        DType::I64 => Tensor::from_f32(t.shape().to_vec(), t.to_i64_vec().into_iter().map(|v| v as f32).collect()).expect("same shape"),
+        DType::I64 => Tensor::from_f32(t.shape().to_vec(), t.to_i64_vec().into_iter().map(|v| v as f32).collect())
+            .expect("same shape"),
         DType::F32 => t,
     };
     let inputs = data
@@ -250,7 +262,8 @@ fn run_with(dir: &Path, keep: Keep) -> Outcome {
     let model = std::fs::read(dir.join("model.onnx")).expect("conformance model");
     let mut errata = Vec::new();
     let mut quant: Option<Quant> = None;
-    let mut sets: Vec<_> = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    let mut sets: Vec<_> =
+        std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     sets.sort();
     for set in sets {
         let raw: Vec<Vec<u8>> = numbered(&set, "input").iter().map(|p| std::fs::read(p).unwrap()).collect();
@@ -293,7 +306,9 @@ fn run_with(dir: &Path, keep: Keep) -> Outcome {
                     continue;
                 }
                 match erratum {
-                    Some((_, why, allowed)) if allowed.contains(&g) => errata.push(format!("output {k} element {i}: {g} where the data says {w}: {why}")),
+                    Some((_, why, allowed)) if allowed.contains(&g) => {
+                        errata.push(format!("output {k} element {i}: {g} where the data says {w}: {why}"))
+                    }
                     _ => return Outcome::Failed(format!("output {k} element {i}: {g} expected {w}")),
                 }
             }
@@ -341,7 +356,10 @@ struct Row {
 #[test]
 fn onnx_node_tests_of_claimed_ops_pass_or_are_rejected_clearly() {
     let node = root().join("conformance/node");
-    let mut tests: Vec<_> = std::fs::read_dir(&node).expect("conformance tests extracted").filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut tests: Vec<_> = std::fs::read_dir(&node)
+        .expect("conformance tests extracted")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     tests.sort();
     let mut table: BTreeMap<String, Row> = BTreeMap::new();
     let mut errata = Vec::new();
@@ -371,7 +389,9 @@ fn onnx_node_tests_of_claimed_ops_pass_or_are_rejected_clearly() {
             Quant::Failed(why) => row.quantized_failed.push(format!("{name}: {why}")),
         }
     }
-    let mut text = String::from("| ops | tests | passed | rejected | failed | quantized passed | not under FHE | quantized failed |\n|---|---|---|---|---|---|---|---|\n");
+    let mut text = String::from(
+        "| ops | tests | passed | rejected | failed | quantized passed | not under FHE | quantized failed |\n|---|---|---|---|---|---|---|---|\n",
+    );
     for (op, r) in &table {
         text.push_str(&format!(
             "| {op} | {} | {} | {} | {} | {} | {} | {} |\n",
@@ -385,7 +405,8 @@ fn onnx_node_tests_of_claimed_ops_pass_or_are_rejected_clearly() {
         ));
     }
     let sum = |f: fn(&Row) -> usize| table.values().map(f).sum::<usize>();
-    let (n, passed, quantized, not_fhe) = (sum(|r| r.tests), sum(|r| r.passed), sum(|r| r.quantized), sum(|r| r.not_fhe.len()));
+    let (n, passed, quantized, not_fhe) =
+        (sum(|r| r.tests), sum(|r| r.passed), sum(|r| r.quantized), sum(|r| r.not_fhe.len()));
     let claimed = table.keys().filter(|k| !k.contains('+')).count();
     text.push_str(&format!(
         "\n{passed} of {n} node tests pass over {claimed} single-op groups; of those, {quantized} also pass in quantized simulation (within {}% of the output's scale) and {not_fhe} do not compile under FHE\n\nrejected:\n",
@@ -409,17 +430,33 @@ fn onnx_node_tests_of_claimed_ops_pass_or_are_rejected_clearly() {
     text.push_str("\nquantized simulation, known gaps:\n");
     for (op, why) in KNOWN_QUANT_GAPS {
         let r = table.get(*op).expect("a known gap names an op group of the table");
-        text.push_str(&format!("- {op}: {} of {} tests off by more than the tolerance: {why}\n", r.quantized_failed.len(), r.passed));
+        text.push_str(&format!(
+            "- {op}: {} of {} tests off by more than the tolerance: {why}\n",
+            r.quantized_failed.len(),
+            r.passed
+        ));
         for f in &r.quantized_failed {
             text.push_str(&format!("  - {f}\n"));
         }
-        assert!(!r.quantized_failed.is_empty(), "{op} now passes in quantized simulation: remove it from KNOWN_QUANT_GAPS");
+        assert!(
+            !r.quantized_failed.is_empty(),
+            "{op} now passes in quantized simulation: remove it from KNOWN_QUANT_GAPS"
+        );
     }
     let failures: Vec<&String> = table
         .iter()
-        .flat_map(|(op, r)| r.failed.iter().chain(r.quantized_failed.iter().filter(move |_| !KNOWN_QUANT_GAPS.iter().any(|(k, _)| k == op))))
+        .flat_map(|(op, r)| {
+            r.failed
+                .iter()
+                .chain(r.quantized_failed.iter().filter(move |_| !KNOWN_QUANT_GAPS.iter().any(|(k, _)| k == op)))
+        })
         .collect();
     eprintln!("{text}");
-    assert!(failures.is_empty(), "{} node tests accepted and then wrong:\n{}", failures.len(), failures.iter().map(|f| f.as_str()).collect::<Vec<_>>().join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} node tests accepted and then wrong:\n{}",
+        failures.len(),
+        failures.iter().map(|f| f.as_str()).collect::<Vec<_>>().join("\n")
+    );
     insta::assert_snapshot!("conformance_table", text);
 }

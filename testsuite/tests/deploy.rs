@@ -13,12 +13,16 @@ fn deploy() -> PathBuf {
 /// Every object in every manifest, with the file it came from.
 fn manifests() -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(deploy().join("kubernetes/base")).unwrap().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(deploy().join("kubernetes/base")).unwrap().flatten().map(|e| e.path()).collect();
     files.sort();
-    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml")) {
+    for path in
+        files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml"))
+    {
         let text = std::fs::read_to_string(&path).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: Value = <Value as serde::Deserialize>::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let v: Value =
+                <Value as serde::Deserialize>::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             if !v.is_null() {
                 out.push((path.file_name().unwrap().to_string_lossy().into_owned(), v));
             }
@@ -41,10 +45,13 @@ fn kind_of(v: &Value) -> String {
 
 #[test]
 fn manifests_validate_against_the_kubernetes_schemas() {
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(deploy().join("kubernetes/schema/k8s.json")).unwrap()).unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy().join("kubernetes/schema/k8s.json")).unwrap()).unwrap();
     let all = manifests();
     let kinds: Vec<String> = all.iter().map(|(_, v)| kind_of(v)).collect();
-    for want in ["apps/v1/Deployment", "v1/Service", "autoscaling/v2/HorizontalPodAutoscaler", "v1/PersistentVolumeClaim"] {
+    for want in
+        ["apps/v1/Deployment", "v1/Service", "autoscaling/v2/HorizontalPodAutoscaler", "v1/PersistentVolumeClaim"]
+    {
         assert!(kinds.iter().any(|k| k == want), "no {want} in deploy/kubernetes/base");
     }
     for (file, v) in &all {
@@ -94,14 +101,18 @@ fn manifests_agree_with_fhec_serve() {
 /// the server listens on.
 #[test]
 fn the_tls_overlay_patches_the_base_into_valid_manifests() {
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(deploy().join("kubernetes/schema/k8s.json")).unwrap()).unwrap();
-    let overlay: Value = serde_yaml::from_str(&std::fs::read_to_string(deploy().join("kubernetes/tls/kustomization.yaml")).unwrap()).unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy().join("kubernetes/schema/k8s.json")).unwrap()).unwrap();
+    let overlay: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(deploy().join("kubernetes/tls/kustomization.yaml")).unwrap())
+            .unwrap();
     assert_eq!(overlay["resources"], json!(["../base"]));
     let mut all = manifests();
     for p in overlay["patches"].as_array().unwrap() {
         let target = &p["target"];
         let ops: Value = serde_yaml::from_str(p["patch"].as_str().unwrap()).unwrap();
-        let patch: json_patch::Patch = serde_json::from_value(ops).unwrap_or_else(|e| panic!("patch for {target}: {e}"));
+        let patch: json_patch::Patch =
+            serde_json::from_value(ops).unwrap_or_else(|e| panic!("patch for {target}: {e}"));
         let (_, object) = all
             .iter_mut()
             .find(|(_, v)| v["kind"] == target["kind"] && v["metadata"]["name"] == target["name"])
@@ -120,7 +131,12 @@ fn the_tls_overlay_patches_the_base_into_valid_manifests() {
         let path = args.iter().find_map(|a| a.strip_prefix(flag)).unwrap_or_else(|| panic!("no {flag} in {args:?}"));
         let (dir, name) = path.rsplit_once('/').unwrap();
         assert_eq!(name, file, "a kubernetes.io/tls secret holds {file}");
-        let mount = c["volumeMounts"].as_array().unwrap().iter().find(|m| m["mountPath"] == dir).unwrap_or_else(|| panic!("nothing mounted at {dir}"));
+        let mount = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == dir)
+            .unwrap_or_else(|| panic!("nothing mounted at {dir}"));
         let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
         assert_eq!(volume["secret"]["secretName"], "fhec-tls");
     }

@@ -65,13 +65,19 @@ fn fhe_vs_simulate_and_noise(name: &str, samples: usize, calibrated: bool, seeds
     let cts = pipeline::encrypt(&client, &sk, &fp, &x).unwrap();
     let out = pipeline::run(&server, &digest, &ek, &fp, &cts).unwrap();
     let fhe = pipeline::decrypt(&client, &post, &sk, &fp, &out).unwrap();
-    let sim = pipeline::simulate(&client, &post, &server, &x, None, fhec_lower::Engine::Jit, |why| panic!("{why}")).unwrap();
+    let sim =
+        pipeline::simulate(&client, &post, &server, &x, None, fhec_lower::Engine::Jit, |why| panic!("{why}")).unwrap();
     // The JIT and the interpreter give the same simulation.
-    let interpreted = pipeline::simulate(&client, &post, &server, &x, None, fhec_lower::Engine::Interpreter, |_| ()).unwrap();
-    assert!(sim.iter().zip(&interpreted).all(|((_, a), (_, b))| values(a) == values(b)), "{name}: JIT and interpreter differ");
+    let interpreted =
+        pipeline::simulate(&client, &post, &server, &x, None, fhec_lower::Engine::Interpreter, |_| ()).unwrap();
+    assert!(
+        sim.iter().zip(&interpreted).all(|((_, a), (_, b))| values(a) == values(b)),
+        "{name}: JIT and interpreter differ"
+    );
     let noisy = (1..=seeds)
         .map(|seed| {
-            let n = pipeline::simulate(&client, &post, &server, &x, Some(seed), fhec_lower::Engine::Jit, |_| ()).unwrap();
+            let n =
+                pipeline::simulate(&client, &post, &server, &x, Some(seed), fhec_lower::Engine::Jit, |_| ()).unwrap();
             largest_difference(&n, &sim)
         })
         .fold(0f32, f32::max);
@@ -93,8 +99,9 @@ fn mlp_encrypted_agrees_with_simulation() {
     eprintln!("mlp_wine: encrypted vs simulated, max difference {worst:.2e} of the output scale");
     // 48 bootstraps, each read within a few positions of the simulated one (noise model).
     assert!(worst < 0.05, "relative difference {worst:e}");
-    let argmax =
-        |v: &[f32]| v.chunks(3).map(|r| r.iter().enumerate().fold(0, |b, (i, x)| if *x > r[b] { i } else { b })).collect::<Vec<_>>();
+    let argmax = |v: &[f32]| {
+        v.chunks(3).map(|r| r.iter().enumerate().fold(0, |b, (i, x)| if *x > r[b] { i } else { b })).collect::<Vec<_>>()
+    };
     assert_eq!(argmax(&values(&fhe[0].1)), argmax(&values(&sim[0].1)), "predicted classes differ");
 }
 
@@ -114,7 +121,9 @@ fn a_pre_quantized_model_runs_encrypted_with_its_input_quantizer_on_the_client()
 #[test]
 fn a_keras_model_runs_encrypted() {
     let (worst, fhe, sim, noisy) = fhe_vs_simulate_and_noise("mlp_cancer_keras", 3, true, 200);
-    eprintln!("mlp_cancer_keras: encrypted vs simulated, max difference {worst:.2e} of the output scale; noisy simulation up to {noisy:.2e}");
+    eprintln!(
+        "mlp_cancer_keras: encrypted vs simulated, max difference {worst:.2e} of the output scale; noisy simulation up to {noisy:.2e}"
+    );
     // 16 bootstraps; probabilities in [0, 1] after the client's softmax, which turns a few
     // positions of bootstrap noise into up to ~0.1 of a probability near the decision boundary (200
     // noisy simulations of these 3 samples reach 0.092). The encrypted run must stay within what the
@@ -161,11 +170,15 @@ fn refuses_another_key_another_model_and_corrupted_files() {
     let n = bytes.len();
     bytes[n / 2] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
-    let err = artifact::load::<fhec_runtime::artifact::Tagged<fhec_runtime::fhe::InputCiphertexts>>(&path, Kind::Inputs)
+    let err =
+        artifact::load::<fhec_runtime::artifact::Tagged<fhec_runtime::fhe::InputCiphertexts>>(&path, Kind::Inputs)
+            .err()
+            .unwrap()
+            .to_string();
+    assert!(err.contains("corrupted"), "{err}");
+    let err = artifact::load::<fhec_runtime::ClientArtifact>(&tmp.path().join("k1/eval.key"), Kind::Client)
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("corrupted"), "{err}");
-    let err = artifact::load::<fhec_runtime::ClientArtifact>(&tmp.path().join("k1/eval.key"), Kind::Client).err().unwrap().to_string();
     assert!(err.contains("expected a Client file"), "{err}");
 }

@@ -16,17 +16,28 @@ fn every_corpus_circuit_runs_bit_identically_in_the_jit_and_the_interpreter() {
         let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
         let x = fhec::npy::read_samples(&dir.join("inputs.npy")).unwrap();
         let shape = m.node(m.inputs()[0]).ty.shape.clone();
-        let xs: Vec<Tensor> = x.outer_iter().map(|s| Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap()).collect();
+        let xs: Vec<Tensor> =
+            x.outer_iter().map(|s| Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap()).collect();
         for params in [ParamSet::P1024, ParamSet::P2048B] {
             // Op models the lowering does not take are listed in `simulate.rs`.
-            let Ok(compiled) = compile(&m, &fhec_lower::Calibration::from_samples(xs.clone()).unwrap(), &Options { params, ..Options::default() }) else { continue };
+            let Ok(compiled) = compile(
+                &m,
+                &fhec_lower::Calibration::from_samples(xs.clone()).unwrap(),
+                &Options { params, ..Options::default() },
+            ) else {
+                continue;
+            };
             let inputs: Vec<i64> = xs.iter().flat_map(|x| compiled.encode(x).expect("encodes")).collect();
             let (jit, fallback) = Simulator::new(&compiled.circuit, Engine::Jit, 1);
             assert_eq!((jit.engine(), fallback), ("jit", None), "{name}");
             let (interp, _) = Simulator::new(&compiled.circuit, Engine::Interpreter, 1);
             assert_eq!(interp.engine(), "interpreter");
             let n = xs.len();
-            assert_eq!(jit.run(&inputs, n, Noise::None).unwrap(), interp.run(&inputs, n, Noise::None).unwrap(), "{name} under {params}");
+            assert_eq!(
+                jit.run(&inputs, n, Noise::None).unwrap(),
+                interp.run(&inputs, n, Noise::None).unwrap(),
+                "{name} under {params}"
+            );
             let (mut a, mut b) = (Noise::rng(11), Noise::rng(11));
             assert_eq!(
                 jit.run(&inputs, n, Noise::Gaussian(&mut a)).unwrap(),

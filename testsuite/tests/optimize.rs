@@ -48,12 +48,17 @@ fn optimized_server_parts_snapshot_and_compute_the_same() {
                 assert!(same, "{name}: optimized server part computes other values");
             }
         }
-        let before = if o.report.before.unsupported > 0 { "not lowerable".to_string() } else { o.pbs_before().to_string() };
-        assert!(o.report.before.unsupported > 0 || o.pbs_after() <= o.pbs_before(), "{name}: more tables after optimization");
+        let before =
+            if o.report.before.unsupported > 0 { "not lowerable".to_string() } else { o.pbs_before().to_string() };
+        assert!(
+            o.report.before.unsupported > 0 || o.pbs_after() <= o.pbs_before(),
+            "{name}: more tables after optimization"
+        );
         if o.pbs_before() != o.pbs_after() || o.report.before.unsupported > 0 {
             table.push(format!("{name:28} {before:>14} -> {:5} PBS", o.pbs_after()));
         }
-        let rules: Vec<String> = o.report.applied.iter().filter(|r| r.1 > 0).map(|(n, c)| format!("{n} x{c}")).collect();
+        let rules: Vec<String> =
+            o.report.applied.iter().filter(|r| r.1 > 0).map(|(n, c)| format!("{n} x{c}")).collect();
         let text = if o.report.kept_input && o.pbs_after() == o.pbs_before() {
             format!("tables: {before} (unchanged)\n\n{}", o.after.to_text(DataMode::Elided))
         } else if o.report.kept_input {
@@ -88,7 +93,9 @@ fn corpus_gains() {
     let gain = |name: &str| {
         let dir = root().join("models").join(name);
         let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
-        let p = Prepared::new(&m, &Calibration::from_samples(samples(&dir, &m, 32)).unwrap(), &optimize::Config::default()).unwrap();
+        let p =
+            Prepared::new(&m, &Calibration::from_samples(samples(&dir, &m, 32)).unwrap(), &optimize::Config::default())
+                .unwrap();
         let o = &p.optimization;
         (o.report.before.unsupported, o.pbs_before(), o.pbs_after())
     };

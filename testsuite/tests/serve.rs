@@ -52,7 +52,10 @@ fn samples(model: &str, n: usize) -> ArrayD<f32> {
 
 fn config(store: &Path) -> Config {
     let f = fixture();
-    let models = vec![("logreg".to_string(), f.root.join("logreg_cancer_torch.fhec")), ("iris".to_string(), f.root.join("mlp_iris_skl.fhec"))];
+    let models = vec![
+        ("logreg".to_string(), f.root.join("logreg_cancer_torch.fhec")),
+        ("iris".to_string(), f.root.join("mlp_iris_skl.fhec")),
+    ];
     Config::new(models, store.to_path_buf(), Auth::from_file(&f.root.join("tokens")).unwrap())
 }
 
@@ -77,7 +80,9 @@ impl Running {
             let _ = stopped.await;
         };
         let (scheme, task) = match tls {
-            Some(tls) => ("https", tokio::spawn(fhec::serve::serve(app, TlsListener::new(listener, tls).unwrap(), stopped))),
+            Some(tls) => {
+                ("https", tokio::spawn(fhec::serve::serve(app, TlsListener::new(listener, tls).unwrap(), stopped)))
+            }
             None => ("http", tokio::spawn(fhec::serve::serve(app, listener, stopped))),
         };
         Running { url: format!("{scheme}://{addr}"), stop: Some(stop), task }
@@ -125,7 +130,12 @@ async fn raw(method: reqwest::Method, url: String, token: Option<&str>, body: Ve
     try_raw(method, url, token, body).await.unwrap()
 }
 
-async fn try_raw(method: reqwest::Method, url: String, token: Option<&str>, body: Vec<u8>) -> Result<Answer, reqwest::Error> {
+async fn try_raw(
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> Result<Answer, reqwest::Error> {
     let mut r = reqwest::Client::new().request(method, url).body(body);
     if let Some(t) = token {
         r = r.bearer_auth(t);
@@ -136,7 +146,8 @@ async fn try_raw(method: reqwest::Method, url: String, token: Option<&str>, body
 
 /// The `message` of a JSON error body.
 fn message(body: &[u8]) -> String {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|_| panic!("not a JSON error: {}", String::from_utf8_lossy(body)));
+    let v: serde_json::Value =
+        serde_json::from_slice(body).unwrap_or_else(|_| panic!("not a JSON error: {}", String::from_utf8_lossy(body)));
     v["message"].as_str().unwrap().to_string()
 }
 
@@ -150,7 +161,10 @@ fn round_trip_decrypts_to_the_simulation_and_tenants_are_isolated() {
         let x = samples("logreg_cancer_torch", 12);
         let run = roundtrip::predict(&alice, "logreg", &s, &x, 5, |_| ()).await.unwrap();
         assert_eq!(run.requests, 3);
-        assert_eq!(fhec::metrics::predicted_classes(&run.outputs[0].1).unwrap(), simulated_classes("logreg_cancer_torch", &x));
+        assert_eq!(
+            fhec::metrics::predicted_classes(&run.outputs[0].1).unwrap(),
+            simulated_classes("logreg_cancer_torch", &x)
+        );
         // Registering again is idempotent: same id.
         let again = alice.register_key(s.eval_key.clone()).await.unwrap();
         assert_eq!(again.id, run.key_id);
@@ -159,7 +173,8 @@ fn round_trip_decrypts_to_the_simulation_and_tenants_are_isolated() {
         // Bob cannot see, use or delete Alice's key: it is answered like an unknown one.
         let bob = server.remote(BOB);
         assert!(bob.keys().await.unwrap().is_empty());
-        let (status, _, body) = raw(reqwest::Method::GET, format!("{}/v1/keys/{}", server.url, run.key_id), Some(BOB), vec![]).await;
+        let (status, _, body) =
+            raw(reqwest::Method::GET, format!("{}/v1/keys/{}", server.url, run.key_id), Some(BOB), vec![]).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{}", message(&body));
         let err = bob.infer("logreg", &run.key_id, s.encrypt(&x).unwrap()).await.unwrap_err().to_string();
         assert!(err.contains("404") && err.contains("no key"), "{err}");
@@ -173,11 +188,18 @@ fn round_trip_decrypts_to_the_simulation_and_tenants_are_isolated() {
         }
         // Health, readiness and metrics need no token.
         for path in ["/healthz", "/readyz"] {
-            assert_eq!(raw(reqwest::Method::GET, format!("{}{path}", server.url), None, vec![]).await.0, StatusCode::OK);
+            assert_eq!(
+                raw(reqwest::Method::GET, format!("{}{path}", server.url), None, vec![]).await.0,
+                StatusCode::OK
+            );
         }
         let (_, _, metrics) = raw(reqwest::Method::GET, format!("{}/metrics", server.url), None, vec![]).await;
         let metrics = String::from_utf8(metrics).unwrap();
-        assert!(metrics.contains("fhec_requests_total{method=\"POST\",route=\"/v1/models/{model}/infer\",status=\"200\"} 3"), "{metrics}");
+        assert!(
+            metrics
+                .contains("fhec_requests_total{method=\"POST\",route=\"/v1/models/{model}/infer\",status=\"200\"} 3"),
+            "{metrics}"
+        );
         assert!(metrics.contains("fhec_samples_total 12"), "{metrics}");
 
         // Alice deletes her key: gone for her too.
@@ -196,7 +218,11 @@ fn bad_input_gets_the_right_4xx() {
         c.max_key_bytes = 32 << 20;
         let server = Running::start(c).await;
         let alice = server.remote(ALICE);
-        let (a, b, iris) = (session("logreg_cancer_torch", "logreg_a"), session("logreg_cancer_torch", "logreg_b"), session("mlp_iris_skl", "iris"));
+        let (a, b, iris) = (
+            session("logreg_cancer_torch", "logreg_a"),
+            session("logreg_cancer_torch", "logreg_b"),
+            session("mlp_iris_skl", "iris"),
+        );
         let key_a = alice.register_key(a.eval_key.clone()).await.unwrap().id;
         let key_b = alice.register_key(b.eval_key.clone()).await.unwrap().id;
         let x = samples("logreg_cancer_torch", 2);
@@ -208,16 +234,61 @@ fn bad_input_gets_the_right_4xx() {
         let cases: Vec<(&str, Answer, StatusCode, &str)> = vec![
             ("malformed key", put(b"not a key".to_vec()).await, StatusCode::BAD_REQUEST, "not an fhec file"),
             ("a ciphertext file as a key", put(good.clone()).await, StatusCode::BAD_REQUEST, "expected a EvalKey file"),
-            ("truncated key", put(a.eval_key[..a.eval_key.len() / 2].to_vec()).await, StatusCode::BAD_REQUEST, "truncated"),
-            ("garbage ciphertexts", post(infer("logreg", &key_a), b"garbage".to_vec()).await, StatusCode::BAD_REQUEST, "not an fhec file"),
-            ("truncated ciphertexts", post(infer("logreg", &key_a), good[..good.len() - 100].to_vec()).await, StatusCode::BAD_REQUEST, "truncated"),
-            ("corrupted ciphertexts", post(infer("logreg", &key_a), flip(&good, good.len() - 8)).await, StatusCode::BAD_REQUEST, "corrupted"),
-            ("ciphertexts of another key", post(infer("logreg", &key_b), good.clone()).await, StatusCode::UNPROCESSABLE_ENTITY, "encrypted for key"),
-            ("a key of another model", post(infer("iris", &key_a), iris.encrypt(&samples("mlp_iris_skl", 1)).unwrap()).await, StatusCode::UNPROCESSABLE_ENTITY, "parameter set"),
+            (
+                "truncated key",
+                put(a.eval_key[..a.eval_key.len() / 2].to_vec()).await,
+                StatusCode::BAD_REQUEST,
+                "truncated",
+            ),
+            (
+                "garbage ciphertexts",
+                post(infer("logreg", &key_a), b"garbage".to_vec()).await,
+                StatusCode::BAD_REQUEST,
+                "not an fhec file",
+            ),
+            (
+                "truncated ciphertexts",
+                post(infer("logreg", &key_a), good[..good.len() - 100].to_vec()).await,
+                StatusCode::BAD_REQUEST,
+                "truncated",
+            ),
+            (
+                "corrupted ciphertexts",
+                post(infer("logreg", &key_a), flip(&good, good.len() - 8)).await,
+                StatusCode::BAD_REQUEST,
+                "corrupted",
+            ),
+            (
+                "ciphertexts of another key",
+                post(infer("logreg", &key_b), good.clone()).await,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "encrypted for key",
+            ),
+            (
+                "a key of another model",
+                post(infer("iris", &key_a), iris.encrypt(&samples("mlp_iris_skl", 1)).unwrap()).await,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "parameter set",
+            ),
             ("unknown model", post(infer("nope", &key_a), good.clone()).await, StatusCode::NOT_FOUND, "no model nope"),
-            ("unknown key", post(infer("logreg", &"0".repeat(64)), good.clone()).await, StatusCode::NOT_FOUND, "no key"),
-            ("a path as key id", post(infer("logreg", "..%2F..%2Fetc%2Fpasswd"), good.clone()).await, StatusCode::NOT_FOUND, "no key"),
-            ("no key id", post(format!("{}/v1/models/logreg/infer", server.url), good.clone()).await, StatusCode::BAD_REQUEST, "?key="),
+            (
+                "unknown key",
+                post(infer("logreg", &"0".repeat(64)), good.clone()).await,
+                StatusCode::NOT_FOUND,
+                "no key",
+            ),
+            (
+                "a path as key id",
+                post(infer("logreg", "..%2F..%2Fetc%2Fpasswd"), good.clone()).await,
+                StatusCode::NOT_FOUND,
+                "no key",
+            ),
+            (
+                "no key id",
+                post(format!("{}/v1/models/logreg/infer", server.url), good.clone()).await,
+                StatusCode::BAD_REQUEST,
+                "?key=",
+            ),
         ];
         // Oversized bodies are refused from their Content-Length, unread: the client sees the 413,
         // or, when it is still uploading as the server closes the connection, its upload cut short.
@@ -256,7 +327,11 @@ fn bad_input_gets_the_right_4xx() {
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir).unwrap().flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] })
+        .collect()
 }
 
 fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
@@ -280,7 +355,8 @@ fn overload_gives_clean_429s_and_every_accepted_request_completes_correctly() {
         let x = samples("mlp_iris_skl", 6);
         let body = s.encrypt(&x).unwrap();
         let url = format!("{}/v1/models/iris/infer?key={key}", server.url);
-        let tasks: Vec<_> = (0..6).map(|_| tokio::spawn(raw(reqwest::Method::POST, url.clone(), Some(ALICE), body.clone()))).collect();
+        let tasks: Vec<_> =
+            (0..6).map(|_| tokio::spawn(raw(reqwest::Method::POST, url.clone(), Some(ALICE), body.clone()))).collect();
         let want = simulated_classes("mlp_iris_skl", &x);
         let (mut ok, mut refused) = (0, 0);
         for t in tasks {
@@ -344,7 +420,8 @@ fn keys_survive_a_restart_and_shutdown_drains_requests_in_flight() {
         server.stop().await;
 
         // A stored key damaged on disk is refused (checksum), named, and repaired by uploading it again.
-        let stored: Vec<PathBuf> = walk(store.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "key")).collect();
+        let stored: Vec<PathBuf> =
+            walk(store.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "key")).collect();
         assert_eq!(stored.len(), 1);
         let bytes = std::fs::read(&stored[0]).unwrap();
         std::fs::write(&stored[0], flip(&bytes, bytes.len() / 2)).unwrap();
@@ -379,15 +456,22 @@ fn keys_expire() {
 /// documented.
 #[test]
 fn openapi_document_matches_the_server() {
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join("../deploy/openapi.json")).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("../deploy/openapi.json")).unwrap()).unwrap();
     runtime().block_on(async {
         let store = tempfile::tempdir().unwrap();
         let server = Running::start(config(store.path())).await;
         let s = session("logreg_cancer_torch", "logreg_a");
         let key = server.remote(ALICE).register_key(s.eval_key.clone()).await.unwrap().id;
         let mut documented = Vec::new();
-        let mut ops: Vec<(&String, &String, &serde_json::Value)> =
-            doc["paths"].as_object().unwrap().iter().flat_map(|(path, ops)| ops.as_object().unwrap().iter().filter(|(m, _)| *m != "parameters").map(move |(m, op)| (path, m, op))).collect();
+        let mut ops: Vec<(&String, &String, &serde_json::Value)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object().unwrap().iter().filter(|(m, _)| *m != "parameters").map(move |(m, op)| (path, m, op))
+            })
+            .collect();
         // The key is deleted last.
         ops.sort_by_key(|(_, m, _)| *m == "delete");
         {
@@ -395,13 +479,19 @@ fn openapi_document_matches_the_server() {
                 documented.push(format!("{} {path}", method.to_uppercase()));
                 let url = format!("{}{}", server.url, path.replace("{id}", &key).replace("{model}", "logreg"));
                 let (url, body) = match path.as_str() {
-                    "/v1/models/{model}/infer" => (format!("{url}?key={key}"), s.encrypt(&samples("logreg_cancer_torch", 1)).unwrap()),
+                    "/v1/models/{model}/infer" => {
+                        (format!("{url}?key={key}"), s.encrypt(&samples("logreg_cancer_torch", 1)).unwrap())
+                    }
                     "/v1/keys" if method == "put" => (url, s.eval_key.clone()),
                     _ => (url, vec![]),
                 };
                 let (status, _, answer) = raw(method.to_uppercase().parse().unwrap(), url, Some(ALICE), body).await;
                 let listed: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
-                assert!(listed.iter().any(|c| **c == status.as_str()), "{method} {path}: {status} is not documented ({listed:?}): {}", String::from_utf8_lossy(&answer));
+                assert!(
+                    listed.iter().any(|c| **c == status.as_str()),
+                    "{method} {path}: {status} is not documented ({listed:?}): {}",
+                    String::from_utf8_lossy(&answer)
+                );
                 // Documented errors carry the JSON error body.
                 if !status.is_success() {
                     message(&answer);
@@ -430,8 +520,15 @@ fn pki(dir: &Path, name: &str) -> Pki {
     ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("fhec test CA {name}"));
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
-    let pki = Pki { ca: dir.join(format!("{name}-ca.pem")), cert: dir.join(format!("{name}-cert.pem")), key: dir.join(format!("{name}-key.pem")) };
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let pki = Pki {
+        ca: dir.join(format!("{name}-ca.pem")),
+        cert: dir.join(format!("{name}-cert.pem")),
+        key: dir.join(format!("{name}-key.pem")),
+    };
     std::fs::write(&pki.ca, ca.pem()).unwrap();
     std::fs::write(&pki.cert, cert.pem()).unwrap();
     std::fs::write(&pki.key, key.serialize_pem()).unwrap();
@@ -440,7 +537,9 @@ fn pki(dir: &Path, name: &str) -> Pki {
 
 /// Bounds a call that must fail at once (a retry loop would wait for minutes).
 async fn promptly<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), f).await.unwrap_or_else(|_| panic!("{what}: still retrying after 60 s"))
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still retrying after 60 s"))
 }
 
 #[test]
@@ -471,11 +570,17 @@ fn https_round_trip_certificate_checks_and_rotation() {
         let s = session("logreg_cancer_torch", "logreg_a");
         let x = samples("logreg_cancer_torch", 4);
         let run = roundtrip::predict(&trusting(&one), "logreg", &s, &x, 4, |_| ()).await.unwrap();
-        assert_eq!(fhec::metrics::predicted_classes(&run.outputs[0].1).unwrap(), simulated_classes("logreg_cancer_torch", &x));
+        assert_eq!(
+            fhec::metrics::predicted_classes(&run.outputs[0].1).unwrap(),
+            simulated_classes("logreg_cancer_torch", &x)
+        );
 
         // A client that does not trust the server's CA is refused at once, with the reason.
         let err = promptly("untrusted CA", trusting(&two).models()).await.unwrap_err().to_string();
-        assert!(err.contains("invalid peer certificate") && err.contains("UnknownIssuer") && err.contains("pass --ca-cert"), "{err}");
+        assert!(
+            err.contains("invalid peer certificate") && err.contains("UnknownIssuer") && err.contains("pass --ca-cert"),
+            "{err}"
+        );
         // Plain HTTP to the TLS port fails (the handshake never starts), and does not hang.
         let mut plain = Remote::new(&server.url.replace("https://", "http://"), Some(ALICE.to_string()), None).unwrap();
         plain.retries = 20;
@@ -486,7 +591,8 @@ fn https_round_trip_certificate_checks_and_rotation() {
         // HTTPS to a plain-HTTP server, likewise.
         let store2 = tempfile::tempdir().unwrap();
         let cleartext = Running::start(config(store2.path())).await;
-        let mut https = Remote::new(&cleartext.url.replace("http://", "https://"), Some(ALICE.to_string()), Some(&one.ca)).unwrap();
+        let mut https =
+            Remote::new(&cleartext.url.replace("http://", "https://"), Some(ALICE.to_string()), Some(&one.ca)).unwrap();
         https.retries = 20;
         https.max_backoff = Duration::from_secs(600);
         let err = promptly("HTTPS to plain HTTP", https.models()).await.unwrap_err().to_string();
@@ -510,13 +616,18 @@ fn https_round_trip_certificate_checks_and_rotation() {
         // expired (each self-signed and trusted as such, so only the name or the date is wrong).
         let self_signed = |name: &str, sans: &[&str], expired: bool| {
             let key = rcgen::KeyPair::generate().unwrap();
-            let mut params = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+            let mut params =
+                rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
             if expired {
                 params.not_before = rcgen::date_time_ymd(2000, 1, 1);
                 params.not_after = rcgen::date_time_ymd(2001, 1, 1);
             }
             let cert = params.self_signed(&key).unwrap();
-            let p = Pki { ca: dir.path().join(format!("{name}-cert.pem")), cert: dir.path().join(format!("{name}-cert.pem")), key: dir.path().join(format!("{name}-key.pem")) };
+            let p = Pki {
+                ca: dir.path().join(format!("{name}-cert.pem")),
+                cert: dir.path().join(format!("{name}-cert.pem")),
+                key: dir.path().join(format!("{name}-key.pem")),
+            };
             std::fs::write(&p.cert, cert.pem()).unwrap();
             std::fs::write(&p.key, key.serialize_pem()).unwrap();
             p

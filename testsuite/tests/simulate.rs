@@ -17,17 +17,19 @@ fn trained_models_keep_their_accuracy_in_simulation() {
     let mut failures = Vec::new();
     for t in trained() {
         let (name, xs) = (&t.name, &t.samples);
-        let choice = match choose(&t.module, &Calibration::from_samples(xs.clone()).unwrap(), &Search::default(), |_| ()) {
-            Ok(c) => c,
-            Err(e) => {
-                failures.push(format!("{name}: {e}"));
-                continue;
-            }
-        };
+        let choice =
+            match choose(&t.module, &Calibration::from_samples(xs.clone()).unwrap(), &Search::default(), |_| ()) {
+                Ok(c) => c,
+                Err(e) => {
+                    failures.push(format!("{name}: {e}"));
+                    continue;
+                }
+            };
         let compiled = &choice.compiled;
         let exact: Vec<Vec<Tensor>> = xs.iter().map(|x| compiled.simulate(x, Noise::None).unwrap()).collect();
         let mut rng = Noise::rng(7);
-        let noisy: Vec<Vec<Tensor>> = xs.iter().map(|x| compiled.simulate(x, Noise::Gaussian(&mut rng)).unwrap()).collect();
+        let noisy: Vec<Vec<Tensor>> =
+            xs.iter().map(|x| compiled.simulate(x, Noise::Gaussian(&mut rng)).unwrap()).collect();
         let (af, ae, an) = (accuracy(&t.float, &t.labels), accuracy(&exact, &t.labels), accuracy(&noisy, &t.labels));
         report.push(format!(
             "{name:28} pbs {:5}  {:52} w{} o{:<3} fidelity {:6.2}%  float {af:.4}  sim {ae:.4}  sim+noise {an:.4}",
@@ -47,8 +49,10 @@ fn trained_models_keep_their_accuracy_in_simulation() {
 }
 
 /// Op models the FHE lowering does not support yet, with the reason.
-const NOT_LOWERED: &[(&str, &str)] =
-    &[("op_matmul_batched", "batched constant matmul operand"), ("op_matmul_const_left", "constant left operand of a 3-D matmul")];
+const NOT_LOWERED: &[(&str, &str)] = &[
+    ("op_matmul_batched", "batched constant matmul operand"),
+    ("op_matmul_const_left", "constant left operand of a 3-D matmul"),
+];
 
 /// Models whose output goes through comparisons (steps), and why they get the looser bound below.
 const STEPS: &[(&str, &str)] = &[
@@ -93,16 +97,25 @@ fn op_models_track_the_float_reference() {
         }
         let worst = errors.iter().copied().fold(0f32, f32::max);
         let off = errors.iter().filter(|&&e| e > 0.01 * scale).count();
-        report.push(format!("{name:36} pbs {:4} max error {:.2e}, samples off by over 1%: {off}/{}", compiled.pbs_count(), worst / scale, errors.len()));
+        report.push(format!(
+            "{name:36} pbs {:4} max error {:.2e}, samples off by over 1%: {off}/{}",
+            compiled.pbs_count(),
+            worst / scale,
+            errors.len()
+        ));
         match STEPS.iter().find(|(n, _)| *n == name) {
             // A comparison's output is exactly 0 or 1, so the weights after it meet no rounding slack:
             // each of the n terms is off by up to half a step of its quantized weight (6 bits: ~1.6% of
             // the largest), and an input within a table position of the threshold may read the other
             // side. Measured 3-6.4% for these models.
-            Some((_, why)) if worst > 0.1 * scale => {
-                failures.push(format!("{name} ({why}): {off}/{} samples off by over 1%, worst {:.2e} of the output scale", errors.len(), worst / scale))
+            Some((_, why)) if worst > 0.1 * scale => failures.push(format!(
+                "{name} ({why}): {off}/{} samples off by over 1%, worst {:.2e} of the output scale",
+                errors.len(),
+                worst / scale
+            )),
+            None if worst > 0.01 * scale => {
+                failures.push(format!("{name}: error {:.2e} of the output scale", worst / scale))
             }
-            None if worst > 0.01 * scale => failures.push(format!("{name}: error {:.2e} of the output scale", worst / scale)),
             _ => {}
         }
     }
@@ -126,7 +139,11 @@ fn a_pre_quantized_model_compiles_without_calibration_and_tracks_onnxruntime() {
     let dir = root().join("models/mlp_wine_qdq");
     let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
     let cal = Calibration::from_input_quantizer(&m, fhec_lower::SYNTHETIC_SAMPLES, fhec_lower::SYNTHETIC_SEED).unwrap();
-    assert!(matches!(cal.origin(), fhec_lower::Origin::InputQuantizer { at } if at.contains("QuantizeLinear")), "{:?}", cal.origin());
+    assert!(
+        matches!(cal.origin(), fhec_lower::Origin::InputQuantizer { at } if at.contains("QuantizeLinear")),
+        "{:?}",
+        cal.origin()
+    );
     let choice = choose(&m, &cal, &Search::default(), |_| ()).unwrap();
     assert!(choice.steps.is_some(), "the output is quantized: its distance in steps is reported");
     // The input quantizer runs on the client: 32 + 16 tables, not 13 more for the input.
@@ -136,8 +153,10 @@ fn a_pre_quantized_model_compiles_without_calibration_and_tracks_onnxruntime() {
     let ort = as_f32(&expected(&dir).unwrap()[0]);
     let labels = fhec::metrics::read_labels(&dir.join("labels.npy")).unwrap();
     let got: Vec<Vec<Tensor>> = xs.iter().map(|x| choice.compiled.simulate(x, Noise::None).unwrap()).collect();
-    let ort_rows: Vec<Vec<Tensor>> =
-        ort.outer_iter().map(|r| vec![Tensor::from_f32(vec![1, r.len()], r.iter().copied().collect()).unwrap()]).collect();
+    let ort_rows: Vec<Vec<Tensor>> = ort
+        .outer_iter()
+        .map(|r| vec![Tensor::from_f32(vec![1, r.len()], r.iter().copied().collect()).unwrap()])
+        .collect();
     assert_eq!(accuracy(&got, &labels), accuracy(&ort_rows, &labels), "accuracy of the circuit and of onnxruntime");
     // onnxruntime's outputs are dequantized levels: the step is their smallest gap.
     let mut levels: Vec<f32> = ort.iter().copied().collect();
@@ -153,7 +172,10 @@ fn a_pre_quantized_model_compiles_without_calibration_and_tracks_onnxruntime() {
         }
     }
     let share = within as f64 / ort.len() as f64;
-    eprintln!("mlp_wine_qdq without calibration: {:.1}% of outputs within one step of onnxruntime, at most {worst:.1} steps", 100.0 * share);
+    eprintln!(
+        "mlp_wine_qdq without calibration: {:.1}% of outputs within one step of onnxruntime, at most {worst:.1} steps",
+        100.0 * share
+    );
     assert!(share >= 0.94 && worst <= 3.5, "{:.1}% within one step, worst {worst} steps", 100.0 * share);
 }
 
@@ -167,10 +189,17 @@ fn calibrated_table_ranges_beat_the_interval_bound() {
     let m = fhec::load_model(&dir.join("model.onnx")).unwrap();
     let xs = samples(&dir, &m);
     let cal = Calibration::from_samples(xs.clone()).unwrap();
-    let float: Vec<Vec<f32>> = xs.iter().map(|x| fhec_interp::run(&m, std::slice::from_ref(x)).unwrap()[0].to_f32_vec()).collect();
+    let float: Vec<Vec<f32>> =
+        xs.iter().map(|x| fhec_interp::run(&m, std::slice::from_ref(x)).unwrap()[0].to_f32_vec()).collect();
     let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
     let measure = |table_ranges| {
-        let options = Options { params: fhec_runtime::ParamSet::P1024, weight_bits: 6, output_weight_max: 32.0, table_ranges, ..Options::default() };
+        let options = Options {
+            params: fhec_runtime::ParamSet::P1024,
+            weight_bits: 6,
+            output_weight_max: 32.0,
+            table_ranges,
+            ..Options::default()
+        };
         let c = compile(&m, &cal, &options).unwrap();
         let mut rng = Noise::rng(7);
         let (mut err2, mut agree, mut n) = (0f64, 0usize, 0usize);
@@ -187,7 +216,9 @@ fn calibrated_table_ranges_beat_the_interval_bound() {
     };
     let (rms_cal, agree_cal, narrowed_cal) = measure(TableRanges::Calibrated);
     let (rms_bound, agree_bound, narrowed_bound) = measure(TableRanges::Bound);
-    eprintln!("calibrated: rms {rms_cal:.4}, agreement {agree_cal:.4}, {narrowed_cal} tables narrowed; bound: rms {rms_bound:.4}, agreement {agree_bound:.4}");
+    eprintln!(
+        "calibrated: rms {rms_cal:.4}, agreement {agree_cal:.4}, {narrowed_cal} tables narrowed; bound: rms {rms_bound:.4}, agreement {agree_bound:.4}"
+    );
     assert_eq!(narrowed_bound, 0);
     assert!(narrowed_cal > 200, "{narrowed_cal} of 352 tables narrowed");
     assert!(rms_cal < 0.6 * rms_bound, "logit error: calibrated {rms_cal}, bound {rms_bound}");

@@ -87,25 +87,28 @@ pub fn eval_op(op: &Op, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
             Tensor::from_i64(shape, idx.iter().copied().collect()).expect("shape matches")
         }
         // Data movement works on any element type.
-        Op::Reshape { .. } | Op::Transpose { .. } | Op::Concat { .. } | Op::Slice { .. } | Op::Gather { .. } | Op::Pad { .. } => {
-            match xs[0].dtype() {
-                DType::F32 => {
-                    let views = xs.iter().map(|t| view_f32(t)).collect::<Result<Vec<_>, _>>()?;
-                    from_f32(move_data(op, &views, ty, |v| v)?)
-                }
-                DType::I64 => {
-                    let views = xs
-                        .iter()
-                        .map(|t| {
-                            let d = t.as_i64().ok_or("mixed element types")?;
-                            ArrayViewD::from_shape(IxDyn(t.shape()), d).map_err(|e| e.to_string())
-                        })
-                        .collect::<Result<Vec<_>, String>>()?;
-                    let a = move_data(op, &views, ty, |v| v as i64)?;
-                    Tensor::from_i64(a.shape().to_vec(), a.iter().copied().collect()).expect("shape matches")
-                }
+        Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Slice { .. }
+        | Op::Gather { .. }
+        | Op::Pad { .. } => match xs[0].dtype() {
+            DType::F32 => {
+                let views = xs.iter().map(|t| view_f32(t)).collect::<Result<Vec<_>, _>>()?;
+                from_f32(move_data(op, &views, ty, |v| v)?)
             }
-        }
+            DType::I64 => {
+                let views = xs
+                    .iter()
+                    .map(|t| {
+                        let d = t.as_i64().ok_or("mixed element types")?;
+                        ArrayViewD::from_shape(IxDyn(t.shape()), d).map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                let a = move_data(op, &views, ty, |v| v as i64)?;
+                Tensor::from_i64(a.shape().to_vec(), a.iter().copied().collect()).expect("shape matches")
+            }
+        },
     };
     if out.shape() != ty.shape.as_slice() || out.dtype() != ty.dtype {
         return Err(format!("computed {}{:?}, declared {ty}", out.dtype(), out.shape()));
@@ -114,7 +117,12 @@ pub fn eval_op(op: &Op, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
 }
 
 /// Reshape, transpose, concat, slice, gather and pad, generic over the element type.
-fn move_data<T: Copy>(op: &Op, xs: &[ArrayViewD<'_, T>], ty: &Type, pad_value: impl Fn(f32) -> T) -> Result<ArrayD<T>, String> {
+fn move_data<T: Copy>(
+    op: &Op,
+    xs: &[ArrayViewD<'_, T>],
+    ty: &Type,
+    pad_value: impl Fn(f32) -> T,
+) -> Result<ArrayD<T>, String> {
     let x = &xs[0];
     Ok(match op {
         Op::Reshape { shape } => {
@@ -217,15 +225,46 @@ struct Window {
     pl: usize,
 }
 
-fn window(x: &[usize], out: &[usize], kernel: &[usize], strides: &[usize], pads: &[usize], dil: &[usize]) -> Result<Window, String> {
+fn window(
+    x: &[usize],
+    out: &[usize],
+    kernel: &[usize],
+    strides: &[usize],
+    pads: &[usize],
+    dil: &[usize],
+) -> Result<Window, String> {
     match x.len() {
         3 => Ok(Window {
-            n: x[0], c: x[1], ih: 1, iw: x[2], oh: 1, ow: out[2], kh: 1, kw: kernel[0],
-            sh: 1, sw: strides[0], dh: 1, dw: dil[0], pt: 0, pl: pads[0],
+            n: x[0],
+            c: x[1],
+            ih: 1,
+            iw: x[2],
+            oh: 1,
+            ow: out[2],
+            kh: 1,
+            kw: kernel[0],
+            sh: 1,
+            sw: strides[0],
+            dh: 1,
+            dw: dil[0],
+            pt: 0,
+            pl: pads[0],
         }),
         4 => Ok(Window {
-            n: x[0], c: x[1], ih: x[2], iw: x[3], oh: out[2], ow: out[3], kh: kernel[0], kw: kernel[1],
-            sh: strides[0], sw: strides[1], dh: dil[0], dw: dil[1], pt: pads[0], pl: pads[1],
+            n: x[0],
+            c: x[1],
+            ih: x[2],
+            iw: x[3],
+            oh: out[2],
+            ow: out[3],
+            kh: kernel[0],
+            kw: kernel[1],
+            sh: strides[0],
+            sw: strides[1],
+            dh: dil[0],
+            dw: dil[1],
+            pt: pads[0],
+            pl: pads[1],
         }),
         r => Err(format!("only 1-D and 2-D windows are supported, got rank {r}")),
     }
@@ -277,7 +316,11 @@ fn pool(p: &PoolAttrs, x: &Tensor, ty: &Type, max: bool) -> Result<Tensor, Strin
     let g = window(x.shape(), &ty.shape, &p.kernel, &p.strides, &p.pads, &p.dilations)?;
     let xd = x.as_f32().ok_or("f32")?;
     // Window positions inside [-pad_begin, in + pad_end) count towards count_include_pad's divisor.
-    let (pb, pe) = if x.shape().len() == 3 { ((0, p.pads[0]), (0, p.pads[1])) } else { ((p.pads[0], p.pads[1]), (p.pads[2], p.pads[3])) };
+    let (pb, pe) = if x.shape().len() == 3 {
+        ((0, p.pads[0]), (0, p.pads[1]))
+    } else {
+        ((p.pads[0], p.pads[1]), (p.pads[2], p.pads[3]))
+    };
     let mut out = vec![0f32; ty.shape.iter().product()];
     for nc in 0..g.n * g.c {
         for oy in 0..g.oh {
@@ -305,4 +348,3 @@ fn pool(p: &PoolAttrs, x: &Tensor, ty: &Type, max: bool) -> Result<Tensor, Strin
     }
     Tensor::from_f32(ty.shape.clone(), out).ok_or_else(|| "pool result size".into())
 }
-

@@ -56,8 +56,8 @@ pub fn run(module: &Module, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpErro
                     .into_iter()
                     .map(|o| values[o.index()].as_deref().expect("operands come first in topological order"))
                     .collect();
-                let out = eval_op(op, &operands, &node.ty)
-                    .map_err(|msg| InterpError::Eval { node: node.describe(), msg })?;
+                let out =
+                    eval_op(op, &operands, &node.ty).map_err(|msg| InterpError::Eval { node: node.describe(), msg })?;
                 Cow::Owned(out)
             }
         };

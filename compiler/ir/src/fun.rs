@@ -94,9 +94,13 @@ impl Fun {
     pub fn tests_equality_of_a_continuous_value(&self) -> bool {
         match self {
             Fun::X | Fun::Const(_) => false,
-            Fun::Unary(Unary::Compare { cmp: crate::op::Cmp::Equal, .. }, f) => !f.is_discrete() || f.tests_equality_of_a_continuous_value(),
+            Fun::Unary(Unary::Compare { cmp: crate::op::Cmp::Equal, .. }, f) => {
+                !f.is_discrete() || f.tests_equality_of_a_continuous_value()
+            }
             Fun::Unary(_, f) => f.tests_equality_of_a_continuous_value(),
-            Fun::Binary(_, l, r) => l.tests_equality_of_a_continuous_value() || r.tests_equality_of_a_continuous_value(),
+            Fun::Binary(_, l, r) => {
+                l.tests_equality_of_a_continuous_value() || r.tests_equality_of_a_continuous_value()
+            }
         }
     }
 
@@ -279,7 +283,11 @@ impl Fun {
                     (Binary::Mul | Binary::Div, e, Fun::Const(c)) if *c == 1.0 => e.clone(),
                     (Binary::Mul, Fun::Const(c), e) if *c == 1.0 => e.clone(),
                     // Exact for every x, signed zeros included: x + (-0) = x - (+0) = x.
-                    (Binary::Add, e, Fun::Const(c)) | (Binary::Add, Fun::Const(c), e) if c.to_bits() == (-0.0f32).to_bits() => e.clone(),
+                    (Binary::Add, e, Fun::Const(c)) | (Binary::Add, Fun::Const(c), e)
+                        if c.to_bits() == (-0.0f32).to_bits() =>
+                    {
+                        e.clone()
+                    }
                     (Binary::Sub, e, Fun::Const(c)) if c.to_bits() == 0.0f32.to_bits() => e.clone(),
                     _ => Fun::binary(*b, l, r),
                 }
@@ -338,7 +346,11 @@ impl fmt::Display for Fun {
                         let v = match v {
                             Attr::Float(x) => format!("{x:?}"),
                             Attr::Bool(b) => b.to_string(),
-                            Attr::Str(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => s.clone(),
+                            Attr::Str(s)
+                                if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                            {
+                                s.clone()
+                            }
                             other => format!("{other:?}"),
                         };
                         write!(f, "{}{k}={v}", if i > 0 { "," } else { "" })?;
@@ -404,7 +416,9 @@ fn parse_expr(toks: &[String], pos: &mut usize, depth: usize) -> Result<Fun, Str
             let head = toks.get(*pos).ok_or("function: unexpected end after `(`")?.clone();
             *pos += 1;
             let (name, attrs) = match head.split_once('{') {
-                Some((name, rest)) => (name, rest.strip_suffix('}').ok_or_else(|| format!("function: bad attributes in `{head}`"))?),
+                Some((name, rest)) => {
+                    (name, rest.strip_suffix('}').ok_or_else(|| format!("function: bad attributes in `{head}`"))?)
+                }
                 None => (head.as_str(), ""),
             };
             let mut map = AttrMap::default();
@@ -492,7 +506,14 @@ mod tests {
 
     #[test]
     fn text_round_trips() {
-        for text in ["x", "(relu x)", "(mul x (sigmoid x))", "(clip{min=0.0,max=6.0} (leaky_relu{alpha=0.1} (add x 1.5)))", "(gelu{tanh=true} (div x -2.0))", "(compare{cmp=eq,than=1.0} (add (compare{cmp=gt,than=0.0} x) (compare{cmp=lt,than=1.0} x)))"] {
+        for text in [
+            "x",
+            "(relu x)",
+            "(mul x (sigmoid x))",
+            "(clip{min=0.0,max=6.0} (leaky_relu{alpha=0.1} (add x 1.5)))",
+            "(gelu{tanh=true} (div x -2.0))",
+            "(compare{cmp=eq,than=1.0} (add (compare{cmp=gt,than=0.0} x) (compare{cmp=lt,than=1.0} x)))",
+        ] {
             let f = Fun::parse(text).unwrap();
             assert_eq!(f.to_string(), text);
             assert_eq!(Fun::parse(&f.to_string()).unwrap(), f);
@@ -504,8 +525,14 @@ mod tests {
     fn comparisons_print_their_kind_threshold_and_operand() {
         let texts: Vec<String> = Cmp::ALL
             .into_iter()
-            .flat_map(|cmp| [0.0, 1.0].map(move |than| Fun::Unary(Unary::Compare { cmp, than }, Box::new(Fun::X)).to_string()))
-            .chain([Fun::Unary(Unary::Compare { cmp: Cmp::Greater, than: 0.0 }, Box::new(Fun::parse("(neg x)").unwrap())).to_string()])
+            .flat_map(|cmp| {
+                [0.0, 1.0].map(move |than| Fun::Unary(Unary::Compare { cmp, than }, Box::new(Fun::X)).to_string())
+            })
+            .chain([Fun::Unary(
+                Unary::Compare { cmp: Cmp::Greater, than: 0.0 },
+                Box::new(Fun::parse("(neg x)").unwrap()),
+            )
+            .to_string()])
             .collect();
         let distinct: std::collections::HashSet<&String> = texts.iter().collect();
         assert_eq!(distinct.len(), texts.len(), "{texts:?}");

@@ -21,7 +21,10 @@ pub use error::IrError;
 pub use fun::{Fun, Monotone};
 pub use index::{broadcast_index, for_each_index};
 pub use module::{Module, Node, ValueId};
-pub use op::{Attr, AttrMap, Binary, Cmp, ConvAttrs, Op, PadMode, PoolAttrs, ReduceKind, Unary, broadcast_shapes, slice_len, window_out};
+pub use op::{
+    Attr, AttrMap, Binary, Cmp, ConvAttrs, Op, PadMode, PoolAttrs, ReduceKind, Unary, broadcast_shapes, slice_len,
+    window_out,
+};
 pub use print::DataMode;
 pub use tensor::{Tensor, TensorData};
 pub use types::{DType, Security, Shape, Type, numel};

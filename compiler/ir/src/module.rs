@@ -146,11 +146,8 @@ impl Module {
 
     /// Makes every use of `old` (operands and outputs) use `new` instead.
     pub fn replace_all_uses(&mut self, old: ValueId, new: ValueId) {
-        let uses: Vec<_> = self
-            .graph
-            .edges_directed(old.0, Direction::Outgoing)
-            .map(|e| (e.id(), e.target(), *e.weight()))
-            .collect();
+        let uses: Vec<_> =
+            self.graph.edges_directed(old.0, Direction::Outgoing).map(|e| (e.id(), e.target(), *e.weight())).collect();
         for (id, target, slot) in uses {
             self.graph.remove_edge(id);
             self.graph.add_edge(new.0, target, slot);

@@ -13,33 +13,54 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Unary {
     Relu,
-    LeakyRelu { alpha: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
     Sigmoid,
-    HardSigmoid { alpha: f32, beta: f32 },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     Tanh,
     Softplus,
-    Elu { alpha: f32 },
-    Selu { alpha: f32, gamma: f32 },
+    Elu {
+        alpha: f32,
+    },
+    Selu {
+        alpha: f32,
+        gamma: f32,
+    },
     Erf,
     Abs,
     Exp,
     Log,
     Sqrt,
     Neg,
-    Clip { min: f32, max: f32 },
-    Pow { exponent: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    Pow {
+        exponent: f32,
+    },
     /// `x * hard_sigmoid(x)` with alpha 1/6, beta 1/2.
     HardSwish,
     /// `x * tanh(softplus(x))`.
     Mish,
     /// `x * Phi(x)`; with `tanh`, the tanh approximation.
-    Gelu { tanh: bool },
+    Gelu {
+        tanh: bool,
+    },
     /// `x / (1 + |x|)`.
     Softsign,
     /// `x` where `x > alpha`, else 0.
-    ThresholdedRelu { alpha: f32 },
+    ThresholdedRelu {
+        alpha: f32,
+    },
     /// `max(0, x) + min(0, alpha (exp(x / alpha) - 1))`.
-    Celu { alpha: f32 },
+    Celu {
+        alpha: f32,
+    },
     Sin,
     Cos,
     Reciprocal,
@@ -49,7 +70,10 @@ pub enum Unary {
     Round,
     Sign,
     /// `x <cmp> than`: 1 where it holds, else 0 (ONNX's booleans, as numbers).
-    Compare { cmp: Cmp, than: f32 },
+    Compare {
+        cmp: Cmp,
+        than: f32,
+    },
     /// A function of one variable fused from elementwise ops by the optimizer: one table under FHE.
     Fused(Box<crate::fun::Fun>),
 }
@@ -118,14 +142,29 @@ impl Unary {
             | Unary::Sign
             | Unary::Compare { cmp: Cmp::Greater | Cmp::GreaterOrEqual, .. } => Increasing,
             Unary::Neg | Unary::Compare { cmp: Cmp::Less | Cmp::LessOrEqual, .. } => Decreasing,
-            Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::Celu { alpha } | Unary::ThresholdedRelu { alpha } => {
-                if *alpha >= 0.0 { Increasing } else { Unknown }
+            Unary::LeakyRelu { alpha }
+            | Unary::Elu { alpha }
+            | Unary::Celu { alpha }
+            | Unary::ThresholdedRelu { alpha } => {
+                if *alpha >= 0.0 {
+                    Increasing
+                } else {
+                    Unknown
+                }
             }
             Unary::HardSigmoid { alpha, .. } => {
-                if *alpha >= 0.0 { Increasing } else { Decreasing }
+                if *alpha >= 0.0 {
+                    Increasing
+                } else {
+                    Decreasing
+                }
             }
             Unary::Selu { alpha, gamma } => {
-                if *alpha >= 0.0 && *gamma >= 0.0 { Increasing } else { Unknown }
+                if *alpha >= 0.0 && *gamma >= 0.0 {
+                    Increasing
+                } else {
+                    Unknown
+                }
             }
             Unary::Fused(f) => f.monotonicity(),
             Unary::Abs
@@ -154,7 +193,12 @@ impl Unary {
         let lin = |a: f32, b: f32| Some((f64::from(a), f64::from(b)));
         match *self {
             Unary::Neg => lin(-1.0, 0.0),
-            Unary::Relu | Unary::Elu { .. } | Unary::Celu { .. } | Unary::LeakyRelu { .. } | Unary::Selu { .. } | Unary::Abs
+            Unary::Relu
+            | Unary::Elu { .. }
+            | Unary::Celu { .. }
+            | Unary::LeakyRelu { .. }
+            | Unary::Selu { .. }
+            | Unary::Abs
                 if lo >= 0.0 =>
             {
                 match *self {
@@ -403,7 +447,9 @@ pub enum PadMode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// A model input, named as in the source model. Always encrypted.
-    Input { name: String },
+    Input {
+        name: String,
+    },
     /// A clear constant (weights, biases, folded subgraphs).
     Const(Tensor),
     Unary(Unary),
@@ -415,21 +461,52 @@ pub enum Op {
     AvgPool(PoolAttrs),
     MaxPool(PoolAttrs),
     /// Sorted, distinct axes.
-    Reduce { kind: ReduceKind, axes: Vec<usize>, keepdims: bool },
-    Reshape { shape: Shape },
-    Transpose { perm: Vec<usize> },
+    Reduce {
+        kind: ReduceKind,
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
+    Reshape {
+        shape: Shape,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
     /// N-ary concatenation.
-    Concat { axis: usize },
+    Concat {
+        axis: usize,
+    },
     /// Per listed axis, the elements `start, start+step, ...` up to (excluding) `end`. Bounds are already
     /// clamped: `0 <= start <= dim`, `-1 <= end <= dim`, `step != 0`.
-    Slice { axes: Vec<usize>, starts: Vec<i64>, ends: Vec<i64>, steps: Vec<i64> },
+    Slice {
+        axes: Vec<usize>,
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        steps: Vec<i64>,
+    },
     /// `data.take(indices, axis)` with constant, non-negative indices of shape `indices_shape`.
-    Gather { axis: usize, indices: Vec<i64>, indices_shape: Shape },
+    Gather {
+        axis: usize,
+        indices: Vec<i64>,
+        indices_shape: Shape,
+    },
     /// Begin pads for every axis, then end pads.
-    Pad { pads: Vec<usize>, mode: PadMode, value: f32 },
-    Softmax { axis: usize },
-    LogSoftmax { axis: usize },
-    ArgMax { axis: usize, keepdims: bool, select_last_index: bool },
+    Pad {
+        pads: Vec<usize>,
+        mode: PadMode,
+        value: f32,
+    },
+    Softmax {
+        axis: usize,
+    },
+    LogSoftmax {
+        axis: usize,
+    },
+    ArgMax {
+        axis: usize,
+        keepdims: bool,
+        select_last_index: bool,
+    },
 }
 
 /// An attribute value in the text form.
@@ -514,11 +591,61 @@ impl Op {
 
     /// Every mnemonic the text form knows, except `input` and `const` which have their own syntax.
     pub const MNEMONICS: &'static [&'static str] = &[
-        "relu", "leaky_relu", "sigmoid", "hard_sigmoid", "tanh", "softplus", "elu", "selu", "erf", "abs",
-        "exp", "log", "sqrt", "neg", "clip", "pow", "hard_swish", "mish", "gelu", "softsign", "thresholded_relu", "celu",
-        "sin", "cos", "reciprocal", "floor", "ceil", "round", "sign", "compare", "fused", "add", "sub", "mul", "div", "prelu", "max", "min", "matmul", "conv",
-        "avgpool", "maxpool", "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reshape", "transpose", "concat", "slice",
-        "gather", "pad", "softmax", "log_softmax", "argmax",
+        "relu",
+        "leaky_relu",
+        "sigmoid",
+        "hard_sigmoid",
+        "tanh",
+        "softplus",
+        "elu",
+        "selu",
+        "erf",
+        "abs",
+        "exp",
+        "log",
+        "sqrt",
+        "neg",
+        "clip",
+        "pow",
+        "hard_swish",
+        "mish",
+        "gelu",
+        "softsign",
+        "thresholded_relu",
+        "celu",
+        "sin",
+        "cos",
+        "reciprocal",
+        "floor",
+        "ceil",
+        "round",
+        "sign",
+        "compare",
+        "fused",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "prelu",
+        "max",
+        "min",
+        "matmul",
+        "conv",
+        "avgpool",
+        "maxpool",
+        "reduce_sum",
+        "reduce_mean",
+        "reduce_max",
+        "reduce_min",
+        "reshape",
+        "transpose",
+        "concat",
+        "slice",
+        "gather",
+        "pad",
+        "softmax",
+        "log_softmax",
+        "argmax",
     ];
 
     /// The attributes printed between braces, in a fixed order.
@@ -528,7 +655,10 @@ impl Op {
             Op::Input { .. } | Op::Const(_) | Op::Binary(_) | Op::MatMul => vec![],
             Op::Unary(u) => match u {
                 Unary::Fused(f) => vec![("fn", Attr::Str(f.to_string()))],
-                Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::ThresholdedRelu { alpha } | Unary::Celu { alpha } => {
+                Unary::LeakyRelu { alpha }
+                | Unary::Elu { alpha }
+                | Unary::ThresholdedRelu { alpha }
+                | Unary::Celu { alpha } => {
                     vec![("alpha", Attr::Float(*alpha))]
                 }
                 Unary::Gelu { tanh } => vec![("tanh", Attr::Bool(*tanh))],
@@ -540,7 +670,9 @@ impl Op {
                 }
                 Unary::Clip { min, max } => vec![("min", Attr::Float(*min)), ("max", Attr::Float(*max))],
                 Unary::Pow { exponent } => vec![("exponent", Attr::Float(*exponent))],
-                Unary::Compare { cmp, than } => vec![("cmp", Attr::Str(cmp.name().to_string())), ("than", Attr::Float(*than))],
+                Unary::Compare { cmp, than } => {
+                    vec![("cmp", Attr::Str(cmp.name().to_string())), ("than", Attr::Float(*than))]
+                }
                 _ => vec![],
             },
             Op::Conv(c) => vec![
@@ -607,10 +739,9 @@ impl Op {
             "relu" => Op::Unary(Unary::Relu),
             "leaky_relu" => Op::Unary(Unary::LeakyRelu { alpha: attrs.float("alpha")? }),
             "sigmoid" => Op::Unary(Unary::Sigmoid),
-            "hard_sigmoid" => Op::Unary(Unary::HardSigmoid {
-                alpha: attrs.float("alpha")?,
-                beta: attrs.float("beta")?,
-            }),
+            "hard_sigmoid" => {
+                Op::Unary(Unary::HardSigmoid { alpha: attrs.float("alpha")?, beta: attrs.float("beta")? })
+            }
             "tanh" => Op::Unary(Unary::Tanh),
             "softplus" => Op::Unary(Unary::Softplus),
             "elu" => Op::Unary(Unary::Elu { alpha: attrs.float("alpha")? }),
@@ -638,7 +769,10 @@ impl Op {
             "sign" => Op::Unary(Unary::Sign),
             "compare" => {
                 let name = attrs.string("cmp")?;
-                let cmp = Cmp::ALL.into_iter().find(|c| c.name() == name).ok_or_else(|| format!("unknown comparison `{name}` (gt, ge, lt, le, eq)"))?;
+                let cmp = Cmp::ALL
+                    .into_iter()
+                    .find(|c| c.name() == name)
+                    .ok_or_else(|| format!("unknown comparison `{name}` (gt, ge, lt, le, eq)"))?;
                 Op::Unary(Unary::Compare { cmp, than: attrs.float("than")? })
             }
             "fused" => Op::Unary(Unary::Fused(Box::new(crate::fun::Fun::parse(&attrs.string("fn")?)?))),
@@ -754,9 +888,7 @@ impl Op {
                         _ => Err(format!("prelu slope {s:?} does not broadcast to input {a:?}")),
                     }
                 } else {
-                    broadcast_shapes(a, s)
-                        .map(out)
-                        .ok_or_else(|| format!("shapes {a:?} and {s:?} do not broadcast"))
+                    broadcast_shapes(a, s).map(out).ok_or_else(|| format!("shapes {a:?} and {s:?} do not broadcast"))
                 }
             }
             Op::MatMul => {
@@ -1022,9 +1154,10 @@ fn conv_shape(c: &ConvAttrs, operands: &[&Type]) -> Result<Shape, String> {
         return Err(format!("conv input {x:?}, weight {w:?} and group {} do not match", c.group));
     }
     if let Some(b) = operands.get(2)
-        && b.shape != [w[0]] {
-            return Err(format!("conv bias {:?} must be [{}]", b.shape, w[0]));
-        }
+        && b.shape != [w[0]]
+    {
+        return Err(format!("conv bias {:?} must be [{}]", b.shape, w[0]));
+    }
     let mut out = spatial_out(x, &w[2..], &c.strides, &c.pads, &c.dilations, false)?;
     out[1] = w[0];
     Ok(out)

@@ -293,7 +293,9 @@ impl FromStr for Module {
                     match p.next() {
                         Some(Tok::Value(n)) => match values.get(&n) {
                             Some(&v) => module.add_output(name, v),
-                            None => return Err(IrError::Parse { line, msg: format!("output of undefined value %{n}") }),
+                            None => {
+                                return Err(IrError::Parse { line, msg: format!("output of undefined value %{n}") });
+                            }
                         },
                         _ => return Err(IrError::Parse { line, msg: "expected `%N` after `output NAME =`".into() }),
                     }
@@ -326,8 +328,12 @@ impl FromStr for Module {
             let ty = module.node(v).ty.clone();
             let bad = |w: &String| IrError::Parse { line, msg: format!("data #{id}: `{w}` is not a {}", ty.dtype) };
             let values = match ty.dtype {
-                DType::F32 => TensorData::F32(items.iter().map(|w| w.parse().map_err(|_| bad(w))).collect::<Result<_, _>>()?),
-                DType::I64 => TensorData::I64(items.iter().map(|w| w.parse().map_err(|_| bad(w))).collect::<Result<_, _>>()?),
+                DType::F32 => {
+                    TensorData::F32(items.iter().map(|w| w.parse().map_err(|_| bad(w))).collect::<Result<_, _>>()?)
+                }
+                DType::I64 => {
+                    TensorData::I64(items.iter().map(|w| w.parse().map_err(|_| bad(w))).collect::<Result<_, _>>()?)
+                }
             };
             let tensor = Tensor::new(ty.shape.clone(), values).ok_or_else(|| IrError::Parse {
                 line,

@@ -17,7 +17,9 @@ impl Module {
     pub fn verify(&self) -> Result<(), IrError> {
         let order = self.topo_order()?;
         // Values are named as the printer numbers them: by position in this same topological order.
-        let fail = |i: usize, v: ValueId, msg: String| Err(IrError::Verify { value: format!("%{i} ({})", self.node(v).describe()), msg });
+        let fail = |i: usize, v: ValueId, msg: String| {
+            Err(IrError::Verify { value: format!("%{i} ({})", self.node(v).describe()), msg })
+        };
         let mut input_names = HashSet::new();
         for (i, &v) in order.iter().enumerate() {
             let node = self.node(v);
@@ -60,7 +62,10 @@ impl Module {
         let mut output_names = HashSet::new();
         for (name, v) in self.outputs() {
             if !self.contains(*v) {
-                return Err(IrError::Verify { value: format!("output \"{name}\""), msg: "refers to a removed value".into() });
+                return Err(IrError::Verify {
+                    value: format!("output \"{name}\""),
+                    msg: "refers to a removed value".into(),
+                });
             }
             if !output_names.insert(name) {
                 return Err(IrError::Verify { value: format!("output \"{name}\""), msg: "name is used twice".into() });

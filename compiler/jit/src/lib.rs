@@ -83,7 +83,10 @@ impl Jit {
             return Err(JitError::Unsupported(format!("{positions} table positions is not a power of two")));
         }
         // Offsets into inputs, wires, noise (two per bootstrap) and tables are 32-bit immediates.
-        let largest = (circuit.tables.len() * positions).max(circuit.n_inputs).max(2 * circuit.pbs.len()).max(circuit.outputs.len());
+        let largest = (circuit.tables.len() * positions)
+            .max(circuit.n_inputs)
+            .max(2 * circuit.pbs.len())
+            .max(circuit.outputs.len());
         if largest.saturating_mul(8) > i32::MAX as usize {
             return Err(JitError::Unsupported(format!("{largest} values do not fit 32-bit offsets")));
         }
@@ -133,8 +136,11 @@ impl Jit {
         let mut noise = NoiseSampler::new(self.params, noise);
         let per_sample = 2 * self.n_pbs;
         // Without noise every sample reads the same zeros (stride 0).
-        let (mut draws, stride) =
-            if noise.is_noisy() { (vec![0i64; per_sample * CHUNK.min(samples)], per_sample) } else { (vec![0i64; per_sample], 0) };
+        let (mut draws, stride) = if noise.is_noisy() {
+            (vec![0i64; per_sample * CHUNK.min(samples)], per_sample)
+        } else {
+            (vec![0i64; per_sample], 0)
+        };
         let mut wires = vec![0i64; self.n_pbs];
         let mut outputs = vec![0i64; self.n_outputs * samples];
         let mut done = 0;
@@ -194,7 +200,11 @@ fn emit(c: &Circuit, mut b: FunctionBuilder<'_>, target: TargetFrontendConfig) {
     let positions = c.params.positions() as i64;
     let (shift, log2n) = (c.params.position_shift() as i64, positions.trailing_zeros() as i64);
     let load_wire = |b: &mut FunctionBuilder<'_>, w: u32| -> Value {
-        if w < n_in { b.ins().load(I64, mem, inputs, 8 * w as i32) } else { b.ins().load(I64, mem, wires, 8 * (w - n_in) as i32) }
+        if w < n_in {
+            b.ins().load(I64, mem, inputs, 8 * w as i32)
+        } else {
+            b.ins().load(I64, mem, wires, 8 * (w - n_in) as i32)
+        }
     };
     let affine = |b: &mut FunctionBuilder<'_>, a: &Affine| -> Value {
         let mut acc = b.ins().iconst(I64, a.bias);

@@ -31,7 +31,9 @@ fn random_circuit(r: &mut StdRng) -> Circuit {
     let n = params.positions();
     let n_inputs = r.random_range(0..6usize);
     let tables: Vec<Table> = (0..r.random_range(1..4))
-        .map(|_| Table { values: (0..n).map(|q| if r.random_bool(0.5) { r.random::<i64>() } else { q as i64 * 7 - 3 }).collect() })
+        .map(|_| Table {
+            values: (0..n).map(|q| if r.random_bool(0.5) { r.random::<i64>() } else { q as i64 * 7 - 3 }).collect(),
+        })
         .collect();
     let n_pbs = if n_inputs == 0 { 0 } else { r.random_range(0..12usize) };
     let pbs = (0..n_pbs)
@@ -53,14 +55,17 @@ fn random_inputs(r: &mut StdRng, c: &Circuit, samples: usize) -> Vec<i64> {
     (0..c.n_inputs * samples)
         .map(|_| match r.random_range(0..3) {
             0 => r.random::<i64>(),
-            1 => (r.random_range(-(c.params.positions() as i64)..c.params.positions() as i64) << shift).wrapping_add(r.random_range(-2..=2)),
+            1 => (r.random_range(-(c.params.positions() as i64)..c.params.positions() as i64) << shift)
+                .wrapping_add(r.random_range(-2..=2)),
             _ => r.random_range(-1000..1000),
         })
         .collect()
 }
 
 fn interpreter(c: &Circuit, inputs: &[i64], samples: usize, mut noise: Noise<'_>) -> Vec<i64> {
-    (0..samples).flat_map(|s| simulate(c, &inputs[s * c.n_inputs..(s + 1) * c.n_inputs], noise.reborrow()).unwrap()).collect()
+    (0..samples)
+        .flat_map(|s| simulate(c, &inputs[s * c.n_inputs..(s + 1) * c.n_inputs], noise.reborrow()).unwrap())
+        .collect()
 }
 
 #[test]
@@ -73,7 +78,11 @@ fn random_circuits_run_bit_identically_in_the_jit_and_the_interpreter() {
         // Mostly small batches; some longer than one chunk of the JIT's noise buffer.
         let samples = if case % 50 == 0 { 150 } else { r.random_range(0..4) };
         let inputs = random_inputs(&mut r, &c, samples);
-        assert_eq!(jit.run(&inputs, samples, Noise::None).unwrap(), interpreter(&c, &inputs, samples, Noise::None), "case {case}: {c:?}");
+        assert_eq!(
+            jit.run(&inputs, samples, Noise::None).unwrap(),
+            interpreter(&c, &inputs, samples, Noise::None),
+            "case {case}: {c:?}"
+        );
         let seed = r.random::<u64>();
         let (mut a, mut b) = (Noise::rng(seed), Noise::rng(seed));
         let got = jit.run(&inputs, samples, Noise::Gaussian(&mut a)).unwrap();
@@ -98,7 +107,10 @@ fn noise_streams_continue_across_runs_as_in_the_interpreter() {
     let inputs = random_inputs(&mut r, &c, 70);
     let (mut a, mut b) = (Noise::rng(9), Noise::rng(9));
     for _ in 0..2 {
-        assert_eq!(jit.run(&inputs, 70, Noise::Inflated(&mut a, 1.3)).unwrap(), interpreter(&c, &inputs, 70, Noise::Inflated(&mut b, 1.3)));
+        assert_eq!(
+            jit.run(&inputs, 70, Noise::Inflated(&mut a, 1.3)).unwrap(),
+            interpreter(&c, &inputs, 70, Noise::Inflated(&mut b, 1.3))
+        );
     }
 }
 

@@ -56,7 +56,8 @@ impl Calibration {
                 hi[i] = hi[i].max(f64::from(v));
             }
         }
-        let (tlo, thi) = (lo.iter().copied().fold(f64::INFINITY, f64::min), hi.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+        let (tlo, thi) =
+            (lo.iter().copied().fold(f64::INFINITY, f64::min), hi.iter().copied().fold(f64::NEG_INFINITY, f64::max));
         let input_box = (0..n)
             .map(|i| {
                 let (l, h) = if hi[i] - lo[i] <= 1e-6 * (thi - tlo) { (tlo, thi) } else { (lo[i], hi[i]) };
@@ -77,8 +78,10 @@ impl Calibration {
         })?;
         let shape = module.node(module.inputs()[0]).ty.shape.clone();
         let mut rng = StdRng::seed_from_u64(seed);
-        let uniform: Vec<Uniform<f64>> =
-            input_box.iter().map(|&(lo, hi)| Uniform::new_inclusive(lo, hi).expect("a quantizer box is finite and ordered")).collect();
+        let uniform: Vec<Uniform<f64>> = input_box
+            .iter()
+            .map(|&(lo, hi)| Uniform::new_inclusive(lo, hi).expect("a quantizer box is finite and ordered"))
+            .collect();
         let samples = (0..n)
             .map(|_| {
                 let x = uniform.iter().map(|u| u.sample(&mut rng) as f32).collect();
@@ -108,7 +111,8 @@ impl Calibration {
         let samples = self.samples.iter().map(run).collect::<Result<Vec<_>, _>>()?;
         let shape = head.node(head.inputs()[0]).ty.shape.clone();
         let end = |f: fn(&(f64, f64)) -> f64| {
-            run(&Tensor::from_f32(shape.clone(), self.input_box.iter().map(|b| f(b) as f32).collect()).expect("one value per input element"))
+            run(&Tensor::from_f32(shape.clone(), self.input_box.iter().map(|b| f(b) as f32).collect())
+                .expect("one value per input element"))
         };
         let (lo, hi) = (end(|b| b.0)?.to_f32_vec(), end(|b| b.1)?.to_f32_vec());
         let input_box = lo.iter().zip(&hi).map(|(&a, &b)| (f64::from(a.min(b)), f64::from(a.max(b)))).collect();
@@ -148,7 +152,13 @@ fn quantizer_box(m: &Module) -> Result<(Vec<(f64, f64)>, String), String> {
     // The per-element values of the constant operand of `u` (the other one being `v`).
     let constant = |u: ValueId, v: ValueId| -> Result<(Vec<f64>, bool), String> {
         let ops = m.operands(u);
-        let (other, v_first) = if ops[0] == v && ops[1] != v { (ops[1], true) } else if ops[1] == v && ops[0] != v { (ops[0], false) } else { return Err(format!("{} uses it twice", describe(u))) };
+        let (other, v_first) = if ops[0] == v && ops[1] != v {
+            (ops[1], true)
+        } else if ops[1] == v && ops[0] != v {
+            (ops[0], false)
+        } else {
+            return Err(format!("{} uses it twice", describe(u)));
+        };
         let Op::Const(c) = &m.node(other).op else {
             return Err(format!("{} combines it with a computed value", describe(u)));
         };
@@ -156,7 +166,10 @@ fn quantizer_box(m: &Module) -> Result<(Vec<(f64, f64)>, String), String> {
             return Err(format!("{} broadcasts it to a larger shape", describe(u)));
         }
         let values = c.to_f32_vec();
-        Ok((broadcast_index(&m.node(v).ty.shape, c.shape()).into_iter().map(|i| f64::from(values[i])).collect(), v_first))
+        Ok((
+            broadcast_index(&m.node(v).ty.shape, c.shape()).into_iter().map(|i| f64::from(values[i])).collect(),
+            v_first,
+        ))
     };
     let mut v = input;
     loop {
@@ -256,7 +269,9 @@ mod tests {
         let err = Calibration::from_input_quantizer(&m, 10, 1).unwrap_err().to_string();
         assert!(err.contains("the input reaches %1 = relu before any quantizer"), "{err}");
         assert!(err.contains("--calibration"), "{err}");
-        let m = module("module \"m\"\n%0 = input \"x\" : enc<f32>[1,2]\n%1 = round %0 : enc<f32>[1,2]\noutput \"y\" = %1\n");
+        let m = module(
+            "module \"m\"\n%0 = input \"x\" : enc<f32>[1,2]\n%1 = round %0 : enc<f32>[1,2]\noutput \"y\" = %1\n",
+        );
         let err = Calibration::from_input_quantizer(&m, 10, 1).unwrap_err().to_string();
         assert!(err.contains("%1 is a model output"), "{err}");
     }

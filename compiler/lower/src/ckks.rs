@@ -22,8 +22,8 @@ use crate::poly::{Approx, Fit};
 use crate::search::{fidelity, grid_steps, relative_fidelity};
 use crate::{Calibration, LowerError, Origin, Prepared, scale};
 use fhec_ckks::{Affine, Node, PLAN_VERSION, Packing, Plan, Reads, cheb};
-use std::collections::HashMap;
 use fhec_ir::{Module, Tensor};
+use std::collections::HashMap;
 
 /// A model lowered for CKKS: the plan the server evaluates and the client's pre- and post-processing.
 #[derive(Clone, Debug)]
@@ -100,7 +100,8 @@ fn shared_windows(lookups: &[&Lookup], calibrated_windows: bool) -> Result<HashM
             )));
         }
         let (lo, hi) = own_window(l, calibrated_windows);
-        let e = out.entry(l.layer.clone()).or_insert(Shared { window: (lo, hi), domain: l.domain, quantiles: Vec::new() });
+        let e =
+            out.entry(l.layer.clone()).or_insert(Shared { window: (lo, hi), domain: l.domain, quantiles: Vec::new() });
         e.window = (e.window.0.min(lo), e.window.1.max(hi));
         e.domain = (e.domain.0.min(l.domain.0), e.domain.1.max(l.domain.1));
         e.quantiles.extend(&l.quantiles);
@@ -116,7 +117,12 @@ impl Prepared {
     /// when `calibrated_windows` is false or there were no real samples), one window per value, or
     /// per layer for feature-major packing; and each node's distance from its function on the
     /// calibration samples (see `fit`).
-    pub fn ckks(&self, approx: Approx, calibrated_windows: bool, packing: Packing) -> Result<(CkksCompiled, Vec<f64>), LowerError> {
+    pub fn ckks(
+        &self,
+        approx: Approx,
+        calibrated_windows: bool,
+        packing: Packing,
+    ) -> Result<(CkksCompiled, Vec<f64>), LowerError> {
         let n = &self.neurons;
         let input_box: Vec<(f64, f64)> = n.wires[..n.n_inputs].iter().map(|w| (w.lo, w.hi)).collect();
         // The client sends each input mapped onto [-1, 1] over its box, so that the constants
@@ -143,12 +149,16 @@ impl Prepared {
             .map(|w| w.lookup.as_ref())
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| LowerError::Model("a wire past the inputs is not a table".into()))?;
-        let shared = (packing == Packing::FeatureMajor).then(|| shared_windows(&lookups, calibrated_windows)).transpose()?;
+        let shared =
+            (packing == Packing::FeatureMajor).then(|| shared_windows(&lookups, calibrated_windows)).transpose()?;
         // Shared polynomials leave out each value's center: a form reading value `w` takes back
         // `c · center(w)`, which the table's consumers had added to their bias.
         let uncenter = |terms: &[(u32, f64)]| -> f64 {
             match &shared {
-                Some(_) => -terms.iter().filter_map(|&(w, c)| (w as usize).checked_sub(n.n_inputs).map(|k| c * lookups[k].center)).sum::<f64>(),
+                Some(_) => -terms
+                    .iter()
+                    .filter_map(|&(w, c)| (w as usize).checked_sub(n.n_inputs).map(|k| c * lookups[k].center))
+                    .sum::<f64>(),
                 None => 0.0,
             }
         };
@@ -159,7 +169,20 @@ impl Prepared {
             .map(|l| {
                 let shift = uncenter(&l.input.terms);
                 let (window, (coeffs, error)) = match shared.as_ref().and_then(|s| s.get(&l.layer)) {
-                    Some(s) => (s.window, layer_fits.entry(&l.layer).or_insert_with(|| fit(s.window, |z| f64::from(l.f.apply(z.clamp(s.domain.0, s.domain.1) as f32)), approx, &s.quantiles)).clone()),
+                    Some(s) => (
+                        s.window,
+                        layer_fits
+                            .entry(&l.layer)
+                            .or_insert_with(|| {
+                                fit(
+                                    s.window,
+                                    |z| f64::from(l.f.apply(z.clamp(s.domain.0, s.domain.1) as f32)),
+                                    approx,
+                                    &s.quantiles,
+                                )
+                            })
+                            .clone(),
+                    ),
                     None => {
                         let window = own_window(l, calibrated_windows);
                         (window, fit(window, |z| l.eval(z), approx, &l.quantiles))
@@ -168,7 +191,12 @@ impl Prepared {
                 (Node { input: unit(window_input(l, window, shift)), coeffs, layer: l.layer.clone() }, error)
             })
             .unzip();
-        let outputs = n.outputs.iter().flatten().map(|f| unit(Affine { terms: f.terms.clone(), bias: f.bias + uncenter(&f.terms) })).collect();
+        let outputs = n
+            .outputs
+            .iter()
+            .flatten()
+            .map(|f| unit(Affine { terms: f.terms.clone(), bias: f.bias + uncenter(&f.terms) }))
+            .collect();
         let plan = Plan { version: PLAN_VERSION, n_inputs: n.n_inputs, input_box, nodes, outputs };
         plan.validate().map_err(|e| LowerError::Model(e.to_string()))?;
         Ok((CkksCompiled { plan, preprocess: self.preprocess.clone(), postprocess: self.postprocess.clone() }, errors))
@@ -315,8 +343,10 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
     fits.dedup();
     // The plan with one polynomial everywhere, for each fit and degree; an assignment takes each
     // node from its layer's.
-    let all: Vec<Approx> = fits.iter().flat_map(|&fit| search.degrees.iter().map(move |&degree| Approx { fit, degree })).collect();
-    let uniform: Vec<(CkksCompiled, Vec<f64>)> = all.iter().map(|&a| prepared.ckks(a, search.calibrated_windows, search.packing)).collect::<Result<_, _>>()?;
+    let all: Vec<Approx> =
+        fits.iter().flat_map(|&fit| search.degrees.iter().map(move |&degree| Approx { fit, degree })).collect();
+    let uniform: Vec<(CkksCompiled, Vec<f64>)> =
+        all.iter().map(|&a| prepared.ckks(a, search.calibrated_windows, search.packing)).collect::<Result<_, _>>()?;
     let mut layers: Vec<String> = Vec::new();
     let layer_of: Vec<usize> = uniform[0]
         .0
@@ -348,9 +378,14 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
         })
         .collect();
     let layer_error = |u: usize, layer: usize| layer_errors[u][layer];
-    let index_of = |a: Approx| all.iter().position(|&b| b == a).expect("the rules offer only the search's fits and degrees");
+    let index_of =
+        |a: Approx| all.iter().position(|&b| b == a).expect("the rules offer only the search's fits and degrees");
     let (offered, rules_fired) = crate::poly::candidates(layers.len(), &fits, &search.degrees);
-    let kept: Vec<Vec<usize>> = offered.iter().enumerate().map(|(l, c)| crate::poly::pareto(c, |a| layer_error(index_of(a), l)).into_iter().map(index_of).collect()).collect();
+    let kept: Vec<Vec<usize>> = offered
+        .iter()
+        .enumerate()
+        .map(|(l, c)| crate::poly::pareto(c, |a| layer_error(index_of(a), l)).into_iter().map(index_of).collect())
+        .collect();
     let assemble = |choice: &[usize]| -> CkksCompiled {
         let mut c = uniform[0].0.clone();
         for (k, node) in c.plan.nodes.iter_mut().enumerate() {
@@ -359,7 +394,10 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
         c
     };
     // Every assignment of the layers' kept candidates when there are few, else one polynomial for all.
-    let count = kept.iter().try_fold(1usize, |n, k| n.checked_mul(k.len())).filter(|&n| n <= MAX_ASSIGNMENTS && search.per_layer);
+    let count = kept
+        .iter()
+        .try_fold(1usize, |n, k| n.checked_mul(k.len()))
+        .filter(|&n| n <= MAX_ASSIGNMENTS && search.per_layer);
     let assignments: Vec<Vec<usize>> = match count {
         Some(n) => (0..n)
             .map(|mut i| {
@@ -382,7 +420,16 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
             // One ciphertext on one thread.
             let estimated_ms = ring.map_or(f64::INFINITY, |r| plan.estimated_ms(r, search.packing, 1, 1));
             let error: f64 = a.iter().enumerate().map(|(l, &u)| layer_error(u, l)).sum();
-            (CkksTrial { approx: a.iter().map(|&i| all[i]).collect(), log_n: ring.map(|r| r.log_n), estimated_ms, fidelity: None }, a, error)
+            (
+                CkksTrial {
+                    approx: a.iter().map(|&i| all[i]).collect(),
+                    log_n: ring.map(|r| r.log_n),
+                    estimated_ms,
+                    fidelity: None,
+                },
+                a,
+                error,
+            )
         })
         .collect();
     // Cheapest first; at one cost, the assignment closest to the functions on the calibration inputs.
@@ -396,7 +443,10 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
         }
         let compiled = assemble(a);
         let mut reads = Reads::default();
-        let got: Vec<Tensor> = samples.iter().map(|x| compiled.simulate(x, &mut reads).map(|mut o| o.swap_remove(0))).collect::<Result<_, _>>()?;
+        let got: Vec<Tensor> = samples
+            .iter()
+            .map(|x| compiled.simulate(x, &mut reads).map(|mut o| o.swap_remove(0)))
+            .collect::<Result<_, _>>()?;
         let f = if classes { fidelity(&float, &got, &grid) } else { relative_fidelity(&float, &got) };
         trial.fidelity = Some(f);
         if best.as_ref().is_none_or(|b| f > b.0) {
@@ -409,6 +459,21 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
     let (fidelity, i, compiled, reads) = best.expect("the cheapest assignment is always simulated");
     let approx = candidates[i].0.approx.clone();
     let trials = candidates.into_iter().map(|c| c.0).collect();
-    let candidates = kept.iter().enumerate().map(|(l, k)| k.iter().map(|&u| (all[u], layer_error(u, l))).collect()).collect();
-    Ok(CkksChoice { compiled, layers, approx, candidates, rules_fired, fidelity, within_budget: fidelity >= required, required, trials, reads, optimization: prepared.optimization.clone(), calibration: (calibration.origin().clone(), samples.len()), packing: search.packing })
+    let candidates =
+        kept.iter().enumerate().map(|(l, k)| k.iter().map(|&u| (all[u], layer_error(u, l))).collect()).collect();
+    Ok(CkksChoice {
+        compiled,
+        layers,
+        approx,
+        candidates,
+        rules_fired,
+        fidelity,
+        within_budget: fidelity >= required,
+        required,
+        trials,
+        reads,
+        optimization: prepared.optimization.clone(),
+        calibration: (calibration.origin().clone(), samples.len()),
+        packing: search.packing,
+    })
 }

@@ -27,19 +27,21 @@ pub struct Split {
 /// images).
 fn head_op(m: &Module, u: ValueId, x: ValueId) -> bool {
     match &m.node(u).op {
-        Op::Unary(f) => matches!(
-            f,
-            Unary::Relu
-                | Unary::Sigmoid
-                | Unary::Tanh
-                | Unary::Neg
-                | Unary::Clip { .. }
-                | Unary::Floor
-                | Unary::Ceil
-                | Unary::Round
-                | Unary::Erf
-                | Unary::Softsign
-        ) || matches!(f, Unary::LeakyRelu { alpha } if *alpha >= 0.0),
+        Op::Unary(f) => {
+            matches!(
+                f,
+                Unary::Relu
+                    | Unary::Sigmoid
+                    | Unary::Tanh
+                    | Unary::Neg
+                    | Unary::Clip { .. }
+                    | Unary::Floor
+                    | Unary::Ceil
+                    | Unary::Round
+                    | Unary::Erf
+                    | Unary::Softsign
+            ) || matches!(f, Unary::LeakyRelu { alpha } if *alpha >= 0.0)
+        }
         Op::Binary(k @ (Binary::Add | Binary::Sub | Binary::Mul | Binary::Div)) => {
             let ops = m.operands(u);
             let (other, x_first) = match ops[..] {
@@ -57,7 +59,9 @@ fn head_op(m: &Module, u: ValueId, x: ValueId) -> bool {
 
 /// Runs a head (`Split::head`) on one sample: what the circuit's input codes encode.
 pub fn apply(head: &Module, x: &Tensor) -> Result<Tensor, String> {
-    fhec_interp::run(head, std::slice::from_ref(x)).map(|mut o| o.swap_remove(0)).map_err(|e| format!("the client's pre-processing: {e}"))
+    fhec_interp::run(head, std::slice::from_ref(x))
+        .map(|mut o| o.swap_remove(0))
+        .map_err(|e| format!("the client's pre-processing: {e}"))
 }
 
 /// Cuts the head off `m`, if it has one worth a bootstrap per element.
@@ -96,7 +100,9 @@ pub fn split(m: &Module) -> Result<Option<Split>, LowerError> {
                 map.insert(o, id);
                 Ok(id)
             }
-            _ => Err(LowerError::Model(format!("{} reads a value of the client's pre-processing", m.node(o).describe()))),
+            _ => {
+                Err(LowerError::Model(format!("{} reads a value of the client's pre-processing", m.node(o).describe())))
+            }
         }
     };
     let name = match &m.node(input).op {
@@ -106,7 +112,8 @@ pub fn split(m: &Module) -> Result<Option<Split>, LowerError> {
     let mut head = Module::new(format!("{}.preprocess", m.name));
     let mut map = HashMap::from([(input, head.add_input(name.clone(), m.node(input).ty.clone()))]);
     for &u in &chain {
-        let operands = m.operands(u).into_iter().map(|o| copy_const(&mut head, &mut map, o)).collect::<Result<Vec<_>, _>>()?;
+        let operands =
+            m.operands(u).into_iter().map(|o| copy_const(&mut head, &mut map, o)).collect::<Result<Vec<_>, _>>()?;
         let id = head.add_node(m.node(u).clone(), &operands);
         map.insert(u, id);
     }
@@ -118,7 +125,8 @@ pub fn split(m: &Module) -> Result<Option<Split>, LowerError> {
         if v == input || in_head.contains(&v) || matches!(m.node(v).op, Op::Const(_)) {
             continue;
         }
-        let operands = m.operands(v).into_iter().map(|o| copy_const(&mut rest, &mut map, o)).collect::<Result<Vec<_>, _>>()?;
+        let operands =
+            m.operands(v).into_iter().map(|o| copy_const(&mut rest, &mut map, o)).collect::<Result<Vec<_>, _>>()?;
         let id = rest.add_node(m.node(v).clone(), &operands);
         map.insert(v, id);
     }
@@ -141,7 +149,13 @@ mod tests {
         let m: Module = QDQ.parse().unwrap();
         let s = split(&m).unwrap().expect("a head");
         // sub, div, round, add, clip on the client; the zero point's sub and the matmul on the server.
-        let ops = |m: &Module| m.topo_order().unwrap().into_iter().filter(|&v| !matches!(m.node(v).op, Op::Const(_) | Op::Input { .. })).count();
+        let ops = |m: &Module| {
+            m.topo_order()
+                .unwrap()
+                .into_iter()
+                .filter(|&v| !matches!(m.node(v).op, Op::Const(_) | Op::Input { .. }))
+                .count()
+        };
         assert_eq!((ops(&s.head), ops(&s.rest)), (5, 2));
         let x = fhec_ir::Tensor::from_f32(vec![1, 2], vec![3.3, -7.0]).unwrap();
         let pre = fhec_interp::run(&s.head, std::slice::from_ref(&x)).unwrap();

@@ -22,11 +22,11 @@ mod search;
 mod simulator;
 mod tail;
 
-pub use ckks::{CkksChoice, CkksCompiled, CkksSearch, CkksTrial, choose_ckks};
-pub use poly::{Approx, Fit};
-pub use fhec_ckks as ckks_plan;
 pub use calibration::{Calibration, HEADROOM, Origin, SYNTHETIC_SAMPLES, SYNTHETIC_SEED};
+pub use ckks::{CkksChoice, CkksCompiled, CkksSearch, CkksTrial, choose_ckks};
+pub use fhec_ckks as ckks_plan;
 pub use fhec_runtime::{InputCode, OutputCode};
+pub use poly::{Approx, Fit};
 pub use scale::{MAX_NARROWING, Options, TABLE_HEADROOM, TableRanges};
 pub use search::{Choice, Search, Steps, Trial, choose};
 pub use simulator::{Engine, Simulator, jit_pays};
@@ -96,7 +96,10 @@ fn postprocess_module(m: &Module, client: &HashSet<ValueId>, frontier: &[ValueId
                 (Some(&id), _) => id,
                 (None, Op::Const(c)) => t.add_const(c.clone(), None),
                 (None, _) => {
-                    return Err(LowerError::Client(format!("{} reads a value the server does not return", m.node(v).describe())));
+                    return Err(LowerError::Client(format!(
+                        "{} reads a value the server does not return",
+                        m.node(v).describe()
+                    )));
                 }
             };
             operands.push(id);
@@ -230,11 +233,20 @@ impl Prepared {
     /// (`Neurons::elide_affine_tables` is TFHE's only). Eliding them changed which per-layer
     /// polynomial fits the CKKS search keeps on the corpus CNNs, for the worse (`tests/ckks.rs`),
     /// which is not understood yet.
-    pub fn for_polynomials(module: &Module, calibration: &Calibration, opt: &optimize::Config) -> Result<Prepared, LowerError> {
+    pub fn for_polynomials(
+        module: &Module,
+        calibration: &Calibration,
+        opt: &optimize::Config,
+    ) -> Result<Prepared, LowerError> {
         Prepared::build(module, calibration, opt, false)
     }
 
-    fn build(module: &Module, calibration: &Calibration, opt: &optimize::Config, elide: bool) -> Result<Prepared, LowerError> {
+    fn build(
+        module: &Module,
+        calibration: &Calibration,
+        opt: &optimize::Config,
+        elide: bool,
+    ) -> Result<Prepared, LowerError> {
         let (preprocess, module, calibration): (_, Cow<Module>, Cow<Calibration>) = match head::split(module)? {
             Some(s) => {
                 let c = calibration.through(&s.head)?;
@@ -255,9 +267,13 @@ impl Prepared {
         let input_box = calibration.input_box();
         let n_inputs: usize = module.inputs().iter().map(|&v| module.node(v).ty.numel()).sum();
         if input_box.len() != n_inputs {
-            return Err(LowerError::Model(format!("the calibration has {} values per sample; the model input has {n_inputs}", input_box.len())));
+            return Err(LowerError::Model(format!(
+                "the calibration has {} values per sample; the model input has {n_inputs}",
+                input_box.len()
+            )));
         }
-        let samples: Vec<Vec<f64>> = calibration.output_samples().iter().map(|x| x.to_f32_vec().into_iter().map(f64::from).collect()).collect();
+        let samples: Vec<Vec<f64>> =
+            calibration.output_samples().iter().map(|x| x.to_f32_vec().into_iter().map(f64::from).collect()).collect();
         let mut neurons = neurons::scalarize(&optimized, &outputs(&optimized), input_box, &samples)?;
         let scalarized = neurons.tables_per_layer();
         let elided = if opt.level > 0 && elide { neurons.elide_affine_tables() } else { 0 };
@@ -269,11 +285,22 @@ impl Prepared {
         let layers_before = if report.kept_input {
             scalarized
         } else {
-            neurons::scalarize(&server, &outputs(&server), input_box, &samples).map(|n| n.tables_per_layer()).unwrap_or_default()
+            neurons::scalarize(&server, &outputs(&server), input_box, &samples)
+                .map(|n| n.tables_per_layer())
+                .unwrap_or_default()
         };
         let postprocess = postprocess_module(module, &client, &frontier)?;
         refuse_exact_equality(&postprocess, Side::Client)?;
-        let optimization = Optimization { config: opt.clone(), report, composed, elided, before: server, after: optimized, layers_before, layers_after };
+        let optimization = Optimization {
+            config: opt.clone(),
+            report,
+            composed,
+            elided,
+            before: server,
+            after: optimized,
+            layers_before,
+            layers_after,
+        };
         Ok(Prepared { preprocess, neurons, postprocess, optimization })
     }
 
@@ -288,7 +315,15 @@ impl Prepared {
 
     pub fn compile(&self, opts: &Options) -> Result<Compiled, LowerError> {
         let i = scale::integerize(&self.neurons, opts)?;
-        Ok(Compiled { circuit: i.circuit, narrowing: i.narrowing, held_out: i.held_out, preprocess: self.preprocess.clone(), inputs: i.inputs, outputs: i.outputs, postprocess: self.postprocess.clone() })
+        Ok(Compiled {
+            circuit: i.circuit,
+            narrowing: i.narrowing,
+            held_out: i.held_out,
+            preprocess: self.preprocess.clone(),
+            inputs: i.inputs,
+            outputs: i.outputs,
+            postprocess: self.postprocess.clone(),
+        })
     }
 }
 
@@ -317,7 +352,12 @@ impl Compiled {
     /// [`Compiled::simulate`] over many samples with `sim` (made by [`Compiled::simulator`]), one noise
     /// stream for all: the same results as simulating them one after the other. `pre` are the samples
     /// after the client's pre-processing ([`Prepared::preprocessed`], done once for all candidates).
-    pub fn simulate_all(&self, sim: &Simulator<'_>, pre: &[Tensor], noise: Noise<'_>) -> Result<Vec<Vec<Tensor>>, LowerError> {
+    pub fn simulate_all(
+        &self,
+        sim: &Simulator<'_>,
+        pre: &[Tensor],
+        noise: Noise<'_>,
+    ) -> Result<Vec<Vec<Tensor>>, LowerError> {
         sim.predict(None, &self.inputs, &self.outputs, &self.postprocess, pre, noise)
     }
 
@@ -363,7 +403,11 @@ pub fn encode(preprocess: Option<&Module>, codes: &[InputCode], x: &Tensor) -> R
         }
         None => x,
     };
-    Ok(x.to_f32_vec().iter().zip(codes).map(|(&v, c)| ((f64::from(v).clamp(c.lo, c.hi) - c.mid) * c.scale).round() as i64).collect())
+    Ok(x.to_f32_vec()
+        .iter()
+        .zip(codes)
+        .map(|(&v, c)| ((f64::from(v).clamp(c.lo, c.hi) - c.mid) * c.scale).round() as i64)
+        .collect())
 }
 
 #[cfg(test)]
@@ -448,7 +492,12 @@ mod tests {
         // The window (+-0.2 doubled) would be 11x narrower than the bound: capped.
         assert_eq!(narrow.narrowing, [MAX_NARROWING]);
         // Within the window, the finer table errs less.
-        let err = |c: &Compiled| (0..=40).map(|i| i as f32 / 100.0 - 0.2).map(|z| (relu_at(c, 1.0, z - 1.0) - 2.0 * z.max(0.0)).abs()).fold(0f32, f32::max);
+        let err = |c: &Compiled| {
+            (0..=40)
+                .map(|i| i as f32 / 100.0 - 0.2)
+                .map(|z| (relu_at(c, 1.0, z - 1.0) - 2.0 * z.max(0.0)).abs())
+                .fold(0f32, f32::max)
+        };
         assert!(err(&narrow) * 4.0 < err(&bound), "max error {} calibrated, {} bound", err(&narrow), err(&bound));
         // Past the window's upper edge (4.4 / 8 = 0.55), the relu reads its edge: 2 * 0.55, not 2 * 1.0.
         assert!((relu_at(&bound, 1.0, 0.0) - 2.0).abs() < 0.05);
@@ -472,7 +521,8 @@ mod tests {
                 Tensor::from_f32(vec![1, 2], vec![a, -a + if i % 2 == 1 { 3.0 } else { 0.0 }]).unwrap()
             })
             .collect();
-        let c = compile(&m, &cal(&xs), &Options { params: fhec_runtime::ParamSet::P512A, ..Options::default() }).unwrap();
+        let c =
+            compile(&m, &cal(&xs), &Options { params: fhec_runtime::ParamSet::P512A, ..Options::default() }).unwrap();
         assert_eq!(c.held_out, (32, 32));
     }
 
@@ -512,9 +562,23 @@ mod tests {
     #[test]
     fn every_univariate_op_is_one_table_per_element() {
         let module = |op: &str| {
-            format!("module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = {op} %0 : enc<f32>[1,4]\n%2 = const #0 : clear<f32>[4,1]\n%3 = matmul %1, %2 : enc<f32>[1,1]\noutput \"y\" = %3\ndata #0 = [1.5, -0.5, 0.25, 1.0]\n")
+            format!(
+                "module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = {op} %0 : enc<f32>[1,4]\n%2 = const #0 : clear<f32>[4,1]\n%3 = matmul %1, %2 : enc<f32>[1,1]\noutput \"y\" = %3\ndata #0 = [1.5, -0.5, 0.25, 1.0]\n"
+            )
         };
-        for op in ["hard_swish", "mish", "gelu{tanh=false}", "gelu{tanh=true}", "softsign", "celu{alpha=0.7}", "sin", "cos", "relu", "tanh", "erf"] {
+        for op in [
+            "hard_swish",
+            "mish",
+            "gelu{tanh=false}",
+            "gelu{tanh=true}",
+            "softsign",
+            "celu{alpha=0.7}",
+            "sin",
+            "cos",
+            "relu",
+            "tanh",
+            "erf",
+        ] {
             check(&module(op), 4, 0.01);
         }
         for op in [
@@ -531,7 +595,11 @@ mod tests {
             check(&module(op), 4, 0.35);
         }
         // 1/x away from 0: x + 3 in [1, 5).
-        check("module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = const #1 : clear<f32>[1]\n%2 = add %0, %1 : enc<f32>[1,4]\n%3 = reciprocal %2 : enc<f32>[1,4]\n%4 = const #0 : clear<f32>[4,1]\n%5 = matmul %3, %4 : enc<f32>[1,1]\noutput \"y\" = %5\ndata #0 = [1.5, -0.5, 0.25, 1.0]\ndata #1 = [3.0]\n", 4, 0.01);
+        check(
+            "module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = const #1 : clear<f32>[1]\n%2 = add %0, %1 : enc<f32>[1,4]\n%3 = reciprocal %2 : enc<f32>[1,4]\n%4 = const #0 : clear<f32>[4,1]\n%5 = matmul %3, %4 : enc<f32>[1,1]\noutput \"y\" = %5\ndata #0 = [1.5, -0.5, 0.25, 1.0]\ndata #1 = [3.0]\n",
+            4,
+            0.01,
+        );
     }
 
     /// Exact equality of an encrypted value is refused, on the server (a table) and on the client (a
@@ -554,7 +622,9 @@ mod tests {
     #[test]
     fn elementwise_max_min_and_products_of_encrypted_values() {
         let module = |body: &str| {
-            format!("module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = slice{{axes=[1], starts=[0], ends=[2], steps=[1]}} %0 : enc<f32>[1,2]\n%2 = slice{{axes=[1], starts=[2], ends=[4], steps=[1]}} %0 : enc<f32>[1,2]\n{body}%5 = const #0 : clear<f32>[2,1]\n%6 = matmul %4, %5 : enc<f32>[1,1]\noutput \"y\" = %6\ndata #0 = [1.5, -0.5]\ndata #1 = [0.25, -1.0]\n")
+            format!(
+                "module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = slice{{axes=[1], starts=[0], ends=[2], steps=[1]}} %0 : enc<f32>[1,2]\n%2 = slice{{axes=[1], starts=[2], ends=[4], steps=[1]}} %0 : enc<f32>[1,2]\n{body}%5 = const #0 : clear<f32>[2,1]\n%6 = matmul %4, %5 : enc<f32>[1,1]\noutput \"y\" = %6\ndata #0 = [1.5, -0.5]\ndata #1 = [0.25, -1.0]\n"
+            )
         };
         for op in ["max", "min"] {
             check(&module(&format!("%3 = const #1 : clear<f32>[2]\n%4 = {op} %1, %2 : enc<f32>[1,2]\n")), 2, 0.01);
@@ -562,7 +632,9 @@ mod tests {
         }
         // Reductions by max and min: one table per element folded in.
         for op in ["reduce_max", "reduce_min"] {
-            let ir = format!("module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = reshape{{shape=[2,2]}} %0 : enc<f32>[2,2]\n%2 = {op}{{axes=[1], keepdims=false}} %1 : enc<f32>[2]\n%3 = reshape{{shape=[1,2]}} %2 : enc<f32>[1,2]\n%4 = const #0 : clear<f32>[2,1]\n%5 = matmul %3, %4 : enc<f32>[1,1]\noutput \"y\" = %5\ndata #0 = [1.5, -0.5]\n");
+            let ir = format!(
+                "module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = reshape{{shape=[2,2]}} %0 : enc<f32>[2,2]\n%2 = {op}{{axes=[1], keepdims=false}} %1 : enc<f32>[2]\n%3 = reshape{{shape=[1,2]}} %2 : enc<f32>[1,2]\n%4 = const #0 : clear<f32>[2,1]\n%5 = matmul %3, %4 : enc<f32>[1,1]\noutput \"y\" = %5\ndata #0 = [1.5, -0.5]\n"
+            );
             check(&ir, 2, 0.01);
         }
         // A product of two encrypted values: two squares, ((a + c)^2 - (a - c)^2) / 4.
@@ -604,7 +676,8 @@ mod tests {
         let xs = inputs(&m, 16);
         let opt = Prepared::new(&m, &cal(&xs), &optimize::Config::default()).unwrap();
         assert_eq!(opt.optimization.elided, 2);
-        let naive = Prepared::new(&m, &cal(&xs), &optimize::Config { level: 0, ..optimize::Config::default() }).unwrap();
+        let naive =
+            Prepared::new(&m, &cal(&xs), &optimize::Config { level: 0, ..optimize::Config::default() }).unwrap();
         assert_eq!(naive.optimization.elided, 0);
         assert_eq!(naive.compile(&Options::default()).unwrap().pbs_count(), 4, "kept at --opt-level 0");
         // The float semantics of the scalarized circuits agree, on samples and outside them.

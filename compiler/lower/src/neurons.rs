@@ -32,7 +32,12 @@ impl Form {
 
     fn scaled(&self, k: f64) -> Form {
         let (a, b) = (self.lo * k, self.hi * k);
-        Form { terms: self.terms.iter().map(|&(w, c)| (w, c * k)).collect(), bias: self.bias * k, lo: a.min(b), hi: a.max(b) }
+        Form {
+            terms: self.terms.iter().map(|&(w, c)| (w, c * k)).collect(),
+            bias: self.bias * k,
+            lo: a.min(b),
+            hi: a.max(b),
+        }
     }
 
     /// `sum(k_i * f_i)`, merging terms on the same wire.
@@ -180,7 +185,8 @@ impl Neurons {
     pub fn compose_chains(&mut self) -> usize {
         let n = self.wires.len();
         let mut uses = vec![0usize; n];
-        let forms = self.wires.iter().filter_map(|w| w.lookup.as_ref().map(|l| &l.input)).chain(self.outputs.iter().flatten());
+        let forms =
+            self.wires.iter().filter_map(|w| w.lookup.as_ref().map(|l| &l.input)).chain(self.outputs.iter().flatten());
         for f in forms {
             for &(j, _) in &f.terms {
                 uses[j as usize] += 1;
@@ -195,10 +201,15 @@ impl Neurons {
             // outer(clip(c * (inner(z) - inner.center) + bias, outer.domain)), z clamped to inner's domain.
             let between = Fun::binary(
                 Binary::Add,
-                Fun::binary(Binary::Mul, Fun::binary(Binary::Sub, Fun::of_unary(&inner.f), Fun::Const(inner.center as f32)), Fun::Const(c as f32)),
+                Fun::binary(
+                    Binary::Mul,
+                    Fun::binary(Binary::Sub, Fun::of_unary(&inner.f), Fun::Const(inner.center as f32)),
+                    Fun::Const(c as f32),
+                ),
                 Fun::Const(outer.input.bias as f32),
             );
-            let clipped = Fun::Unary(Unary::Clip { min: outer.domain.0 as f32, max: outer.domain.1 as f32 }, Box::new(between));
+            let clipped =
+                Fun::Unary(Unary::Clip { min: outer.domain.0 as f32, max: outer.domain.1 as f32 }, Box::new(between));
             let composed = Lookup {
                 f: Unary::Fused(Box::new(Fun::of_unary(&outer.f).compose(&clipped))),
                 input: inner.input.clone(),
@@ -262,7 +273,11 @@ impl Neurons {
             }
         }
         self.wires = kept;
-        let forms = self.wires.iter_mut().filter_map(|w| w.lookup.as_mut().map(|l| &mut l.input)).chain(self.outputs.iter_mut().flatten());
+        let forms = self
+            .wires
+            .iter_mut()
+            .filter_map(|w| w.lookup.as_mut().map(|l| &mut l.input))
+            .chain(self.outputs.iter_mut().flatten());
         for f in forms {
             for (j, _) in f.terms.iter_mut() {
                 debug_assert!(!gone[*j as usize], "a removed wire is still read");
@@ -318,7 +333,18 @@ impl Builder {
         }
         let (lo, hi) = input.range(&self.wires);
         let calibrated: Vec<f64> = self.samples.iter().map(|v| input.eval(v)).collect();
-        let mut l = Lookup { f, input, lo, hi, domain: (lo, hi), center: 0.0, calibrated: span(&calibrated), held_out: (0, 0), quantiles: quantiles(&calibrated, QUANTILES), layer: self.layer.clone() };
+        let mut l = Lookup {
+            f,
+            input,
+            lo,
+            hi,
+            domain: (lo, hi),
+            center: 0.0,
+            calibrated: span(&calibrated),
+            held_out: (0, 0),
+            quantiles: quantiles(&calibrated, QUANTILES),
+            layer: self.layer.clone(),
+        };
         if calibrated.len() >= 4
             && let Some(even) = span(calibrated.iter().step_by(2))
         {
@@ -368,7 +394,9 @@ fn span<'a>(values: impl IntoIterator<Item = &'a f64>) -> Option<(f64, f64)> {
 
 /// The range of `l`'s table over inputs in `[lo, hi]`: the function over a dense grid.
 fn image(l: &Lookup, lo: f64, hi: f64) -> (f64, f64) {
-    (0..=4096).map(|i| l.eval(lo + (hi - lo) * i as f64 / 4096.0)).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
+    (0..=4096)
+        .map(|i| l.eval(lo + (hi - lo) * i as f64 / 4096.0))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
 }
 
 /// Whether `f` has a pole: a reciprocal, a quotient by the variable, a log, a negative power.
@@ -407,7 +435,10 @@ fn saturated(l: &Lookup, calibrated: &[f64]) -> Option<(f64, f64)> {
     }
     let (zmin, zmax) = (zmin.clamp(l.lo, l.hi), zmax.clamp(l.lo, l.hi));
     let f = |z: f64| f64::from(l.f.apply(z as f32));
-    let (olo, ohi) = calibrated.iter().map(|&z| f(z.clamp(l.lo, l.hi))).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (olo, ohi) = calibrated
+        .iter()
+        .map(|&z| f(z.clamp(l.lo, l.hi)))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     let pad = OUTPUT_HEADROOM * (ohi - olo).max(olo.abs()).max(ohi.abs());
     let allowed = |z: f64| f(z).is_finite() && (olo - pad..=ohi + pad).contains(&f(z));
     // Outward from the calibrated inputs over a grid of the interval, while the outputs stay allowed.
@@ -451,7 +482,12 @@ fn index_map(op: &Op, shapes: &[&[usize]], ty: &Type) -> Result<Vec<i64>, String
 /// Scalarizes the module's server part. `input_box[i]` bounds input element `i`.
 /// `samples` (input elements per calibration sample, possibly none) set the domain of tables with a
 /// pole (see [`saturated`]).
-pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)], samples: &[Vec<f64>]) -> Result<Neurons, LowerError> {
+pub fn scalarize(
+    m: &Module,
+    frontier: &[ValueId],
+    input_box: &[(f64, f64)],
+    samples: &[Vec<f64>],
+) -> Result<Neurons, LowerError> {
     let inputs = m.inputs();
     let [input] = inputs.as_slice() else {
         return Err(LowerError::Model(format!("the model has {} inputs; FHE compilation supports one", inputs.len())));
@@ -460,7 +496,10 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)], sam
     // Each input element is its own class; a layer's class is `n_inputs + node index`.
     let mut b = Builder {
         wires: input_box.iter().enumerate().map(|(i, &(lo, hi))| Wire { lookup: None, lo, hi, class: i }).collect(),
-        samples: samples.iter().map(|x| x.iter().zip(input_box).map(|(&v, &(lo, hi))| v.clamp(lo, hi)).collect()).collect(),
+        samples: samples
+            .iter()
+            .map(|x| x.iter().zip(input_box).map(|(&v, &(lo, hi))| v.clamp(lo, hi)).collect())
+            .collect(),
         layer: String::new(),
     };
     let mut vals: HashMap<ValueId, V> = HashMap::new();
@@ -505,7 +544,8 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)], sam
                         None => V::Enc(forms(0).into_iter().map(|f| b.lookup(u.clone(), f, class)).collect()),
                     },
                     Op::Binary(kind) => {
-                        let (ia, ib) = (fhec_ir::broadcast_index(shape, shapes[0]), fhec_ir::broadcast_index(shape, shapes[1]));
+                        let (ia, ib) =
+                            (fhec_ir::broadcast_index(shape, shapes[0]), fhec_ir::broadcast_index(shape, shapes[1]));
                         let (fa, fb) = (forms(0), forms(1));
                         let both_enc = matches!((x[0], x[1]), (V::Enc(_), V::Enc(_)));
                         let konst = |i: usize, k: usize| match x[i] {
@@ -565,7 +605,10 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)], sam
                     Op::Conv(c) => V::Enc(conv(m, v, c, &x, &shapes, shape)?),
                     Op::AvgPool(p) | Op::MaxPool(p) => {
                         let max = matches!(op, Op::MaxPool(_));
-                        V::Enc(pool(&mut b, p, &forms(0), shapes[0], shape, max, class).map_err(|e| unsupported(m, v, &e))?)
+                        V::Enc(
+                            pool(&mut b, p, &forms(0), shapes[0], shape, max, class)
+                                .map_err(|e| unsupported(m, v, &e))?,
+                        )
                     }
                     Op::Reduce { kind: kind @ (ReduceKind::Max | ReduceKind::Min), axes, keepdims: _ } => {
                         // A chain of `a + relu(b - a)` (max) or `a - relu(a - b)` (min) per group.
@@ -601,17 +644,29 @@ pub fn scalarize(m: &Module, frontier: &[ValueId], input_box: &[(f64, f64)], sam
                         V::Enc(groups.iter().map(|g| Form::combine(g)).collect())
                     }
                     Op::Reshape { .. } => V::Enc(forms(0)),
-                    Op::Transpose { .. } | Op::Concat { .. } | Op::Slice { .. } | Op::Gather { .. } | Op::Pad { .. } => {
+                    Op::Transpose { .. }
+                    | Op::Concat { .. }
+                    | Op::Slice { .. }
+                    | Op::Gather { .. }
+                    | Op::Pad { .. } => {
                         let all: Vec<Form> = (0..x.len()).flat_map(forms).collect();
                         let pad = match op {
                             Op::Pad { value, .. } => f64::from(*value),
                             _ => 0.0,
                         };
                         let map = index_map(op, &shapes, &node.ty).map_err(|e| unsupported(m, v, &e))?;
-                        V::Enc(map.iter().map(|&i| if i == 0 { Form::constant(pad) } else { all[i as usize - 1].clone() }).collect())
+                        V::Enc(
+                            map.iter()
+                                .map(|&i| if i == 0 { Form::constant(pad) } else { all[i as usize - 1].clone() })
+                                .collect(),
+                        )
                     }
                     Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::ArgMax { .. } => {
-                        return Err(unsupported(m, v, "softmax, log-softmax and argmax run only as the model's final ops (on the client)"));
+                        return Err(unsupported(
+                            m,
+                            v,
+                            "softmax, log-softmax and argmax run only as the model's final ops (on the client)",
+                        ));
                     }
                     Op::Input { .. } | Op::Const(_) => unreachable!("handled above"),
                 }
@@ -697,7 +752,14 @@ fn matmul(m: &Module, v: ValueId, x: &[&V], shapes: &[&[usize]], out: &[usize]) 
     Ok(res)
 }
 
-fn conv(m: &Module, v: ValueId, c: &fhec_ir::ConvAttrs, x: &[&V], shapes: &[&[usize]], out: &[usize]) -> Result<Vec<Form>, LowerError> {
+fn conv(
+    m: &Module,
+    v: ValueId,
+    c: &fhec_ir::ConvAttrs,
+    x: &[&V],
+    shapes: &[&[usize]],
+    out: &[usize],
+) -> Result<Vec<Form>, LowerError> {
     let (V::Enc(xf), V::Const(w)) = (x[0], x[1]) else {
         return Err(unsupported(m, v, "convolution weights must be constant"));
     };

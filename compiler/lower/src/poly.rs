@@ -63,7 +63,8 @@ fn rules(fits: &[Fit], degrees: &[usize]) -> Vec<Rewrite<SymbolLang, ()>> {
     for &d in degrees {
         for &fit in fits {
             let name = format!("activation-to-{}-{d}", fit.name());
-            let to: egg::Pattern<SymbolLang> = format!("({} ?l {d})", fit.name()).parse().expect("a well-formed pattern");
+            let to: egg::Pattern<SymbolLang> =
+                format!("({} ?l {d})", fit.name()).parse().expect("a well-formed pattern");
             out.push(rewrite!(name; "(act ?l)" => to));
         }
     }
@@ -111,9 +112,24 @@ pub fn candidates(layers: usize, fits: &[Fit], degrees: &[usize]) -> (Vec<Vec<Ap
     let fired = rules
         .iter()
         .map(|r| {
-            let (fit, degree) = r.name.as_str().trim_start_matches("activation-to-").rsplit_once('-').expect("named by `rules`");
-            let a = Approx { fit: Fit::of(fit).expect("named by `rules`"), degree: degree.parse().expect("named by `rules`") };
-            (r.name.to_string(), act_classes.iter().filter(|&&c| eg[c].nodes.iter().any(|n| Fit::of(n.op.as_str()) == Some(a.fit) && eg[n.children()[1]].nodes.iter().any(|d| d.op.as_str().parse() == Ok(a.degree)))).count())
+            let (fit, degree) =
+                r.name.as_str().trim_start_matches("activation-to-").rsplit_once('-').expect("named by `rules`");
+            let a = Approx {
+                fit: Fit::of(fit).expect("named by `rules`"),
+                degree: degree.parse().expect("named by `rules`"),
+            };
+            (
+                r.name.to_string(),
+                act_classes
+                    .iter()
+                    .filter(|&&c| {
+                        eg[c].nodes.iter().any(|n| {
+                            Fit::of(n.op.as_str()) == Some(a.fit)
+                                && eg[n.children()[1]].nodes.iter().any(|d| d.op.as_str().parse() == Ok(a.degree))
+                        })
+                    })
+                    .count(),
+            )
         })
         .collect();
     (per_layer, fired)
@@ -125,7 +141,11 @@ pub fn candidates(layers: usize, fits: &[Fit], degrees: &[usize]) -> (Vec<Vec<Ap
 /// while the choice is made on the whole plan's simulated accuracy, where they may rank otherwise.
 pub fn pareto(candidates: &[Approx], error: impl Fn(Approx) -> f64) -> Vec<Approx> {
     let scored: Vec<(Approx, f64)> = candidates.iter().map(|&a| (a, error(a))).collect();
-    scored.iter().filter(|&&(a, e)| !scored.iter().any(|&(b, f)| b.degree < a.degree && f <= e)).map(|&(a, _)| a).collect()
+    scored
+        .iter()
+        .filter(|&&(a, e)| !scored.iter().any(|&(b, f)| b.degree < a.degree && f <= e))
+        .map(|&(a, _)| a)
+        .collect()
 }
 
 #[cfg(test)]
@@ -138,7 +158,10 @@ mod tests {
         let (per_layer, fired) = candidates(3, &both, &[7, 15]);
         assert_eq!(per_layer.len(), 3);
         for c in &per_layer {
-            let want: Vec<Approx> = [Fit::Chebyshev, Fit::LeastSquares].into_iter().flat_map(|fit| [7, 15].map(|degree| Approx { fit, degree })).collect();
+            let want: Vec<Approx> = [Fit::Chebyshev, Fit::LeastSquares]
+                .into_iter()
+                .flat_map(|fit| [7, 15].map(|degree| Approx { fit, degree }))
+                .collect();
             assert_eq!(c, &want);
         }
         assert_eq!(fired.len(), 4);
@@ -161,6 +184,9 @@ mod tests {
         };
         // Chebyshev 15 fits worse than least squares at 7; both fits of one degree stay.
         assert_eq!(pareto(&all, error), [a(Fit::Chebyshev, 7), a(Fit::LeastSquares, 7), a(Fit::LeastSquares, 15)]);
-        assert_eq!(pareto(&all, |x| if x.degree == 7 { 0.01 } else { 0.02 }), [a(Fit::Chebyshev, 7), a(Fit::LeastSquares, 7)]);
+        assert_eq!(
+            pareto(&all, |x| if x.degree == 7 { 0.01 } else { 0.02 }),
+            [a(Fit::Chebyshev, 7), a(Fit::LeastSquares, 7)]
+        );
     }
 }

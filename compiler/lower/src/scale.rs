@@ -113,7 +113,14 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { params: ParamSet::P2048B, weight_bits: 6, layer_weight_bits: Vec::new(), output_weight_max: 8.0, failure_log2: -40.0, table_ranges: TableRanges::default() }
+        Options {
+            params: ParamSet::P2048B,
+            weight_bits: 6,
+            layer_weight_bits: Vec::new(),
+            output_weight_max: 8.0,
+            failure_log2: -40.0,
+            table_ranges: TableRanges::default(),
+        }
     }
 }
 
@@ -217,7 +224,8 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
     };
     // Each bootstrap's table under the chosen ranges (the wires' own lookups keep the interval
     // bound and the centre their consumers' forms were built with).
-    let tables: Vec<Option<Lookup>> = n.wires.iter().map(|w| w.lookup.as_ref().map(|l| windowed(l, opts.table_ranges))).collect();
+    let tables: Vec<Option<Lookup>> =
+        n.wires.iter().map(|w| w.lookup.as_ref().map(|l| windowed(l, opts.table_ranges))).collect();
     let (mut t, mut mid, mut s) = (vec![0.0; nw], vec![0.0; nw], vec![1.0; nw]);
     let mut converged = false;
     for _round in 0..8 {
@@ -275,8 +283,12 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
         let mut grew = false;
         for &k in &pbs {
             let form = &n.wires[k].lookup.as_ref().expect("lookup").input;
-            let norm2: f64 =
-                form.terms.iter().filter(|(j, _)| *j as usize >= ni).map(|&(j, c)| (c * t[k] / s[j as usize]).round().powi(2)).sum();
+            let norm2: f64 = form
+                .terms
+                .iter()
+                .filter(|(j, _)| *j as usize >= ni)
+                .map(|&(j, c)| (c * t[k] / s[j as usize]).round().powi(2))
+                .sum();
             norm[k] = norm2.sqrt();
             let std = noise.input_std(norm[k], 0.0);
             let want = (failure_sigmas * std).ceil() + 2.0;
@@ -342,8 +354,14 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
             InputCode { lo: w.lo, hi: w.hi, mid: (w.lo + w.hi) / 2.0, scale: s[i] }
         })
         .collect();
-    let mut circuit =
-        Circuit { params: opts.params, n_inputs: ni, pbs: Vec::new(), tables: Vec::new(), outputs: Vec::new(), layers: Vec::new() };
+    let mut circuit = Circuit {
+        params: opts.params,
+        n_inputs: ni,
+        pbs: Vec::new(),
+        tables: Vec::new(),
+        outputs: Vec::new(),
+        layers: Vec::new(),
+    };
     for &k in &pbs {
         let l = tables[k].as_ref().expect("lookup");
         let (input, t_eff) = affine(&l.input, t[k], mid[k], &inputs);
@@ -385,7 +403,10 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
         })
         .collect();
     let held_out = match opts.table_ranges {
-        TableRanges::Calibrated => pbs.iter().filter_map(|&k| n.wires[k].lookup.as_ref()).fold((0, 0), |(o, t), l| (o + l.held_out.0, t + l.held_out.1)),
+        TableRanges::Calibrated => pbs
+            .iter()
+            .filter_map(|&k| n.wires[k].lookup.as_ref())
+            .fold((0, 0), |(o, t), l| (o + l.held_out.0, t + l.held_out.1)),
         TableRanges::Bound => (0, 0),
     };
     Ok(Integerized { circuit, narrowing, held_out, inputs, outputs })

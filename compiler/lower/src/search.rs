@@ -216,7 +216,11 @@ enum Score {
 
 /// The first `max` calibration samples and the float model's first output on each: what candidates
 /// are scored against.
-pub(crate) fn reference<'a>(module: &Module, calibration: &'a Calibration, max: usize) -> Result<(&'a [Tensor], Vec<Tensor>), LowerError> {
+pub(crate) fn reference<'a>(
+    module: &Module,
+    calibration: &'a Calibration,
+    max: usize,
+) -> Result<(&'a [Tensor], Vec<Tensor>), LowerError> {
     let all = calibration.samples();
     let samples = &all[..all.len().min(max)];
     let float = samples
@@ -229,7 +233,12 @@ pub(crate) fn reference<'a>(module: &Module, calibration: &'a Calibration, max: 
 
 /// Compiles `module` for the cheapest parameter set that keeps its accuracy (see the module docs).
 /// `progress` is called once per candidate.
-pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut progress: impl FnMut(&Trial)) -> Result<Choice, LowerError> {
+pub fn choose(
+    module: &Module,
+    calibration: &Calibration,
+    search: &Search,
+    mut progress: impl FnMut(&Trial),
+) -> Result<Choice, LowerError> {
     let (samples, float) = reference(module, calibration, search.max_samples)?;
     let continuous = !float.iter().all(|t| class(t).is_some());
     let synthetic = matches!(calibration.origin(), Origin::InputQuantizer { .. });
@@ -243,7 +252,8 @@ pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut p
     };
     let repeats = search.min_runs.div_ceil(samples.len().max(1)).max(1);
     let reference: Vec<Tensor> = float.iter().cycle().take(repeats * float.len()).cloned().collect();
-    let required = 100.0 - if continuous || score != Score::Fidelity { search.error_budget_percent } else { search.budget_points };
+    let required =
+        100.0 - if continuous || score != Score::Fidelity { search.error_budget_percent } else { search.budget_points };
     let prepared = Prepared::new(module, calibration, &search.optimize)?;
     let mut trials = Vec::new();
     let mut last_err = None;
@@ -292,7 +302,14 @@ pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut p
         let mut here: Option<Candidate> = None;
         for &weight_bits in &search.weight_bits {
             for &output_weight_max in &search.output_weight_max {
-                let options = Options { params, weight_bits, layer_weight_bits: Vec::new(), output_weight_max, failure_log2: search.failure_log2, table_ranges: search.table_ranges };
+                let options = Options {
+                    params,
+                    weight_bits,
+                    layer_weight_bits: Vec::new(),
+                    output_weight_max,
+                    failure_log2: search.failure_log2,
+                    table_ranges: search.table_ranges,
+                };
                 if let Some(c) = evaluate(options, &mut trials)?
                     && here.as_ref().is_none_or(|b| c.better_than(b))
                 {
@@ -325,7 +342,18 @@ pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut p
         }
         if let Some(h) = here {
             if h.fidelity >= required {
-                return Ok(Choice { compiled: h.compiled, chosen: h.options, fidelity: h.fidelity, within_budget: true, required, trials, jit_fallback, optimization: prepared.optimization.clone(), calibration: (calibration.origin().clone(), samples.len()), steps: h.steps });
+                return Ok(Choice {
+                    compiled: h.compiled,
+                    chosen: h.options,
+                    fidelity: h.fidelity,
+                    within_budget: true,
+                    required,
+                    trials,
+                    jit_fallback,
+                    optimization: prepared.optimization.clone(),
+                    calibration: (calibration.origin().clone(), samples.len()),
+                    steps: h.steps,
+                });
             }
             per_set.push(h);
         }
@@ -334,11 +362,27 @@ pub fn choose(module: &Module, calibration: &Calibration, search: &Search, mut p
     // estimates differ by noise at that scale).
     let best = per_set.iter().map(|c| c.fidelity).fold(f64::NEG_INFINITY, f64::max);
     match per_set.into_iter().find(|c| c.fidelity >= best - (100.0 - required)) {
-        Some(b) => Ok(Choice { compiled: b.compiled, chosen: b.options, fidelity: b.fidelity, within_budget: false, required, trials, jit_fallback, optimization: prepared.optimization.clone(), calibration: (calibration.origin().clone(), samples.len()), steps: b.steps }),
+        Some(b) => Ok(Choice {
+            compiled: b.compiled,
+            chosen: b.options,
+            fidelity: b.fidelity,
+            within_budget: false,
+            required,
+            trials,
+            jit_fallback,
+            optimization: prepared.optimization.clone(),
+            calibration: (calibration.origin().clone(), samples.len()),
+            steps: b.steps,
+        }),
         None => Err(match (last_err, excluded) {
             (_, Some(p)) => LowerError::Model(format!(
                 "parameter set {p} is only used for circuits without bootstraps, and this model needs bootstraps; choose one of {}",
-                ParamSet::ALL.iter().filter(|p| p.bootstraps_validated()).map(|p| p.name()).collect::<Vec<_>>().join(", ")
+                ParamSet::ALL
+                    .iter()
+                    .filter(|p| p.bootstraps_validated())
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             (Some(e), None) => e,
             (None, None) => LowerError::Model("no parameter set to try".into()),
@@ -371,7 +415,12 @@ mod tests {
     fn inputs(m: &Module, n: usize) -> Vec<Tensor> {
         let shape = m.node(m.inputs()[0]).ty.shape.clone();
         let len = fhec_ir::numel(&shape);
-        (0..n).map(|i| Tensor::from_f32(shape.clone(), (0..len).map(|j| ((i * 7 + j * 3) % 17) as f32 / 4.0 - 2.0).collect()).unwrap()).collect()
+        (0..n)
+            .map(|i| {
+                Tensor::from_f32(shape.clone(), (0..len).map(|j| ((i * 7 + j * 3) % 17) as f32 / 4.0 - 2.0).collect())
+                    .unwrap()
+            })
+            .collect()
     }
 
     const MLP: &str = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,3]\n%1 = const #0 : clear<f32>[3,4]\n%2 = matmul %0, %1 : enc<f32>[1,4]\n%3 = relu %2 : enc<f32>[1,4]\n%4 = const #1 : clear<f32>[4,1]\n%5 = matmul %3, %4 : enc<f32>[1,1]\noutput \"y\" = %5\ndata #0 = [0.5, -1.0, 0.25, 2.0, -0.75, 0.1, 1.0, 0.3, -0.4, 0.6, 0.9, -1.2]\ndata #1 = [1.5, -0.5, 0.7, 1.1]\n";
@@ -396,7 +445,9 @@ mod tests {
         assert!(strict.fidelity > loose.fidelity || strict.chosen.params == first);
         assert_eq!(tried, strict.trials.len());
         // Sets that do not take bootstraps were not scored on this circuit.
-        assert!(strict.trials.iter().filter(|t| !t.options.params.bootstraps_validated()).all(|t| t.fidelity.is_none()));
+        assert!(
+            strict.trials.iter().filter(|t| !t.options.params.bootstraps_validated()).all(|t| t.fidelity.is_none())
+        );
     }
 
     #[test]

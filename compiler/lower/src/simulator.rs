@@ -113,7 +113,12 @@ mod tests {
         Circuit {
             params,
             n_inputs: terms,
-            pbs: vec![Pbs { input: Affine { terms: (0..terms as u32).map(|w| (w, 3)).collect(), bias: 0 }, table: 0, noise_std: 0.0, layer: 0 }],
+            pbs: vec![Pbs {
+                input: Affine { terms: (0..terms as u32).map(|w| (w, 3)).collect(), bias: 0 },
+                table: 0,
+                noise_std: 0.0,
+                layer: 0,
+            }],
             tables: vec![Table { values: vec![0; params.positions()] }],
             outputs: vec![Affine { terms: vec![(terms as u32, 1)], bias: 0 }],
             layers: vec!["l".into()],

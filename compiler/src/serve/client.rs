@@ -85,9 +85,18 @@ fn is_tls_failure(e: &reqwest::Error) -> bool {
 /// What to do about common connection failures, from the error's text.
 fn hint(text: &str) -> Option<&'static str> {
     const HINTS: [(&str, &str); 6] = [
-        ("UnknownIssuer", "the server's certificate is not signed by a CA this client trusts: pass --ca-cert with the CA that signed it"),
-        ("CaUsedAsEndEntity", "the server's certificate is a CA certificate, as `openssl req -x509` makes by default: issue one with basicConstraints CA:FALSE, see deploy/README.md"),
-        ("NotValidForName", "the server's certificate does not name this host: use a URL with a name or address it lists"),
+        (
+            "UnknownIssuer",
+            "the server's certificate is not signed by a CA this client trusts: pass --ca-cert with the CA that signed it",
+        ),
+        (
+            "CaUsedAsEndEntity",
+            "the server's certificate is a CA certificate, as `openssl req -x509` makes by default: issue one with basicConstraints CA:FALSE, see deploy/README.md",
+        ),
+        (
+            "NotValidForName",
+            "the server's certificate does not name this host: use a URL with a name or address it lists",
+        ),
         ("Expired", "the server's certificate has expired"),
         ("invalid HTTP version parsed", "is the server serving HTTPS? then use an https:// URL"),
         ("InvalidContentType", "is the server serving plain HTTP? then use an http:// URL"),
@@ -125,7 +134,11 @@ impl Remote {
         }
         let http = builder.build().map_err(|e| {
             let text = describe(&e);
-            let hint = if text.contains("CA certificates") { " (install the system's CA certificates, e.g. the ca-certificates package, or pass --ca-cert)" } else { "" };
+            let hint = if text.contains("CA certificates") {
+                " (install the system's CA certificates, e.g. the ca-certificates package, or pass --ca-cert)"
+            } else {
+                ""
+            };
             err(format!("HTTP client: {text}{hint}"))
         })?;
         Ok(Remote { base, token, http, retries: 8, max_backoff: Duration::from_secs(30) })
@@ -141,14 +154,25 @@ impl Remote {
 
     /// Sends the request `make` builds, again while the server is busy or unreachable, waiting as the
     /// server asks (Retry-After) or with exponential backoff.
-    async fn send(&self, make: impl Fn() -> reqwest::RequestBuilder, attempts: &mut Attempts) -> Result<reqwest::Response, DriverError> {
+    async fn send(
+        &self,
+        make: impl Fn() -> reqwest::RequestBuilder,
+        attempts: &mut Attempts,
+    ) -> Result<reqwest::Response, DriverError> {
         let mut backoff = Duration::from_millis(200);
         for attempt in 0..=self.retries {
             let last = attempt == self.retries;
             match make().send().await {
-                Ok(r) if matches!(r.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) && !last => {
+                Ok(r)
+                    if matches!(r.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE)
+                        && !last =>
+                {
                     attempts.rejected += 1;
-                    let asked = r.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+                    let asked = r
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
                     let wait = asked.map_or(backoff, Duration::from_secs).min(self.max_backoff);
                     tokio::time::sleep(wait).await;
                 }
@@ -181,7 +205,9 @@ impl Remote {
     /// Uploads an evaluation key (the bytes of `eval.key`); idempotent (the id is the content's hash).
     pub async fn register_key(&self, bytes: Vec<u8>) -> Result<KeyMeta, DriverError> {
         let body = bytes::Bytes::from(bytes);
-        let r = self.send(|| self.request(reqwest::Method::PUT, "/v1/keys").body(body.clone()), &mut Attempts::default()).await?;
+        let r = self
+            .send(|| self.request(reqwest::Method::PUT, "/v1/keys").body(body.clone()), &mut Attempts::default())
+            .await?;
         if !r.status().is_success() {
             return Err(err(message(r).await));
         }
@@ -203,7 +229,9 @@ impl Remote {
 
     /// Deletes a key; false if the server had none of that id for this tenant.
     pub async fn delete_key(&self, id: &str) -> Result<bool, DriverError> {
-        let r = self.send(|| self.request(reqwest::Method::DELETE, &format!("/v1/keys/{id}")), &mut Attempts::default()).await?;
+        let r = self
+            .send(|| self.request(reqwest::Method::DELETE, &format!("/v1/keys/{id}")), &mut Attempts::default())
+            .await?;
         match r.status() {
             StatusCode::NO_CONTENT => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -213,12 +241,24 @@ impl Remote {
 
     /// Runs `model` on ciphertexts (an `Inputs` file's bytes) with key `key_id`; returns the results'
     /// bytes and how many attempts it took.
-    pub async fn infer(&self, model: &str, key_id: &str, ciphertexts: Vec<u8>) -> Result<(Vec<u8>, Attempts), DriverError> {
+    pub async fn infer(
+        &self,
+        model: &str,
+        key_id: &str,
+        ciphertexts: Vec<u8>,
+    ) -> Result<(Vec<u8>, Attempts), DriverError> {
         let body = bytes::Bytes::from(ciphertexts);
         let path = format!("/v1/models/{model}/infer?key={key_id}");
         let mut attempts = Attempts::default();
         let r = self
-            .send(|| self.request(reqwest::Method::POST, &path).header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(body.clone()), &mut attempts)
+            .send(
+                || {
+                    self.request(reqwest::Method::POST, &path)
+                        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                        .body(body.clone())
+                },
+                &mut attempts,
+            )
             .await?;
         if matches!(r.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
             return Err(DriverError::Busy(message(r).await));

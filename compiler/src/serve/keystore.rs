@@ -67,7 +67,8 @@ pub struct Upload {
 
 /// Decodes uploaded evaluation-key bytes (checksum verified); the error says what is wrong.
 pub fn decode_upload(bytes: &[u8]) -> Result<Upload, String> {
-    let (key, payload): (CompressedEvalKey, _) = artifact::from_bytes(bytes, Kind::EvalKey).map_err(|e| format!("the evaluation key {e}"))?;
+    let (key, payload): (CompressedEvalKey, _) =
+        artifact::from_bytes(bytes, Kind::EvalKey).map_err(|e| format!("the evaluation key {e}"))?;
     Ok(Upload { key, id: artifact::hex(&Sha256::digest(&payload)), fingerprint: artifact::fingerprint(&payload) })
 }
 
@@ -98,7 +99,12 @@ impl KeyStore {
 
     fn tenant_dirs(&self) -> Vec<PathBuf> {
         std::fs::read_dir(&self.root)
-            .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("t-"))).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("t-")))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -195,9 +201,13 @@ impl KeyStore {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let Some(id) = name.strip_suffix(".key") else { continue };
-                let meta: Option<KeyMeta> = std::fs::read(dir.join(format!("{id}.json"))).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                let meta: Option<KeyMeta> =
+                    std::fs::read(dir.join(format!("{id}.json"))).ok().and_then(|b| serde_json::from_slice(&b).ok());
                 // A key file younger than a minute without metadata may be an upload in progress.
-                let young = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60));
+                let young = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60));
                 let expired = match &meta {
                     Some(m) => m.expires <= now,
                     None => !young,

@@ -74,7 +74,11 @@ impl Auth {
                 return Err(format!("{}:{}: expected `TENANT TOKEN`", path.display(), n + 1));
             };
             if token.len() < 16 {
-                return Err(format!("{}:{}: the token of tenant {tenant} is shorter than 16 characters", path.display(), n + 1));
+                return Err(format!(
+                    "{}:{}: the token of tenant {tenant} is shorter than 16 characters",
+                    path.display(),
+                    n + 1
+                ));
             }
             if tokens.insert(Sha256::digest(token.as_bytes()).into(), tenant.to_string()).is_some() {
                 return Err(format!("{}:{}: this token is given twice", path.display(), n + 1));
@@ -175,11 +179,21 @@ impl Metrics {
         let latency = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
             Histogram::new([0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0])
         });
-        let (rejected, queue_depth, running, samples, pbs, keys_cached) =
-            (Counter::default(), Gauge::default(), Gauge::default(), Counter::default(), Counter::default(), Gauge::default());
+        let (rejected, queue_depth, running, samples, pbs, keys_cached) = (
+            Counter::default(),
+            Gauge::default(),
+            Gauge::default(),
+            Counter::default(),
+            Counter::default(),
+            Gauge::default(),
+        );
         registry.register("requests", "HTTP requests by route and status", requests.clone());
         registry.register("request_duration_seconds", "HTTP request latency", latency.clone());
-        registry.register("rejected_overload", "requests refused with 429 because the queue was full", rejected.clone());
+        registry.register(
+            "rejected_overload",
+            "requests refused with 429 because the queue was full",
+            rejected.clone(),
+        );
         registry.register("queue_depth", "admitted requests waiting for a worker", queue_depth.clone());
         registry.register("jobs_running", "requests being evaluated", running.clone());
         registry.register("samples", "samples evaluated", samples.clone());
@@ -250,9 +264,14 @@ impl FromRequestParts<Arc<App>> for Tenant {
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Bearer "))
-                    .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer TOKEN` header"))?;
+                    .ok_or_else(|| {
+                        ApiError::new(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer TOKEN` header")
+                    })?;
                 let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-                tokens.get(&digest).map(|t| Tenant(t.clone())).ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown token"))
+                tokens
+                    .get(&digest)
+                    .map(|t| Tenant(t.clone()))
+                    .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown token"))
             }
         }
     }
@@ -278,7 +297,8 @@ impl App {
             if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || name.is_empty() {
                 return Err(format!("model name {name:?}: use letters, digits, '-', '_' and '.'"));
             }
-            let (artifact, digest) = crate::fhe::load_server(dir).map_err(|e| format!("model {name} ({}): {e}", dir.display()))?;
+            let (artifact, digest) =
+                crate::fhe::load_server(dir).map_err(|e| format!("model {name} ({}): {e}", dir.display()))?;
             if models.insert(name.clone(), Model { artifact, digest }).is_some() {
                 return Err(format!("two models are named {name}: name them with NAME=DIR"));
             }
@@ -286,7 +306,8 @@ impl App {
         if models.is_empty() {
             return Err("no model to serve".into());
         }
-        let store = KeyStore::open(&config.store, config.key_ttl).map_err(|e| format!("key store {}: {e}", config.store.display()))?;
+        let store = KeyStore::open(&config.store, config.key_ttl)
+            .map_err(|e| format!("key store {}: {e}", config.store.display()))?;
         let cache = lru::LruCache::new(NonZeroUsize::new(config.key_cache.max(1)).expect("positive"));
         Ok(Arc::new(App {
             slots: Arc::new(Semaphore::new(config.workers)),
@@ -325,8 +346,12 @@ impl App {
             if now >= capacity {
                 self.metrics.rejected.inc();
                 // Room opens when the next admitted request ends: every job time / workers on average.
-                let seconds = (self.job_us.load(Ordering::Relaxed) / self.config.workers as u64).div_ceil(1_000_000).max(1);
-                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("the server is at capacity ({capacity} requests admitted): retry later"));
+                let seconds =
+                    (self.job_us.load(Ordering::Relaxed) / self.config.workers as u64).div_ceil(1_000_000).max(1);
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("the server is at capacity ({capacity} requests admitted): retry later"),
+                );
                 e.retry_after = Some(seconds);
                 return Err(e);
             }
@@ -340,7 +365,11 @@ impl App {
     /// Runs `job` on a blocking thread once a worker slot is free; the slot and the admission are
     /// held until the job ends, even if the caller stops waiting (a timed-out request's job finishes,
     /// and keeps its slot meanwhile, so the pool is never oversubscribed).
-    async fn run_job<T: Send + 'static>(self: &Arc<App>, admission: Admission, job: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    async fn run_job<T: Send + 'static>(
+        self: &Arc<App>,
+        admission: Admission,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> ApiResult<T> {
         let limit = self.config.request_timeout;
         let work = async move {
             self.metrics.queue_depth.inc();
@@ -361,7 +390,12 @@ impl App {
             })
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the job failed: {e}")))?
-            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the input could not be evaluated (malformed data inside a valid envelope)"))
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "the input could not be evaluated (malformed data inside a valid envelope)",
+                )
+            })
         };
         match tokio::time::timeout(limit, work).await {
             Ok(r) => r,
@@ -380,7 +414,10 @@ impl App {
             keystore::LoadError::Missing => no_key(id),
             keystore::LoadError::Damaged(why) => {
                 tracing::error!(key = %&id[..16], %why, "stored key damaged");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the stored copy of key {id} is damaged ({why}): upload it again"))
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the stored copy of key {id} is damaged ({why}): upload it again"),
+                )
             }
         })?;
         let key = Arc::new(upload.key.decompress());
@@ -478,8 +515,11 @@ async fn models(State(app): State<Arc<App>>, _tenant: Tenant) -> Json<Vec<ModelI
 /// Reads a request body of at most `limit` bytes (413 beyond), after admission: a refused request's
 /// body is never buffered.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> ApiResult<Bytes> {
-    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{what} larger than this server's limit of {limit} bytes"));
-    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{what} larger than this server's limit of {limit} bytes"))
+    };
+    let announced =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
@@ -492,7 +532,12 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize, what: &str) ->
     })
 }
 
-async fn put_key(State(app): State<Arc<App>>, Tenant(tenant): Tenant, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+async fn put_key(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let admission = app.admit()?;
     let body = read_body(&headers, body, app.config.max_key_bytes, "the evaluation key").await?;
     let served: Vec<_> = app.models.values().map(|m| m.artifact.circuit.params).collect();
@@ -530,14 +575,25 @@ async fn list_keys(State(app): State<Arc<App>>, Tenant(tenant): Tenant) -> Json<
 }
 
 fn no_key(id: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no key {id} for this tenant (unknown, expired or deleted): upload it with PUT /v1/keys"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no key {id} for this tenant (unknown, expired or deleted): upload it with PUT /v1/keys"),
+    )
 }
 
-async fn get_key(State(app): State<Arc<App>>, Tenant(tenant): Tenant, UrlPath(id): UrlPath<String>) -> ApiResult<Json<KeyMeta>> {
+async fn get_key(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<KeyMeta>> {
     app.store.meta(&tenant, &id).map(Json).ok_or_else(|| no_key(&id))
 }
 
-async fn delete_key(State(app): State<Arc<App>>, Tenant(tenant): Tenant, UrlPath(id): UrlPath<String>) -> ApiResult<StatusCode> {
+async fn delete_key(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<StatusCode> {
     app.evict(&tenant, &id);
     match app.store.delete(&tenant, &id) {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
@@ -560,45 +616,76 @@ async fn infer(
     body: Body,
 ) -> ApiResult<Response> {
     let model = app.models.get(&name).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, format!("no model {name}; served: {}", app.models.keys().cloned().collect::<Vec<_>>().join(", ")))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no model {name}; served: {}", app.models.keys().cloned().collect::<Vec<_>>().join(", ")),
+        )
     })?;
     let id = q.key.or_else(|| headers.get("x-fhec-key").and_then(|v| v.to_str().ok()).map(str::to_string));
-    let id = id.ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "name the evaluation key: ?key=ID (the id PUT /v1/keys returned)"))?;
+    let id = id.ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "name the evaluation key: ?key=ID (the id PUT /v1/keys returned)")
+    })?;
     let meta = app.store.meta(&tenant, &id).ok_or_else(|| no_key(&id))?;
     let bad = |status, msg: String| ApiError::new(status, msg);
     let circuit = &model.artifact.circuit;
     if meta.params != circuit.params.name() {
         return Err(bad(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("key {} is for parameter set {}, model {name} needs {}: generate keys for this model", &id[..16], meta.params, circuit.params),
+            format!(
+                "key {} is for parameter set {}, model {name} needs {}: generate keys for this model",
+                &id[..16],
+                meta.params,
+                circuit.params
+            ),
         ));
     }
     let admission = app.admit()?;
     let body = read_body(&headers, body, app.config.max_request_bytes, "the ciphertexts").await?;
-    let (job_app, digest, max_samples, job_name) = (app.clone(), model.digest.clone(), app.config.max_samples, name.clone());
+    let (job_app, digest, max_samples, job_name) =
+        (app.clone(), model.digest.clone(), app.config.max_samples, name.clone());
     let out = app
         .run_job(admission, move || -> ApiResult<(Vec<u8>, usize)> {
-            let (cts, _): (Tagged<InputCiphertexts>, _) =
-                artifact::from_bytes(&body, Kind::Inputs).map_err(|e| bad(StatusCode::BAD_REQUEST, format!("the request body {e}")))?;
+            let (cts, _): (Tagged<InputCiphertexts>, _) = artifact::from_bytes(&body, Kind::Inputs)
+                .map_err(|e| bad(StatusCode::BAD_REQUEST, format!("the request body {e}")))?;
             if cts.samples == 0 || cts.samples > max_samples {
-                return Err(bad(StatusCode::PAYLOAD_TOO_LARGE, format!("{} samples in one request; this server takes 1 to {max_samples}", cts.samples)));
+                return Err(bad(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("{} samples in one request; this server takes 1 to {max_samples}", cts.samples),
+                ));
             }
             if cts.key_fingerprint != meta.fingerprint {
                 return Err(bad(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("the ciphertexts were encrypted for key fingerprint {}, key {} has fingerprint {}", cts.key_fingerprint, &meta.id[..16], meta.fingerprint),
+                    format!(
+                        "the ciphertexts were encrypted for key fingerprint {}, key {} has fingerprint {}",
+                        cts.key_fingerprint,
+                        &meta.id[..16],
+                        meta.fingerprint
+                    ),
                 ));
             }
             if cts.circuit_digest != digest {
-                return Err(bad(StatusCode::UNPROCESSABLE_ENTITY, format!("the ciphertexts were encrypted for another model (or another build of it), not {job_name}")));
+                return Err(bad(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "the ciphertexts were encrypted for another model (or another build of it), not {job_name}"
+                    ),
+                ));
             }
             let model = &job_app.models[&job_name];
             let key = job_app.eval_key(&meta.tenant, &meta.id)?;
-            let out = fhe::run_batch(&model.artifact.circuit, &key, &cts.data, cts.samples).map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?;
-            let tagged = Tagged { key_fingerprint: cts.key_fingerprint, circuit_digest: cts.circuit_digest, samples: cts.samples, data: out };
+            let out = fhe::run_batch(&model.artifact.circuit, &key, &cts.data, cts.samples)
+                .map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?;
+            let tagged = Tagged {
+                key_fingerprint: cts.key_fingerprint,
+                circuit_digest: cts.circuit_digest,
+                samples: cts.samples,
+                data: out,
+            };
             job_app.metrics.samples.inc_by(cts.samples as u64);
             job_app.metrics.pbs.inc_by((cts.samples * model.artifact.circuit.pbs.len()) as u64);
-            let bytes = artifact::to_bytes(Kind::Outputs, &tagged).map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e))?.0;
+            let bytes =
+                artifact::to_bytes(Kind::Outputs, &tagged).map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e))?.0;
             Ok((bytes, cts.samples))
         })
         .await??;
@@ -609,7 +696,11 @@ async fn infer(
 
 /// Serves `app` on `listener` (a `TcpListener`, or a [`tls::TlsListener`]) until `shutdown` resolves, then stops accepting, reports not ready, and
 /// returns once the requests in flight are answered. Expired keys are swept every minute.
-pub async fn serve<L>(app: Arc<App>, listener: L, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()>
+pub async fn serve<L>(
+    app: Arc<App>,
+    listener: L,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,

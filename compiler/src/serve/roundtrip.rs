@@ -6,9 +6,9 @@ use super::client::Remote;
 use crate::fhe as pipeline;
 use crate::{DriverError, Stacked};
 use fhec_ir::{Module, Tensor};
+use fhec_runtime::ClientArtifact;
 use fhec_runtime::artifact::{self, Kind, Tagged};
 use fhec_runtime::fhe::{OutputCiphertexts, SecretKey};
-use fhec_runtime::ClientArtifact;
 use ndarray::{ArrayD, Axis, Slice};
 use std::path::Path;
 use std::sync::Arc;
@@ -52,8 +52,8 @@ impl Session {
 
     /// Decrypts the bytes of an inference answer: per sample, the model's outputs.
     pub fn decrypt(&self, bytes: &[u8]) -> Result<Vec<Vec<Tensor>>, DriverError> {
-        let (out, _): (Tagged<OutputCiphertexts>, _) =
-            artifact::from_bytes(bytes, Kind::Outputs).map_err(|e| DriverError::Input(format!("the server's answer {e}")))?;
+        let (out, _): (Tagged<OutputCiphertexts>, _) = artifact::from_bytes(bytes, Kind::Outputs)
+            .map_err(|e| DriverError::Input(format!("the server's answer {e}")))?;
         pipeline::decrypt_samples(&self.client, &self.post, &self.secret, &self.fingerprint, &out)
     }
 }
@@ -101,7 +101,13 @@ pub async fn predict(
         requests += 1;
         progress(to);
     }
-    Ok(RemoteRun { outputs: crate::stack_outputs(&session.post, per_sample), requests, client, round_trips, key_id: key.id })
+    Ok(RemoteRun {
+        outputs: crate::stack_outputs(&session.post, per_sample),
+        requests,
+        client,
+        round_trips,
+        key_id: key.id,
+    })
 }
 
 /// What a load test saw.
@@ -173,11 +179,20 @@ pub struct Load {
 /// `load.clients` concurrent clients send `load.requests` requests in all, each of `load.samples`
 /// samples of `x` (cycling), retrying when refused; every answer is decrypted and its classes
 /// compared with `expected` (the cleartext simulation's class of each sample of `x`).
-pub async fn loadtest(remote: &Remote, model: &str, session: Arc<Session>, x: &ArrayD<f32>, expected: &[i64], load: Load) -> Result<LoadReport, DriverError> {
+pub async fn loadtest(
+    remote: &Remote,
+    model: &str,
+    session: Arc<Session>,
+    x: &ArrayD<f32>,
+    expected: &[i64],
+    load: Load,
+) -> Result<LoadReport, DriverError> {
     let Load { clients, requests, samples } = load;
     let n = x.shape().first().copied().unwrap_or(0);
     if n == 0 || samples == 0 || clients == 0 {
-        return Err(DriverError::Input("a load test needs samples, at least one client and one sample per request".into()));
+        return Err(DriverError::Input(
+            "a load test needs samples, at least one client and one sample per request".into(),
+        ));
     }
     let key = remote.register_key(session.eval_key.clone()).await?;
     // Requests are encrypted up front: the test measures the server, not the client's encryption.
@@ -239,7 +254,8 @@ pub async fn loadtest(remote: &Remote, model: &str, session: Arc<Session>, x: &A
         errors: Vec::new(),
     };
     for t in tasks {
-        let (latencies, rejected, wrong, errors, gave_up) = t.await.map_err(|e| DriverError::Input(format!("a client task failed: {e}")))?;
+        let (latencies, rejected, wrong, errors, gave_up) =
+            t.await.map_err(|e| DriverError::Input(format!("a client task failed: {e}")))?;
         report.completed += latencies.len();
         report.latencies.extend(latencies);
         report.rejected += rejected;

@@ -72,10 +72,13 @@ fn stamp(cert: &Path, key: &Path) -> Stamp {
 fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
     let chain = read_certificates(cert, "TLS certificate")?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
-        rustls_pki_types::pem::Error::NoItemsFound => format!("TLS private key {}: no PRIVATE KEY block in the file", key.display()),
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            format!("TLS private key {}: no PRIVATE KEY block in the file", key.display())
+        }
         e => format!("TLS private key {}: {e}", key.display()),
     })?;
-    CertifiedKey::from_der(chain, key_der, provider).map_err(|e| format!("TLS certificate {} with key {}: {e}", cert.display(), key.display()))
+    CertifiedKey::from_der(chain, key_der, provider)
+        .map_err(|e| format!("TLS certificate {} with key {}: {e}", cert.display(), key.display()))
 }
 
 /// The certificate in use, swapped when its files change.
@@ -119,7 +122,12 @@ impl ServerTls {
         let provider = provider();
         let before = stamp(cert, key);
         let pair = load_pair(cert, key, &provider)?;
-        let certs = Arc::new(Reloading { cert: cert.to_path_buf(), key: key.to_path_buf(), provider: provider.clone(), current: RwLock::new((Arc::new(pair), before)) });
+        let certs = Arc::new(Reloading {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            provider: provider.clone(),
+            current: RwLock::new((Arc::new(pair), before)),
+        });
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS configuration: {e}"))?
@@ -193,7 +201,9 @@ impl TlsListener {
                 match tokio::task::spawn_blocking(move || tls.reload()).await {
                     Ok(Ok(true)) => tracing::info!("TLS certificate reloaded"),
                     Ok(Ok(false)) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "TLS certificate changed but could not be loaded; keeping the previous one"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "TLS certificate changed but could not be loaded; keeping the previous one")
+                    }
                     Err(_) => {}
                 }
             }

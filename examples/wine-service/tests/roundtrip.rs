@@ -4,7 +4,9 @@
 use wine_service::wine;
 
 fn samples(n: usize) -> Vec<wine::Input> {
-    let x: ndarray::Array2<f32> = ndarray_npy::read_npy(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testsuite/models/mlp_wine/inputs.npy")).unwrap();
+    let x: ndarray::Array2<f32> =
+        ndarray_npy::read_npy(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testsuite/models/mlp_wine/inputs.npy"))
+            .unwrap();
     x.outer_iter().take(n).map(|r| r.to_vec().try_into().unwrap()).collect()
 }
 
@@ -27,7 +29,10 @@ fn encrypted_round_trip_agrees_with_the_simulator() {
         let argmax = |v: &[f32; 3]| (0..3).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
         let (g, w) = (&p.output, &want.output);
         assert_eq!(argmax(g), argmax(w), "{g:?} vs {w:?}");
-        assert!(g.iter().zip(w).all(|(a, b)| (a - b).abs() < 0.1 * w.iter().fold(1.0f32, |m, v| m.max(v.abs()))), "{g:?} vs {w:?}");
+        assert!(
+            g.iter().zip(w).all(|(a, b)| (a - b).abs() < 0.1 * w.iter().fold(1.0f32, |m, v| m.max(v.abs()))),
+            "{g:?} vs {w:?}"
+        );
     }
     // A restored client (secret key and evaluation key bytes) decrypts the same answer.
     let restored = wine::Client::load(&client.secret_bytes(), key.to_bytes()).unwrap();

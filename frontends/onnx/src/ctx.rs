@@ -66,20 +66,28 @@ pub(crate) fn import(graph: &pb::GraphProto, name: &str, opset: i64, dir: Option
         elem_types: graph.initializer.iter().map(|i| (i.name.clone(), i.data_type)).collect(),
     };
     for init in &graph.initializer {
-        let t = proto::convert_tensor_in(init, dir)
-            .map_err(|msg| OnnxError::Graph { what: "initializer", name: init.name.clone(), msg })?;
+        let t = proto::convert_tensor_in(init, dir).map_err(|msg| OnnxError::Graph {
+            what: "initializer",
+            name: init.name.clone(),
+            msg,
+        })?;
         ctx.values.insert(init.name.clone(), Val::constant(t));
     }
     for vi in &graph.input {
         if ctx.values.contains_key(&vi.name) {
             continue; // an initializer listed as an input (older exporters): a constant
         }
-        let shape = proto::input_shape(vi).map_err(|msg| OnnxError::Graph { what: "input", name: vi.name.clone(), msg })?;
+        let shape =
+            proto::input_shape(vi).map_err(|msg| OnnxError::Graph { what: "input", name: vi.name.clone(), msg })?;
         let v = ctx.module.add_input(vi.name.clone(), Type::new(Security::Enc, DType::F32, shape));
         ctx.values.insert(vi.name.clone(), Val::Dyn(v));
     }
     if ctx.module.inputs().is_empty() {
-        return Err(OnnxError::Graph { what: "", name: graph.name.clone(), msg: "has no inputs besides initializers".into() });
+        return Err(OnnxError::Graph {
+            what: "",
+            name: graph.name.clone(),
+            msg: "has no inputs besides initializers".into(),
+        });
     }
     for node in &graph.node {
         ctx.node = node;
@@ -96,8 +104,12 @@ pub(crate) fn import(graph: &pb::GraphProto, name: &str, opset: i64, dir: Option
                 }
                 // Optional outputs we do not compute (Dropout's mask, MaxPool's indices) must be unused.
                 None => {
-                    if graph.node.iter().any(|n| n.input.contains(name)) || graph.output.iter().any(|o| &o.name == name) {
-                        return Err(err(format!("output {i} (\"{name}\") is used, but fhec only computes the first {} output(s)", outs.len())));
+                    if graph.node.iter().any(|n| n.input.contains(name)) || graph.output.iter().any(|o| &o.name == name)
+                    {
+                        return Err(err(format!(
+                            "output {i} (\"{name}\") is used, but fhec only computes the first {} output(s)",
+                            outs.len()
+                        )));
                     }
                 }
             }
@@ -105,18 +117,20 @@ pub(crate) fn import(graph: &pb::GraphProto, name: &str, opset: i64, dir: Option
     }
     ctx.node = &EMPTY;
     for out in &graph.output {
-        let v = ctx
-            .values
-            .get(&out.name)
-            .cloned()
-            .ok_or_else(|| OnnxError::Graph { what: "output", name: out.name.clone(), msg: "is not produced by any node".into() })?;
+        let v = ctx.values.get(&out.name).cloned().ok_or_else(|| OnnxError::Graph {
+            what: "output",
+            name: out.name.clone(),
+            msg: "is not produced by any node".into(),
+        })?;
         let id = ctx.materialize(&v);
         ctx.module.add_output(out.name.clone(), id);
     }
     ctx.module.remove_dead();
-    ctx.module
-        .verify()
-        .map_err(|e| OnnxError::Graph { what: "", name: graph.name.clone(), msg: format!("internal error, the imported IR does not verify: {e}") })?;
+    ctx.module.verify().map_err(|e| OnnxError::Graph {
+        what: "",
+        name: graph.name.clone(),
+        msg: format!("internal error, the imported IR does not verify: {e}"),
+    })?;
     Ok(ctx.module)
 }
 
@@ -232,9 +246,10 @@ impl<'a> Ctx<'a> {
     /// Elementwise arithmetic; integer constants (shape computations) fold with integer semantics.
     pub fn binary(&mut self, b: Binary, x: &Val, y: &Val) -> Result<Val, String> {
         if let (Some(p), Some(q)) = (x.as_const(), y.as_const())
-            && (p.dtype() == DType::I64 || q.dtype() == DType::I64) {
-                return int_binary(b, p, q).map(Val::constant);
-            }
+            && (p.dtype() == DType::I64 || q.dtype() == DType::I64)
+        {
+            return int_binary(b, p, q).map(Val::constant);
+        }
         for v in [x, y] {
             if v.as_const().is_none() && self.ty(v).dtype != DType::F32 {
                 return Err(format!("arithmetic on a computed {} tensor is not supported", self.ty(v).dtype));

@@ -25,7 +25,8 @@ use tract_onnx::prelude::Framework;
 /// Loads an ONNX file into a verified IR module.
 pub fn load(path: impl AsRef<Path>) -> Result<Module, OnnxError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| OnnxError::Io { path: path.display().to_string(), msg: e.to_string() })?;
+    let bytes =
+        std::fs::read(path).map_err(|e| OnnxError::Io { path: path.display().to_string(), msg: e.to_string() })?;
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     let dir = path.parent().map(|p| p.to_string_lossy().into_owned());
     load_bytes(&bytes, &name, dir.as_deref()).map_err(|e| e.in_file(path))
@@ -35,7 +36,8 @@ pub fn load(path: impl AsRef<Path>) -> Result<Module, OnnxError> {
 /// tensor, or says why it cannot be read (a data type fhec does not hold, malformed bytes).
 pub fn read_tensor_proto(bytes: &[u8]) -> Result<fhec_ir::Tensor, OnnxError> {
     use prost::Message;
-    let t = pb::TensorProto::decode(bytes).map_err(|e| OnnxError::Decode { msg: format!("not a valid TensorProto ({e})") })?;
+    let t = pb::TensorProto::decode(bytes)
+        .map_err(|e| OnnxError::Decode { msg: format!("not a valid TensorProto ({e})") })?;
     proto::convert_tensor(&t).map_err(|msg| OnnxError::Decode { msg: format!("tensor \"{}\": {msg}", t.name) })
 }
 
@@ -44,9 +46,10 @@ pub fn load_bytes(bytes: &[u8], name: &str, dir: Option<&str>) -> Result<Module,
     let proto: pb::ModelProto = tract_onnx::onnx()
         .proto_model_for_read(&mut &bytes[..])
         .map_err(|e| OnnxError::Decode { msg: format!("not a valid ONNX protobuf ({e})") })?;
-    let graph = proto.graph.as_ref().filter(|g| !g.node.is_empty() || !g.output.is_empty()).ok_or(OnnxError::Decode {
-        msg: "the file decodes as protobuf but holds no ONNX graph (is it an ONNX model?)".into(),
-    })?;
+    let graph =
+        proto.graph.as_ref().filter(|g| !g.node.is_empty() || !g.output.is_empty()).ok_or(OnnxError::Decode {
+            msg: "the file decodes as protobuf but holds no ONNX graph (is it an ONNX model?)".into(),
+        })?;
     let opset = proto
         .opset_import
         .iter()

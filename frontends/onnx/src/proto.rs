@@ -3,7 +3,6 @@
 use fhec_ir::Tensor;
 use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
 
-
 /// Typed attribute access on a node; every error says which attribute and what was expected.
 pub(crate) struct Attrs<'a>(pub &'a pb::NodeProto);
 
@@ -82,7 +81,11 @@ pub(crate) fn convert_tensor(t: &pb::TensorProto) -> Result<Tensor, String> {
 
 pub(crate) fn convert_tensor_in(t: &pb::TensorProto, dir: Option<&str>) -> Result<Tensor, String> {
     if !supported_dtype(t.data_type) {
-        return Err(format!("tensor \"{}\" has element type {}, which fhec does not support", t.name, dtype_name(t.data_type)));
+        return Err(format!(
+            "tensor \"{}\" has element type {}, which fhec does not support",
+            t.name,
+            dtype_name(t.data_type)
+        ));
     }
     let resolver = tract_onnx::data_resolver::default();
     let tensor = tract_onnx::tensor::load_tensor(&*resolver, t, dir)
@@ -117,7 +120,9 @@ pub(crate) fn input_shape(vi: &pb::ValueInfoProto) -> Result<Vec<usize>, String>
             Some(Value::DimParam(p)) => Err(format!(
                 "has a symbolic dimension \"{p}\" at axis {i}; only the leading (batch) dimension may be symbolic"
             )),
-            _ => Err(format!("has an unknown dimension at axis {i}; only the leading (batch) dimension may be unknown")),
+            _ => {
+                Err(format!("has an unknown dimension at axis {i}; only the leading (batch) dimension may be unknown"))
+            }
         })
         .collect()
 }

@@ -217,7 +217,8 @@ pub fn to_module(
     let loc_of = |id: Id| by_class.get(&id).map(|(_, l)| (*l).clone());
     let mut class_locs: HashMap<Id, Option<String>> = HashMap::new();
     // Depth-first with an explicit stack: (class, location inherited from the user).
-    let mut stack: Vec<(Id, Option<String>, bool)> = outputs.iter().rev().map(|(_, id)| (eg.find(*id), None, false)).collect();
+    let mut stack: Vec<(Id, Option<String>, bool)> =
+        outputs.iter().rev().map(|(_, id)| (eg.find(*id), None, false)).collect();
     while let Some((id, inherited, expanded)) = stack.pop() {
         if done.contains_key(&id) {
             continue;
@@ -225,7 +226,10 @@ pub fn to_module(
         let node = choose(id);
         // Constants keep their own location only (they are operands, not layers).
         let own = loc_of(id);
-        let loc = class_locs.entry(id).or_insert_with(|| if matches!(node, ENode::Const(_)) { own } else { own.or(inherited) }).clone();
+        let loc = class_locs
+            .entry(id)
+            .or_insert_with(|| if matches!(node, ENode::Const(_)) { own } else { own.or(inherited) })
+            .clone();
         let children: Vec<Id> = match &node {
             ENode::Map([_, x]) => vec![eg.find(*x)],
             n => n.children().iter().map(|c| eg.find(*c)).collect(),

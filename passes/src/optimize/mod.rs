@@ -14,10 +14,9 @@
 mod lang;
 mod rules;
 
-
 use egg::{CostFunction, Extractor, Id, Language, Runner};
 use fhec_ir::{IrError, Module, Op, Security};
-use lang::{ENode, EG, fun_of, ty};
+use lang::{EG, ENode, fun_of, ty};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -139,7 +138,9 @@ fn node_cost(eg: &EG, n: &ENode) -> Totals {
                     Totals { unsupported: 1, ..Totals::default() }
                 }
                 // One table per element folded in: `a + relu(b - a)`.
-                Op::Reduce { kind: fhec_ir::ReduceKind::Max | fhec_ir::ReduceKind::Min, .. } if c.first().is_some_and(|x| enc(*x)) => {
+                Op::Reduce { kind: fhec_ir::ReduceKind::Max | fhec_ir::ReduceKind::Min, .. }
+                    if c.first().is_some_and(|x| enc(*x)) =>
+                {
                     Totals { pbs: (numel(c[0]) - result).max(0.0), leveled: result, unsupported: 0 }
                 }
                 // One table per element: a clip against a constant, or `a + relu(b - a)`.

@@ -7,7 +7,7 @@
 //! and maths-library functions (see `maxpool_of_increasing_map`). Which form survives is the cost
 //! model's choice at extraction.
 
-use super::lang::{ENode, EG, fun_of, ty};
+use super::lang::{EG, ENode, fun_of, ty};
 use egg::{Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use fhec_ir::{Binary, DType, Fun, Monotone, Op, Security};
 
@@ -133,7 +133,9 @@ fn scalar_operand_into_map(eg: &EG, class: Id) -> Vec<Plan> {
         let ENode::Op(k, c) = n else { continue };
         let Op::Binary(b) = eg.analysis.ops[*k as usize] else { continue };
         let [l, r] = c.as_slice() else { continue };
-        let enc = |id: Id| ty(eg, id).is_some_and(|t| t.security == Security::Enc && t.dtype == DType::F32 && t.shape == shape);
+        let enc = |id: Id| {
+            ty(eg, id).is_some_and(|t| t.security == Security::Enc && t.dtype == DType::F32 && t.shape == shape)
+        };
         if enc(*l)
             && let Some(v) = scalar(eg, *r)
         {
@@ -185,7 +187,8 @@ fn windows_never_empty(p: &fhec_ir::PoolAttrs, input: &[usize], output: &[usize]
         return false;
     }
     (0..spatial).all(|a| {
-        let (n, k, s, d, pad) = (input[2 + a] as i64, p.kernel[a] as i64, p.strides[a] as i64, p.dilations[a] as i64, p.pads[a] as i64);
+        let (n, k, s, d, pad) =
+            (input[2 + a] as i64, p.kernel[a] as i64, p.strides[a] as i64, p.dilations[a] as i64, p.pads[a] as i64);
         (0..output[2 + a] as i64).all(|o| (0..k).any(|j| (0..n).contains(&(o * s - pad + j * d))))
     })
 }
@@ -220,10 +223,18 @@ impl Searcher<ENode, super::lang::Tables> for Rule {
 }
 
 impl Applier<ENode, super::lang::Tables> for Rule {
-    fn apply_one(&self, eg: &mut EG, eclass: Id, subst: &Subst, _ast: Option<&PatternAst<ENode>>, rule: Symbol) -> Vec<Id> {
+    fn apply_one(
+        &self,
+        eg: &mut EG,
+        eclass: Id,
+        subst: &Subst,
+        _ast: Option<&PatternAst<ENode>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
         let want: Vec<Id> = vars().iter().filter_map(|v| subst.get(*v)).map(|id| eg.find(*id)).collect();
         let plans = (self.0)(eg, eclass);
-        let Some(plan) = plans.into_iter().find(|p| p.ids.iter().map(|id| eg.find(*id)).collect::<Vec<_>>() == want) else {
+        let Some(plan) = plans.into_iter().find(|p| p.ids.iter().map(|id| eg.find(*id)).collect::<Vec<_>>() == want)
+        else {
             return vec![];
         };
         let new = match plan.build {

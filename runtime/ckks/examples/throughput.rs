@@ -17,7 +17,8 @@ struct Fixture {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let path = args.get(1).cloned().unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mlp_wine.json").into());
+    let path =
+        args.get(1).cloned().unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mlp_wine.json").into());
     let runs: usize = args.get(2).map_or(Ok(3), |r| r.parse())?;
     let f: Fixture = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
     let params = f.plan.ring()?;
@@ -52,7 +53,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let worst = samples
             .iter()
             .zip(&got)
-            .map(|(x, g)| f.plan.eval(x, &mut reads).map(|w| w.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)))
+            .map(|(x, g)| {
+                f.plan.eval(x, &mut reads).map(|w| w.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max))
+            })
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
             .fold(0.0, f64::max);
@@ -70,6 +73,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    println!("keygen {:.2} s; median {:.2} s per batch of {}: {:.0} samples/s", keygen.as_secs_f64(), median, samples.len(), samples.len() as f64 / median);
+    println!(
+        "keygen {:.2} s; median {:.2} s per batch of {}: {:.0} samples/s",
+        keygen.as_secs_f64(),
+        median,
+        samples.len(),
+        samples.len() as f64 / median
+    );
     Ok(())
 }

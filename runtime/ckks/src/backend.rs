@@ -24,26 +24,32 @@
 //! Types keep the secret on the client: [`ClientKey`] holds the secret key; [`EvalKey`] holds only
 //! the relinearization key, and [`Server::evaluate`] takes an `EvalKey`, never a `ClientKey`.
 
-use crate::{BASE2K, CkksError, LOG_DELTA, CONST_BITS, Packing, Plan, Ring, cheb};
+use crate::{BASE2K, CONST_BITS, CkksError, LOG_DELTA, Packing, Plan, Ring, cheb};
 use poulpy_ckks::api::{CKKSLinearTransformationOps, LinearTransformationPrepared};
-use poulpy_ckks::encoding::{ckks_linear_transformation_encode_from_diagonals, ckks_linear_transformation_encode_tmp_bytes};
-use poulpy_ckks::layouts::{CKKSCiphertextOwned, CKKSPlaintext, CKKSPlaintextOwned, CKKSPlaintextVecHostCodec, ComplexDiagonals};
+use poulpy_ckks::encoding::{
+    ckks_linear_transformation_encode_from_diagonals, ckks_linear_transformation_encode_tmp_bytes,
+};
+use poulpy_ckks::layouts::{
+    CKKSCiphertextOwned, CKKSPlaintext, CKKSPlaintextOwned, CKKSPlaintextVecHostCodec, ComplexDiagonals,
+};
 use poulpy_ckks::polynomial::{Basis, Polynomial, SplitStrategy};
 use poulpy_ckks::prelude::*;
-use poulpy_core::api::{GLWEAutomorphismKeyPreparedFactory, GLWESecretPreparedFactory, GLWESecretSampling, GLWETensorKeyPreparedFactory};
+use poulpy_core::api::{
+    GLWEAutomorphismKeyPreparedFactory, GLWESecretPreparedFactory, GLWESecretSampling, GLWETensorKeyPreparedFactory,
+};
 use poulpy_core::layouts::prepared::{GLWEAutomorphismKeyPrepared, GLWESecretPrepared, GLWETensorKeyPrepared};
 use poulpy_core::layouts::{
-    Degree, Diagonals, GLWEAutomorphismKeyAlloc, GLWEAutomorphismKeyLayout, GLWELayout, GLWESecretAlloc, GLWETensorKeyAlloc, GLWETensorKeyLayout, LWEInfos,
-    LinearTransformationStrategy, Rank,
+    Degree, Diagonals, GLWEAutomorphismKeyAlloc, GLWEAutomorphismKeyLayout, GLWELayout, GLWESecretAlloc,
+    GLWETensorKeyAlloc, GLWETensorKeyLayout, LWEInfos, LinearTransformationStrategy, Rank,
 };
 use poulpy_core::{GLWEAutomorphismKeyEncryptSk, GLWENormalize, GLWETensorKeyEncryptSk, optimal_bsgs_giant_step};
-use std::collections::HashMap;
 use poulpy_cpu_portable::NTT4x30Portable;
-use poulpy_hal::api::{ScratchOwnedAlloc, ScratchOwnedBorrow};
 use poulpy_hal::AlignedBuf;
+use poulpy_hal::api::{ScratchOwnedAlloc, ScratchOwnedBorrow};
 use poulpy_hal::layouts::{Backend, CyclotomicOrder, HostBytesBackend, Module, ScratchOwned, Standard};
 use poulpy_hal::source::Source;
 use rayon::prelude::*;
+use std::collections::HashMap;
 
 type BE = NTT4x30Portable;
 type RotationKey = GLWEAutomorphismKeyPrepared<<BE as Backend>::OwnedBuf, BE>;
@@ -80,7 +86,14 @@ fn tensor_key(p: &Ring) -> GLWETensorKeyLayout {
 /// Automorphism (rotation) keys: the relinearization key's shape.
 fn rotation_key(p: &Ring) -> GLWEAutomorphismKeyLayout {
     let t = tensor_key(p);
-    GLWEAutomorphismKeyLayout { n: t.n, base2k: t.base2k, dnum: t.dnum, k_aux: t.k_aux, rank: t.rank, k_digit: t.k_digit }
+    GLWEAutomorphismKeyLayout {
+        n: t.n,
+        base2k: t.base2k,
+        dnum: t.dnum,
+        k_aux: t.k_aux,
+        rank: t.rank,
+        k_digit: t.k_digit,
+    }
 }
 
 /// The bits a ciphertext's value occupies (scale plus remaining budget): results are allocated at
@@ -95,9 +108,13 @@ fn err<E: std::fmt::Debug>(what: &'static str) -> impl FnOnce(E) -> CkksError {
 
 /// The polynomial of node `k`, prepared for evaluation.
 fn approximation(coeffs: &[f64], host: &Module<HostBytesBackend>) -> Result<Approx, CkksError> {
-    let meta = CoeffsMeta { k: (LOG_DELTA + int_bits(coeffs.iter().fold(0.0f64, |m, c| m.max(c.abs())))).into(), meta: GLWEPlaintextMeta { scale: Scale::Log(LOG_DELTA), slots: SlotsKind::Real, log_sparsity: 0 } };
+    let meta = CoeffsMeta {
+        k: (LOG_DELTA + int_bits(coeffs.iter().fold(0.0f64, |m, c| m.max(c.abs())))).into(),
+        meta: GLWEPlaintextMeta { scale: Scale::Log(LOG_DELTA), slots: SlotsKind::Real, log_sparsity: 0 },
+    };
     let p = Polynomial::new(Basis::Chebyshev, coeffs.to_vec()).with_interval(-1.0, 1.0);
-    PolynomialApproximation::from_polynomial(&p, BASE2K.into(), meta, SplitStrategy::MinDepth, host).map_err(err("preparing a polynomial"))
+    PolynomialApproximation::from_polynomial(&p, BASE2K.into(), meta, SplitStrategy::MinDepth, host)
+        .map_err(err("preparing a polynomial"))
 }
 
 /// A ring and its scratch space, shared by client and server.
@@ -149,10 +166,17 @@ impl Context {
         let module = Module::<BE>::new(n as u64);
         let limit = Module::<BE>::max_base2k(n, 2 * params.k.div_ceil(BASE2K), 64, true);
         if BASE2K > limit {
-            return Err(CkksError::Backend(format!("limb width {BASE2K} above the backend's exact limit {limit} at degree 2^{}", params.log_n)));
+            return Err(CkksError::Backend(format!(
+                "limb width {BASE2K} above the backend's exact limit {limit} at degree 2^{}",
+                params.log_n
+            )));
         }
         if params.key_bits() > Ring::bound(params.log_n) {
-            return Err(CkksError::Backend(format!("a {}-bit key at degree 2^{} is beyond the 128-bit bound", params.key_bits(), params.log_n)));
+            return Err(CkksError::Backend(format!(
+                "a {}-bit key at degree 2^{} is beyond the 128-bit bound",
+                params.key_bits(),
+                params.log_n
+            )));
         }
         let host = Module::<HostBytesBackend>::new(n as u64);
         let ct = module.ckks_ciphertext_alloc_from_glwe_infos(&glwe(&params));
@@ -160,7 +184,9 @@ impl Context {
             glwe_layout: GLWELayout { n: n.into(), base2k: BASE2K.into(), k: (LOG_DELTA + 16).into(), rank: Rank(1) },
             meta: GLWEPlaintextMeta { scale: Scale::Log(LOG_DELTA), slots: SlotsKind::Real, log_sparsity: 0 },
         };
-        let scratch_bytes = module.ckks_all_ops_with_atk_tmp_bytes(&ct, &coeffs, &tensor_key(&params), &rotation_key(&params)).max(CKKSEncodingHostOps::<BE, f64>::ckks_encoding_host_tmp_bytes(&module, params.slots()));
+        let scratch_bytes = module
+            .ckks_all_ops_with_atk_tmp_bytes(&ct, &coeffs, &tensor_key(&params), &rotation_key(&params))
+            .max(CKKSEncodingHostOps::<BE, f64>::ckks_encoding_host_tmp_bytes(&module, params.slots()));
         Ok(Context { params, module, host, scratch_bytes })
     }
 
@@ -185,7 +211,14 @@ impl Context {
         let mut rotations = HashMap::new();
         for &g in galois {
             let mut raw_key = self.module.glwe_automorphism_key_alloc_from_infos(&rotation_key(p));
-            self.module.glwe_automorphism_key_encrypt_sk(&mut raw_key, g, &raw, &mut xe, &mut xa, &mut scratch.borrow());
+            self.module.glwe_automorphism_key_encrypt_sk(
+                &mut raw_key,
+                g,
+                &raw,
+                &mut xe,
+                &mut xa,
+                &mut scratch.borrow(),
+            );
             let mut key = self.module.glwe_automorphism_key_prepared_alloc_from_infos(&rotation_key(p));
             self.module.glwe_automorphism_key_prepare(&mut key, &raw_key, &mut scratch.borrow());
             rotations.insert(g, key);
@@ -196,14 +229,24 @@ impl Context {
     /// Encrypts `samples` (each the plan's input values, clamped and mapped by the client) with
     /// `packing`: batch-major, up to `slots` samples; feature-major, any number, in as many
     /// ciphertexts as they need.
-    pub fn encrypt(&self, key: &ClientKey, plan: &Plan, samples: &[Vec<f64>], packing: Packing) -> Result<Batch, CkksError> {
+    pub fn encrypt(
+        &self,
+        key: &ClientKey,
+        plan: &Plan,
+        samples: &[Vec<f64>],
+        packing: Packing,
+    ) -> Result<Batch, CkksError> {
         let slots = self.params.slots();
         let per = plan.samples_per_ciphertext(self.params, packing)?;
         if packing == Packing::BatchMajor && samples.len() > slots {
             return Err(CkksError::Shape(format!("{} samples for {slots} slots", samples.len())));
         }
         if let Some(s) = samples.iter().position(|s| s.len() != plan.n_inputs) {
-            return Err(CkksError::Shape(format!("sample {s} has {} values; the plan takes {}", samples[s].len(), plan.n_inputs)));
+            return Err(CkksError::Shape(format!(
+                "sample {s} has {} values; the plan takes {}",
+                samples[s].len(),
+                plan.n_inputs
+            )));
         }
         let (mut xa, mut xe) = (Source::new(os_seed()?), Source::new(os_seed()?));
         let mut scratch = self.scratch(0);
@@ -239,11 +282,19 @@ impl Context {
         };
         let mut cts = Vec::with_capacity(slot_vectors.len());
         for re in &slot_vectors {
-            let mut pt = self.module.ckks_plaintext_alloc_from_slots(self.module.ckks_max_slots(), BASE2K.into(), (LOG_DELTA + int_bits(1.0)).into());
+            let mut pt = self.module.ckks_plaintext_alloc_from_slots(
+                self.module.ckks_max_slots(),
+                BASE2K.into(),
+                (LOG_DELTA + int_bits(1.0)).into(),
+            );
             pt.set_meta(GLWEPlaintextMeta { scale: Scale::Log(LOG_DELTA), slots: SlotsKind::Real, log_sparsity: 0 });
-            self.module.ckks_encode_slots_host_into(&mut pt, re, &im, &mut scratch.borrow()).map_err(err("encoding"))?;
+            self.module
+                .ckks_encode_slots_host_into(&mut pt, re, &im, &mut scratch.borrow())
+                .map_err(err("encoding"))?;
             let mut ct = self.module.ckks_ciphertext_alloc(BASE2K.into(), self.params.k.into());
-            self.module.ckks_encrypt_sk(&mut ct, &pt, &key.sk, &mut xe, &mut xa, &mut scratch.borrow()).map_err(err("encrypting"))?;
+            self.module
+                .ckks_encrypt_sk(&mut ct, &pt, &key.sk, &mut xe, &mut xa, &mut scratch.borrow())
+                .map_err(err("encrypting"))?;
             cts.push(ct);
         }
         Ok(Batch { cts, samples: samples.len(), packing, block: slots / per, values: plan.n_inputs })
@@ -257,11 +308,17 @@ impl Context {
         for ct in &outputs.cts {
             // Host decoding takes at most 127 bits: the scale plus the integer bits outputs may use.
             let head = ct.log_budget().min(DECODE_BITS);
-            let mut pt = self.module.ckks_plaintext_alloc_from_slots(self.module.ckks_max_slots(), BASE2K.into(), (ct.log_delta() + head).into());
+            let mut pt = self.module.ckks_plaintext_alloc_from_slots(
+                self.module.ckks_max_slots(),
+                BASE2K.into(),
+                (ct.log_delta() + head).into(),
+            );
             pt.set_meta(ct.meta());
             self.module.ckks_decrypt(&mut pt, ct, &key.sk, &mut scratch.borrow()).map_err(err("decrypting"))?;
             let (mut re, mut im) = (vec![0.0; slots], vec![0.0; slots]);
-            self.module.ckks_decode_slots_host_into(&pt, &mut re, &mut im, &mut scratch.borrow()).map_err(err("decoding"))?;
+            self.module
+                .ckks_decode_slots_host_into(&pt, &mut re, &mut im, &mut scratch.borrow())
+                .map_err(err("decoding"))?;
             per_output.push(re);
         }
         Ok(match outputs.packing {
@@ -310,16 +367,25 @@ impl<'a> Server<'a> {
         if packing == Packing::FeatureMajor {
             return Server::feature_major(ctx, plan);
         }
-        let polys: Vec<Approx> = plan.nodes.iter().map(|n| approximation(&n.coeffs, &ctx.host)).collect::<Result<_, _>>()?;
+        let polys: Vec<Approx> =
+            plan.nodes.iter().map(|n| approximation(&n.coeffs, &ctx.host)).collect::<Result<_, _>>()?;
         // The ring was chosen by `Plan::ring`'s count of the bits each polynomial consumes.
         for (k, (n, ap)) in plan.nodes.iter().zip(&polys).enumerate() {
             let planned = cheb::depth(n.degree()) as usize * LOG_DELTA;
             if ap.consumed_bits(LOG_DELTA) > planned {
-                return Err(CkksError::Backend(format!("node {k} ({}): its polynomial consumes {} bits, {planned} were planned", n.layer, ap.consumed_bits(LOG_DELTA))));
+                return Err(CkksError::Backend(format!(
+                    "node {k} ({}): its polynomial consumes {} bits, {planned} were planned",
+                    n.layer,
+                    ap.consumed_bits(LOG_DELTA)
+                )));
             }
         }
         let ct = ctx.module.ckks_ciphertext_alloc_from_glwe_infos(&glwe(&ctx.params));
-        let scratch_bytes = polys.iter().map(|ap| ctx.module.ckks_polynomial_approximation_eval_tmp_bytes(&ct, &ct, ap, &tensor_key(&ctx.params))).max().unwrap_or(0);
+        let scratch_bytes = polys
+            .iter()
+            .map(|ap| ctx.module.ckks_polynomial_approximation_eval_tmp_bytes(&ct, &ct, ap, &tensor_key(&ctx.params)))
+            .max()
+            .unwrap_or(0);
         Ok(Server { ctx, plan, packing, polys, stages: Vec::new(), block: 1, scratch_bytes })
     }
 
@@ -343,12 +409,32 @@ impl<'a> Server<'a> {
             for (d, values) in diagonals {
                 re.set(d, values);
             }
-            let meta = CoeffsMeta { k: (CONST_BITS + int_bits(largest)).into(), meta: GLWEPlaintextMeta { scale: Scale::Log(CONST_BITS), slots: SlotsKind::Real, log_sparsity: 0 } };
+            let meta = CoeffsMeta {
+                k: (CONST_BITS + int_bits(largest)).into(),
+                meta: GLWEPlaintextMeta { scale: Scale::Log(CONST_BITS), slots: SlotsKind::Real, log_sparsity: 0 },
+            };
             let strategy = LinearTransformationStrategy::Bsgs { giant_step: optimal_bsgs_giant_step(indexes, slots) };
-            let matrix = ckks_linear_transformation_encode_from_diagonals(m, BASE2K.into(), meta, &ComplexDiagonals::new(re, im), strategy, false, &mut scratch.borrow())
-                .map_err(|e| CkksError::Backend(format!("layer {i} ({}): encoding its matrix: {e:#}", st.layer)))?;
-            let first = matrix.first_diagonal_plaintext().ok_or_else(|| CkksError::Plan(format!("layer {i} ({}) has no weights", st.layer)))?;
-            scratch_bytes = scratch_bytes.max(m.ckks_linear_transformation_eval_self_tmp_bytes(false, &ct, first, &matrix.index(), &tensor_key(&ctx.params), &rotation_key(&ctx.params)));
+            let matrix = ckks_linear_transformation_encode_from_diagonals(
+                m,
+                BASE2K.into(),
+                meta,
+                &ComplexDiagonals::new(re, im),
+                strategy,
+                false,
+                &mut scratch.borrow(),
+            )
+            .map_err(|e| CkksError::Backend(format!("layer {i} ({}): encoding its matrix: {e:#}", st.layer)))?;
+            let first = matrix
+                .first_diagonal_plaintext()
+                .ok_or_else(|| CkksError::Plan(format!("layer {i} ({}) has no weights", st.layer)))?;
+            scratch_bytes = scratch_bytes.max(m.ckks_linear_transformation_eval_self_tmp_bytes(
+                false,
+                &ct,
+                first,
+                &matrix.index(),
+                &tensor_key(&ctx.params),
+                &rotation_key(&ctx.params),
+            ));
             let mut prepared = LinearTransformationPrepared::<BE>::alloc_prepared_from_index(m, &matrix.index(), first);
             let mut prep_scratch = ctx.scratch(m.ckks_linear_transformation_rhs_prepare_tmp_bytes(first));
             m.ckks_linear_transformation_rhs_prepare(&mut prepared, &matrix, &mut prep_scratch.borrow())
@@ -356,7 +442,12 @@ impl<'a> Server<'a> {
             let matrix = prepared;
             let poly = st.coeffs.as_deref().map(|c| approximation(c, &ctx.host)).transpose()?;
             if let Some(ap) = &poly {
-                scratch_bytes = scratch_bytes.max(m.ckks_polynomial_approximation_eval_tmp_bytes(&ct, &ct, ap, &tensor_key(&ctx.params)));
+                scratch_bytes = scratch_bytes.max(m.ckks_polynomial_approximation_eval_tmp_bytes(
+                    &ct,
+                    &ct,
+                    ap,
+                    &tensor_key(&ctx.params),
+                ));
             }
             let mut bias = vec![0.0; slots];
             for chunk in bias.chunks_mut(block) {
@@ -385,18 +476,34 @@ impl<'a> Server<'a> {
         let slots = self.ctx.params.slots();
         let mut x = x.clone();
         for (i, st) in self.stages.iter().enumerate() {
-            let at = |what: &'static str| move |e: poulpy_ckks::CKKSError| CkksError::Backend(format!("layer {i} ({}): {what}: {e:?}", st.layer));
+            let at = |what: &'static str| {
+                move |e: poulpy_ckks::CKKSError| CkksError::Backend(format!("layer {i} ({}): {what}: {e:?}", st.layer))
+            };
             let mut t = m.ckks_ciphertext_alloc(BASE2K.into(), width(&x).saturating_sub(CONST_BITS).into());
-            m.ckks_linear_transformation_eval_self_into(&mut t, &x, &st.matrix, &key.rotations, &mut scratch.borrow()).map_err(at("matrix-vector product"))?;
-            let mut pt = m.ckks_plaintext_alloc_from_slots(m.ckks_max_slots(), BASE2K.into(), (t.log_delta() + st.bias_bits).into());
-            pt.set_meta(GLWEPlaintextMeta { scale: Scale::Log(t.log_delta()), slots: SlotsKind::Real, log_sparsity: 0 });
-            m.ckks_encode_slots_host_into(&mut pt, &st.bias, &vec![0.0; slots], &mut scratch.borrow()).map_err(at("encoding biases"))?;
+            m.ckks_linear_transformation_eval_self_into(&mut t, &x, &st.matrix, &key.rotations, &mut scratch.borrow())
+                .map_err(at("matrix-vector product"))?;
+            let mut pt = m.ckks_plaintext_alloc_from_slots(
+                m.ckks_max_slots(),
+                BASE2K.into(),
+                (t.log_delta() + st.bias_bits).into(),
+            );
+            pt.set_meta(GLWEPlaintextMeta {
+                scale: Scale::Log(t.log_delta()),
+                slots: SlotsKind::Real,
+                log_sparsity: 0,
+            });
+            m.ckks_encode_slots_host_into(&mut pt, &st.bias, &vec![0.0; slots], &mut scratch.borrow())
+                .map_err(at("encoding biases"))?;
             m.ckks_add_pt_vec_assign(&mut t, &pt, &mut scratch.borrow()).map_err(at("adding biases"))?;
             m.glwe_normalize_assign(&mut t, &mut scratch.borrow());
             x = match &st.poly {
                 Some(ap) => {
-                    let mut out = m.ckks_ciphertext_alloc(BASE2K.into(), width(&t).saturating_sub(ap.consumed_bits(t.log_delta())).into());
-                    m.ckks_polynomial_approximation_eval(&mut out, &t, ap, &key.tsk, &mut scratch.borrow()).map_err(at("evaluating its polynomial"))?;
+                    let mut out = m.ckks_ciphertext_alloc(
+                        BASE2K.into(),
+                        width(&t).saturating_sub(ap.consumed_bits(t.log_delta())).into(),
+                    );
+                    m.ckks_polynomial_approximation_eval(&mut out, &t, ap, &key.tsk, &mut scratch.borrow())
+                        .map_err(at("evaluating its polynomial"))?;
                     out
                 }
                 None => t,
@@ -406,7 +513,12 @@ impl<'a> Server<'a> {
     }
 
     /// `bias + Σ c · values[w]` into a new ciphertext.
-    fn affine(&self, a: &crate::Affine, values: &[Option<&Ct>], scratch: &mut ScratchOwned<BE>) -> Result<Ct, CkksError> {
+    fn affine(
+        &self,
+        a: &crate::Affine,
+        values: &[Option<&Ct>],
+        scratch: &mut ScratchOwned<BE>,
+    ) -> Result<Ct, CkksError> {
         let m = &self.ctx.module;
         let mut acc: Option<Ct> = None;
         for &(w, c) in &a.terms {
@@ -415,16 +527,23 @@ impl<'a> Server<'a> {
             pt.set_meta(GLWEPlaintextMeta { scale: Scale::Log(CONST_BITS), slots: SlotsKind::Real, log_sparsity: 0 });
             pt.encode_host_floats(&[c]).map_err(err("encoding a weight"))?;
             let mut term = m.ckks_ciphertext_alloc(BASE2K.into(), width(src).saturating_sub(CONST_BITS).into());
-            m.ckks_mul_pt_const_into(&mut term, src, &pt, 0, &mut scratch.borrow()).map_err(err("multiplying by a weight"))?;
+            m.ckks_mul_pt_const_into(&mut term, src, &pt, 0, &mut scratch.borrow())
+                .map_err(err("multiplying by a weight"))?;
             match acc.as_mut() {
                 None => acc = Some(term),
                 Some(acc) => m.ckks_add_assign(acc, &term, &mut scratch.borrow()).map_err(err("adding"))?,
             }
         }
-        let mut acc = acc.ok_or_else(|| CkksError::Plan("an affine map without terms (a constant) has no ciphertext".into()))?;
+        let mut acc =
+            acc.ok_or_else(|| CkksError::Plan("an affine map without terms (a constant) has no ciphertext".into()))?;
         if a.bias != 0.0 {
-            let mut pt: Pt = m.ckks_plaintext_alloc(Degree(1), BASE2K.into(), (acc.log_delta() + int_bits(a.bias.abs())).into());
-            pt.set_meta(GLWEPlaintextMeta { scale: Scale::Log(acc.log_delta()), slots: SlotsKind::Real, log_sparsity: 0 });
+            let mut pt: Pt =
+                m.ckks_plaintext_alloc(Degree(1), BASE2K.into(), (acc.log_delta() + int_bits(a.bias.abs())).into());
+            pt.set_meta(GLWEPlaintextMeta {
+                scale: Scale::Log(acc.log_delta()),
+                slots: SlotsKind::Real,
+                log_sparsity: 0,
+            });
             pt.encode_host_floats(&[a.bias]).map_err(err("encoding a bias"))?;
             m.ckks_add_pt_const_assign(&mut acc, 0, &pt, 0, &mut scratch.borrow()).map_err(err("adding a bias"))?;
         }
@@ -437,18 +556,42 @@ impl<'a> Server<'a> {
     /// Runs the plan on `inputs`; the result holds one ciphertext per plan output.
     pub fn evaluate(&self, key: &EvalKey, inputs: &Batch) -> Result<Batch, CkksError> {
         if inputs.packing != self.packing || (self.packing == Packing::FeatureMajor && inputs.block != self.block) {
-            return Err(CkksError::Shape(format!("inputs packed {} for a server evaluating {}", inputs.packing.name(), self.packing.name())));
+            return Err(CkksError::Shape(format!(
+                "inputs packed {} for a server evaluating {}",
+                inputs.packing.name(),
+                self.packing.name()
+            )));
         }
         if self.packing == Packing::FeatureMajor {
             if inputs.values != self.plan.n_inputs {
-                return Err(CkksError::Shape(format!("{} input values per sample for a plan of {}", inputs.values, self.plan.n_inputs)));
+                return Err(CkksError::Shape(format!(
+                    "{} input values per sample for a plan of {}",
+                    inputs.values, self.plan.n_inputs
+                )));
             }
             // Ciphertexts are independent: one per worker.
-            let cts = inputs.cts.par_iter().map_init(|| self.ctx.scratch(self.scratch_bytes), |scratch, ct| self.feature_major_one(key, ct, scratch)).collect::<Result<_, _>>()?;
-            return Ok(Batch { cts, samples: inputs.samples, packing: self.packing, block: self.block, values: self.plan.outputs.len() });
+            let cts = inputs
+                .cts
+                .par_iter()
+                .map_init(
+                    || self.ctx.scratch(self.scratch_bytes),
+                    |scratch, ct| self.feature_major_one(key, ct, scratch),
+                )
+                .collect::<Result<_, _>>()?;
+            return Ok(Batch {
+                cts,
+                samples: inputs.samples,
+                packing: self.packing,
+                block: self.block,
+                values: self.plan.outputs.len(),
+            });
         }
         if inputs.cts.len() != self.plan.n_inputs {
-            return Err(CkksError::Shape(format!("{} input ciphertexts for a plan of {} inputs", inputs.cts.len(), self.plan.n_inputs)));
+            return Err(CkksError::Shape(format!(
+                "{} input ciphertexts for a plan of {} inputs",
+                inputs.cts.len(),
+                self.plan.n_inputs
+            )));
         }
         let m = &self.ctx.module;
         let n_in = self.plan.n_inputs;
@@ -470,8 +613,12 @@ impl<'a> Server<'a> {
                     |scratch, &k| {
                         let (node, ap) = (&self.plan.nodes[k], &self.polys[k]);
                         let t = self.affine(&node.input, &refs, scratch)?;
-                        let mut out = m.ckks_ciphertext_alloc(BASE2K.into(), width(&t).saturating_sub(ap.consumed_bits(t.log_delta())).into());
-                        m.ckks_polynomial_approximation_eval(&mut out, &t, ap, &key.tsk, &mut scratch.borrow()).map_err(err("evaluating a polynomial"))?;
+                        let mut out = m.ckks_ciphertext_alloc(
+                            BASE2K.into(),
+                            width(&t).saturating_sub(ap.consumed_bits(t.log_delta())).into(),
+                        );
+                        m.ckks_polynomial_approximation_eval(&mut out, &t, ap, &key.tsk, &mut scratch.borrow())
+                            .map_err(err("evaluating a polynomial"))?;
                         Ok(out)
                     },
                 )
@@ -481,7 +628,12 @@ impl<'a> Server<'a> {
             }
         }
         let refs: Vec<Option<&Ct>> = values.iter().map(Option::as_ref).collect();
-        let cts = self.plan.outputs.par_iter().map_init(|| self.ctx.scratch(0), |scratch, o| self.affine(o, &refs, scratch)).collect::<Result<_, _>>()?;
+        let cts = self
+            .plan
+            .outputs
+            .par_iter()
+            .map_init(|| self.ctx.scratch(0), |scratch, o| self.affine(o, &refs, scratch))
+            .collect::<Result<_, _>>()?;
         Ok(Batch { cts, samples: inputs.samples, packing: self.packing, block: 1, values: self.plan.outputs.len() })
     }
 }

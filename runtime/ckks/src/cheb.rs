@@ -19,7 +19,8 @@ pub fn interpolate(f: impl Fn(f64) -> f64, degree: usize) -> Vec<f64> {
     let values: Vec<f64> = (0..n).map(|j| f((PI * (j as f64 + 0.5) / n as f64).cos())).collect();
     (0..n)
         .map(|k| {
-            let s: f64 = values.iter().enumerate().map(|(j, v)| v * (PI * k as f64 * (j as f64 + 0.5) / n as f64).cos()).sum();
+            let s: f64 =
+                values.iter().enumerate().map(|(j, v)| v * (PI * k as f64 * (j as f64 + 0.5) / n as f64).cos()).sum();
             s * if k == 0 { 1.0 } else { 2.0 } / n as f64
         })
         .collect()
@@ -104,18 +105,32 @@ mod tests {
         let relu = |t: f64| t.max(0.0);
         // Samples crowded around the kink, as a trained layer's pre-activations are.
         let samples: Vec<f64> = (0..200).map(|i| ((i as f64 / 199.0) - 0.5) * 0.6).collect();
-        let rms = |c: &[f64]| (samples.iter().map(|&t| (eval(c, t) - relu(t)).powi(2)).sum::<f64>() / samples.len() as f64).sqrt();
+        let rms = |c: &[f64]| {
+            (samples.iter().map(|&t| (eval(c, t) - relu(t)).powi(2)).sum::<f64>() / samples.len() as f64).sqrt()
+        };
         for degree in [7, 15] {
             let (i, l) = (interpolate(relu, degree), least_squares(relu, degree, &samples, GRID_WEIGHT));
             assert!(rms(&l) < rms(&i) / 1.5, "degree {degree}: {} vs {}", rms(&l), rms(&i));
             // The grid keeps it near the function over the whole window.
-            let whole = (0..=200).map(|j| -1.0 + j as f64 / 100.0).map(|t| (eval(&l, t) - relu(t)).abs()).fold(0.0, f64::max);
+            let whole =
+                (0..=200).map(|j| -1.0 + j as f64 / 100.0).map(|t| (eval(&l, t) - relu(t)).abs()).fold(0.0, f64::max);
             assert!(whole < 0.15, "degree {degree}: {whole}");
         }
         // A polynomial is still reproduced exactly, and no samples means the grid fit.
         let f = |t: f64| 3.0 * t * t * t - t + 0.5;
-        assert!(least_squares(f, 3, &samples, GRID_WEIGHT).iter().zip(interpolate(f, 3)).all(|(a, b)| (a - b).abs() < 1e-10));
-        assert!(max_error(relu, 15) > (0..=2000).map(|i| -1.0 + i as f64 / 1000.0).map(|t| (eval(&least_squares(relu, 15, &[], 1.0), t) - relu(t)).abs()).fold(0.0, f64::max));
+        assert!(
+            least_squares(f, 3, &samples, GRID_WEIGHT)
+                .iter()
+                .zip(interpolate(f, 3))
+                .all(|(a, b)| (a - b).abs() < 1e-10)
+        );
+        assert!(
+            max_error(relu, 15)
+                > (0..=2000)
+                    .map(|i| -1.0 + i as f64 / 1000.0)
+                    .map(|t| (eval(&least_squares(relu, 15, &[], 1.0), t) - relu(t)).abs())
+                    .fold(0.0, f64::max)
+        );
     }
 
     #[test]

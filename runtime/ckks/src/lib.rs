@@ -12,7 +12,10 @@ pub mod backend;
 pub mod cheb;
 pub mod plan;
 
-pub use plan::{Affine, BASE2K, CONST_BITS, Cost, HEADROOM, LOG_DELTA, Layers, MAX_DEGREE, Node, PLAN_VERSION, Packing, Plan, Reads, Ring, Stage};
+pub use plan::{
+    Affine, BASE2K, CONST_BITS, Cost, HEADROOM, LOG_DELTA, Layers, MAX_DEGREE, Node, PLAN_VERSION, Packing, Plan,
+    Reads, Ring, Stage,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CkksError {

@@ -186,7 +186,9 @@ impl Layers {
     pub fn samples_per_ciphertext(&self, ring: Ring) -> Result<usize, CkksError> {
         let (block, slots) = (self.block, ring.slots());
         if block > slots {
-            return Err(CkksError::Plan(format!("a sample needs {block} slots (its widest layer) and the ring has {slots}")));
+            return Err(CkksError::Plan(format!(
+                "a sample needs {block} slots (its widest layer) and the ring has {slots}"
+            )));
         }
         Ok(slots / block)
     }
@@ -236,17 +238,25 @@ impl Plan {
     pub fn validate(&self) -> Result<(), CkksError> {
         let bad = |what: String| Err(CkksError::Plan(what));
         if self.version != PLAN_VERSION {
-            return bad(format!("plan version {} (this fhec reads version {PLAN_VERSION}): rebuild the model", self.version));
+            return bad(format!(
+                "plan version {} (this fhec reads version {PLAN_VERSION}): rebuild the model",
+                self.version
+            ));
         }
         if self.input_box.len() != self.n_inputs {
             return bad(format!("{} input boxes for {} inputs", self.input_box.len(), self.n_inputs));
         }
-        if let Some((i, b)) = self.input_box.iter().enumerate().find(|(_, (lo, hi))| !(lo.is_finite() && hi.is_finite() && lo <= hi)) {
+        if let Some((i, b)) =
+            self.input_box.iter().enumerate().find(|(_, (lo, hi))| !(lo.is_finite() && hi.is_finite() && lo <= hi))
+        {
             return bad(format!("input {i}: box {b:?} is not a finite interval"));
         }
         let check = |a: &Affine, limit: usize, what: &dyn Fn() -> String| -> Result<(), CkksError> {
             if let Some(&(w, c)) = a.terms.iter().find(|&&(w, c)| w as usize >= limit || !c.is_finite()) {
-                return Err(CkksError::Plan(format!("{}: term ({w}, {c}) reads a later value or is not finite", what())));
+                return Err(CkksError::Plan(format!(
+                    "{}: term ({w}, {c}) reads a later value or is not finite",
+                    what()
+                )));
             }
             if !a.bias.is_finite() {
                 return Err(CkksError::Plan(format!("{}: bias is not finite", what())));
@@ -256,7 +266,12 @@ impl Plan {
         for (k, n) in self.nodes.iter().enumerate() {
             check(&n.input, self.n_inputs + k, &|| format!("node {k} ({})", n.layer))?;
             if n.coeffs.is_empty() || n.degree() > MAX_DEGREE || n.coeffs.iter().any(|c| !c.is_finite()) {
-                return bad(format!("node {k} ({}): {} coefficients (1 to {} finite ones)", n.layer, n.coeffs.len(), MAX_DEGREE + 1));
+                return bad(format!(
+                    "node {k} ({}): {} coefficients (1 to {} finite ones)",
+                    n.layer,
+                    n.coeffs.len(),
+                    MAX_DEGREE + 1
+                ));
             }
         }
         let values = self.n_inputs + self.nodes.len();
@@ -297,9 +312,15 @@ impl Plan {
     /// the last layer. Feature-major packing evaluates plans of this shape; the error says which node
     /// breaks it.
     pub fn layers(&self) -> Result<Layers, CkksError> {
-        let bad = |what: String| Err(CkksError::Plan(format!("{what}: feature-major packing needs a chain of layers, each one polynomial")));
-        let within = |a: &Affine, prev: &std::ops::Range<usize>| a.terms.iter().all(|&(w, _)| prev.contains(&(w as usize)));
-        let rebase = |a: &Affine, start: usize| Affine { terms: a.terms.iter().map(|&(w, c)| (w - start as u32, c)).collect(), bias: a.bias };
+        let bad = |what: String| {
+            Err(CkksError::Plan(format!("{what}: feature-major packing needs a chain of layers, each one polynomial")))
+        };
+        let within =
+            |a: &Affine, prev: &std::ops::Range<usize>| a.terms.iter().all(|&(w, _)| prev.contains(&(w as usize)));
+        let rebase = |a: &Affine, start: usize| Affine {
+            terms: a.terms.iter().map(|&(w, c)| (w - start as u32, c)).collect(),
+            bias: a.bias,
+        };
         let mut stages = Vec::new();
         let mut prev = 0..self.n_inputs;
         let mut k = 0;
@@ -309,7 +330,10 @@ impl Plan {
             let mut rows = Vec::new();
             while let Some(n) = self.nodes.get(k).filter(|n| n.layer == first.layer && within(&n.input, &prev)) {
                 if n.coeffs != first.coeffs {
-                    return bad(format!("node {k} ({}) has a polynomial of its own, not its layer's (a batch-major plan, with a window per value)", n.layer));
+                    return bad(format!(
+                        "node {k} ({}) has a polynomial of its own, not its layer's (a batch-major plan, with a window per value)",
+                        n.layer
+                    ));
                 }
                 rows.push(rebase(&n.input, prev.start));
                 k += 1;
@@ -323,7 +347,11 @@ impl Plan {
         if let Some(o) = self.outputs.iter().position(|o| !within(o, &prev)) {
             return bad(format!("output {o} reads a value outside the last layer"));
         }
-        stages.push(Stage { rows: self.outputs.iter().map(|o| rebase(o, prev.start)).collect(), coeffs: None, layer: "outputs".into() });
+        stages.push(Stage {
+            rows: self.outputs.iter().map(|o| rebase(o, prev.start)).collect(),
+            coeffs: None,
+            layer: "outputs".into(),
+        });
         if let Some(s) = stages.iter().find(|s| s.rows.iter().all(|r| r.terms.is_empty())) {
             return bad(format!("layer {} is constant", s.layer));
         }
@@ -352,7 +380,12 @@ impl Plan {
         let d = self.longest_paths(1, |n| cheb::depth(n.degree()) as usize);
         let depth = self.outputs.iter().map(|o| self.reads(o, &d, 1)).max().unwrap_or(0);
         let terms = |a: &Affine| a.terms.len();
-        Cost { scalar_ops: self.nodes.iter().map(|n| terms(&n.input)).sum::<usize>() + self.outputs.iter().map(terms).sum::<usize>(), polynomials: self.nodes.len(), depth: depth as u32 }
+        Cost {
+            scalar_ops: self.nodes.iter().map(|n| terms(&n.input)).sum::<usize>()
+                + self.outputs.iter().map(terms).sum::<usize>(),
+            polynomials: self.nodes.len(),
+            depth: depth as u32,
+        }
     }
 
     /// Bits of modulus consumed along the deepest path before the final scale, and where it ends:
@@ -449,7 +482,11 @@ mod tests {
             version: PLAN_VERSION,
             n_inputs: 2,
             input_box: vec![(-1.0, 1.0), (-1.0, 1.0)],
-            nodes: vec![Node { input: Affine { terms: vec![(0, 0.5), (1, -0.25)], bias: 0.0 }, coeffs, layer: "relu".into() }],
+            nodes: vec![Node {
+                input: Affine { terms: vec![(0, 0.5), (1, -0.25)], bias: 0.0 },
+                coeffs,
+                layer: "relu".into(),
+            }],
             outputs: vec![Affine { terms: vec![(2, 3.0)], bias: 1.0 }],
         }
     }

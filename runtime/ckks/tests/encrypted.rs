@@ -14,7 +14,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mlp_wine.json")).unwrap()).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mlp_wine.json")).unwrap(),
+    )
+    .unwrap()
 }
 
 fn argmax(v: &[f64]) -> usize {
@@ -52,7 +55,9 @@ fn wrong_inputs_and_too_deep_plans_are_refused() {
     let ctx = Context::new(f.plan.ring().unwrap()).unwrap();
     let (client, _) = ctx.keygen(&[]).unwrap();
     let short = vec![vec![0.0; f.plan.n_inputs - 1]];
-    assert!(matches!(ctx.encrypt(&client, &f.plan, &short, Packing::BatchMajor), Err(CkksError::Shape(s)) if s.contains("sample 0")));
+    assert!(
+        matches!(ctx.encrypt(&client, &f.plan, &short, Packing::BatchMajor), Err(CkksError::Shape(s)) if s.contains("sample 0"))
+    );
     let too_many = vec![vec![0.0; f.plan.n_inputs]; ctx.params.slots() + 1];
     assert!(matches!(ctx.encrypt(&client, &f.plan, &too_many, Packing::BatchMajor), Err(CkksError::Shape(_))));
     // The wine plan's polynomials are fitted per value: no layer shares one, so it cannot be packed
@@ -64,7 +69,8 @@ fn wrong_inputs_and_too_deep_plans_are_refused() {
     let first = deep.nodes[0].clone();
     for _ in 0..40 {
         let k = (deep.n_inputs + deep.nodes.len() - 1) as u32;
-        deep.nodes.push(fhec_ckks::Node { input: fhec_ckks::Affine { terms: vec![(k, 0.5)], bias: 0.0 }, ..first.clone() });
+        deep.nodes
+            .push(fhec_ckks::Node { input: fhec_ckks::Affine { terms: vec![(k, 0.5)], bias: 0.0 }, ..first.clone() });
     }
     let last = (deep.n_inputs + deep.nodes.len() - 1) as u32;
     deep.outputs[0].terms.push((last, 1.0));
@@ -88,10 +94,22 @@ fn layered_plan() -> Plan {
     let relu = cheb::interpolate(|t| (t + 0.2 * (t * 5.0).tanh()).max(0.0), 15);
     let square = cheb::interpolate(|t| 0.5 * t * t, 7);
     let dense = |r: &mut dyn FnMut() -> f64, from: u32, n: u32, m: usize| -> Vec<Affine> {
-        (0..m).map(|_| Affine { terms: (from..from + n).map(|w| (w, 0.5 * r() / (n as f64).sqrt())).collect(), bias: 0.1 * r() }).collect()
+        (0..m)
+            .map(|_| Affine {
+                terms: (from..from + n).map(|w| (w, 0.5 * r() / (n as f64).sqrt())).collect(),
+                bias: 0.1 * r(),
+            })
+            .collect()
     };
-    let mut nodes: Vec<Node> = dense(&mut r, 0, 13, 16).into_iter().map(|input| Node { input, coeffs: relu.clone(), layer: "fc1".into() }).collect();
-    nodes.extend(dense(&mut r, 13, 16, 8).into_iter().map(|input| Node { input, coeffs: square.clone(), layer: "fc2".into() }));
+    let mut nodes: Vec<Node> = dense(&mut r, 0, 13, 16)
+        .into_iter()
+        .map(|input| Node { input, coeffs: relu.clone(), layer: "fc1".into() })
+        .collect();
+    nodes.extend(dense(&mut r, 13, 16, 8).into_iter().map(|input| Node {
+        input,
+        coeffs: square.clone(),
+        layer: "fc2".into(),
+    }));
     let outputs = dense(&mut r, 29, 8, 3);
     Plan { version: PLAN_VERSION, n_inputs: 13, input_box: vec![(-2.0, 2.0); 13], nodes, outputs }
 }
@@ -129,6 +147,10 @@ fn feature_major_packing_equals_the_simulation_across_ciphertexts() {
     let batch = ctx.encrypt(&client, &plan, &samples[..3], Packing::BatchMajor).unwrap();
     assert!(server.evaluate(&eval, &batch).err().unwrap().to_string().contains("packed batch-major"));
     let (_, no_rotations) = ctx.keygen(&[]).unwrap();
-    let e = server.evaluate(&no_rotations, &ctx.encrypt(&client, &plan, &samples[..1], Packing::FeatureMajor).unwrap()).err().unwrap().to_string();
+    let e = server
+        .evaluate(&no_rotations, &ctx.encrypt(&client, &plan, &samples[..1], Packing::FeatureMajor).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("layer 0 (fc1)") && e.contains("automorphism"), "{e}");
 }

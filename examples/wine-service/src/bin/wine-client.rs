@@ -15,14 +15,21 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("wrote {dir}/secret.key (keep it) and {dir}/eval.key (for the server)");
         }
         [cmd, dir, values, out] if cmd == "encrypt" => {
-            let client = wine::Client::load(&read(&format!("{dir}/secret.key"))?, &read(&format!("{dir}/eval.key"))?).map_err(err)?;
-            let parsed: Vec<f32> = values.split(',').map(|v| v.trim().parse::<f32>().map_err(|e| format!("{v:?}: {e}"))).collect::<Result<_, _>>()?;
-            let x: wine::Input = parsed.try_into().map_err(|v: Vec<f32>| format!("{} values, the model takes {}", v.len(), wine::INPUT_LEN))?;
+            let client = wine::Client::load(&read(&format!("{dir}/secret.key"))?, &read(&format!("{dir}/eval.key"))?)
+                .map_err(err)?;
+            let parsed: Vec<f32> = values
+                .split(',')
+                .map(|v| v.trim().parse::<f32>().map_err(|e| format!("{v:?}: {e}")))
+                .collect::<Result<_, _>>()?;
+            let x: wine::Input = parsed
+                .try_into()
+                .map_err(|v: Vec<f32>| format!("{} values, the model takes {}", v.len(), wine::INPUT_LEN))?;
             write(out, &client.encrypt(&x).map_err(err)?.to_bytes())?;
             println!("encrypted 1 sample to {out}");
         }
         [cmd, dir, answer] if cmd == "decrypt" => {
-            let client = wine::Client::load(&read(&format!("{dir}/secret.key"))?, &read(&format!("{dir}/eval.key"))?).map_err(err)?;
+            let client = wine::Client::load(&read(&format!("{dir}/secret.key"))?, &read(&format!("{dir}/eval.key"))?)
+                .map_err(err)?;
             let results = wine::Results::from_bytes(&read(answer)?).map_err(err)?;
             for p in client.decrypt(&results).map_err(err)? {
                 println!("{p:?}");

@@ -14,7 +14,12 @@ fn run(args: &[String]) -> Result<(), String> {
     let start = std::time::Instant::now();
     let answer = server.run(&key, &query).map_err(err)?;
     write(output, &answer.to_bytes())?;
-    println!("ran {} sample(s) in {:.0} ms ({} PBS each) to {output}", query.samples(), start.elapsed().as_secs_f64() * 1e3, wine::PBS_COUNT);
+    println!(
+        "ran {} sample(s) in {:.0} ms ({} PBS each) to {output}",
+        query.samples(),
+        start.elapsed().as_secs_f64() * 1e3,
+        wine::PBS_COUNT
+    );
     Ok(())
 }
 

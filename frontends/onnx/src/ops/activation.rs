@@ -9,7 +9,8 @@ pub fn unary(ctx: &mut Ctx, u: Unary) -> Result<Vec<Val>, String> {
     if let (Unary::Neg | Unary::Abs, Some(t)) = (&u, x.as_const())
         && t.dtype() == fhec_ir::DType::I64
     {
-        let v: Vec<i64> = t.to_i64_vec().iter().map(|&a| if u == Unary::Neg { a.wrapping_neg() } else { a.wrapping_abs() }).collect();
+        let v: Vec<i64> =
+            t.to_i64_vec().iter().map(|&a| if u == Unary::Neg { a.wrapping_neg() } else { a.wrapping_abs() }).collect();
         let t = fhec_ir::Tensor::from_i64(t.shape().to_vec(), v).ok_or("integer negation: shape")?;
         return Ok(vec![Val::constant(t)]);
     }

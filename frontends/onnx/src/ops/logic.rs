@@ -100,7 +100,13 @@ pub fn logic(ctx: &mut Ctx, op: Logic) -> Result<Vec<Val>, String> {
         }
     };
     // One constant operand c (0/1): And = x c, Or = x (1 - c) + c, Xor = x (1 - 2c) + c; affine.
-    let c = Val::constant(Tensor::from_f32(c.shape().to_vec(), c.to_f32_vec().into_iter().map(|v| if v != 0.0 { 1.0 } else { 0.0 }).collect()).expect("sized"));
+    let c = Val::constant(
+        Tensor::from_f32(
+            c.shape().to_vec(),
+            c.to_f32_vec().into_iter().map(|v| if v != 0.0 { 1.0 } else { 0.0 }).collect(),
+        )
+        .expect("sized"),
+    );
     let one = Ctx::f32_const(vec![], vec![1.0]);
     let y = match op {
         Logic::And => ctx.binary(Binary::Mul, &x, &c)?,
@@ -126,10 +132,12 @@ pub fn where_(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let (c, x, y) = (ctx.input(0)?, ctx.input(1)?, ctx.input(2)?);
     if let (Some(cond), Some(_), Some(_)) = (c.as_const(), x.as_const(), y.as_const()) {
         let (shape, xv, yv) = const_zip(ctx, 1, 2)?;
-        let full = fhec_ir::broadcast_shapes(cond.shape(), &shape).ok_or("the condition does not broadcast with x and y")?;
+        let full =
+            fhec_ir::broadcast_shapes(cond.shape(), &shape).ok_or("the condition does not broadcast with x and y")?;
         let cv = crate::ctx::broadcast_to(&cond.to_i64_vec(), cond.shape(), &full);
         let (xv, yv) = (crate::ctx::broadcast_to(&xv, &shape, &full), crate::ctx::broadcast_to(&yv, &shape, &full));
-        let pick: Vec<f64> = cv.iter().zip(xv.iter().zip(&yv)).map(|(&c, (&x, &y))| if c != 0 { x } else { y }).collect();
+        let pick: Vec<f64> =
+            cv.iter().zip(xv.iter().zip(&yv)).map(|(&c, (&x, &y))| if c != 0 { x } else { y }).collect();
         let t = if ctx.ty(&x).dtype == DType::I64 {
             Tensor::from_i64(full, pick.iter().map(|&v| v as i64).collect())
         } else {
@@ -140,7 +148,9 @@ pub fn where_(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     for (v, what) in [(&x, "x"), (&y, "y")] {
         computed_float(ctx, v, "Where")?;
         if v.as_const().is_some_and(|t| t.to_f32_vec().iter().any(|f| !f.is_finite())) {
-            return Err(format!("Where with a computed operand and an infinite or NaN constant {what} is not supported"));
+            return Err(format!(
+                "Where with a computed operand and an infinite or NaN constant {what} is not supported"
+            ));
         }
     }
     computed_float(ctx, &c, "Where")?;

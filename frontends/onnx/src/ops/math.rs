@@ -56,14 +56,15 @@ pub fn gemm(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         y = ctx.binary(Binary::Mul, &y, &Ctx::f32_const(vec![], vec![alpha]))?;
     }
     if let Some(c) = ctx.opt_input(2)?
-        && beta != 0.0 {
-            let c = if beta != 1.0 { ctx.binary(Binary::Mul, &c, &Ctx::f32_const(vec![], vec![beta]))? } else { c };
-            let out_shape = ctx.shape(&y);
-            y = ctx.binary(Binary::Add, &y, &c)?;
-            if ctx.shape(&y) != out_shape {
-                return Err(format!("C of shape {:?} does not broadcast to the result {:?}", ctx.shape(&c), out_shape));
-            }
+        && beta != 0.0
+    {
+        let c = if beta != 1.0 { ctx.binary(Binary::Mul, &c, &Ctx::f32_const(vec![], vec![beta]))? } else { c };
+        let out_shape = ctx.shape(&y);
+        y = ctx.binary(Binary::Add, &y, &c)?;
+        if ctx.shape(&y) != out_shape {
+            return Err(format!("C of shape {:?} does not broadcast to the result {:?}", ctx.shape(&c), out_shape));
         }
+    }
     Ok(vec![y])
 }
 
@@ -74,7 +75,13 @@ fn reduce(ctx: &mut Ctx, kind: ReduceKind, axes_as_input_from: i64) -> Result<Ve
 
 /// A reduction with an elementwise function before it and one after it (ReduceL2 is
 /// `sqrt(sum(x^2))`). With `noop_with_empty_axes` and no axes, only `pre` applies.
-fn reduce_with(ctx: &mut Ctx, kind: ReduceKind, axes_as_input_from: i64, pre: Option<Unary>, post: Option<Unary>) -> Result<Vec<Val>, String> {
+fn reduce_with(
+    ctx: &mut Ctx,
+    kind: ReduceKind,
+    axes_as_input_from: i64,
+    pre: Option<Unary>,
+    post: Option<Unary>,
+) -> Result<Vec<Val>, String> {
     let mut x = ctx.input(0)?;
     if let Some(u) = pre {
         x = ctx.op(Op::Unary(u), &[x])?;
@@ -139,7 +146,8 @@ pub fn layer_normalization(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     if ctx.ty(&x).dtype != fhec_ir::DType::F32 {
         return Err("LayerNormalization of a non-float tensor".into());
     }
-    let mean = ctx.op(Op::Reduce { kind: ReduceKind::Mean, axes: axes.clone(), keepdims: true }, std::slice::from_ref(&x))?;
+    let mean =
+        ctx.op(Op::Reduce { kind: ReduceKind::Mean, axes: axes.clone(), keepdims: true }, std::slice::from_ref(&x))?;
     let d = ctx.binary(Binary::Sub, &x, &mean)?;
     let d2 = ctx.binary(Binary::Mul, &d, &d)?;
     let var = ctx.op(Op::Reduce { kind: ReduceKind::Mean, axes, keepdims: true }, &[d2])?;
@@ -213,9 +221,15 @@ fn einsum_labels(term: &str, rank: usize, ellipsis: &mut Option<usize>, what: &s
         }
         return Ok(letters);
     }
-    let extra = rank.checked_sub(letters.len()).ok_or_else(|| format!("{what} subscripts \"{term}\" name more axes than the operand's {rank}"))?;
+    let extra = rank
+        .checked_sub(letters.len())
+        .ok_or_else(|| format!("{what} subscripts \"{term}\" name more axes than the operand's {rank}"))?;
     match ellipsis {
-        Some(n) if *n != extra => return Err(format!("`...` stands for {n} axes in one operand and {extra} in another: broadcasting across it is not supported")),
+        Some(n) if *n != extra => {
+            return Err(format!(
+                "`...` stands for {n} axes in one operand and {extra} in another: broadcasting across it is not supported"
+            ));
+        }
         _ => *ellipsis = Some(extra),
     }
     // The ellipsis axes get private-use characters as labels, which no explicit subscript can clash with.
@@ -240,18 +254,26 @@ fn einsum_sum_out(ctx: &mut Ctx, x: Val, labels: Vec<char>, keep: &[char]) -> Re
 /// The diagonal of `x` over each label it repeats (`ii` -> `i`, `bjij` -> `bji`): a gather of the
 /// flattened tensor at constant indices, so only data moves. Labels keep their first places.
 fn einsum_diagonal(ctx: &mut Ctx, x: Val, labels: Vec<char>) -> Result<(Val, Vec<char>), String> {
-    let kept: Vec<char> = labels.iter().enumerate().filter(|(i, c)| !labels[..*i].contains(c)).map(|(_, c)| *c).collect();
+    let kept: Vec<char> =
+        labels.iter().enumerate().filter(|(i, c)| !labels[..*i].contains(c)).map(|(_, c)| *c).collect();
     if kept.len() == labels.len() {
         return Ok((x, labels));
     }
     let shape = ctx.shape(&x);
-    let dims: Vec<usize> = kept.iter().map(|c| shape[labels.iter().position(|l| l == c).expect("a kept label")]).collect();
+    let dims: Vec<usize> =
+        kept.iter().map(|c| shape[labels.iter().position(|l| l == c).expect("a kept label")]).collect();
     let strides: Vec<usize> = (0..shape.len()).map(|a| shape[a + 1..].iter().product()).collect();
     // Each element of the diagonal: its index per kept label, spread over the axes that carry it.
     let mut indices = Vec::with_capacity(dims.iter().product());
     let mut at = vec![0usize; kept.len()];
     for _ in 0..dims.iter().product::<usize>() {
-        indices.push(labels.iter().zip(&strides).map(|(c, s)| at[kept.iter().position(|k| k == c).expect("a kept label")] * s).sum::<usize>() as i64);
+        indices.push(
+            labels
+                .iter()
+                .zip(&strides)
+                .map(|(c, s)| at[kept.iter().position(|k| k == c).expect("a kept label")] * s)
+                .sum::<usize>() as i64,
+        );
         for k in (0..at.len()).rev() {
             at[k] += 1;
             if at[k] < dims[k] {
@@ -306,8 +328,11 @@ pub fn einsum(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         None => {
             // The `...` axes first, then the labels used once, alphabetically (as numpy).
             let all: Vec<char> = operands.iter().flat_map(|(_, l)| l.clone()).collect();
-            let mut implicit: Vec<char> =
-                all.iter().copied().filter(|c| !c.is_ascii_alphabetic() || all.iter().filter(|d| *d == c).count() == 1).collect();
+            let mut implicit: Vec<char> = all
+                .iter()
+                .copied()
+                .filter(|c| !c.is_ascii_alphabetic() || all.iter().filter(|d| *d == c).count() == 1)
+                .collect();
             implicit.sort_by_key(|c| (c.is_ascii_alphabetic(), *c));
             implicit.dedup();
             implicit
@@ -326,14 +351,17 @@ pub fn einsum(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     for (x, labels) in &operands {
         for (c, d) in labels.iter().zip(ctx.shape(x)) {
             match sizes.iter().find(|(l, _)| l == c) {
-                Some((_, s)) if *s != d => return Err(format!("label `{c}` has size {s} in one place and {d} in another")),
+                Some((_, s)) if *s != d => {
+                    return Err(format!("label `{c}` has size {s} in one place and {d} in another"));
+                }
                 Some(_) => {}
                 None => sizes.push((*c, d)),
             }
         }
     }
     let size = |c: &char| sizes.iter().find(|(l, _)| l == c).map_or(1, |(_, s)| *s);
-    let operands: Vec<(Val, Vec<char>)> = operands.into_iter().map(|(x, l)| einsum_diagonal(ctx, x, l)).collect::<Result<_, _>>()?;
+    let operands: Vec<(Val, Vec<char>)> =
+        operands.into_iter().map(|(x, l)| einsum_diagonal(ctx, x, l)).collect::<Result<_, _>>()?;
     let mut operands = operands.into_iter();
     let (a, la) = operands.next().expect("one operand");
     let Some((b, lb)) = operands.next() else {
@@ -350,7 +378,8 @@ pub fn einsum(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let prod = |labels: &[char]| labels.iter().map(size).product::<usize>();
     // A batch axis only where there are batch labels: the FHE lowering takes an encrypted [M, K] by a
     // constant [K, N] (and the converse) without one.
-    let matrix = |rows: usize, cols: usize| if batch.is_empty() { vec![rows, cols] } else { vec![prod(&batch), rows, cols] };
+    let matrix =
+        |rows: usize, cols: usize| if batch.is_empty() { vec![rows, cols] } else { vec![prod(&batch), rows, cols] };
     let a = einsum_permute(ctx, a, &la, &[batch.clone(), left.clone(), contracted.clone()].concat())?;
     let a = ctx.reshape(&a, matrix(prod(&left), prod(&contracted)))?;
     let b = einsum_permute(ctx, b, &lb, &[batch.clone(), contracted.clone(), right.clone()].concat())?;

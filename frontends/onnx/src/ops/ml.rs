@@ -21,7 +21,13 @@ pub fn scaler(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 }
 
 /// `x @ coefficients^T + intercepts` for inputs `[N, C]`, coefficients `[E, C]` (flattened).
-fn linear(ctx: &mut Ctx, x: &Val, coefficients: Vec<f32>, intercepts: Option<Vec<f32>>, e: usize) -> Result<Val, String> {
+fn linear(
+    ctx: &mut Ctx,
+    x: &Val,
+    coefficients: Vec<f32>,
+    intercepts: Option<Vec<f32>>,
+    e: usize,
+) -> Result<Val, String> {
     let xs = ctx.shape(x);
     if xs.len() != 2 {
         return Err(format!("input must be [N, features], got {xs:?}"));
@@ -67,7 +73,10 @@ pub fn linear_classifier(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     }
     let labels = a.ints("classlabels_ints")?.ok_or("missing attribute `classlabels_ints`")?;
     if labels.iter().enumerate().any(|(i, &l)| l != i as i64) {
-        return Err(format!("class labels {labels:?} are not 0..{}; fhec needs labels equal to their index", labels.len()));
+        return Err(format!(
+            "class labels {labels:?} are not 0..{}; fhec needs labels equal to their index",
+            labels.len()
+        ));
     }
     let coefficients = a.floats("coefficients")?.ok_or("missing attribute `coefficients`")?;
     let intercepts = a.floats("intercepts")?;
@@ -97,7 +106,8 @@ pub fn linear_classifier(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     } else {
         post_transform(ctx, s)?
     };
-    let label = ctx.op(Op::ArgMax { axis: 1, keepdims: false, select_last_index: false }, std::slice::from_ref(&scores))?;
+    let label =
+        ctx.op(Op::ArgMax { axis: 1, keepdims: false, select_last_index: false }, std::slice::from_ref(&scores))?;
     Ok(vec![label, scores])
 }
 
@@ -140,7 +150,9 @@ pub fn normalizer(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     if rank != 2 {
         return Err(format!("input must be [N, features], got {:?}", ctx.shape(&x)));
     }
-    let sum = |ctx: &mut Ctx, v: Val| ctx.op(Op::Reduce { kind: fhec_ir::ReduceKind::Sum, axes: vec![1], keepdims: true }, &[v]);
+    let sum = |ctx: &mut Ctx, v: Val| {
+        ctx.op(Op::Reduce { kind: fhec_ir::ReduceKind::Sum, axes: vec![1], keepdims: true }, &[v])
+    };
     let norm = match ctx.attrs().string("norm", "MAX")?.as_str() {
         "L1" => {
             let a = ctx.op(Op::Unary(Unary::Abs), std::slice::from_ref(&x))?;

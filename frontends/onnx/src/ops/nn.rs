@@ -47,7 +47,8 @@ fn geometry(a: &Attrs, input: &[usize], kernel: &[usize], read_dilations: bool) 
                 let span = (kernel[i] - 1) * dilations[i] + 1;
                 let total = ((out - 1) * strides[i] + span).saturating_sub(input[2 + i]);
                 let small = total / 2;
-                let (begin, end) = if auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+                let (begin, end) =
+                    if auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
                 pads[i] = begin;
                 pads[i + s] = end;
             }
@@ -71,9 +72,10 @@ pub(super) fn conv_of(ctx: &mut Ctx, x: Val, w: Val, b: Option<Val>) -> Result<V
     }
     let a = ctx.attrs();
     if let Some(k) = a.ints("kernel_shape")?
-        && to_usizes(&k, "kernel_shape")? != ws[2..] {
-            return Err(format!("kernel_shape {k:?} does not match the weight's shape {ws:?}"));
-        }
+        && to_usizes(&k, "kernel_shape")? != ws[2..]
+    {
+        return Err(format!("kernel_shape {k:?} does not match the weight's shape {ws:?}"));
+    }
     let g = geometry(&a, &xs, &ws[2..], true)?;
     let group = usize::try_from(a.int("group", 1)?).map_err(|_| "group must be positive")?;
     let mut operands = vec![x, w];
@@ -93,7 +95,9 @@ pub fn batch_norm(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let names = ["scale", "B", "input_mean", "input_var"];
     let mut params = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        params.push(ctx.const_input(i + 1, name)?.ok_or_else(|| format!("missing input {} ({name})", i + 1))?.to_f32_vec());
+        params.push(
+            ctx.const_input(i + 1, name)?.ok_or_else(|| format!("missing input {} ({name})", i + 1))?.to_f32_vec(),
+        );
     }
     let shape = ctx.shape(&x);
     if shape.len() < 2 {
@@ -150,8 +154,14 @@ pub fn global_max_pool(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     }
     let spatial = shape[2..].to_vec();
     let n = spatial.len();
-    let attrs =
-        PoolAttrs { kernel: spatial, strides: vec![1; n], pads: vec![0; 2 * n], dilations: vec![1; n], ceil_mode: false, count_include_pad: false };
+    let attrs = PoolAttrs {
+        kernel: spatial,
+        strides: vec![1; n],
+        pads: vec![0; 2 * n],
+        dilations: vec![1; n],
+        ceil_mode: false,
+        count_include_pad: false,
+    };
     Ok(vec![ctx.op(Op::MaxPool(attrs), &[x])?])
 }
 

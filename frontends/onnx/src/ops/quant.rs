@@ -31,7 +31,11 @@ fn range_of(dt: i32) -> Result<(f32, f32), String> {
         INT32 => (-2147483648.0, 2147483647.0),
         UINT4 => (0.0, 15.0),
         INT4 => (-8.0, 7.0),
-        other => return Err(format!("quantization to element type {other} is not supported (integers of 4, 8, 16 or 32 bits are)")),
+        other => {
+            return Err(format!(
+                "quantization to element type {other} is not supported (integers of 4, 8, 16 or 32 bits are)"
+            ));
+        }
     })
 }
 
@@ -44,11 +48,17 @@ fn along_axis(ctx: &mut Ctx, v: &Val, x: &Val, ax: i64, what: &str) -> Result<Va
         return ctx.reshape(v, vec![]);
     }
     if shape.len() != 1 {
-        return Err(format!("{what} of shape {shape:?}: only per-tensor and per-axis quantization are supported (not blocked)"));
+        return Err(format!(
+            "{what} of shape {shape:?}: only per-tensor and per-axis quantization are supported (not blocked)"
+        ));
     }
     let ax = axis(ax, rank)?;
     if ctx.shape(x)[ax] != shape[0] {
-        return Err(format!("{what} has {} values, which match no axis it may run along (axis {ax} of shape {:?})", shape[0], ctx.shape(x)));
+        return Err(format!(
+            "{what} has {} values, which match no axis it may run along (axis {ax} of shape {:?})",
+            shape[0],
+            ctx.shape(x)
+        ));
     }
     let mut b = vec![1; rank];
     b[ax] = shape[0];
@@ -92,7 +102,8 @@ fn centered(ctx: &mut Ctx, x: &Val, zp: Option<Val>, ax: i64, what: &str) -> Res
     if let Some(t) = y.as_const()
         && t.dtype() == fhec_ir::DType::I64
     {
-        let f = Tensor::from_f32(t.shape().to_vec(), t.to_i64_vec().iter().map(|&v| v as f32).collect()).ok_or("shape")?;
+        let f =
+            Tensor::from_f32(t.shape().to_vec(), t.to_i64_vec().iter().map(|&v| v as f32).collect()).ok_or("shape")?;
         y = Val::constant(f);
     }
     Ok(y)
@@ -198,7 +209,11 @@ pub fn qlinear_conv(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         Some(b) => {
             let b = centered(ctx, &b, None, 0, "B")?;
             let xs = ctx.reshape(&Val::constant(x_scale), vec![])?;
-            let ws = if count(&w_scale) == 1 { ctx.reshape(&Val::constant(w_scale), vec![])? } else { Val::constant(w_scale) };
+            let ws = if count(&w_scale) == 1 {
+                ctx.reshape(&Val::constant(w_scale), vec![])?
+            } else {
+                Val::constant(w_scale)
+            };
             let s = ctx.binary(Binary::Mul, &xs, &ws)?;
             Some(ctx.binary(Binary::Mul, &b, &s)?)
         }

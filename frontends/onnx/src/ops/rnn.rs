@@ -116,13 +116,20 @@ fn recurrent(ctx: &mut Ctx, cell: Cell) -> Result<Vec<Val>, String> {
     }
     let names: Vec<String> = match a.strings("activations")? {
         Some(n) => n,
-        None => cell.default_activations().iter().cycle().take(cell.default_activations().len() * dirs).map(|s| s.to_string()).collect(),
+        None => cell
+            .default_activations()
+            .iter()
+            .cycle()
+            .take(cell.default_activations().len() * dirs)
+            .map(|s| s.to_string())
+            .collect(),
     };
     let per_dir = cell.default_activations().len();
     if names.len() != per_dir * dirs {
         return Err(format!("{} activations for {dirs} direction(s); {per_dir} per direction expected", names.len()));
     }
-    let (alphas, betas) = (a.floats("activation_alpha")?.unwrap_or_default(), a.floats("activation_beta")?.unwrap_or_default());
+    let (alphas, betas) =
+        (a.floats("activation_alpha")?.unwrap_or_default(), a.floats("activation_beta")?.unwrap_or_default());
     // alpha and beta are listed in the order of the activations that take them.
     let (mut ai, mut bi) = (0, 0);
     let mut acts = Vec::new();
@@ -135,7 +142,11 @@ fn recurrent(ctx: &mut Ctx, cell: Cell) -> Result<Vec<Val>, String> {
             })
             .flatten()
         };
-        let alpha = next(matches!(lower.as_str(), "leakyrelu" | "hardsigmoid" | "elu" | "thresholdedrelu" | "affine"), &alphas, &mut ai);
+        let alpha = next(
+            matches!(lower.as_str(), "leakyrelu" | "hardsigmoid" | "elu" | "thresholdedrelu" | "affine"),
+            &alphas,
+            &mut ai,
+        );
         let beta = next(matches!(lower.as_str(), "hardsigmoid" | "affine"), &betas, &mut bi);
         acts.push(Act::parse(n, alpha, beta)?);
     }
@@ -167,7 +178,10 @@ fn recurrent(ctx: &mut Ctx, cell: Cell) -> Result<Vec<Val>, String> {
         return Err(format!("W has shape {ws:?}, expected [{dirs}, {}, {}]", g * hidden, xs[2]));
     }
     if let Some(lens) = ctx.opt_input(4)? {
-        let lens = lens.as_const().ok_or("sequence_lens computed at run time: data-dependent lengths cannot be encrypted")?.to_i64_vec();
+        let lens = lens
+            .as_const()
+            .ok_or("sequence_lens computed at run time: data-dependent lengths cannot be encrypted")?
+            .to_i64_vec();
         if lens.iter().any(|&l| l != seq as i64) {
             return Err(format!("sequence_lens {lens:?} shorter than the sequence ({seq}) are not supported"));
         }
@@ -176,13 +190,16 @@ fn recurrent(ctx: &mut Ctx, cell: Cell) -> Result<Vec<Val>, String> {
     let mut states = Vec::new();
     for (k, what) in [(5, "initial_h"), (6, "initial_c")] {
         let s = match ctx.opt_input(k)? {
-            Some(s) if cell == Cell::Lstm || k == 5 => Some(if layout == 1 { ctx.op(Op::Transpose { perm: vec![1, 0, 2] }, &[s])? } else { s }),
+            Some(s) if cell == Cell::Lstm || k == 5 => {
+                Some(if layout == 1 { ctx.op(Op::Transpose { perm: vec![1, 0, 2] }, &[s])? } else { s })
+            }
             _ => None,
         };
         if let Some(s) = &s
-            && ctx.shape(s) != [dirs, batch, hidden] {
-                return Err(format!("{what} has shape {:?}, expected [{dirs}, {batch}, {hidden}]", ctx.shape(s)));
-            }
+            && ctx.shape(s) != [dirs, batch, hidden]
+        {
+            return Err(format!("{what} has shape {:?}, expected [{dirs}, {batch}, {hidden}]", ctx.shape(s)));
+        }
         states.push(s);
     }
     let peepholes = if cell == Cell::Lstm { ctx.opt_input(7)? } else { None };
@@ -200,7 +217,19 @@ fn recurrent(ctx: &mut Ctx, cell: Cell) -> Result<Vec<Val>, String> {
         for step in 0..seq {
             let t = if reverse { seq - 1 - step } else { step };
             let xt = take(ctx, &x, 0, t)?;
-            let (nh, nc) = step_cell(ctx, cell, &weights, acts, clip, linear_before_reset, &xt, h.as_ref(), c.as_ref(), batch, hidden)?;
+            let (nh, nc) = step_cell(
+                ctx,
+                cell,
+                &weights,
+                acts,
+                clip,
+                linear_before_reset,
+                &xt,
+                h.as_ref(),
+                c.as_ref(),
+                batch,
+                hidden,
+            )?;
             outs[t] = Some(nh.clone());
             h = Some(nh);
             c = nc;
@@ -214,7 +243,8 @@ fn recurrent(ctx: &mut Ctx, cell: Cell) -> Result<Vec<Val>, String> {
     // Y [seq, dirs, batch, hidden]; Y_h and Y_c [dirs, batch, hidden].
     let mut steps = Vec::with_capacity(seq);
     for t in 0..seq {
-        let per_dir: Vec<Val> = ys.iter().map(|y| ctx.reshape(&y[t], vec![1, 1, batch, hidden])).collect::<Result<_, _>>()?;
+        let per_dir: Vec<Val> =
+            ys.iter().map(|y| ctx.reshape(&y[t], vec![1, 1, batch, hidden])).collect::<Result<_, _>>()?;
         steps.push(concat(ctx, per_dir, 1)?);
     }
     let mut y = concat(ctx, steps, 0)?;
@@ -228,7 +258,8 @@ fn recurrent(ctx: &mut Ctx, cell: Cell) -> Result<Vec<Val>, String> {
     }
     if layout == 1 {
         y = ctx.op(Op::Transpose { perm: vec![2, 0, 1, 3] }, &[y])?;
-        last = last.into_iter().map(|s| ctx.op(Op::Transpose { perm: vec![1, 0, 2] }, &[s])).collect::<Result<_, _>>()?;
+        last =
+            last.into_iter().map(|s| ctx.op(Op::Transpose { perm: vec![1, 0, 2] }, &[s])).collect::<Result<_, _>>()?;
     }
     Ok([vec![y], last].concat())
 }
@@ -240,7 +271,10 @@ fn take(ctx: &mut Ctx, x: &Val, axis: usize, i: usize) -> Result<Val, String> {
 
 /// Elements `[from, from + len)` along `axis`.
 fn range(ctx: &mut Ctx, x: &Val, axis: usize, from: usize, len: usize) -> Result<Val, String> {
-    ctx.op(Op::Gather { axis, indices: (from..from + len).map(|i| i as i64).collect(), indices_shape: vec![len] }, std::slice::from_ref(x))
+    ctx.op(
+        Op::Gather { axis, indices: (from..from + len).map(|i| i as i64).collect(), indices_shape: vec![len] },
+        std::slice::from_ref(x),
+    )
 }
 
 fn concat(ctx: &mut Ctx, xs: Vec<Val>, axis: usize) -> Result<Val, String> {
@@ -251,7 +285,16 @@ fn concat(ctx: &mut Ctx, xs: Vec<Val>, axis: usize) -> Result<Val, String> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn direction_weights(ctx: &mut Ctx, cell: Cell, d: usize, hidden: usize, w: &Val, r: &Val, b: Option<&Val>, p: Option<&Val>) -> Result<Weights, String> {
+fn direction_weights(
+    ctx: &mut Ctx,
+    cell: Cell,
+    d: usize,
+    hidden: usize,
+    w: &Val,
+    r: &Val,
+    b: Option<&Val>,
+    p: Option<&Val>,
+) -> Result<Weights, String> {
     let g = cell.gates();
     let wd = take(ctx, w, 0, d)?;
     let rd = take(ctx, r, 0, d)?;
@@ -267,12 +310,15 @@ fn direction_weights(ctx: &mut Ctx, cell: Cell, d: usize, hidden: usize, w: &Val
         }
         None => None,
     };
-    let (mut ws, mut rs, mut wbs, mut rbs, mut bias, mut ps) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ws, mut rs, mut wbs, mut rbs, mut bias, mut ps) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for k in 0..g {
         ws.push(range(ctx, &wt, 1, k * hidden, hidden)?);
         rs.push(range(ctx, &rt, 1, k * hidden, hidden)?);
         let (wb, rb) = match &bd {
-            Some(bd) => (Some(range(ctx, bd, 0, k * hidden, hidden)?), Some(range(ctx, bd, 0, (g + k) * hidden, hidden)?)),
+            Some(bd) => {
+                (Some(range(ctx, bd, 0, k * hidden, hidden)?), Some(range(ctx, bd, 0, (g + k) * hidden, hidden)?))
+            }
             None => (None, None),
         };
         bias.push(match (&wb, &rb) {

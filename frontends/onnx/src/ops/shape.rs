@@ -12,9 +12,10 @@ pub fn identity(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 /// Dropout at inference is the identity; its mask output is not computed.
 pub fn dropout(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     if let Some(t) = ctx.const_input(2, "training_mode")?
-        && t.to_i64_vec().first().is_some_and(|&v| v != 0) {
-            return Err("training_mode=true is not supported; export the model in eval mode".into());
-        }
+        && t.to_i64_vec().first().is_some_and(|&v| v != 0)
+    {
+        return Err("training_mode=true is not supported; export the model in eval mode".into());
+    }
     Ok(vec![ctx.input(0)?])
 }
 
@@ -45,7 +46,9 @@ pub fn reshape(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(*shape.get(i).ok_or(format!("shape {target:?} copies axis {i} that the input lacks"))?),
+            0 if !allowzero => {
+                out.push(*shape.get(i).ok_or(format!("shape {target:?} copies axis {i} that the input lacks"))?)
+            }
             d if d >= 0 => out.push(d as usize),
             _ => return Err(format!("invalid target shape {target:?}")),
         }
@@ -182,7 +185,13 @@ pub fn gather(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let indices = idx
         .to_i64_vec()
         .into_iter()
-        .map(|i| if (-dim..dim).contains(&i) { Ok(i.rem_euclid(dim)) } else { Err(format!("index {i} out of range for axis {ax} of size {dim}")) })
+        .map(|i| {
+            if (-dim..dim).contains(&i) {
+                Ok(i.rem_euclid(dim))
+            } else {
+                Err(format!("index {i} out of range for axis {ax} of size {dim}"))
+            }
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(vec![ctx.op(Op::Gather { axis: ax, indices, indices_shape: idx.shape().to_vec() }, &[x])?])
 }
@@ -268,7 +277,10 @@ pub fn size(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
 
 pub fn constant_of_shape(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let shape = ctx.const_ints(0, "shape")?.ok_or("missing shape")?;
-    let shape: Vec<usize> = shape.iter().map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension in {shape:?}"))).collect::<Result<_, _>>()?;
+    let shape: Vec<usize> = shape
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension in {shape:?}")))
+        .collect::<Result<_, _>>()?;
     let value = ctx.attrs().tensor("value")?.unwrap_or_else(|| Tensor::scalar_f32(0.0));
     let n = fhec_ir::numel(&shape);
     let t = match value.dtype() {
@@ -293,7 +305,11 @@ pub fn cast(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         (Val::Const(t), true) => Ok(vec![Ctx::f32_const(t.shape().to_vec(), t.to_f32_vec())]),
         (Val::Const(t), false) => {
             // Bool casts normalize to 0/1, from the values themselves (0.5 is true).
-            let v = if to == 9 { t.to_f32_vec().into_iter().map(|x| i64::from(x != 0.0)).collect() } else { t.to_i64_vec() };
+            let v = if to == 9 {
+                t.to_f32_vec().into_iter().map(|x| i64::from(x != 0.0)).collect()
+            } else {
+                t.to_i64_vec()
+            };
             Ok(vec![Val::constant(Tensor::from_i64(t.shape().to_vec(), v).expect("same shape"))])
         }
         // A computed value keeps its representation: only casts that change nothing are accepted.
@@ -332,7 +348,10 @@ pub(super) type Zipped = (Vec<usize>, Vec<f64>, Vec<f64>);
 
 /// Broadcasts two constant tensors elementwise (for the constant-only logic ops).
 pub(super) fn const_zip(ctx: &Ctx, i: usize, j: usize) -> Result<Zipped, String> {
-    let (a, b) = (ctx.const_input(i, "operand")?.ok_or("missing operand")?, ctx.const_input(j, "operand")?.ok_or("missing operand")?);
+    let (a, b) = (
+        ctx.const_input(i, "operand")?.ok_or("missing operand")?,
+        ctx.const_input(j, "operand")?.ok_or("missing operand")?,
+    );
     let shape = fhec_ir::broadcast_shapes(a.shape(), b.shape()).ok_or("operands do not broadcast")?;
     let expand = |t: &Tensor| -> Vec<f64> {
         let v: Vec<f64> = match t.dtype() {
@@ -345,7 +364,10 @@ pub(super) fn const_zip(ctx: &Ctx, i: usize, j: usize) -> Result<Zipped, String>
 }
 
 pub fn expand(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    let x = ctx.const_input(0, "input").map_err(|e| format!("{e} (Expand is only supported on constants)"))?.ok_or("missing input")?;
+    let x = ctx
+        .const_input(0, "input")
+        .map_err(|e| format!("{e} (Expand is only supported on constants)"))?
+        .ok_or("missing input")?;
     let shape = ctx.const_ints(1, "shape")?.ok_or("missing shape")?;
     let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     let full = fhec_ir::broadcast_shapes(x.shape(), &shape).ok_or("shape does not broadcast")?;
@@ -366,7 +388,10 @@ pub fn split(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let given = if ctx.opset >= 13 { ctx.const_ints(1, "split")? } else { ctx.attrs().ints("split")? };
     let parts: Vec<usize> = match given {
         Some(p) if !p.is_empty() => {
-            let p: Vec<usize> = p.iter().map(|&v| usize::try_from(v).map_err(|_| format!("negative split size {v}"))).collect::<Result<_, _>>()?;
+            let p: Vec<usize> = p
+                .iter()
+                .map(|&v| usize::try_from(v).map_err(|_| format!("negative split size {v}")))
+                .collect::<Result<_, _>>()?;
             if p.iter().sum::<usize>() != dim {
                 return Err(format!("split sizes {p:?} do not add up to the dimension {dim} of axis {ax}"));
             }
@@ -391,7 +416,8 @@ pub fn split(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let mut out = Vec::new();
     let mut start = 0;
     for len in parts {
-        let op = Op::Slice { axes: vec![ax], starts: vec![start as i64], ends: vec![(start + len) as i64], steps: vec![1] };
+        let op =
+            Op::Slice { axes: vec![ax], starts: vec![start as i64], ends: vec![(start + len) as i64], steps: vec![1] };
         out.push(ctx.op(op, std::slice::from_ref(&x))?);
         start += len;
     }
@@ -439,7 +465,8 @@ pub fn resize(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         "cubic" => Some(Kernel::Cubic { a: f64::from(a.float("cubic_coeff_a", -0.75)?), antialias }),
         other => return Err(format!("mode \"{other}\" is not a Resize mode (nearest, linear, cubic)")),
     };
-    let coord = if legacy { "asymmetric".to_string() } else { a.string("coordinate_transformation_mode", "half_pixel")? };
+    let coord =
+        if legacy { "asymmetric".to_string() } else { a.string("coordinate_transformation_mode", "half_pixel")? };
     let nearest = if legacy { "floor".to_string() } else { a.string("nearest_mode", "round_prefer_floor")? };
     let policy = if legacy { "stretch".to_string() } else { a.string("keep_aspect_ratio_policy", "stretch")? };
     let exclude_outside = a.int("exclude_outside", 0)? != 0;
@@ -468,7 +495,11 @@ pub fn resize(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         "tf_crop_and_resize" => {
             let roi = ctx.const_input(1, "roi")?.map(|t| t.to_f32_vec()).unwrap_or_default();
             if roi.len() != 2 * n {
-                return Err(format!("tf_crop_and_resize needs a constant roi of {} values (start and end per resized axis), got {}", 2 * n, roi.len()));
+                return Err(format!(
+                    "tf_crop_and_resize needs a constant roi of {} values (start and end per resized axis), got {}",
+                    2 * n,
+                    roi.len()
+                ));
             }
             Some(roi.into_iter().map(f64::from).collect::<Vec<_>>())
         }
@@ -476,14 +507,21 @@ pub fn resize(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     };
     let (outs, factors): (Vec<usize>, Vec<f64>) = match (scales, sizes) {
         (_, Some(sz)) if sz.len() == n => {
-            let outs: Vec<usize> = sz.iter().map(|&s| usize::try_from(s).map_err(|_| format!("negative size {s}"))).collect::<Result<_, _>>()?;
+            let outs: Vec<usize> = sz
+                .iter()
+                .map(|&s| usize::try_from(s).map_err(|_| format!("negative size {s}")))
+                .collect::<Result<_, _>>()?;
             let stretched: Vec<f64> = axes.iter().zip(&outs).map(|(&ax, &o)| o as f64 / shape[ax] as f64).collect();
             // One scale for every resized axis, the smallest or the largest, and sizes rounded from it.
             let kept = match policy.as_str() {
                 "stretch" => None,
                 "not_larger" => Some(stretched.iter().copied().fold(f64::INFINITY, f64::min)),
                 "not_smaller" => Some(stretched.iter().copied().fold(0.0, f64::max)),
-                other => return Err(format!("keep_aspect_ratio_policy \"{other}\" is not stretch, not_larger or not_smaller")),
+                other => {
+                    return Err(format!(
+                        "keep_aspect_ratio_policy \"{other}\" is not stretch, not_larger or not_smaller"
+                    ));
+                }
             };
             match kept {
                 None => (outs, stretched),
@@ -531,10 +569,22 @@ fn nearest_indices(coord: &str, nearest: &str, len: usize, out: usize, s: f64) -
         let o = o as f64;
         let src = match coord {
             "half_pixel" => (o + 0.5) / s - 0.5,
-            "pytorch_half_pixel" => if out > 1 { (o + 0.5) / s - 0.5 } else { 0.0 },
+            "pytorch_half_pixel" => {
+                if out > 1 {
+                    (o + 0.5) / s - 0.5
+                } else {
+                    0.0
+                }
+            }
             "asymmetric" => o / s,
             "tf_half_pixel_for_nn" => (o + 0.5) / s,
-            "align_corners" => if out > 1 { o * (len as f64 - 1.0) / (out as f64 - 1.0) } else { 0.0 },
+            "align_corners" => {
+                if out > 1 {
+                    o * (len as f64 - 1.0) / (out as f64 - 1.0)
+                } else {
+                    0.0
+                }
+            }
             "half_pixel_symmetric" => {
                 let adj = out as f64 / (s * len as f64);
                 let center = len as f64 / 2.0;
@@ -543,8 +593,20 @@ fn nearest_indices(coord: &str, nearest: &str, len: usize, out: usize, s: f64) -
             other => return Err(format!("coordinate_transformation_mode \"{other}\" is not supported with nearest")),
         };
         let i = match nearest {
-            "round_prefer_floor" => if src.fract() == 0.5 { src.floor() } else { src.round() },
-            "round_prefer_ceil" => if src.fract() == 0.5 { src.ceil() } else { src.round() },
+            "round_prefer_floor" => {
+                if src.fract() == 0.5 {
+                    src.floor()
+                } else {
+                    src.round()
+                }
+            }
+            "round_prefer_ceil" => {
+                if src.fract() == 0.5 {
+                    src.ceil()
+                } else {
+                    src.round()
+                }
+            }
             "floor" => src.floor(),
             "ceil" => src.ceil(),
             other => return Err(format!("nearest_mode \"{other}\" is not supported")),
@@ -557,9 +619,14 @@ fn nearest_indices(coord: &str, nearest: &str, len: usize, out: usize, s: f64) -
 /// An interpolating Resize kernel.
 #[derive(Clone, Copy)]
 enum Kernel {
-    Linear { antialias: bool },
+    Linear {
+        antialias: bool,
+    },
     /// Keys' cubic convolution with coefficient `a`.
-    Cubic { a: f64, antialias: bool },
+    Cubic {
+        a: f64,
+        antialias: bool,
+    },
 }
 
 impl Kernel {
@@ -617,16 +684,36 @@ struct Interpolation {
 }
 
 impl Interpolation {
-    fn new(kernel: Kernel, coord: &str, len: usize, out: usize, s: f64, roi: Option<(f64, f64)>, exclude_outside: bool) -> Result<Self, String> {
+    fn new(
+        kernel: Kernel,
+        coord: &str,
+        len: usize,
+        out: usize,
+        s: f64,
+        roi: Option<(f64, f64)>,
+        exclude_outside: bool,
+    ) -> Result<Self, String> {
         let (last, width) = (len as f64 - 1.0, s * len as f64);
         let mut weights = vec![0.0f64; len * out];
         let mut extrapolated = vec![false; out];
         for o in 0..out {
             let y = o as f64;
             let x = match coord {
-                "align_corners" => if width == 1.0 { 0.0 } else { y * last / (width - 1.0) },
+                "align_corners" => {
+                    if width == 1.0 {
+                        0.0
+                    } else {
+                        y * last / (width - 1.0)
+                    }
+                }
                 "asymmetric" => y / s,
-                "pytorch_half_pixel" => if width == 1.0 { -0.5 } else { (y + 0.5) / s - 0.5 },
+                "pytorch_half_pixel" => {
+                    if width == 1.0 {
+                        -0.5
+                    } else {
+                        (y + 0.5) / s - 0.5
+                    }
+                }
                 "half_pixel" => (y + 0.5) / s - 0.5,
                 "half_pixel_symmetric" => len as f64 / 2.0 * (1.0 - out as f64 / width) + (y + 0.5) / s - 0.5,
                 "tf_crop_and_resize" => {
@@ -634,7 +721,11 @@ impl Interpolation {
                     let x = if width == 1.0 { (hi - lo) * last / 2.0 } else { y * (hi - lo) * last / (width - 1.0) };
                     x + lo * last
                 }
-                other => return Err(format!("coordinate_transformation_mode \"{other}\" is not supported with interpolation")),
+                other => {
+                    return Err(format!(
+                        "coordinate_transformation_mode \"{other}\" is not supported with interpolation"
+                    ));
+                }
             };
             if coord == "tf_crop_and_resize" && !(0.0..=last).contains(&x) {
                 extrapolated[o] = true;
