@@ -11,6 +11,7 @@ use fhec_lower::{Calibration, Choice, Origin, Search, TableRanges, Trial};
 use fhec_runtime::artifact::{self, Kind, Tagged};
 use fhec_runtime::fhe::{self, CompressedEvalKey, EvalKey, InputCiphertexts, OutputCiphertexts, SecretKey};
 use fhec_runtime::{ClientArtifact, ParamSet, ServerArtifact};
+use indexmap::IndexMap;
 use ndarray::ArrayD;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -94,20 +95,18 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
     let circuit = &c.circuit;
     let params = circuit.params;
     let sigmas = choice.chosen.failure_sigmas();
-    let mut layers: Vec<(String, usize, f64, f64)> = Vec::new(); // name, pbs, max noise std, min usable positions
+    // Per layer, in order of first bootstrap: bootstraps, max noise std, min usable positions.
+    let mut by_layer: IndexMap<String, (usize, f64, f64)> = IndexMap::new();
     for p in &circuit.pbs {
         let layer = circuit.layers.get(p.layer as usize).cloned().unwrap_or_default();
         let margin = (p.noise_std * sigmas).ceil() + 2.0;
         let usable = params.positions() as f64 - 2.0 * margin;
-        match layers.iter_mut().find(|l| l.0 == layer) {
-            Some(l) => {
-                l.1 += 1;
-                l.2 = l.2.max(p.noise_std);
-                l.3 = l.3.min(usable);
-            }
-            None => layers.push((layer, 1, p.noise_std, usable)),
-        }
+        let l = by_layer.entry(layer).or_insert((0, p.noise_std, usable));
+        l.0 += 1;
+        l.1 = l.1.max(p.noise_std);
+        l.2 = l.2.min(usable);
     }
+    let layers: Vec<(String, usize, f64, f64)> = by_layer.into_iter().map(|(n, (c, s, u))| (n, c, s, u)).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let latency = estimated_latency_ms(circuit, threads);
     let o = &choice.chosen;
@@ -228,19 +227,16 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
             ));
         }
         text.push_str("  per layer (before -> after):\n");
-        let mut names: Vec<&String> = opt.layers_before.iter().map(|l| &l.0).collect();
-        for (l, _) in &opt.layers_after {
-            if !names.contains(&l) {
-                names.push(l);
-            }
+        // Layers in order of first appearance, before then after.
+        let mut counts: IndexMap<&str, (usize, usize)> = IndexMap::new();
+        for (l, c) in &opt.layers_before {
+            counts.entry(l).or_default().0 = *c;
         }
-        let count = |v: &[(String, usize)], n: &String| v.iter().find(|l| &l.0 == n).map_or(0, |l| l.1);
-        for n in names {
-            text.push_str(&format!(
-                "    {n:40} {:6} -> {:6} PBS\n",
-                count(&opt.layers_before, n),
-                count(&opt.layers_after, n)
-            ));
+        for (l, c) in &opt.layers_after {
+            counts.entry(l).or_default().1 = *c;
+        }
+        for (n, (before, after)) in counts {
+            text.push_str(&format!("    {n:40} {before:6} -> {after:6} PBS\n"));
         }
     }
     text.push_str("\ncandidates tried (parameter set, weight bits, output weight cap: fidelity):\n");

@@ -85,6 +85,13 @@ impl ServerArtifact {
     }
 }
 
+/// SHA-256 of a circuit with its input and output codes: equal digests mean equal compiled models
+/// (the compiler's search uses it to score each distinct candidate once).
+pub fn compiled_digest(circuit: &Circuit, inputs: &[InputCode], outputs: &[OutputCode]) -> [u8; 32] {
+    let bytes = bincode::serialize(&(circuit, inputs, outputs)).expect("circuits and codes serialize");
+    Sha256::digest(bytes).into()
+}
+
 /// A ciphertext file: the ciphertexts plus what they belong to.
 #[derive(Serialize, Deserialize)]
 pub struct Tagged<T> {

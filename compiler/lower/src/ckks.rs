@@ -347,20 +347,8 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
         fits.iter().flat_map(|&fit| search.degrees.iter().map(move |&degree| Approx { fit, degree })).collect();
     let uniform: Vec<(CkksCompiled, Vec<f64>)> =
         all.iter().map(|&a| prepared.ckks(a, search.calibrated_windows, search.packing)).collect::<Result<_, _>>()?;
-    let mut layers: Vec<String> = Vec::new();
-    let layer_of: Vec<usize> = uniform[0]
-        .0
-        .plan
-        .nodes
-        .iter()
-        .map(|n| match layers.iter().position(|l| *l == n.layer) {
-            Some(i) => i,
-            None => {
-                layers.push(n.layer.clone());
-                layers.len() - 1
-            }
-        })
-        .collect();
+    let mut layers: indexmap::IndexSet<String> = indexmap::IndexSet::new();
+    let layer_of: Vec<usize> = uniform[0].0.plan.nodes.iter().map(|n| layers.insert_full(n.layer.clone()).0).collect();
     if search.packing == Packing::FeatureMajor {
         uniform[0].0.plan.layers().map_err(|e| LowerError::Model(e.to_string()))?;
     }
@@ -463,7 +451,7 @@ pub fn choose_ckks(module: &Module, calibration: &Calibration, search: &CkksSear
         kept.iter().enumerate().map(|(l, k)| k.iter().map(|&u| (all[u], layer_error(u, l))).collect()).collect();
     Ok(CkksChoice {
         compiled,
-        layers,
+        layers: layers.into_iter().collect(),
         approx,
         candidates,
         rules_fired,

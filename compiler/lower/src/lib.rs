@@ -368,28 +368,53 @@ impl Compiled {
 
 /// Decodes output accumulators with `codes` and runs the post-processing module on them.
 pub fn decode(codes: &[OutputCode], postprocess_module: &Module, acc: &[i64]) -> Result<Vec<Tensor>, LowerError> {
-    if acc.len() != codes.len() {
-        return Err(LowerError::Client(format!("{} results for {} outputs", acc.len(), codes.len())));
-    }
-    let values: Vec<f64> = acc.iter().zip(codes).map(|(&a, c)| a as f64 / c.scale + c.mid).collect();
-    postprocess(postprocess_module, &values)
+    Postprocess::new(postprocess_module)?.decode(codes, acc)
 }
 
 /// The server's output values (flattened frontier, in order) through the client's post-processing.
 pub(crate) fn postprocess(postprocess: &Module, values: &[f64]) -> Result<Vec<Tensor>, LowerError> {
-    let want: usize = postprocess.inputs().iter().map(|&v| postprocess.node(v).ty.numel()).sum();
-    if values.len() != want {
-        return Err(LowerError::Client(format!("{} results for {want} outputs", values.len())));
+    Postprocess::new(postprocess)?.run(values)
+}
+
+/// The client's post-processing prepared once for many samples (the search decodes thousands of
+/// simulated runs with one): its interpreter program and its inputs' shapes.
+pub(crate) struct Postprocess<'m> {
+    program: fhec_interp::Program<'m>,
+    inputs: Vec<Vec<usize>>,
+}
+
+impl<'m> Postprocess<'m> {
+    pub(crate) fn new(postprocess: &'m Module) -> Result<Postprocess<'m>, LowerError> {
+        let program = fhec_interp::Program::new(postprocess).map_err(|e| LowerError::Client(e.to_string()))?;
+        let inputs = postprocess.inputs().iter().map(|&v| postprocess.node(v).ty.shape.clone()).collect();
+        Ok(Postprocess { program, inputs })
     }
-    let mut k = 0;
-    let mut frontier = Vec::new();
-    for v in postprocess.inputs() {
-        let ty = &postprocess.node(v).ty;
-        let vals: Vec<f32> = values[k..k + ty.numel()].iter().map(|&x| x as f32).collect();
-        k += ty.numel();
-        frontier.push(Tensor::from_f32(ty.shape.clone(), vals).expect("sized"));
+
+    /// Decodes one sample's output accumulators and post-processes them.
+    pub(crate) fn decode(&self, codes: &[OutputCode], acc: &[i64]) -> Result<Vec<Tensor>, LowerError> {
+        if acc.len() != codes.len() {
+            return Err(LowerError::Client(format!("{} results for {} outputs", acc.len(), codes.len())));
+        }
+        let values: Vec<f64> = acc.iter().zip(codes).map(|(&a, c)| a as f64 / c.scale + c.mid).collect();
+        self.run(&values)
     }
-    fhec_interp::run(postprocess, &frontier).map_err(|e| LowerError::Client(e.to_string()))
+
+    /// One sample's output values (flattened frontier, in order) through the post-processing.
+    pub(crate) fn run(&self, values: &[f64]) -> Result<Vec<Tensor>, LowerError> {
+        let want: usize = self.inputs.iter().map(|s| fhec_ir::numel(s)).sum();
+        if values.len() != want {
+            return Err(LowerError::Client(format!("{} results for {want} outputs", values.len())));
+        }
+        let mut k = 0;
+        let mut frontier = Vec::with_capacity(self.inputs.len());
+        for shape in &self.inputs {
+            let n = fhec_ir::numel(shape);
+            let vals: Vec<f32> = values[k..k + n].iter().map(|&x| x as f32).collect();
+            k += n;
+            frontier.push(Tensor::from_f32(shape.clone(), vals).expect("sized"));
+        }
+        self.program.run(&frontier).map_err(|e| LowerError::Client(e.to_string()))
+    }
 }
 
 /// Encodes one sample (shaped like the model input) for the circuit: the client's pre-processing if

@@ -6,6 +6,7 @@
 
 use crate::LowerError;
 use fhec_ir::{Binary, Fun, Module, Op, ReduceKind, Tensor, Type, Unary, ValueId};
+use indexmap::IndexMap;
 use std::collections::HashMap;
 
 /// `bias + sum(coef * wire)` over real values, with a bound `[lo, hi]` on its value.
@@ -167,14 +168,11 @@ impl Neurons {
 
     /// Table lookups per layer (source op), in order of first table.
     pub fn tables_per_layer(&self) -> Vec<(String, usize)> {
-        let mut out: Vec<(String, usize)> = Vec::new();
+        let mut out: IndexMap<&str, usize> = IndexMap::new();
         for l in self.wires.iter().filter_map(|w| w.lookup.as_ref()) {
-            match out.iter_mut().find(|(n, _)| *n == l.layer) {
-                Some(e) => e.1 += 1,
-                None => out.push((l.layer.clone(), 1)),
-            }
+            *out.entry(l.layer.as_str()).or_default() += 1;
         }
-        out
+        out.into_iter().map(|(n, c)| (n.to_string(), c)).collect()
     }
 
     /// Composes each table whose input is another table's output (times a weight, plus a bias) with

@@ -14,6 +14,7 @@
 use crate::LowerError;
 use crate::neurons::{Form, Lookup, Neurons};
 use fhec_runtime::{Affine, Circuit, InputCode, NoiseModel, OutputCode, ParamSet, Pbs, Table};
+use std::collections::HashMap;
 
 const INPUT_WEIGHT_MAX: f64 = 4096.0;
 /// Outputs use this much of the torus (a quarter): decryption has no table to fit, and the larger the
@@ -362,6 +363,8 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
         outputs: Vec::new(),
         layers: Vec::new(),
     };
+    // Each layer's index in `circuit.layers`, which lists them in order of first table.
+    let mut layer_index: HashMap<String, u32> = HashMap::new();
     for &k in &pbs {
         let l = tables[k].as_ref().expect("lookup");
         let (input, t_eff) = affine(&l.input, t[k], mid[k], &inputs);
@@ -375,13 +378,10 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
             })
             .collect();
         circuit.tables.push(Table { values });
-        let layer = match circuit.layers.iter().position(|x| *x == l.layer) {
-            Some(i) => i,
-            None => {
-                circuit.layers.push(l.layer.clone());
-                circuit.layers.len() - 1
-            }
-        } as u32;
+        let layer = *layer_index.entry(l.layer.clone()).or_insert_with(|| {
+            circuit.layers.push(l.layer.clone());
+            circuit.layers.len() as u32 - 1
+        });
         circuit.pbs.push(Pbs { input, table: circuit.tables.len() as u32 - 1, noise_std, layer });
     }
     let mut outputs = Vec::new();

@@ -261,6 +261,8 @@ pub fn choose(
     let mut jit_fallback = None;
     let pre = prepared.preprocessed(samples)?;
     let runs: Vec<Tensor> = pre.iter().cycle().take(repeats * pre.len()).cloned().collect();
+    // Candidates already simulated, with their outputs.
+    let mut scored: Vec<([u8; 32], Vec<Tensor>)> = Vec::new();
     // Compiles and scores one candidate; records the trial.
     let mut evaluate = |options: Options, trials: &mut Vec<Trial>| -> Result<Option<Candidate>, LowerError> {
         let (trial, candidate) = match prepared.compile(&options) {
@@ -269,14 +271,19 @@ pub fn choose(
                 (Trial { options, pbs: compiled.pbs_count(), fidelity: None }, None)
             }
             Ok(compiled) => {
-                let mut rng = Noise::rng(0x5eed);
-                let (sim, fallback) = compiled.simulator(search.engine, runs.len());
-                jit_fallback = jit_fallback.take().or(fallback);
-                let got: Vec<Tensor> = compiled
-                    .simulate_all(&sim, &runs, Noise::Inflated(&mut rng, search.noise_margin))?
-                    .into_iter()
-                    .map(|mut o| o.swap_remove(0))
-                    .collect();
+                // Equal circuits and codes simulate to equal results (one noise seed for all), so a
+                // candidate equal to one already scored is not simulated again.
+                let digest =
+                    fhec_runtime::artifact::compiled_digest(&compiled.circuit, &compiled.inputs, &compiled.outputs);
+                let got = match scored.iter().find(|(d, _)| *d == digest) {
+                    Some((_, got)) => got.clone(),
+                    None => {
+                        let (got, fallback) = simulate_runs(&compiled, &runs, pre.len(), search)?;
+                        jit_fallback = jit_fallback.take().or(fallback);
+                        scored.push((digest, got.clone()));
+                        got
+                    }
+                };
                 let steps = steps(&reference, &got, &grid);
                 let fidelity = match (score, steps) {
                     (Score::Steps, Some(s)) => s.within_one,
@@ -388,6 +395,27 @@ pub fn choose(
             (None, None) => LowerError::Model("no parameter set to try".into()),
         }),
     }
+}
+
+/// Every run's first output, with the noise model inflated by the search's margin, and why the JIT
+/// was not used where it was asked for. Noise enters only at bootstraps: a circuit without any is
+/// deterministic, so each of the `distinct` samples (`runs` cycles them) is simulated once and its
+/// outputs repeated over the cycle.
+fn simulate_runs(
+    compiled: &Compiled,
+    runs: &[Tensor],
+    distinct: usize,
+    search: &Search,
+) -> Result<(Vec<Tensor>, Option<String>), LowerError> {
+    let first = |outs: Vec<Vec<Tensor>>| outs.into_iter().map(|mut o| o.swap_remove(0)).collect::<Vec<Tensor>>();
+    if compiled.pbs_count() == 0 {
+        let (sim, fallback) = compiled.simulator(search.engine, distinct);
+        let once = first(compiled.simulate_all(&sim, &runs[..distinct], Noise::None)?);
+        return Ok((once.iter().cycle().take(runs.len()).cloned().collect(), fallback));
+    }
+    let mut rng = Noise::rng(0x5eed);
+    let (sim, fallback) = compiled.simulator(search.engine, runs.len());
+    Ok((first(compiled.simulate_all(&sim, runs, Noise::Inflated(&mut rng, search.noise_margin))?), fallback))
 }
 
 struct Candidate {

@@ -6,7 +6,7 @@
 //! affine term (the CNN: 54,547 terms, 0.38 s); `Engine::Auto` takes it only when the runs at hand
 //! repay that (`cargo bench -p fhec-benches --bench simulate` measures all three numbers).
 
-use crate::{LowerError, decode, encode};
+use crate::{LowerError, Postprocess, encode};
 use fhec_ir::{Module, Tensor};
 use fhec_jit::Jit;
 use fhec_runtime::{Circuit, InputCode, Noise, OutputCode};
@@ -99,7 +99,8 @@ impl<'c> Simulator<'c> {
             encoded.extend(encode(preprocess, inputs, x)?);
         }
         let acc = self.run(&encoded, xs.len(), noise)?;
-        acc.chunks(outputs.len().max(1)).take(xs.len()).map(|a| decode(outputs, postprocess, a)).collect()
+        let post = Postprocess::new(postprocess)?;
+        acc.chunks(outputs.len().max(1)).take(xs.len()).map(|a| post.decode(outputs, a)).collect()
     }
 }
 
