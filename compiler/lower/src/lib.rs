@@ -503,7 +503,7 @@ mod tests {
     /// LayerNormalization as the frontend writes it: the square fuses into one table, sqrt and
     /// reciprocal into another, and `d * inv` is a product of encrypted values (two tables).
     /// Interval analysis lets the variance reach 0, so `1 / sqrt(var + eps)` would span [0.3, 316]:
-    /// its table saturates near the calibrated variances instead (see `neurons::saturated`): 2.5% of
+    /// its table saturates near the calibrated variances instead (see `saturated` in `neurons::scalarize`): 2.5% of
     /// the output scale off at worst on the 64 samples, against 268% without it.
     #[test]
     fn layer_normalization_lowers() {
