@@ -8,6 +8,7 @@
 pub mod artifact;
 mod batch;
 mod circuit;
+mod circuit_text;
 pub mod fhe;
 mod params;
 mod simulate;

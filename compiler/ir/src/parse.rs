@@ -2,7 +2,7 @@
 
 use crate::error::IrError;
 use crate::module::{Module, Node, ValueId};
-use crate::op::{AttrMap, AttrText, Op};
+use crate::op::{AttrMap, AttrText, Op, Unary};
 use crate::tensor::{Tensor, TensorData};
 use crate::types::{DType, Security, Type};
 use std::collections::HashMap;
@@ -345,5 +345,83 @@ impl FromStr for Module {
             return Err(IrError::Parse { line: p.line(), msg: format!("data #{id} is not used by any const") });
         }
         Ok(module)
+    }
+}
+
+impl FromStr for Unary {
+    type Err = IrError;
+
+    /// Parses a univariate function as `Display` prints it: a mnemonic and its attributes.
+    fn from_str(text: &str) -> Result<Unary, IrError> {
+        let mut p = Parser { toks: lex(text)?, pos: 0 };
+        let mnemonic = p.word()?;
+        let mut attrs = p.attrs()?;
+        let op = Op::from_parts(&mnemonic, &mut attrs).or_else(|m| p.err(m))?;
+        if p.peek().is_some() {
+            return p.err(format!("unexpected {} after the function", p.found()));
+        }
+        match op {
+            Op::Unary(u) => Ok(u),
+            other => p.err(format!("`{}` is not a univariate function", other.mnemonic())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fun::Fun;
+    use crate::op::{Binary, Cmp};
+
+    /// Every univariate op with its attributes, infinite bounds and a fused body print and parse back.
+    #[test]
+    fn every_unary_round_trips_through_its_text() {
+        let fused = Fun::binary(Binary::Mul, Fun::X, Fun::Unary(Unary::Sigmoid, Box::new(Fun::X)));
+        let all = [
+            Unary::Relu,
+            Unary::LeakyRelu { alpha: 0.1 },
+            Unary::Sigmoid,
+            Unary::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            Unary::Tanh,
+            Unary::Softplus,
+            Unary::Elu { alpha: 1.0 },
+            Unary::Selu { alpha: 1.67, gamma: 1.05 },
+            Unary::Erf,
+            Unary::Abs,
+            Unary::Exp,
+            Unary::Log,
+            Unary::Sqrt,
+            Unary::Neg,
+            Unary::Clip { min: 0.5, max: f32::INFINITY },
+            Unary::Clip { min: f32::NEG_INFINITY, max: -1e-7 },
+            Unary::Pow { exponent: 2.0 },
+            Unary::HardSwish,
+            Unary::Mish,
+            Unary::Gelu { tanh: true },
+            Unary::Softsign,
+            Unary::ThresholdedRelu { alpha: 0.5 },
+            Unary::Celu { alpha: 0.7 },
+            Unary::Sin,
+            Unary::Cos,
+            Unary::Reciprocal,
+            Unary::Floor,
+            Unary::Ceil,
+            Unary::Round,
+            Unary::Sign,
+            Unary::Compare { cmp: Cmp::GreaterOrEqual, than: 0.25 },
+            Unary::Fused(Box::new(fused)),
+        ];
+        for u in all {
+            let text = u.to_string();
+            assert_eq!(text.parse::<Unary>().unwrap(), u, "{text}");
+        }
+        assert_eq!(Unary::Clip { min: 0.0, max: 6.0 }.to_string(), "clip{min=0.0, max=6.0}");
+        assert_eq!(
+            Unary::Fused(Box::new(Fun::Unary(Unary::Relu, Box::new(Fun::X)))).to_string(),
+            "fused{fn=\"(relu x)\"}"
+        );
+        let e = "matmul".parse::<Unary>().unwrap_err().to_string();
+        assert!(e.contains("not a univariate function"), "{e}");
+        assert!("relu extra".parse::<Unary>().is_err());
     }
 }

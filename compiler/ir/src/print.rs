@@ -13,7 +13,7 @@
 //! shortest round-trip form, so `parse(print(m))` reproduces `m` exactly.
 
 use crate::module::{Module, ValueId};
-use crate::op::{Attr, Op};
+use crate::op::{Attr, Op, Unary};
 use crate::tensor::TensorData;
 use std::collections::HashMap;
 use std::fmt::{self, Write};
@@ -30,7 +30,8 @@ pub enum DataMode {
 /// Values per line in `data` sections.
 const DATA_PER_LINE: usize = 8;
 
-pub(crate) fn escape(s: &str) -> String {
+/// `s` as a quoted string of the text form: `"`, `\\` and newlines escaped.
+pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -65,6 +66,33 @@ fn write_attr(out: &mut String, a: &Attr) {
     }
 }
 
+/// The op's mnemonic and its attributes between braces, as a value definition prints them.
+fn write_op(out: &mut String, op: &Op) {
+    out.push_str(op.mnemonic());
+    let attrs = op.attrs();
+    if !attrs.is_empty() {
+        out.push('{');
+        for (i, (k, a)) in attrs.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            write!(out, "{k}=").unwrap();
+            write_attr(out, a);
+        }
+        out.push('}');
+    }
+}
+
+/// A univariate function as the op that applies it prints, without operands: `relu`,
+/// `clip{min=0.0, max=6.0}`, `fused{fn="(mul x (sigmoid x))"}`. `FromStr` parses it back.
+impl fmt::Display for Unary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        write_op(&mut out, &Op::Unary(self.clone()));
+        f.write_str(&out)
+    }
+}
+
 impl Module {
     /// Prints the module; see the module docs for the format.
     pub fn to_text(&self, mode: DataMode) -> String {
@@ -87,19 +115,7 @@ impl Module {
                     consts.push(t);
                 }
                 op => {
-                    out.push_str(op.mnemonic());
-                    let attrs = op.attrs();
-                    if !attrs.is_empty() {
-                        out.push('{');
-                        for (i, (k, a)) in attrs.iter().enumerate() {
-                            if i > 0 {
-                                out.push_str(", ");
-                            }
-                            write!(out, "{k}=").unwrap();
-                            write_attr(&mut out, a);
-                        }
-                        out.push('}');
-                    }
+                    write_op(&mut out, op);
                     let operands: Vec<String> = self.operands(v).into_iter().map(name).collect();
                     write!(out, " {}", operands.join(", ")).unwrap();
                 }

@@ -2,7 +2,8 @@
 //!
 //! 1. `tail`: the final ops that only shape the answer (softmax, sigmoid, argmax...) move to the client.
 //! 2. `neurons`: the server part is scalarized: affine forms over wires, one table lookup per
-//!    univariate non-linearity, value ranges by interval analysis from the input box.
+//!    univariate non-linearity, value ranges by interval analysis from the input box; the neuron
+//!    passes rewrite that graph. `pipeline` lists these stages in order.
 //! 3. `scale`: scales, integer weights, tables and noise margins: the torus circuit.
 //! 4. `search`: the parameter set and weight precision, chosen by measured accuracy in noisy simulation.
 //!
@@ -15,7 +16,8 @@
 mod calibration;
 mod ckks;
 mod head;
-mod neurons;
+pub mod neurons;
+mod pipeline;
 pub mod poly;
 mod scale;
 mod search;
@@ -26,6 +28,7 @@ pub use calibration::{Calibration, HEADROOM, Origin, SYNTHETIC_SAMPLES, SYNTHETI
 pub use ckks::{CkksChoice, CkksCompiled, CkksSearch, CkksTrial, choose_ckks};
 pub use fhec_ckks as ckks_plan;
 pub use fhec_runtime::{InputCode, OutputCode};
+pub use pipeline::{Stage, neuron_passes, stage_text};
 pub use poly::{Approx, Fit};
 pub use scale::{MAX_NARROWING, Options, TABLE_HEADROOM, TableRanges};
 pub use search::{Choice, Search, Steps, Trial, choose};
@@ -33,10 +36,8 @@ pub use simulator::{Engine, Simulator, jit_pays};
 
 pub use fhec_passes::optimize;
 
-use fhec_ir::{IrError, Module, Op, Tensor, ValueId};
+use fhec_ir::{IrError, Module, Tensor};
 use fhec_runtime::{Circuit, Noise, RuntimeError};
-use std::borrow::Cow;
-use std::collections::HashSet;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -57,6 +58,17 @@ pub enum LowerError {
     Jit(#[from] fhec_jit::JitError),
     #[error("client post-processing: {0}")]
     Client(String),
+    /// The neuron graph breaks an invariant (`Neurons::verify`); `at` names the wire (`w7`), output
+    /// element (`o0.3`) or field.
+    #[error("invalid neuron graph: {at}: {why}")]
+    InvalidNeurons { at: String, why: String },
+    #[error("neuron pass `{pass}` left an invalid graph: {source}")]
+    AfterPass { pass: &'static str, source: Box<LowerError> },
+    #[error("unknown neuron pass `{name}`; known passes: {known}")]
+    UnknownPass { name: String, known: String },
+    /// The neuron graph's text form could not be parsed.
+    #[error("neuron text, line {line}: {msg}")]
+    NeuronText { line: usize, msg: String },
 }
 
 /// A compiled model: the server's circuit and the client's encoding and post-processing.
@@ -79,108 +91,9 @@ pub struct Compiled {
     pub postprocess: Module,
 }
 
-/// The client part of the module as a module of its own, reading the frontier values as inputs.
-fn postprocess_module(m: &Module, client: &HashSet<ValueId>, frontier: &[ValueId]) -> Result<Module, LowerError> {
-    let mut t = Module::new(format!("{}.postprocess", m.name));
-    let mut map = std::collections::HashMap::new();
-    for (k, &f) in frontier.iter().enumerate() {
-        map.insert(f, t.add_input(format!("frontier_{k}"), m.node(f).ty.clone()));
-    }
-    for v in m.topo_order()? {
-        if !client.contains(&v) || map.contains_key(&v) {
-            continue;
-        }
-        let mut operands = Vec::new();
-        for o in m.operands(v) {
-            let id = match (map.get(&o), &m.node(o).op) {
-                (Some(&id), _) => id,
-                (None, Op::Const(c)) => t.add_const(c.clone(), None),
-                (None, _) => {
-                    return Err(LowerError::Client(format!(
-                        "{} reads a value the server does not return",
-                        m.node(v).describe()
-                    )));
-                }
-            };
-            operands.push(id);
-        }
-        let id = t.add_node(m.node(v).clone(), &operands);
-        map.insert(v, id);
-    }
-    for (name, v) in m.outputs() {
-        t.add_output(name.clone(), map[v]);
-    }
-    t.verify()?;
-    Ok(t)
-}
-
-/// Which part of the split a module is, for [`refuse_exact_equality`].
-#[derive(Clone, Copy, PartialEq)]
-enum Side {
-    /// The server part: every table reads its input approximately, so no value stays exact across ops.
-    Server,
-    /// The client's post-processing: its inputs are decrypted approximations, but what it computes
-    /// from steps of them (a comparison, then equality of that) is exact.
-    Client,
-}
-
-/// Exact equality of a value that approximates the model's (an encrypted value in a table, a decrypted
-/// one on the client) holds by chance only: refused, with what to write instead. Equality of steps of
-/// it (booleans, floor) is exact and allowed.
-fn refuse_exact_equality(m: &Module, side: Side) -> Result<(), LowerError> {
-    let mut exact = std::collections::HashSet::new();
-    for v in m.topo_order()? {
-        let operands = m.operands(v);
-        let node = m.node(v);
-        let operands_exact = side == Side::Client && operands.iter().all(|o| exact.contains(o));
-        let is_exact = match &node.op {
-            Op::Const(_) | Op::ArgMax { .. } => true,
-            Op::Input { .. } => false,
-            Op::Unary(u) => {
-                let f = fhec_ir::Fun::of_unary(u);
-                if f.tests_equality_of_a_continuous_value() && !operands_exact {
-                    let why = match side {
-                        Side::Server => "exact equality of an encrypted value (a table reads it only approximately)",
-                        Side::Client => "exact equality of a decrypted value (it approximates the model's)",
-                    };
-                    return Err(LowerError::Unsupported {
-                        node: node.describe(),
-                        why: format!("{why}; compare within a tolerance instead, e.g. Less(Abs(x - c), eps)"),
-                    });
-                }
-                operands_exact || f.is_discrete()
-            }
-            _ => operands_exact,
-        };
-        if is_exact {
-            exact.insert(v);
-        }
-    }
-    Ok(())
-}
-
 /// Compiles with the default optimizer settings.
 pub fn compile(module: &Module, calibration: &Calibration, opts: &Options) -> Result<Compiled, LowerError> {
     Prepared::new(module, calibration, &optimize::Config::default())?.compile(opts)
-}
-
-/// The server part of `m` as a module of its own: what the frontier values need, with outputs
-/// `frontier_<k>`.
-fn server_module(m: &Module, frontier: &[ValueId]) -> Result<Module, LowerError> {
-    let needed = neurons::needed(m, frontier);
-    let mut t = Module::new(m.name.clone());
-    let mut map = std::collections::HashMap::new();
-    for v in m.topo_order()? {
-        if needed.contains(&v) || matches!(m.node(v).op, Op::Input { .. }) {
-            let operands: Vec<ValueId> = m.operands(v).iter().map(|o| map[o]).collect();
-            map.insert(v, t.add_node(m.node(v).clone(), &operands));
-        }
-    }
-    for (k, f) in frontier.iter().enumerate() {
-        t.add_output(format!("frontier_{k}"), map[f]);
-    }
-    t.verify()?;
-    Ok(t)
 }
 
 /// What the optimizer did to the server part: its report, the module before and after, and the
@@ -189,10 +102,10 @@ fn server_module(m: &Module, frontier: &[ValueId]) -> Result<Module, LowerError>
 pub struct Optimization {
     pub config: optimize::Config,
     pub report: optimize::Report,
-    /// Tables composed into the table they feed after scalarization (`Neurons::compose_chains`).
+    /// Tables composed into the table they feed after scalarization (`compose-table-chains`).
     pub composed: usize,
     /// Tables that became leveled affine maps because their function is affine over their
-    /// input's bound (`Neurons::elide_affine_tables`).
+    /// input's bound (`elide-affine-tables`).
     pub elided: usize,
     pub before: Module,
     pub after: Module,
@@ -223,14 +136,14 @@ pub struct Prepared {
 impl Prepared {
     /// Splits `module`, optimizes its server part with `opt` (see `fhec_passes::optimize`) and
     /// scalarizes it; above `--opt-level 0`, tables affine over their input's bound become leveled
-    /// maps and tables read only by the next compose into it (`Neurons::elide_affine_tables`,
-    /// `Neurons::compose_chains`).
+    /// maps and tables read only by the next compose into it (the neuron passes
+    /// `elide-affine-tables` and `compose-table-chains`). The stages are listed in `pipeline`.
     pub fn new(module: &Module, calibration: &Calibration, opt: &optimize::Config) -> Result<Prepared, LowerError> {
         Prepared::build(module, calibration, opt, true)
     }
 
     /// [`Prepared::new`] for CKKS: tables affine over their bound stay tables
-    /// (`Neurons::elide_affine_tables` is TFHE's only). Eliding them changed which per-layer
+    /// (`elide-affine-tables` is TFHE's only). Eliding them changed which per-layer
     /// polynomial fits the CKKS search keeps on the corpus CNNs, for the worse (`tests/ckks.rs`),
     /// which is not understood yet.
     pub fn for_polynomials(
@@ -247,61 +160,7 @@ impl Prepared {
         opt: &optimize::Config,
         elide: bool,
     ) -> Result<Prepared, LowerError> {
-        let (preprocess, module, calibration): (_, Cow<Module>, Cow<Calibration>) = match head::split(module)? {
-            Some(s) => {
-                let c = calibration.through(&s.head)?;
-                (Some(s.head), Cow::Owned(s.rest), Cow::Owned(c))
-            }
-            None => (None, Cow::Borrowed(module), Cow::Borrowed(calibration)),
-        };
-        let (module, calibration) = (module.as_ref(), calibration.as_ref());
-        let client = tail::client_values(module)?;
-        let frontier = tail::frontier(module, &client);
-        if frontier.is_empty() {
-            return Err(LowerError::Model("no output depends on the encrypted input (the outputs are constants, such as its shape): nothing to compute under FHE".into()));
-        }
-        let server = server_module(module, &frontier)?;
-        let (optimized, report) = optimize::optimize(&server, opt, &optimize::CostModel::default())?;
-        refuse_exact_equality(&optimized, Side::Server)?;
-        let outputs = |m: &Module| m.outputs().iter().map(|(_, v)| *v).collect::<Vec<_>>();
-        let input_box = calibration.input_box();
-        let n_inputs: usize = module.inputs().iter().map(|&v| module.node(v).ty.numel()).sum();
-        if input_box.len() != n_inputs {
-            return Err(LowerError::Model(format!(
-                "the calibration has {} values per sample; the model input has {n_inputs}",
-                input_box.len()
-            )));
-        }
-        let samples: Vec<Vec<f64>> =
-            calibration.output_samples().iter().map(|x| x.to_f32_vec().into_iter().map(f64::from).collect()).collect();
-        let mut neurons = neurons::scalarize(&optimized, &outputs(&optimized), input_box, &samples)?;
-        let scalarized = neurons.tables_per_layer();
-        let elided = if opt.level > 0 && elide { neurons.elide_affine_tables() } else { 0 };
-        let composed = if opt.level > 0 { neurons.compose_chains() } else { 0 };
-        neurons.calibrate(&samples);
-        let layers_after = neurons.tables_per_layer();
-        // The unoptimized server part may not lower at all (a product of two encrypted values that
-        // only the optimizer fuses into a table): then it has no table count.
-        let layers_before = if report.kept_input {
-            scalarized
-        } else {
-            neurons::scalarize(&server, &outputs(&server), input_box, &samples)
-                .map(|n| n.tables_per_layer())
-                .unwrap_or_default()
-        };
-        let postprocess = postprocess_module(module, &client, &frontier)?;
-        refuse_exact_equality(&postprocess, Side::Client)?;
-        let optimization = Optimization {
-            config: opt.clone(),
-            report,
-            composed,
-            elided,
-            before: server,
-            after: optimized,
-            layers_before,
-            layers_after,
-        };
-        Ok(Prepared { preprocess, neurons, postprocess, optimization })
+        pipeline::prepare(module, calibration, opt, elide)
     }
 
     /// `xs` through the client's pre-processing, if any: the samples [`Compiled::simulate_all`]
@@ -669,7 +528,7 @@ mod tests {
     /// LayerNormalization as the frontend writes it: the square fuses into one table, sqrt and
     /// reciprocal into another, and `d * inv` is a product of encrypted values (two tables).
     /// Interval analysis lets the variance reach 0, so `1 / sqrt(var + eps)` would span [0.3, 316]:
-    /// its table saturates near the calibrated variances instead (see `neurons::saturated`): 2.5% of
+    /// its table saturates near the calibrated variances instead (see `saturated` in `neurons::scalarize`): 2.5% of
     /// the output scale off at worst on the 64 samples, against 268% without it.
     #[test]
     fn layer_normalization_lowers() {

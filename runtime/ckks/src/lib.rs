@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod cheb;
 pub mod plan;
+mod plan_text;
 
 pub use plan::{
     Affine, BASE2K, CONST_BITS, Cost, HEADROOM, LOG_DELTA, Layers, MAX_DEGREE, Node, PLAN_VERSION, Packing, Plan,
