@@ -4,7 +4,7 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p fhec && cp target/release/fhec /usr/local/bin/fhec
+RUN cargo build --release --locked -p fhec-cli && cp target/release/fhec /usr/local/bin/fhec
 
 FROM debian:bookworm-slim
 # ca-certificates: `fhec client` against https servers trusts the system's roots.

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Checks that `cargo build -p fhec` needs no compilation unit that `cargo test` does not build.
+"""Checks that `cargo build -p fhec-cli` needs no compilation unit that `cargo test` does not build.
 
 Both unit graphs come from the nightly toolchain (`--unit-graph` is unstable) and nothing is built.
 A unit is compared with its features, profile settings (not the profile's name) and dependencies,
-recursively. When a dependency change makes them differ, `cargo run -p fhec` after `cargo test`
+recursively. When a dependency change makes them differ, `cargo run -p fhec-cli` after `cargo test`
 recompiles part of the dependency tree: add the missing features to compiler/Cargo.toml.
 """
 import json
@@ -30,10 +30,10 @@ def units(args):
     return {full(i): key(i) for i in range(len(us))}
 
 
-run = units(["build", "-p", "fhec"])
+run = units(["build", "-p", "fhec-cli"])
 test = units(["test", "--no-run"])
 missing = sorted({v[:4] for k, v in run.items() if k not in test})
 for pkg, target, mode, features in missing:
-    print(f"only in `cargo build -p fhec`: {pkg.split('#')[-1]} {target} ({mode}) features {list(features)}")
+    print(f"only in `cargo build -p fhec-cli`: {pkg.split('#')[-1]} {target} ({mode}) features {list(features)}")
 print(f"{len(run)} units, {len(missing)} not shared with `cargo test`")
 sys.exit(1 if missing else 0)

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 out=${1:-target/loadtest}
 mkdir -p "$out"
 if [[ -z "${FHEC:-}" ]]; then
-    cargo build --release --locked -q -p fhec
+    cargo build --release --locked -q -p fhec-cli
     FHEC=target/release/fhec
 fi
 model=testsuite/models/mlp_wine

@@ -47,7 +47,7 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, DriverError> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .map_err(|e| DriverError::Input(format!("thread pool: {e}")))
+        .map_err(|e| DriverError::Usage(format!("thread pool: {e}")))
 }
 
 /// Single-thread time per bootstrap of `params` when `batch` run at once, median over `n` runs.
@@ -86,7 +86,7 @@ pub fn bench(
     let (server, digest) = crate::fhe::load_server(dir)?;
     let xs = crate::samples(x, &client.input_shape, "input")?;
     if xs.is_empty() {
-        return Err(DriverError::Input("no samples to benchmark".into()));
+        return Err(DriverError::Usage("no samples to benchmark".into()));
     }
     let start = Instant::now();
     let (sk, compressed) = fhe::keygen(client.params);

@@ -113,7 +113,7 @@ impl Model {
         };
         let ident = identifier(&raw);
         if ident.is_empty() {
-            return Err(DriverError::Input(format!("cannot name a module after {raw:?}: use .name(..)")));
+            return Err(DriverError::Usage(format!("cannot name a module after {raw:?}: use .name(..)")));
         }
         Ok(ident)
     }
@@ -125,7 +125,7 @@ impl Model {
             (Some(d), _) => d.clone(),
             (None, Some(d)) => PathBuf::from(d),
             (None, None) => {
-                return Err(DriverError::Input(
+                return Err(DriverError::Usage(
                     "OUT_DIR is not set: call compile() from a build script, or set .out_dir(..)".into(),
                 ));
             }
@@ -139,7 +139,7 @@ impl Model {
             }
         }
         let name = self.module_name()?;
-        let read = |p: &Path| std::fs::read(p).map_err(|e| DriverError::Input(format!("{}: {e}", p.display())));
+        let read = |p: &Path| std::fs::read(p).map_err(|e| DriverError::Io(format!("{}: {e}", p.display())));
         let model_bytes = read(&self.model)?;
         let cal_bytes = calibration.as_deref().map(read).transpose()?.unwrap_or_default();
         let mut h = Sha256::new();
@@ -160,8 +160,8 @@ impl Model {
         let (choice, _) = crate::fhe::build(&self.model, x.as_ref(), &artifacts, &self.search, |_| ())?;
         let (client, post) = crate::fhe::load_client(&artifacts)?;
         let code = generate(&name, &self.model, &key, &artifacts, &client, &post, &choice);
-        std::fs::write(&module, code).map_err(|e| DriverError::Input(format!("{}: {e}", module.display())))?;
-        std::fs::write(&stamp, &key).map_err(|e| DriverError::Input(format!("{}: {e}", stamp.display())))?;
+        std::fs::write(&module, code).map_err(|e| DriverError::Io(format!("{}: {e}", module.display())))?;
+        std::fs::write(&stamp, &key).map_err(|e| DriverError::Io(format!("{}: {e}", stamp.display())))?;
         Ok(Built { module, artifacts, recompiled: true })
     }
 

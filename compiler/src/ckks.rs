@@ -101,7 +101,7 @@ pub fn build(
         .enumerate()
         .min_by(|a, b| (!a.1.0.within_budget).cmp(&!b.1.0.within_budget).then(a.1.2.total_cmp(&b.1.2)))
         .map(|(i, _)| i)
-        .ok_or_else(|| DriverError::Input(format!("no packing applies: {}", refused.join("; "))))?;
+        .ok_or_else(|| DriverError::Ckks(format!("no packing applies: {}", refused.join("; "))))?;
     let (choice, ring, _) = options.swap_remove(best);
     let c = &choice.compiled;
     let artifact = Artifact {
@@ -114,7 +114,7 @@ pub fn build(
         preprocess: c.preprocess.as_ref().map_or(String::new(), |m| m.to_text(fhec_ir::DataMode::Full)),
         postprocess: c.postprocess.to_string(),
     };
-    std::fs::create_dir_all(dir).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| DriverError::Io(format!("cannot create {}: {e}", dir.display())))?;
     let (mut text, mut report) = report(&artifact, &choice, ring);
     if let Some(line) = comparison {
         text = format!(
@@ -124,7 +124,7 @@ pub fn build(
         report["packing_estimates"] = json!(line);
     }
     let write = |path: PathBuf, content: String| {
-        std::fs::write(&path, content).map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())))
+        std::fs::write(&path, content).map_err(|e| DriverError::Io(format!("cannot write {}: {e}", path.display())))
     };
     write(plan_path(dir), serde_json::to_string(&artifact).expect("json"))?;
     write(dir.join("report.txt"), text.clone())?;
@@ -133,7 +133,7 @@ pub fn build(
 }
 
 fn ckks_error(e: fhec_ckks::CkksError) -> DriverError {
-    DriverError::Input(e.to_string())
+    DriverError::Ckks(e.to_string())
 }
 
 fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json::Value) {
@@ -250,20 +250,20 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
 pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
     let path = plan_path(dir);
     let what = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|e| DriverError::Input(format!("cannot read {what}: {e}")))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| DriverError::Io(format!("cannot read {what}: {e}")))?;
     let artifact: Artifact =
-        serde_json::from_str(&text).map_err(|e| DriverError::Input(format!("{what}: not a CKKS build: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| DriverError::Artifact(format!("{what}: not a CKKS build: {e}")))?;
     if artifact.format != FORMAT {
-        return Err(DriverError::Input(format!(
+        return Err(DriverError::Artifact(format!(
             "{what}: format {} (this fhec reads {FORMAT}): rebuild the model",
             artifact.format
         )));
     }
-    artifact.plan.validate().map_err(|e| DriverError::Input(format!("{what}: {e}")))?;
-    let ring = artifact.plan.ring().map_err(|e| DriverError::Input(format!("{what}: {e}")))?;
+    artifact.plan.validate().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
+    let ring = artifact.plan.ring().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
     let parse = |src: &str, part: &str| -> Result<Module, DriverError> {
-        let m: Module = src.parse().map_err(|e| DriverError::Input(format!("{what}: {part}: {e}")))?;
-        m.verify().map_err(|e| DriverError::Input(format!("{what}: {part}: {e}")))?;
+        let m: Module = src.parse().map_err(|e| DriverError::Artifact(format!("{what}: {part}: {e}")))?;
+        m.verify().map_err(|e| DriverError::Artifact(format!("{what}: {part}: {e}")))?;
         Ok(m)
     };
     let preprocess =
@@ -272,7 +272,7 @@ pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
     artifact
         .plan
         .samples_per_ciphertext(ring, artifact.packing)
-        .map_err(|e| DriverError::Input(format!("{what}: {e}")))?;
+        .map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
     let packing = artifact.packing;
     let compiled = fhec_lower::CkksCompiled { plan: artifact.plan, preprocess, postprocess };
     Ok(Loaded { input_shape: artifact.input_shape, ring, packing, compiled })
@@ -455,7 +455,7 @@ pub fn bench(
 ) -> Result<BenchReport, DriverError> {
     let inputs = loaded.encode(x)?;
     if inputs.is_empty() {
-        return Err(DriverError::Input("no samples to benchmark".into()));
+        return Err(DriverError::Usage("no samples to benchmark".into()));
     }
     let ctx = fhec_ckks::backend::Context::new(loaded.ring).map_err(ckks_error)?;
     let (session, keygen) = Session::new(&ctx, loaded.plan(), loaded.packing)?;

@@ -11,7 +11,7 @@ use fhec_runtime::fhe::{self, CompressedEvalKey, InputCiphertexts, OutputCiphert
 use fhec_runtime::{ClientArtifact, ServerArtifact};
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], kind: Kind, what: &str) -> Result<(T, Vec<u8>), DriverError> {
-    artifact::from_bytes(bytes, kind).map_err(|e| DriverError::Input(format!("{what} {e}")))
+    artifact::from_bytes(bytes, kind).map_err(|e| DriverError::Artifact(format!("{what} {e}")))
 }
 
 /// The embedded client artifact and its post-processing module.
@@ -104,12 +104,12 @@ impl Client {
     pub fn encrypt(&self, values: &[f32]) -> Result<Ciphertexts, DriverError> {
         let len = self.input_len();
         if len == 0 || !values.len().is_multiple_of(len) {
-            return Err(DriverError::Input(format!("{} values do not make whole samples of {len}", values.len())));
+            return Err(DriverError::Shape(format!("{} values do not make whole samples of {len}", values.len())));
         }
         let mut shape = vec![values.len() / len];
         shape.extend(self.artifact.input_shape.iter().skip(usize::from(self.artifact.input_shape.first() == Some(&1))));
         let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), values.to_vec())
-            .map_err(|e| DriverError::Input(e.to_string()))?;
+            .map_err(|e| DriverError::Shape(e.to_string()))?;
         Ok(Ciphertexts(crate::fhe::encrypt(&self.artifact, &self.key, &self.fingerprint, &x)?))
     }
 
@@ -120,7 +120,7 @@ impl Client {
         let (key, _): (SecretKey, _) = decode(secret, Kind::SecretKey, "the secret key")?;
         let (_, payload): (CompressedEvalKey, _) = decode(eval_key, Kind::EvalKey, "the evaluation key")?;
         if key.params() != artifact.params {
-            return Err(DriverError::Input(format!(
+            return Err(DriverError::Mismatch(format!(
                 "the secret key is for parameter set {}, this model needs {}",
                 key.params(),
                 artifact.params
@@ -205,7 +205,7 @@ impl Server {
             .chunks(len)
             .map(|x| {
                 Tensor::from_f32(artifact.input_shape.clone(), x.to_vec())
-                    .ok_or_else(|| DriverError::Input(format!("{} values for a sample of {len}", x.len())))
+                    .ok_or_else(|| DriverError::Shape(format!("{} values for a sample of {len}", x.len())))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let (sim, _) = fhec_lower::Simulator::new(&self.artifact.circuit, fhec_lower::Engine::Auto, xs.len());

@@ -17,18 +17,6 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-impl From<fhec_lower::LowerError> for DriverError {
-    fn from(e: fhec_lower::LowerError) -> Self {
-        DriverError::Input(e.to_string())
-    }
-}
-
-impl From<fhec_runtime::RuntimeError> for DriverError {
-    fn from(e: fhec_runtime::RuntimeError) -> Self {
-        DriverError::Input(e.to_string())
-    }
-}
-
 pub fn client_path(dir: &Path) -> PathBuf {
     dir.join("client.fhec")
 }
@@ -65,7 +53,7 @@ pub fn build(
     };
     let choice = fhec_lower::choose(&module, &cal, search, progress)?;
     let compiled = &choice.compiled;
-    std::fs::create_dir_all(dir).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| DriverError::Io(format!("cannot create {}: {e}", dir.display())))?;
     let name = module.name.clone();
     let server = ServerArtifact { model: name.clone(), circuit: compiled.circuit.clone() };
     let client = ClientArtifact {
@@ -83,7 +71,7 @@ pub fn build(
     let (text, report) = report(&name, &choice);
     let write = |file: &str, content: String| {
         std::fs::write(dir.join(file), content)
-            .map_err(|e| DriverError::Input(format!("cannot write {}: {e}", dir.join(file).display())))
+            .map_err(|e| DriverError::Io(format!("cannot write {}: {e}", dir.join(file).display())))
     };
     write("report.txt", text.clone())?;
     write("report.json", serde_json::to_string_pretty(&report).expect("json"))?;
@@ -331,16 +319,16 @@ pub fn preprocess(client: &ClientArtifact, what: &str) -> Result<Option<Module>,
         return Ok(None);
     }
     let pre: Module =
-        client.preprocess.parse().map_err(|e| DriverError::Input(format!("{what}: pre-processing: {e}")))?;
-    pre.verify().map_err(|e| DriverError::Input(format!("{what}: pre-processing: {e}")))?;
+        client.preprocess.parse().map_err(|e| DriverError::Artifact(format!("{what}: pre-processing: {e}")))?;
+    pre.verify().map_err(|e| DriverError::Artifact(format!("{what}: pre-processing: {e}")))?;
     Ok(Some(pre))
 }
 
 /// The client's post-processing module, parsed and verified (`what` names the artifact in errors).
 pub fn postprocess(client: &ClientArtifact, what: &str) -> Result<Module, DriverError> {
     let post: Module =
-        client.postprocess.parse().map_err(|e| DriverError::Input(format!("{what}: post-processing: {e}")))?;
-    post.verify().map_err(|e| DriverError::Input(format!("{what}: post-processing: {e}")))?;
+        client.postprocess.parse().map_err(|e| DriverError::Artifact(format!("{what}: post-processing: {e}")))?;
+    post.verify().map_err(|e| DriverError::Artifact(format!("{what}: post-processing: {e}")))?;
     Ok(post)
 }
 
@@ -359,11 +347,11 @@ pub fn keygen(
     params: ParamSet,
     protection: &crate::keyfile::Protection,
 ) -> Result<(usize, Duration), DriverError> {
-    std::fs::create_dir_all(keys).map_err(|e| DriverError::Input(format!("cannot create {}: {e}", keys.display())))?;
+    std::fs::create_dir_all(keys).map_err(|e| DriverError::Io(format!("cannot create {}: {e}", keys.display())))?;
     let start = Instant::now();
     let (sk, ek) = fhe::keygen(params);
     let took = start.elapsed();
-    let plain = zeroize::Zeroizing::new(artifact::to_bytes(Kind::SecretKey, &sk).map_err(DriverError::Input)?.0);
+    let plain = zeroize::Zeroizing::new(artifact::to_bytes(Kind::SecretKey, &sk).map_err(DriverError::Artifact)?.0);
     let sealed = crate::keyfile::seal(&plain, protection)?;
     let path = keys.join("secret.key");
     write_private(&path, &sealed)?;
@@ -375,7 +363,7 @@ pub fn keygen(
 /// Writes a file readable by its owner only (created so: never briefly world-readable).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
     use std::io::Write;
-    let fail = |e: std::io::Error| DriverError::Input(format!("cannot write {}: {e}", path.display()));
+    let fail = |e: std::io::Error| DriverError::Io(format!("cannot write {}: {e}", path.display()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -398,10 +386,10 @@ fn restrict_permissions(path: &Path) {
 /// evaluation key (ciphertexts are tagged with it).
 pub fn load_secret(keys: &Path, protection: &crate::keyfile::Protection) -> Result<(SecretKey, String), DriverError> {
     let path = keys.join("secret.key");
-    let bytes = std::fs::read(&path).map_err(|e| DriverError::Input(format!("{}: {e}", path.display())))?;
+    let bytes = std::fs::read(&path).map_err(|e| DriverError::Io(format!("{}: {e}", path.display())))?;
     let plain = crate::keyfile::open(&bytes, protection, &path.display().to_string())?;
     let (sk, _): (SecretKey, _) = artifact::from_bytes(&plain, Kind::SecretKey)
-        .map_err(|e| DriverError::Input(format!("{} {e}", path.display())))?;
+        .map_err(|e| DriverError::Artifact(format!("{} {e}", path.display())))?;
     let (_, ek_bytes): (CompressedEvalKey, _) = artifact::load(&keys.join("eval.key"), Kind::EvalKey)?;
     Ok((sk, artifact::fingerprint(&ek_bytes)))
 }
@@ -419,7 +407,7 @@ pub fn encrypt(
     x: &ArrayD<f32>,
 ) -> Result<Tagged<InputCiphertexts>, DriverError> {
     if sk.params() != client.params {
-        return Err(DriverError::Input(format!(
+        return Err(DriverError::Mismatch(format!(
             "the secret key is for parameter set {}, this model was compiled for {}: generate its keys with `fhec keygen`",
             sk.params(),
             client.params
@@ -449,13 +437,13 @@ pub fn run(
     cts: &Tagged<InputCiphertexts>,
 ) -> Result<Tagged<OutputCiphertexts>, DriverError> {
     if cts.key_fingerprint != fingerprint {
-        return Err(DriverError::Input(format!(
+        return Err(DriverError::Mismatch(format!(
             "the ciphertexts were encrypted for evaluation key {}, this evaluation key is {fingerprint}: use the key generated with the secret key that encrypted them",
             cts.key_fingerprint
         )));
     }
     if cts.circuit_digest != digest {
-        return Err(DriverError::Input(
+        return Err(DriverError::Mismatch(
             "the ciphertexts were encrypted for another model (or another build of it): encrypt with this model's client artifact".into(),
         ));
     }
@@ -489,12 +477,12 @@ pub fn decrypt_samples(
     out: &Tagged<OutputCiphertexts>,
 ) -> Result<Vec<Vec<Tensor>>, DriverError> {
     if out.key_fingerprint != fingerprint || out.circuit_digest != client.circuit_digest {
-        return Err(DriverError::Input("these results belong to another key or another model".into()));
+        return Err(DriverError::Mismatch("these results belong to another key or another model".into()));
     }
     let acc = sk.decrypt(&out.data);
     let per = client.outputs.len();
     if acc.len() != per * out.samples {
-        return Err(DriverError::Input(format!("{} results for {} samples of {per} values", acc.len(), out.samples)));
+        return Err(DriverError::Shape(format!("{} results for {} samples of {per} values", acc.len(), out.samples)));
     }
     Ok(acc.chunks(per.max(1)).map(|a| fhec_lower::decode(&client.outputs, post, a)).collect::<Result<Vec<_>, _>>()?)
 }

@@ -48,7 +48,7 @@ struct Sealed {
 const AAD: &[u8] = b"fhec secret key, sealed, v1";
 
 fn err(msg: impl Into<String>) -> DriverError {
-    DriverError::Input(msg.into())
+    DriverError::Key(msg.into())
 }
 
 fn argon2(passphrase: &str, m_kib: u32, t: u32, p: u32, salt: &[u8; 16]) -> Result<Zeroizing<[u8; 32]>, DriverError> {

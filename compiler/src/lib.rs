@@ -9,10 +9,10 @@ pub mod build;
 pub mod ckks;
 pub mod embed;
 pub mod fhe;
+pub mod inspect;
 pub mod keyfile;
 pub mod metrics;
 pub mod npy;
-pub mod serve;
 
 use fhec_ir::{DType, Module, Tensor};
 use fhec_passes::{Cleanup, PassCtx, run_passes};
@@ -20,6 +20,8 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use std::path::Path;
 use thiserror::Error;
 
+/// What can go wrong in the library: each variant names what and where (the file, the input, the
+/// key), in the text the CLI prints.
 #[derive(Debug, Error)]
 pub enum DriverError {
     #[error(transparent)]
@@ -28,11 +30,35 @@ pub enum DriverError {
     Pass(#[from] fhec_passes::PassError),
     #[error(transparent)]
     Interp(#[from] fhec_interp::InterpError),
+    #[error(transparent)]
+    Lower(#[from] fhec_lower::LowerError),
+    #[error(transparent)]
+    Runtime(#[from] fhec_runtime::RuntimeError),
+    /// A file or directory that could not be read, written or created: the message names it.
     #[error("{0}")]
-    Input(String),
-    /// A server refused the request as busy (429/503) on every attempt.
+    Io(String),
+    /// A build's artifact, a key file or a ciphertext file that is not what it claims to be
+    /// (truncated, corrupted, another kind of file, written by another version).
     #[error("{0}")]
-    Busy(String),
+    Artifact(String),
+    /// Samples, labels or results whose shape or count does not fit the model.
+    #[error("{0}")]
+    Shape(String),
+    /// Keys, ciphertexts or results that belong to another model or another key.
+    #[error("{0}")]
+    Mismatch(String),
+    /// A data file (.npy samples or labels) that cannot be read as such.
+    #[error("{0}")]
+    Data(String),
+    /// A secret key's protection at rest: a wrong passphrase, a failing key-management command.
+    #[error("{0}")]
+    Key(String),
+    /// An option or setting the library cannot use (a module name, an empty benchmark).
+    #[error("{0}")]
+    Usage(String),
+    /// The CKKS backend refused the plan or its data.
+    #[error("{0}")]
+    Ckks(String),
 }
 
 /// Imports an ONNX model and runs the IR clean-up passes: the module every later stage starts from.
@@ -50,7 +76,7 @@ fn single_input(module: &Module) -> Result<(fhec_ir::ValueId, String), DriverErr
             fhec_ir::Op::Input { name } => Ok((*input, name.clone())),
             _ => unreachable!("inputs() returns input nodes"),
         },
-        inputs => Err(DriverError::Input(format!(
+        inputs => Err(DriverError::Usage(format!(
             "the model has {} inputs; fhec predict supports models with exactly one input",
             inputs.len()
         ))),
@@ -64,7 +90,7 @@ pub fn samples(x: &ArrayD<f32>, input_shape: &[usize], what: &str) -> Result<Vec
     if x.ndim() != sample.len() + 1 || x.shape()[1..] != *sample {
         let mut want = vec!["N".to_string()];
         want.extend(sample.iter().map(|d| d.to_string()));
-        return Err(DriverError::Input(format!(
+        return Err(DriverError::Shape(format!(
             "input array has shape {:?}, but model input \"{what}\" takes samples of shape {sample:?}: expected [{}]",
             x.shape(),
             want.join(", ")

@@ -49,7 +49,7 @@ pub fn predicted_classes(output: &Stacked) -> Result<Vec<i64>, DriverError> {
             let a = a
                 .view()
                 .into_shape_with_order((n, a.len() / n.max(1)))
-                .map_err(|e| DriverError::Input(e.to_string()))?;
+                .map_err(|e| DriverError::Shape(e.to_string()))?;
             a.axis_iter(Axis(0))
                 .map(|row| {
                     if row.len() == 1 {
@@ -78,7 +78,7 @@ pub fn score(output: &Stacked, labels: &Labels) -> Result<Score, DriverError> {
         Labels::Targets(v) => v.len(),
     };
     if len != n {
-        return Err(DriverError::Input(format!("{len} labels for {n} samples")));
+        return Err(DriverError::Shape(format!("{len} labels for {n} samples")));
     }
     Ok(match labels {
         Labels::Classes(want) => {
@@ -92,7 +92,7 @@ pub fn score(output: &Stacked, labels: &Labels) -> Result<Score, DriverError> {
                 Stacked::I64(a) => a.iter().map(|&v| v as f64).collect(),
             };
             if got.len() != n {
-                return Err(DriverError::Input("regression scoring needs one output value per sample".into()));
+                return Err(DriverError::Shape("regression scoring needs one output value per sample".into()));
             }
             let mean = want.iter().map(|&v| f64::from(v)).sum::<f64>() / n.max(1) as f64;
             let sse: f64 = got.iter().zip(want).map(|(g, &w)| (g - f64::from(w)).powi(2)).sum();

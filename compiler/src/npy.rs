@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Reads samples as f32; float64 and integer arrays are converted (numpy's default dtype is float64).
 pub fn read_samples(path: &Path) -> Result<ArrayD<f32>, DriverError> {
-    let err = |e: String| DriverError::Input(format!("{}: {e}", path.display()));
+    let err = |e: String| DriverError::Data(format!("{}: {e}", path.display()));
     if !path.exists() {
         return Err(err("no such file".into()));
     }
@@ -42,5 +42,5 @@ pub fn write_output(path: &Path, a: &Stacked) -> Result<(), DriverError> {
         Stacked::F32(a) => write_npy(path, a),
         Stacked::I64(a) => write_npy(path, a),
     };
-    r.map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())))
+    r.map_err(|e| DriverError::Io(format!("cannot write {}: {e}", path.display())))
 }

@@ -4,7 +4,7 @@ split: the float model, the compiled circuit in noisy simulation, and real encry
 
     python testsuite/gen/check_unseen_fhe.py path/to/fhec [--scheme ckks] [--accuracy-budget POINTS] [--polynomial-fit FIT]
 
-With `--scheme ckks` (an fhec built with `cargo +nightly build --release -p fhec --features ckks`) the
+With `--scheme ckks` (an fhec built with `cargo +nightly build --release -p fhec-cli --features ckks`) the
 models are compiled for CKKS instead and the whole test split runs encrypted, in one batch. Needs the generator's environment (requirements.txt). Prints one line per model and exits non-zero if a
 model fails to build or loses more accuracy than issue 3 allows (1 point; 1.5 for the CNN).
 """

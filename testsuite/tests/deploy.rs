@@ -78,7 +78,7 @@ fn manifests_agree_with_fhec_serve() {
     let c = &d["spec"]["template"]["spec"]["containers"][0];
     let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert_eq!(args[0], "serve");
-    let routes: Vec<&str> = fhec::serve::ROUTES.iter().map(|(_, p)| *p).collect();
+    let routes: Vec<&str> = fhec_serve::ROUTES.iter().map(|(_, p)| *p).collect();
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         let path = c[probe]["httpGet"]["path"].as_str().unwrap();
         assert!(routes.contains(&path), "{probe} probes {path}, which fhec serve does not route");

@@ -5,10 +5,10 @@
 
 use fhec::fhe as pipeline;
 use fhec::keyfile::Protection;
-use fhec::serve::client::Remote;
-use fhec::serve::roundtrip::{self, Session};
-use fhec::serve::tls::{ServerTls, TlsListener};
-use fhec::serve::{App, Auth, Config};
+use fhec_serve::client::Remote;
+use fhec_serve::roundtrip::{self, Session};
+use fhec_serve::tls::{ServerTls, TlsListener};
+use fhec_serve::{App, Auth, Config};
 use fhec_testsuite::root;
 use ndarray::{ArrayD, Axis, Slice};
 use reqwest::StatusCode;
@@ -74,16 +74,16 @@ impl Running {
     /// Serves HTTPS when `tls` is given.
     async fn start_with(config: Config, tls: Option<ServerTls>) -> Running {
         let app = App::new(config).unwrap();
-        let (listener, addr) = fhec::serve::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (listener, addr) = fhec_serve::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let stopped = async move {
             let _ = stopped.await;
         };
         let (scheme, task) = match tls {
             Some(tls) => {
-                ("https", tokio::spawn(fhec::serve::serve(app, TlsListener::new(listener, tls).unwrap(), stopped)))
+                ("https", tokio::spawn(fhec_serve::serve(app, TlsListener::new(listener, tls).unwrap(), stopped)))
             }
-            None => ("http", tokio::spawn(fhec::serve::serve(app, listener, stopped))),
+            None => ("http", tokio::spawn(fhec_serve::serve(app, listener, stopped))),
         };
         Running { url: format!("{scheme}://{addr}"), stop: Some(stop), task }
     }
@@ -119,7 +119,7 @@ fn decrypted_classes(session: &Session, bytes: &[u8]) -> Vec<i64> {
 
 fn runtime() -> tokio::runtime::Runtime {
     // The tests' own reqwest clients use rustls too, with the provider fhec's client installs.
-    fhec::serve::tls::install_default_provider();
+    fhec_serve::tls::install_default_provider();
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
@@ -499,7 +499,7 @@ fn openapi_document_matches_the_server() {
             }
         }
         documented.sort();
-        let mut routed: Vec<String> = fhec::serve::ROUTES.iter().map(|(m, p)| format!("{m} {p}")).collect();
+        let mut routed: Vec<String> = fhec_serve::ROUTES.iter().map(|(m, p)| format!("{m} {p}")).collect();
         routed.sort();
         assert_eq!(documented, routed);
         server.stop().await;

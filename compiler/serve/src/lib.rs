@@ -19,10 +19,29 @@
 //! Tenants: a bearer token maps to a tenant; keys belong to the tenant that uploaded them, and another
 //! tenant's key id is answered exactly like an unknown one (404).
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod keystore;
 pub mod roundtrip;
 pub mod tls;
+
+/// Errors of the service's client side ([`client`], [`roundtrip`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The library refused something local: a key file, an artifact, samples that do not fit.
+    #[error(transparent)]
+    Driver(#[from] fhec::DriverError),
+    /// The server refused the request as busy (429/503) on every attempt.
+    #[error("{0}")]
+    Busy(String),
+    /// The server, or the connection to it, failed or answered something other than what was asked.
+    #[error("{0}")]
+    Remote(String),
+    /// The request cannot be made as asked (a load test without samples or clients).
+    #[error("{0}")]
+    Usage(String),
+}
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path as UrlPath, Query, Request, State};
@@ -298,7 +317,7 @@ impl App {
                 return Err(format!("model name {name:?}: use letters, digits, '-', '_' and '.'"));
             }
             let (artifact, digest) =
-                crate::fhe::load_server(dir).map_err(|e| format!("model {name} ({}): {e}", dir.display()))?;
+                fhec::fhe::load_server(dir).map_err(|e| format!("model {name} ({}): {e}", dir.display()))?;
             if models.insert(name.clone(), Model { artifact, digest }).is_some() {
                 return Err(format!("two models are named {name}: name them with NAME=DIR"));
             }

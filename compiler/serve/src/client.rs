@@ -4,7 +4,7 @@
 
 use super::ModelInfo;
 use super::keystore::KeyMeta;
-use crate::DriverError;
+use crate::ServeError;
 use reqwest::StatusCode;
 use std::time::Duration;
 
@@ -29,8 +29,8 @@ pub struct Attempts {
     pub failed: u32,
 }
 
-fn err(msg: impl Into<String>) -> DriverError {
-    DriverError::Input(msg.into())
+fn err(msg: impl Into<String>) -> ServeError {
+    ServeError::Remote(msg.into())
 }
 
 /// The server's error message from a JSON error body, or the body itself.
@@ -108,7 +108,7 @@ impl Remote {
     /// A client for the server at `url` (http:// or https://). For https, the server's certificate is
     /// checked against `ca_cert` (a PEM file of trusted certificates) when given, else against the
     /// system's trusted roots.
-    pub fn new(url: &str, token: Option<String>, ca_cert: Option<&std::path::Path>) -> Result<Remote, DriverError> {
+    pub fn new(url: &str, token: Option<String>, ca_cert: Option<&std::path::Path>) -> Result<Remote, ServeError> {
         let base = url.trim_end_matches('/').to_string();
         let https = base.starts_with("https://");
         if !(https || base.starts_with("http://")) {
@@ -158,7 +158,7 @@ impl Remote {
         &self,
         make: impl Fn() -> reqwest::RequestBuilder,
         attempts: &mut Attempts,
-    ) -> Result<reqwest::Response, DriverError> {
+    ) -> Result<reqwest::Response, ServeError> {
         let mut backoff = Duration::from_millis(200);
         for attempt in 0..=self.retries {
             let last = attempt == self.retries;
@@ -194,7 +194,7 @@ impl Remote {
         unreachable!("the last attempt returns")
     }
 
-    pub async fn models(&self) -> Result<Vec<ModelInfo>, DriverError> {
+    pub async fn models(&self) -> Result<Vec<ModelInfo>, ServeError> {
         let r = self.send(|| self.request(reqwest::Method::GET, "/v1/models"), &mut Attempts::default()).await?;
         if !r.status().is_success() {
             return Err(err(message(r).await));
@@ -203,7 +203,7 @@ impl Remote {
     }
 
     /// Uploads an evaluation key (the bytes of `eval.key`); idempotent (the id is the content's hash).
-    pub async fn register_key(&self, bytes: Vec<u8>) -> Result<KeyMeta, DriverError> {
+    pub async fn register_key(&self, bytes: Vec<u8>) -> Result<KeyMeta, ServeError> {
         let body = bytes::Bytes::from(bytes);
         let r = self
             .send(|| self.request(reqwest::Method::PUT, "/v1/keys").body(body.clone()), &mut Attempts::default())
@@ -214,7 +214,7 @@ impl Remote {
         r.json().await.map_err(|e| err(format!("PUT /v1/keys: {e}")))
     }
 
-    pub async fn keys(&self) -> Result<Vec<KeyMeta>, DriverError> {
+    pub async fn keys(&self) -> Result<Vec<KeyMeta>, ServeError> {
         let r = self.send(|| self.request(reqwest::Method::GET, "/v1/keys"), &mut Attempts::default()).await?;
         if !r.status().is_success() {
             return Err(err(message(r).await));
@@ -228,7 +228,7 @@ impl Remote {
     }
 
     /// Deletes a key; false if the server had none of that id for this tenant.
-    pub async fn delete_key(&self, id: &str) -> Result<bool, DriverError> {
+    pub async fn delete_key(&self, id: &str) -> Result<bool, ServeError> {
         let r = self
             .send(|| self.request(reqwest::Method::DELETE, &format!("/v1/keys/{id}")), &mut Attempts::default())
             .await?;
@@ -246,7 +246,7 @@ impl Remote {
         model: &str,
         key_id: &str,
         ciphertexts: Vec<u8>,
-    ) -> Result<(Vec<u8>, Attempts), DriverError> {
+    ) -> Result<(Vec<u8>, Attempts), ServeError> {
         let body = bytes::Bytes::from(ciphertexts);
         let path = format!("/v1/models/{model}/infer?key={key_id}");
         let mut attempts = Attempts::default();
@@ -261,7 +261,7 @@ impl Remote {
             )
             .await?;
         if matches!(r.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
-            return Err(DriverError::Busy(message(r).await));
+            return Err(ServeError::Busy(message(r).await));
         }
         if !r.status().is_success() {
             return Err(err(message(r).await));

@@ -3,8 +3,9 @@
 //! answer checked against the local cleartext simulation).
 
 use super::client::Remote;
-use crate::fhe as pipeline;
-use crate::{DriverError, Stacked};
+use crate::ServeError;
+use fhec::fhe as pipeline;
+use fhec::{DriverError, Stacked};
 use fhec_ir::{Module, Tensor};
 use fhec_runtime::ClientArtifact;
 use fhec_runtime::artifact::{self, Kind, Tagged};
@@ -27,11 +28,11 @@ pub struct Session {
 
 impl Session {
     /// Loads the build directory's client artifact and the keys in `keys`.
-    pub fn load(dir: &Path, keys: &Path, protection: &crate::keyfile::Protection) -> Result<Session, DriverError> {
+    pub fn load(dir: &Path, keys: &Path, protection: &fhec::keyfile::Protection) -> Result<Session, DriverError> {
         let (client, post) = pipeline::load_client(dir)?;
         let (secret, fingerprint) = pipeline::load_secret(keys, protection)?;
         if secret.params() != client.params {
-            return Err(DriverError::Input(format!(
+            return Err(DriverError::Mismatch(format!(
                 "the keys in {} are for parameter set {}, the model in {} needs {}: run `fhec keygen` for it",
                 keys.display(),
                 secret.params(),
@@ -40,21 +41,21 @@ impl Session {
             )));
         }
         let path = keys.join("eval.key");
-        let eval_key = std::fs::read(&path).map_err(|e| DriverError::Input(format!("{}: {e}", path.display())))?;
+        let eval_key = std::fs::read(&path).map_err(|e| DriverError::Io(format!("{}: {e}", path.display())))?;
         Ok(Session { client, post, secret, fingerprint, eval_key })
     }
 
     /// Encrypts samples into the bytes of an inference request.
     pub fn encrypt(&self, x: &ArrayD<f32>) -> Result<Vec<u8>, DriverError> {
         let cts = pipeline::encrypt(&self.client, &self.secret, &self.fingerprint, x)?;
-        artifact::to_bytes(Kind::Inputs, &cts).map(|b| b.0).map_err(DriverError::Input)
+        artifact::to_bytes(Kind::Inputs, &cts).map(|b| b.0).map_err(DriverError::Artifact)
     }
 
     /// Decrypts the bytes of an inference answer: per sample, the model's outputs.
-    pub fn decrypt(&self, bytes: &[u8]) -> Result<Vec<Vec<Tensor>>, DriverError> {
+    pub fn decrypt(&self, bytes: &[u8]) -> Result<Vec<Vec<Tensor>>, ServeError> {
         let (out, _): (Tagged<OutputCiphertexts>, _) = artifact::from_bytes(bytes, Kind::Outputs)
-            .map_err(|e| DriverError::Input(format!("the server's answer {e}")))?;
-        pipeline::decrypt_samples(&self.client, &self.post, &self.secret, &self.fingerprint, &out)
+            .map_err(|e| ServeError::Remote(format!("the server's answer {e}")))?;
+        Ok(pipeline::decrypt_samples(&self.client, &self.post, &self.secret, &self.fingerprint, &out)?)
     }
 }
 
@@ -82,7 +83,7 @@ pub async fn predict(
     x: &ArrayD<f32>,
     batch: usize,
     mut progress: impl FnMut(usize),
-) -> Result<RemoteRun, DriverError> {
+) -> Result<RemoteRun, ServeError> {
     let key = remote.register_key(session.eval_key.clone()).await?;
     let n = x.shape().first().copied().unwrap_or(0);
     let (mut client, mut round_trips, mut requests) = (Duration::ZERO, Duration::ZERO, 0);
@@ -102,7 +103,7 @@ pub async fn predict(
         progress(to);
     }
     Ok(RemoteRun {
-        outputs: crate::stack_outputs(&session.post, per_sample),
+        outputs: fhec::stack_outputs(&session.post, per_sample),
         requests,
         client,
         round_trips,
@@ -186,11 +187,11 @@ pub async fn loadtest(
     x: &ArrayD<f32>,
     expected: &[i64],
     load: Load,
-) -> Result<LoadReport, DriverError> {
+) -> Result<LoadReport, ServeError> {
     let Load { clients, requests, samples } = load;
     let n = x.shape().first().copied().unwrap_or(0);
     if n == 0 || samples == 0 || clients == 0 {
-        return Err(DriverError::Input(
+        return Err(ServeError::Usage(
             "a load test needs samples, at least one client and one sample per request".into(),
         ));
     }
@@ -200,7 +201,7 @@ pub async fn loadtest(
     for r in 0..requests {
         let picks: Vec<usize> = (0..samples).map(|k| (r * samples + k) % n).collect();
         let batch = ndarray::stack(Axis(0), &picks.iter().map(|&i| x.index_axis(Axis(0), i)).collect::<Vec<_>>())
-            .map_err(|e| DriverError::Input(e.to_string()))?;
+            .map_err(|e| ServeError::Usage(e.to_string()))?;
         bodies.push((picks, session.encrypt(&batch)?));
     }
     let queue = Arc::new(std::sync::Mutex::new(bodies.into_iter().collect::<std::collections::VecDeque<_>>()));
@@ -219,8 +220,8 @@ pub async fn loadtest(
                     Ok((answer, attempts)) => {
                         seen.1 += u64::from(attempts.rejected);
                         let checked = session.decrypt(&answer).and_then(|outs| {
-                            let stacked = crate::stack_outputs(&session.post, outs);
-                            crate::metrics::predicted_classes(&stacked[0].1)
+                            let stacked = fhec::stack_outputs(&session.post, outs);
+                            Ok(fhec::metrics::predicted_classes(&stacked[0].1)?)
                         });
                         match checked {
                             Ok(classes) => {
@@ -230,7 +231,7 @@ pub async fn loadtest(
                             Err(e) => seen.3.push(e.to_string()),
                         }
                     }
-                    Err(DriverError::Busy(_)) => {
+                    Err(ServeError::Busy(_)) => {
                         seen.1 += u64::from(remote.retries) + 1;
                         seen.4 += 1;
                     }
@@ -255,7 +256,7 @@ pub async fn loadtest(
     };
     for t in tasks {
         let (latencies, rejected, wrong, errors, gave_up) =
-            t.await.map_err(|e| DriverError::Input(format!("a client task failed: {e}")))?;
+            t.await.map_err(|e| ServeError::Remote(format!("a client task failed: {e}")))?;
         report.completed += latencies.len();
         report.latencies.extend(latencies);
         report.rejected += rejected;

@@ -1,0 +1,347 @@
+//! `fhec build`: compile a model for encrypted inference (TFHE, CKKS or the cheaper of the two).
+
+use super::spinner;
+use crate::Global;
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use clap::Args;
+use clap::ValueEnum;
+use fhec::fhe as pipeline;
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Compile a model for encrypted inference: client and server artifacts and a report.
+#[derive(Args)]
+pub struct BuildArgs {
+    pub model: PathBuf,
+    /// Calibration samples (.npy, samples along axis 0): they set the input ranges. Optional for a
+    /// pre-quantized model (ONNX QDQ or QOperator), whose input quantizer sets them.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Output directory (default: MODEL with the extension .fhec).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// tfhe-rs parameter set (default: the cheapest that keeps the accuracy budget).
+    #[arg(long)]
+    pub params: Option<String>,
+    /// Bits of the integer weights applied to bootstrap outputs (default: chosen by accuracy).
+    #[arg(long)]
+    pub weight_bits: Option<u32>,
+    /// log2 of the probability that noise corrupts one bootstrap.
+    #[arg(long, default_value_t = -40.0, allow_negative_numbers = true)]
+    pub failure_log2: f64,
+    /// What each table covers: the range its input took on the calibration samples, doubled
+    /// (calibrated: finer, an input far outside wraps to a clipped value), or the interval bound
+    /// of every input the client can send (bound: no input ever leaves its table).
+    #[arg(long, value_enum, default_value_t = TableRangesArg::Calibrated)]
+    pub table_ranges: TableRangesArg,
+    /// Points of agreement with the float model's class the compiled model may lose on the
+    /// calibration set (classifiers), in noisy simulation.
+    #[arg(long, default_value_t = 0.2)]
+    pub accuracy_budget: f64,
+    /// For continuous outputs (regressors): the RMS error the compiled model may add, in percent
+    /// of the output's spread over the calibration set.
+    #[arg(long, default_value_t = 5.0)]
+    pub error_budget: f64,
+    /// 0: the naive lowering (one table per univariate op, max pools as written); 1: the e-graph
+    /// optimizer (fused tables, max pooling before monotone activations).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub opt_level: u8,
+    /// Optimizer limit: e-graph nodes.
+    #[arg(long, default_value_t = 50_000)]
+    pub egg_node_limit: usize,
+    /// Optimizer limit: rewrite iterations.
+    #[arg(long, default_value_t = 30)]
+    pub egg_iter_limit: usize,
+    /// Optimizer limit: seconds of equality saturation.
+    #[arg(long, default_value_t = 5.0)]
+    pub egg_time_limit: f64,
+    /// The FHE scheme: tfhe, ckks (needs --calibration), or auto (the cheaper for --batch).
+    #[arg(long, value_enum, default_value_t = SchemeArg::Tfhe)]
+    pub scheme: SchemeArg,
+    /// CKKS packing: batch-major (throughput), feature-major (latency), or auto (the cheaper for --batch).
+    #[arg(long, value_enum, default_value_t = PackingArg::BatchMajor)]
+    pub packing: PackingArg,
+    /// CKKS: how polynomials approximate activations (the e-graph's rules).
+    #[arg(long, value_enum, default_value_t = FitArg::Auto)]
+    pub polynomial_fit: FitArg,
+    /// With --scheme auto or --packing auto: how many samples a request carries (the workload to optimize for).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+}
+
+pub fn run(args: BuildArgs, g: &Global) -> Result<()> {
+    let BuildArgs {
+        model,
+        calibration,
+        output,
+        params,
+        weight_bits,
+        failure_log2,
+        table_ranges,
+        accuracy_budget,
+        error_budget,
+        opt_level,
+        egg_node_limit,
+        egg_iter_limit,
+        egg_time_limit,
+        scheme,
+        packing,
+        polynomial_fit,
+        batch,
+    } = args;
+    let quiet = g.quiet;
+    let threads = g.threads;
+    let engine = g.engine;
+    let mut search = fhec_lower::Search::default();
+    if !(egg_time_limit > 0.0 && egg_time_limit <= 3600.0) {
+        bail!("--egg-time-limit is in seconds, more than 0 and at most 3600");
+    }
+    if egg_node_limit == 0 || egg_iter_limit == 0 {
+        bail!("--egg-node-limit and --egg-iter-limit must be at least 1");
+    }
+    search.optimize = fhec_lower::optimize::Config {
+        level: opt_level,
+        limits: fhec_lower::optimize::Limits {
+            nodes: egg_node_limit,
+            iterations: egg_iter_limit,
+            time: std::time::Duration::from_secs_f64(egg_time_limit),
+        },
+        only: None,
+    };
+    if let Some(bits) = weight_bits {
+        if !(2..=16).contains(&bits) {
+            bail!("--weight-bits must be between 2 and 16");
+        }
+        search.weight_bits = vec![bits];
+    }
+    if let Some(name) = params {
+        search.params = vec![fhec_runtime::ParamSet::from_name(&name)?];
+    }
+    if !(-200.0..=-1.0).contains(&failure_log2) {
+        bail!("--failure-log2 must be between -200 and -1 (the default -40 means 2^-40 per bootstrap)");
+    }
+    if !(0.0..=100.0).contains(&accuracy_budget) {
+        bail!("--accuracy-budget is in points, between 0 and 100");
+    }
+    search.failure_log2 = failure_log2;
+    search.table_ranges = match table_ranges {
+        TableRangesArg::Calibrated => fhec_lower::TableRanges::Calibrated,
+        TableRangesArg::Bound => fhec_lower::TableRanges::Bound,
+    };
+    if !(0.0..=100.0).contains(&error_budget) {
+        bail!("--error-budget is in percent of the output's spread, between 0 and 100");
+    }
+    search.budget_points = accuracy_budget;
+    search.error_budget_percent = error_budget;
+    search.engine = engine;
+    let dir = output.unwrap_or_else(|| model.with_extension("fhec"));
+    let x = calibration.as_deref().map(fhec::npy::read_samples).transpose()?;
+    let start = Instant::now();
+    if batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let ckks_search = fhec_lower::CkksSearch {
+        budget_points: accuracy_budget,
+        error_budget_percent: error_budget,
+        optimize: search.optimize.clone(),
+        fits: polynomial_fit.fits(),
+        ..fhec_lower::CkksSearch::default()
+    };
+    if scheme == SchemeArg::Tfhe && packing != PackingArg::BatchMajor {
+        bail!("--packing is for CKKS builds (--scheme ckks or auto): TFHE holds one value per ciphertext");
+    }
+    if scheme == SchemeArg::Tfhe && polynomial_fit != FitArg::Auto {
+        bail!("--polynomial-fit is for CKKS builds (--scheme ckks or auto): TFHE evaluates tables exactly");
+    }
+    if scheme != SchemeArg::Tfhe && x.is_none() {
+        bail!("--scheme ckks and auto need --calibration: polynomial windows come from real samples");
+    }
+    if scheme == SchemeArg::Ckks {
+        let pb = spinner(quiet, "fitting polynomials");
+        let (choice, _, report) = fhec::ckks::build(
+            &model,
+            x.as_ref().expect("checked"),
+            &dir,
+            &ckks_search,
+            packing.packings(),
+            batch,
+            threads,
+        )
+        .with_context(|| format!("building {}", model.display()))?;
+        pb.finish_and_clear();
+        if !quiet {
+            print!("{report}");
+        }
+        if !choice.within_budget {
+            eprintln!(
+                "warning: no assignment of polynomials keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt",
+                choice.required, choice.fidelity
+            );
+        }
+        println!("\nwrote {} in {:.2} s", dir.display(), start.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    let pb = spinner(quiet, "choosing parameters");
+    let mut tried = 0;
+    let (choice, report) = pipeline::build(&model, x.as_ref(), &dir, &search, |t| {
+        tried += 1;
+        pb.set_message(format!(
+            "choosing parameters: {tried} candidates simulated (last: {}, {})",
+            t.options.params.name(),
+            t.fidelity.map_or("too noisy".into(), |f| format!("{f:.2}%"))
+        ));
+    })
+    .with_context(|| format!("building {}", model.display()))?;
+    pb.finish_and_clear();
+    if let Some(why) = &choice.jit_fallback {
+        eprintln!("warning: {why}");
+    }
+    let report = if scheme == SchemeArg::Auto {
+        choose_scheme(
+            &model,
+            x.as_ref().expect("checked"),
+            &dir,
+            &ckks_search,
+            packing.packings(),
+            &choice,
+            report,
+            batch,
+            threads,
+        )?
+    } else {
+        report
+    };
+    if !quiet {
+        print!("{report}");
+    }
+    if !choice.within_budget {
+        let synthetic = matches!(choice.calibration.0, fhec_lower::Origin::InputQuantizer { .. });
+        eprintln!(
+            "warning: no candidate keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt{}",
+            choice.required,
+            choice.fidelity,
+            if synthetic {
+                "\n  (scored on samples drawn uniformly from the input quantizer's range, harsher than real data: \
+                     check the accuracy with `fhec predict --mode simulate` on real samples, or build with --calibration)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!("\nwrote {} in {:.2} s", dir.display(), start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum SchemeArg {
+    /// TFHE (tfhe-rs): one value per ciphertext, exact tables; lowest latency for few samples.
+    Tfhe,
+    /// CKKS (poulpy): thousands of samples per ciphertext, polynomial activations; highest
+    /// throughput for large batches.
+    Ckks,
+    /// The one with the lower estimated time for --batch samples.
+    Auto,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum PackingArg {
+    /// One sample per slot, thousands per ciphertext: throughput; one sample costs a whole batch.
+    BatchMajor,
+    /// One sample per block of slots, each layer a matrix-vector product with rotations: latency.
+    FeatureMajor,
+    /// Both lowered; the one with the lower estimated time for --batch samples is kept.
+    Auto,
+}
+
+impl PackingArg {
+    fn packings(self) -> &'static [fhec_ckks::Packing] {
+        use fhec_ckks::Packing::*;
+        match self {
+            PackingArg::BatchMajor => &[BatchMajor],
+            PackingArg::FeatureMajor => &[FeatureMajor],
+            PackingArg::Auto => &[BatchMajor, FeatureMajor],
+        }
+    }
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum FitArg {
+    /// Interpolation at the Chebyshev nodes of each window (near-best uniformly).
+    Chebyshev,
+    /// Least squares on where calibration put each layer's inputs, the window's grid beside them.
+    LeastSquares,
+    /// Both offered; per layer the cheapest that keeps the budget wins.
+    Auto,
+}
+
+impl FitArg {
+    fn fits(self) -> Vec<fhec_lower::Fit> {
+        use fhec_lower::Fit::*;
+        match self {
+            FitArg::Chebyshev => vec![Chebyshev],
+            FitArg::LeastSquares => vec![LeastSquares],
+            FitArg::Auto => vec![Chebyshev, LeastSquares],
+        }
+    }
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum TableRangesArg {
+    Calibrated,
+    Bound,
+}
+
+/// `--scheme auto`: with the TFHE build already in `dir`, lowers for CKKS too and keeps the scheme
+/// with the lower estimated time for `batch` samples on `threads` workers; the other's files go, and
+/// the report states both estimates.
+#[allow(clippy::too_many_arguments)]
+fn choose_scheme(
+    model: &Path,
+    x: &ndarray::ArrayD<f32>,
+    dir: &Path,
+    search: &fhec_lower::CkksSearch,
+    packings: &[fhec_ckks::Packing],
+    tfhe: &fhec_lower::Choice,
+    tfhe_report: String,
+    batch: usize,
+    threads: usize,
+) -> Result<String> {
+    let circuit = &tfhe.compiled.circuit;
+    // One sample: the latency estimate; a batch: bootstraps spread over the workers, in batches.
+    let tfhe_ms = pipeline::estimated_latency_ms(circuit, threads)
+        .max(batch as f64 * circuit.pbs.len() as f64 * circuit.params.batched_pbs_ms() / threads as f64);
+    // The CKKS build writes its own reports over the TFHE build's: keep the TFHE JSON report.
+    let json_path = dir.join("report.json");
+    let tfhe_json = std::fs::read(&json_path).with_context(|| format!("reading {}", json_path.display()))?;
+    let remove = |p: PathBuf| std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()));
+    let (text, line) = match fhec::ckks::build(model, x, dir, search, packings, batch, threads) {
+        Ok((choice, ring, ckks_report)) => {
+            let ckks_ms = choice.compiled.plan.estimated_ms(ring, choice.packing, batch, threads);
+            let faster = ckks_ms < tfhe_ms;
+            let use_ckks = faster && choice.within_budget;
+            let line = format!(
+                "scheme (--scheme auto, batch of {batch} on {threads} threads): {} — estimated TFHE {tfhe_ms:.0} ms, CKKS {ckks_ms:.0} ms ({}){}\n",
+                if use_ckks { "CKKS" } else { "TFHE" },
+                choice.packing.name(),
+                if faster && !use_ckks { "; CKKS would be faster but misses the accuracy budget" } else { "" }
+            );
+            if use_ckks {
+                remove(pipeline::client_path(dir))?;
+                remove(pipeline::server_path(dir))?;
+                (ckks_report, line)
+            } else {
+                remove(fhec::ckks::plan_path(dir))?;
+                std::fs::write(&json_path, &tfhe_json).with_context(|| format!("writing {}", json_path.display()))?;
+                (tfhe_report, line)
+            }
+        }
+        Err(e) => (tfhe_report, format!("scheme (--scheme auto): TFHE; CKKS does not apply: {e}\n")),
+    };
+    let text = format!("{line}{text}");
+    std::fs::write(dir.join("report.txt"), &text)
+        .with_context(|| format!("writing {}", dir.join("report.txt").display()))?;
+    Ok(text)
+}

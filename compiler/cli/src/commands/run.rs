@@ -1,0 +1,48 @@
+//! `fhec run`: evaluate the model on ciphertexts (server side, evaluation key only).
+
+use super::spinner;
+use crate::Global;
+use anyhow::Result;
+use clap::Args;
+use fhec::fhe as pipeline;
+use fhec_runtime::artifact;
+use fhec_runtime::artifact::Kind;
+use fhec_runtime::artifact::Tagged;
+use fhec_runtime::fhe::InputCiphertexts;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Run the model on ciphertexts (server side: reads only the evaluation key).
+#[derive(Args)]
+pub struct RunArgs {
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub eval_key: PathBuf,
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+pub fn run(args: RunArgs, g: &Global) -> Result<()> {
+    let RunArgs { dir, eval_key, input, output } = args;
+    let quiet = g.quiet;
+    let (server, digest) = pipeline::load_server(&dir)?;
+    let (cts, _): (Tagged<InputCiphertexts>, _) = artifact::load(&input, Kind::Inputs)?;
+    let pb = spinner(quiet, "loading the evaluation key");
+    let (ek, fp) = pipeline::load_eval(&eval_key)?;
+    pb.finish_and_clear();
+    let pb = spinner(quiet, "running on ciphertexts");
+    let start = Instant::now();
+    let out = pipeline::run(&server, &digest, &ek, &fp, &cts)?;
+    pb.finish_and_clear();
+    artifact::save(&output, Kind::Outputs, &out)?;
+    println!(
+        "ran {} samples in {:.3} s ({:.1} ms/sample) to {}",
+        cts.samples,
+        start.elapsed().as_secs_f64(),
+        start.elapsed().as_secs_f64() * 1e3 / cts.samples.max(1) as f64,
+        output.display()
+    );
+    Ok(())
+}
