@@ -7,24 +7,21 @@
 //! This crate depends on petgraph and serde only: never on tract, tfhe, egg or cranelift.
 
 mod error;
-mod fun;
 mod index;
 mod module;
 mod op;
 mod parse;
 pub mod print;
+mod scalar;
 mod tensor;
 mod types;
 mod verify;
 
 pub use error::IrError;
-pub use fun::{Fun, Monotone};
 pub use index::{broadcast_index, for_each_index};
 pub use module::{Module, Node, ValueId};
-pub use op::{
-    Attr, AttrMap, Binary, Cmp, ConvAttrs, Op, PadMode, PoolAttrs, ReduceKind, Unary, broadcast_shapes, slice_len,
-    window_out,
-};
+pub use op::{Attr, AttrMap, ConvAttrs, Op, PadMode, PoolAttrs, ReduceKind, broadcast_shapes, slice_len, window_out};
 pub use print::DataMode;
+pub use scalar::{Binary, Cmp, Fun, Monotone, Unary};
 pub use tensor::{Tensor, TensorData};
 pub use types::{DType, Security, Shape, Type, numel};

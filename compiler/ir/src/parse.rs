@@ -2,7 +2,8 @@
 
 use crate::error::IrError;
 use crate::module::{Module, Node, ValueId};
-use crate::op::{AttrMap, AttrText, Op, Unary};
+use crate::op::{AttrMap, AttrText, Op};
+use crate::scalar::Unary;
 use crate::tensor::{Tensor, TensorData};
 use crate::types::{DType, Security, Type};
 use std::collections::HashMap;
@@ -370,8 +371,7 @@ impl FromStr for Unary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fun::Fun;
-    use crate::op::{Binary, Cmp};
+    use crate::scalar::{Binary, Cmp, Fun};
 
     /// Every univariate op with its attributes, infinite bounds and a fused body print and parse back.
     #[test]

@@ -13,7 +13,8 @@
 //! shortest round-trip form, so `parse(print(m))` reproduces `m` exactly.
 
 use crate::module::{Module, ValueId};
-use crate::op::{Attr, Op, Unary};
+use crate::op::{Attr, Op};
+use crate::scalar::Unary;
 use crate::tensor::TensorData;
 use std::collections::HashMap;
 use std::fmt::{self, Write};

@@ -1,9 +1,7 @@
 //! The translation context: ONNX value names to IR values (or folded constants), and the builder that
 //! folds every op whose operands are all constant.
 
-use crate::error::OnnxError;
-use crate::ops::{self, Translate};
-use crate::proto::{self, Attrs};
+use crate::proto::Attrs;
 use fhec_ir::{Binary, DType, Module, Op, Security, Tensor, Type, ValueId};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -43,98 +41,7 @@ pub(crate) struct Ctx<'a> {
     elem_types: HashMap<String, i32>,
 }
 
-pub(crate) fn import(graph: &pb::GraphProto, name: &str, opset: i64, dir: Option<&str>) -> Result<Module, OnnxError> {
-    let unsupported: Vec<(String, String)> = graph
-        .node
-        .iter()
-        .filter(|n| ops::lookup(&n.domain, &n.op_type).is_none())
-        .map(|n| (display_name(n), qualified_op(n)))
-        .collect();
-    if !unsupported.is_empty() {
-        return Err(OnnxError::Unsupported {
-            nodes: unsupported,
-            supported: ops::supported_ops().into_iter().collect(),
-        });
-    }
-    static EMPTY: std::sync::LazyLock<pb::NodeProto> = std::sync::LazyLock::new(pb::NodeProto::default);
-    let mut ctx = Ctx {
-        module: Module::new(name),
-        values: HashMap::new(),
-        materialized: HashMap::new(),
-        opset,
-        node: &EMPTY,
-        elem_types: graph.initializer.iter().map(|i| (i.name.clone(), i.data_type)).collect(),
-    };
-    for init in &graph.initializer {
-        let t = proto::convert_tensor_in(init, dir).map_err(|msg| OnnxError::Graph {
-            what: "initializer",
-            name: init.name.clone(),
-            msg,
-        })?;
-        ctx.values.insert(init.name.clone(), Val::constant(t));
-    }
-    for vi in &graph.input {
-        if ctx.values.contains_key(&vi.name) {
-            continue; // an initializer listed as an input (older exporters): a constant
-        }
-        let shape =
-            proto::input_shape(vi).map_err(|msg| OnnxError::Graph { what: "input", name: vi.name.clone(), msg })?;
-        let v = ctx.module.add_input(vi.name.clone(), Type::new(Security::Enc, DType::F32, shape));
-        ctx.values.insert(vi.name.clone(), Val::Dyn(v));
-    }
-    if ctx.module.inputs().is_empty() {
-        return Err(OnnxError::Graph {
-            what: "",
-            name: graph.name.clone(),
-            msg: "has no inputs besides initializers".into(),
-        });
-    }
-    for node in &graph.node {
-        ctx.node = node;
-        let translate: Translate = ops::lookup(&node.domain, &node.op_type).expect("checked above");
-        let err = |msg: String| OnnxError::Node { node: display_name(node), op_type: qualified_op(node), msg };
-        let outs = translate(&mut ctx).map_err(err)?;
-        for (i, name) in node.output.iter().enumerate() {
-            if name.is_empty() {
-                continue;
-            }
-            match outs.get(i) {
-                Some(v) => {
-                    ctx.values.insert(name.clone(), v.clone());
-                }
-                // Optional outputs we do not compute (Dropout's mask, MaxPool's indices) must be unused.
-                None => {
-                    if graph.node.iter().any(|n| n.input.contains(name)) || graph.output.iter().any(|o| &o.name == name)
-                    {
-                        return Err(err(format!(
-                            "output {i} (\"{name}\") is used, but fhec only computes the first {} output(s)",
-                            outs.len()
-                        )));
-                    }
-                }
-            }
-        }
-    }
-    ctx.node = &EMPTY;
-    for out in &graph.output {
-        let v = ctx.values.get(&out.name).cloned().ok_or_else(|| OnnxError::Graph {
-            what: "output",
-            name: out.name.clone(),
-            msg: "is not produced by any node".into(),
-        })?;
-        let id = ctx.materialize(&v);
-        ctx.module.add_output(out.name.clone(), id);
-    }
-    ctx.module.remove_dead();
-    ctx.module.verify().map_err(|e| OnnxError::Graph {
-        what: "",
-        name: graph.name.clone(),
-        msg: format!("internal error, the imported IR does not verify: {e}"),
-    })?;
-    Ok(ctx.module)
-}
-
-fn display_name(n: &pb::NodeProto) -> String {
+pub(crate) fn display_name(n: &pb::NodeProto) -> String {
     if !n.name.is_empty() {
         n.name.clone()
     } else {
@@ -142,11 +49,23 @@ fn display_name(n: &pb::NodeProto) -> String {
     }
 }
 
-fn qualified_op(n: &pb::NodeProto) -> String {
-    if n.domain.is_empty() || n.domain == "ai.onnx" { n.op_type.clone() } else { format!("{}.{}", n.domain, n.op_type) }
-}
-
 impl<'a> Ctx<'a> {
+    /// An empty context for a module named `name`, at `node`; `elem_types` are the initializers'
+    /// ONNX element types.
+    pub fn new(name: &str, opset: i64, elem_types: HashMap<String, i32>, node: &'a pb::NodeProto) -> Ctx<'a> {
+        Ctx { module: Module::new(name), values: HashMap::new(), materialized: HashMap::new(), opset, node, elem_types }
+    }
+
+    /// Binds the ONNX value `name`.
+    pub fn define(&mut self, name: String, v: Val) {
+        self.values.insert(name, v);
+    }
+
+    /// The value the ONNX name is bound to.
+    pub fn value(&self, name: &str) -> Option<&Val> {
+        self.values.get(name)
+    }
+
     pub fn attrs(&self) -> Attrs<'a> {
         Attrs(self.node)
     }

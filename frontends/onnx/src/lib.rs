@@ -11,6 +11,7 @@
 
 mod ctx;
 mod error;
+mod import;
 mod ops;
 mod proto;
 
@@ -59,5 +60,5 @@ pub fn load_bytes(bytes: &[u8], name: &str, dir: Option<&str>) -> Result<Module,
     if opset == 0 {
         return Err(OnnxError::Decode { msg: "the file declares no ONNX opset (is it an ONNX model?)".into() });
     }
-    ctx::import(graph, name, opset, dir)
+    import::import(graph, name, opset, dir)
 }

@@ -9,7 +9,7 @@
 //! one table of their sum. `Where(c, x, y)` is `c x + (1 - c) y`: leveled when the condition or both
 //! branches are constants, else a product of encrypted values.
 
-use super::shape::{Zipped, const_zip};
+use super::constant::{Zipped, const_zip};
 use crate::ctx::{Ctx, Val};
 use fhec_ir::{Binary, Cmp, DType, Fun, Op, Tensor, Unary};
 

@@ -5,11 +5,13 @@
 //! node's name and op type.
 
 mod activation;
+mod constant;
 mod logic;
 mod math;
 mod ml;
 mod nn;
 mod quant;
+mod resize;
 mod rnn;
 mod shape;
 
@@ -94,8 +96,8 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "MatMulInteger", quant::matmul_integer),
     ("", "ConvInteger", quant::conv_integer),
     ("", "Tile", shape::tile),
-    ("", "Resize", shape::resize),
-    ("", "Upsample", shape::resize),
+    ("", "Resize", resize::resize),
+    ("", "Upsample", resize::resize),
     ("", "RNN", rnn::rnn),
     ("", "GRU", rnn::gru),
     ("", "LSTM", rnn::lstm),
@@ -104,12 +106,12 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "Pad", shape::pad),
     ("", "Identity", shape::identity),
     ("", "Dropout", shape::dropout),
-    ("", "Constant", shape::constant),
-    ("", "Shape", shape::shape),
-    ("", "Size", shape::size),
-    ("", "ConstantOfShape", shape::constant_of_shape),
-    ("", "Cast", shape::cast),
-    ("", "Range", shape::range),
+    ("", "Constant", constant::constant),
+    ("", "Shape", constant::shape),
+    ("", "Size", constant::size),
+    ("", "ConstantOfShape", constant::constant_of_shape),
+    ("", "Cast", constant::cast),
+    ("", "Range", constant::range),
     ("", "Equal", |c| logic::compare(c, Cmp::Equal)),
     ("", "Greater", |c| logic::compare(c, Cmp::Greater)),
     ("", "GreaterOrEqual", |c| logic::compare(c, Cmp::GreaterOrEqual)),
@@ -120,7 +122,7 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "Or", |c| logic::logic(c, logic::Logic::Or)),
     ("", "Xor", |c| logic::logic(c, logic::Logic::Xor)),
     ("", "Where", logic::where_),
-    ("", "Expand", shape::expand),
+    ("", "Expand", constant::expand),
     (ML, "Scaler", ml::scaler),
     (ML, "LinearRegressor", ml::linear_regressor),
     (ML, "LinearClassifier", ml::linear_classifier),

@@ -6,11 +6,13 @@
 //! it replaces, so a fused module computes bit-identical results in the float reference.
 //!
 //! Text form (an s-expression, kept in the `fn` attribute of `fused`): `x`, a float, `(relu x)`,
-//! `(leaky_relu{alpha=0.1} x)`, `(mul x (sigmoid x))`.
+//! `(leaky_relu{alpha=0.1} x)`, `(mul x (sigmoid x))`. It is the ops' own text, so it is printed and
+//! parsed in `op::attrs`, next to `Op::attrs` and `Op::from_parts`.
+//!
+//! Cycle with `unary`, inherent: a `Fun` is built of `Unary` nodes, and `Unary::Fused` holds a `Fun`.
 
-use crate::op::{Attr, AttrMap, AttrText, Binary, Op, Unary};
+use super::{Binary, Cmp, Unary};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Fun {
@@ -94,7 +96,7 @@ impl Fun {
     pub fn tests_equality_of_a_continuous_value(&self) -> bool {
         match self {
             Fun::X | Fun::Const(_) => false,
-            Fun::Unary(Unary::Compare { cmp: crate::op::Cmp::Equal, .. }, f) => {
+            Fun::Unary(Unary::Compare { cmp: Cmp::Equal, .. }, f) => {
                 !f.is_discrete() || f.tests_equality_of_a_continuous_value()
             }
             Fun::Unary(_, f) => f.tests_equality_of_a_continuous_value(),
@@ -303,17 +305,6 @@ impl Fun {
             Fun::Binary(_, l, r) => 1 + l.size() + r.size(),
         }
     }
-
-    /// Parses the text form.
-    pub fn parse(text: &str) -> Result<Fun, String> {
-        let toks = tokenize(text)?;
-        let mut pos = 0;
-        let f = parse_expr(&toks, &mut pos, 0)?;
-        if pos != toks.len() {
-            return Err(format!("function `{text}`: unexpected `{}` after the expression", toks[pos]));
-        }
-        Ok(f)
-    }
 }
 
 /// `m` scaled by `c` (multiplied, or divided when `divide`). Division by zero and infinite or NaN
@@ -330,126 +321,6 @@ fn scaled(m: Monotone, c: f32, divide: bool) -> Monotone {
     }
 }
 
-impl fmt::Display for Fun {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Fun::X => write!(f, "x"),
-            Fun::Const(c) => write!(f, "{c:?}"),
-            Fun::Unary(u, a) => {
-                let op = Op::Unary(u.clone());
-                write!(f, "({}", op.mnemonic())?;
-                let attrs = op.attrs();
-                if !attrs.is_empty() {
-                    write!(f, "{{")?;
-                    for (i, (k, v)) in attrs.iter().enumerate() {
-                        // Words (a comparison's name) print bare; the parser reads them back as strings.
-                        let v = match v {
-                            Attr::Float(x) => format!("{x:?}"),
-                            Attr::Bool(b) => b.to_string(),
-                            Attr::Str(s)
-                                if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-                            {
-                                s.clone()
-                            }
-                            other => format!("{other:?}"),
-                        };
-                        write!(f, "{}{k}={v}", if i > 0 { "," } else { "" })?;
-                    }
-                    write!(f, "}}")?;
-                }
-                write!(f, " {a})")
-            }
-            Fun::Binary(b, l, r) => write!(f, "({} {l} {r})", Op::Binary(*b).mnemonic()),
-        }
-    }
-}
-
-fn tokenize(text: &str) -> Result<Vec<String>, String> {
-    let mut toks = Vec::new();
-    let mut cur = String::new();
-    let mut depth = 0; // inside `{...}`, parentheses and spaces do not split
-    for c in text.chars() {
-        match c {
-            '{' => {
-                depth += 1;
-                cur.push(c);
-            }
-            '}' => {
-                depth -= 1;
-                cur.push(c);
-            }
-            '(' | ')' if depth == 0 => {
-                if !cur.is_empty() {
-                    toks.push(std::mem::take(&mut cur));
-                }
-                toks.push(c.to_string());
-            }
-            c if c.is_whitespace() && depth == 0 => {
-                if !cur.is_empty() {
-                    toks.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if depth != 0 {
-        return Err(format!("function `{text}`: unbalanced braces"));
-    }
-    if !cur.is_empty() {
-        toks.push(cur);
-    }
-    Ok(toks)
-}
-
-/// Deepest nesting the parser takes (evaluation and printing recurse as deep).
-const MAX_DEPTH: usize = 256;
-
-fn parse_expr(toks: &[String], pos: &mut usize, depth: usize) -> Result<Fun, String> {
-    if depth > MAX_DEPTH {
-        return Err(format!("function: nested deeper than {MAX_DEPTH}"));
-    }
-    let tok = toks.get(*pos).ok_or("function: unexpected end")?;
-    *pos += 1;
-    match tok.as_str() {
-        "x" => Ok(Fun::X),
-        "(" => {
-            let head = toks.get(*pos).ok_or("function: unexpected end after `(`")?.clone();
-            *pos += 1;
-            let (name, attrs) = match head.split_once('{') {
-                Some((name, rest)) => {
-                    (name, rest.strip_suffix('}').ok_or_else(|| format!("function: bad attributes in `{head}`"))?)
-                }
-                None => (head.as_str(), ""),
-            };
-            let mut map = AttrMap::default();
-            for pair in attrs.split(',').filter(|p| !p.trim().is_empty()) {
-                let (k, v) = pair.split_once('=').ok_or_else(|| format!("function: attribute `{pair}` has no `=`"))?;
-                let v = v.trim().to_string();
-                let numeric = v.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.');
-                map.entries.push((k.trim().to_string(), if numeric { AttrText::Num(v) } else { AttrText::Word(v) }));
-            }
-            let f = match Op::from_parts(name, &mut map)? {
-                Op::Unary(Unary::Fused(_)) => return Err("function: `fused` cannot nest".into()),
-                Op::Unary(u) => Fun::Unary(u, Box::new(parse_expr(toks, pos, depth + 1)?)),
-                Op::Binary(b) => {
-                    let l = parse_expr(toks, pos, depth + 1)?;
-                    Fun::binary(b, l, parse_expr(toks, pos, depth + 1)?)
-                }
-                other => return Err(format!("function: `{}` is not an elementwise op", other.mnemonic())),
-            };
-            match toks.get(*pos).map(String::as_str) {
-                Some(")") => {
-                    *pos += 1;
-                    Ok(f)
-                }
-                Some(t) => Err(format!("function: expected `)`, found `{t}`")),
-                None => Err("function: missing `)`".into()),
-            }
-        }
-        t => t.parse::<f32>().map(Fun::Const).map_err(|_| format!("function: `{t}` is neither `x`, a number nor `(`")),
-    }
-}
-
 /// The range of `a x + b` over `x` in `[lo, hi]`.
 fn image(a: f64, b: f64, lo: f64, hi: f64) -> (f64, f64) {
     let (u, v) = (a * lo + b, a * hi + b);
@@ -459,7 +330,6 @@ fn image(a: f64, b: f64, lo: f64, hi: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::op::Cmp;
 
     /// Each piecewise-linear op on each of its pieces, a step where it does not step, and
     /// compositions; `None` across a kink and for smooth functions. Every answer is checked against
@@ -505,40 +375,6 @@ mod tests {
     }
 
     #[test]
-    fn text_round_trips() {
-        for text in [
-            "x",
-            "(relu x)",
-            "(mul x (sigmoid x))",
-            "(clip{min=0.0,max=6.0} (leaky_relu{alpha=0.1} (add x 1.5)))",
-            "(gelu{tanh=true} (div x -2.0))",
-            "(compare{cmp=eq,than=1.0} (add (compare{cmp=gt,than=0.0} x) (compare{cmp=lt,than=1.0} x)))",
-        ] {
-            let f = Fun::parse(text).unwrap();
-            assert_eq!(f.to_string(), text);
-            assert_eq!(Fun::parse(&f.to_string()).unwrap(), f);
-        }
-    }
-
-    /// Distinct functions print distinctly (the optimizer interns functions by their text).
-    #[test]
-    fn comparisons_print_their_kind_threshold_and_operand() {
-        let texts: Vec<String> = Cmp::ALL
-            .into_iter()
-            .flat_map(|cmp| {
-                [0.0, 1.0].map(move |than| Fun::Unary(Unary::Compare { cmp, than }, Box::new(Fun::X)).to_string())
-            })
-            .chain([Fun::Unary(
-                Unary::Compare { cmp: Cmp::Greater, than: 0.0 },
-                Box::new(Fun::parse("(neg x)").unwrap()),
-            )
-            .to_string()])
-            .collect();
-        let distinct: std::collections::HashSet<&String> = texts.iter().collect();
-        assert_eq!(distinct.len(), texts.len(), "{texts:?}");
-    }
-
-    #[test]
     fn equality_of_a_continuous_value_is_recognized() {
         for (text, continuous) in [
             ("(compare{cmp=eq,than=1.0} x)", true),
@@ -550,23 +386,6 @@ mod tests {
         ] {
             assert_eq!(Fun::parse(text).unwrap().tests_equality_of_a_continuous_value(), continuous, "{text}");
         }
-    }
-
-    #[test]
-    fn bad_text_is_refused_with_a_reason() {
-        for (text, why) in [
-            ("(relu x", "missing `)`"),
-            ("(matmul x x)", "not an elementwise op"),
-            ("(nope x)", "unknown op"),
-            ("(relu y)", "neither"),
-            ("(clip{min=0.0} x)", "missing attribute `max`"),
-            ("x x", "unexpected"),
-        ] {
-            let e = Fun::parse(text).unwrap_err();
-            assert!(e.contains(why), "{text}: {e}");
-        }
-        let deep = format!("{}x{}", "(neg ".repeat(100_000), ")".repeat(100_000));
-        assert!(Fun::parse(&deep).unwrap_err().contains("nested deeper"));
     }
 
     #[test]
