@@ -1,4 +1,5 @@
 //! Benchmarks live in `benches/`; this library only locates the model corpus for them.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

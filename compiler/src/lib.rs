@@ -2,6 +2,7 @@
 //! the CLI and the test harness share.
 //!
 //! Pipeline today: ONNX file -> IR (frontend, constants folded) -> cleanup -> verified module.
+#![forbid(unsafe_code)]
 #![recursion_limit = "256"] // the build report's `json!` literal
 
 pub mod bench;

@@ -2,6 +2,7 @@
 //!
 //! `run_passes` runs a list of passes in order and, when `PassCtx::verify_each` is set (always in
 //! tests), runs the verifier after each one and names the pass that broke an invariant.
+#![forbid(unsafe_code)]
 
 mod cleanup;
 pub mod optimize;

@@ -4,6 +4,7 @@
 //! it, in the clear ([`simulate`], with the encrypted execution's exact integer semantics: torus
 //! arithmetic modulo 2^64 and table lookups indexed by the top bits of the accumulator) or encrypted
 //! ([`fhe`], tfhe-rs; this is the only crate that touches tfhe). [`artifact`] owns the file formats.
+#![forbid(unsafe_code)]
 
 pub mod artifact;
 mod batch;

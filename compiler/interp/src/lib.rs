@@ -3,6 +3,7 @@
 //! It defines what an IR module means: the ONNX frontend is checked against tract through it, and every
 //! later lowering (quantization, FHE circuits) is checked against it. It favours clarity over speed:
 //! convolutions and pooling are direct loops, sums accumulate in f64.
+#![forbid(unsafe_code)]
 
 mod kernels;
 

@@ -2,9 +2,10 @@
 //!
 //! Every value has a [`Type`]: security (`clear` or `enc`), element type and a fully static shape.
 //! [`Module`] holds the graph; [`Op::infer`] gives each op's typing rule; `Module::verify` checks the
-//! invariants; `Display`/`FromStr` are the canonical text form (see [`print`]).
+//! invariants; `Display`/`FromStr` are the canonical text form (see [`mod@print`]).
 //!
 //! This crate depends on petgraph and serde only: never on tract, tfhe, egg or cranelift.
+#![forbid(unsafe_code)]
 
 mod error;
 mod index;

@@ -12,6 +12,7 @@
 //! analysis holds for every input. A table spreads over that bound (`TableRanges::Bound`: no input can
 //! leave it) or, by default, over the range its input took on real calibration samples, doubled
 //! (`TableRanges::Calibrated`: finer; an input past the window reads a clipped value).
+#![forbid(unsafe_code)]
 
 mod calibration;
 mod ckks;

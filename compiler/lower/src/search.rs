@@ -145,7 +145,7 @@ pub(crate) fn grid_steps(want: &[Tensor]) -> Vec<Option<f64>> {
         .collect()
 }
 
-/// How far a quantized output (see [`grid_steps`]) is from the float model, in its own steps.
+/// How far a quantized output (see `grid_steps`) is from the float model, in its own steps.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Steps {
     /// Percent of output values within one step.

@@ -7,6 +7,7 @@
 //! cargo run -p wine-service --bin wine-server -- keys/eval.key query.ct answer.ct
 //! cargo run -p wine-service --bin wine-client -- decrypt keys answer.ct
 //! ```
+#![forbid(unsafe_code)]
 
 pub mod wine {
     fhec::include_model!("wine");

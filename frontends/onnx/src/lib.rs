@@ -8,6 +8,7 @@
 //!
 //! Errors always name the node (its ONNX name and op type). Unsupported ops are reported all at once,
 //! with the list of supported ones.
+#![forbid(unsafe_code)]
 
 mod ctx;
 mod error;

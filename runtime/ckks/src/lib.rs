@@ -6,6 +6,7 @@
 //! Without features this crate is the plan format, the fitting and the cleartext simulation (stable
 //! Rust). The `poulpy` feature adds encrypted evaluation with poulpy, which needs a nightly compiler;
 //! `backend.rs` is the only module that touches it.
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "poulpy")]
 pub mod backend;

@@ -32,7 +32,7 @@ pub fn run(args: ClientArgs, g: &Global) -> Result<()> {
     let quiet = g.quiet;
     let protection = &g.protection;
     let remote = fhec_serve::client::Remote::new(&server, token, ca_cert.as_deref())?;
-    runtime()?.block_on(client_command(&remote, command, &protection, quiet))?;
+    runtime()?.block_on(client_command(&remote, command, protection, quiet))?;
     Ok(())
 }
 

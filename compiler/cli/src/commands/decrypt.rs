@@ -27,7 +27,7 @@ pub fn run(args: DecryptArgs, g: &Global) -> Result<()> {
     let DecryptArgs { dir, keys, input, output } = args;
     let protection = &g.protection;
     let (client, post) = pipeline::load_client(&dir)?;
-    let (sk, fp) = pipeline::load_secret(&keys, &protection)?;
+    let (sk, fp) = pipeline::load_secret(&keys, protection)?;
     let (out, _): (Tagged<OutputCiphertexts>, _) = artifact::load(&input, Kind::Outputs)?;
     let outs = pipeline::decrypt(&client, &post, &sk, &fp, &out)?;
     write_outputs(Some(&output), &outs)?;

@@ -24,7 +24,7 @@ pub fn run(args: EncryptArgs, g: &Global) -> Result<()> {
     let EncryptArgs { dir, keys, input, output } = args;
     let protection = &g.protection;
     let (client, _) = pipeline::load_client(&dir)?;
-    let (sk, fp) = pipeline::load_secret(&keys, &protection)?;
+    let (sk, fp) = pipeline::load_secret(&keys, protection)?;
     let x = fhec::npy::read_samples(&input)?;
     let cts = pipeline::encrypt(&client, &sk, &fp, &x)?;
     artifact::save(&output, Kind::Inputs, &cts)?;

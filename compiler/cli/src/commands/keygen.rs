@@ -21,7 +21,7 @@ pub fn run(args: KeygenArgs, g: &Global) -> Result<()> {
     let protection = &g.protection;
     let client = pipeline::load_client(&dir)?.0;
     let pb = spinner(quiet, "generating keys");
-    let (size, took) = pipeline::keygen(&keys, client.params, &protection)?;
+    let (size, took) = pipeline::keygen(&keys, client.params, protection)?;
     pb.finish_and_clear();
     if matches!(protection, fhec::keyfile::Protection::None) {
         eprintln!(

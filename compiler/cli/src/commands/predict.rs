@@ -77,7 +77,7 @@ pub fn run(args: PredictArgs, g: &Global) -> Result<()> {
     let n = x.shape().first().copied().unwrap_or(0).max(1) as f64;
     if let (Some(server), Some(keys)) = (server, keys) {
         let remote = fhec_serve::client::Remote::new(&server, token, ca_cert.as_deref())?;
-        let session = fhec_serve::roundtrip::Session::load(&model, &keys, &protection)?;
+        let session = fhec_serve::roundtrip::Session::load(&model, &keys, protection)?;
         let name = remote_model.unwrap_or_else(|| served_name(&model));
         let samples = x.shape()[0];
         let pb = bar(quiet, samples, "encrypted inference on the server");

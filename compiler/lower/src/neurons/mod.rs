@@ -92,7 +92,7 @@ pub struct Lookup {
     pub lo: f64,
     pub hi: f64,
     /// Where the function is evaluated: the input range, or for a function with a pole (a
-    /// reciprocal, a log) the range calibration samples gave it plus headroom, see [`saturated`]; the
+    /// reciprocal, a log) the range calibration samples gave it plus headroom, see `scalarize::saturated`; the
     /// table saturates outside.
     pub domain: (f64, f64),
     /// Subtracted from the table (and added back in the consumers' forms) so that a noisy input

@@ -176,7 +176,7 @@ fn index_map(op: &Op, shapes: &[&[usize]], ty: &Type) -> Result<Vec<i64>, String
 
 /// Scalarizes the module's server part. `input_box[i]` bounds input element `i`.
 /// `samples` (input elements per calibration sample, possibly none) set the domain of tables with a
-/// pole (see [`saturated`]).
+/// pole (see `saturated`).
 pub fn scalarize(
     m: &Module,
     frontier: &[ValueId],

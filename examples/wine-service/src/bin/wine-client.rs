@@ -1,4 +1,5 @@
 //! The data owner: generates keys, encrypts a wine sample, decrypts the server's answer.
+#![forbid(unsafe_code)]
 
 use wine_service::{read, wine, write, write_secret};
 

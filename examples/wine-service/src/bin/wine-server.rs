@@ -1,5 +1,6 @@
 //! The server: runs the wine MLP on ciphertexts with the client's evaluation key. It never sees a
 //! secret key.
+#![forbid(unsafe_code)]
 
 use wine_service::{read, wine, write};
 
