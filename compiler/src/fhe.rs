@@ -45,13 +45,17 @@ pub fn build(
     search: &Search,
     progress: impl FnMut(&Trial),
 ) -> Result<(Choice, String), DriverError> {
+    let start = Instant::now();
     let module = crate::load_model(model_path)?;
+    let frontend = start.elapsed();
     let input_shape = module.node(module.inputs()[0]).ty.shape.clone();
     let cal = match calibration {
         Some(x) => Calibration::from_samples(crate::samples(x, &input_shape, "calibration")?)?,
         None => Calibration::from_input_quantizer(&module, fhec_lower::SYNTHETIC_SAMPLES, fhec_lower::SYNTHETIC_SEED)?,
     };
+    let searching = Instant::now();
     let choice = fhec_lower::choose(&module, &cal, search, progress)?;
+    let searched = searching.elapsed();
     let compiled = &choice.compiled;
     std::fs::create_dir_all(dir).map_err(|e| DriverError::Io(format!("cannot create {}: {e}", dir.display())))?;
     let name = module.name.clone();
@@ -68,7 +72,18 @@ pub fn build(
     };
     artifact::save(&server_path(dir), Kind::Server, &server)?;
     artifact::save(&client_path(dir), Kind::Client, &client)?;
-    let (text, report) = report(&name, &choice);
+    let (mut text, mut report) = report(&name, &choice);
+    // Each stage's wall time: the frontend, the pipeline's stages, then the rest of the search
+    // (the float reference, integerizing and simulating candidates) and writing the artifacts.
+    let mut stages: Vec<(&str, Duration)> = vec![("frontend", frontend)];
+    stages.extend(choice.optimization.stage_times.iter().copied());
+    let prepared: Duration = choice.optimization.stage_times.iter().map(|s| s.1).sum();
+    stages.push(("search", searched.saturating_sub(prepared)));
+    stages.push(("write artifacts", searching.elapsed().saturating_sub(searched)));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let line: Vec<String> = stages.iter().map(|(n, d)| format!("{n} {:.0} ms", ms(*d))).collect();
+    text.push_str(&format!("\nstage times: {}\n", line.join(", ")));
+    report["stage_ms"] = json!(stages.iter().map(|(n, d)| json!({"stage": n, "ms": ms(*d)})).collect::<Vec<_>>());
     let write = |file: &str, content: String| {
         std::fs::write(dir.join(file), content)
             .map_err(|e| DriverError::Io(format!("cannot write {}: {e}", dir.join(file).display())))

@@ -112,6 +112,8 @@ pub struct Optimization {
     pub after: Module,
     pub layers_before: Vec<(String, usize)>,
     pub layers_after: Vec<(String, usize)>,
+    /// Wall time of each stage of `pipeline::prepare`, in order (the neuron passes by name).
+    pub stage_times: Vec<(&'static str, std::time::Duration)>,
 }
 
 impl Optimization {

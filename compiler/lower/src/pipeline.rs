@@ -18,6 +18,7 @@ use crate::{Calibration, LowerError, Optimization, Prepared, head, optimize, tai
 use fhec_ir::{DataMode, Module, Op, ValueId};
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 /// The neuron passes a build runs, in order: above `--opt-level 0`, `elide-affine-tables` where
 /// `elide` (TFHE; see `Prepared::for_polynomials`), then `compose-table-chains`.
@@ -39,6 +40,7 @@ pub(crate) fn prepare(
     opt: &optimize::Config,
     elide: bool,
 ) -> Result<Prepared, LowerError> {
+    let mut laps = Laps::start();
     // 1. Client input split.
     let (preprocess, module, calibration) = client_input_split(module, calibration)?;
     let (module, calibration) = (module.as_ref(), calibration.as_ref());
@@ -48,10 +50,12 @@ pub(crate) fn prepare(
     if frontier.is_empty() {
         return Err(LowerError::Model("no output depends on the encrypted input (the outputs are constants, such as its shape): nothing to compute under FHE".into()));
     }
+    laps.lap("client split");
     // 3. The server module.
     let server = server_module(module, &frontier)?;
     // 4. The e-graph optimizer.
     let (optimized, report) = optimize::optimize(&server, opt, &optimize::CostModel::default())?;
+    laps.lap("optimize");
     // 5. Exact equality refused.
     refuse_exact_equality(&optimized, Side::Server)?;
     // 6. Scalarization.
@@ -63,13 +67,16 @@ pub(crate) fn prepare(
         neurons.verify()?;
     }
     let scalarized = neurons.tables_per_layer();
+    laps.lap("scalarize");
     // 7. The neuron passes, by name.
     let mut ran = Vec::new();
     for name in neuron_passes(opt, elide) {
         ran.push((name, passes::run(passes::by_name(name)?, &mut neurons)?));
+        laps.lap(name);
     }
     // 8. Calibrated output ranges.
     neurons.calibrate(&samples);
+    laps.lap("calibrate");
 
     // What the optimizer and the neuron passes did, for reports.
     let changed = |pass: &str| ran.iter().find(|r| r.0 == pass).map_or(0, |r| r.1);
@@ -85,6 +92,7 @@ pub(crate) fn prepare(
     };
     let postprocess = postprocess_module(module, &client, &frontier)?;
     refuse_exact_equality(&postprocess, Side::Client)?;
+    laps.lap("reports and post-processing");
     let optimization = Optimization {
         config: opt.clone(),
         report,
@@ -94,8 +102,27 @@ pub(crate) fn prepare(
         after: optimized,
         layers_before,
         layers_after,
+        stage_times: laps.laps,
     };
     Ok(Prepared { preprocess, neurons, postprocess, optimization })
+}
+
+/// Wall time per stage, for reports: each lap is the time since the previous one.
+struct Laps {
+    last: Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl Laps {
+    fn start() -> Laps {
+        Laps { last: Instant::now(), laps: Vec::new() }
+    }
+
+    fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.laps.push((name, now - self.last));
+        self.last = now;
+    }
 }
 
 /// What a stage of the pipeline made, as text.
