@@ -1,9 +1,9 @@
-//! The encrypted pipeline: build artifacts from a model, generate keys, encrypt, run, decrypt.
+//! The TFHE scheme: build artifacts from a model, generate keys, encrypt, run, decrypt.
 //!
-//! Files (all versioned, checksummed envelopes, see `fhec_runtime::artifact`):
-//! `DIR/client.fhec` (encoding, decoding, post-processing; no weights), `DIR/server.fhec` (the circuit),
-//! `DIR/report.txt`, `DIR/report.json`; `KEYS/secret.key`, `KEYS/eval.key`; ciphertext files tagged
-//! with the evaluation key's fingerprint and the circuit's digest.
+//! Versioned, checksummed envelopes (see `fhec_runtime::artifact`): `DIR/client.fhec` (encoding,
+//! decoding, post-processing; no weights), `DIR/server.fhec` (the circuit), `KEYS/secret.key`,
+//! `KEYS/eval.key`, and ciphertext files tagged with the evaluation key's fingerprint and the
+//! circuit's digest. The reports `DIR/report.txt` and `DIR/report.json` are plain files.
 
 use crate::{DriverError, Stacked};
 use fhec_ir::{Module, Tensor};

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn corpus(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testsuite").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testsuite").join(rel)
 }
 
 fn fhec(args: &[&str]) -> Output {
@@ -273,7 +273,7 @@ fn secret_keys_can_be_sealed_with_a_passphrase_or_a_key_management_command() {
 #[test]
 fn the_kubernetes_command_line_parses() {
     let text = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/base/deployment.yaml"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/base/deployment.yaml"),
     )
     .unwrap();
     let args: Vec<String> = text
@@ -286,7 +286,7 @@ fn the_kubernetes_command_line_parses() {
     assert_eq!(args.first().map(String::as_str), Some("serve"), "{args:?}");
     // The TLS overlay appends flags: they parse too.
     let overlay = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/tls/kustomization.yaml"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/tls/kustomization.yaml"),
     )
     .unwrap();
     let added: Vec<String> = overlay

@@ -4,7 +4,7 @@
 //! [`Module`] holds the graph; [`Op::infer`] gives each op's typing rule; `Module::verify` checks the
 //! invariants; `Display`/`FromStr` are the canonical text form (see [`mod@print`]).
 //!
-//! This crate depends on petgraph and serde only: never on tract, tfhe, egg or cranelift.
+//! This crate depends on petgraph, serde and thiserror only: never on tract, tfhe, egg or cranelift.
 #![forbid(unsafe_code)]
 
 mod error;
