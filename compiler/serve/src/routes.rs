@@ -1,0 +1,278 @@
+//! The HTTP handlers and their error type: tenants from bearer tokens, keys, models, inference,
+//! health, readiness and metrics; and the middleware that counts and logs every request.
+
+use super::*;
+
+/// An API error: a status and a message for the caller (JSON `{"error": ..., "message": ...}`).
+#[derive(Debug)]
+pub struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+    pub(crate) retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into(), retry_after: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({
+            "error": self.status.canonical_reason().unwrap_or("error"),
+            "message": self.message,
+        }));
+        let mut response = (self.status, body).into_response();
+        if let Some(s) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        response
+    }
+}
+
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+/// The caller's tenant, from the `Authorization: Bearer` header.
+pub struct Tenant(String);
+
+impl FromRequestParts<Arc<App>> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        match &app.config.auth {
+            Auth::Anonymous => Ok(Tenant("anonymous".into())),
+            Auth::Tokens(tokens) => {
+                let token = parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .ok_or_else(|| {
+                        ApiError::new(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer TOKEN` header")
+                    })?;
+                let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+                tokens
+                    .get(&digest)
+                    .map(|t| Tenant(t.clone()))
+                    .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown token"))
+            }
+        }
+    }
+}
+
+/// Counts and times every request, and logs it (method, route, status, time: never bodies).
+pub(crate) async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().to_string();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let took = start.elapsed();
+    let status = response.status().as_u16();
+    app.metrics.requests.get_or_create(&RouteLabels { method: method.clone(), route: route.clone(), status }).inc();
+    app.metrics.latency.get_or_create(&RouteLabel { route: route.clone() }).observe(took.as_secs_f64());
+    tracing::info!(%method, %route, status, ms = took.as_secs_f64() * 1e3, "request");
+    response
+}
+
+pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.ready.load(Ordering::Acquire) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    }
+}
+
+pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &app.metrics.registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+pub(crate) async fn models(State(app): State<Arc<App>>, _tenant: Tenant) -> Json<Vec<ModelInfo>> {
+    Json(app.model_infos())
+}
+
+/// Reads a request body of at most `limit` bytes (413 beyond), after admission: a refused request's
+/// body is never buffered.
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> ApiResult<Bytes> {
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{what} larger than this server's limit of {limit} bytes"))
+    };
+    let announced =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            too_large()
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("reading {what}: {e}"))
+        }
+    })
+}
+
+pub(crate) async fn put_key(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let admission = app.admit()?;
+    let body = read_body(&headers, body, app.config.max_key_bytes, "the evaluation key").await?;
+    let served: Vec<_> = app.models.values().map(|m| m.artifact.circuit.params).collect();
+    let job_app = app.clone();
+    let result = app
+        .run_job(admission, move || -> ApiResult<(KeyMeta, bool)> {
+            let upload = keystore::decode_upload(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+            let params = upload.key.params();
+            if !served.contains(&params) {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "the key is for parameter set {params}; the models served here use {}: generate keys with `fhec keygen` for the model",
+                        served.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            // Decompressing checks the key's structure and warms the cache for the first request.
+            let key = Arc::new(upload.key.decompress());
+            let stored = job_app
+                .store
+                .put(&tenant, &upload, &body)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("storing the key: {e}")))?;
+            job_app.cache_put((tenant, upload.id), key);
+            Ok(stored)
+        })
+        .await??;
+    let (meta, new) = result;
+    tracing::info!(key = %&meta.id[..16], tenant = %meta.tenant, new, "key stored");
+    Ok((if new { StatusCode::CREATED } else { StatusCode::OK }, Json(meta)).into_response())
+}
+
+pub(crate) async fn list_keys(State(app): State<Arc<App>>, Tenant(tenant): Tenant) -> Json<Vec<KeyMeta>> {
+    Json(app.store.list(&tenant))
+}
+
+pub(crate) fn no_key(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no key {id} for this tenant (unknown, expired or deleted): upload it with PUT /v1/keys"),
+    )
+}
+
+pub(crate) async fn get_key(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<KeyMeta>> {
+    app.store.meta(&tenant, &id).map(Json).ok_or_else(|| no_key(&id))
+}
+
+pub(crate) async fn delete_key(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<StatusCode> {
+    app.evict(&tenant, &id);
+    match app.store.delete(&tenant, &id) {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(no_key(&id)),
+        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("deleting key {id}: {e}"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InferQuery {
+    key: Option<String>,
+}
+
+pub(crate) async fn infer(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<InferQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let model = app.models.get(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no model {name}; served: {}", app.models.keys().cloned().collect::<Vec<_>>().join(", ")),
+        )
+    })?;
+    let id = q.key.or_else(|| headers.get("x-fhec-key").and_then(|v| v.to_str().ok()).map(str::to_string));
+    let id = id.ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "name the evaluation key: ?key=ID (the id PUT /v1/keys returned)")
+    })?;
+    let meta = app.store.meta(&tenant, &id).ok_or_else(|| no_key(&id))?;
+    let bad = |status, msg: String| ApiError::new(status, msg);
+    let circuit = &model.artifact.circuit;
+    if meta.params != circuit.params.name() {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "key {} is for parameter set {}, model {name} needs {}: generate keys for this model",
+                &id[..16],
+                meta.params,
+                circuit.params
+            ),
+        ));
+    }
+    let admission = app.admit()?;
+    let body = read_body(&headers, body, app.config.max_request_bytes, "the ciphertexts").await?;
+    let (job_app, digest, max_samples, job_name) =
+        (app.clone(), model.digest.clone(), app.config.max_samples, name.clone());
+    let out = app
+        .run_job(admission, move || -> ApiResult<(Vec<u8>, usize)> {
+            let (cts, _): (Tagged<InputCiphertexts>, _) = artifact::from_bytes(&body, Kind::Inputs)
+                .map_err(|e| bad(StatusCode::BAD_REQUEST, format!("the request body {e}")))?;
+            if cts.samples == 0 || cts.samples > max_samples {
+                return Err(bad(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("{} samples in one request; this server takes 1 to {max_samples}", cts.samples),
+                ));
+            }
+            if cts.key_fingerprint != meta.fingerprint {
+                return Err(bad(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "the ciphertexts were encrypted for key fingerprint {}, key {} has fingerprint {}",
+                        cts.key_fingerprint,
+                        &meta.id[..16],
+                        meta.fingerprint
+                    ),
+                ));
+            }
+            if cts.circuit_digest != digest {
+                return Err(bad(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "the ciphertexts were encrypted for another model (or another build of it), not {job_name}"
+                    ),
+                ));
+            }
+            let model = &job_app.models[&job_name];
+            let key = job_app.eval_key(&meta.tenant, &meta.id)?;
+            let out = fhe::run_batch(&model.artifact.circuit, &key, &cts.data, cts.samples)
+                .map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?;
+            let tagged = Tagged {
+                key_fingerprint: cts.key_fingerprint,
+                circuit_digest: cts.circuit_digest,
+                samples: cts.samples,
+                data: out,
+            };
+            job_app.metrics.samples.inc_by(cts.samples as u64);
+            job_app.metrics.pbs.inc_by((cts.samples * model.artifact.circuit.pbs.len()) as u64);
+            let bytes =
+                artifact::to_bytes(Kind::Outputs, &tagged).map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e))?.0;
+            Ok((bytes, cts.samples))
+        })
+        .await??;
+    let (bytes, samples) = out;
+    tracing::info!(model = %name, key = %&id[..16], samples, "inference");
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
