@@ -20,7 +20,7 @@
 use crate::neurons::Lookup;
 use crate::poly::{Approx, Fit};
 use crate::search::{fidelity, grid_steps, relative_fidelity};
-use crate::{Calibration, LowerError, Origin, Prepared, scale};
+use crate::{Calibration, LowerError, Origin, Prepared};
 use fhec_ckks::{Affine, Node, PLAN_VERSION, Packing, Plan, Reads, cheb};
 use fhec_ir::{Module, Tensor};
 use std::collections::HashMap;
@@ -36,7 +36,7 @@ pub struct CkksCompiled {
 /// The window `l`'s polynomial interpolates it over: calibrated, or the interval bound.
 fn own_window(l: &Lookup, calibrated_windows: bool) -> (f64, f64) {
     match l.calibrated.filter(|_| calibrated_windows) {
-        Some(c) => scale::window(c, (l.lo, l.hi)),
+        Some(c) => crate::window::window(c, (l.lo, l.hi)),
         None => (l.lo, l.hi),
     }
 }

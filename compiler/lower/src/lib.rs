@@ -24,6 +24,7 @@ mod scale;
 mod search;
 mod simulator;
 mod tail;
+mod window;
 
 pub use calibration::{Calibration, HEADROOM, Origin, SYNTHETIC_SAMPLES, SYNTHETIC_SEED};
 pub use ckks::{CkksChoice, CkksCompiled, CkksSearch, CkksTrial, choose_ckks};
@@ -31,9 +32,10 @@ pub use fhec_ckks as ckks_plan;
 pub use fhec_runtime::{InputCode, OutputCode};
 pub use pipeline::{Stage, neuron_passes, stage_text};
 pub use poly::{Approx, Fit};
-pub use scale::{MAX_NARROWING, Options, TABLE_HEADROOM, TableRanges};
+pub use scale::{Options, TableRanges};
 pub use search::{Choice, Search, Steps, Trial, choose};
 pub use simulator::{Engine, Simulator, jit_pays};
+pub use window::{MAX_NARROWING, TABLE_HEADROOM};
 
 pub use fhec_passes::optimize;
 

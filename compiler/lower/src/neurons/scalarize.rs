@@ -58,7 +58,7 @@ impl Builder {
         if calibrated.len() >= 4
             && let Some(even) = span(calibrated.iter().step_by(2))
         {
-            let (wlo, whi) = crate::scale::window(even, (lo, hi));
+            let (wlo, whi) = crate::window::window(even, (lo, hi));
             let odd = calibrated.iter().skip(1).step_by(2);
             l.held_out = (odd.clone().filter(|&&z| z < wlo || z > whi).count(), odd.count());
         }
