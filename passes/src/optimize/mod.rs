@@ -14,10 +14,10 @@
 mod lang;
 mod rules;
 
-use egg::{CostFunction, Extractor, Id, Language, Runner};
+use egg::{Id, Language, Runner};
 use fhec_ir::{IrError, Module, Op, Security};
 use lang::{EG, ENode, fun_of, ty};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// The rewrite rules' names, in the order reports list them.
@@ -156,18 +156,56 @@ fn node_cost(eg: &EG, n: &ENode) -> Totals {
 /// Cost per node plus a small constant, so that among equal costs the smaller program wins.
 const NODE_MS: f64 = 1e-6;
 
-struct TreeCost<'a> {
-    eg: &'a EG,
-    model: CostModel,
+/// The cost of the tree rooted at `n`, given its children's: its own cost plus theirs (a class
+/// shared by two children counts twice; the DAG cost is measured after extraction).
+fn tree_cost(eg: &EG, model: &CostModel, n: &ENode, costs: &HashMap<Id, (f64, ENode)>) -> Option<f64> {
+    let own = node_cost(eg, n).ms(model) + NODE_MS;
+    n.children().iter().try_fold(own, |acc, c| costs.get(&eg.find(*c)).map(|(cost, _)| acc + cost))
 }
 
-impl CostFunction<ENode> for TreeCost<'_> {
-    type Cost = f64;
-
-    fn cost<C: FnMut(Id) -> f64>(&mut self, enode: &ENode, mut costs: C) -> f64 {
-        let own = node_cost(self.eg, enode).ms(&self.model) + NODE_MS;
-        enode.children().iter().fold(own, |acc, c| acc + costs(*c))
+/// The cheapest node of every class by tree cost, as egg's `Extractor` chooses them, in linear time
+/// on a DAG. egg recomputes every class in hash order until no cost falls, about one sweep per level
+/// of depth (quadratic on a long chain). Here the classes are swept children first (a depth-first
+/// post-order; a cycle's back edge is the only thing left for a later sweep), so one sweep settles an
+/// acyclic e-graph and a second confirms it. As in egg, a class takes the first node of least cost
+/// and changes only for a strictly lower one.
+fn extract(eg: &EG, model: &CostModel) -> HashMap<Id, (f64, ENode)> {
+    let mut ids: Vec<Id> = eg.classes().map(|c| c.id).collect();
+    ids.sort();
+    let mut order = Vec::with_capacity(ids.len());
+    let mut seen = HashSet::with_capacity(ids.len());
+    for &root in &ids {
+        let mut stack = vec![(root, false)];
+        while let Some((id, children_done)) = stack.pop() {
+            if children_done {
+                order.push(id);
+            } else if seen.insert(id) {
+                stack.push((id, true));
+                for n in &eg[id].nodes {
+                    stack.extend(n.children().iter().map(|c| (eg.find(*c), false)).filter(|(c, _)| !seen.contains(c)));
+                }
+            }
+        }
     }
+    let mut costs: HashMap<Id, (f64, ENode)> = HashMap::with_capacity(ids.len());
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for &id in &order {
+            let best = eg[id]
+                .nodes
+                .iter()
+                .filter_map(|n| tree_cost(eg, model, n, &costs).map(|c| (c, n)))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((cost, n)) = best
+                && costs.get(&id).is_none_or(|(old, _)| cost < *old)
+            {
+                costs.insert(id, (cost, n.clone()));
+                changed = true;
+            }
+        }
+    }
+    costs
 }
 
 /// The cost of the program made of `choose(class)` for every class reachable from `roots`, each
@@ -223,8 +261,8 @@ pub fn optimize(m: &Module, cfg: &Config, model: &CostModel) -> Result<(Module, 
         }
     }
     let eg = &runner.egraph;
-    let extractor = Extractor::new(eg, TreeCost { eg, model: *model });
-    let best = |id: Id| extractor.find_best_node(eg.find(id)).clone();
+    let chosen = extract(eg, model);
+    let best = |id: Id| chosen[&eg.find(id)].1.clone();
     let after = dag_cost(eg, &roots, &best);
     if after.ms(model) >= before.ms(model) - NODE_MS {
         return Ok((m.clone(), report));
