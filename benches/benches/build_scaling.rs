@@ -1,4 +1,4 @@
-//! Build time against graph size: `fhec build` (the library's `fhec::fhe::build`, every stage from
+//! Build time against graph size: `fhec build` (the library's `fhec::tfhe::build`, every stage from
 //! ONNX to artifacts) on valid ONNX chains of 1,000, 10,000 and 100,000 `Relu` nodes on a
 //! 4-element input, in two shapes:
 //! - `tail`: the chain is the whole model, so it runs on the client (0 bootstraps; before the
@@ -100,8 +100,14 @@ fn main() {
             let times: Vec<Duration> = (0..runs)
                 .map(|_| {
                     let t = Instant::now();
-                    fhec::fhe::build(&model, Some(&x), &tmp.path().join("out"), &fhec_lower::Search::default(), |_| ())
-                        .expect("the chain builds");
+                    fhec::tfhe::build(
+                        &model,
+                        Some(&x),
+                        &tmp.path().join("out"),
+                        &fhec_lower::tfhe::Search::default(),
+                        |_| (),
+                    )
+                    .expect("the chain builds");
                     t.elapsed()
                 })
                 .collect();

@@ -53,16 +53,16 @@ fn models(c: &mut Criterion) {
         let x = fhec::npy::read_samples(&dir.join("inputs.npy")).expect("corpus inputs");
         let out = tempfile::tempdir().expect("temp dir");
         let build = out.path().join("build");
-        fhec::fhe::build(&dir.join("model.onnx"), Some(&x), &build, &Default::default(), |_| ()).expect("builds");
-        let (client, _) = fhec::fhe::load_client(&build).expect("client");
-        let (server, digest) = fhec::fhe::load_server(&build).expect("server");
+        fhec::tfhe::build(&dir.join("model.onnx"), Some(&x), &build, &Default::default(), |_| ()).expect("builds");
+        let (client, _) = fhec::tfhe::load_client(&build).expect("client");
+        let (server, digest) = fhec::tfhe::load_server(&build).expect("server");
         let (sk, ek) = fhe::keygen(client.params);
         let (_, fp) = fhec_runtime::artifact::eval_key_bytes(&ek);
         let ek = ek.decompress();
         let first = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1)).to_owned();
-        let cts = fhec::fhe::encrypt(&client, &sk, &fp, &first).expect("encrypts");
+        let cts = fhec::tfhe::encrypt(&client, &sk, &fp, &first).expect("encrypts");
         group.bench_function(format!("{name} (server, all threads)"), |b| {
-            b.iter(|| fhec::fhe::run(&server, &digest, &ek, &fp, black_box(&cts)).expect("runs"))
+            b.iter(|| fhec::tfhe::run(&server, &digest, &ek, &fp, black_box(&cts)).expect("runs"))
         });
     }
     group.finish();

@@ -7,7 +7,8 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fhec_ir::Tensor;
 use fhec_jit::Jit;
-use fhec_lower::{Engine, Options, Simulator, compile};
+use fhec_lower::tfhe::{Options, compile};
+use fhec_lower::{Engine, Simulator};
 use fhec_runtime::{Noise, ParamSet};
 use std::hint::black_box;
 

@@ -82,8 +82,8 @@ pub fn bench(
     batch: usize,
     threads: usize,
 ) -> Result<Report, DriverError> {
-    let (client, post) = crate::fhe::load_client(dir)?;
-    let (server, digest) = crate::fhe::load_server(dir)?;
+    let (client, post) = crate::tfhe::load_client(dir)?;
+    let (server, digest) = crate::tfhe::load_server(dir)?;
     let xs = crate::samples(x, &client.input_shape, "input")?;
     if xs.is_empty() {
         return Err(DriverError::Usage("no samples to benchmark".into()));
@@ -100,22 +100,22 @@ pub fn bench(
     let (mut total, mut server_t) = (Vec::new(), Vec::new());
     for _ in 0..runs.max(1) {
         let t = Instant::now();
-        let cts = crate::fhe::encrypt(&client, &sk, &fp, &first)?;
+        let cts = crate::tfhe::encrypt(&client, &sk, &fp, &first)?;
         let s = Instant::now();
-        let out = workers.install(|| crate::fhe::run(&server, &digest, &ek, &fp, &cts))?;
+        let out = workers.install(|| crate::tfhe::run(&server, &digest, &ek, &fp, &cts))?;
         server_t.push(s.elapsed().as_secs_f64() * 1e3);
-        crate::fhe::decrypt(&client, &post, &sk, &fp, &out)?;
+        crate::tfhe::decrypt(&client, &post, &sk, &fp, &out)?;
         total.push(t.elapsed().as_secs_f64() * 1e3);
     }
     // Throughput: a batch of samples (the first ones, repeated if needed) in one run.
     let rows: Vec<usize> = (0..batch.max(1)).map(|i| i % x.shape()[0]).collect();
     let batch_x = x.select(ndarray::Axis(0), &rows);
-    let cts = crate::fhe::encrypt(&client, &sk, &fp, &batch_x)?;
+    let cts = crate::tfhe::encrypt(&client, &sk, &fp, &batch_x)?;
     let mut throughput = [0.0; 2];
     for (slot, n) in [(0, 1), (1, threads)] {
         let p = pool(n)?;
         let t = Instant::now();
-        p.install(|| crate::fhe::run(&server, &digest, &ek, &fp, &cts))?;
+        p.install(|| crate::tfhe::run(&server, &digest, &ek, &fp, &cts))?;
         throughput[slot] = rows.len() as f64 / t.elapsed().as_secs_f64().max(1e-9);
     }
     let levels = server.circuit.levels();

@@ -34,7 +34,7 @@
 //! print the file, the node and the error, without a backtrace.
 
 use crate::DriverError;
-use fhec_lower::Search;
+use fhec_lower::tfhe::Search;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -157,8 +157,8 @@ impl Model {
             return Ok(Built { module, artifacts, recompiled: false });
         }
         let x = calibration.as_deref().map(crate::npy::read_samples).transpose()?;
-        let (choice, _) = crate::fhe::build(&self.model, x.as_ref(), &artifacts, &self.search, |_| ())?;
-        let (client, post) = crate::fhe::load_client(&artifacts)?;
+        let (choice, _) = crate::tfhe::build(&self.model, x.as_ref(), &artifacts, &self.search, |_| ())?;
+        let (client, post) = crate::tfhe::load_client(&artifacts)?;
         let code = generate(&name, &self.model, &key, &artifacts, &client, &post, &choice);
         std::fs::write(&module, code).map_err(|e| DriverError::Io(format!("{}: {e}", module.display())))?;
         std::fs::write(&stamp, &key).map_err(|e| DriverError::Io(format!("{}: {e}", stamp.display())))?;
@@ -198,7 +198,7 @@ fn generate(
     artifacts: &Path,
     client: &fhec_runtime::ClientArtifact,
     post: &fhec_ir::Module,
-    choice: &fhec_lower::Choice,
+    choice: &fhec_lower::tfhe::Choice,
 ) -> String {
     let len = client.inputs.len();
     let circuit = &choice.compiled.circuit;

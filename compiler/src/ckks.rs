@@ -1,5 +1,5 @@
-//! The CKKS pipeline (`fhec build --scheme ckks`): a model lowered to a plan of affine maps and
-//! polynomials (`fhec_lower::choose_ckks`), packed batch-major (throughput) or
+//! The CKKS scheme (`fhec build --scheme ckks`), the peer of [`crate::tfhe`]: a model lowered to a
+//! plan of affine maps and polynomials (`fhec_lower::ckks::choose`), packed batch-major (throughput) or
 //! feature-major (latency; `--packing`), written to `DIR/ckks.json` with the client's pre- and
 //! post-processing; cleartext simulation on stable Rust, and, in an fhec built with
 //! the `ckks` feature (nightly), encrypted runs with poulpy (`fhec_ckks::backend`).
@@ -9,7 +9,8 @@
 use crate::{DriverError, Stacked};
 use fhec_ckks::{Packing, Plan, Reads, Ring};
 use fhec_ir::{Module, Tensor};
-use fhec_lower::{Calibration, CkksChoice, CkksSearch};
+use fhec_lower::Calibration;
+use fhec_lower::ckks::{Choice, Search};
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -49,29 +50,37 @@ pub struct Loaded {
     pub input_shape: Vec<usize>,
     pub ring: Ring,
     pub packing: Packing,
-    compiled: fhec_lower::CkksCompiled,
+    compiled: fhec_lower::ckks::Compiled,
+}
+
+/// A CKKS build in memory: the chosen lowering, its artifact and its reports, not yet written (see
+/// [`Build::write`]).
+pub struct Build {
+    pub choice: Choice,
+    pub ring: Ring,
+    pub artifact: Artifact,
+    text: String,
+    json: serde_json::Value,
 }
 
 /// Lowers `model` for CKKS under each of `packings`, choosing each activation layer's polynomial
-/// degree by estimated cost and simulated accuracy; keeps the packing with the lower estimated time
-/// for `batch` samples on `threads` workers (one within the accuracy budget if any is), and writes
-/// its plan and reports into `dir`.
-pub fn build(
+/// by estimated cost and simulated accuracy; keeps the packing with the lower estimated time for
+/// `batch` samples on `threads` workers (one within the accuracy budget if any is).
+pub fn compile(
     model_path: &Path,
     calibration: &ArrayD<f32>,
-    dir: &Path,
-    search: &CkksSearch,
+    search: &Search,
     packings: &[Packing],
     batch: usize,
     threads: usize,
-) -> Result<(CkksChoice, Ring, String), DriverError> {
+) -> Result<Build, DriverError> {
     let module = crate::load_model(model_path)?;
     let input_shape = module.node(module.inputs()[0]).ty.shape.clone();
     let cal = Calibration::from_samples(crate::samples(calibration, &input_shape, "calibration")?)?;
     let mut options = Vec::new();
     let mut refused = Vec::new();
     for &packing in packings {
-        match fhec_lower::choose_ckks(&module, &cal, &CkksSearch { packing, ..search.clone() }) {
+        match fhec_lower::ckks::choose(&module, &cal, &Search { packing, ..search.clone() }) {
             Ok(choice) => {
                 let ring = choice.compiled.plan.ring().map_err(ckks_error)?;
                 let ms = choice.compiled.plan.estimated_ms(ring, packing, batch, threads);
@@ -114,7 +123,6 @@ pub fn build(
         preprocess: c.preprocess.as_ref().map_or(String::new(), |m| m.to_text(fhec_ir::DataMode::Full)),
         postprocess: c.postprocess.to_string(),
     };
-    std::fs::create_dir_all(dir).map_err(|e| DriverError::Io(format!("cannot create {}: {e}", dir.display())))?;
     let (mut text, mut report) = report(&artifact, &choice, ring);
     if let Some(line) = comparison {
         text = format!(
@@ -123,20 +131,50 @@ pub fn build(
         );
         report["packing_estimates"] = json!(line);
     }
-    let write = |path: PathBuf, content: String| {
-        std::fs::write(&path, content).map_err(|e| DriverError::Io(format!("cannot write {}: {e}", path.display())))
-    };
-    write(plan_path(dir), serde_json::to_string(&artifact).expect("json"))?;
-    write(dir.join("report.txt"), text.clone())?;
-    write(dir.join("report.json"), serde_json::to_string_pretty(&report).expect("json"))?;
-    Ok((choice, ring, text))
+    Ok(Build { choice, ring, artifact, text, json: report })
+}
+
+impl Build {
+    /// Estimated time for `batch` samples on `threads` workers under the chosen packing.
+    pub fn estimated_ms(&self, batch: usize, threads: usize) -> f64 {
+        self.choice.compiled.plan.estimated_ms(self.ring, self.choice.packing, batch, threads)
+    }
+
+    /// Writes the plan and the reports (`preface`, then the report) into `dir`, replacing an
+    /// earlier TFHE build there; returns the text report.
+    pub fn write(&self, dir: &Path, preface: &str) -> Result<String, DriverError> {
+        std::fs::create_dir_all(dir).map_err(|e| DriverError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        crate::scheme::remove_stale(&crate::tfhe::client_path(dir))?;
+        crate::scheme::remove_stale(&crate::tfhe::server_path(dir))?;
+        let path = plan_path(dir);
+        std::fs::write(&path, serde_json::to_string(&self.artifact).expect("json"))
+            .map_err(|e| DriverError::Io(format!("cannot write {}: {e}", path.display())))?;
+        let text = format!("{preface}{}", self.text);
+        crate::scheme::write_reports(dir, &text, &self.json)?;
+        Ok(text)
+    }
+}
+
+/// [`compile`], then [`Build::write`] into `dir`.
+pub fn build(
+    model_path: &Path,
+    calibration: &ArrayD<f32>,
+    dir: &Path,
+    search: &Search,
+    packings: &[Packing],
+    batch: usize,
+    threads: usize,
+) -> Result<(Choice, Ring, String), DriverError> {
+    let b = compile(model_path, calibration, search, packings, batch, threads)?;
+    let text = b.write(dir, "")?;
+    Ok((b.choice, b.ring, text))
 }
 
 fn ckks_error(e: fhec_ckks::CkksError) -> DriverError {
     DriverError::Ckks(e.to_string())
 }
 
-fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json::Value) {
+fn report(a: &Artifact, choice: &Choice, ring: Ring) -> (String, serde_json::Value) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = &a.plan;
     let cost = plan.cost();
@@ -200,12 +238,12 @@ fn report(a: &Artifact, choice: &CkksChoice, ring: Ring) -> (String, serde_json:
         text.push_str(&format!("  {l:40} {:6} polynomials: {p}\n", count(l)));
     }
     let fired: Vec<String> = choice.rules_fired.iter().map(|(r, n)| format!("{r} x{n}")).collect();
-    text.push_str(&format!("\npolynomial e-graph: rules fired {}\ncandidates no other dominates (root mean square distance from the function on the calibration inputs):\n", fired.join(", ")));
+    text.push_str(&format!("\npolynomials offered (per offer, the layers it was made to): {}\ncandidates no other dominates (root mean square distance from the function on the calibration inputs):\n", fired.join(", ")));
     for (l, c) in choice.layers.iter().zip(&choice.candidates) {
         let c: Vec<String> = c.iter().map(|(p, e)| format!("{p} ({e:.2e})")).collect();
         text.push_str(&format!("  {l:40} {}\n", c.join(", ")));
     }
-    let simulated: Vec<&fhec_lower::CkksTrial> = choice.trials.iter().filter(|t| t.fidelity.is_some()).collect();
+    let simulated: Vec<&fhec_lower::ckks::Trial> = choice.trials.iter().filter(|t| t.fidelity.is_some()).collect();
     text.push_str(&format!(
         "\npolynomials per layer, cheapest first ({} assignments; {} simulated, the rest cost more or fit no ring; estimates per ciphertext on one thread):\n",
         choice.trials.len(),
@@ -274,7 +312,7 @@ pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
         .samples_per_ciphertext(ring, artifact.packing)
         .map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
     let packing = artifact.packing;
-    let compiled = fhec_lower::CkksCompiled { plan: artifact.plan, preprocess, postprocess };
+    let compiled = fhec_lower::ckks::Compiled { plan: artifact.plan, preprocess, postprocess };
     Ok(Loaded { input_shape: artifact.input_shape, ring, packing, compiled })
 }
 

@@ -18,7 +18,7 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], kind: Kind, what: &str) 
 fn client(bytes: &[u8]) -> Result<(ClientArtifact, Module), DriverError> {
     let what = "the embedded client artifact";
     let (artifact, _): (ClientArtifact, _) = decode(bytes, Kind::Client, what)?;
-    let post = crate::fhe::postprocess(&artifact, what)?;
+    let post = crate::tfhe::postprocess(&artifact, what)?;
     Ok((artifact, post))
 }
 
@@ -110,7 +110,7 @@ impl Client {
         shape.extend(self.artifact.input_shape.iter().skip(usize::from(self.artifact.input_shape.first() == Some(&1))));
         let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), values.to_vec())
             .map_err(|e| DriverError::Shape(e.to_string()))?;
-        Ok(Ciphertexts(crate::fhe::encrypt(&self.artifact, &self.key, &self.fingerprint, &x)?))
+        Ok(Ciphertexts(crate::tfhe::encrypt(&self.artifact, &self.key, &self.fingerprint, &x)?))
     }
 
     /// Restores a client from its secret key and the matching evaluation key (the files `fhec keygen`
@@ -136,7 +136,7 @@ impl Client {
 
     /// Decrypts and post-processes results: per sample, the model's outputs in order.
     pub fn decrypt(&self, results: &Results) -> Result<Vec<Vec<Values>>, DriverError> {
-        let outs = crate::fhe::decrypt_samples(&self.artifact, &self.post, &self.key, &self.fingerprint, &results.0)?;
+        let outs = crate::tfhe::decrypt_samples(&self.artifact, &self.post, &self.key, &self.fingerprint, &results.0)?;
         Ok(outs.iter().map(|o| o.iter().map(Values::of).collect()).collect())
     }
 }
@@ -193,7 +193,7 @@ impl Server {
 
     /// Evaluates the model on encrypted samples. Refuses ciphertexts of another key or model.
     pub fn run(&self, key: &EvalKey, inputs: &Ciphertexts) -> Result<Results, DriverError> {
-        Ok(Results(crate::fhe::run(&self.artifact, &self.digest, &key.key, &key.fingerprint, &inputs.0)?))
+        Ok(Results(crate::tfhe::run(&self.artifact, &self.digest, &key.key, &key.fingerprint, &inputs.0)?))
     }
 
     /// The same computation in the clear (the circuit's integer semantics, no noise): what `run` then
@@ -209,7 +209,7 @@ impl Server {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let (sim, _) = fhec_lower::Simulator::new(&self.artifact.circuit, fhec_lower::Engine::Auto, xs.len());
-        let outs = crate::fhe::simulate_samples(&artifact, &post, &sim, &xs, None)?;
+        let outs = crate::tfhe::simulate_samples(&artifact, &post, &sim, &xs, None)?;
         Ok(outs.iter().map(|o| o.iter().map(Values::of).collect()).collect())
     }
 }

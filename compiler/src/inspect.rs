@@ -3,7 +3,7 @@
 
 use crate::DriverError;
 use fhec_ir::DataMode;
-use fhec_lower::{Calibration, CkksSearch, Search, Stage as LowerStage};
+use fhec_lower::{Calibration, Stage as LowerStage, ckks, tfhe};
 use ndarray::ArrayD;
 use std::path::Path;
 
@@ -30,7 +30,7 @@ pub fn stage_text(
     calibration: Option<&ArrayD<f32>>,
     stage: Stage,
     full: bool,
-    search: &Search,
+    search: &tfhe::Search,
 ) -> Result<String, DriverError> {
     let module = crate::load_model(model_path)?;
     if stage == Stage::Ir {
@@ -51,10 +51,10 @@ pub fn stage_text(
         Stage::Ir => unreachable!("returned above"),
         Stage::Optimized => fhec_lower::stage_text(&module, &cal, &search.optimize, LowerStage::Optimized)?,
         Stage::Neurons => fhec_lower::stage_text(&module, &cal, &search.optimize, LowerStage::Neurons)?,
-        Stage::Circuit => fhec_lower::choose(&module, &cal, search, |_| ())?.compiled.circuit.to_string(),
+        Stage::Circuit => tfhe::choose(&module, &cal, search, |_| ())?.compiled.circuit.to_string(),
         Stage::Plan => {
-            let ckks = CkksSearch { optimize: search.optimize.clone(), ..CkksSearch::default() };
-            fhec_lower::choose_ckks(&module, &cal, &ckks)?.compiled.plan.to_string()
+            let search = ckks::Search { optimize: search.optimize.clone(), ..ckks::Search::default() };
+            ckks::choose(&module, &cal, &search)?.compiled.plan.to_string()
         }
     })
 }

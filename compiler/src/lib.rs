@@ -1,7 +1,11 @@
-//! The fhec driver: the compilation pipeline as one readable function, plus the sample-batch helpers
-//! the CLI and the test harness share.
+//! The fhec library: an ONNX model compiled for one of two schemes, [`tfhe`] (exact tables, one
+//! value per ciphertext) or [`ckks`] (polynomials, thousands of samples per ciphertext), each with
+//! the same shape (`compile`, a `Build` in memory, `Build::write`), and [`scheme`], which builds
+//! for either or chooses the cheaper for a workload. Around them: key files (`keyfile`), the
+//! build-script API (`build`, `embed`), `inspect`, `bench`, and the sample-batch helpers the CLI and
+//! the test harness share.
 //!
-//! Pipeline today: ONNX file -> IR (frontend, constants folded) -> cleanup -> verified module.
+//! The frontend: ONNX file -> IR (constants folded) -> cleanup -> verified module ([`load_model`]).
 #![forbid(unsafe_code)]
 #![recursion_limit = "256"] // the build report's `json!` literal
 
@@ -9,11 +13,12 @@ pub mod bench;
 pub mod build;
 pub mod ckks;
 pub mod embed;
-pub mod fhe;
 pub mod inspect;
 pub mod keyfile;
 pub mod metrics;
 pub mod npy;
+pub mod scheme;
+pub mod tfhe;
 
 use fhec_ir::{DType, Module, Tensor};
 use fhec_passes::{Cleanup, PassCtx, run_passes};

@@ -1,4 +1,5 @@
-//! The TFHE scheme: build artifacts from a model, generate keys, encrypt, run, decrypt.
+//! The TFHE scheme: build artifacts from a model, generate keys, encrypt, run, decrypt. Its peer is
+//! [`crate::ckks`]; [`crate::scheme`] chooses between them.
 //!
 //! Versioned, checksummed envelopes (see `fhec_runtime::artifact`): `DIR/client.fhec` (encoding,
 //! decoding, post-processing; no weights), `DIR/server.fhec` (the circuit), `KEYS/secret.key`,
@@ -7,7 +8,8 @@
 
 use crate::{DriverError, Stacked};
 use fhec_ir::{Module, Tensor};
-use fhec_lower::{Calibration, Choice, Origin, Search, TableRanges, Trial};
+use fhec_lower::tfhe::{Choice, Search, TableRanges, Trial};
+use fhec_lower::{Calibration, Origin};
 use fhec_runtime::artifact::{self, Kind, Tagged};
 use fhec_runtime::fhe::{self, CompressedEvalKey, EvalKey, InputCiphertexts, OutputCiphertexts, SecretKey};
 use fhec_runtime::{ClientArtifact, ParamSet, ServerArtifact};
@@ -34,17 +36,28 @@ pub fn estimated_latency_ms(c: &fhec_runtime::Circuit, threads: usize) -> f64 {
     c.levels().iter().map(|l| per_thread(l.len().div_ceil(threads.max(1)))).sum::<f64>() + 0.0
 }
 
-/// Compiles `model` (choosing the parameter set and precision by measured accuracy, see
-/// `fhec_lower::choose`) and writes the artifacts and reports into `dir`. Without calibration
-/// samples, the model must quantize its input itself (a pre-quantized model: see
-/// `fhec_lower::Calibration::from_input_quantizer`). `progress` is called once per candidate tried.
-pub fn build(
+/// A TFHE build in memory: the chosen compilation, its two artifacts and its reports, not yet
+/// written (see [`Build::write`]).
+pub struct Build {
+    pub choice: Choice,
+    pub client: ClientArtifact,
+    pub server: ServerArtifact,
+    text: String,
+    json: serde_json::Value,
+    /// The wall time of each stage so far: the frontend, the pipeline's stages, the search.
+    stages: Vec<(&'static str, Duration)>,
+}
+
+/// Compiles `model` for TFHE, choosing the parameter set and precision by measured accuracy (see
+/// `fhec_lower::tfhe::choose`). Without calibration samples, the model must quantize its input
+/// itself (a pre-quantized model: see `fhec_lower::Calibration::from_input_quantizer`). `progress`
+/// is called once per candidate tried.
+pub fn compile(
     model_path: &Path,
     calibration: Option<&ArrayD<f32>>,
-    dir: &Path,
     search: &Search,
     progress: impl FnMut(&Trial),
-) -> Result<(Choice, String), DriverError> {
+) -> Result<Build, DriverError> {
     let start = Instant::now();
     let module = crate::load_model(model_path)?;
     let frontend = start.elapsed();
@@ -54,10 +67,9 @@ pub fn build(
         None => Calibration::from_input_quantizer(&module, fhec_lower::SYNTHETIC_SAMPLES, fhec_lower::SYNTHETIC_SEED)?,
     };
     let searching = Instant::now();
-    let choice = fhec_lower::choose(&module, &cal, search, progress)?;
+    let choice = fhec_lower::tfhe::choose(&module, &cal, search, progress)?;
     let searched = searching.elapsed();
     let compiled = &choice.compiled;
-    std::fs::create_dir_all(dir).map_err(|e| DriverError::Io(format!("cannot create {}: {e}", dir.display())))?;
     let name = module.name.clone();
     let server = ServerArtifact { model: name.clone(), circuit: compiled.circuit.clone() };
     let client = ClientArtifact {
@@ -70,27 +82,56 @@ pub fn build(
         outputs: compiled.outputs.clone(),
         postprocess: compiled.postprocess.to_string(),
     };
-    artifact::save(&server_path(dir), Kind::Server, &server)?;
-    artifact::save(&client_path(dir), Kind::Client, &client)?;
-    let (mut text, mut report) = report(&name, &choice);
+    let (text, json) = report(&name, &choice);
     // Each stage's wall time: the frontend, the pipeline's stages, then the rest of the search
-    // (the float reference, integerizing and simulating candidates) and writing the artifacts.
-    let mut stages: Vec<(&str, Duration)> = vec![("frontend", frontend)];
+    // (the float reference, integerizing and simulating candidates).
+    let mut stages: Vec<(&'static str, Duration)> = vec![("frontend", frontend)];
     stages.extend(choice.optimization.stage_times.iter().copied());
     let prepared: Duration = choice.optimization.stage_times.iter().map(|s| s.1).sum();
     stages.push(("search", searched.saturating_sub(prepared)));
-    stages.push(("write artifacts", searching.elapsed().saturating_sub(searched)));
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let line: Vec<String> = stages.iter().map(|(n, d)| format!("{n} {:.0} ms", ms(*d))).collect();
-    text.push_str(&format!("\nstage times: {}\n", line.join(", ")));
-    report["stage_ms"] = json!(stages.iter().map(|(n, d)| json!({"stage": n, "ms": ms(*d)})).collect::<Vec<_>>());
-    let write = |file: &str, content: String| {
-        std::fs::write(dir.join(file), content)
-            .map_err(|e| DriverError::Io(format!("cannot write {}: {e}", dir.join(file).display())))
-    };
-    write("report.txt", text.clone())?;
-    write("report.json", serde_json::to_string_pretty(&report).expect("json"))?;
-    Ok((choice, text))
+    Ok(Build { choice, client, server, text, json, stages })
+}
+
+impl Build {
+    /// Estimated time for `batch` samples on `threads` workers: one sample's latency, or for a
+    /// batch, its bootstraps spread over the workers in batches (whichever is longer).
+    pub fn estimated_ms(&self, batch: usize, threads: usize) -> f64 {
+        let circuit = &self.choice.compiled.circuit;
+        estimated_latency_ms(circuit, threads)
+            .max(batch as f64 * circuit.pbs.len() as f64 * circuit.params.batched_pbs_ms() / threads.max(1) as f64)
+    }
+
+    /// Writes the artifacts and the reports (`preface`, then the report with each stage's time)
+    /// into `dir`, replacing an earlier CKKS build there; returns the text report.
+    pub fn write(&self, dir: &Path, preface: &str) -> Result<String, DriverError> {
+        let writing = Instant::now();
+        std::fs::create_dir_all(dir).map_err(|e| DriverError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        crate::scheme::remove_stale(&crate::ckks::plan_path(dir))?;
+        artifact::save(&server_path(dir), Kind::Server, &self.server)?;
+        artifact::save(&client_path(dir), Kind::Client, &self.client)?;
+        let mut stages = self.stages.clone();
+        stages.push(("write artifacts", writing.elapsed()));
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let line: Vec<String> = stages.iter().map(|(n, d)| format!("{n} {:.0} ms", ms(*d))).collect();
+        let text = format!("{preface}{}\nstage times: {}\n", self.text, line.join(", "));
+        let mut json = self.json.clone();
+        json["stage_ms"] = json!(stages.iter().map(|(n, d)| json!({"stage": n, "ms": ms(*d)})).collect::<Vec<_>>());
+        crate::scheme::write_reports(dir, &text, &json)?;
+        Ok(text)
+    }
+}
+
+/// [`compile`], then [`Build::write`] into `dir`.
+pub fn build(
+    model_path: &Path,
+    calibration: Option<&ArrayD<f32>>,
+    dir: &Path,
+    search: &Search,
+    progress: impl FnMut(&Trial),
+) -> Result<(Choice, String), DriverError> {
+    let b = compile(model_path, calibration, search, progress)?;
+    let text = b.write(dir, "")?;
+    Ok((b.choice, text))
 }
 
 fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {

@@ -2,7 +2,7 @@
 //! (`cargo metadata --offline`: the build has already fetched every package).
 //!
 //! - Only `fhec-onnx` depends on tract (and the harnesses: tests and benchmarks write ONNX), only `fhec-runtime` on tfhe, only `fhec-jit` on cranelift,
-//!   only `fhec-ckks` on poulpy, only `fhec-passes` and `fhec-lower` on egg.
+//!   only `fhec-ckks` on poulpy, only `fhec-passes` on egg.
 //! - `fhec-ir` reaches none of them, even transitively.
 //! - The `fhec` library reaches no HTTP or async stack (axum, tokio, hyper, rustls, reqwest): a
 //!   build script that compiles a model does not build a web server. Only `fhec-serve`, `fhec-cli`
@@ -96,7 +96,7 @@ fn each_heavy_dependency_has_one_owner() {
     assert_eq!(direct_users(&g, "tfhe"), set(&["fhec-runtime"]), "tfhe");
     assert_eq!(direct_users(&g, "cranelift"), set(&["fhec-jit"]), "cranelift");
     assert_eq!(direct_users(&g, "poulpy"), set(&["fhec-ckks"]), "poulpy");
-    assert_eq!(direct_users(&g, "egg"), set(&["fhec-lower", "fhec-passes"]), "egg");
+    assert_eq!(direct_users(&g, "egg"), set(&["fhec-passes"]), "egg");
 }
 
 #[test]

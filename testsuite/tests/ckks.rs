@@ -3,7 +3,8 @@
 //! as `fhec build --scheme ckks` does), and its simulated accuracy stays within the budget of the float model.
 
 use fhec_ir::Tensor;
-use fhec_lower::{Calibration, CkksSearch, choose_ckks};
+use fhec_lower::Calibration;
+use fhec_lower::ckks;
 use fhec_testsuite::*;
 
 #[test]
@@ -12,10 +13,10 @@ fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
     let mut failures = Vec::new();
     for t in trained() {
         let name = &t.name;
-        let choice = match choose_ckks(
+        let choice = match ckks::choose(
             &t.module,
             &Calibration::from_samples(t.samples.clone()).unwrap(),
-            &CkksSearch::default(),
+            &ckks::Search::default(),
         ) {
             Ok(c) => c,
             Err(e) => {
@@ -66,7 +67,7 @@ fn a_degree_per_layer_is_cheaper_than_one_for_the_model() {
         let t = Trained::load(root().join("models").join(name));
         let cal = Calibration::from_samples(t.samples).unwrap();
         let cost = |per_layer: bool| {
-            let c = choose_ckks(&t.module, &cal, &CkksSearch { per_layer, ..CkksSearch::default() }).unwrap();
+            let c = ckks::choose(&t.module, &cal, &ckks::Search { per_layer, ..ckks::Search::default() }).unwrap();
             assert!(c.within_budget, "{name}: {:.2}%", c.fidelity);
             let plan = &c.compiled.plan;
             (plan.estimated_batch_ms(plan.ring().unwrap(), 1), c.degrees())
@@ -102,20 +103,20 @@ fn least_squares_polynomials_lower_the_cost_of_the_cnn() {
         let cal = Calibration::from_samples(t.samples.clone()).unwrap();
         for &packing in packings {
             let cost = |fits: Vec<Fit>| {
-                let search = CkksSearch {
+                let search = ckks::Search {
                     packing,
                     fits,
-                    budget_points: budget.unwrap_or(CkksSearch::default().budget_points),
-                    ..CkksSearch::default()
+                    budget_points: budget.unwrap_or(ckks::Search::default().budget_points),
+                    ..ckks::Search::default()
                 };
-                let c = choose_ckks(&t.module, &cal, &search).unwrap();
+                let c = ckks::choose(&t.module, &cal, &search).unwrap();
                 assert!(c.within_budget, "{name} {packing:?}: {:.2}%", c.fidelity);
                 let plan = &c.compiled.plan;
                 (plan.estimated_ms(plan.ring().unwrap(), packing, 1, 1), c)
             };
             let ((cheb_ms, cheb), (both_ms, both)) =
                 (cost(vec![Fit::Chebyshev]), cost(vec![Fit::Chebyshev, Fit::LeastSquares]));
-            let names = |c: &fhec_lower::CkksChoice| c.approx.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+            let names = |c: &fhec_lower::ckks::Choice| c.approx.iter().map(|a| a.to_string()).collect::<Vec<_>>();
             eprintln!(
                 "{name:18} {packing:?}: chebyshev {:?} {cheb_ms:.0} ms, with least squares {:?} {both_ms:.0} ms",
                 names(&cheb),
@@ -127,7 +128,7 @@ fn least_squares_polynomials_lower_the_cost_of_the_cnn() {
                     .iter()
                     .any(|(r, n)| r.starts_with("activation-to-least-squares") && *n == both.layers.len())
             );
-            assert_eq!(both.rules_fired.len(), 2 * CkksSearch::default().degrees.len());
+            assert_eq!(both.rules_fired.len(), 2 * ckks::Search::default().degrees.len());
             assert!(both_ms <= cheb_ms, "{name} {packing:?}: {both_ms} vs {cheb_ms}");
             if name.starts_with("cnn") {
                 assert!(both_ms < cheb_ms * 0.97, "{name} {packing:?}: {both_ms} vs {cheb_ms}");
@@ -156,13 +157,13 @@ fn feature_major_plans_share_a_polynomial_per_layer_and_win_at_small_batches() {
     for (name, budget, block) in [("mlp_wine", None, 32), ("cnn_digits_nopad", Some(1.0), 512)] {
         let t = Trained::load(root().join("models").join(name));
         let cal = Calibration::from_samples(t.samples.clone()).unwrap();
-        let search = |packing| CkksSearch {
+        let search = |packing| ckks::Search {
             packing,
-            budget_points: budget.unwrap_or(CkksSearch::default().budget_points),
-            ..CkksSearch::default()
+            budget_points: budget.unwrap_or(ckks::Search::default().budget_points),
+            ..ckks::Search::default()
         };
-        let fm = choose_ckks(&t.module, &cal, &search(Packing::FeatureMajor)).unwrap();
-        let bm = choose_ckks(&t.module, &cal, &search(Packing::BatchMajor)).unwrap();
+        let fm = ckks::choose(&t.module, &cal, &search(Packing::FeatureMajor)).unwrap();
+        let bm = ckks::choose(&t.module, &cal, &search(Packing::BatchMajor)).unwrap();
         assert!(fm.within_budget, "{name}: {:.2}%", fm.fidelity);
         let plan = &fm.compiled.plan;
         let layers = plan.layers().unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -179,7 +180,7 @@ fn feature_major_plans_share_a_polynomial_per_layer_and_win_at_small_batches() {
         let (af, asim) = (accuracy(&t.float, &t.labels), accuracy(&sim, &t.labels));
         assert!(af - asim <= t.budget() + 1e-9, "{name}: feature-major simulation {asim:.4} vs float {af:.4}");
         let (rf, rb) = (plan.ring().unwrap(), bm.compiled.plan.ring().unwrap());
-        let at = |c: &fhec_lower::CkksChoice, r, n| c.compiled.plan.estimated_ms(r, c.packing, n, 1);
+        let at = |c: &fhec_lower::ckks::Choice, r, n| c.compiled.plan.estimated_ms(r, c.packing, n, 1);
         let (one, full) = ((at(&fm, rf, 1), at(&bm, rb, 1)), (at(&fm, rf, 8192), at(&bm, rb, 8192)));
         eprintln!(
             "{name:20} feature-major degrees {:?} fidelity {:.2}%; one sample {:.0} vs {:.0} ms; 8192 samples {:.0} vs {:.0} ms",
@@ -194,10 +195,10 @@ fn feature_major_plans_share_a_polynomial_per_layer_and_win_at_small_batches() {
     }
     // The quantized CNN folds a scale per channel into its activations: no one polynomial per layer.
     let t = Trained::load(root().join("models/cnn_digits_qop"));
-    let e = choose_ckks(
+    let e = ckks::choose(
         &t.module,
         &Calibration::from_samples(t.samples).unwrap(),
-        &CkksSearch { packing: Packing::FeatureMajor, ..CkksSearch::default() },
+        &ckks::Search { packing: Packing::FeatureMajor, ..ckks::Search::default() },
     )
     .unwrap_err()
     .to_string();
@@ -211,7 +212,8 @@ fn feature_major_plans_share_a_polynomial_per_layer_and_win_at_small_batches() {
 fn the_encrypted_tests_fixture_is_current() {
     let t = Trained::load(root().join("models/mlp_wine"));
     let choice =
-        choose_ckks(&t.module, &Calibration::from_samples(t.samples.clone()).unwrap(), &CkksSearch::default()).unwrap();
+        ckks::choose(&t.module, &Calibration::from_samples(t.samples.clone()).unwrap(), &ckks::Search::default())
+            .unwrap();
     let c = &choice.compiled;
     let inputs: Vec<Vec<f64>> = t.samples.iter().map(|x| c.encode(x).unwrap()).collect();
     let expected: Vec<Vec<f64>> = inputs.iter().map(|x| c.plan.eval(x, &mut Default::default()).unwrap()).collect();

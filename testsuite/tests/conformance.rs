@@ -85,7 +85,7 @@ fn quantized(m: &fhec_ir::Module, inputs: &[Tensor], want: &[Tensor]) -> Quant {
         return Quant::NotApplicable(format!("{} inputs (an FHE circuit takes one)", inputs.len()));
     }
     let compiled = match fhec_lower::Calibration::from_samples(inputs.to_vec())
-        .and_then(|c| fhec_lower::compile(m, &c, &fhec_lower::Options::default()))
+        .and_then(|c| fhec_lower::tfhe::compile(m, &c, &fhec_lower::tfhe::Options::default()))
     {
         Ok(c) => c,
         Err(e) => return Quant::NotApplicable(first_line(&e.to_string())),

@@ -3,7 +3,7 @@
 //! and bad inputs (another key, another model, corrupted files) are refused with a clear error.
 
 use fhec::Stacked;
-use fhec::fhe as pipeline;
+use fhec::tfhe;
 use fhec_runtime::artifact::{self, Kind};
 use fhec_testsuite::*;
 
@@ -20,7 +20,7 @@ fn build(name: &str, dir: &std::path::Path) {
 fn build_with(name: &str, dir: &std::path::Path, calibrated: bool) {
     let model = root().join("models").join(name).join("model.onnx");
     let cal = fhec::npy::read_samples(&root().join("models").join(name).join("inputs.npy")).unwrap();
-    pipeline::build(&model, calibrated.then_some(&cal), dir, &Default::default(), |_| ()).unwrap();
+    tfhe::build(&model, calibrated.then_some(&cal), dir, &Default::default(), |_| ()).unwrap();
 }
 
 fn values(s: &Stacked) -> Vec<f32> {
@@ -55,29 +55,28 @@ fn fhe_vs_simulate_and_noise(name: &str, samples: usize, calibrated: bool, seeds
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("build");
     build_with(name, &dir, calibrated);
-    let (client, post) = pipeline::load_client(&dir).unwrap();
-    pipeline::keygen(&tmp.path().join("keys"), client.params, &Default::default()).unwrap();
-    let (server, digest) = pipeline::load_server(&dir).unwrap();
-    let (sk, fp) = pipeline::load_secret(&tmp.path().join("keys"), &Default::default()).unwrap();
-    let (ek, efp) = pipeline::load_eval(&tmp.path().join("keys/eval.key")).unwrap();
+    let (client, post) = tfhe::load_client(&dir).unwrap();
+    tfhe::keygen(&tmp.path().join("keys"), client.params, &Default::default()).unwrap();
+    let (server, digest) = tfhe::load_server(&dir).unwrap();
+    let (sk, fp) = tfhe::load_secret(&tmp.path().join("keys"), &Default::default()).unwrap();
+    let (ek, efp) = tfhe::load_eval(&tmp.path().join("keys/eval.key")).unwrap();
     assert_eq!(fp, efp);
     let x = first_samples(name, samples);
-    let cts = pipeline::encrypt(&client, &sk, &fp, &x).unwrap();
-    let out = pipeline::run(&server, &digest, &ek, &fp, &cts).unwrap();
-    let fhe = pipeline::decrypt(&client, &post, &sk, &fp, &out).unwrap();
+    let cts = tfhe::encrypt(&client, &sk, &fp, &x).unwrap();
+    let out = tfhe::run(&server, &digest, &ek, &fp, &cts).unwrap();
+    let fhe = tfhe::decrypt(&client, &post, &sk, &fp, &out).unwrap();
     let sim =
-        pipeline::simulate(&client, &post, &server, &x, None, fhec_lower::Engine::Jit, |why| panic!("{why}")).unwrap();
+        tfhe::simulate(&client, &post, &server, &x, None, fhec_lower::Engine::Jit, |why| panic!("{why}")).unwrap();
     // The JIT and the interpreter give the same simulation.
     let interpreted =
-        pipeline::simulate(&client, &post, &server, &x, None, fhec_lower::Engine::Interpreter, |_| ()).unwrap();
+        tfhe::simulate(&client, &post, &server, &x, None, fhec_lower::Engine::Interpreter, |_| ()).unwrap();
     assert!(
         sim.iter().zip(&interpreted).all(|((_, a), (_, b))| values(a) == values(b)),
         "{name}: JIT and interpreter differ"
     );
     let noisy = (1..=seeds)
         .map(|seed| {
-            let n =
-                pipeline::simulate(&client, &post, &server, &x, Some(seed), fhec_lower::Engine::Jit, |_| ()).unwrap();
+            let n = tfhe::simulate(&client, &post, &server, &x, Some(seed), fhec_lower::Engine::Jit, |_| ()).unwrap();
             largest_difference(&n, &sim)
         })
         .fold(0f32, f32::max);
@@ -139,28 +138,28 @@ fn refuses_another_key_another_model_and_corrupted_files() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     build("logreg_cancer_torch", &a);
     build("mlp_wine_tanh", &b);
-    let (client, _) = pipeline::load_client(&a).unwrap();
-    pipeline::keygen(&tmp.path().join("k1"), client.params, &Default::default()).unwrap();
-    pipeline::keygen(&tmp.path().join("k2"), client.params, &Default::default()).unwrap();
-    let (sk1, fp1) = pipeline::load_secret(&tmp.path().join("k1"), &Default::default()).unwrap();
-    let cts = pipeline::encrypt(&client, &sk1, &fp1, &first_samples("logreg_cancer_torch", 1)).unwrap();
+    let (client, _) = tfhe::load_client(&a).unwrap();
+    tfhe::keygen(&tmp.path().join("k1"), client.params, &Default::default()).unwrap();
+    tfhe::keygen(&tmp.path().join("k2"), client.params, &Default::default()).unwrap();
+    let (sk1, fp1) = tfhe::load_secret(&tmp.path().join("k1"), &Default::default()).unwrap();
+    let cts = tfhe::encrypt(&client, &sk1, &fp1, &first_samples("logreg_cancer_torch", 1)).unwrap();
 
-    let (ek2, fp2) = pipeline::load_eval(&tmp.path().join("k2/eval.key")).unwrap();
-    let (server_a, digest_a) = pipeline::load_server(&a).unwrap();
-    let err = pipeline::run(&server_a, &digest_a, &ek2, &fp2, &cts).err().unwrap().to_string();
+    let (ek2, fp2) = tfhe::load_eval(&tmp.path().join("k2/eval.key")).unwrap();
+    let (server_a, digest_a) = tfhe::load_server(&a).unwrap();
+    let err = tfhe::run(&server_a, &digest_a, &ek2, &fp2, &cts).err().unwrap().to_string();
     assert!(err.contains("encrypted for evaluation key"), "{err}");
 
-    let (ek1, fp1b) = pipeline::load_eval(&tmp.path().join("k1/eval.key")).unwrap();
-    let (server_b, digest_b) = pipeline::load_server(&b).unwrap();
-    let err = pipeline::run(&server_b, &digest_b, &ek1, &fp1b, &cts).err().unwrap().to_string();
+    let (ek1, fp1b) = tfhe::load_eval(&tmp.path().join("k1/eval.key")).unwrap();
+    let (server_b, digest_b) = tfhe::load_server(&b).unwrap();
+    let err = tfhe::run(&server_b, &digest_b, &ek1, &fp1b, &cts).err().unwrap().to_string();
     assert!(err.contains("another model"), "{err}");
 
     // Keys of another parameter set: refused before anything is encrypted or run.
     let c = tmp.path().join("c");
     build("mlp_wine", &c);
-    let (client_c, _) = pipeline::load_client(&c).unwrap();
+    let (client_c, _) = tfhe::load_client(&c).unwrap();
     assert_ne!(client_c.params, client.params, "the corpus MLP and logistic regression choose different sets");
-    let err = pipeline::encrypt(&client_c, &sk1, &fp1, &first_samples("mlp_wine", 1)).err().unwrap().to_string();
+    let err = tfhe::encrypt(&client_c, &sk1, &fp1, &first_samples("mlp_wine", 1)).err().unwrap().to_string();
     assert!(err.contains("parameter set"), "{err}");
 
     // A flipped byte in a ciphertext file, and a key file given where an artifact is expected.

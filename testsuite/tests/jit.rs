@@ -4,7 +4,8 @@
 //! `compiler/jit/tests/differential.rs`.
 
 use fhec_ir::Tensor;
-use fhec_lower::{Engine, Options, Simulator, compile};
+use fhec_lower::tfhe::{Options, compile};
+use fhec_lower::{Engine, Simulator};
 use fhec_runtime::{Noise, ParamSet};
 use fhec_testsuite::*;
 

@@ -3,8 +3,8 @@
 //! correctly, keys that survive a restart, draining on shutdown, expiry, and the OpenAPI document
 //! checked against the router. Bounded: a few small models, a few dozen requests.
 
-use fhec::fhe as pipeline;
 use fhec::keyfile::Protection;
+use fhec::tfhe;
 use fhec_serve::client::Remote;
 use fhec_serve::roundtrip::{self, Session};
 use fhec_serve::tls::{ServerTls, TlsListener};
@@ -34,10 +34,10 @@ fn fixture() -> &'static Fixture {
             let dir = root.join(format!("{model}.fhec"));
             let src = fhec_testsuite::root().join("models").join(model);
             let cal = fhec::npy::read_samples(&src.join("inputs.npy")).unwrap();
-            pipeline::build(&src.join("model.onnx"), Some(&cal), &dir, &Default::default(), |_| ()).unwrap();
-            let (client, _) = pipeline::load_client(&dir).unwrap();
+            tfhe::build(&src.join("model.onnx"), Some(&cal), &dir, &Default::default(), |_| ()).unwrap();
+            let (client, _) = tfhe::load_client(&dir).unwrap();
             for k in keys {
-                pipeline::keygen(&root.join(k), client.params, &Protection::None).unwrap();
+                tfhe::keygen(&root.join(k), client.params, &Protection::None).unwrap();
             }
         }
         std::fs::write(root.join("tokens"), format!("# tenant token\nalice {ALICE}\nbob {BOB}\n")).unwrap();
@@ -106,9 +106,9 @@ fn session(model: &str, keys: &str) -> Session {
 /// The classes the cleartext simulation predicts for `x`.
 fn simulated_classes(model: &str, x: &ArrayD<f32>) -> Vec<i64> {
     let dir = fixture().root.join(format!("{model}.fhec"));
-    let (client, post) = pipeline::load_client(&dir).unwrap();
-    let (server, _) = pipeline::load_server(&dir).unwrap();
-    let sim = pipeline::simulate(&client, &post, &server, x, None, fhec_lower::Engine::Interpreter, |_| ()).unwrap();
+    let (client, post) = tfhe::load_client(&dir).unwrap();
+    let (server, _) = tfhe::load_server(&dir).unwrap();
+    let sim = tfhe::simulate(&client, &post, &server, x, None, fhec_lower::Engine::Interpreter, |_| ()).unwrap();
     fhec::metrics::predicted_classes(&sim[0].1).unwrap()
 }
 

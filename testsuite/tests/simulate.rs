@@ -3,7 +3,8 @@
 //! parameter set's noise model) stays within the budget of the float model.
 
 use fhec_ir::Tensor;
-use fhec_lower::{Calibration, Options, Search, TableRanges, choose, compile};
+use fhec_lower::Calibration;
+use fhec_lower::tfhe::{Options, Search, TableRanges, choose, compile};
 use fhec_runtime::Noise;
 use fhec_testsuite::*;
 

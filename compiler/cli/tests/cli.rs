@@ -460,7 +460,7 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
     assert!(!o.status.success() && stderr(&o).contains("--polynomial-fit is for CKKS"), "{}", stderr(&o));
     // CKKS needs real samples for its windows.
     let o = fhec(&["build", model, "--scheme", "ckks", "-o", dir.path().join("x").to_str().unwrap()]);
-    assert!(!o.status.success() && stderr(&o).contains("need --calibration"), "{}", stderr(&o));
+    assert!(!o.status.success() && stderr(&o).contains("needs calibration samples"), "{}", stderr(&o));
     // Feature-major packing: the report says so; the simulation is unchanged in accuracy; --packing
     // auto keeps feature-major for a few samples and batch-major for thousands.
     for (packing, batch, kept) in
@@ -529,4 +529,9 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
             "report.json belongs to the kept scheme"
         );
     }
+    // A directory holds one build: a TFHE build over the CKKS one replaces its plan.
+    let out = dir.path().join("auto4096");
+    let o = fhec(&["--quiet", "build", model, "--calibration", x, "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("server.fhec").is_file() && !out.join("ckks.json").exists());
 }

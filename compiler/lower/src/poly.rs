@@ -1,25 +1,24 @@
-//! Polynomial activation approximation as e-graph rewrites (egg).
+//! The polynomials that may stand in for an activation layer under CKKS, and the first cut among them.
 //!
 //! CKKS evaluates additions and products only, so every activation layer needs a polynomial in
-//! its place. The choices live in an e-graph: each activation layer `L` is one e-class, seeded with
-//! `(act L)` (the layer's exact function, which CKKS cannot evaluate), under a root
-//! `(chain (act 0) (act 1) ...)`. Rules add the polynomials that may stand in for a layer:
+//! its place. Every layer is offered every fit the search allows at every degree it tries:
 //!
-//! - `activation-to-chebyshev-D`: interpolation at the Chebyshev nodes of the layer's window;
-//! - `activation-to-least-squares-D`: the least-squares fit to where the layer's inputs fell on the
-//!   calibration samples, with the window's grid beside them ([`fhec_ckks::cheb::least_squares`]);
+//! - `chebyshev D`: interpolation at the Chebyshev nodes of the layer's window;
+//! - `least-squares D`: the least-squares fit to where the layer's inputs fell on the calibration
+//!   samples, with the window's grid beside them ([`fhec_ckks::cheb::least_squares`]).
 //!
-//! for each degree `D` the search offers. Both keep the depth of their degree; they differ in where
-//! they spend their accuracy.
+//! Both keep the depth of their degree; they differ in where they spend their accuracy. This is a
+//! plain enumeration: no rewrite here depends on another, so there is nothing for equality
+//! saturation to find (an e-graph did this once, and only enumerated). The reports keep naming each
+//! offer `activation-to-<fit>-<degree>`.
 //!
-//! Extraction cannot be per class: a plan's cost is not a sum over layers (the ring its deepest path
-//! needs costs six times more from 2^14 to 2^15) and its accuracy is measured by simulating the whole
-//! plan. It runs in two steps. Here, per class, a candidate goes when another is no more expensive
-//! (degree no higher) and fits the layer's calibrated inputs at least as well ([`pareto`]); then
-//! `choose_ckks` enumerates assignments of the survivors, cheapest plan first, and keeps the first
-//! whose simulation keeps the accuracy budget.
+//! The choice cannot be made per layer: a plan's cost is not a sum over layers (the ring its deepest
+//! path needs costs six times more from 2^14 to 2^15) and its accuracy is measured by simulating the
+//! whole plan. It runs in two steps. Here, per layer, a candidate goes when another is no more
+//! expensive (degree no higher) and fits the layer's calibrated inputs at least as well ([`pareto`]);
+//! then `ckks::choose` enumerates assignments of the survivors, cheapest plan first, and keeps the
+//! first whose simulation keeps the accuracy budget.
 
-use egg::{EGraph, Id, Language, Rewrite, Runner, SymbolLang, rewrite};
 use std::fmt;
 
 /// How a polynomial approximates its activation.
@@ -38,10 +37,6 @@ impl Fit {
             Fit::LeastSquares => "least-squares",
         }
     }
-
-    fn of(op: &str) -> Option<Fit> {
-        [Fit::Chebyshev, Fit::LeastSquares].into_iter().find(|f| f.name() == op)
-    }
 }
 
 /// One polynomial standing in for an activation layer.
@@ -57,82 +52,37 @@ impl fmt::Display for Approx {
     }
 }
 
-/// The rewrite rules for `fits` at `degrees`, named `activation-to-<fit>-<degree>`.
-fn rules(fits: &[Fit], degrees: &[usize]) -> Vec<Rewrite<SymbolLang, ()>> {
-    let mut out = Vec::new();
-    for &d in degrees {
+/// The offers for `fits` at `degrees`, in that order (degree, then fit), without repeats.
+fn offers(fits: &[Fit], degrees: &[usize]) -> Vec<Approx> {
+    let mut out: Vec<Approx> = Vec::new();
+    for &degree in degrees {
         for &fit in fits {
-            let name = format!("activation-to-{}-{d}", fit.name());
-            let to: egg::Pattern<SymbolLang> =
-                format!("({} ?l {d})", fit.name()).parse().expect("a well-formed pattern");
-            out.push(rewrite!(name; "(act ?l)" => to));
+            let a = Approx { fit, degree };
+            if !out.contains(&a) {
+                out.push(a);
+            }
         }
     }
     out
 }
 
-/// The rule names for `fits` at `degrees`.
-pub fn rule_names(fits: &[Fit], degrees: &[usize]) -> Vec<String> {
-    rules(fits, degrees).iter().map(|r| r.name.to_string()).collect()
+fn offer_name(a: Approx) -> String {
+    format!("activation-to-{}-{}", a.fit.name(), a.degree)
 }
 
-/// The saturated e-graph of `layers` activation layers under the rules for `fits` at `degrees`:
-/// the candidates of each layer's class, in a stable order (fit, then degree), and how many layers
-/// each rule rewrote.
+/// The offers' names for `fits` at `degrees`: `activation-to-<fit>-<degree>`.
+pub fn rule_names(fits: &[Fit], degrees: &[usize]) -> Vec<String> {
+    offers(fits, degrees).into_iter().map(offer_name).collect()
+}
+
+/// Each of `layers` activation layers' candidates: every fit in `fits` at every degree in `degrees`,
+/// in a stable order (fit, then degree); and, per offer, how many layers it was made to (all of them).
 pub fn candidates(layers: usize, fits: &[Fit], degrees: &[usize]) -> (Vec<Vec<Approx>>, Vec<(String, usize)>) {
-    let mut eg: EGraph<SymbolLang, ()> = EGraph::default();
-    let seeded: Vec<Id> = (0..layers)
-        .map(|l| {
-            let leaf = eg.add(SymbolLang::leaf(l.to_string()));
-            eg.add(SymbolLang::new("act", vec![leaf]))
-        })
-        .collect();
-    eg.add(SymbolLang::new("chain", seeded.clone()));
-    let rules = rules(fits, degrees);
-    let runner = Runner::<SymbolLang, ()>::default().with_egraph(eg).run(&rules);
-    let eg = &runner.egraph;
-    let act_classes: Vec<Id> = seeded.iter().map(|&i| eg.find(i)).collect();
-    let per_layer = act_classes
-        .iter()
-        .map(|&c| {
-            let mut v: Vec<Approx> = eg[c]
-                .nodes
-                .iter()
-                .filter_map(|n| {
-                    let fit = Fit::of(n.op.as_str())?;
-                    let degree = eg[n.children()[1]].nodes.iter().find_map(|d| d.op.as_str().parse().ok())?;
-                    Some(Approx { fit, degree })
-                })
-                .collect();
-            v.sort();
-            v
-        })
-        .collect();
-    // A rule fires once per layer class it rewrites: the class then holds its right-hand side.
-    let fired = rules
-        .iter()
-        .map(|r| {
-            let (fit, degree) =
-                r.name.as_str().trim_start_matches("activation-to-").rsplit_once('-').expect("named by `rules`");
-            let a = Approx {
-                fit: Fit::of(fit).expect("named by `rules`"),
-                degree: degree.parse().expect("named by `rules`"),
-            };
-            (
-                r.name.to_string(),
-                act_classes
-                    .iter()
-                    .filter(|&&c| {
-                        eg[c].nodes.iter().any(|n| {
-                            Fit::of(n.op.as_str()) == Some(a.fit)
-                                && eg[n.children()[1]].nodes.iter().any(|d| d.op.as_str().parse() == Ok(a.degree))
-                        })
-                    })
-                    .count(),
-            )
-        })
-        .collect();
-    (per_layer, fired)
+    let offers = offers(fits, degrees);
+    let mut sorted = offers.clone();
+    sorted.sort();
+    let per_layer = vec![sorted; layers];
+    (per_layer, offers.into_iter().map(|a| (offer_name(a), layers)).collect())
 }
 
 /// The candidates of one layer worth simulating: a candidate goes when one of lower degree (cheaper

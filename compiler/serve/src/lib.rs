@@ -211,7 +211,7 @@ impl App {
                 return Err(format!("model name {name:?}: use letters, digits, '-', '_' and '.'"));
             }
             let (artifact, digest) =
-                fhec::fhe::load_server(dir).map_err(|e| format!("model {name} ({}): {e}", dir.display()))?;
+                fhec::tfhe::load_server(dir).map_err(|e| format!("model {name} ({}): {e}", dir.display()))?;
             if models.insert(name.clone(), Model { artifact, digest }).is_some() {
                 return Err(format!("two models are named {name}: name them with NAME=DIR"));
             }

@@ -4,7 +4,7 @@
 
 use super::client::Remote;
 use crate::ServeError;
-use fhec::fhe as pipeline;
+use fhec::tfhe;
 use fhec::{DriverError, Stacked};
 use fhec_ir::{Module, Tensor};
 use fhec_runtime::ClientArtifact;
@@ -29,8 +29,8 @@ pub struct Session {
 impl Session {
     /// Loads the build directory's client artifact and the keys in `keys`.
     pub fn load(dir: &Path, keys: &Path, protection: &fhec::keyfile::Protection) -> Result<Session, DriverError> {
-        let (client, post) = pipeline::load_client(dir)?;
-        let (secret, fingerprint) = pipeline::load_secret(keys, protection)?;
+        let (client, post) = tfhe::load_client(dir)?;
+        let (secret, fingerprint) = tfhe::load_secret(keys, protection)?;
         if secret.params() != client.params {
             return Err(DriverError::Mismatch(format!(
                 "the keys in {} are for parameter set {}, the model in {} needs {}: run `fhec keygen` for it",
@@ -47,7 +47,7 @@ impl Session {
 
     /// Encrypts samples into the bytes of an inference request.
     pub fn encrypt(&self, x: &ArrayD<f32>) -> Result<Vec<u8>, DriverError> {
-        let cts = pipeline::encrypt(&self.client, &self.secret, &self.fingerprint, x)?;
+        let cts = tfhe::encrypt(&self.client, &self.secret, &self.fingerprint, x)?;
         artifact::to_bytes(Kind::Inputs, &cts).map(|b| b.0).map_err(DriverError::Artifact)
     }
 
@@ -55,7 +55,7 @@ impl Session {
     pub fn decrypt(&self, bytes: &[u8]) -> Result<Vec<Vec<Tensor>>, ServeError> {
         let (out, _): (Tagged<OutputCiphertexts>, _) = artifact::from_bytes(bytes, Kind::Outputs)
             .map_err(|e| ServeError::Remote(format!("the server's answer {e}")))?;
-        Ok(pipeline::decrypt_samples(&self.client, &self.post, &self.secret, &self.fingerprint, &out)?)
+        Ok(tfhe::decrypt_samples(&self.client, &self.post, &self.secret, &self.fingerprint, &out)?)
     }
 }
 

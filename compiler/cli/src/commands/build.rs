@@ -7,8 +7,7 @@ use anyhow::Result;
 use anyhow::bail;
 use clap::Args;
 use clap::ValueEnum;
-use fhec::fhe as pipeline;
-use std::path::Path;
+use fhec::scheme::{Options, Scheme};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -64,7 +63,7 @@ pub struct BuildArgs {
     /// CKKS packing: batch-major (throughput), feature-major (latency), or auto (the cheaper for --batch).
     #[arg(long, value_enum, default_value_t = PackingArg::BatchMajor)]
     pub packing: PackingArg,
-    /// CKKS: how polynomials approximate activations (the e-graph's rules).
+    /// CKKS: how polynomials approximate activations.
     #[arg(long, value_enum, default_value_t = FitArg::Auto)]
     pub polynomial_fit: FitArg,
     /// With --scheme auto or --packing auto: how many samples a request carries (the workload to optimize for).
@@ -95,7 +94,7 @@ pub fn run(args: BuildArgs, g: &Global) -> Result<()> {
     let quiet = g.quiet;
     let threads = g.threads;
     let engine = g.engine;
-    let mut search = fhec_lower::Search::default();
+    let mut search = fhec_lower::tfhe::Search::default();
     if !(egg_time_limit > 0.0 && egg_time_limit <= 3600.0) {
         bail!("--egg-time-limit is in seconds, more than 0 and at most 3600");
     }
@@ -128,8 +127,8 @@ pub fn run(args: BuildArgs, g: &Global) -> Result<()> {
     }
     search.failure_log2 = failure_log2;
     search.table_ranges = match table_ranges {
-        TableRangesArg::Calibrated => fhec_lower::TableRanges::Calibrated,
-        TableRangesArg::Bound => fhec_lower::TableRanges::Bound,
+        TableRangesArg::Calibrated => fhec_lower::tfhe::TableRanges::Calibrated,
+        TableRangesArg::Bound => fhec_lower::tfhe::TableRanges::Bound,
     };
     if !(0.0..=100.0).contains(&error_budget) {
         bail!("--error-budget is in percent of the output's spread, between 0 and 100");
@@ -143,12 +142,12 @@ pub fn run(args: BuildArgs, g: &Global) -> Result<()> {
     if batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let ckks_search = fhec_lower::CkksSearch {
+    let ckks = fhec_lower::ckks::Search {
         budget_points: accuracy_budget,
         error_budget_percent: error_budget,
         optimize: search.optimize.clone(),
         fits: polynomial_fit.fits(),
-        ..fhec_lower::CkksSearch::default()
+        ..fhec_lower::ckks::Search::default()
     };
     if scheme == SchemeArg::Tfhe && packing != PackingArg::BatchMajor {
         bail!("--packing is for CKKS builds (--scheme ckks or auto): TFHE holds one value per ciphertext");
@@ -156,37 +155,21 @@ pub fn run(args: BuildArgs, g: &Global) -> Result<()> {
     if scheme == SchemeArg::Tfhe && polynomial_fit != FitArg::Auto {
         bail!("--polynomial-fit is for CKKS builds (--scheme ckks or auto): TFHE evaluates tables exactly");
     }
-    if scheme != SchemeArg::Tfhe && x.is_none() {
-        bail!("--scheme ckks and auto need --calibration: polynomial windows come from real samples");
-    }
-    if scheme == SchemeArg::Ckks {
-        let pb = spinner(quiet, "fitting polynomials");
-        let (choice, _, report) = fhec::ckks::build(
-            &model,
-            x.as_ref().expect("checked"),
-            &dir,
-            &ckks_search,
-            packing.packings(),
-            batch,
-            threads,
-        )
-        .with_context(|| format!("building {}", model.display()))?;
-        pb.finish_and_clear();
-        if !quiet {
-            print!("{report}");
-        }
-        if !choice.within_budget {
-            eprintln!(
-                "warning: no assignment of polynomials keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt",
-                choice.required, choice.fidelity
-            );
-        }
-        println!("\nwrote {} in {:.2} s", dir.display(), start.elapsed().as_secs_f64());
-        return Ok(());
-    }
-    let pb = spinner(quiet, "choosing parameters");
+    let opts = Options {
+        scheme: match scheme {
+            SchemeArg::Tfhe => Scheme::Tfhe,
+            SchemeArg::Ckks => Scheme::Ckks,
+            SchemeArg::Auto => Scheme::Auto,
+        },
+        tfhe: search,
+        ckks,
+        packings: packing.packings().to_vec(),
+        batch,
+        threads,
+    };
+    let pb = spinner(quiet, if scheme == SchemeArg::Ckks { "fitting polynomials" } else { "choosing parameters" });
     let mut tried = 0;
-    let (choice, report) = pipeline::build(&model, x.as_ref(), &dir, &search, |t| {
+    let outcome = fhec::scheme::build(&model, x.as_ref(), &dir, &opts, |t| {
         tried += 1;
         pb.set_message(format!(
             "choosing parameters: {tried} candidates simulated (last: {}, {})",
@@ -196,40 +179,11 @@ pub fn run(args: BuildArgs, g: &Global) -> Result<()> {
     })
     .with_context(|| format!("building {}", model.display()))?;
     pb.finish_and_clear();
-    if let Some(why) = &choice.jit_fallback {
-        eprintln!("warning: {why}");
+    for w in &outcome.warnings {
+        eprintln!("warning: {w}");
     }
-    let report = if scheme == SchemeArg::Auto {
-        choose_scheme(
-            &model,
-            x.as_ref().expect("checked"),
-            &dir,
-            &ckks_search,
-            packing.packings(),
-            &choice,
-            report,
-            batch,
-            threads,
-        )?
-    } else {
-        report
-    };
     if !quiet {
-        print!("{report}");
-    }
-    if !choice.within_budget {
-        let synthetic = matches!(choice.calibration.0, fhec_lower::Origin::InputQuantizer { .. });
-        eprintln!(
-            "warning: no candidate keeps the accuracy budget ({:.2}% fidelity needed, best {:.2}%); see report.txt{}",
-            choice.required,
-            choice.fidelity,
-            if synthetic {
-                "\n  (scored on samples drawn uniformly from the input quantizer's range, harsher than real data: \
-                     check the accuracy with `fhec predict --mode simulate` on real samples, or build with --calibration)"
-            } else {
-                ""
-            }
-        );
+        print!("{}", outcome.report);
     }
     println!("\nwrote {} in {:.2} s", dir.display(), start.elapsed().as_secs_f64());
     Ok(())
@@ -292,56 +246,4 @@ impl FitArg {
 pub enum TableRangesArg {
     Calibrated,
     Bound,
-}
-
-/// `--scheme auto`: with the TFHE build already in `dir`, lowers for CKKS too and keeps the scheme
-/// with the lower estimated time for `batch` samples on `threads` workers; the other's files go, and
-/// the report states both estimates.
-#[allow(clippy::too_many_arguments)]
-fn choose_scheme(
-    model: &Path,
-    x: &ndarray::ArrayD<f32>,
-    dir: &Path,
-    search: &fhec_lower::CkksSearch,
-    packings: &[fhec_ckks::Packing],
-    tfhe: &fhec_lower::Choice,
-    tfhe_report: String,
-    batch: usize,
-    threads: usize,
-) -> Result<String> {
-    let circuit = &tfhe.compiled.circuit;
-    // One sample: the latency estimate; a batch: bootstraps spread over the workers, in batches.
-    let tfhe_ms = pipeline::estimated_latency_ms(circuit, threads)
-        .max(batch as f64 * circuit.pbs.len() as f64 * circuit.params.batched_pbs_ms() / threads as f64);
-    // The CKKS build writes its own reports over the TFHE build's: keep the TFHE JSON report.
-    let json_path = dir.join("report.json");
-    let tfhe_json = std::fs::read(&json_path).with_context(|| format!("reading {}", json_path.display()))?;
-    let remove = |p: PathBuf| std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()));
-    let (text, line) = match fhec::ckks::build(model, x, dir, search, packings, batch, threads) {
-        Ok((choice, ring, ckks_report)) => {
-            let ckks_ms = choice.compiled.plan.estimated_ms(ring, choice.packing, batch, threads);
-            let faster = ckks_ms < tfhe_ms;
-            let use_ckks = faster && choice.within_budget;
-            let line = format!(
-                "scheme (--scheme auto, batch of {batch} on {threads} threads): {} — estimated TFHE {tfhe_ms:.0} ms, CKKS {ckks_ms:.0} ms ({}){}\n",
-                if use_ckks { "CKKS" } else { "TFHE" },
-                choice.packing.name(),
-                if faster && !use_ckks { "; CKKS would be faster but misses the accuracy budget" } else { "" }
-            );
-            if use_ckks {
-                remove(pipeline::client_path(dir))?;
-                remove(pipeline::server_path(dir))?;
-                (ckks_report, line)
-            } else {
-                remove(fhec::ckks::plan_path(dir))?;
-                std::fs::write(&json_path, &tfhe_json).with_context(|| format!("writing {}", json_path.display()))?;
-                (tfhe_report, line)
-            }
-        }
-        Err(e) => (tfhe_report, format!("scheme (--scheme auto): TFHE; CKKS does not apply: {e}\n")),
-    };
-    let text = format!("{line}{text}");
-    std::fs::write(dir.join("report.txt"), &text)
-        .with_context(|| format!("writing {}", dir.join("report.txt").display()))?;
-    Ok(text)
 }

@@ -7,7 +7,7 @@ use anyhow::Result;
 use anyhow::bail;
 use clap::Args;
 use clap::Subcommand;
-use fhec::fhe as pipeline;
+use fhec::tfhe;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -123,16 +123,9 @@ async fn client_command(
             let x = fhec::npy::read_samples(&input)?;
             let session = std::sync::Arc::new(fhec_serve::roundtrip::Session::load(&dir, &keys, protection)?);
             // What every answer must decrypt to: the cleartext simulation of the same circuit.
-            let (server, _) = pipeline::load_server(&dir)?;
-            let sim = pipeline::simulate(
-                &session.client,
-                &session.post,
-                &server,
-                &x,
-                None,
-                fhec_lower::Engine::Auto,
-                |_| (),
-            )?;
+            let (server, _) = tfhe::load_server(&dir)?;
+            let sim =
+                tfhe::simulate(&session.client, &session.post, &server, &x, None, fhec_lower::Engine::Auto, |_| ())?;
             let expected = fhec::metrics::predicted_classes(&sim[0].1)?;
             let name = model.unwrap_or_else(|| served_name(&dir));
             let pb = spinner(quiet, "load test running");

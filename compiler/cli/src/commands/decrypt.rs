@@ -4,7 +4,7 @@ use super::write_outputs;
 use crate::Global;
 use anyhow::Result;
 use clap::Args;
-use fhec::fhe as pipeline;
+use fhec::tfhe;
 use fhec_runtime::artifact;
 use fhec_runtime::artifact::Kind;
 use fhec_runtime::artifact::Tagged;
@@ -26,10 +26,10 @@ pub struct DecryptArgs {
 pub fn run(args: DecryptArgs, g: &Global) -> Result<()> {
     let DecryptArgs { dir, keys, input, output } = args;
     let protection = &g.protection;
-    let (client, post) = pipeline::load_client(&dir)?;
-    let (sk, fp) = pipeline::load_secret(&keys, protection)?;
+    let (client, post) = tfhe::load_client(&dir)?;
+    let (sk, fp) = tfhe::load_secret(&keys, protection)?;
     let (out, _): (Tagged<OutputCiphertexts>, _) = artifact::load(&input, Kind::Outputs)?;
-    let outs = pipeline::decrypt(&client, &post, &sk, &fp, &out)?;
+    let outs = tfhe::decrypt(&client, &post, &sk, &fp, &out)?;
     write_outputs(Some(&output), &outs)?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 use crate::Global;
 use anyhow::Result;
 use clap::Args;
-use fhec::fhe as pipeline;
+use fhec::tfhe;
 use fhec_runtime::artifact;
 use fhec_runtime::artifact::Kind;
 use std::path::PathBuf;
@@ -23,10 +23,10 @@ pub struct EncryptArgs {
 pub fn run(args: EncryptArgs, g: &Global) -> Result<()> {
     let EncryptArgs { dir, keys, input, output } = args;
     let protection = &g.protection;
-    let (client, _) = pipeline::load_client(&dir)?;
-    let (sk, fp) = pipeline::load_secret(&keys, protection)?;
+    let (client, _) = tfhe::load_client(&dir)?;
+    let (sk, fp) = tfhe::load_secret(&keys, protection)?;
     let x = fhec::npy::read_samples(&input)?;
-    let cts = pipeline::encrypt(&client, &sk, &fp, &x)?;
+    let cts = tfhe::encrypt(&client, &sk, &fp, &x)?;
     artifact::save(&output, Kind::Inputs, &cts)?;
     let bytes = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
     println!("encrypted {} samples ({} values) to {}: {bytes} bytes", cts.samples, cts.data.len(), output.display());

@@ -51,7 +51,7 @@ pub fn run(args: InspectArgs, g: &Global) -> Result<()> {
         StageArg::Plan => Stage::Plan,
     };
     let x = calibration.as_deref().map(fhec::npy::read_samples).transpose()?;
-    let search = fhec_lower::Search { engine: g.engine, ..fhec_lower::Search::default() };
+    let search = fhec_lower::tfhe::Search { engine: g.engine, ..fhec_lower::tfhe::Search::default() };
     let pb = spinner(g.quiet || matches!(stage, Stage::Ir), "lowering");
     let text = fhec::inspect::stage_text(&model, x.as_ref(), stage, full, &search)?;
     pb.finish_and_clear();

@@ -4,7 +4,7 @@ use super::spinner;
 use crate::Global;
 use anyhow::Result;
 use clap::Args;
-use fhec::fhe as pipeline;
+use fhec::tfhe;
 use std::path::PathBuf;
 
 /// Generate a secret key (client) and an evaluation key (server) into KEYS/.
@@ -19,9 +19,9 @@ pub fn run(args: KeygenArgs, g: &Global) -> Result<()> {
     let KeygenArgs { dir, keys } = args;
     let quiet = g.quiet;
     let protection = &g.protection;
-    let client = pipeline::load_client(&dir)?.0;
+    let client = tfhe::load_client(&dir)?.0;
     let pb = spinner(quiet, "generating keys");
-    let (size, took) = pipeline::keygen(&keys, client.params, protection)?;
+    let (size, took) = tfhe::keygen(&keys, client.params, protection)?;
     pb.finish_and_clear();
     if matches!(protection, fhec::keyfile::Protection::None) {
         eprintln!(

@@ -8,7 +8,7 @@ use anyhow::bail;
 use clap::Args;
 use clap::ValueEnum;
 use fhec::Stacked;
-use fhec::fhe as pipeline;
+use fhec::tfhe;
 use fhec_runtime::artifact;
 use std::path::Path;
 use std::path::PathBuf;
@@ -112,13 +112,13 @@ pub fn run(args: PredictArgs, g: &Global) -> Result<()> {
     if fhec::ckks::is_ckks(&model) {
         return predict_ckks(&model, &x, mode, noise_seed, labels.as_ref(), output.as_deref(), quiet);
     }
-    let (client, post) = pipeline::load_client(&model)?;
-    let (server, digest) = pipeline::load_server(&model)?;
+    let (client, post) = tfhe::load_client(&model)?;
+    let (server, digest) = tfhe::load_server(&model)?;
     let outs = match mode {
         Mode::Simulate => {
             let start = Instant::now();
             let outs =
-                pipeline::simulate(&client, &post, &server, &x, noise_seed, engine, |why| eprintln!("warning: {why}"))?;
+                tfhe::simulate(&client, &post, &server, &x, noise_seed, engine, |why| eprintln!("warning: {why}"))?;
             let ms = start.elapsed().as_secs_f64() * 1e3 / n;
             println!(
                 "{} samples, {}{ms:.3} ms/sample (simulated integer circuit, {}, not encrypted)",
@@ -145,13 +145,13 @@ pub fn run(args: PredictArgs, g: &Global) -> Result<()> {
             for i in 0..samples {
                 let xi = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(i..i + 1)).to_owned();
                 let t = Instant::now();
-                let cts = pipeline::encrypt(&client, &sk, &fp, &xi)?;
+                let cts = tfhe::encrypt(&client, &sk, &fp, &xi)?;
                 client_t += t.elapsed();
                 let t = Instant::now();
-                let out = pipeline::run(&server, &digest, &ek, &fp, &cts)?;
+                let out = tfhe::run(&server, &digest, &ek, &fp, &cts)?;
                 server_t += t.elapsed();
                 let t = Instant::now();
-                per_sample.extend(pipeline::decrypt_samples(&client, &post, &sk, &fp, &out)?);
+                per_sample.extend(tfhe::decrypt_samples(&client, &post, &sk, &fp, &out)?);
                 client_t += t.elapsed();
                 pb.inc(1);
             }

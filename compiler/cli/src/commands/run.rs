@@ -4,7 +4,7 @@ use super::spinner;
 use crate::Global;
 use anyhow::Result;
 use clap::Args;
-use fhec::fhe as pipeline;
+use fhec::tfhe;
 use fhec_runtime::artifact;
 use fhec_runtime::artifact::Kind;
 use fhec_runtime::artifact::Tagged;
@@ -27,14 +27,14 @@ pub struct RunArgs {
 pub fn run(args: RunArgs, g: &Global) -> Result<()> {
     let RunArgs { dir, eval_key, input, output } = args;
     let quiet = g.quiet;
-    let (server, digest) = pipeline::load_server(&dir)?;
+    let (server, digest) = tfhe::load_server(&dir)?;
     let (cts, _): (Tagged<InputCiphertexts>, _) = artifact::load(&input, Kind::Inputs)?;
     let pb = spinner(quiet, "loading the evaluation key");
-    let (ek, fp) = pipeline::load_eval(&eval_key)?;
+    let (ek, fp) = tfhe::load_eval(&eval_key)?;
     pb.finish_and_clear();
     let pb = spinner(quiet, "running on ciphertexts");
     let start = Instant::now();
-    let out = pipeline::run(&server, &digest, &ek, &fp, &cts)?;
+    let out = tfhe::run(&server, &digest, &ek, &fp, &cts)?;
     pb.finish_and_clear();
     artifact::save(&output, Kind::Outputs, &out)?;
     println!(
