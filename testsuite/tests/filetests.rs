@@ -12,8 +12,8 @@
 //!   `without` (rules left out, comma-separated); expected: the table count and the unsupported ops
 //!   before and after, the rules that applied, the saturation, whether the input was kept, and the
 //!   module after it. An IR pass must also keep every output bit for bit on `SAMPLES`
-//!   deterministic inputs (the float interpreter before and after), and its result must verify and
-//!   print back the same after parsing.
+//!   deterministic inputs (the float interpreter before and after; blessing cannot accept a case
+//!   that does not), and its result must verify and print back the same after parsing.
 //!
 //! This one runner checks every case against its expectation and reports the file and a unified
 //! diff on mismatch; `FHEC_BLESS=1` rewrites the expectations instead. Every pass has a folder and
