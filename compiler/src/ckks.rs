@@ -1,48 +1,76 @@
 //! The CKKS scheme (`fhec build --scheme ckks`), the peer of [`crate::tfhe`]: a model lowered to a
 //! plan of affine maps and polynomials (`fhec_lower::ckks::choose`), packed batch-major (throughput) or
-//! feature-major (latency; `--packing`), written to `DIR/ckks.json` with the client's pre- and
-//! post-processing; cleartext simulation on stable Rust, and, in an fhec built with
-//! the `ckks` feature (nightly), encrypted runs with poulpy (`fhec_ckks::backend`).
+//! feature-major (latency; `--packing`); cleartext simulation on stable Rust, and, in an fhec built
+//! with the `ckks` feature (nightly), encrypted runs with poulpy (`fhec_ckks::backend`).
 //!
-//! `DIR/ckks.json` holds no key; `DIR/report.txt` and `DIR/report.json` say what was chosen.
+//! Artifacts are the same versioned, checksummed envelopes as TFHE's, under the same names and
+//! their own kinds: `DIR/client.fhec` ([`ClientArtifact`]: pre-processing, input box, packing,
+//! post-processing; no weights) and `DIR/server.fhec` ([`ServerArtifact`]: the plan). Neither holds a
+//! key; `DIR/report.txt` and `DIR/report.json` say what was chosen.
 
 use crate::{DriverError, Stacked};
 use fhec_ckks::{Packing, Plan, Reads, Ring};
 use fhec_ir::{Module, Tensor};
 use fhec_lower::Calibration;
 use fhec_lower::ckks::{Choice, Search};
+use fhec_runtime::artifact::{self, Kind};
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// Bumped when the file's meaning changes: older builds are refused with "rebuild".
-const FORMAT: u32 = 2;
-
-pub fn plan_path(dir: &Path) -> PathBuf {
+/// `DIR/ckks.json`: a CKKS build of an fhec before the artifacts became envelopes.
+pub(crate) fn legacy_path(dir: &Path) -> PathBuf {
     dir.join("ckks.json")
 }
 
-/// Whether `dir` is a CKKS build.
+/// Whether `dir` holds a CKKS build (its client artifact says so; an older build's `ckks.json`
+/// counts, so that loading it explains that it needs a rebuild).
 pub fn is_ckks(dir: &Path) -> bool {
-    plan_path(dir).is_file()
+    // A client artifact is small (codes and the client's modules; no weights).
+    let head = std::fs::read(crate::tfhe::client_path(dir));
+    head.is_ok_and(|h| artifact::peek_kind(&h) == Some(Kind::CkksClient)) || legacy_path(dir).is_file()
 }
 
-/// What `DIR/ckks.json` holds.
+/// What the data owner holds for a CKKS build (`DIR/client.fhec`): how to pre-process, clamp and
+/// pack samples, and how to read the outputs back. No weights.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Artifact {
-    pub format: u32,
+pub struct ClientArtifact {
     pub model: String,
     pub input_shape: Vec<usize>,
-    /// Each activation layer's polynomial degree.
-    pub degrees: Vec<(String, usize)>,
-    /// Builds from before feature-major packing existed are batch-major.
-    #[serde(default)]
+    /// The ring keys are generated for.
+    pub ring: Ring,
     pub packing: Packing,
-    pub plan: Plan,
+    /// Samples one ciphertext holds.
+    pub samples_per_ciphertext: usize,
+    /// The box of each plan input: the client clamps into it and maps it onto [-1, 1].
+    pub input_box: Vec<(f64, f64)>,
+    /// Values per sample the plan returns.
+    pub n_outputs: usize,
+    /// Digest of the server's artifact: ciphertexts are tagged with it.
+    pub plan_digest: String,
     /// IR text of the client's pre-processing (empty: none) and post-processing.
     pub preprocess: String,
     pub postprocess: String,
+}
+
+/// What the server holds for a CKKS build (`DIR/server.fhec`): the plan (weights and polynomials).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerArtifact {
+    pub model: String,
+    pub packing: Packing,
+    /// Each activation layer's polynomial degree.
+    pub degrees: Vec<(String, usize)>,
+    pub plan: Plan,
+}
+
+impl ServerArtifact {
+    /// SHA-256 of the artifact's payload: what the client artifact and ciphertexts name.
+    pub fn digest(&self) -> String {
+        let (_, payload) = artifact::to_bytes(Kind::CkksServer, self).expect("plans serialize");
+        artifact::hex(&Sha256::digest(payload))
+    }
 }
 
 /// A CKKS build, loaded and checked: the plan with the client's modules parsed.
@@ -58,7 +86,8 @@ pub struct Loaded {
 pub struct Build {
     pub choice: Choice,
     pub ring: Ring,
-    pub artifact: Artifact,
+    pub client: ClientArtifact,
+    pub server: ServerArtifact,
     text: String,
     json: serde_json::Value,
 }
@@ -113,17 +142,25 @@ pub fn compile(
         .ok_or_else(|| DriverError::Ckks(format!("no packing applies: {}", refused.join("; "))))?;
     let (choice, ring, _) = options.swap_remove(best);
     let c = &choice.compiled;
-    let artifact = Artifact {
-        format: FORMAT,
+    let server = ServerArtifact {
+        model: module.name.clone(),
+        packing: choice.packing,
+        degrees: choice.layers.iter().cloned().zip(choice.degrees()).collect(),
+        plan: c.plan.clone(),
+    };
+    let client = ClientArtifact {
         model: module.name.clone(),
         input_shape,
-        degrees: choice.layers.iter().cloned().zip(choice.degrees()).collect(),
+        ring,
         packing: choice.packing,
-        plan: c.plan.clone(),
+        samples_per_ciphertext: c.plan.samples_per_ciphertext(ring, choice.packing).map_err(ckks_error)?,
+        input_box: c.plan.input_box.clone(),
+        n_outputs: c.plan.outputs.len(),
+        plan_digest: server.digest(),
         preprocess: c.preprocess.as_ref().map_or(String::new(), |m| m.to_text(fhec_ir::DataMode::Full)),
         postprocess: c.postprocess.to_string(),
     };
-    let (mut text, mut report) = report(&artifact, &choice, ring);
+    let (mut text, mut report) = report(&server, &choice, ring);
     if let Some(line) = comparison {
         text = format!(
             "packing (--packing auto, batch of {batch} on {threads} threads): {} — estimated {line}\n{text}",
@@ -131,7 +168,7 @@ pub fn compile(
         );
         report["packing_estimates"] = json!(line);
     }
-    Ok(Build { choice, ring, artifact, text, json: report })
+    Ok(Build { choice, ring, client, server, text, json: report })
 }
 
 impl Build {
@@ -140,15 +177,13 @@ impl Build {
         self.choice.compiled.plan.estimated_ms(self.ring, self.choice.packing, batch, threads)
     }
 
-    /// Writes the plan and the reports (`preface`, then the report) into `dir`, replacing an
-    /// earlier TFHE build there; returns the text report.
+    /// Writes the two artifacts and the reports (`preface`, then the report) into `dir`, replacing
+    /// an earlier build there; returns the text report.
     pub fn write(&self, dir: &Path, preface: &str) -> Result<String, DriverError> {
         std::fs::create_dir_all(dir).map_err(|e| DriverError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        crate::scheme::remove_stale(&crate::tfhe::client_path(dir))?;
-        crate::scheme::remove_stale(&crate::tfhe::server_path(dir))?;
-        let path = plan_path(dir);
-        std::fs::write(&path, serde_json::to_string(&self.artifact).expect("json"))
-            .map_err(|e| DriverError::Io(format!("cannot write {}: {e}", path.display())))?;
+        crate::scheme::remove_stale(&legacy_path(dir))?;
+        artifact::save(&crate::tfhe::server_path(dir), Kind::CkksServer, &self.server)?;
+        artifact::save(&crate::tfhe::client_path(dir), Kind::CkksClient, &self.client)?;
         let text = format!("{preface}{}", self.text);
         crate::scheme::write_reports(dir, &text, &self.json)?;
         Ok(text)
@@ -174,7 +209,7 @@ fn ckks_error(e: fhec_ckks::CkksError) -> DriverError {
     DriverError::Ckks(e.to_string())
 }
 
-fn report(a: &Artifact, choice: &Choice, ring: Ring) -> (String, serde_json::Value) {
+fn report(a: &ServerArtifact, choice: &Choice, ring: Ring) -> (String, serde_json::Value) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = &a.plan;
     let cost = plan.cost();
@@ -284,36 +319,71 @@ fn report(a: &Artifact, choice: &Choice, ring: Ring) -> (String, serde_json::Val
     (text, json)
 }
 
-/// Reads and checks `DIR/ckks.json`.
+/// Reads and checks a CKKS build: its client artifact, and its server artifact (the plan), which
+/// must be the one the client artifact names.
 pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
-    let path = plan_path(dir);
-    let what = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|e| DriverError::Io(format!("cannot read {what}: {e}")))?;
-    let artifact: Artifact =
-        serde_json::from_str(&text).map_err(|e| DriverError::Artifact(format!("{what}: not a CKKS build: {e}")))?;
-    if artifact.format != FORMAT {
+    if legacy_path(dir).is_file() && !crate::tfhe::client_path(dir).is_file() {
         return Err(DriverError::Artifact(format!(
-            "{what}: format {} (this fhec reads {FORMAT}): rebuild the model",
-            artifact.format
+            "{}: a CKKS build of an older fhec (ckks.json): rebuild the model",
+            dir.display()
         )));
     }
-    artifact.plan.validate().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
-    let ring = artifact.plan.ring().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
+    let client = load_client(dir)?;
+    let server_path = crate::tfhe::server_path(dir);
+    let what = server_path.display().to_string();
+    let (server, _): (ServerArtifact, _) = artifact::load(&server_path, Kind::CkksServer).map_err(wrong_scheme)?;
+    if server.digest() != client.plan_digest {
+        return Err(DriverError::Mismatch(format!(
+            "{what} is not the plan {} was built with (another build's server artifact): rebuild, or copy both from one build",
+            crate::tfhe::client_path(dir).display()
+        )));
+    }
+    server.plan.validate().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
+    let ring = server.plan.ring().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
+    let per = server
+        .plan
+        .samples_per_ciphertext(ring, server.packing)
+        .map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
+    if ring != client.ring || per != client.samples_per_ciphertext || server.packing != client.packing {
+        return Err(DriverError::Artifact(format!(
+            "{what}: the plan's ring or packing differs from the client artifact's"
+        )));
+    }
+    let client_what = crate::tfhe::client_path(dir).display().to_string();
     let parse = |src: &str, part: &str| -> Result<Module, DriverError> {
-        let m: Module = src.parse().map_err(|e| DriverError::Artifact(format!("{what}: {part}: {e}")))?;
-        m.verify().map_err(|e| DriverError::Artifact(format!("{what}: {part}: {e}")))?;
+        let m: Module = src.parse().map_err(|e| DriverError::Artifact(format!("{client_what}: {part}: {e}")))?;
+        m.verify().map_err(|e| DriverError::Artifact(format!("{client_what}: {part}: {e}")))?;
         Ok(m)
     };
     let preprocess =
-        if artifact.preprocess.is_empty() { None } else { Some(parse(&artifact.preprocess, "pre-processing")?) };
-    let postprocess = parse(&artifact.postprocess, "post-processing")?;
-    artifact
-        .plan
-        .samples_per_ciphertext(ring, artifact.packing)
-        .map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
-    let packing = artifact.packing;
-    let compiled = fhec_lower::ckks::Compiled { plan: artifact.plan, preprocess, postprocess };
-    Ok(Loaded { input_shape: artifact.input_shape, ring, packing, compiled })
+        if client.preprocess.is_empty() { None } else { Some(parse(&client.preprocess, "pre-processing")?) };
+    let postprocess = parse(&client.postprocess, "post-processing")?;
+    let compiled = fhec_lower::ckks::Compiled { plan: server.plan, preprocess, postprocess };
+    Ok(Loaded { input_shape: client.input_shape, ring, packing: server.packing, compiled })
+}
+
+/// Reads `DIR/client.fhec` of a CKKS build.
+pub fn load_client(dir: &Path) -> Result<ClientArtifact, DriverError> {
+    let (client, _) = artifact::load(&crate::tfhe::client_path(dir), Kind::CkksClient).map_err(wrong_scheme)?;
+    Ok(client)
+}
+
+/// A runtime error loading an artifact, said in the user's terms when it is the other scheme's.
+pub(crate) fn wrong_scheme(e: fhec_runtime::RuntimeError) -> DriverError {
+    let text = e.to_string();
+    for (found, is) in [
+        ("a CkksClient file", "CKKS"),
+        ("a CkksServer file", "CKKS"),
+        ("a Client file", "TFHE"),
+        ("a Server file", "TFHE"),
+    ] {
+        if text.contains(&format!("is {found}")) {
+            return DriverError::Artifact(format!(
+                "{text}: this is a {is} build, and this command expects the other scheme's"
+            ));
+        }
+    }
+    e.into()
 }
 
 impl Loaded {

@@ -3,8 +3,10 @@
 //! compiles for both in memory and writes only the winner, with a first report line that states
 //! both estimates.
 //!
-//! A build directory holds one build: writing one replaces the other scheme's artifacts left there
-//! by an earlier build, so that no command finds a stale artifact beside a fresh one.
+//! A build directory holds one build: both schemes write `client.fhec` and `server.fhec` (envelopes
+//! of their own kinds, so that each command knows which it has), and a build removes the
+//! `ckks.json` of an older fhec's CKKS build, so that no command finds a stale artifact beside a
+//! fresh one.
 
 use crate::{DriverError, ckks, tfhe};
 use fhec_ckks::Packing;

@@ -106,7 +106,7 @@ impl Build {
     pub fn write(&self, dir: &Path, preface: &str) -> Result<String, DriverError> {
         let writing = Instant::now();
         std::fs::create_dir_all(dir).map_err(|e| DriverError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        crate::scheme::remove_stale(&crate::ckks::plan_path(dir))?;
+        crate::scheme::remove_stale(&crate::ckks::legacy_path(dir))?;
         artifact::save(&server_path(dir), Kind::Server, &self.server)?;
         artifact::save(&client_path(dir), Kind::Client, &self.client)?;
         let mut stages = self.stages.clone();
@@ -363,7 +363,8 @@ fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
 }
 
 pub fn load_client(dir: &Path) -> Result<(ClientArtifact, Module), DriverError> {
-    let (client, _): (ClientArtifact, _) = artifact::load(&client_path(dir), Kind::Client)?;
+    let (client, _): (ClientArtifact, _) =
+        artifact::load(&client_path(dir), Kind::Client).map_err(crate::ckks::wrong_scheme)?;
     let post = postprocess(&client, &client_path(dir).display().to_string())?;
     Ok((client, post))
 }
@@ -390,7 +391,8 @@ pub fn postprocess(client: &ClientArtifact, what: &str) -> Result<Module, Driver
 
 /// The server artifact and its circuit digest (computed once: ciphertexts are checked against it).
 pub fn load_server(dir: &Path) -> Result<(ServerArtifact, String), DriverError> {
-    let (server, _): (ServerArtifact, _) = artifact::load(&server_path(dir), Kind::Server)?;
+    let (server, _): (ServerArtifact, _) =
+        artifact::load(&server_path(dir), Kind::Server).map_err(crate::ckks::wrong_scheme)?;
     server.circuit.validate()?;
     let digest = server.digest();
     Ok((server, digest))

@@ -26,6 +26,10 @@ pub enum Kind {
     Outputs,
     /// A secret key encrypted at rest (its envelope bytes sealed under a passphrase or a wrapped data key).
     SealedSecretKey,
+    /// A CKKS build's client artifact (pre-processing, clamping, packing, post-processing; no weights).
+    CkksClient,
+    /// A CKKS build's server artifact (the plan).
+    CkksServer,
 }
 
 #[derive(Serialize, Deserialize)]

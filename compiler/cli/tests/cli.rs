@@ -399,7 +399,23 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
     let out = dir.path().join("wine-ckks");
     let o = fhec(&["--quiet", "build", model, "--calibration", x, "--scheme", "ckks", "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(out.join("ckks.json").is_file() && !out.join("server.fhec").exists());
+    // The same envelopes as TFHE's, of CKKS kinds: the client's holds no weights, the server's the plan.
+    assert!(fhec::ckks::is_ckks(&out) && out.join("server.fhec").is_file() && !out.join("ckks.json").exists());
+    let client = fhec::ckks::load_client(&out).unwrap();
+    assert_eq!((client.samples_per_ciphertext, client.input_box.len(), client.n_outputs), (8192, 13, 3));
+    let (server, _): (fhec::ckks::ServerArtifact, _) =
+        fhec_runtime::artifact::load(&out.join("server.fhec"), fhec_runtime::artifact::Kind::CkksServer).unwrap();
+    assert_eq!(client.plan_digest, server.digest());
+    assert!(std::fs::metadata(out.join("client.fhec")).unwrap().len() < 4096);
+    // A TFHE command on a CKKS build says which scheme it has.
+    let o = fhec(&["keygen", out.to_str().unwrap(), "--keys", dir.path().join("k").to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("this is a CKKS build"), "{}", stderr(&o));
+    // An older fhec's CKKS build (ckks.json) asks for a rebuild.
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("ckks.json"), "{}").unwrap();
+    let o = fhec(&["predict", old.to_str().unwrap(), "--input", x]);
+    assert!(!o.status.success() && stderr(&o).contains("rebuild the model"), "{}", stderr(&o));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["scheme"], "ckks");
@@ -494,10 +510,15 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
             assert!(String::from_utf8_lossy(&o.stdout).contains("accuracy 100.00% (45/45)"), "{}", stderr(&o));
         }
     }
+    // Another build's server artifact beside this client artifact is refused by name.
+    let (batch_major, feature_major) = (dir.path().join("wine-auto-8192"), dir.path().join("wine-auto-8"));
+    std::fs::copy(batch_major.join("server.fhec"), feature_major.join("server.fhec")).unwrap();
+    let o = fhec(&["predict", feature_major.to_str().unwrap(), "--input", x]);
+    assert!(!o.status.success() && stderr(&o).contains("is not the plan"), "{}", stderr(&o));
     let o = fhec(&["build", model, "--packing", "feature-major", "-o", dir.path().join("y").to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("--packing is for CKKS"), "{}", stderr(&o));
     // One sample: TFHE's latency wins; 4096: one CKKS batch wins.
-    for (batch, kept, gone) in [("1", "server.fhec", "ckks.json"), ("4096", "ckks.json", "server.fhec")] {
+    for (batch, ckks) in [("1", false), ("4096", true)] {
         let out = dir.path().join(format!("auto{batch}"));
         let o = fhec(&[
             "--quiet",
@@ -513,7 +534,7 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
             out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
-        assert!(out.join(kept).is_file() && !out.join(gone).exists(), "batch {batch}");
+        assert_eq!(fhec::ckks::is_ckks(&out), ckks, "batch {batch}");
         let report = std::fs::read_to_string(out.join("report.txt")).unwrap();
         assert!(
             report.starts_with(&format!("scheme (--scheme auto, batch of {batch}"))
@@ -523,15 +544,11 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
         );
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-        assert_eq!(
-            json["scheme"],
-            if kept == "ckks.json" { "ckks" } else { "tfhe" },
-            "report.json belongs to the kept scheme"
-        );
+        assert_eq!(json["scheme"], if ckks { "ckks" } else { "tfhe" }, "report.json belongs to the kept scheme");
     }
-    // A directory holds one build: a TFHE build over the CKKS one replaces its plan.
+    // A directory holds one build: a TFHE build over the CKKS one replaces it.
     let out = dir.path().join("auto4096");
     let o = fhec(&["--quiet", "build", model, "--calibration", x, "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(out.join("server.fhec").is_file() && !out.join("ckks.json").exists());
+    assert!(!fhec::ckks::is_ckks(&out));
 }
