@@ -2,7 +2,9 @@
 
 use crate::{DriverError, Stacked};
 use ndarray::ArrayD;
+use ndarray_npy::npy::header::Header;
 use ndarray_npy::{read_npy, write_npy};
+use std::io::Seek;
 use std::path::{Path, PathBuf};
 
 /// Reads samples as f32; float64 and integer arrays are converted (numpy's default dtype is float64).
@@ -11,6 +13,7 @@ pub fn read_samples(path: &Path) -> Result<ArrayD<f32>, DriverError> {
     if !path.exists() {
         return Err(err("no such file".into()));
     }
+    check_size(path).map_err(err)?;
     if let Ok(a) = read_npy::<_, ArrayD<f32>>(path) {
         return Ok(a);
     }
@@ -23,6 +26,27 @@ pub fn read_samples(path: &Path) -> Result<ArrayD<f32>, DriverError> {
     match read_npy::<_, ArrayD<i32>>(path) {
         Ok(a) => Ok(a.mapv(|v| v as f32)),
         Err(e) => Err(err(format!("not a .npy array of float32, float64, int64 or int32 ({e})"))),
+    }
+}
+
+/// Refuses a header that declares more values than the file holds, before anything is allocated
+/// for them (a header of 10^11 x 13 values would otherwise abort the process).
+fn check_size(path: &Path) -> Result<(), String> {
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let header = Header::from_reader(&mut f).map_err(|e| format!("not a .npy array ({e})"))?;
+    let after_header = f.metadata().map_err(|e| e.to_string())?.len().saturating_sub(f.stream_position().unwrap_or(0));
+    // The item size from the dtype (`'<f4'`: 4 bytes); 1 where it cannot be read (the reader refuses those).
+    let descr = header.type_descriptor.to_string();
+    let code = descr.trim_matches(['\'', '"']).trim_start_matches(['<', '>', '=', '|']);
+    let item: u64 = code.get(1..).and_then(|n| n.parse().ok()).unwrap_or(1);
+    let values = header.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+    match values.and_then(|v| v.checked_mul(item)) {
+        Some(bytes) if bytes <= after_header => Ok(()),
+        _ => Err(format!(
+            "the header declares shape {:?} ({} values), more than the {after_header} bytes after it hold",
+            header.shape,
+            values.map_or("too many".to_string(), |v| v.to_string())
+        )),
     }
 }
 
@@ -43,4 +67,30 @@ pub fn write_output(path: &Path, a: &Stacked) -> Result<(), DriverError> {
         Stacked::I64(a) => write_npy(path, a),
     };
     r.map_err(|e| DriverError::Io(format!("cannot write {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_declaring_more_values_than_the_file_holds_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.npy");
+        write_npy(&good, &ndarray::Array2::<f32>::zeros((3, 2))).unwrap();
+        assert_eq!(read_samples(&good).unwrap().shape(), [3, 2]);
+        // The same header with an absurd shape (12 spaces of its padding make room), and the 24 bytes of data.
+        let bytes = std::fs::read(&good).unwrap();
+        let at = bytes.windows(6).position(|w| w == b"(3, 2)").unwrap();
+        let rest = &bytes[at + 6..];
+        let newline = rest.iter().position(|&b| b == b'\n').unwrap();
+        let forged = [&bytes[..at], b"(100000000000, 13)", &rest[..newline - 12], &rest[newline..]].concat();
+        let huge = dir.path().join("huge.npy");
+        std::fs::write(&huge, forged).unwrap();
+        let e = read_samples(&huge).unwrap_err().to_string();
+        assert!(e.contains("declares shape [100000000000, 13]"), "{e}");
+        let short = dir.path().join("short.npy");
+        std::fs::write(&short, &bytes[..bytes.len() - 4]).unwrap();
+        assert!(read_samples(&short).unwrap_err().to_string().contains("declares shape [3, 2]"));
+    }
 }

@@ -444,12 +444,36 @@ fn restrict_permissions(path: &Path) {
 /// evaluation key (ciphertexts are tagged with it).
 pub fn load_secret(keys: &Path, protection: &crate::keyfile::Protection) -> Result<(SecretKey, String), DriverError> {
     let path = keys.join("secret.key");
+    check_private(&path)?;
     let bytes = std::fs::read(&path).map_err(|e| DriverError::Io(format!("{}: {e}", path.display())))?;
     let plain = crate::keyfile::open(&bytes, protection, &path.display().to_string())?;
     let (sk, _): (SecretKey, _) = artifact::from_bytes(&plain, Kind::SecretKey)
         .map_err(|e| DriverError::Artifact(format!("{} {e}", path.display())))?;
     let (_, ek_bytes): (CompressedEvalKey, _) = artifact::load(&keys.join("eval.key"), Kind::EvalKey)?;
     Ok((sk, artifact::fingerprint(&ek_bytes)))
+}
+
+/// Refuses a secret key file that other users may read or write (as ssh does): whoever could read it
+/// can decrypt every result. Unix only; elsewhere the file system's access control is the user's.
+pub fn check_private(path: &Path) -> Result<(), DriverError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| DriverError::Io(format!("{}: {e}", path.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(DriverError::Key(format!(
+                "{} is accessible to other users (mode {:04o}): a secret key must be private to its owner; \
+                 run `chmod 600 {}` if no one else has read it, else generate new keys",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub fn load_eval(path: &Path) -> Result<(EvalKey, String), DriverError> {
@@ -582,4 +606,22 @@ pub fn simulate_samples(
     };
     let pre = preprocess(client, "the client artifact")?;
     Ok(sim.predict(pre.as_ref(), &client.inputs, &client.outputs, post, xs, noise)?)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_secret_key_others_may_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.key");
+        std::fs::write(&path, b"key").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        check_private(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = check_private(&path).unwrap_err().to_string();
+        assert!(e.contains("mode 0644") && e.contains("chmod 600"), "{e}");
+    }
 }

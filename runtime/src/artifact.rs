@@ -181,6 +181,11 @@ pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8], kind: Kind) -> Result<(T, V
     if <[u8; 32]>::from(Sha256::digest(&env.payload)) != env.checksum {
         return Err("is corrupted (checksum mismatch)".into());
     }
+    // An envelope is the whole file: bytes after it were appended or concatenated, not written by fhec.
+    let end = bincode::DefaultOptions::new().with_fixint_encoding().serialized_size(&env).unwrap_or(0);
+    if (bytes.len() as u64) > end {
+        return Err(format!("has {} bytes after its end (appended, or files concatenated)", bytes.len() as u64 - end));
+    }
     let value = bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .allow_trailing_bytes()
@@ -191,3 +196,26 @@ pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8], kind: Kind) -> Result<(T, V
 }
 
 use bincode::Options as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_is_refused_with_bytes_after_it_truncated_or_corrupted() {
+        let (mut bytes, _) = to_bytes(Kind::Inputs, &vec![1u64, 2, 3]).unwrap();
+        let (v, _): (Vec<u64>, _) = from_bytes(&bytes, Kind::Inputs).unwrap();
+        assert_eq!(v, [1, 2, 3]);
+        assert!(from_bytes::<Vec<u64>>(&bytes, Kind::Outputs).unwrap_err().contains("is a Inputs file"));
+        assert!(from_bytes::<Vec<u64>>(&bytes[..bytes.len() - 1], Kind::Inputs).unwrap_err().contains("truncated"));
+        bytes.extend_from_slice(b"junk");
+        assert_eq!(
+            from_bytes::<Vec<u64>>(&bytes, Kind::Inputs).unwrap_err(),
+            "has 4 bytes after its end (appended, or files concatenated)"
+        );
+        bytes.truncate(bytes.len() - 4);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(from_bytes::<Vec<u64>>(&bytes, Kind::Inputs).unwrap_err().contains("checksum"));
+    }
+}
