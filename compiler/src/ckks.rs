@@ -442,6 +442,8 @@ struct Session<'a> {
     server: fhec_ckks::backend::Server<'a>,
     plan: &'a Plan,
     packing: Packing,
+    /// What the client encrypts with (no weights).
+    layout: fhec_ckks::ClientLayout,
 }
 
 /// One batch through a [`Session`].
@@ -468,7 +470,8 @@ impl<'a> Session<'a> {
         let t = std::time::Instant::now();
         let (client, eval) = ctx.keygen(&server.galois_elements()).map_err(ckks_error)?;
         let keygen = t.elapsed();
-        Ok((Session { ctx, client, eval, server, plan, packing }, keygen))
+        let layout = plan.client_layout(ctx.params, packing).map_err(ckks_error)?;
+        Ok((Session { ctx, client, eval, server, plan, packing, layout }, keygen))
     }
 
     /// Samples one [`Session::run`] takes at most: one batch-major batch, or one feature-major
@@ -486,7 +489,7 @@ impl<'a> Session<'a> {
     fn run(&self, samples: &[Vec<f64>]) -> Result<BatchRun, DriverError> {
         use std::time::Instant;
         let t = Instant::now();
-        let cts = self.ctx.encrypt(&self.client, self.plan, samples, self.packing).map_err(ckks_error)?;
+        let cts = self.ctx.encrypt(&self.client, &self.layout, samples).map_err(ckks_error)?;
         let mut client = t.elapsed();
         let t = Instant::now();
         let out = self.server.evaluate(&self.eval, &cts).map_err(ckks_error)?;

@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut times = Vec::new();
     for run in 0..runs {
         let t = Instant::now();
-        let inputs = ctx.encrypt(&client, &f.plan, &samples, Packing::BatchMajor)?;
+        let inputs = ctx.encrypt(&client, &f.plan.client_layout(params, Packing::BatchMajor)?, &samples)?;
         let enc = t.elapsed();
         let t = Instant::now();
         let outputs = server.evaluate(&eval, &inputs)?;

@@ -11,8 +11,11 @@
 #[cfg(feature = "poulpy")]
 pub mod backend;
 pub mod cheb;
+mod layout;
 pub mod plan;
 mod plan_text;
+
+pub use layout::ClientLayout;
 
 pub use plan::{
     Affine, BASE2K, CONST_BITS, Cost, HEADROOM, LOG_DELTA, Layers, MAX_DEGREE, Node, PLAN_VERSION, Packing, Plan,

@@ -301,10 +301,7 @@ impl Plan {
     /// What the client encrypts for one sample: each input value clamped into its box, the box
     /// mapped onto [-1, 1] (a box of one point maps to 0).
     pub fn client_inputs(&self, x: &[f64]) -> Vec<f64> {
-        x.iter()
-            .zip(&self.input_box)
-            .map(|(&x, &(lo, hi))| if hi > lo { (2.0 * x.clamp(lo, hi) - lo - hi) / (hi - lo) } else { 0.0 })
-            .collect()
+        crate::layout::map_into_box(&self.input_box, x)
     }
 
     /// The plan as a chain of layers: consecutive nodes of one source layer that read only the layer

@@ -3,7 +3,7 @@
 //! in one batch.
 #![cfg(feature = "poulpy")]
 
-use fhec_ckks::backend::{Context, Server};
+use fhec_ckks::backend::{Context, Role, Server};
 use fhec_ckks::{Affine, CkksError, Node, PLAN_VERSION, Packing, Plan, Reads, cheb};
 
 #[derive(serde::Deserialize)]
@@ -34,7 +34,8 @@ fn encrypted_outputs_equal_the_simulation_within_the_error_model() {
     assert!(server.galois_elements().is_empty(), "batch-major packing rotates nothing");
     let (client, eval) = ctx.keygen(&[]).unwrap();
     let start = std::time::Instant::now();
-    let inputs = ctx.encrypt(&client, &f.plan, &f.inputs, Packing::BatchMajor).unwrap();
+    let layout = f.plan.client_layout(params, Packing::BatchMajor).unwrap();
+    let inputs = ctx.encrypt(&client, &layout, &f.inputs).unwrap();
     let outputs = server.evaluate(&eval, &inputs).unwrap();
     let got = ctx.decrypt(&client, &outputs).unwrap();
     eprintln!("{} samples in {:.2} s", f.inputs.len(), start.elapsed().as_secs_f64());
@@ -54,12 +55,11 @@ fn wrong_inputs_and_too_deep_plans_are_refused() {
     let f = fixture();
     let ctx = Context::new(f.plan.ring().unwrap()).unwrap();
     let (client, _) = ctx.keygen(&[]).unwrap();
+    let layout = f.plan.client_layout(ctx.params, Packing::BatchMajor).unwrap();
     let short = vec![vec![0.0; f.plan.n_inputs - 1]];
-    assert!(
-        matches!(ctx.encrypt(&client, &f.plan, &short, Packing::BatchMajor), Err(CkksError::Shape(s)) if s.contains("sample 0"))
-    );
+    assert!(matches!(ctx.encrypt(&client, &layout, &short), Err(CkksError::Shape(s)) if s.contains("sample 0")));
     let too_many = vec![vec![0.0; f.plan.n_inputs]; ctx.params.slots() + 1];
-    assert!(matches!(ctx.encrypt(&client, &f.plan, &too_many, Packing::BatchMajor), Err(CkksError::Shape(_))));
+    assert!(matches!(ctx.encrypt(&client, &layout, &too_many), Err(CkksError::Shape(_))));
     // The wine plan's polynomials are fitted per value: no layer shares one, so it cannot be packed
     // feature-major.
     let e = Server::new(&ctx, &f.plan, Packing::FeatureMajor).err().unwrap().to_string();
@@ -131,7 +131,8 @@ fn feature_major_packing_equals_the_simulation_across_ciphertexts() {
     let mut r = stream(11);
     let samples: Vec<Vec<f64>> = (0..per + 5).map(|_| (0..13).map(|_| 2.0 * r()).collect()).collect();
     let start = std::time::Instant::now();
-    let inputs = ctx.encrypt(&client, &plan, &samples, Packing::FeatureMajor).unwrap();
+    let layout = plan.client_layout(ctx.params, Packing::FeatureMajor).unwrap();
+    let inputs = ctx.encrypt(&client, &layout, &samples).unwrap();
     let outputs = server.evaluate(&eval, &inputs).unwrap();
     let got = ctx.decrypt(&client, &outputs).unwrap();
     eprintln!("{} samples in 2 ciphertexts: {:.2} s", samples.len(), start.elapsed().as_secs_f64());
@@ -144,13 +145,80 @@ fn feature_major_packing_equals_the_simulation_across_ciphertexts() {
     assert_eq!(got.len(), samples.len());
     assert!(worst < 2e-4 * scale.max(1.0), "encrypted vs simulated: {worst} (scale {scale})");
     // Packings do not mix, and a server without the rotation keys it needs says so.
-    let batch = ctx.encrypt(&client, &plan, &samples[..3], Packing::BatchMajor).unwrap();
+    let batch_major = plan.client_layout(ctx.params, Packing::BatchMajor).unwrap();
+    let batch = ctx.encrypt(&client, &batch_major, &samples[..3]).unwrap();
     assert!(server.evaluate(&eval, &batch).err().unwrap().to_string().contains("packed batch-major"));
     let (_, no_rotations) = ctx.keygen(&[]).unwrap();
     let e = server
-        .evaluate(&no_rotations, &ctx.encrypt(&client, &plan, &samples[..1], Packing::FeatureMajor).unwrap())
+        .evaluate(&no_rotations, &ctx.encrypt(&client, &layout, &samples[..1]).unwrap())
         .err()
         .unwrap()
         .to_string();
     assert!(e.contains("layer 0 (fc1)") && e.contains("automorphism"), "{e}");
+}
+
+/// The deployed path: the client writes its keys and encrypted samples, the server reads the
+/// evaluation key and the samples alone (no secret, no plan on the client), writes the results,
+/// and the client decrypts them; the results are those of the in-process run.
+#[test]
+fn keys_and_ciphertexts_survive_their_files_and_bad_files_are_refused() {
+    let plan = layered_plan();
+    let ctx = Context::new(plan.ring().unwrap()).unwrap();
+    let server = Server::new(&ctx, &plan, Packing::FeatureMajor).unwrap();
+    let galois = server.galois_elements();
+    let layout = plan.client_layout(ctx.params, Packing::FeatureMajor).unwrap();
+    // The client: keys, then samples.
+    let mut eval_bytes = Vec::new();
+    let client = ctx.keygen_to(&galois, &mut eval_bytes).unwrap();
+    let secret = client.to_bytes(&ctx);
+    assert_eq!(secret.len(), 56, "ring and seed");
+    let mut r = stream(3);
+    let samples: Vec<Vec<f64>> = (0..5).map(|_| (0..13).map(|_| 2.0 * r()).collect()).collect();
+    let mut input_bytes = Vec::new();
+    ctx.write_batch(&ctx.encrypt(&client, &layout, &samples).unwrap(), &mut input_bytes).unwrap();
+    // The server: the evaluation key and the inputs, from bytes.
+    let eval = ctx.read_eval_key(&mut eval_bytes.as_slice(), &galois).unwrap();
+    let inputs = ctx.read_batch(&mut input_bytes.as_slice(), &layout, Role::Inputs).unwrap();
+    let mut output_bytes = Vec::new();
+    ctx.write_batch(&server.evaluate(&eval, &inputs).unwrap(), &mut output_bytes).unwrap();
+    // The client again, with its secret key read back.
+    let client = ctx.client_key(&secret).unwrap();
+    let outputs = ctx.read_batch(&mut output_bytes.as_slice(), &layout, Role::Outputs).unwrap();
+    let got = ctx.decrypt(&client, &outputs).unwrap();
+    let mut reads = Reads::default();
+    let want: Vec<Vec<f64>> = samples.iter().map(|x| plan.eval(x, &mut reads).unwrap()).collect();
+    let worst = got.iter().flatten().zip(want.iter().flatten()).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
+    assert!(worst < 2e-4, "encrypted through files vs simulated: {worst}");
+    eprintln!(
+        "evaluation key {:.1} MB ({} rotations), {} samples in {} KB of inputs, {} KB of outputs",
+        eval_bytes.len() as f64 / 1e6,
+        galois.len(),
+        samples.len(),
+        input_bytes.len() / 1000,
+        output_bytes.len() / 1000
+    );
+    // Bad files: each an error that says what, never a panic.
+    let shape = |r: Result<_, CkksError>| match r {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    let e = shape(ctx.read_batch(&mut &input_bytes[..input_bytes.len() / 2], &layout, Role::Inputs).map(|_| ()));
+    assert!(e.contains("ciphertext"), "truncated: {e}");
+    let e = shape(ctx.read_batch(&mut output_bytes.as_slice(), &layout, Role::Inputs).map(|_| ()));
+    assert!(e.contains("values per sample") || e.contains("fresh"), "outputs as inputs: {e}");
+    let e = shape(ctx.read_batch(&mut eval_bytes.as_slice(), &layout, Role::Inputs).map(|_| ()));
+    assert!(e.contains("not a CKKS ciphertext batch"), "a key as a batch: {e}");
+    let e = shape(ctx.read_eval_key(&mut eval_bytes.as_slice(), &galois[1..]).map(|_| ()));
+    assert!(e.contains("rotation keys; this plan uses"), "{e}");
+    let e = shape(ctx.read_eval_key(&mut &eval_bytes[..eval_bytes.len() - 100], &galois).map(|_| ()));
+    assert!(e.contains("rotation key"), "truncated key: {e}");
+    let e = shape(ctx.client_key(&secret[..40]).map(|_| ()));
+    assert!(e.contains("secret key of 40 bytes"), "{e}");
+    let mut other_ring = secret.clone();
+    other_ring[8] = 15;
+    let e = shape(ctx.client_key(&other_ring).map(|_| ()));
+    assert!(e.contains("ring 2^15"), "{e}");
+    let batch_major = plan.client_layout(ctx.params, Packing::BatchMajor).unwrap();
+    let e = shape(ctx.read_batch(&mut input_bytes.as_slice(), &batch_major, Role::Inputs).map(|_| ()));
+    assert!(e.contains("packed feature-major"), "{e}");
 }

@@ -24,7 +24,11 @@
 //! Types keep the secret on the client: [`ClientKey`] holds the secret key; [`EvalKey`] holds only
 //! the relinearization key, and [`Server::evaluate`] takes an `EvalKey`, never a `ClientKey`.
 
-use crate::{BASE2K, CONST_BITS, CkksError, LOG_DELTA, Packing, Plan, Ring, cheb};
+mod files;
+
+pub use files::Role;
+
+use crate::{BASE2K, CONST_BITS, CkksError, ClientLayout, LOG_DELTA, Packing, Plan, Ring, cheb};
 use poulpy_ckks::api::{CKKSLinearTransformationOps, LinearTransformationPrepared};
 use poulpy_ckks::encoding::{
     ckks_linear_transformation_encode_from_diagonals, ckks_linear_transformation_encode_tmp_bytes,
@@ -127,6 +131,8 @@ pub struct Context {
 
 /// The client's keys: the secret key (never leaves the client) and what encrypting needs.
 pub struct ClientKey {
+    /// The seed the secret was sampled from (what the key file holds, see `files`).
+    seed: [u8; 32],
     sk: GLWESecretPrepared<<BE as Backend>::OwnedBuf, BE>,
 }
 
@@ -197,17 +203,30 @@ impl Context {
     /// A fresh secret key and the evaluation keys that go with it: relinearization, and a rotation
     /// key for each of `galois` (the elements [`Server::galois_elements`] lists, no others).
     pub fn keygen(&self, galois: &[i64]) -> Result<(ClientKey, EvalKey), CkksError> {
-        let (mut xs, mut xa, mut xe) = (Source::new(os_seed()?), Source::new(os_seed()?), Source::new(os_seed()?));
+        let (client, eval) = self.keygen_with(galois, None)?;
+        Ok((client, eval.expect("kept when not written")))
+    }
+
+    /// Samples the secret from a fresh seed and encrypts the evaluation keys under it. With `out`,
+    /// each evaluation key is written there as it is made (see `files`) and none is kept.
+    fn keygen_with(
+        &self,
+        galois: &[i64],
+        mut out: Option<&mut dyn std::io::Write>,
+    ) -> Result<(ClientKey, Option<EvalKey>), CkksError> {
+        let seed = os_seed()?;
+        let (mut xa, mut xe) = (Source::new(os_seed()?), Source::new(os_seed()?));
         let p = &self.params;
         let mut scratch = self.scratch(0);
-        let mut raw = self.module.glwe_secret_alloc_from_infos(&glwe(p));
-        self.module.glwe_secret_fill_ternary_hw(&mut raw, SECRET_WEIGHT, &mut xs);
+        let raw = self.secret_from_seed(seed);
         let mut sk = self.module.glwe_secret_prepared_alloc_from_infos(&glwe(p));
         self.module.glwe_secret_prepare(&mut sk, &raw);
         let mut tsk_raw = self.module.glwe_tensor_key_alloc_from_infos(&tensor_key(p));
         self.module.glwe_tensor_key_encrypt_sk(&mut tsk_raw, &raw, &mut xe, &mut xa, &mut scratch.borrow());
-        let mut tsk = self.module.glwe_tensor_key_prepared_alloc_from_infos(&tensor_key(p));
-        self.module.glwe_tensor_key_prepare(&mut tsk, &tsk_raw, &mut scratch.borrow());
+        if let Some(w) = out.as_deref_mut() {
+            files::write_eval_key_head(w, p, &tsk_raw, galois.len())?;
+        }
+        let tsk = out.is_none().then(|| self.prepare_tensor_key(&tsk_raw));
         let mut rotations = HashMap::new();
         for &g in galois {
             let mut raw_key = self.module.glwe_automorphism_key_alloc_from_infos(&rotation_key(p));
@@ -219,45 +238,71 @@ impl Context {
                 &mut xa,
                 &mut scratch.borrow(),
             );
-            let mut key = self.module.glwe_automorphism_key_prepared_alloc_from_infos(&rotation_key(p));
-            self.module.glwe_automorphism_key_prepare(&mut key, &raw_key, &mut scratch.borrow());
-            rotations.insert(g, key);
+            match out.as_deref_mut() {
+                Some(w) => files::write_rotation_key(w, g, &raw_key)?,
+                None => {
+                    rotations.insert(g, self.prepare_rotation_key(&raw_key));
+                }
+            }
         }
-        Ok((ClientKey { sk }, EvalKey { tsk, rotations }))
+        Ok((ClientKey { seed, sk }, tsk.map(|tsk| EvalKey { tsk, rotations })))
     }
 
-    /// Encrypts `samples` (each the plan's input values, clamped and mapped by the client) with
-    /// `packing`: batch-major, up to `slots` samples; feature-major, any number, in as many
-    /// ciphertexts as they need.
-    pub fn encrypt(
+    /// The ternary secret of weight [`SECRET_WEIGHT`] that `seed` draws (poulpy's sampler, its
+    /// stream of this seed).
+    fn secret_from_seed(
         &self,
-        key: &ClientKey,
-        plan: &Plan,
-        samples: &[Vec<f64>],
-        packing: Packing,
-    ) -> Result<Batch, CkksError> {
-        let slots = self.params.slots();
-        let per = plan.samples_per_ciphertext(self.params, packing)?;
-        if packing == Packing::BatchMajor && samples.len() > slots {
-            return Err(CkksError::Shape(format!("{} samples for {slots} slots", samples.len())));
-        }
-        if let Some(s) = samples.iter().position(|s| s.len() != plan.n_inputs) {
+        seed: [u8; 32],
+    ) -> poulpy_core::layouts::GLWESecret<<BE as Backend>::OwnedBuf, <BE as Backend>::ZnxWord> {
+        let mut raw = self.module.glwe_secret_alloc_from_infos(&glwe(&self.params));
+        self.module.glwe_secret_fill_ternary_hw(&mut raw, SECRET_WEIGHT, &mut Source::new(seed));
+        raw
+    }
+
+    fn prepare_tensor_key(&self, raw: &files::RawTensorKey) -> GLWETensorKeyPrepared<<BE as Backend>::OwnedBuf, BE> {
+        let mut scratch = self.scratch(0);
+        let mut tsk = self.module.glwe_tensor_key_prepared_alloc_from_infos(&tensor_key(&self.params));
+        self.module.glwe_tensor_key_prepare(&mut tsk, raw, &mut scratch.borrow());
+        tsk
+    }
+
+    fn prepare_rotation_key(&self, raw: &files::RawRotationKey) -> RotationKey {
+        let mut scratch = self.scratch(0);
+        let mut key = self.module.glwe_automorphism_key_prepared_alloc_from_infos(&rotation_key(&self.params));
+        self.module.glwe_automorphism_key_prepare(&mut key, raw, &mut scratch.borrow());
+        key
+    }
+
+    /// Encrypts `samples` (each the plan's input values, clamped and mapped here) as `layout`
+    /// packs them: batch-major, up to `slots` samples; feature-major, any number, in as many
+    /// ciphertexts as they need. Needs no plan: the client holds no weights.
+    pub fn encrypt(&self, key: &ClientKey, layout: &ClientLayout, samples: &[Vec<f64>]) -> Result<Batch, CkksError> {
+        layout.validate()?;
+        if layout.ring != self.params {
             return Err(CkksError::Shape(format!(
-                "sample {s} has {} values; the plan takes {}",
-                samples[s].len(),
-                plan.n_inputs
+                "a layout for ring 2^{} in a context of ring 2^{}",
+                layout.ring.log_n, self.params.log_n
+            )));
+        }
+        let slots = self.params.slots();
+        let (per, packing, n_inputs) = (layout.samples_per_ciphertext, layout.packing, layout.n_inputs());
+        layout.ciphertexts(samples.len(), n_inputs)?;
+        if let Some(s) = samples.iter().position(|s| s.len() != n_inputs) {
+            return Err(CkksError::Shape(format!(
+                "sample {s} has {} values; the plan takes {n_inputs}",
+                samples[s].len()
             )));
         }
         let (mut xa, mut xe) = (Source::new(os_seed()?), Source::new(os_seed()?));
         let mut scratch = self.scratch(0);
         let im = vec![0.0; slots];
-        let mapped: Vec<Vec<f64>> = samples.iter().map(|s| plan.client_inputs(s)).collect();
+        let mapped: Vec<Vec<f64>> = samples.iter().map(|s| layout.client_inputs(s)).collect();
         // Unused slots repeat the first sample: every slot goes through the polynomials, and a slot
         // outside their windows would diverge and, through the encoding's transform, spoil every
         // other slot.
-        let pad = mapped.first().cloned().unwrap_or_else(|| vec![0.0; plan.n_inputs]);
+        let pad = mapped.first().cloned().unwrap_or_else(|| vec![0.0; n_inputs]);
         let slot_vectors: Vec<Vec<f64>> = match packing {
-            Packing::BatchMajor => (0..plan.n_inputs)
+            Packing::BatchMajor => (0..n_inputs)
                 .map(|i| {
                     let mut re = vec![pad[i]; slots];
                     for (r, s) in re.iter_mut().zip(&mapped) {
@@ -273,7 +318,7 @@ impl Context {
                     .map(|chunk| {
                         let mut re = vec![0.0; slots];
                         for b in 0..per {
-                            re[b * block..b * block + plan.n_inputs].copy_from_slice(chunk.get(b).unwrap_or(&pad));
+                            re[b * block..b * block + n_inputs].copy_from_slice(chunk.get(b).unwrap_or(&pad));
                         }
                         re
                     })
@@ -297,7 +342,7 @@ impl Context {
                 .map_err(err("encrypting"))?;
             cts.push(ct);
         }
-        Ok(Batch { cts, samples: samples.len(), packing, block: slots / per, values: plan.n_inputs })
+        Ok(Batch { cts, samples: samples.len(), packing, block: slots / per, values: n_inputs })
     }
 
     /// Decrypts the plan's outputs: per sample, one value per output.

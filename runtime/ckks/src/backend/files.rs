@@ -1,0 +1,312 @@
+//! Keys and ciphertexts as bytes, through poulpy's own `WriterTo`/`ReaderFrom`, for the files a
+//! deployment moves between the data owner and the server. fhec's envelope (kind, version,
+//! checksum, key fingerprint) wraps these bytes; this module only makes them and checks, on
+//! reading, that they are what this context expects, so that a file of another ring, another plan or
+//! a crafted one is an error rather than a panic or a wrong answer.
+//!
+//! - The secret key: the ring and the 32-byte seed the ternary secret is sampled from (poulpy's
+//!   sampler). It never leaves the client.
+//! - The evaluation key: the relinearization key, then each rotation key with its Galois element,
+//!   written one by one as key generation makes them (keys at 2^15 run to tens of megabytes each).
+//! - A batch of ciphertexts: samples, packing, slots per sample, values per sample, then each
+//!   ciphertext, normalized before writing.
+
+use super::{BE, Batch, ClientKey, Context, Ct, EvalKey, RotationKey, glwe, rotation_key, tensor_key};
+use crate::{BASE2K, CkksError, ClientLayout, LOG_DELTA, Packing, Ring};
+use poulpy_ckks::prelude::*;
+use poulpy_core::GLWENormalize;
+use poulpy_core::api::GLWESecretPreparedFactory;
+use poulpy_core::layouts::{GGLWEInfos, GLWEInfos, LWEInfos};
+use poulpy_core::layouts::{GLWEAutomorphismKey, GLWEAutomorphismKeyAlloc, GLWETensorKey, GLWETensorKeyAlloc};
+use poulpy_hal::api::ScratchOwnedBorrow;
+use poulpy_hal::layouts::{Backend, ReaderFrom, WriterTo};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+
+pub(super) type RawTensorKey = GLWETensorKey<<BE as Backend>::OwnedBuf, <BE as Backend>::ZnxWord>;
+pub(super) type RawRotationKey = GLWEAutomorphismKey<<BE as Backend>::OwnedBuf, <BE as Backend>::ZnxWord>;
+
+/// Bumped when a layout below changes.
+const VERSION: u32 = 1;
+const SECRET_TAG: &[u8; 4] = b"CKSK";
+const EVAL_TAG: &[u8; 4] = b"CKEK";
+const BATCH_TAG: &[u8; 4] = b"CKCT";
+
+/// Whether a batch holds a client's fresh inputs or a server's results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Inputs,
+    Outputs,
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> CkksError {
+    move |e| CkksError::Backend(format!("{what}: {e}"))
+}
+
+fn put_u64(w: &mut dyn Write, v: u64) -> Result<(), CkksError> {
+    w.write_all(&v.to_le_bytes()).map_err(io("writing"))
+}
+
+fn get_u64(r: &mut dyn Read, what: &'static str) -> Result<u64, CkksError> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b).map_err(io(what))?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn put_head(w: &mut dyn Write, tag: &[u8; 4], ring: &Ring) -> Result<(), CkksError> {
+    w.write_all(tag).map_err(io("writing"))?;
+    w.write_all(&VERSION.to_le_bytes()).map_err(io("writing"))?;
+    put_u64(w, ring.log_n as u64)?;
+    put_u64(w, ring.k as u64)
+}
+
+/// Reads and checks a header: the tag of the expected object, this version, this context's ring.
+fn check_head(r: &mut dyn Read, tag: &[u8; 4], ring: &Ring, what: &'static str) -> Result<(), CkksError> {
+    let mut got = [0u8; 8];
+    r.read_exact(&mut got).map_err(io(what))?;
+    if &got[..4] != tag {
+        return Err(CkksError::Shape(format!("not a CKKS {what}")));
+    }
+    let version = u32::from_le_bytes(got[4..].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(CkksError::Shape(format!("a {what} of format {version}; this fhec reads {VERSION}")));
+    }
+    let (log_n, k) = (get_u64(r, what)?, get_u64(r, what)?);
+    if (log_n, k) != (ring.log_n as u64, ring.k as u64) {
+        return Err(CkksError::Shape(format!(
+            "a {what} for ring 2^{log_n} ({k} bits); this build's ring is 2^{} ({} bits)",
+            ring.log_n, ring.k
+        )));
+    }
+    Ok(())
+}
+
+/// Counts the bytes read through it.
+struct Counting<'a> {
+    inner: &'a mut dyn Read,
+    read: u64,
+}
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Counts the bytes written to it.
+#[derive(Default)]
+struct Count(u64);
+
+impl Write for Count {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The parameters a key's shape is made of, for comparing a key read with the one expected.
+fn signature<T: GGLWEInfos>(k: &T) -> String {
+    format!(
+        "{:?}",
+        (
+            k.n(),
+            k.base2k(),
+            k.max_k(),
+            k.rank(),
+            k.dnum(),
+            k.k_digit(),
+            k.k_aux(),
+            k.rank_in(),
+            k.rank_out(),
+            k.k_offset()
+        )
+    )
+}
+
+/// Bytes of optional metadata (fresh-noise estimates) a key's stream may carry beyond its data.
+const METADATA_SLACK: u64 = 4096;
+
+/// Reads `key` (allocated in this context's shape) from `r`, and refuses a stream of another
+/// shape: other parameters, or a size other than this shape's serialization (give or take its
+/// optional metadata).
+fn read_shaped<T: ReaderFrom + WriterTo + GGLWEInfos>(
+    key: &mut T,
+    r: &mut dyn Read,
+    what: &'static str,
+) -> Result<(), CkksError> {
+    let (mut expected, want) = (Count::default(), signature(key));
+    key.write_to(&mut expected).map_err(io(what))?;
+    let mut counting = Counting { inner: r, read: 0 };
+    key.read_from(&mut counting).map_err(io(what))?;
+    if counting.read < expected.0 || counting.read > expected.0 + METADATA_SLACK || signature(key) != want {
+        return Err(CkksError::Shape(format!(
+            "a {what} of another shape ({} bytes, {} expected)",
+            counting.read, expected.0
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn write_eval_key_head(
+    w: &mut dyn Write,
+    ring: &Ring,
+    tsk: &RawTensorKey,
+    rotations: usize,
+) -> Result<(), CkksError> {
+    put_head(w, EVAL_TAG, ring)?;
+    let mut buf = std::io::BufWriter::new(&mut *w);
+    tsk.write_to(&mut buf).map_err(io("writing the relinearization key"))?;
+    buf.flush().map_err(io("writing the relinearization key"))?;
+    drop(buf);
+    put_u64(w, rotations as u64)
+}
+
+pub(super) fn write_rotation_key(w: &mut dyn Write, galois: i64, key: &RawRotationKey) -> Result<(), CkksError> {
+    put_u64(w, galois as u64)?;
+    key.write_to(&mut std::io::BufWriter::new(w)).map_err(io("writing a rotation key"))
+}
+
+impl ClientKey {
+    /// The secret key's bytes: the ring and the seed of the secret. For the client's key file only.
+    pub fn to_bytes(&self, ctx: &Context) -> Vec<u8> {
+        let mut out = Vec::with_capacity(60);
+        put_head(&mut out, SECRET_TAG, &ctx.params).expect("writing to memory");
+        out.extend_from_slice(&self.seed);
+        out
+    }
+}
+
+impl Context {
+    /// A fresh secret key; the evaluation key for `galois` goes to `out` as it is made (see the
+    /// module docs), and is not kept.
+    pub fn keygen_to(&self, galois: &[i64], out: &mut dyn Write) -> Result<ClientKey, CkksError> {
+        Ok(self.keygen_with(galois, Some(out))?.0)
+    }
+
+    /// The secret key of [`ClientKey::to_bytes`].
+    pub fn client_key(&self, bytes: &[u8]) -> Result<ClientKey, CkksError> {
+        let mut r = bytes;
+        check_head(&mut r, SECRET_TAG, &self.params, "secret key")?;
+        let seed: [u8; 32] =
+            r.try_into().map_err(|_| CkksError::Shape(format!("a secret key of {} bytes", bytes.len())))?;
+        let raw = self.secret_from_seed(seed);
+        let mut sk = self.module.glwe_secret_prepared_alloc_from_infos(&glwe(&self.params));
+        self.module.glwe_secret_prepare(&mut sk, &raw);
+        Ok(ClientKey { seed, sk })
+    }
+
+    /// Reads an evaluation key written by [`Context::keygen_to`] and prepares it; it must hold a
+    /// rotation key for exactly the elements of `galois` (the server's [`super::Server::galois_elements`]).
+    pub fn read_eval_key(&self, r: &mut dyn Read, galois: &[i64]) -> Result<EvalKey, CkksError> {
+        check_head(r, EVAL_TAG, &self.params, "evaluation key")?;
+        let mut raw = self.module.glwe_tensor_key_alloc_from_infos(&tensor_key(&self.params));
+        read_shaped(&mut raw, r, "relinearization key")?;
+        let tsk = self.prepare_tensor_key(&raw);
+        drop(raw);
+        let count = get_u64(r, "evaluation key")?;
+        if count != galois.len() as u64 {
+            return Err(CkksError::Shape(format!(
+                "an evaluation key with {count} rotation keys; this plan uses {}",
+                galois.len()
+            )));
+        }
+        let mut rotations: HashMap<i64, RotationKey> = HashMap::new();
+        let mut raw = self.module.glwe_automorphism_key_alloc_from_infos(&rotation_key(&self.params));
+        for _ in 0..count {
+            let g = get_u64(r, "evaluation key")? as i64;
+            if !galois.contains(&g) || rotations.contains_key(&g) {
+                return Err(CkksError::Shape(format!(
+                    "the evaluation key holds a rotation key (Galois element {g}) this plan does not use, or twice"
+                )));
+            }
+            read_shaped(&mut raw, r, "rotation key")?;
+            rotations.insert(g, self.prepare_rotation_key(&raw));
+        }
+        Ok(EvalKey { tsk, rotations })
+    }
+
+    /// Writes `batch` (see the module docs), each ciphertext normalized first.
+    pub fn write_batch(&self, batch: &Batch, w: &mut dyn Write) -> Result<(), CkksError> {
+        put_head(w, BATCH_TAG, &self.params)?;
+        let packing = match batch.packing {
+            Packing::BatchMajor => 0,
+            Packing::FeatureMajor => 1,
+        };
+        for v in [batch.samples as u64, packing, batch.block as u64, batch.values as u64, batch.cts.len() as u64] {
+            put_u64(w, v)?;
+        }
+        let mut scratch = self.scratch(0);
+        let mut buf = std::io::BufWriter::new(w);
+        for ct in &batch.cts {
+            let mut ct = ct.clone();
+            self.module.glwe_normalize_assign(&mut ct, &mut scratch.borrow());
+            // Its precision first: a result is narrower than a fresh ciphertext, and a ciphertext
+            // read back must be allocated at the width it had.
+            put_u64(&mut buf, ct.k().as_usize() as u64)?;
+            ct.write_live_to(&mut buf).map_err(io("writing a ciphertext"))?;
+        }
+        buf.flush().map_err(io("writing ciphertexts"))
+    }
+
+    /// Reads a batch of [`Context::write_batch`] for `layout`: the client's fresh inputs or the
+    /// server's results. Its samples, packing and ciphertext count must be the layout's, and each
+    /// ciphertext of this ring (inputs: at a fresh ciphertext's scale and width).
+    pub fn read_batch(&self, mut r: &mut dyn Read, layout: &ClientLayout, role: Role) -> Result<Batch, CkksError> {
+        check_head(r, BATCH_TAG, &self.params, "ciphertext batch")?;
+        let mut head = [0u64; 5];
+        for v in &mut head {
+            *v = get_u64(r, "ciphertext batch")?;
+        }
+        let [samples, packing, block, values, count] = head;
+        let packing = match packing {
+            0 => Packing::BatchMajor,
+            1 => Packing::FeatureMajor,
+            p => return Err(CkksError::Shape(format!("unknown packing {p}"))),
+        };
+        let want_values = match role {
+            Role::Inputs => layout.n_inputs(),
+            Role::Outputs => layout.n_outputs,
+        };
+        if packing != layout.packing || block != layout.block as u64 || values != want_values as u64 {
+            return Err(CkksError::Shape(format!(
+                "ciphertexts packed {} in blocks of {block} with {values} values per sample; this build packs {} in blocks of {} with {want_values}",
+                packing.name(),
+                layout.packing.name(),
+                layout.block
+            )));
+        }
+        let samples = usize::try_from(samples).map_err(|_| CkksError::Shape("too many samples".into()))?;
+        if samples == 0 {
+            return Err(CkksError::Shape("a batch of no samples".into()));
+        }
+        let expected = layout.ciphertexts(samples, want_values)?;
+        if count != expected as u64 {
+            return Err(CkksError::Shape(format!("{count} ciphertexts for {samples} samples; {expected} expected")));
+        }
+        let n = 1usize << self.params.log_n;
+        let mut cts = Vec::with_capacity(expected);
+        for i in 0..expected {
+            let k = get_u64(r, "ciphertext batch")?;
+            let fresh_width = role == Role::Outputs || k == self.params.k as u64;
+            if k == 0 || k > self.params.k as u64 || !fresh_width {
+                return Err(CkksError::Shape(format!(
+                    "ciphertext {i} has {k} bits of precision; this ring's fresh ciphertexts have {}",
+                    self.params.k
+                )));
+            }
+            let mut ct: Ct = self.module.ckks_ciphertext_alloc(BASE2K.into(), (k as usize).into());
+            ct.read_live_from(&mut r).map_err(|e| CkksError::Shape(format!("ciphertext {i}: {e}")))?;
+            let fresh = role == Role::Outputs || ct.log_delta() == LOG_DELTA;
+            if ct.n().as_usize() != n || ct.rank().as_usize() != 1 || !fresh {
+                return Err(CkksError::Shape(format!("ciphertext {i} is not one of this ring at a fresh scale")));
+            }
+            cts.push(ct);
+        }
+        Ok(Batch { cts, samples, packing, block: layout.block, values: want_values })
+    }
+}
