@@ -419,7 +419,7 @@ pub fn keygen(
 }
 
 /// Writes a file readable by its owner only (created so: never briefly world-readable).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
     use std::io::Write;
     let fail = |e: std::io::Error| DriverError::Io(format!("cannot write {}: {e}", path.display()));
     let mut options = std::fs::OpenOptions::new();

@@ -30,6 +30,13 @@ pub enum Kind {
     CkksClient,
     /// A CKKS build's server artifact (the plan).
     CkksServer,
+    /// A CKKS secret key (the client's), its evaluation key's fingerprint and its build's digest.
+    CkksSecretKey,
+    /// A CKKS evaluation key (relinearization and rotations: the server's).
+    CkksEvalKey,
+    /// CKKS ciphertexts of samples (tagged), and of results.
+    CkksInputs,
+    CkksOutputs,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -402,14 +402,22 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
     // The same envelopes as TFHE's, of CKKS kinds: the client's holds no weights, the server's the plan.
     assert!(fhec::ckks::is_ckks(&out) && out.join("server.fhec").is_file() && !out.join("ckks.json").exists());
     let client = fhec::ckks::load_client(&out).unwrap();
-    assert_eq!((client.samples_per_ciphertext, client.input_box.len(), client.n_outputs), (8192, 13, 3));
+    assert_eq!(
+        (client.layout.samples_per_ciphertext, client.layout.n_inputs(), client.layout.n_outputs),
+        (8192, 13, 3)
+    );
     let (server, _): (fhec::ckks::ServerArtifact, _) =
         fhec_runtime::artifact::load(&out.join("server.fhec"), fhec_runtime::artifact::Kind::CkksServer).unwrap();
     assert_eq!(client.plan_digest, server.digest());
     assert!(std::fs::metadata(out.join("client.fhec")).unwrap().len() < 4096);
-    // A TFHE command on a CKKS build says which scheme it has.
-    let o = fhec(&["keygen", out.to_str().unwrap(), "--keys", dir.path().join("k").to_str().unwrap()]);
-    assert!(!o.status.success() && stderr(&o).contains("this is a CKKS build"), "{}", stderr(&o));
+    // Without the `ckks` feature, the deployment commands say how to get an fhec that has it.
+    if !cfg!(feature = "ckks") {
+        let o = fhec(&["keygen", out.to_str().unwrap(), "--keys", dir.path().join("k").to_str().unwrap()]);
+        assert!(!o.status.success() && stderr(&o).contains("--features ckks"), "{}", stderr(&o));
+    }
+    // The TFHE service given a CKKS build says which scheme it has.
+    let e = fhec::tfhe::load_server(&out).err().unwrap().to_string();
+    assert!(e.contains("this is a CKKS build"), "{e}");
     // An older fhec's CKKS build (ckks.json) asks for a rebuild.
     let old = dir.path().join("old");
     std::fs::create_dir_all(&old).unwrap();
@@ -551,4 +559,99 @@ fn ckks_builds_simulate_and_auto_picks_the_scheme_for_the_workload() {
     let o = fhec(&["--quiet", "build", model, "--calibration", x, "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!fhec::ckks::is_ckks(&out));
+}
+
+/// A CKKS build deployed from the CLI alone (an fhec with the `ckks` feature, nightly): keygen,
+/// encrypt 1,000 samples, run with the evaluation key only, decrypt; the classes are the cleartext
+/// simulation's. Then the files of another key, another build or another scheme, and damaged files,
+/// are refused by name.
+#[cfg(feature = "ckks")]
+#[test]
+fn ckks_builds_deploy_through_key_and_ciphertext_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (model, x) = (corpus("models/mlp_wine/model.onnx"), corpus("models/mlp_wine/inputs.npy"));
+    let (model, x) = (model.to_str().unwrap(), x.to_str().unwrap());
+    let build = p("wine");
+    let o = fhec(&["--quiet", "build", model, "--calibration", x, "--scheme", "ckks", "-o", &build]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 1,000 samples: the 45 test samples over and over.
+    let base: ndarray::Array2<f32> = ndarray_npy::read_npy(x).unwrap();
+    let rows: Vec<_> = (0..1000).map(|i| base.row(i % base.nrows()).to_owned()).collect();
+    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    let many = ndarray::stack(ndarray::Axis(0), &views).unwrap();
+    ndarray_npy::write_npy(p("many.npy"), &many).unwrap();
+    let run = |args: &[&str]| {
+        let o = fhec(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let text = run(&["keygen", &build, "--keys", &p("keys")]);
+    assert!(text.contains("relinearization and 0 rotation keys"), "{text}");
+    let text = run(&["encrypt", &build, "--keys", &p("keys"), "--input", &p("many.npy"), "--output", &p("in.ct")]);
+    assert!(text.contains("encrypted 1000 samples") && text.contains("8192 samples per ciphertext"), "{text}");
+    let text =
+        run(&["run", &build, "--eval-key", &p("keys/eval.key"), "--input", &p("in.ct"), "--output", &p("out.ct")]);
+    assert!(text.contains("ran 1000 samples"), "{text}");
+    run(&["decrypt", &build, "--keys", &p("keys"), "--input", &p("out.ct"), "--output", &p("y.npy")]);
+    run(&["predict", &build, "--input", &p("many.npy"), "--output", &p("sim.npy")]);
+    let (got, want): (ndarray::Array2<f32>, ndarray::Array2<f32>) =
+        (ndarray_npy::read_npy(p("y.npy")).unwrap(), ndarray_npy::read_npy(p("sim.npy")).unwrap());
+    assert_eq!(got.shape(), [1000, 3]);
+    let argmax = |r: ndarray::ArrayView1<f32>| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    let same = got.rows().into_iter().zip(want.rows()).filter(|(g, w)| argmax(*g) == argmax(*w)).count();
+    assert_eq!(same, 1000, "encrypted classes are the simulation's");
+    // The backend's error model: about 2^-LOG_DELTA relative per operation (fhec-ckks's tests).
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = got.iter().zip(&want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+    assert!(worst < 1e-3 * scale, "encrypted vs simulated: {worst} of {scale}");
+    // Another key's ciphertexts, results or evaluation key are refused.
+    run(&["keygen", &build, "--keys", &p("other")]);
+    let fails = |args: &[&str], says: &str| {
+        let o = fhec(args);
+        assert!(!o.status.success() && stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    };
+    fails(
+        &["run", &build, "--eval-key", &p("other/eval.key"), "--input", &p("in.ct"), "--output", &p("x.ct")],
+        "were encrypted for evaluation key",
+    );
+    fails(&["decrypt", &build, "--keys", &p("other"), "--input", &p("out.ct"), "--output", &p("x.npy")], "another key");
+    // Damaged and swapped files.
+    let bytes = std::fs::read(p("in.ct")).unwrap();
+    std::fs::write(p("short.ct"), &bytes[..bytes.len() / 2]).unwrap();
+    fails(
+        &["run", &build, "--eval-key", &p("keys/eval.key"), "--input", &p("short.ct"), "--output", &p("x.ct")],
+        "truncated",
+    );
+    fails(
+        &["run", &build, "--eval-key", &p("keys/eval.key"), "--input", &p("out.ct"), "--output", &p("x.ct")],
+        "CkksOutputs",
+    );
+    fails(
+        &["run", &build, "--eval-key", &p("keys/secret.key"), "--input", &p("in.ct"), "--output", &p("x.ct")],
+        "eval.key",
+    );
+    // A TFHE build's keys on this one, and this one's keys on another build of the model.
+    let tfhe = p("wine-tfhe");
+    run(&["--quiet", "build", model, "--calibration", x, "-o", &tfhe]);
+    run(&["keygen", &tfhe, "--keys", &p("tfhe-keys")]);
+    fails(
+        &["encrypt", &build, "--keys", &p("tfhe-keys"), "--input", x, "--output", &p("x.ct")],
+        "CKKS build takes keys",
+    );
+    let other_build = p("wine-fm");
+    run(&[
+        "--quiet",
+        "build",
+        model,
+        "--calibration",
+        x,
+        "--scheme",
+        "ckks",
+        "--packing",
+        "feature-major",
+        "-o",
+        &other_build,
+    ]);
+    fails(&["encrypt", &other_build, "--keys", &p("keys"), "--input", x, "--output", &p("x.ct")], "another build");
 }

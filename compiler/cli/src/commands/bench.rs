@@ -1,6 +1,10 @@
 //! `fhec bench`: latency, batch throughput and the physical limit of a build.
 
-use super::{ckks_missing, spinner};
+#[cfg(feature = "ckks")]
+use super::bar;
+#[cfg(not(feature = "ckks"))]
+use super::ckks_missing;
+use super::spinner;
 use crate::Global;
 use anyhow::Context;
 use anyhow::Result;

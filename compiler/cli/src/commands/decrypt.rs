@@ -26,10 +26,33 @@ pub struct DecryptArgs {
 pub fn run(args: DecryptArgs, g: &Global) -> Result<()> {
     let DecryptArgs { dir, keys, input, output } = args;
     let protection = &g.protection;
+    if fhec::ckks::is_ckks(&dir) {
+        return ckks(&dir, &keys, &input, &output, g);
+    }
     let (client, post) = tfhe::load_client(&dir)?;
     let (sk, fp) = tfhe::load_secret(&keys, protection)?;
     let (out, _): (Tagged<OutputCiphertexts>, _) = artifact::load(&input, Kind::Outputs)?;
     let outs = tfhe::decrypt(&client, &post, &sk, &fp, &out)?;
     write_outputs(Some(&output), &outs)?;
     Ok(())
+}
+
+/// Decrypts a CKKS build's results and runs the client's post-processing.
+#[cfg(feature = "ckks")]
+fn ckks(
+    dir: &std::path::Path,
+    keys: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    g: &Global,
+) -> Result<()> {
+    let side = fhec::ckks::deploy::ClientSide::load(dir, keys, &g.protection)?;
+    let (out, _): (Tagged<Vec<u8>>, _) = artifact::load(input, Kind::CkksOutputs)?;
+    write_outputs(Some(output), &side.decrypt(&out)?)?;
+    Ok(())
+}
+
+#[cfg(not(feature = "ckks"))]
+fn ckks(_: &std::path::Path, _: &std::path::Path, _: &std::path::Path, _: &std::path::Path, _: &Global) -> Result<()> {
+    super::ckks_missing()
 }

@@ -81,6 +81,6 @@ pub(crate) fn score_line(outs: &[(String, Stacked)], labels: Option<&PathBuf>) -
 #[cfg(not(feature = "ckks"))]
 pub(crate) fn ckks_missing<T>() -> Result<T> {
     bail!(
-        "this fhec was built without CKKS encryption (poulpy needs a nightly compiler): build it with `cargo +nightly build --release -p fhec --features ckks`, or use --mode simulate"
+        "this fhec was built without CKKS encryption (poulpy needs a nightly compiler): build it with `cargo +nightly build --release -p fhec-cli --features ckks` (for simulation, `fhec predict DIR --mode simulate` needs no feature)"
     )
 }

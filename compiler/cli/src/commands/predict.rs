@@ -1,6 +1,8 @@
 //! `fhec predict`: the float reference, the compiled circuit in simulation, or an encrypted run.
 
-use super::{bar, ckks_missing, runtime, score_line, served_name, spinner, write_outputs};
+#[cfg(not(feature = "ckks"))]
+use super::ckks_missing;
+use super::{bar, runtime, score_line, served_name, spinner, write_outputs};
 use crate::Global;
 use anyhow::Context;
 use anyhow::Result;

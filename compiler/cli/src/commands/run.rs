@@ -27,6 +27,9 @@ pub struct RunArgs {
 pub fn run(args: RunArgs, g: &Global) -> Result<()> {
     let RunArgs { dir, eval_key, input, output } = args;
     let quiet = g.quiet;
+    if fhec::ckks::is_ckks(&dir) {
+        return ckks(&dir, &eval_key, &input, &output, g);
+    }
     let (server, digest) = tfhe::load_server(&dir)?;
     let (cts, _): (Tagged<InputCiphertexts>, _) = artifact::load(&input, Kind::Inputs)?;
     let pb = spinner(quiet, "loading the evaluation key");
@@ -45,4 +48,37 @@ pub fn run(args: RunArgs, g: &Global) -> Result<()> {
         output.display()
     );
     Ok(())
+}
+
+/// Runs a CKKS build's plan on a file of ciphertexts, with the evaluation key only.
+#[cfg(feature = "ckks")]
+fn ckks(
+    dir: &std::path::Path,
+    eval_key: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    g: &Global,
+) -> Result<()> {
+    let (cts, _): (Tagged<Vec<u8>>, _) = artifact::load(input, Kind::CkksInputs)?;
+    let pb = spinner(g.quiet, "loading the evaluation key");
+    let side = fhec::ckks::deploy::ServerSide::load(dir, eval_key)?;
+    pb.finish_and_clear();
+    let pb = spinner(g.quiet, "running on ciphertexts");
+    let start = Instant::now();
+    let out = side.run(&cts)?;
+    pb.finish_and_clear();
+    artifact::save(output, Kind::CkksOutputs, &out)?;
+    let s = start.elapsed().as_secs_f64();
+    println!(
+        "ran {} samples in {s:.3} s ({:.0} samples/s) to {}",
+        out.samples,
+        out.samples as f64 / s.max(1e-9),
+        output.display()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "ckks"))]
+fn ckks(_: &std::path::Path, _: &std::path::Path, _: &std::path::Path, _: &std::path::Path, _: &Global) -> Result<()> {
+    super::ckks_missing()
 }

@@ -209,19 +209,14 @@ impl Prepared {
 }
 
 impl Compiled {
-    /// One sample (shaped like the model input) as the plan's input values: the client's
-    /// pre-processing, if any, flattened. The plan clamps them into its box.
+    /// One sample (shaped like the model input) as the plan's input values: see [`encode`].
     pub fn encode(&self, x: &Tensor) -> Result<Vec<f64>, LowerError> {
-        let x = match &self.preprocess {
-            Some(p) => crate::head::apply(p, x).map_err(LowerError::Client)?,
-            None => x.clone(),
-        };
-        Ok(x.to_f32_vec().into_iter().map(f64::from).collect())
+        encode(self.preprocess.as_ref(), x)
     }
 
-    /// The plan's outputs for one sample through the client's post-processing: the model's outputs.
+    /// The plan's outputs for one sample through the client's post-processing: see [`decode`].
     pub fn decode(&self, values: &[f64]) -> Result<Vec<Tensor>, LowerError> {
-        crate::postprocess(&self.postprocess, values)
+        decode(&self.postprocess, values)
     }
 
     /// Encode, evaluate in the clear, decode; reads outside a window are counted into `reads`.
@@ -229,4 +224,19 @@ impl Compiled {
         let values = self.plan.eval(&self.encode(x)?, reads).map_err(|e| LowerError::Client(e.to_string()))?;
         self.decode(&values)
     }
+}
+
+/// One sample (shaped like the model input) as a plan's input values: the client's pre-processing,
+/// if any, flattened. The client clamps them into the plan's box when it encrypts.
+pub fn encode(preprocess: Option<&Module>, x: &Tensor) -> Result<Vec<f64>, LowerError> {
+    let x = match preprocess {
+        Some(p) => crate::head::apply(p, x).map_err(LowerError::Client)?,
+        None => x.clone(),
+    };
+    Ok(x.to_f32_vec().into_iter().map(f64::from).collect())
+}
+
+/// A plan's outputs for one sample through the client's post-processing: the model's outputs.
+pub fn decode(postprocess: &Module, values: &[f64]) -> Result<Vec<Tensor>, LowerError> {
+    crate::postprocess(postprocess, values)
 }

@@ -8,8 +8,11 @@
 //! post-processing; no weights) and `DIR/server.fhec` ([`ServerArtifact`]: the plan). Neither holds a
 //! key; `DIR/report.txt` and `DIR/report.json` say what was chosen.
 
+#[cfg(feature = "ckks")]
+pub mod deploy;
+
 use crate::{DriverError, Stacked};
-use fhec_ckks::{Packing, Plan, Reads, Ring};
+use fhec_ckks::{ClientLayout, Packing, Plan, Reads, Ring};
 use fhec_ir::{Module, Tensor};
 use fhec_lower::Calibration;
 use fhec_lower::ckks::{Choice, Search};
@@ -39,15 +42,8 @@ pub fn is_ckks(dir: &Path) -> bool {
 pub struct ClientArtifact {
     pub model: String,
     pub input_shape: Vec<usize>,
-    /// The ring keys are generated for.
-    pub ring: Ring,
-    pub packing: Packing,
-    /// Samples one ciphertext holds.
-    pub samples_per_ciphertext: usize,
-    /// The box of each plan input: the client clamps into it and maps it onto [-1, 1].
-    pub input_box: Vec<(f64, f64)>,
-    /// Values per sample the plan returns.
-    pub n_outputs: usize,
+    /// The ring, packing, slot layout and input box the client encrypts with.
+    pub layout: ClientLayout,
     /// Digest of the server's artifact: ciphertexts are tagged with it.
     pub plan_digest: String,
     /// IR text of the client's pre-processing (empty: none) and post-processing.
@@ -151,11 +147,7 @@ pub fn compile(
     let client = ClientArtifact {
         model: module.name.clone(),
         input_shape,
-        ring,
-        packing: choice.packing,
-        samples_per_ciphertext: c.plan.samples_per_ciphertext(ring, choice.packing).map_err(ckks_error)?,
-        input_box: c.plan.input_box.clone(),
-        n_outputs: c.plan.outputs.len(),
+        layout: c.plan.client_layout(ring, choice.packing).map_err(ckks_error)?,
         plan_digest: server.digest(),
         preprocess: c.preprocess.as_ref().map_or(String::new(), |m| m.to_text(fhec_ir::DataMode::Full)),
         postprocess: c.postprocess.to_string(),
@@ -205,7 +197,7 @@ pub fn build(
     Ok((b.choice, b.ring, text))
 }
 
-fn ckks_error(e: fhec_ckks::CkksError) -> DriverError {
+pub(crate) fn ckks_error(e: fhec_ckks::CkksError) -> DriverError {
     DriverError::Ckks(e.to_string())
 }
 
@@ -340,14 +332,10 @@ pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
     }
     server.plan.validate().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
     let ring = server.plan.ring().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
-    let per = server
-        .plan
-        .samples_per_ciphertext(ring, server.packing)
-        .map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
-    if ring != client.ring || per != client.samples_per_ciphertext || server.packing != client.packing {
-        return Err(DriverError::Artifact(format!(
-            "{what}: the plan's ring or packing differs from the client artifact's"
-        )));
+    let layout =
+        server.plan.client_layout(ring, server.packing).map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
+    if layout != client.layout {
+        return Err(DriverError::Artifact(format!("{what}: the plan's layout differs from the client artifact's")));
     }
     let client_what = crate::tfhe::client_path(dir).display().to_string();
     let parse = |src: &str, part: &str| -> Result<Module, DriverError> {
@@ -364,7 +352,9 @@ pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
 
 /// Reads `DIR/client.fhec` of a CKKS build.
 pub fn load_client(dir: &Path) -> Result<ClientArtifact, DriverError> {
-    let (client, _) = artifact::load(&crate::tfhe::client_path(dir), Kind::CkksClient).map_err(wrong_scheme)?;
+    let path = crate::tfhe::client_path(dir);
+    let (client, _): (ClientArtifact, _) = artifact::load(&path, Kind::CkksClient).map_err(wrong_scheme)?;
+    client.layout.validate().map_err(|e| DriverError::Artifact(format!("{}: {e}", path.display())))?;
     Ok(client)
 }
 
