@@ -1,0 +1,233 @@
+//! The TFHE build's report: `report.txt` (for people) and `report.json` (for tools), from the
+//! search's choice: parameters, precision, fidelity, bootstraps per layer, the optimizer's gains.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(super) fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
+    let c = &choice.compiled;
+    let circuit = &c.circuit;
+    let params = circuit.params;
+    let sigmas = choice.chosen.failure_sigmas();
+    // Per layer, in order of first bootstrap: bootstraps, max noise std, min usable positions.
+    let mut by_layer: IndexMap<String, (usize, f64, f64)> = IndexMap::new();
+    for p in &circuit.pbs {
+        let layer = circuit.layers.get(p.layer as usize).cloned().unwrap_or_default();
+        let margin = (p.noise_std * sigmas).ceil() + 2.0;
+        let usable = params.positions() as f64 - 2.0 * margin;
+        let l = by_layer.entry(layer).or_insert((0, p.noise_std, usable));
+        l.0 += 1;
+        l.1 = l.1.max(p.noise_std);
+        l.2 = l.2.min(usable);
+    }
+    let layers: Vec<(String, usize, f64, f64)> = by_layer.into_iter().map(|(n, (c, s, u))| (n, c, s, u)).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let latency = estimated_latency_ms(circuit, threads);
+    let o = &choice.chosen;
+    let (origin, scored) = &choice.calibration;
+    let (calibration_line, fidelity_on) = match origin {
+        Origin::Samples => (
+            format!(
+                "input ranges: the calibration samples', widened by {:.0}% on each side",
+                fhec_lower::HEADROOM * 100.0
+            ),
+            format!("{scored} calibration samples"),
+        ),
+        Origin::InputQuantizer { at } => (
+            format!("input ranges: the model's own input quantizer ({at}); no calibration samples"),
+            format!(
+                "{scored} samples drawn uniformly from those ranges{}",
+                if choice.steps.is_some() {
+                    ", as output values within one quantization step"
+                } else {
+                    ", as the RMS error of the outputs relative to their spread"
+                }
+            ),
+        ),
+    };
+    let mut narrowed: Vec<f64> = c.narrowing.iter().copied().filter(|&g| g > 1.0).collect();
+    narrowed.sort_by(f64::total_cmp);
+    let median_narrowing = narrowed.get(narrowed.len() / 2).copied().unwrap_or(1.0);
+    let ranges_line = match o.table_ranges {
+        TableRanges::Bound => {
+            "table input ranges: the interval bound (no input the client can send leaves its table)".to_string()
+        }
+        _ if c.narrowing.is_empty() => "table input ranges: no tables".to_string(),
+        TableRanges::Calibrated if narrowed.is_empty() => {
+            "table input ranges: the interval bound (no calibration samples narrowed a table)".to_string()
+        }
+        TableRanges::Calibrated => format!(
+            "table input ranges: calibrated: {} of {} tables cover their calibration range widened {}x, median {:.1}x (at most {}x) narrower than the interval bound; an input beyond its window reads a clipped value (--table-ranges bound: none can leave its table)\n\
+             held out: {} of {} table reads of the odd-numbered calibration samples leave the windows the even-numbered ones give ({})",
+            narrowed.len(),
+            c.narrowing.len(),
+            fhec_lower::TABLE_HEADROOM,
+            median_narrowing,
+            fhec_lower::MAX_NARROWING,
+            c.held_out.0,
+            c.held_out.1,
+            match c.held_out {
+                (_, 0) => "no samples to hold out".to_string(),
+                (0, n) => format!("fewer than {:.1e} per read at 95% confidence", 3.0 / n as f64),
+                (k, n) => format!("{:.1e} per read", k as f64 / n as f64),
+            }
+        ),
+    };
+    let mut text = format!(
+        "model: {name}\nparameter set: {params} (tfhe-rs, 128-bit security), tables of {} positions\n\
+         precision: {}-bit weights on bootstrap outputs (outputs: up to {}), failure probability 2^{} per bootstrap ({sigmas:.2} sigma)\n\
+         {}\n{ranges_line}\n\
+         fidelity to the float model on {} (noisy simulation): {:.2}% (budget: {:.2}%){}\n{}\
+         bootstraps (PBS) per sample: {}\ncritical path: {} levels\ninputs: {} encrypted values, outputs: {} decrypted values\n\
+         estimated latency: {latency:.0} ms per sample on {threads} threads ({} ms per PBS, {} in batches)\n\nlayers:\n",
+        params.positions(),
+        o.weight_bits,
+        o.output_weight_max,
+        o.failure_log2,
+        calibration_line,
+        fidelity_on,
+        choice.fidelity,
+        choice.required,
+        if choice.within_budget { "" } else { "  NOT WITHIN BUDGET: kept the cheapest set near the most faithful candidate" },
+        choice.steps.map_or(String::new(), |s| format!(
+            "quantized output: {:.1}% of output values within one quantization step of the float model in noisy simulation (largest distance: {:.0} steps)\n",
+            s.within_one, s.max
+        )),
+        circuit.pbs.len(),
+        circuit.levels().len(),
+        circuit.n_inputs,
+        circuit.outputs.len(),
+        params.pbs_ms(),
+        params.batched_pbs_ms()
+    );
+    for (l, n, noise, usable) in &layers {
+        text.push_str(&format!(
+            "  {l:40} {n:6} PBS  noise std {noise:5.1} positions  input resolution {:.1} bits  output weights {} bits\n",
+            usable.log2(),
+            o.weight_bits_of(l)
+        ));
+    }
+    let opt = &choice.optimization;
+    let r = &opt.report;
+    let pbs_ms = params.pbs_ms();
+    let (before, after) = (opt.pbs_before(), opt.pbs_after());
+    if opt.config.level == 0 {
+        text.push_str("\noptimizer: off (--opt-level 0)\n");
+    } else {
+        text.push_str(&format!(
+            "\noptimizer (e-graph, --opt-level {}): {} iterations, {} e-nodes, {:.0} ms, stop: {}{}\n  PBS per sample: {} -> {}; estimated latency on 1 thread: {} ms -> {:.0} ms\n  rules applied:{}\n",
+            opt.config.level,
+            r.iterations,
+            r.egraph_nodes,
+            r.time.as_secs_f64() * 1e3,
+            r.stop_reason,
+            if r.kept_input { " (no cheaper program: the input is kept)" } else { "" },
+            if r.before.unsupported > 0 { format!("not lowerable ({} quotients of encrypted values)", r.before.unsupported) } else { before.to_string() },
+            after,
+            if r.before.unsupported > 0 { "-".to_string() } else { format!("{:.0}", before as f64 * pbs_ms) },
+            after as f64 * pbs_ms,
+            r.applied.iter().map(|(n, c)| format!(" {n} {c}")).collect::<Vec<_>>().join(",")
+        ));
+        if opt.elided > 0 {
+            text.push_str(&format!(
+                "  tables made leveled (affine over every input they can get: a relu of a value that cannot be negative, a clip that cannot clip): {}\n",
+                opt.elided
+            ));
+        }
+        if opt.composed > 0 {
+            text.push_str(&format!(
+                "  tables composed after scalarization (a table read only by the next, through a per-element affine map): {}\n",
+                opt.composed
+            ));
+        }
+        text.push_str("  per layer (before -> after):\n");
+        // Layers in order of first appearance, before then after.
+        let mut counts: IndexMap<&str, (usize, usize)> = IndexMap::new();
+        for (l, c) in &opt.layers_before {
+            counts.entry(l).or_default().0 = *c;
+        }
+        for (l, c) in &opt.layers_after {
+            counts.entry(l).or_default().1 = *c;
+        }
+        for (n, (before, after)) in counts {
+            text.push_str(&format!("    {n:40} {before:6} -> {after:6} PBS\n"));
+        }
+    }
+    text.push_str("\ncandidates tried (parameter set, weight bits, output weight cap: fidelity):\n");
+    for t in &choice.trials {
+        let f = match t.fidelity {
+            Some(f) => format!("{f:.2}%"),
+            None if !t.options.params.bootstraps_validated() && t.pbs > 0 => "set not used with bootstraps".to_string(),
+            None => "too noisy".to_string(),
+        };
+        let layers: String = t.options.layer_weight_bits.iter().map(|(l, b)| format!(" {l}={b}")).collect();
+        text.push_str(&format!(
+            "  {:52} {} {:4}{layers}: {f}\n",
+            t.options.params.name(),
+            t.options.weight_bits,
+            t.options.output_weight_max
+        ));
+    }
+    if let Some(pre) = &c.preprocess {
+        text.push_str(&format!(
+            "\nclient pre-processing (before encryption):\n{}",
+            pre.to_text(fhec_ir::DataMode::Elided)
+        ));
+    }
+    text.push_str(&format!("\nclient post-processing:\n{}", c.postprocess.to_text(fhec_ir::DataMode::Elided)));
+    let json = json!({
+        "model": name,
+        "scheme": "tfhe",
+        "pbs_count": circuit.pbs.len(),
+        "parameter_set": params.name(),
+        "positions": params.positions(),
+        "pbs_ms": params.pbs_ms(),
+        "batched_pbs_ms": params.batched_pbs_ms(),
+        "weight_bits": o.weight_bits,
+        "output_weight_max": o.output_weight_max,
+        "failure_probability_log2": o.failure_log2,
+        "table_ranges": json!({
+            "mode": match o.table_ranges { TableRanges::Calibrated => "calibrated", TableRanges::Bound => "bound" },
+            "tables_narrowed": narrowed.len(),
+            "median_narrowing": median_narrowing,
+            "held_out_reads_outside": c.held_out.0,
+            "held_out_reads": c.held_out.1,
+        }),
+        "calibration": match origin {
+            Origin::Samples => json!({ "source": "samples", "samples_scored": scored }),
+            Origin::InputQuantizer { at } => json!({ "source": "input_quantizer", "quantizer": at, "samples_scored": scored }),
+        },
+        "fidelity_percent": choice.fidelity,
+        "quantized_output_steps": choice.steps.map(|s| json!({ "within_one_percent": s.within_one, "max": s.max })),
+        "fidelity_required_percent": choice.required,
+        "within_budget": choice.within_budget,
+        "estimated_latency_ms": latency,
+        "threads": threads,
+        "levels": circuit.levels().len(),
+        "inputs": circuit.n_inputs,
+        "outputs": circuit.outputs.len(),
+        "optimizer": json!({
+            "opt_level": opt.config.level,
+            "pbs_before": before,
+            "pbs_after": after,
+            "unlowerable_ops_before": r.before.unsupported,
+            "estimated_latency_1_thread_ms_before": before as f64 * pbs_ms,
+            "estimated_latency_1_thread_ms_after": after as f64 * pbs_ms,
+            "iterations": r.iterations,
+            "egraph_nodes": r.egraph_nodes,
+            "time_ms": r.time.as_secs_f64() * 1e3,
+            "stop_reason": r.stop_reason,
+            "kept_input": r.kept_input,
+            "rules_applied": r.applied.iter().map(|(n, c)| json!({"rule": n, "count": c})).collect::<Vec<_>>(),
+            "tables_composed": opt.composed,
+            "tables_made_leveled": opt.elided,
+            "layers_before": opt.layers_before.iter().map(|(n, c)| json!({"name": n, "pbs": c})).collect::<Vec<_>>(),
+            "layers_after": opt.layers_after.iter().map(|(n, c)| json!({"name": n, "pbs": c})).collect::<Vec<_>>(),
+        }),
+        "layers": layers.iter().map(|(l, n, noise, usable)| json!({
+            "name": l, "pbs": n, "noise_std_positions": noise, "input_resolution_bits": usable.log2(),
+            "output_weight_bits": o.weight_bits_of(l),
+        })).collect::<Vec<_>>(),
+    });
+    (text, json)
+}
