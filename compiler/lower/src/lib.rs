@@ -142,7 +142,7 @@ impl Prepared {
         pipeline::prepare(module, calibration, opt, elide)
     }
 
-    /// `xs` through the client's pre-processing, if any: the samples [`Compiled::simulate_all`]
+    /// `xs` through the client's pre-processing, if any: the samples [`tfhe::Compiled::simulate_all`]
     /// takes, for every candidate compiled from this preparation.
     pub fn preprocessed(&self, xs: &[Tensor]) -> Result<Vec<Tensor>, LowerError> {
         match &self.preprocess {

@@ -106,7 +106,7 @@ const MAX_ASSIGNMENTS: usize = 256;
 ///
 /// The candidates of each layer come from [`crate::poly`]: every fit in
 /// `search.fits` at every degree, less those another candidate dominates on the layer's calibrated
-/// inputs. Cost is the estimated time per ciphertext on the ring the plan needs ([`Plan::ring`]):
+/// inputs. Cost is the estimated time per ciphertext on the ring the plan needs ([`fhec_ckks::Plan::ring`]):
 /// every polynomial's evaluation, and the products by constants, whose price depends on the ring. A
 /// degree is worth more than its own polynomials: a lower one on one layer can bring the whole plan
 /// within the smaller ring (six times cheaper), so polynomials are chosen per layer, not one for the
