@@ -24,9 +24,16 @@
 //! let prediction: cancer::Prediction = client.decrypt(&result)?.remove(0);
 //! ```
 //!
-//! The generated module holds `INPUT_LEN`, `INPUT_SHAPE`, `Input = [f32; INPUT_LEN]`, a `Prediction`
-//! struct with one typed field per model output, `Client` (key generation, `encrypt`, `encrypt_batch`,
-//! `decrypt`, `load`/`secret_bytes` to keep keys) and `Server` (`run`, `simulate`), over [`crate::embed`].
+//! The generated module holds `INPUT_LEN`, `INPUT_SHAPE`, `Input = [f32; INPUT_LEN]`, `SCHEME`, a
+//! `Prediction` struct with one typed field per model output, `Client` (key generation, `encrypt`,
+//! `encrypt_batch`, `decrypt`, `load`/`secret_bytes` to keep keys) and `Server` (`run`, `simulate`),
+//! over [`crate::embed`].
+//!
+//! `.scheme(Scheme::Ckks)` (or `Auto`, which picks by estimated time for `.batch(n)` samples) makes
+//! a CKKS build: the same module, over [`crate::embed::ckks`], with `SAMPLES_PER_CIPHERTEXT`; a
+//! batch of samples in (`encrypt_batch`, packed into as few ciphertexts as the layout allows), a
+//! batch of predictions out, and `simulate_batch`. Its encrypted half needs fhec's `ckks` feature
+//! (nightly) in the crate's `[dependencies]`; the build script itself needs no feature.
 //!
 //! Cargo integration: `rerun-if-changed` on the model and calibration files; the compiled artifacts are
 //! cached under `OUT_DIR` keyed by the SHA-256 of the inputs and options, so a rerun with unchanged
@@ -34,13 +41,13 @@
 //! print the file, the node and the error, without a backtrace.
 
 use crate::DriverError;
-use fhec_lower::tfhe::Search;
+use crate::scheme::{Built as SchemeBuilt, Options, Scheme};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the generated code or the artifacts change shape: part of the cache key.
-const CODEGEN_VERSION: u32 = 3;
+const CODEGEN_VERSION: u32 = 4;
 
 /// A model to compile at build time.
 pub struct Model {
@@ -48,7 +55,7 @@ pub struct Model {
     calibration: Option<PathBuf>,
     name: Option<String>,
     out_dir: Option<PathBuf>,
-    search: Search,
+    options: Options,
 }
 
 /// What [`Model::compile`] produced.
@@ -69,7 +76,7 @@ impl Model {
             calibration: None,
             name: None,
             out_dir: None,
-            search: Search::default(),
+            options: Options::default(),
         }
     }
 
@@ -96,7 +103,20 @@ impl Model {
 
     /// Points of agreement with the float model the compiled model may lose (see `fhec build`).
     pub fn accuracy_budget(mut self, points: f64) -> Model {
-        self.search.budget_points = points;
+        self.options.tfhe.budget_points = points;
+        self.options.ckks.budget_points = points;
+        self
+    }
+
+    /// The scheme (default TFHE; CKKS and Auto need calibration samples). See the module docs.
+    pub fn scheme(mut self, scheme: Scheme) -> Model {
+        self.options.scheme = scheme;
+        self
+    }
+
+    /// Samples per request the crate will send (what `Scheme::Auto` optimizes for; default 1).
+    pub fn batch(mut self, samples: usize) -> Model {
+        self.options.batch = samples;
         self
     }
 
@@ -148,7 +168,7 @@ impl Model {
         h.update((model_bytes.len() as u64).to_le_bytes());
         h.update(&model_bytes);
         h.update(&cal_bytes);
-        h.update(format!("{:?}", self.search));
+        h.update(format!("{:?}", self.options));
         let key = fhec_runtime::artifact::hex(&h.finalize());
         let artifacts = out_dir.join(format!("{name}.fhec"));
         let module = out_dir.join(format!("{name}.rs"));
@@ -157,9 +177,21 @@ impl Model {
             return Ok(Built { module, artifacts, recompiled: false });
         }
         let x = calibration.as_deref().map(crate::npy::read_samples).transpose()?;
-        let (choice, _) = crate::tfhe::build(&self.model, x.as_ref(), &artifacts, &self.search, |_| ())?;
-        let (client, post) = crate::tfhe::load_client(&artifacts)?;
-        let code = generate(&name, &self.model, &key, &artifacts, &client, &post, &choice);
+        let outcome = crate::scheme::build(&self.model, x.as_ref(), &artifacts, &self.options, |_| ())?;
+        let head = Head { name: &name, model: &self.model, key: &key, artifacts: &artifacts };
+        let code = match &outcome.built {
+            SchemeBuilt::Tfhe(_) => {
+                let (client, post) = crate::tfhe::load_client(&artifacts)?;
+                let (server, _) = crate::tfhe::load_server(&artifacts)?;
+                generate_tfhe(&head, &client, &post, &server.circuit)
+            }
+            SchemeBuilt::Ckks(b) => {
+                let post: fhec_ir::Module = b.client.postprocess.parse().map_err(|e: fhec_ir::IrError| {
+                    DriverError::Artifact(format!("the build's post-processing: {e}"))
+                })?;
+                generate_ckks(&head, &b.client, &post)
+            }
+        };
         std::fs::write(&module, code).map_err(|e| DriverError::Io(format!("{}: {e}", module.display())))?;
         std::fs::write(&stamp, &key).map_err(|e| DriverError::Io(format!("{}: {e}", stamp.display())))?;
         Ok(Built { module, artifacts, recompiled: true })
@@ -191,48 +223,43 @@ fn identifier(name: &str) -> String {
     s.trim_matches('_').to_string()
 }
 
-fn generate(
-    name: &str,
-    model: &Path,
-    key: &str,
-    artifacts: &Path,
-    client: &fhec_runtime::ClientArtifact,
-    post: &fhec_ir::Module,
-    choice: &fhec_lower::tfhe::Choice,
-) -> String {
-    let len = client.inputs.len();
-    let circuit = &choice.compiled.circuit;
-    let mut c = String::new();
-    let _ = writeln!(c, "// @generated by fhec::build from {} (inputs sha256 {key}). Do not edit.", model.display());
-    let _ = writeln!(c, "// Module `{name}`: {} PBS per sample under {}.\n", circuit.pbs.len(), circuit.params);
+/// What every generated module starts with: where it came from, and the artifacts it embeds.
+struct Head<'a> {
+    name: &'a str,
+    model: &'a Path,
+    key: &'a str,
+    artifacts: &'a Path,
+}
+
+/// The module's common part: provenance, the input constants and type, the embedded artifacts, the
+/// re-exported types of `runtime` (`::fhec::embed` or `::fhec::embed::ckks`), and `Prediction`.
+fn common(c: &mut String, head: &Head, summary: &str, input_shape: &[usize], runtime: &str, post: &fhec_ir::Module) {
+    let len: usize = input_shape.iter().product();
+    let _ = writeln!(
+        c,
+        "// @generated by fhec::build from {} (inputs sha256 {}). Do not edit.",
+        head.model.display(),
+        head.key
+    );
+    let _ = writeln!(c, "// Module `{}`: {summary}.\n", head.name);
     // Everything lives in an inner module re-exported whole, so that the parts a crate does not use
     // raise no dead-code warnings there.
     let _ = writeln!(c, "pub use self::fhec_generated::*;\n\n#[allow(dead_code)]\nmod fhec_generated {{");
     let _ = writeln!(c, "/// Input values per sample (flattened; the model's input shape is [`INPUT_SHAPE`]).");
     let _ = writeln!(c, "pub const INPUT_LEN: usize = {len};");
     let _ = writeln!(c, "/// The model's input shape (with its batch dimension of 1).");
-    let _ = writeln!(c, "pub const INPUT_SHAPE: &[usize] = &{:?};", client.input_shape);
+    let _ = writeln!(c, "pub const INPUT_SHAPE: &[usize] = &{input_shape:?};");
     let _ = writeln!(c, "/// One sample.\npub type Input = [f32; INPUT_LEN];");
-    let _ = writeln!(
-        c,
-        "/// The tfhe-rs parameter set the model was compiled for.\npub const PARAMETER_SET: &str = {:?};",
-        circuit.params.name()
-    );
-    let _ = writeln!(c, "/// Bootstraps per sample.\npub const PBS_COUNT: usize = {};\n", circuit.pbs.len());
-    let _ = writeln!(
-        c,
-        "static CLIENT_ARTIFACT: &[u8] = include_bytes!({:?});",
-        artifacts.join("client.fhec").display().to_string()
-    );
-    let _ = writeln!(
-        c,
-        "static SERVER_ARTIFACT: &[u8] = include_bytes!({:?});\n",
-        artifacts.join("server.fhec").display().to_string()
-    );
-    let _ = writeln!(
-        c,
-        "pub use ::fhec::embed::{{Ciphertexts, EvalKey, Results}};\npub use ::fhec::DriverError as Error;\n"
-    );
+    for file in ["client", "server"] {
+        let _ = writeln!(
+            c,
+            "static {}_ARTIFACT: &[u8] = include_bytes!({:?});",
+            file.to_uppercase(),
+            head.artifacts.join(format!("{file}.fhec")).display().to_string()
+        );
+    }
+    let _ =
+        writeln!(c, "\npub use {runtime}::{{Ciphertexts, EvalKey, Results}};\npub use ::fhec::DriverError as Error;\n");
     // One field per model output.
     let mut fields = Vec::new();
     for (out_name, v) in post.outputs() {
@@ -269,6 +296,24 @@ fn generate(
         let _ = writeln!(c, "        {f}: {e},");
     }
     let _ = writeln!(c, "    }}\n}}\n");
+}
+
+fn generate_tfhe(
+    head: &Head,
+    client: &fhec_runtime::ClientArtifact,
+    post: &fhec_ir::Module,
+    circuit: &fhec_runtime::Circuit,
+) -> String {
+    let mut c = String::new();
+    let summary = format!("TFHE, {} PBS per sample under {}", circuit.pbs.len(), circuit.params);
+    common(&mut c, head, &summary, &client.input_shape, "::fhec::embed", post);
+    let _ = writeln!(c, "/// The scheme the model was compiled for.\npub const SCHEME: &str = \"tfhe\";");
+    let _ = writeln!(
+        c,
+        "/// The tfhe-rs parameter set the model was compiled for.\npub const PARAMETER_SET: &str = {:?};",
+        circuit.params.name()
+    );
+    let _ = writeln!(c, "/// Bootstraps per sample.\npub const PBS_COUNT: usize = {};\n", circuit.pbs.len());
     c.push_str(
         r#"/// The data owner's side: holds the secret key.
 pub struct Client(::fhec::embed::Client);
@@ -327,6 +372,79 @@ impl Server {
     c
 }
 
+fn generate_ckks(head: &Head, client: &crate::ckks::ClientArtifact, post: &fhec_ir::Module) -> String {
+    let mut c = String::new();
+    let layout = &client.layout;
+    let summary = format!(
+        "CKKS, ring 2^{}, {}, {} samples per ciphertext",
+        layout.ring.log_n,
+        layout.packing.name(),
+        layout.samples_per_ciphertext
+    );
+    common(&mut c, head, &summary, &client.input_shape, "::fhec::embed::ckks", post);
+    let _ = writeln!(c, "/// The scheme the model was compiled for.\npub const SCHEME: &str = \"ckks\";");
+    let _ = writeln!(
+        c,
+        "/// Samples one ciphertext holds: a batch of up to this many costs as much as one sample.\npub const SAMPLES_PER_CIPHERTEXT: usize = {};\n",
+        layout.samples_per_ciphertext
+    );
+    c.push_str(
+        r#"/// The data owner's side: holds the secret key. Encrypting and decrypting need fhec's `ckks`
+/// feature (nightly); without it [`Client::new`] says so.
+pub struct Client(::fhec::embed::ckks::Client);
+
+impl Client {
+    /// Generates a fresh key pair: keep the client, send the evaluation key to the server.
+    pub fn new() -> Result<(Client, EvalKey), Error> {
+        let (client, key) = ::fhec::embed::ckks::Client::generate(CLIENT_ARTIFACT, SERVER_ARTIFACT)?;
+        Ok((Client(client), key))
+    }
+
+    /// Restores a client from the bytes of [`Client::secret_bytes`] and [`EvalKey::to_bytes`].
+    pub fn load(secret: &[u8], eval_key: &[u8]) -> Result<Client, Error> {
+        Ok(Client(::fhec::embed::ckks::Client::load(CLIENT_ARTIFACT, secret, eval_key)?))
+    }
+
+    /// The secret key, to store on the client only.
+    pub fn secret_bytes(&self) -> Vec<u8> {
+        self.0.secret_bytes()
+    }
+
+    /// Encrypts a batch of samples, packed into as few ciphertexts as the layout allows.
+    pub fn encrypt_batch(&self, xs: &[Input]) -> Result<Ciphertexts, Error> {
+        self.0.encrypt(xs.as_flattened())
+    }
+
+    /// One prediction per encrypted sample, in order.
+    pub fn decrypt(&self, results: &Results) -> Result<Vec<Prediction>, Error> {
+        Ok(self.0.decrypt(results)?.into_iter().map(prediction).collect())
+    }
+}
+
+/// The server's side: runs the plan on ciphertexts with the client's evaluation key.
+pub struct Server(::fhec::embed::ckks::Server);
+
+impl Server {
+    pub fn new() -> Result<Server, Error> {
+        Ok(Server(::fhec::embed::ckks::Server::load(SERVER_ARTIFACT)?))
+    }
+
+    pub fn run(&self, key: &EvalKey, inputs: &Ciphertexts) -> Result<Results, Error> {
+        self.0.run(key, inputs)
+    }
+
+    /// The plan in the clear, without encryption noise: what `run` computes within the build's
+    /// stated error, for tests (any toolchain).
+    pub fn simulate_batch(&self, xs: &[Input]) -> Result<Vec<Prediction>, Error> {
+        Ok(self.0.simulate(CLIENT_ARTIFACT, xs.as_flattened())?.into_iter().map(prediction).collect())
+    }
+}
+}
+"#,
+    );
+    c
+}
+
 /// Includes the module generated for `name` by [`Model::compile`] (from `OUT_DIR`).
 #[macro_export]
 macro_rules! include_model {
@@ -375,6 +493,31 @@ mod build_tests {
         );
         assert!(!model().compile().unwrap().recompiled, "unchanged inputs hit the cache");
         assert!(model().accuracy_budget(0.5).compile().unwrap().recompiled, "other options recompile");
+    }
+
+    #[test]
+    fn a_ckks_build_generates_the_batch_api() {
+        let out = tempfile::tempdir().unwrap();
+        let model = || {
+            Model::new(corpus("models/mlp_wine/model.onnx"))
+                .calibration(corpus("models/mlp_wine/inputs.npy"))
+                .out_dir(out.path())
+        };
+        let tfhe = std::fs::read_to_string(model().compile().unwrap().module).unwrap();
+        assert!(tfhe.contains("pub const SCHEME: &str = \"tfhe\";") && tfhe.contains("::fhec::embed::Client"));
+        let built = model().scheme(crate::scheme::Scheme::Ckks).compile().unwrap();
+        assert!(built.recompiled, "another scheme recompiles");
+        let code = std::fs::read_to_string(&built.module).unwrap();
+        for part in [
+            "pub const SCHEME: &str = \"ckks\";",
+            "pub const SAMPLES_PER_CIPHERTEXT: usize = 8192;",
+            "pub fn encrypt_batch(&self, xs: &[Input])",
+            "pub fn simulate_batch(&self, xs: &[Input]) -> Result<Vec<Prediction>, Error>",
+            "::fhec::embed::ckks::Server::load(SERVER_ARTIFACT)",
+        ] {
+            assert!(code.contains(part), "{part} missing from:\n{code}");
+        }
+        assert!(crate::ckks::is_ckks(&built.artifacts));
     }
 
     #[test]

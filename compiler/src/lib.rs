@@ -114,6 +114,29 @@ pub enum Stacked {
     I64(ArrayD<i64>),
 }
 
+/// Outputs of consecutive runs (each stacked over its samples) joined into one stack per output, in
+/// order. Runs of one build have the same outputs with the same types; an output whose type differs
+/// between runs is a bug, and is reported as one.
+pub fn concat_outputs(runs: Vec<Vec<(String, Stacked)>>) -> Result<Vec<(String, Stacked)>, DriverError> {
+    let mut runs = runs.into_iter();
+    let Some(mut all) = runs.next() else { return Ok(Vec::new()) };
+    for run in runs {
+        for ((name, acc), (_, more)) in all.iter_mut().zip(run) {
+            let joined = match (&*acc, more) {
+                (Stacked::F32(a), Stacked::F32(b)) => {
+                    ndarray::concatenate(Axis(0), &[a.view(), b.view()]).map(Stacked::F32)
+                }
+                (Stacked::I64(a), Stacked::I64(b)) => {
+                    ndarray::concatenate(Axis(0), &[a.view(), b.view()]).map(Stacked::I64)
+                }
+                _ => return Err(DriverError::Shape(format!("output {name} changed type between runs"))),
+            };
+            *acc = joined.map_err(|e| DriverError::Shape(format!("output {name}: {e}")))?;
+        }
+    }
+    Ok(all)
+}
+
 /// Runs the float reference on every sample of `x` (samples along axis 0) and stacks each output the
 /// same way. Errors name the expected sample shape when `x` does not fit.
 pub fn predict(module: &Module, x: &ArrayD<f32>) -> Result<Vec<(String, Stacked)>, DriverError> {

@@ -154,15 +154,29 @@ pub fn to_bytes<T: Serialize>(kind: Kind, value: &T) -> Result<(Vec<u8>, Vec<u8>
     Ok((bytes, env.payload))
 }
 
-/// The kind of an envelope, if `bytes` is one (not verifying the checksum).
+/// The kind of an envelope, if `bytes` is one or starts like one (reads the head only: neither the
+/// checksum nor the payload is looked at, so the first few dozen bytes of a file are enough).
 pub fn peek_kind(bytes: &[u8]) -> Option<Kind> {
-    let env: Envelope = bincode::DefaultOptions::new()
+    #[derive(Deserialize)]
+    struct Head {
+        magic: [u8; 8],
+        kind: Kind,
+    }
+    let head: Head = bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .allow_trailing_bytes()
-        .with_limit(bytes.len() as u64 + 1024)
+        .with_limit(64)
         .deserialize(bytes)
         .ok()?;
-    (env.magic == MAGIC).then_some(env.kind)
+    (head.magic == MAGIC).then_some(head.kind)
+}
+
+/// The kind of the envelope in the file at `path`, if it is one (reads its first bytes only).
+pub fn peek_file(path: &Path) -> Option<Kind> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(64);
+    std::fs::File::open(path).ok()?.take(64).read_to_end(&mut head).ok()?;
+    peek_kind(&head)
 }
 
 /// Decodes an envelope of `kind` from bytes; the error says what is wrong (without a file name).

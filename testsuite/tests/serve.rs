@@ -114,7 +114,7 @@ fn simulated_classes(model: &str, x: &ArrayD<f32>) -> Vec<i64> {
 
 fn decrypted_classes(session: &Session, bytes: &[u8]) -> Vec<i64> {
     let outs = session.decrypt(bytes).unwrap();
-    fhec::metrics::predicted_classes(&fhec::stack_outputs(&session.post, outs)[0].1).unwrap()
+    fhec::metrics::predicted_classes(&outs[0].1).unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -449,6 +449,26 @@ fn keys_expire() {
         assert!(!alice.key_exists(&key).await);
         server.stop().await;
     });
+}
+
+/// In an fhec built without the `ckks` feature (this one), a CKKS build is refused by name, with
+/// what to build instead, by the server and by the client's session; never mistaken for TFHE.
+#[test]
+fn ckks_builds_need_the_ckks_feature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wine.fhec");
+    let src = root().join("models/mlp_wine");
+    let cal = fhec::npy::read_samples(&src.join("inputs.npy")).unwrap();
+    let opts = fhec::scheme::Options { scheme: fhec::scheme::Scheme::Ckks, ..Default::default() };
+    fhec::scheme::build(&src.join("model.onnx"), Some(&cal), &dir, &opts, |_| ()).unwrap();
+    // A server holds only the server artifact.
+    std::fs::remove_file(dir.join("client.fhec")).unwrap();
+    let config = Config::new(vec![("wine".into(), dir.clone())], tmp.path().join("store"), Auth::Anonymous);
+    let err = App::new(config).err().expect("refused");
+    assert!(err.contains("model wine") && err.contains("is a CKKS build") && err.contains("--features ckks"), "{err}");
+    fhec::scheme::build(&src.join("model.onnx"), Some(&cal), &dir, &opts, |_| ()).unwrap();
+    let err = Session::load(&dir, tmp.path(), &Protection::None).err().expect("refused").to_string();
+    assert!(err.contains("is a CKKS build") && err.contains("--features ckks"), "{err}");
 }
 
 /// Every operation in `deploy/openapi.json` exists on the router (an unrouted path gets axum's empty

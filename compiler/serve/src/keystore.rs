@@ -27,7 +27,8 @@ pub struct KeyMeta {
     /// What ciphertexts made for this key are tagged with.
     pub fingerprint: String,
     pub tenant: String,
-    /// The tfhe-rs parameter set the key is for.
+    /// What the key is for: a tfhe-rs parameter set, or a CKKS build's ring and rotations
+    /// (`ckks-2^LOGN-Rrot-DIGEST`).
     pub params: String,
     pub bytes: u64,
     /// Seconds since the Unix epoch.
@@ -58,18 +59,44 @@ pub enum LoadError {
     Damaged(String),
 }
 
-/// A validated upload: the decoded key, its id and fingerprint.
+/// An uploaded evaluation key, by scheme.
+pub enum Uploaded {
+    /// A TFHE server key (compressed); it names its parameter set.
+    Tfhe(Box<CompressedEvalKey>),
+    /// A CKKS evaluation key: poulpy's bytes, which only a served build's ring and rotations can read
+    /// (the app checks them against its CKKS models).
+    Ckks(Vec<u8>),
+}
+
+/// A validated upload: the decoded key, its id and fingerprint, and what it is for (a tfhe-rs
+/// parameter set, or a CKKS build's ring and rotations: see `fhec::ckks::deploy::Deployed::key_params`).
 pub struct Upload {
-    pub key: CompressedEvalKey,
+    pub key: Uploaded,
     pub id: String,
     pub fingerprint: String,
+    /// Empty for a CKKS key until the app has matched it with a served build.
+    pub params: String,
 }
 
 /// Decodes uploaded evaluation-key bytes (checksum verified); the error says what is wrong.
 pub fn decode_upload(bytes: &[u8]) -> Result<Upload, String> {
-    let (key, payload): (CompressedEvalKey, _) =
-        artifact::from_bytes(bytes, Kind::EvalKey).map_err(|e| format!("the evaluation key {e}"))?;
-    Ok(Upload { key, id: artifact::hex(&Sha256::digest(&payload)), fingerprint: artifact::fingerprint(&payload) })
+    let is_ckks = artifact::peek_kind(bytes) == Some(Kind::CkksEvalKey);
+    let (key, params, payload) = if is_ckks {
+        let (raw, payload): (Vec<u8>, _) =
+            artifact::from_bytes(bytes, Kind::CkksEvalKey).map_err(|e| format!("the evaluation key {e}"))?;
+        (Uploaded::Ckks(raw), String::new(), payload)
+    } else {
+        let (key, payload): (CompressedEvalKey, _) =
+            artifact::from_bytes(bytes, Kind::EvalKey).map_err(|e| format!("the evaluation key {e}"))?;
+        let params = key.params().name().to_string();
+        (Uploaded::Tfhe(Box::new(key)), params, payload)
+    };
+    Ok(Upload {
+        key,
+        id: artifact::hex(&Sha256::digest(&payload)),
+        fingerprint: artifact::fingerprint(&payload),
+        params,
+    })
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -124,7 +151,7 @@ impl KeyStore {
             id: upload.id.clone(),
             fingerprint: upload.fingerprint.clone(),
             tenant: tenant.to_string(),
-            params: upload.key.params().name().to_string(),
+            params: upload.params.clone(),
             bytes: bytes.len() as u64,
             created,
             // Whole seconds, rounded up: a key lives at least `ttl` (up to a second more). Rounded
@@ -153,10 +180,11 @@ impl KeyStore {
         let meta = self.meta(tenant, id).ok_or(LoadError::Missing)?;
         let path = self.dir(tenant).join(format!("{id}.key"));
         let bytes = std::fs::read(&path).map_err(|e| LoadError::Damaged(e.to_string()))?;
-        let upload = decode_upload(&bytes).map_err(LoadError::Damaged)?;
+        let mut upload = decode_upload(&bytes).map_err(LoadError::Damaged)?;
         if upload.id != id {
             return Err(LoadError::Damaged("its content does not hash to its id".into()));
         }
+        upload.params = meta.params.clone();
         Ok((meta, upload))
     }
 

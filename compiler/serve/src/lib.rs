@@ -1,14 +1,19 @@
 //! `fhec serve`: encrypted inference over HTTP (axum on tokio), for one or more compiled models.
 //!
-//! The server holds circuits and evaluation keys, never secret material: an uploaded key is decoded
-//! as a `CompressedEvalKey`, which has no way to decrypt (see `fhec_runtime::fhe`). The API (see
-//! `deploy/openapi.json`, tested against this router):
+//! Builds of both schemes are served side by side: TFHE circuits, and (feature `ckks`, nightly) CKKS
+//! plans. The server holds circuits, plans and evaluation keys, never secret material: an uploaded
+//! key is decoded as a `CompressedEvalKey` (TFHE) or a CKKS `EvalKey` (relinearization and
+//! rotations), neither of which can decrypt. The API (see `deploy/openapi.json`, tested against this
+//! router):
 //!
-//! - `PUT /v1/keys`: upload an evaluation key (the bytes `fhec keygen` writes to `eval.key`); its id
-//!   is the SHA-256 of its content; it is stored durably for the tenant ([`keystore`]) and expires
-//!   after the configured time. `GET /v1/keys`, `GET`/`DELETE /v1/keys/{id}`.
-//! - `POST /v1/models/{model}/infer?key={id}`: ciphertexts in (an `fhec encrypt` file), ciphertexts
-//!   out (an `fhec run` file). Refused with a 4xx when they were made for another key or model.
+//! - `PUT /v1/keys`: upload an evaluation key (the bytes `fhec keygen` writes to `eval.key`), checked
+//!   against the served models (a tfhe-rs parameter set, or a CKKS build's ring and rotations); its
+//!   id is the SHA-256 of its content; it is stored durably for the tenant ([`keystore`]) and
+//!   expires after the configured time. `GET /v1/keys`, `GET`/`DELETE /v1/keys/{id}`.
+//! - `POST /v1/models/{model}/infer?key={id}`: ciphertexts in (an `fhec encrypt` file; for a CKKS
+//!   build, its samples packed into ciphertexts), ciphertexts out (an `fhec run` file), and the
+//!   samples evaluated in `X-Fhec-Samples`. Refused with a 4xx when they were made for another key,
+//!   model or scheme.
 //! - `GET /v1/models`; `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus; no auth).
 //!
 //! Load: at most `workers` requests run at once (each spreads its bootstraps over the whole rayon
@@ -52,7 +57,7 @@ pub enum ServeError {
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path as UrlPath, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -131,8 +136,11 @@ pub struct Config {
     pub key_ttl: Duration,
     pub max_key_bytes: usize,
     pub max_request_bytes: usize,
-    /// Samples per inference request.
+    /// Samples per inference request on a TFHE build.
     pub max_samples: usize,
+    /// Samples per inference request on a CKKS build (packed into its ciphertexts; a batch-major
+    /// request holds at most the ring's slots whatever this says).
+    pub max_ckks_samples: usize,
     /// From arrival to answer, queueing included.
     pub request_timeout: Duration,
     /// Decompressed evaluation keys kept in memory (each takes tens to hundreds of MB).
@@ -151,27 +159,88 @@ impl Config {
             max_key_bytes: 64 << 20,
             max_request_bytes: 64 << 20,
             max_samples: 256,
+            max_ckks_samples: 16384,
             request_timeout: Duration::from_secs(300),
             key_cache: 4,
         }
     }
 }
 
-/// One served model.
-struct Model {
-    artifact: ServerArtifact,
-    digest: String,
+/// One served model, by scheme.
+enum Model {
+    Tfhe {
+        artifact: ServerArtifact,
+        digest: String,
+    },
+    /// The plan, its ring and rotations (no key: keys are the tenants').
+    #[cfg(feature = "ckks")]
+    Ckks(Box<fhec::ckks::deploy::Deployed>),
+}
+
+impl Model {
+    /// Loads the build in `dir`, of either scheme.
+    fn load(name: &str, dir: &Path) -> Result<Model, String> {
+        let context = |e: fhec::DriverError| format!("model {name} ({}): {e}", dir.display());
+        if fhec::ckks::is_ckks(dir) {
+            #[cfg(feature = "ckks")]
+            return fhec::ckks::deploy::Deployed::load(dir).map(|d| Model::Ckks(Box::new(d))).map_err(context);
+            #[cfg(not(feature = "ckks"))]
+            return Err(format!(
+                "model {name} ({}) is a CKKS build, and this fhec was built without CKKS (poulpy needs a nightly compiler): build it with `cargo +nightly build --release -p fhec-cli --features ckks`, or use the Docker image, which has it",
+                dir.display()
+            ));
+        }
+        let (artifact, digest) = fhec::tfhe::load_server(dir).map_err(context)?;
+        Ok(Model::Tfhe { artifact, digest })
+    }
+
+    /// What an evaluation key must be for to run this model: a tfhe-rs parameter set, or a CKKS
+    /// build's ring and rotations.
+    fn key_params(&self) -> String {
+        match self {
+            Model::Tfhe { artifact, .. } => artifact.circuit.params.name().to_string(),
+            #[cfg(feature = "ckks")]
+            Model::Ckks(d) => d.key_params(),
+        }
+    }
+
+    fn digest(&self) -> &str {
+        match self {
+            Model::Tfhe { digest, .. } => digest,
+            #[cfg(feature = "ckks")]
+            Model::Ckks(d) => d.digest(),
+        }
+    }
+}
+
+/// A decoded evaluation key, ready to evaluate with.
+#[derive(Clone)]
+enum ServedKey {
+    Tfhe(Arc<EvalKey>),
+    #[cfg(feature = "ckks")]
+    Ckks(Arc<fhec::ckks::deploy::EvalKey>),
 }
 
 /// What `GET /v1/models` lists.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub name: String,
+    /// `tfhe` or `ckks`.
+    #[serde(default)]
+    pub scheme: String,
+    /// What an evaluation key must be for (see [`keystore::KeyMeta::params`]).
     pub params: String,
     pub circuit_digest: String,
     pub inputs: usize,
     pub outputs: usize,
+    /// Programmable bootstraps per sample (TFHE; 0 for CKKS).
     pub pbs_per_sample: usize,
+    /// CKKS: samples one ciphertext holds (what a request's samples fill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples_per_ciphertext: Option<usize>,
+    /// Samples one request may hold.
+    #[serde(default)]
+    pub max_samples: usize,
 }
 
 /// The service's shared state.
@@ -179,8 +248,8 @@ pub struct App {
     config: Config,
     models: BTreeMap<String, Model>,
     store: KeyStore,
-    /// Decompressed keys by (tenant, id).
-    cache: Mutex<lru::LruCache<(String, String), Arc<EvalKey>>>,
+    /// Decoded keys by (tenant, id).
+    cache: Mutex<lru::LruCache<(String, String), ServedKey>>,
     slots: Arc<Semaphore>,
     /// Requests admitted and not yet answered (running or waiting).
     admitted: AtomicUsize,
@@ -210,9 +279,7 @@ impl App {
             if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || name.is_empty() {
                 return Err(format!("model name {name:?}: use letters, digits, '-', '_' and '.'"));
             }
-            let (artifact, digest) =
-                fhec::tfhe::load_server(dir).map_err(|e| format!("model {name} ({}): {e}", dir.display()))?;
-            if models.insert(name.clone(), Model { artifact, digest }).is_some() {
+            if models.insert(name.clone(), Model::load(name, dir)?).is_some() {
                 return Err(format!("two models are named {name}: name them with NAME=DIR"));
             }
         }
@@ -316,9 +383,9 @@ impl App {
         }
     }
 
-    /// The decompressed key `id` of `tenant`: from the cache, or loaded (checksum verified) and
-    /// decompressed. Blocking: call from a job.
-    fn eval_key(&self, tenant: &str, id: &str) -> ApiResult<Arc<EvalKey>> {
+    /// The decoded key `id` of `tenant`: from the cache, or loaded (checksum verified) and decoded.
+    /// Blocking: call from a job.
+    fn eval_key(&self, tenant: &str, id: &str) -> ApiResult<ServedKey> {
         let slot = (tenant.to_string(), id.to_string());
         if let Some(k) = self.cache.lock().expect("cache").get(&slot) {
             return Ok(k.clone());
@@ -333,12 +400,63 @@ impl App {
                 )
             }
         })?;
-        let key = Arc::new(upload.key.decompress());
+        let (key, _) = self.decode_key(&upload.key, &upload.params)?;
         self.cache_put(slot, key.clone());
         Ok(key)
     }
 
-    fn cache_put(&self, slot: (String, String), key: Arc<EvalKey>) {
+    /// Decodes an uploaded key for the models served here; returns it and what it is for (see
+    /// [`keystore::KeyMeta::params`]). `params` is what the store recorded, empty for a new upload.
+    /// A key no served model can use is refused (422) with what the models need.
+    fn decode_key(&self, key: &keystore::Uploaded, params: &str) -> ApiResult<(ServedKey, String)> {
+        let unusable = |what: String| {
+            let served: Vec<String> = self.models.values().map(Model::key_params).collect();
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "{what}; the models served here take keys for {}: generate keys with `fhec keygen` on the model's build",
+                    served.join(", ")
+                ),
+            )
+        };
+        match key {
+            keystore::Uploaded::Tfhe(k) => {
+                let params = k.params();
+                if !self
+                    .models
+                    .values()
+                    .any(|m| matches!(m, Model::Tfhe { artifact, .. } if artifact.circuit.params == params))
+                {
+                    return Err(unusable(format!("the key is for parameter set {params}")));
+                }
+                // Decompressing checks the key's structure.
+                Ok((ServedKey::Tfhe(Arc::new(k.decompress())), params.name().to_string()))
+            }
+            #[cfg(feature = "ckks")]
+            keystore::Uploaded::Ckks(raw) => {
+                let mut tried = Vec::new();
+                for m in self.models.values() {
+                    let Model::Ckks(d) = m else { continue };
+                    let wanted = d.key_params();
+                    if (!params.is_empty() && params != wanted) || tried.contains(&wanted) {
+                        continue;
+                    }
+                    if let Ok(key) = d.eval_key_from(raw) {
+                        return Ok((ServedKey::Ckks(Arc::new(key)), wanted));
+                    }
+                    tried.push(wanted);
+                }
+                Err(unusable("the key is a CKKS evaluation key for none of the CKKS builds served here".into()))
+            }
+            #[cfg(not(feature = "ckks"))]
+            keystore::Uploaded::Ckks(_) => {
+                let _ = params;
+                Err(unusable("the key is a CKKS evaluation key, and this fhec was built without CKKS".into()))
+            }
+        }
+    }
+
+    fn cache_put(&self, slot: (String, String), key: ServedKey) {
         let mut cache = self.cache.lock().expect("cache");
         cache.put(slot, key);
         self.metrics.keys_cached.set(cache.len() as i64);
@@ -365,13 +483,30 @@ impl App {
     pub fn model_infos(&self) -> Vec<ModelInfo> {
         self.models
             .iter()
-            .map(|(name, m)| ModelInfo {
-                name: name.clone(),
-                params: m.artifact.circuit.params.name().to_string(),
-                circuit_digest: m.digest.clone(),
-                inputs: m.artifact.circuit.n_inputs,
-                outputs: m.artifact.circuit.outputs.len(),
-                pbs_per_sample: m.artifact.circuit.pbs.len(),
+            .map(|(name, m)| match m {
+                Model::Tfhe { artifact, digest } => ModelInfo {
+                    name: name.clone(),
+                    scheme: "tfhe".into(),
+                    params: artifact.circuit.params.name().to_string(),
+                    circuit_digest: digest.clone(),
+                    inputs: artifact.circuit.n_inputs,
+                    outputs: artifact.circuit.outputs.len(),
+                    pbs_per_sample: artifact.circuit.pbs.len(),
+                    samples_per_ciphertext: None,
+                    max_samples: self.config.max_samples,
+                },
+                #[cfg(feature = "ckks")]
+                Model::Ckks(d) => ModelInfo {
+                    name: name.clone(),
+                    scheme: "ckks".into(),
+                    params: d.key_params(),
+                    circuit_digest: d.digest().to_string(),
+                    inputs: d.layout().n_inputs(),
+                    outputs: d.layout().n_outputs,
+                    pbs_per_sample: 0,
+                    samples_per_ciphertext: Some(d.samples_per_ciphertext()),
+                    max_samples: d.max_samples(self.config.max_ckks_samples),
+                },
             })
             .collect()
     }

@@ -6,7 +6,7 @@ use super::client::Remote;
 use crate::ServeError;
 use fhec::tfhe;
 use fhec::{DriverError, Stacked};
-use fhec_ir::{Module, Tensor};
+use fhec_ir::Module;
 use fhec_runtime::ClientArtifact;
 use fhec_runtime::artifact::{self, Kind, Tagged};
 use fhec_runtime::fhe::{OutputCiphertexts, SecretKey};
@@ -15,20 +15,44 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The client's side of a session: artifact, post-processing, secret key, and the evaluation key the
-/// server gets.
+/// The client's side of a session, for a build of either scheme: its client artifact and secret
+/// key, and the evaluation key the server gets.
 pub struct Session {
-    pub client: ClientArtifact,
-    pub post: Module,
-    pub secret: SecretKey,
-    pub fingerprint: String,
+    side: Side,
     /// `eval.key` as written by `fhec keygen`: what `PUT /v1/keys` takes.
     pub eval_key: Vec<u8>,
+}
+
+struct TfheSide {
+    client: ClientArtifact,
+    post: Module,
+    secret: SecretKey,
+    fingerprint: String,
+}
+
+enum Side {
+    Tfhe(Box<TfheSide>),
+    #[cfg(feature = "ckks")]
+    Ckks(Box<fhec::ckks::deploy::ClientSide>),
 }
 
 impl Session {
     /// Loads the build directory's client artifact and the keys in `keys`.
     pub fn load(dir: &Path, keys: &Path, protection: &fhec::keyfile::Protection) -> Result<Session, DriverError> {
+        let path = keys.join("eval.key");
+        let read_eval = || std::fs::read(&path).map_err(|e| DriverError::Io(format!("{}: {e}", path.display())));
+        if fhec::ckks::is_ckks(dir) {
+            #[cfg(feature = "ckks")]
+            {
+                let side = fhec::ckks::deploy::ClientSide::load(dir, keys, protection)?;
+                return Ok(Session { side: Side::Ckks(Box::new(side)), eval_key: read_eval()? });
+            }
+            #[cfg(not(feature = "ckks"))]
+            return Err(DriverError::Usage(format!(
+                "{} is a CKKS build, and this fhec was built without CKKS (poulpy needs a nightly compiler): build it with `cargo +nightly build --release -p fhec-cli --features ckks`",
+                dir.display()
+            )));
+        }
         let (client, post) = tfhe::load_client(dir)?;
         let (secret, fingerprint) = tfhe::load_secret(keys, protection)?;
         if secret.params() != client.params {
@@ -40,22 +64,68 @@ impl Session {
                 client.params
             )));
         }
-        let path = keys.join("eval.key");
-        let eval_key = std::fs::read(&path).map_err(|e| DriverError::Io(format!("{}: {e}", path.display())))?;
-        Ok(Session { client, post, secret, fingerprint, eval_key })
+        let side = Side::Tfhe(Box::new(TfheSide { client, post, secret, fingerprint }));
+        Ok(Session { side, eval_key: read_eval()? })
+    }
+
+    /// Samples per request unless told otherwise: 16 for TFHE (each sample is its own ciphertexts,
+    /// and a request's latency grows with it); for CKKS what one batch-major batch holds (a request
+    /// of fewer costs as much), four ciphertexts' worth feature-major.
+    pub fn default_batch(&self) -> usize {
+        match &self.side {
+            Side::Tfhe(_) => 16,
+            #[cfg(feature = "ckks")]
+            Side::Ckks(c) => match c.artifact.layout.packing {
+                fhec_ckks::Packing::BatchMajor => c.artifact.layout.samples_per_ciphertext,
+                fhec_ckks::Packing::FeatureMajor => 4 * c.artifact.layout.samples_per_ciphertext,
+            },
+        }
     }
 
     /// Encrypts samples into the bytes of an inference request.
     pub fn encrypt(&self, x: &ArrayD<f32>) -> Result<Vec<u8>, DriverError> {
-        let cts = tfhe::encrypt(&self.client, &self.secret, &self.fingerprint, x)?;
-        artifact::to_bytes(Kind::Inputs, &cts).map(|b| b.0).map_err(DriverError::Artifact)
+        let bytes = match &self.side {
+            Side::Tfhe(t) => {
+                let TfheSide { client, secret, fingerprint, .. } = &**t;
+                artifact::to_bytes(Kind::Inputs, &tfhe::encrypt(client, secret, fingerprint, x)?)
+            }
+            #[cfg(feature = "ckks")]
+            Side::Ckks(c) => artifact::to_bytes(Kind::CkksInputs, &c.encrypt(x)?),
+        };
+        bytes.map(|b| b.0).map_err(DriverError::Artifact)
     }
 
-    /// Decrypts the bytes of an inference answer: per sample, the model's outputs.
-    pub fn decrypt(&self, bytes: &[u8]) -> Result<Vec<Vec<Tensor>>, ServeError> {
-        let (out, _): (Tagged<OutputCiphertexts>, _) = artifact::from_bytes(bytes, Kind::Outputs)
-            .map_err(|e| ServeError::Remote(format!("the server's answer {e}")))?;
-        Ok(tfhe::decrypt_samples(&self.client, &self.post, &self.secret, &self.fingerprint, &out)?)
+    /// Decrypts the bytes of an inference answer: the model's outputs, stacked over its samples.
+    pub fn decrypt(&self, bytes: &[u8]) -> Result<Vec<(String, Stacked)>, ServeError> {
+        let answer = |e: String| ServeError::Remote(format!("the server's answer {e}"));
+        match &self.side {
+            Side::Tfhe(t) => {
+                let TfheSide { client, post, secret, fingerprint } = &**t;
+                let (out, _): (Tagged<OutputCiphertexts>, _) =
+                    artifact::from_bytes(bytes, Kind::Outputs).map_err(answer)?;
+                let per_sample = tfhe::decrypt_samples(client, post, secret, fingerprint, &out)?;
+                Ok(fhec::stack_outputs(post, per_sample))
+            }
+            #[cfg(feature = "ckks")]
+            Side::Ckks(c) => {
+                let (out, _): (Tagged<Vec<u8>>, _) = artifact::from_bytes(bytes, Kind::CkksOutputs).map_err(answer)?;
+                Ok(c.decrypt(&out)?)
+            }
+        }
+    }
+
+    /// The cleartext simulation of the build in `dir` (this session's) on `x`: what every decrypted
+    /// answer must match. Needs the build's server artifact beside its client artifact.
+    pub fn simulate(&self, dir: &Path, x: &ArrayD<f32>) -> Result<Vec<(String, Stacked)>, DriverError> {
+        match &self.side {
+            Side::Tfhe(t) => {
+                let TfheSide { client, post, .. } = &**t;
+                let (server, _) = tfhe::load_server(dir)?;
+                tfhe::simulate(client, post, &server, x, None, fhec_lower::Engine::Auto, |_| ())
+            }
+            #[cfg(feature = "ckks")]
+            Side::Ckks(_) => Ok(fhec::ckks::load(dir)?.simulate(x)?.0),
+        }
     }
 }
 
@@ -87,7 +157,7 @@ pub async fn predict(
     let key = remote.register_key(session.eval_key.clone()).await?;
     let n = x.shape().first().copied().unwrap_or(0);
     let (mut client, mut round_trips, mut requests) = (Duration::ZERO, Duration::ZERO, 0);
-    let mut per_sample = Vec::with_capacity(n);
+    let mut parts = Vec::new();
     for from in (0..n).step_by(batch.max(1)) {
         let to = (from + batch.max(1)).min(n);
         let t = Instant::now();
@@ -97,18 +167,12 @@ pub async fn predict(
         let (answer, _) = remote.infer(model, &key.id, body).await?;
         round_trips += t.elapsed();
         let t = Instant::now();
-        per_sample.extend(session.decrypt(&answer)?);
+        parts.push(session.decrypt(&answer)?);
         client += t.elapsed();
         requests += 1;
         progress(to);
     }
-    Ok(RemoteRun {
-        outputs: fhec::stack_outputs(&session.post, per_sample),
-        requests,
-        client,
-        round_trips,
-        key_id: key.id,
-    })
+    Ok(RemoteRun { outputs: fhec::concat_outputs(parts)?, requests, client, round_trips, key_id: key.id })
 }
 
 /// What a load test saw.
@@ -219,10 +283,8 @@ pub async fn loadtest(
                 match remote.infer(&model, &key, body).await {
                     Ok((answer, attempts)) => {
                         seen.1 += u64::from(attempts.rejected);
-                        let checked = session.decrypt(&answer).and_then(|outs| {
-                            let stacked = fhec::stack_outputs(&session.post, outs);
-                            Ok(fhec::metrics::predicted_classes(&stacked[0].1)?)
-                        });
+                        let checked =
+                            session.decrypt(&answer).and_then(|outs| Ok(fhec::metrics::predicted_classes(&outs[0].1)?));
                         match checked {
                             Ok(classes) => {
                                 seen.0.push(t.elapsed());

@@ -115,6 +115,31 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize, wha
     })
 }
 
+/// What a key's `params` names, in words: a tfhe-rs parameter set, or a CKKS build's ring and rotations.
+fn key_kind(params: &str) -> String {
+    if params.starts_with("ckks-") {
+        format!("the CKKS ring and rotations {params}")
+    } else {
+        format!("parameter set {params}")
+    }
+}
+
+/// Reads and drops what is left of a request body (up to `limit` bytes, for at most `time`), so that
+/// a client refused before its body was read gets the answer rather than a reset connection.
+pub(crate) async fn discard(mut body: Body, limit: usize, time: Duration) {
+    use http_body_util::BodyExt;
+    let drain = async {
+        let mut seen = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > limit {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(time, drain).await;
+}
+
 pub(crate) async fn put_key(
     State(app): State<Arc<App>>,
     Tenant(tenant): Tenant,
@@ -123,23 +148,13 @@ pub(crate) async fn put_key(
 ) -> ApiResult<Response> {
     let admission = app.admit()?;
     let body = read_body(&headers, body, app.config.max_key_bytes, "the evaluation key").await?;
-    let served: Vec<_> = app.models.values().map(|m| m.artifact.circuit.params).collect();
     let job_app = app.clone();
     let result = app
         .run_job(admission, move || -> ApiResult<(KeyMeta, bool)> {
-            let upload = keystore::decode_upload(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-            let params = upload.key.params();
-            if !served.contains(&params) {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!(
-                        "the key is for parameter set {params}; the models served here use {}: generate keys with `fhec keygen` for the model",
-                        served.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            }
-            // Decompressing checks the key's structure and warms the cache for the first request.
-            let key = Arc::new(upload.key.decompress());
+            let mut upload = keystore::decode_upload(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+            // Decoding checks the key against the models and warms the cache for the first request.
+            let (key, params) = job_app.decode_key(&upload.key, "")?;
+            upload.params = params;
             let stored = job_app
                 .store
                 .put(&tenant, &upload, &body)
@@ -198,81 +213,122 @@ pub(crate) async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let model = app.models.get(&name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no model {name}; served: {}", app.models.keys().cloned().collect::<Vec<_>>().join(", ")),
-        )
-    })?;
-    let id = q.key.or_else(|| headers.get("x-fhec-key").and_then(|v| v.to_str().ok()).map(str::to_string));
-    let id = id.ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "name the evaluation key: ?key=ID (the id PUT /v1/keys returned)")
-    })?;
-    let meta = app.store.meta(&tenant, &id).ok_or_else(|| no_key(&id))?;
     let bad = |status, msg: String| ApiError::new(status, msg);
-    let circuit = &model.artifact.circuit;
-    if meta.params != circuit.params.name() {
-        return Err(bad(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "key {} is for parameter set {}, model {name} needs {}: generate keys for this model",
-                &id[..16],
-                meta.params,
-                circuit.params
-            ),
-        ));
-    }
+    // What can be refused before the body is read: the model, the key, and whether they go together.
+    let early = || -> ApiResult<(String, KeyMeta)> {
+        let model = app.models.get(&name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no model {name}; served: {}", app.models.keys().cloned().collect::<Vec<_>>().join(", ")),
+            )
+        })?;
+        let id = q.key.clone().or_else(|| headers.get("x-fhec-key").and_then(|v| v.to_str().ok()).map(str::to_string));
+        let id = id.ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "name the evaluation key: ?key=ID (the id PUT /v1/keys returned)")
+        })?;
+        let meta = app.store.meta(&tenant, &id).ok_or_else(|| no_key(&id))?;
+        let wanted = model.key_params();
+        if meta.params != wanted {
+            return Err(bad(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "key {} is for {}, model {name} needs {}: generate keys for this model",
+                    &id[..16],
+                    key_kind(&meta.params),
+                    key_kind(&wanted)
+                ),
+            ));
+        }
+        Ok((id, meta))
+    };
+    let (id, meta) = match early() {
+        Ok(found) => found,
+        Err(e) => {
+            // A client still sending a large body would see a broken pipe instead of the answer.
+            discard(body, app.config.max_request_bytes, app.config.request_timeout).await;
+            return Err(e);
+        }
+    };
     let admission = app.admit()?;
     let body = read_body(&headers, body, app.config.max_request_bytes, "the ciphertexts").await?;
-    let (job_app, digest, max_samples, job_name) =
-        (app.clone(), model.digest.clone(), app.config.max_samples, name.clone());
+    let (job_app, job_name) = (app.clone(), name.clone());
     let out = app
         .run_job(admission, move || -> ApiResult<(Vec<u8>, usize)> {
-            let (cts, _): (Tagged<InputCiphertexts>, _) = artifact::from_bytes(&body, Kind::Inputs)
-                .map_err(|e| bad(StatusCode::BAD_REQUEST, format!("the request body {e}")))?;
-            if cts.samples == 0 || cts.samples > max_samples {
-                return Err(bad(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("{} samples in one request; this server takes 1 to {max_samples}", cts.samples),
-                ));
-            }
-            if cts.key_fingerprint != meta.fingerprint {
-                return Err(bad(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!(
-                        "the ciphertexts were encrypted for key fingerprint {}, key {} has fingerprint {}",
-                        cts.key_fingerprint,
-                        &meta.id[..16],
-                        meta.fingerprint
-                    ),
-                ));
-            }
-            if cts.circuit_digest != digest {
-                return Err(bad(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!(
-                        "the ciphertexts were encrypted for another model (or another build of it), not {job_name}"
-                    ),
-                ));
-            }
             let model = &job_app.models[&job_name];
-            let key = job_app.eval_key(&meta.tenant, &meta.id)?;
-            let out = fhe::run_batch(&model.artifact.circuit, &key, &cts.data, cts.samples)
-                .map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?;
-            let tagged = Tagged {
-                key_fingerprint: cts.key_fingerprint,
-                circuit_digest: cts.circuit_digest,
-                samples: cts.samples,
-                data: out,
+            // The tags every ciphertext file carries: sample count, key and build.
+            let check = |samples: usize, fingerprint: &str, digest: &str, most: usize| {
+                if samples == 0 || samples > most {
+                    return Err(bad(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("{samples} samples in one request; this server takes 1 to {most} for {job_name}"),
+                    ));
+                }
+                if fingerprint != meta.fingerprint {
+                    return Err(bad(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!(
+                            "the ciphertexts were encrypted for key fingerprint {fingerprint}, key {} has fingerprint {}",
+                            &meta.id[..16],
+                            meta.fingerprint
+                        ),
+                    ));
+                }
+                if digest != model.digest() {
+                    return Err(bad(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!(
+                            "the ciphertexts were encrypted for another model (or another build of it), not {job_name}"
+                        ),
+                    ));
+                }
+                Ok(())
             };
-            job_app.metrics.samples.inc_by(cts.samples as u64);
-            job_app.metrics.pbs.inc_by((cts.samples * model.artifact.circuit.pbs.len()) as u64);
-            let bytes =
-                artifact::to_bytes(Kind::Outputs, &tagged).map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e))?.0;
-            Ok((bytes, cts.samples))
+            let key = || job_app.eval_key(&meta.tenant, &meta.id);
+            let wrong_key = || bad(StatusCode::UNPROCESSABLE_ENTITY, format!("key {} is not for {job_name}", &meta.id[..16]));
+            let (bytes, samples) = match model {
+                Model::Tfhe { artifact: served, .. } => {
+                    let (cts, _): (Tagged<InputCiphertexts>, _) = artifact::from_bytes(&body, Kind::Inputs)
+                        .map_err(|e| bad(StatusCode::BAD_REQUEST, format!("the request body {e}")))?;
+                    check(cts.samples, &cts.key_fingerprint, &cts.circuit_digest, job_app.config.max_samples)?;
+                    #[allow(irrefutable_let_patterns)]
+                    let ServedKey::Tfhe(key) = key()? else { return Err(wrong_key()) };
+                    let out = fhe::run_batch(&served.circuit, &key, &cts.data, cts.samples)
+                        .map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?;
+                    job_app.metrics.pbs.inc_by((cts.samples * served.circuit.pbs.len()) as u64);
+                    let tagged = Tagged {
+                        key_fingerprint: cts.key_fingerprint,
+                        circuit_digest: cts.circuit_digest,
+                        samples: cts.samples,
+                        data: out,
+                    };
+                    (artifact::to_bytes(Kind::Outputs, &tagged), cts.samples)
+                }
+                #[cfg(feature = "ckks")]
+                Model::Ckks(d) => {
+                    let (cts, _): (Tagged<Vec<u8>>, _) = artifact::from_bytes(&body, Kind::CkksInputs)
+                        .map_err(|e| bad(StatusCode::BAD_REQUEST, format!("the request body {e}")))?;
+                    let most = d.max_samples(job_app.config.max_ckks_samples);
+                    check(cts.samples, &cts.key_fingerprint, &cts.circuit_digest, most)?;
+                    let ServedKey::Ckks(key) = key()? else { return Err(wrong_key()) };
+                    let out = d.run(&key, &meta.fingerprint, &cts).map_err(|e| match e {
+                        fhec::DriverError::Mismatch(m) => bad(StatusCode::UNPROCESSABLE_ENTITY, m),
+                        other => bad(StatusCode::BAD_REQUEST, other.to_string()),
+                    })?;
+                    (artifact::to_bytes(Kind::CkksOutputs, &out), out.samples)
+                }
+            };
+            job_app.metrics.samples.inc_by(samples as u64);
+            Ok((bytes.map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e))?.0, samples))
         })
         .await??;
     let (bytes, samples) = out;
     tracing::info!(model = %name, key = %&id[..16], samples, "inference");
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+            (HeaderName::from_static("x-fhec-samples"), HeaderValue::from(samples)),
+        ],
+        bytes,
+    )
+        .into_response())
 }

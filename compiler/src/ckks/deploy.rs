@@ -6,14 +6,16 @@
 //! with the evaluation key's fingerprint and the build's plan digest, and refused with another key
 //! or another build.
 
-use super::{ClientArtifact, ServerArtifact, ckks_error, load, load_client, wrong_scheme};
+use super::{ClientArtifact, ServerArtifact, ckks_error, load_client, load_server};
 use crate::DriverError;
 use crate::keyfile::Protection;
-use fhec_ckks::backend::{ClientKey, Context, EvalKey, Role, Server};
+pub use fhec_ckks::backend::EvalKey;
+use fhec_ckks::backend::{ClientKey, Context, Role, Server};
 use fhec_ckks::{ClientLayout, Packing};
 use fhec_runtime::artifact::{self, Kind, Tagged};
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -27,37 +29,55 @@ struct SecretFile {
 }
 
 /// The rotations the server's evaluation of this build uses: none batch-major; feature-major, the
-/// ones its matrices need, which only the plan knows (the build directory's `server.fhec`).
-fn galois_elements(dir: &Path, ctx: &Context, layout: &ClientLayout) -> Result<Vec<i64>, DriverError> {
+/// ones its matrices need, which only the plan knows (the build's server artifact, public).
+fn galois_elements(
+    ctx: &Context,
+    layout: &ClientLayout,
+    plan: impl FnOnce() -> Result<ServerArtifact, DriverError>,
+) -> Result<Vec<i64>, DriverError> {
     if layout.packing == Packing::BatchMajor {
         return Ok(Vec::new());
     }
-    let loaded = load(dir)?;
-    Ok(Server::new(ctx, loaded.plan(), loaded.packing).map_err(ckks_error)?.galois_elements())
+    let server = plan()?;
+    Ok(Server::new(ctx, &server.plan, server.packing).map_err(ckks_error)?.galois_elements())
+}
+
+/// Keys made in memory: the client's side (secret key included), the evaluation key's envelope
+/// bytes (what `KEYS/eval.key` holds and the server takes), and how many rotation keys it has.
+pub struct Keys {
+    pub client: ClientSide,
+    pub eval_key: Vec<u8>,
+    pub rotations: usize,
+}
+
+/// Generates a secret key and the evaluation key for the build `client` belongs to (`server`, its
+/// server artifact, is read only when the packing needs rotations).
+pub fn generate(
+    client: ClientArtifact,
+    server: impl FnOnce() -> Result<ServerArtifact, DriverError>,
+) -> Result<Keys, DriverError> {
+    let ctx = Context::new(client.layout.ring).map_err(ckks_error)?;
+    let galois = galois_elements(&ctx, &client.layout, server)?;
+    let mut raw = Vec::new();
+    let key = ctx.keygen_to(&galois, &mut raw).map_err(ckks_error)?;
+    let (eval_key, payload) = artifact::to_bytes(Kind::CkksEvalKey, &raw).map_err(DriverError::Artifact)?;
+    let fingerprint = artifact::fingerprint(&payload);
+    Ok(Keys { client: ClientSide { artifact: client, ctx, key, fingerprint }, eval_key, rotations: galois.len() })
 }
 
 /// Generates keys for the CKKS build in `dir` into `keys`; returns the evaluation key's size in
 /// bytes, how many rotation keys it holds, and the time key generation took.
 pub fn keygen(dir: &Path, keys: &Path, protection: &Protection) -> Result<(usize, usize, Duration), DriverError> {
     let client = load_client(dir)?;
-    let ctx = Context::new(client.layout.ring).map_err(ckks_error)?;
-    let galois = galois_elements(dir, &ctx, &client.layout)?;
     std::fs::create_dir_all(keys).map_err(|e| DriverError::Io(format!("cannot create {}: {e}", keys.display())))?;
     let start = Instant::now();
-    let mut eval = Vec::new();
-    let secret = ctx.keygen_to(&galois, &mut eval).map_err(ckks_error)?;
+    let made = generate(client, || Ok(load_server(dir)?))?;
     let took = start.elapsed();
     let eval_path = keys.join("eval.key");
-    let payload = artifact::save(&eval_path, Kind::CkksEvalKey, &eval)?;
-    let file = SecretFile {
-        secret: secret.to_bytes(&ctx),
-        eval_fingerprint: artifact::fingerprint(&payload),
-        plan_digest: client.plan_digest.clone(),
-    };
-    let plain =
-        zeroize::Zeroizing::new(artifact::to_bytes(Kind::CkksSecretKey, &file).map_err(DriverError::Artifact)?.0);
+    std::fs::write(&eval_path, &made.eval_key).map_err(|e| DriverError::Io(format!("{}: {e}", eval_path.display())))?;
+    let plain = zeroize::Zeroizing::new(made.client.secret_bytes());
     crate::tfhe::write_private(&keys.join("secret.key"), &crate::keyfile::seal(&plain, protection)?)?;
-    Ok((eval.len(), galois.len(), took))
+    Ok((made.eval_key.len(), made.rotations, took))
 }
 
 /// The client's side: its artifact, the context of its ring and its secret key (unsealed with
@@ -77,17 +97,42 @@ impl ClientSide {
         crate::tfhe::check_private(&path)?;
         let bytes = std::fs::read(&path).map_err(|e| DriverError::Io(format!("{what}: {e}")))?;
         let plain = crate::keyfile::open(&bytes, protection, &what)?;
-        let (file, _): (SecretFile, _) = artifact::from_bytes(&plain, Kind::CkksSecretKey)
-            .map_err(|e| DriverError::Key(format!("{what} {e} (a CKKS build takes keys from `fhec keygen` on it)")))?;
-        if file.plan_digest != artifact.plan_digest {
-            return Err(DriverError::Mismatch(format!(
+        ClientSide::from_secret(artifact, &plain).map_err(|e| match e {
+            DriverError::Key(m) => DriverError::Key(format!("{what} {m}")),
+            DriverError::Mismatch(_) => DriverError::Mismatch(format!(
                 "{what} was generated for another build: run `fhec keygen {}` for this one",
                 dir.display()
-            )));
+            )),
+            other => other,
+        })
+    }
+
+    /// The client of `artifact` with the secret key of [`ClientSide::secret_bytes`] (unsealed).
+    pub fn from_secret(artifact: ClientArtifact, secret: &[u8]) -> Result<ClientSide, DriverError> {
+        let (file, _): (SecretFile, _) = artifact::from_bytes(secret, Kind::CkksSecretKey)
+            .map_err(|e| DriverError::Key(format!("{e} (a CKKS build takes keys from `fhec keygen` on it)")))?;
+        if file.plan_digest != artifact.plan_digest {
+            return Err(DriverError::Mismatch("the secret key was generated for another build".into()));
         }
         let ctx = Context::new(artifact.layout.ring).map_err(ckks_error)?;
-        let key = ctx.client_key(&file.secret).map_err(|e| DriverError::Key(format!("{what}: {e}")))?;
+        let key = ctx.client_key(&file.secret).map_err(|e| DriverError::Key(e.to_string()))?;
         Ok(ClientSide { artifact, ctx, key, fingerprint: file.eval_fingerprint })
+    }
+
+    /// The secret key, unsealed, with what it belongs to (what `KEYS/secret.key` holds once
+    /// sealed): keep it on the client only.
+    pub fn secret_bytes(&self) -> Vec<u8> {
+        let file = SecretFile {
+            secret: self.key.to_bytes(&self.ctx),
+            eval_fingerprint: self.fingerprint.clone(),
+            plan_digest: self.artifact.plan_digest.clone(),
+        };
+        artifact::to_bytes(Kind::CkksSecretKey, &file).expect("secret keys serialize").0
+    }
+
+    /// The fingerprint of the evaluation key that goes with this secret key.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Encrypts every sample of `x` (shaped like the model input, samples along axis 0), packed as
@@ -141,22 +186,26 @@ fn parse(src: &str, part: &str) -> Result<Option<fhec_ir::Module>, DriverError> 
     Ok(Some(m))
 }
 
-/// The server's side: its artifact (the plan), the context of its ring and the evaluation key.
-pub struct ServerSide {
+/// A CKKS build as a server holds it: the plan (`DIR/server.fhec`), the context of its ring, and
+/// the rotations its evaluation uses. No key: [`Deployed::run`] takes an [`EvalKey`], read by
+/// [`Deployed::read_eval_key`], and `fhec serve` keeps many of those per model.
+pub struct Deployed {
     artifact: ServerArtifact,
     digest: String,
     ctx: Context,
     layout: ClientLayout,
-    key: EvalKey,
-    fingerprint: String,
+    galois: Vec<i64>,
 }
 
-impl ServerSide {
-    /// Reads `DIR/server.fhec` and the evaluation key at `eval_key`; the client artifact is not needed.
-    pub fn load(dir: &Path, eval_key: &Path) -> Result<ServerSide, DriverError> {
+impl Deployed {
+    /// Reads `DIR/server.fhec`; the client artifact is not needed.
+    pub fn load(dir: &Path) -> Result<Deployed, DriverError> {
         let path = crate::tfhe::server_path(dir);
-        let what = path.display().to_string();
-        let (artifact, _): (ServerArtifact, _) = artifact::load(&path, Kind::CkksServer).map_err(wrong_scheme)?;
+        Deployed::new(load_server(dir)?, &path.display().to_string())
+    }
+
+    /// The build of a server artifact (`what` names it in errors).
+    pub fn new(artifact: ServerArtifact, what: &str) -> Result<Deployed, DriverError> {
         artifact.plan.validate().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
         let ring = artifact.plan.ring().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
         let layout = artifact
@@ -165,22 +214,68 @@ impl ServerSide {
             .map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
         let ctx = Context::new(ring).map_err(ckks_error)?;
         let galois = Server::new(&ctx, &artifact.plan, artifact.packing).map_err(ckks_error)?.galois_elements();
-        let (bytes, payload): (Vec<u8>, _) = artifact::load(eval_key, Kind::CkksEvalKey).map_err(|e| {
-            DriverError::Key(format!("{e} (a CKKS build takes the eval.key that `fhec keygen` made for it)"))
-        })?;
-        let key = ctx
-            .read_eval_key(&mut bytes.as_slice(), &galois)
-            .map_err(|e| DriverError::Key(format!("{}: {e}", eval_key.display())))?;
         let digest = artifact.digest();
-        Ok(ServerSide { artifact, digest, ctx, layout, key, fingerprint: artifact::fingerprint(&payload) })
+        Ok(Deployed { artifact, digest, ctx, layout, galois })
     }
 
-    /// Runs the plan on a file's ciphertexts; refuses ciphertexts made for another key or build.
-    pub fn run(&self, cts: &Tagged<Vec<u8>>) -> Result<Tagged<Vec<u8>>, DriverError> {
-        if cts.key_fingerprint != self.fingerprint {
+    /// The digest ciphertexts for this build are tagged with.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// What the client encrypts with: ring, packing, samples per ciphertext.
+    pub fn layout(&self) -> &ClientLayout {
+        &self.layout
+    }
+
+    /// Samples one ciphertext holds: the ring's slots batch-major, `slots / block` feature-major.
+    pub fn samples_per_ciphertext(&self) -> usize {
+        self.layout.samples_per_ciphertext
+    }
+
+    /// Samples one encrypted batch may hold under a limit of `limit`: batch-major, the ring's slots at
+    /// most (a batch is one ciphertext per input value); feature-major, any number, in as many
+    /// ciphertexts as they need.
+    pub fn max_samples(&self, limit: usize) -> usize {
+        match self.layout.packing {
+            fhec_ckks::Packing::BatchMajor => limit.min(self.layout.samples_per_ciphertext),
+            fhec_ckks::Packing::FeatureMajor => limit,
+        }
+    }
+
+    /// What an evaluation key for this build must be made for: the ring and exactly the rotations the
+    /// plan uses. Two builds with the same name here take the same keys.
+    pub fn key_params(&self) -> String {
+        let rotations: Vec<String> = self.galois.iter().map(i64::to_string).collect();
+        let digest = artifact::hex(&Sha256::digest(rotations.join(",").as_bytes()));
+        format!("ckks-2^{}-{}rot-{}", self.ctx.params.log_n, self.galois.len(), &digest[..8])
+    }
+
+    /// Reads an evaluation key's envelope bytes (`KEYS/eval.key`) for this build: refused when it was
+    /// generated for another ring or another set of rotations. Returns the key and its fingerprint.
+    pub fn read_eval_key(&self, bytes: &[u8]) -> Result<(EvalKey, String), DriverError> {
+        let (raw, payload): (Vec<u8>, _) = artifact::from_bytes(bytes, Kind::CkksEvalKey).map_err(|e| {
+            DriverError::Key(format!(
+                "the evaluation key {e} (a CKKS build takes the eval.key that `fhec keygen` made for it)"
+            ))
+        })?;
+        Ok((self.eval_key_from(&raw)?, artifact::fingerprint(&payload)))
+    }
+
+    /// Reads an evaluation key from poulpy's bytes (an `eval.key` envelope's payload, checked).
+    pub fn eval_key_from(&self, raw: &[u8]) -> Result<EvalKey, DriverError> {
+        self.ctx.read_eval_key(&mut &raw[..], &self.galois).map_err(|e| {
+            DriverError::Key(format!("the evaluation key is not one for this build ({e}): run `fhec keygen` for it"))
+        })
+    }
+
+    /// Runs the plan on a file's ciphertexts with `key` (whose fingerprint is `fingerprint`);
+    /// refuses ciphertexts made for another key or build.
+    pub fn run(&self, key: &EvalKey, fingerprint: &str, cts: &Tagged<Vec<u8>>) -> Result<Tagged<Vec<u8>>, DriverError> {
+        if cts.key_fingerprint != fingerprint {
             return Err(DriverError::Mismatch(format!(
-                "the ciphertexts were encrypted for evaluation key {}, this evaluation key is {}: use the key generated with the secret key that encrypted them",
-                cts.key_fingerprint, self.fingerprint
+                "the ciphertexts were encrypted for evaluation key {}, this evaluation key is {fingerprint}: use the key generated with the secret key that encrypted them",
+                cts.key_fingerprint
             )));
         }
         if cts.circuit_digest != self.digest {
@@ -199,14 +294,39 @@ impl ServerSide {
             )));
         }
         let server = Server::new(&self.ctx, &self.artifact.plan, self.artifact.packing).map_err(ckks_error)?;
-        let out = server.evaluate(&self.key, &inputs).map_err(ckks_error)?;
+        let out = server.evaluate(key, &inputs).map_err(ckks_error)?;
         let mut data = Vec::new();
         self.ctx.write_batch(&out, &mut data).map_err(ckks_error)?;
         Ok(Tagged {
-            key_fingerprint: self.fingerprint.clone(),
+            key_fingerprint: fingerprint.to_string(),
             circuit_digest: self.digest.clone(),
             samples: out.samples,
             data,
         })
+    }
+}
+
+/// The server's side of `fhec run`: the build and one evaluation key.
+pub struct ServerSide {
+    deployed: Deployed,
+    key: EvalKey,
+    fingerprint: String,
+}
+
+impl ServerSide {
+    /// Reads `DIR/server.fhec` and the evaluation key at `eval_key`; the client artifact is not needed.
+    pub fn load(dir: &Path, eval_key: &Path) -> Result<ServerSide, DriverError> {
+        let deployed = Deployed::load(dir)?;
+        let bytes = std::fs::read(eval_key).map_err(|e| DriverError::Io(format!("{}: {e}", eval_key.display())))?;
+        let (key, fingerprint) = deployed.read_eval_key(&bytes).map_err(|e| match e {
+            DriverError::Key(m) => DriverError::Key(format!("{}: {m}", eval_key.display())),
+            other => other,
+        })?;
+        Ok(ServerSide { deployed, key, fingerprint })
+    }
+
+    /// Runs the plan on a file's ciphertexts; refuses ciphertexts made for another key or build.
+    pub fn run(&self, cts: &Tagged<Vec<u8>>) -> Result<Tagged<Vec<u8>>, DriverError> {
+        self.deployed.run(&self.key, &self.fingerprint, cts)
     }
 }

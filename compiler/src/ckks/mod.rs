@@ -33,12 +33,14 @@ pub(crate) fn legacy_path(dir: &Path) -> PathBuf {
     dir.join("ckks.json")
 }
 
-/// Whether `dir` holds a CKKS build (its client artifact says so; an older build's `ckks.json`
-/// counts, so that loading it explains that it needs a rebuild).
+/// Whether `dir` holds a CKKS build: its client artifact or its server artifact (a server holds only
+/// the latter) says so; an older build's `ckks.json` counts, so that loading it explains that it
+/// needs a rebuild.
 pub fn is_ckks(dir: &Path) -> bool {
-    // A client artifact is small (codes and the client's modules; no weights).
-    let head = std::fs::read(crate::tfhe::client_path(dir));
-    head.is_ok_and(|h| artifact::peek_kind(&h) == Some(Kind::CkksClient)) || legacy_path(dir).is_file()
+    let kind = |path: PathBuf| artifact::peek_file(&path);
+    kind(crate::tfhe::client_path(dir)) == Some(Kind::CkksClient)
+        || kind(crate::tfhe::server_path(dir)) == Some(Kind::CkksServer)
+        || legacy_path(dir).is_file()
 }
 
 /// What the data owner holds for a CKKS build (`DIR/client.fhec`): how to pre-process, clamp and
@@ -326,33 +328,51 @@ pub fn load(dir: &Path) -> Result<Loaded, DriverError> {
         )));
     }
     let client = load_client(dir)?;
-    let server_path = crate::tfhe::server_path(dir);
-    let what = server_path.display().to_string();
-    let (server, _): (ServerArtifact, _) = artifact::load(&server_path, Kind::CkksServer).map_err(wrong_scheme)?;
-    if server.digest() != client.plan_digest {
-        return Err(DriverError::Mismatch(format!(
-            "{what} is not the plan {} was built with (another build's server artifact): rebuild, or copy both from one build",
-            crate::tfhe::client_path(dir).display()
-        )));
+    let server = load_server(dir)?;
+    let (client_what, server_what) = (crate::tfhe::client_path(dir), crate::tfhe::server_path(dir));
+    Loaded::new(client, server, &client_what.display().to_string(), &server_what.display().to_string())
+}
+
+impl Loaded {
+    /// A build from its two artifacts, checked: the plan must be the one the client artifact names
+    /// (`client_what` and `what` name them in errors).
+    pub fn new(
+        client: ClientArtifact,
+        server: ServerArtifact,
+        client_what: &str,
+        what: &str,
+    ) -> Result<Loaded, DriverError> {
+        if server.digest() != client.plan_digest {
+            return Err(DriverError::Mismatch(format!(
+                "{what} is not the plan {client_what} was built with (another build's server artifact): rebuild, or copy both from one build"
+            )));
+        }
+        server.plan.validate().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
+        let ring = server.plan.ring().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
+        let layout = server
+            .plan
+            .client_layout(ring, server.packing)
+            .map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
+        if layout != client.layout {
+            return Err(DriverError::Artifact(format!("{what}: the plan's layout differs from the client artifact's")));
+        }
+        let parse = |src: &str, part: &str| -> Result<Module, DriverError> {
+            let m: Module = src.parse().map_err(|e| DriverError::Artifact(format!("{client_what}: {part}: {e}")))?;
+            m.verify().map_err(|e| DriverError::Artifact(format!("{client_what}: {part}: {e}")))?;
+            Ok(m)
+        };
+        let preprocess =
+            if client.preprocess.is_empty() { None } else { Some(parse(&client.preprocess, "pre-processing")?) };
+        let postprocess = parse(&client.postprocess, "post-processing")?;
+        let compiled = fhec_lower::ckks::Compiled { plan: server.plan, preprocess, postprocess };
+        Ok(Loaded { input_shape: client.input_shape, ring, packing: server.packing, compiled })
     }
-    server.plan.validate().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
-    let ring = server.plan.ring().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
-    let layout =
-        server.plan.client_layout(ring, server.packing).map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
-    if layout != client.layout {
-        return Err(DriverError::Artifact(format!("{what}: the plan's layout differs from the client artifact's")));
-    }
-    let client_what = crate::tfhe::client_path(dir).display().to_string();
-    let parse = |src: &str, part: &str| -> Result<Module, DriverError> {
-        let m: Module = src.parse().map_err(|e| DriverError::Artifact(format!("{client_what}: {part}: {e}")))?;
-        m.verify().map_err(|e| DriverError::Artifact(format!("{client_what}: {part}: {e}")))?;
-        Ok(m)
-    };
-    let preprocess =
-        if client.preprocess.is_empty() { None } else { Some(parse(&client.preprocess, "pre-processing")?) };
-    let postprocess = parse(&client.postprocess, "post-processing")?;
-    let compiled = fhec_lower::ckks::Compiled { plan: server.plan, preprocess, postprocess };
-    Ok(Loaded { input_shape: client.input_shape, ring, packing: server.packing, compiled })
+}
+
+/// Reads `DIR/server.fhec` of a CKKS build (the plan; not checked against a client artifact).
+pub fn load_server(dir: &Path) -> Result<ServerArtifact, DriverError> {
+    let path = crate::tfhe::server_path(dir);
+    Ok(artifact::load(&path, Kind::CkksServer).map_err(wrong_scheme)?.0)
 }
 
 /// Reads `DIR/client.fhec` of a CKKS build.

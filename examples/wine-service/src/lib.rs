@@ -13,6 +13,13 @@ pub mod wine {
     fhec::include_model!("wine");
 }
 
+/// The same model compiled for CKKS: `wine_ckks::Client::encrypt_batch` packs up to
+/// [`wine_ckks::SAMPLES_PER_CIPHERTEXT`] samples per ciphertext. Encrypted runs need the crate's
+/// `ckks` feature (fhec's; nightly); `wine_ckks::Server::simulate_batch` runs anywhere.
+pub mod wine_ckks {
+    fhec::include_model!("wine_ckks");
+}
+
 /// The binaries' `main`: runs `run` on the arguments, prints an error and exits 1 on failure.
 pub fn cli_main(run: fn(&[String]) -> Result<(), String>) {
     let args: Vec<String> = std::env::args().skip(1).collect();

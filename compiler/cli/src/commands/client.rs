@@ -7,7 +7,6 @@ use anyhow::Result;
 use anyhow::bail;
 use clap::Args;
 use clap::Subcommand;
-use fhec::tfhe;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -86,10 +85,16 @@ async fn client_command(
     match command {
         ClientCommand::Models => {
             for m in remote.models().await? {
-                println!(
-                    "{}: {} inputs, {} outputs, {} PBS per sample, parameter set {}",
-                    m.name, m.inputs, m.outputs, m.pbs_per_sample, m.params
-                );
+                match m.samples_per_ciphertext {
+                    Some(per) => println!(
+                        "{}: CKKS, {} inputs, {} outputs, {per} samples per ciphertext, up to {} per request, keys for {}",
+                        m.name, m.inputs, m.outputs, m.max_samples, m.params
+                    ),
+                    None => println!(
+                        "{}: TFHE, {} inputs, {} outputs, {} PBS per sample, up to {} samples per request, parameter set {}",
+                        m.name, m.inputs, m.outputs, m.pbs_per_sample, m.max_samples, m.params
+                    ),
+                }
             }
         }
         ClientCommand::Register { keys } => {
@@ -123,9 +128,7 @@ async fn client_command(
             let x = fhec::npy::read_samples(&input)?;
             let session = std::sync::Arc::new(fhec_serve::roundtrip::Session::load(&dir, &keys, protection)?);
             // What every answer must decrypt to: the cleartext simulation of the same circuit.
-            let (server, _) = tfhe::load_server(&dir)?;
-            let sim =
-                tfhe::simulate(&session.client, &session.post, &server, &x, None, fhec_lower::Engine::Auto, |_| ())?;
+            let sim = session.simulate(&dir, &x)?;
             let expected = fhec::metrics::predicted_classes(&sim[0].1)?;
             let name = model.unwrap_or_else(|| served_name(&dir));
             let pb = spinner(quiet, "load test running");

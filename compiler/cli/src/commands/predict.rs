@@ -52,9 +52,9 @@ pub struct PredictArgs {
     /// With --server: the model's name there (default: the build directory's name without .fhec).
     #[arg(long)]
     pub remote_model: Option<String>,
-    /// With --server: samples per request.
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
+    /// With --server: samples per request (default: 16 for TFHE, a full ciphertext batch for CKKS).
+    #[arg(long)]
+    pub batch: Option<usize>,
 }
 
 pub fn run(args: PredictArgs, g: &Global) -> Result<()> {
@@ -80,6 +80,7 @@ pub fn run(args: PredictArgs, g: &Global) -> Result<()> {
     if let (Some(server), Some(keys)) = (server, keys) {
         let remote = fhec_serve::client::Remote::new(&server, token, ca_cert.as_deref())?;
         let session = fhec_serve::roundtrip::Session::load(&model, &keys, protection)?;
+        let batch = batch.unwrap_or_else(|| session.default_batch()).max(1);
         let name = remote_model.unwrap_or_else(|| served_name(&model));
         let samples = x.shape()[0];
         let pb = bar(quiet, samples, "encrypted inference on the server");

@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// Samples per inference request.
     #[arg(long, default_value_t = 256)]
     pub max_samples: usize,
+    /// Samples per request on a CKKS build (a batch-major request holds at most the ring's slots).
+    #[arg(long, default_value_t = 16384)]
+    pub max_ckks_samples: usize,
     /// Seconds from a request's arrival to its answer, waiting included.
     #[arg(long, default_value_t = 300)]
     pub request_timeout: u64,
@@ -74,6 +77,7 @@ pub fn run(args: ServeArgs, g: &Global) -> Result<()> {
         max_key_mb,
         max_request_mb,
         max_samples,
+        max_ckks_samples,
         request_timeout,
         key_cache,
         log_format,
@@ -101,8 +105,8 @@ pub fn run(args: ServeArgs, g: &Global) -> Result<()> {
     if !(key_ttl_hours > 0.0 && key_ttl_hours <= 24.0 * 3650.0) {
         bail!("--key-ttl-hours must be more than 0 and at most ten years");
     }
-    if workers == 0 || max_samples == 0 || key_cache == 0 || request_timeout == 0 {
-        bail!("--workers, --max-samples, --key-cache and --request-timeout must be at least 1");
+    if workers == 0 || max_samples == 0 || max_ckks_samples == 0 || key_cache == 0 || request_timeout == 0 {
+        bail!("--workers, --max-samples, --max-ckks-samples, --key-cache and --request-timeout must be at least 1");
     }
     let models = models
         .iter()
@@ -118,6 +122,7 @@ pub fn run(args: ServeArgs, g: &Global) -> Result<()> {
     config.max_key_bytes = max_key_mb.saturating_mul(1 << 20);
     config.max_request_bytes = max_request_mb.saturating_mul(1 << 20);
     config.max_samples = max_samples;
+    config.max_ckks_samples = max_ckks_samples;
     config.request_timeout = Duration::from_secs(request_timeout);
     config.key_cache = key_cache;
     let tls = match (&tls_cert, &tls_key) {

@@ -2,7 +2,9 @@
 //! these types with the model's shapes. Artifacts are embedded in the binary (`include_bytes!`).
 //!
 //! The server side ([`Server`], [`EvalKey`]) holds no secret material: an `EvalKey` is made only from
-//! the bytes of a compressed evaluation key.
+//! the bytes of a compressed evaluation key. CKKS builds have their own types in [`ckks`].
+
+pub mod ckks;
 
 use crate::DriverError;
 use fhec_ir::{Module, Tensor};
@@ -24,6 +26,19 @@ fn client(bytes: &[u8]) -> Result<(ClientArtifact, Module), DriverError> {
 
 fn encode<T: serde::Serialize>(kind: Kind, value: &T) -> Vec<u8> {
     artifact::to_bytes(kind, value).expect("in-memory values serialize").0
+}
+
+/// Samples given one after another as an array of samples along axis 0, each shaped like the model
+/// input (`input_shape`, whose leading 1 is the batch dimension).
+fn samples(values: &[f32], input_shape: &[usize]) -> Result<ndarray::ArrayD<f32>, DriverError> {
+    let len: usize = input_shape.iter().product();
+    if len == 0 || !values.len().is_multiple_of(len) {
+        return Err(DriverError::Shape(format!("{} values do not make whole samples of {len}", values.len())));
+    }
+    let mut shape = vec![values.len() / len];
+    shape.extend(input_shape.iter().skip(usize::from(input_shape.first() == Some(&1))));
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), values.to_vec())
+        .map_err(|e| DriverError::Shape(e.to_string()))
 }
 
 /// One model output of one sample, flattened.
@@ -102,14 +117,7 @@ impl Client {
 
     /// Encrypts samples given one after another (`input_len()` values each).
     pub fn encrypt(&self, values: &[f32]) -> Result<Ciphertexts, DriverError> {
-        let len = self.input_len();
-        if len == 0 || !values.len().is_multiple_of(len) {
-            return Err(DriverError::Shape(format!("{} values do not make whole samples of {len}", values.len())));
-        }
-        let mut shape = vec![values.len() / len];
-        shape.extend(self.artifact.input_shape.iter().skip(usize::from(self.artifact.input_shape.first() == Some(&1))));
-        let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), values.to_vec())
-            .map_err(|e| DriverError::Shape(e.to_string()))?;
+        let x = samples(values, &self.artifact.input_shape)?;
         Ok(Ciphertexts(crate::tfhe::encrypt(&self.artifact, &self.key, &self.fingerprint, &x)?))
     }
 
