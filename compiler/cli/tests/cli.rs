@@ -352,7 +352,7 @@ fn serve_and_predict_over_https() {
     assert!(!o.status.success() && stderr(&o).contains("UnknownIssuer"), "{}", stderr(&o));
     let o = fhec(&["client", "--server", &url, "--ca-cert", ca, "models"]);
     assert!(
-        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("logreg: 30 inputs"),
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("logreg: TFHE, 30 inputs"),
         "{}{}",
         stderr(&o),
         String::from_utf8_lossy(&o.stdout)

@@ -206,12 +206,7 @@ impl Deployed {
 
     /// The build of a server artifact (`what` names it in errors).
     pub fn new(artifact: ServerArtifact, what: &str) -> Result<Deployed, DriverError> {
-        artifact.plan.validate().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
-        let ring = artifact.plan.ring().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
-        let layout = artifact
-            .plan
-            .client_layout(ring, artifact.packing)
-            .map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
+        let (ring, layout) = artifact.layout(what)?;
         let ctx = Context::new(ring).map_err(ckks_error)?;
         let galois = Server::new(&ctx, &artifact.plan, artifact.packing).map_err(ckks_error)?.galois_elements();
         let digest = artifact.digest();

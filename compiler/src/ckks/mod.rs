@@ -69,6 +69,15 @@ pub struct ServerArtifact {
 }
 
 impl ServerArtifact {
+    /// Checks the plan (a file may hold anything) and returns its ring and the client's layout of it
+    /// (`what` names the artifact in errors).
+    pub fn layout(&self, what: &str) -> Result<(Ring, ClientLayout), DriverError> {
+        let bad = |e: fhec_ckks::CkksError| DriverError::Artifact(format!("{what}: {e}"));
+        self.plan.validate().map_err(bad)?;
+        let ring = self.plan.ring().map_err(bad)?;
+        Ok((ring, self.plan.client_layout(ring, self.packing).map_err(bad)?))
+    }
+
     /// SHA-256 of the artifact's payload: what the client artifact and ciphertexts name.
     pub fn digest(&self) -> String {
         let (_, payload) = artifact::to_bytes(Kind::CkksServer, self).expect("plans serialize");
@@ -347,12 +356,7 @@ impl Loaded {
                 "{what} is not the plan {client_what} was built with (another build's server artifact): rebuild, or copy both from one build"
             )));
         }
-        server.plan.validate().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
-        let ring = server.plan.ring().map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
-        let layout = server
-            .plan
-            .client_layout(ring, server.packing)
-            .map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
+        let (ring, layout) = server.layout(what)?;
         if layout != client.layout {
             return Err(DriverError::Artifact(format!("{what}: the plan's layout differs from the client artifact's")));
         }
