@@ -286,6 +286,21 @@ impl App {
         if models.is_empty() {
             return Err("no model to serve".into());
         }
+        // A CKKS build's evaluation key is as large as its ring and rotations make it (tens to
+        // hundreds of MB): the key limit is raised to the largest one a served build needs.
+        #[cfg(feature = "ckks")]
+        let config = {
+            let mut config = config;
+            for (name, m) in &models {
+                if let Model::Ckks(d) = m
+                    && d.eval_key_bytes() > config.max_key_bytes
+                {
+                    tracing::info!(model = %name, bytes = d.eval_key_bytes(), "key limit raised to this model's evaluation key");
+                    config.max_key_bytes = d.eval_key_bytes();
+                }
+            }
+            config
+        };
         let store = KeyStore::open(&config.store, config.key_ttl)
             .map_err(|e| format!("key store {}: {e}", config.store.display()))?;
         let cache = lru::LruCache::new(NonZeroUsize::new(config.key_cache.max(1)).expect("positive"));

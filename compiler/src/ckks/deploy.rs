@@ -71,7 +71,7 @@ pub fn keygen(dir: &Path, keys: &Path, protection: &Protection) -> Result<(usize
     let client = load_client(dir)?;
     std::fs::create_dir_all(keys).map_err(|e| DriverError::Io(format!("cannot create {}: {e}", keys.display())))?;
     let start = Instant::now();
-    let made = generate(client, || Ok(load_server(dir)?))?;
+    let made = generate(client, || load_server(dir))?;
     let took = start.elapsed();
     let eval_path = keys.join("eval.key");
     std::fs::write(&eval_path, &made.eval_key).map_err(|e| DriverError::Io(format!("{}: {e}", eval_path.display())))?;
@@ -236,6 +236,11 @@ impl Deployed {
             fhec_ckks::Packing::BatchMajor => limit.min(self.layout.samples_per_ciphertext),
             fhec_ckks::Packing::FeatureMajor => limit,
         }
+    }
+
+    /// The size of an `eval.key` for this build, as a bound (envelope included).
+    pub fn eval_key_bytes(&self) -> usize {
+        self.ctx.eval_key_bytes(self.galois.len()) + 1024
     }
 
     /// What an evaluation key for this build must be made for: the ring and exactly the rotations the

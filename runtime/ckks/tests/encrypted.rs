@@ -189,6 +189,10 @@ fn keys_and_ciphertexts_survive_their_files_and_bad_files_are_refused() {
     let want: Vec<Vec<f64>> = samples.iter().map(|x| plan.eval(x, &mut reads).unwrap()).collect();
     let worst = got.iter().flatten().zip(want.iter().flatten()).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
     assert!(worst < 2e-4, "encrypted through files vs simulated: {worst}");
+    // Seed-compressed: a key at 2^14 took 12.58 MB in full (relinearization or one rotation).
+    assert_eq!(ctx.params.log_n, 14);
+    let per_key = eval_bytes.len() / (1 + galois.len());
+    assert!(per_key < 7_000_000, "{per_key} bytes per key: not compressed");
     eprintln!(
         "evaluation key {:.1} MB ({} rotations), {} samples in {} KB of inputs, {} KB of outputs",
         eval_bytes.len() as f64 / 1e6,

@@ -7,27 +7,37 @@
 //! - The secret key: the ring and the 32-byte seed the ternary secret is sampled from (poulpy's
 //!   sampler). It never leaves the client.
 //! - The evaluation key: the relinearization key, then each rotation key with its Galois element,
-//!   written one by one as key generation makes them (keys at 2^15 run to tens of megabytes each).
+//!   written one by one as key generation makes them, each seed-compressed (poulpy's compressed
+//!   layouts: the masks are regenerated from a seed when the server reads the key).
 //! - A batch of ciphertexts: samples, packing, slots per sample, values per sample, then each
 //!   ciphertext, normalized before writing.
 
-use super::{BE, Batch, ClientKey, Context, Ct, EvalKey, RotationKey, glwe, rotation_key, tensor_key};
+use super::{BE, Batch, ClientKey, Context, Ct, EvalKey, RotationKey, glwe, os_seed, rotation_key, tensor_key};
 use crate::{BASE2K, CkksError, ClientLayout, LOG_DELTA, Packing, Ring};
 use poulpy_ckks::prelude::*;
 use poulpy_core::GLWENormalize;
 use poulpy_core::api::GLWESecretPreparedFactory;
 use poulpy_core::layouts::{GGLWEInfos, GLWEInfos, LWEInfos};
-use poulpy_core::layouts::{GLWEAutomorphismKey, GLWEAutomorphismKeyAlloc, GLWETensorKey, GLWETensorKeyAlloc};
+use poulpy_core::layouts::{
+    GLWEAutomorphismKey, GLWEAutomorphismKeyAlloc, GLWEAutomorphismKeyCompressedAlloc, GLWESecret, GLWETensorKey,
+    GLWETensorKeyAlloc, GLWETensorKeyCompressedAlloc, GetGaloisElement,
+};
+use poulpy_core::{
+    GLWEAutomorphismKeyCompressedEncryptSk, GLWEAutomorphismKeyDecompress, GLWETensorKeyCompressedEncryptSk,
+    GLWETensorKeyDecompress,
+};
 use poulpy_hal::api::ScratchOwnedBorrow;
 use poulpy_hal::layouts::{Backend, ReaderFrom, WriterTo};
+use poulpy_hal::source::Source;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 
 pub(super) type RawTensorKey = GLWETensorKey<<BE as Backend>::OwnedBuf, <BE as Backend>::ZnxWord>;
 pub(super) type RawRotationKey = GLWEAutomorphismKey<<BE as Backend>::OwnedBuf, <BE as Backend>::ZnxWord>;
+pub(super) type RawSecret = GLWESecret<<BE as Backend>::OwnedBuf, <BE as Backend>::ZnxWord>;
 
 /// Bumped when a layout below changes.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const SECRET_TAG: &[u8; 4] = b"CKSK";
 const EVAL_TAG: &[u8; 4] = b"CKEK";
 const BATCH_TAG: &[u8; 4] = b"CKCT";
@@ -152,23 +162,37 @@ fn read_shaped<T: ReaderFrom + WriterTo + GGLWEInfos>(
     Ok(())
 }
 
-pub(super) fn write_eval_key_head(
+/// Writes the evaluation key for `galois` under `secret`, seed-compressed: each key's masks are
+/// drawn from a fresh seed, and only the seeds and the bodies are written (about half the bytes of
+/// the full keys). Each key is made and written in turn (keys at 2^15 run to tens of megabytes each).
+pub(super) fn write_eval_key(
+    ctx: &Context,
     w: &mut dyn Write,
-    ring: &Ring,
-    tsk: &RawTensorKey,
-    rotations: usize,
+    secret: &RawSecret,
+    galois: &[i64],
+    xe: &mut Source,
 ) -> Result<(), CkksError> {
-    put_head(w, EVAL_TAG, ring)?;
+    let (p, m) = (&ctx.params, &ctx.module);
+    let tensor_bytes = m.glwe_tensor_key_compressed_encrypt_sk_tmp_bytes(&tensor_key(p));
+    let rotation_bytes = m.glwe_automorphism_key_compressed_encrypt_sk_tmp_bytes(&rotation_key(p));
+    let mut scratch = ctx.scratch(tensor_bytes.max(rotation_bytes));
+    let mut tsk = m.glwe_tensor_key_compressed_alloc_from_infos(&tensor_key(p));
+    m.glwe_tensor_key_compressed_encrypt_sk(&mut tsk, secret, os_seed()?, xe, &mut scratch.borrow());
+    put_head(w, EVAL_TAG, p)?;
     let mut buf = std::io::BufWriter::new(&mut *w);
     tsk.write_to(&mut buf).map_err(io("writing the relinearization key"))?;
     buf.flush().map_err(io("writing the relinearization key"))?;
-    drop(buf);
-    put_u64(w, rotations as u64)
-}
-
-pub(super) fn write_rotation_key(w: &mut dyn Write, galois: i64, key: &RawRotationKey) -> Result<(), CkksError> {
-    put_u64(w, galois as u64)?;
-    key.write_to(&mut std::io::BufWriter::new(w)).map_err(io("writing a rotation key"))
+    drop((buf, tsk));
+    put_u64(w, galois.len() as u64)?;
+    let mut key = m.glwe_automorphism_key_compressed_alloc_from_infos(&rotation_key(p));
+    for &g in galois {
+        m.glwe_automorphism_key_compressed_encrypt_sk(&mut key, g, secret, os_seed()?, xe, &mut scratch.borrow());
+        put_u64(w, g as u64)?;
+        let mut buf = std::io::BufWriter::new(&mut *w);
+        key.write_to(&mut buf).map_err(io("writing a rotation key"))?;
+        buf.flush().map_err(io("writing a rotation key"))?;
+    }
+    Ok(())
 }
 
 impl ClientKey {
@@ -188,6 +212,20 @@ impl Context {
         Ok(self.keygen_with(galois, Some(out))?.0)
     }
 
+    /// The size of the evaluation key [`Context::keygen_to`] writes with `rotations` rotation keys,
+    /// as a bound (each key's optional metadata included): what a server must accept.
+    pub fn eval_key_bytes(&self, rotations: usize) -> usize {
+        let (p, m) = (&self.params, &self.module);
+        let size = |key: &dyn Fn(&mut Count) -> std::io::Result<()>| {
+            let mut count = Count::default();
+            key(&mut count).map_or(0, |()| count.0)
+        };
+        let tensor = size(&|c| m.glwe_tensor_key_compressed_alloc_from_infos(&tensor_key(p)).write_to(c));
+        let rotation = size(&|c| m.glwe_automorphism_key_compressed_alloc_from_infos(&rotation_key(p)).write_to(c));
+        let keys = 1 + rotations as u64;
+        (24 + 8 + tensor + rotations as u64 * (8 + rotation) + keys * METADATA_SLACK) as usize
+    }
+
     /// The secret key of [`ClientKey::to_bytes`].
     pub fn client_key(&self, bytes: &[u8]) -> Result<ClientKey, CkksError> {
         let mut r = bytes;
@@ -204,8 +242,12 @@ impl Context {
     /// rotation key for exactly the elements of `galois` (the server's [`super::Server::galois_elements`]).
     pub fn read_eval_key(&self, r: &mut dyn Read, galois: &[i64]) -> Result<EvalKey, CkksError> {
         check_head(r, EVAL_TAG, &self.params, "evaluation key")?;
-        let mut raw = self.module.glwe_tensor_key_alloc_from_infos(&tensor_key(&self.params));
-        read_shaped(&mut raw, r, "relinearization key")?;
+        let (p, m) = (&self.params, &self.module);
+        let mut compressed = m.glwe_tensor_key_compressed_alloc_from_infos(&tensor_key(p));
+        read_shaped(&mut compressed, r, "relinearization key")?;
+        let mut raw = m.glwe_tensor_key_alloc_from_infos(&tensor_key(p));
+        m.glwe_tensor_key_decompress(&mut raw, &compressed);
+        drop(compressed);
         let tsk = self.prepare_tensor_key(&raw);
         drop(raw);
         let count = get_u64(r, "evaluation key")?;
@@ -216,7 +258,8 @@ impl Context {
             )));
         }
         let mut rotations: HashMap<i64, RotationKey> = HashMap::new();
-        let mut raw = self.module.glwe_automorphism_key_alloc_from_infos(&rotation_key(&self.params));
+        let mut compressed = m.glwe_automorphism_key_compressed_alloc_from_infos(&rotation_key(p));
+        let mut raw = m.glwe_automorphism_key_alloc_from_infos(&rotation_key(p));
         for _ in 0..count {
             let g = get_u64(r, "evaluation key")? as i64;
             if !galois.contains(&g) || rotations.contains_key(&g) {
@@ -224,7 +267,14 @@ impl Context {
                     "the evaluation key holds a rotation key (Galois element {g}) this plan does not use, or twice"
                 )));
             }
-            read_shaped(&mut raw, r, "rotation key")?;
+            read_shaped(&mut compressed, r, "rotation key")?;
+            if compressed.p() != g {
+                return Err(CkksError::Shape(format!(
+                    "a rotation key for Galois element {} filed under {g}",
+                    compressed.p()
+                )));
+            }
+            m.glwe_automorphism_key_decompress(&mut raw, &compressed);
             rotations.insert(g, self.prepare_rotation_key(&raw));
         }
         Ok(EvalKey { tsk, rotations })

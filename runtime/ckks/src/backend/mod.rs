@@ -213,7 +213,7 @@ impl Context {
     fn keygen_with(
         &self,
         galois: &[i64],
-        mut out: Option<&mut dyn std::io::Write>,
+        out: Option<&mut dyn std::io::Write>,
     ) -> Result<(ClientKey, Option<EvalKey>), CkksError> {
         let seed = os_seed()?;
         let (mut xa, mut xe) = (Source::new(os_seed()?), Source::new(os_seed()?));
@@ -222,12 +222,14 @@ impl Context {
         let raw = self.secret_from_seed(seed);
         let mut sk = self.module.glwe_secret_prepared_alloc_from_infos(&glwe(p));
         self.module.glwe_secret_prepare(&mut sk, &raw);
+        if let Some(w) = out {
+            // For a file: seed-compressed keys (the masks regenerated from a seed on reading).
+            files::write_eval_key(self, w, &raw, galois, &mut xe)?;
+            return Ok((ClientKey { seed, sk }, None));
+        }
         let mut tsk_raw = self.module.glwe_tensor_key_alloc_from_infos(&tensor_key(p));
         self.module.glwe_tensor_key_encrypt_sk(&mut tsk_raw, &raw, &mut xe, &mut xa, &mut scratch.borrow());
-        if let Some(w) = out.as_deref_mut() {
-            files::write_eval_key_head(w, p, &tsk_raw, galois.len())?;
-        }
-        let tsk = out.is_none().then(|| self.prepare_tensor_key(&tsk_raw));
+        let tsk = self.prepare_tensor_key(&tsk_raw);
         let mut rotations = HashMap::new();
         for &g in galois {
             let mut raw_key = self.module.glwe_automorphism_key_alloc_from_infos(&rotation_key(p));
@@ -239,14 +241,9 @@ impl Context {
                 &mut xa,
                 &mut scratch.borrow(),
             );
-            match out.as_deref_mut() {
-                Some(w) => files::write_rotation_key(w, g, &raw_key)?,
-                None => {
-                    rotations.insert(g, self.prepare_rotation_key(&raw_key));
-                }
-            }
+            rotations.insert(g, self.prepare_rotation_key(&raw_key));
         }
-        Ok((ClientKey { seed, sk }, tsk.map(|tsk| EvalKey { tsk, rotations })))
+        Ok((ClientKey { seed, sk }, Some(EvalKey { tsk, rotations })))
     }
 
     /// The ternary secret of weight [`SECRET_WEIGHT`] that `seed` draws (poulpy's sampler, its
