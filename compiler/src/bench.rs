@@ -66,7 +66,7 @@ pub fn measure_pbs_ms(sk: &SecretKey, ek: &EvalKey, batch: usize, n: usize) -> R
 }
 
 /// The peak resident memory of this process (Linux), in MB.
-fn peak_memory_mb() -> Option<f64> {
+pub(crate) fn peak_memory_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod npy;
 pub mod scheme;
 pub mod tfhe;
+pub mod train;
 
 use fhec_ir::{DType, Module, Tensor};
 use fhec_passes::{Cleanup, PassCtx, run_passes};

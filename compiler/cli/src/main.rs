@@ -70,6 +70,8 @@ enum Command {
     Client(commands::client::ClientArgs),
     /// Predict: with MODEL.onnx the float reference; with a build directory, --mode simulate or fhe.
     Predict(commands::predict::PredictArgs),
+    /// Train a logistic or linear regression on encrypted data (CKKS) and write it as ONNX.
+    Train(commands::train::TrainArgs),
 }
 
 /// What every subcommand may use of the global options.
@@ -141,5 +143,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => commands::serve::run(args, &global),
         Command::Client(args) => commands::client::run(args, &global),
         Command::Predict(args) => commands::predict::run(args, &global),
+        Command::Train(args) => commands::train::run(args, &global),
     }
 }

@@ -655,3 +655,164 @@ fn ckks_builds_deploy_through_key_and_ciphertext_files() {
     ]);
     fails(&["encrypt", &other_build, "--keys", &p("keys"), "--input", x, "--output", &p("x.ct")], "another build");
 }
+
+fn train_set(name: &str, file: &str) -> String {
+    corpus(&format!("train/{name}/{file}.npy")).to_str().unwrap().to_string()
+}
+
+/// `fhec train` in the cleartext simulation of the encrypted program (CI has no CKKS feature):
+/// breast cancer to at least 94% test accuracy, equal to the float64 run of the same algorithm;
+/// the ONNX model it writes predicts the same from raw features and compiles for TFHE; diabetes to
+/// the least-squares R² within 0.02.
+#[test]
+fn training_writes_a_model_that_predicts_and_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("cancer.onnx");
+    let (x, y, tx, ty) = (
+        train_set("breast_cancer", "train_x"),
+        train_set("breast_cancer", "train_y"),
+        train_set("breast_cancer", "test_x"),
+        train_set("breast_cancer", "test_y"),
+    );
+    let o = fhec(&[
+        "--quiet",
+        "train",
+        "--input",
+        &x,
+        "--labels",
+        &y,
+        "--test-input",
+        &tx,
+        "--test-labels",
+        &ty,
+        "--mode",
+        "simulate",
+        "-o",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.with_extension("json")).unwrap()).unwrap();
+    let accuracy = report["test"]["value"].as_f64().unwrap();
+    assert!(accuracy >= 0.94, "{report}");
+    assert_eq!(report["test"]["disagreements"], 0, "{report}");
+    assert!(report["distance_from_float64"].as_f64().unwrap() < 1e-9, "{report}");
+    assert_eq!((report["ring_log_n"].as_u64(), report["refreshes"].as_u64()), (Some(15), Some(1)), "{report}");
+    assert!(report["sigmoid_reach"].as_f64().unwrap() < 1.0, "{report}");
+    // The ONNX model over raw features: the float reference scores what training reported.
+    let o = fhec(&["predict", model.to_str().unwrap(), "--input", &tx, "--labels", &ty]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains(&format!("accuracy {:.2}%", 100.0 * accuracy)), "{out} vs {accuracy}");
+    // It compiles for encrypted inference, and its simulation keeps the accuracy.
+    let build = dir.path().join("cancer.fhec");
+    let o = fhec(&["--quiet", "build", model.to_str().unwrap(), "--calibration", &x, "-o", build.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fhec(&["predict", build.to_str().unwrap(), "--mode", "simulate", "--input", &tx, "--labels", &ty]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains(&format!("accuracy {:.2}%", 100.0 * accuracy)), "{out} vs {accuracy}");
+
+    let model = dir.path().join("diabetes.onnx");
+    let o = fhec(&[
+        "--quiet",
+        "train",
+        "--task",
+        "linear",
+        "--input",
+        &train_set("diabetes", "train_x"),
+        "--labels",
+        &train_set("diabetes", "train_y"),
+        "--test-input",
+        &train_set("diabetes", "test_x"),
+        "--test-labels",
+        &train_set("diabetes", "test_y"),
+        "--mode",
+        "simulate",
+        "-o",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.with_extension("json")).unwrap()).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(corpus("train/reference.json")).unwrap()).unwrap();
+    let (r2, lstsq) = (
+        report["test"]["value"].as_f64().unwrap(),
+        reference["diabetes"]["sklearn_least_squares_r2"].as_f64().unwrap(),
+    );
+    assert!((r2 - lstsq).abs() <= 0.02, "R² {r2} vs least squares {lstsq}");
+}
+
+/// Labels that are not 0/1, features that are not numbers, counts that disagree, and options out
+/// of range: each refused before training, naming what is wrong.
+#[test]
+fn training_refuses_bad_data_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let x = ndarray::Array2::<f64>::from_shape_fn((20, 3), |(i, j)| (i * 3 + j) as f64);
+    ndarray_npy::write_npy(p("x.npy"), &x).unwrap();
+    let mut nan = x.clone();
+    nan[[4, 2]] = f64::NAN;
+    ndarray_npy::write_npy(p("nan.npy"), &nan).unwrap();
+    ndarray_npy::write_npy(p("y.npy"), &ndarray::Array1::<i64>::from_shape_fn(20, |i| (i % 2) as i64)).unwrap();
+    ndarray_npy::write_npy(p("y3.npy"), &ndarray::Array1::<i64>::from_shape_fn(20, |i| (i % 3) as i64)).unwrap();
+    ndarray_npy::write_npy(p("short.npy"), &ndarray::Array1::<i64>::zeros(19)).unwrap();
+    let out = p("m.onnx");
+    let train = |x: &str, y: &str, extra: &[&str]| {
+        let mut args = vec!["--quiet", "train", "--input", x, "--labels", y, "--mode", "simulate", "-o", &out];
+        args.extend_from_slice(extra);
+        fhec(&args)
+    };
+    for (x, y, extra, want) in [
+        (p("x.npy"), p("y3.npy"), &[][..], "label 2 is 2; logistic regression takes 0 or 1"),
+        (p("nan.npy"), p("y.npy"), &[], "sample 4, feature 2: NaN"),
+        (p("x.npy"), p("short.npy"), &[], "[19] labels for 20 samples"),
+        (p("x.npy"), p("y.npy"), &["--degree", "4"], "sigmoid degree 4: odd"),
+        (p("x.npy"), p("y.npy"), &["--ring", "16"], "ring 2^16"),
+        (p("x.npy"), p("y.npy"), &["--iterations", "0"], "0 iterations"),
+    ] {
+        let o = train(&x, &y, extra);
+        assert!(!o.status.success(), "{want}: accepted");
+        assert!(stderr(&o).contains(want), "want {want:?} in: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+    assert!(!std::path::Path::new(&out).exists(), "nothing written on refusal");
+    #[cfg(not(feature = "ckks"))]
+    {
+        let o = fhec(&["--quiet", "train", "--input", &p("x.npy"), "--labels", &p("y.npy"), "-o", &out]);
+        assert!(!o.status.success() && stderr(&o).contains("--features ckks"), "{}", stderr(&o));
+    }
+}
+
+/// Training under encryption from the CLI (an fhec with the `ckks` feature, nightly): diabetes at
+/// ring 2^14, where four iterations need a refresh; the decrypted weights are the float64 run's
+/// within CKKS' error.
+#[cfg(feature = "ckks")]
+#[test]
+fn training_under_encryption_matches_the_float64_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("diabetes.onnx");
+    let o = fhec(&[
+        "--quiet",
+        "train",
+        "--task",
+        "linear",
+        "--input",
+        &train_set("diabetes", "train_x"),
+        "--labels",
+        &train_set("diabetes", "train_y"),
+        "--ring",
+        "14",
+        "--iterations",
+        "4",
+        "-o",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(report["refreshes"], 1, "{report}");
+    assert!(report["distance_from_float64"].as_f64().unwrap() < 1e-3, "{report}");
+    assert!(report["eval_key_bytes"].as_u64().unwrap() > 0, "{report}");
+}

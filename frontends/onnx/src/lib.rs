@@ -12,6 +12,7 @@
 
 mod ctx;
 mod error;
+pub mod export;
 mod import;
 mod ops;
 mod proto;

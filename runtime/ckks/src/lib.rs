@@ -14,6 +14,7 @@ pub mod cheb;
 mod layout;
 pub mod plan;
 mod plan_text;
+pub mod train;
 
 pub use layout::ClientLayout;
 

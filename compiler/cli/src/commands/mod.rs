@@ -11,6 +11,7 @@ pub mod keygen;
 pub mod predict;
 pub mod run;
 pub mod serve;
+pub mod train;
 
 #[cfg(not(feature = "ckks"))]
 use anyhow::bail;

@@ -24,9 +24,6 @@ impl Context {
                 samples[s].len()
             )));
         }
-        let (mut xa, mut xe) = (Source::new(os_seed()?), Source::new(os_seed()?));
-        let mut scratch = self.scratch(0);
-        let im = vec![0.0; slots];
         let mapped: Vec<Vec<f64>> = samples.iter().map(|s| layout.client_inputs(s)).collect();
         // Unused slots repeat the first sample: every slot goes through the polynomials, and a slot
         // outside their windows would diverge and, through the encoding's transform, spoil every
@@ -56,47 +53,15 @@ impl Context {
                     .collect()
             }
         };
-        let mut cts = Vec::with_capacity(slot_vectors.len());
-        for re in &slot_vectors {
-            let mut pt = self.module.ckks_plaintext_alloc_from_slots(
-                self.module.ckks_max_slots(),
-                BASE2K.into(),
-                (LOG_DELTA + int_bits(1.0)).into(),
-            );
-            pt.set_meta(GLWEPlaintextMeta { scale: Scale::Log(LOG_DELTA), slots: SlotsKind::Real, log_sparsity: 0 });
-            self.module
-                .ckks_encode_slots_host_into(&mut pt, re, &im, &mut scratch.borrow())
-                .map_err(err("encoding"))?;
-            let mut ct = self.module.ckks_ciphertext_alloc(BASE2K.into(), self.params.k.into());
-            self.module
-                .ckks_encrypt_sk(&mut ct, &pt, &key.sk, &mut xe, &mut xa, &mut scratch.borrow())
-                .map_err(err("encrypting"))?;
-            cts.push(ct);
-        }
+        let cts = slot_vectors.iter().map(|re| self.encrypt_slots(key, re, 1.0)).collect::<Result<_, _>>()?;
         Ok(Batch { cts, samples: samples.len(), packing, block: slots / per, values: n_inputs })
     }
 
     /// Decrypts the plan's outputs: per sample, one value per output.
     pub fn decrypt(&self, key: &ClientKey, outputs: &Batch) -> Result<Vec<Vec<f64>>, CkksError> {
         let slots = self.params.slots();
-        let mut scratch = self.scratch(0);
-        let mut per_output = Vec::with_capacity(outputs.cts.len());
-        for ct in &outputs.cts {
-            // Host decoding takes at most 127 bits: the scale plus the integer bits outputs may use.
-            let head = ct.log_budget().min(DECODE_BITS);
-            let mut pt = self.module.ckks_plaintext_alloc_from_slots(
-                self.module.ckks_max_slots(),
-                BASE2K.into(),
-                (ct.log_delta() + head).into(),
-            );
-            pt.set_meta(ct.meta());
-            self.module.ckks_decrypt(&mut pt, ct, &key.sk, &mut scratch.borrow()).map_err(err("decrypting"))?;
-            let (mut re, mut im) = (vec![0.0; slots], vec![0.0; slots]);
-            self.module
-                .ckks_decode_slots_host_into(&pt, &mut re, &mut im, &mut scratch.borrow())
-                .map_err(err("decoding"))?;
-            per_output.push(re);
-        }
+        let per_output: Vec<Vec<f64>> =
+            outputs.cts.iter().map(|ct| self.decrypt_slots(key, ct)).collect::<Result<_, _>>()?;
         Ok(match outputs.packing {
             Packing::BatchMajor => (0..outputs.samples).map(|s| per_output.iter().map(|o| o[s]).collect()).collect(),
             Packing::FeatureMajor => {

@@ -26,6 +26,7 @@
 
 mod client;
 mod files;
+pub mod train;
 
 pub use files::Role;
 
@@ -230,19 +231,25 @@ impl Context {
         let mut tsk_raw = self.module.glwe_tensor_key_alloc_from_infos(&tensor_key(p));
         self.module.glwe_tensor_key_encrypt_sk(&mut tsk_raw, &raw, &mut xe, &mut xa, &mut scratch.borrow());
         let tsk = self.prepare_tensor_key(&tsk_raw);
-        let mut rotations = HashMap::new();
-        for &g in galois {
-            let mut raw_key = self.module.glwe_automorphism_key_alloc_from_infos(&rotation_key(p));
-            self.module.glwe_automorphism_key_encrypt_sk(
-                &mut raw_key,
-                g,
-                &raw,
-                &mut xe,
-                &mut xa,
-                &mut scratch.borrow(),
-            );
-            rotations.insert(g, self.prepare_rotation_key(&raw_key));
-        }
+        // Rotation keys are independent (at ring 2^15, seconds each): one per worker, each from
+        // its own seeds.
+        let rotations = galois
+            .par_iter()
+            .map(|&g| {
+                let (mut xa, mut xe) = (Source::new(os_seed()?), Source::new(os_seed()?));
+                let mut scratch = self.scratch(0);
+                let mut raw_key = self.module.glwe_automorphism_key_alloc_from_infos(&rotation_key(p));
+                self.module.glwe_automorphism_key_encrypt_sk(
+                    &mut raw_key,
+                    g,
+                    &raw,
+                    &mut xe,
+                    &mut xa,
+                    &mut scratch.borrow(),
+                );
+                Ok((g, self.prepare_rotation_key(&raw_key)))
+            })
+            .collect::<Result<HashMap<_, _>, CkksError>>()?;
         Ok((ClientKey { seed, sk }, Some(EvalKey { tsk, rotations })))
     }
 
