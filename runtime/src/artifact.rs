@@ -37,6 +37,12 @@ pub enum Kind {
     /// CKKS ciphertexts of samples (tagged), and of results.
     CkksInputs,
     CkksOutputs,
+    /// A training plan (`fhec train plan`): the algorithm's choices and the data's shape, no data.
+    TrainPlan,
+    /// An encrypted training set and its starting weights (the data owner's upload).
+    TrainData,
+    /// Encrypted weights between rounds of training, or at its end.
+    TrainState,
 }
 
 #[derive(Serialize, Deserialize)]

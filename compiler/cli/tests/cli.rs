@@ -782,6 +782,12 @@ fn training_refuses_bad_data_by_name() {
     {
         let o = fhec(&["--quiet", "train", "--input", &p("x.npy"), "--labels", &p("y.npy"), "-o", &out]);
         assert!(!o.status.success() && stderr(&o).contains("--features ckks"), "{}", stderr(&o));
+        // The split deployment: the plan needs no feature, its keys do.
+        let plan = p("plan");
+        let o = fhec(&["--quiet", "train", "plan", "--input", &p("x.npy"), "-o", &plan]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = fhec(&["--quiet", "keygen", &plan, "--keys", &p("keys")]);
+        assert!(!o.status.success() && stderr(&o).contains("--features ckks"), "{}", stderr(&o));
     }
 }
 
@@ -815,4 +821,83 @@ fn training_under_encryption_matches_the_float64_run() {
     assert_eq!(report["refreshes"], 1, "{report}");
     assert!(report["distance_from_float64"].as_f64().unwrap() < 1e-3, "{report}");
     assert!(report["eval_key_bytes"].as_u64().unwrap() > 0, "{report}");
+}
+
+/// Training split between the data owner and the server through files (an fhec with the `ckks`
+/// feature, nightly): plan, keygen, encrypt, run, refresh, run, decrypt to an ONNX model that
+/// predicts what the in-process run's does. A state not yet refreshed, a finished one run again,
+/// another plan's key and a wrong scaling file are refused by name.
+#[cfg(feature = "ckks")]
+#[test]
+fn training_deploys_through_plan_key_and_ciphertext_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (x, y) = (train_set("diabetes", "train_x"), train_set("diabetes", "train_y"));
+    let ok = |args: &[&str]| {
+        let o = fhec(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let refused = |args: &[&str], want: &str| {
+        let o = fhec(args);
+        assert!(!o.status.success(), "{args:?} accepted");
+        assert!(stderr(&o).contains(want), "want {want:?}: {}", stderr(&o));
+    };
+    let shape = ["--task", "linear", "--ring", "14", "--iterations", "4"];
+    let mut plan_args = vec!["--quiet", "train", "plan", "--input", &x, "-o"];
+    let plan = p("plan");
+    plan_args.push(&plan);
+    plan_args.extend(shape);
+    let out = ok(&plan_args);
+    assert!(out.contains("4 iterations in 2 rounds"), "{out}");
+    let keys = p("keys");
+    ok(&["--quiet", "keygen", &plan, "--keys", &keys]);
+    let data = p("data.ct");
+    ok(&["--quiet", "encrypt", &plan, "--keys", &keys, "--input", &x, "--labels", &y, "--output", &data]);
+    let eval = format!("{keys}/eval.key");
+    let (s1, s1r, s2) = (p("s1.ct"), p("s1r.ct"), p("s2.ct"));
+    ok(&["--quiet", "run", &plan, "--eval-key", &eval, "--input", &data, "--output", &s1]);
+    let owner = format!("{data}.owner.json");
+    let model = p("model.onnx");
+    refused(
+        &["--quiet", "decrypt", &plan, "--keys", &keys, "--input", &s1, "--owner", &owner, "--output", &model],
+        "3 of 4 iterations done",
+    );
+    refused(
+        &["--quiet", "run", &plan, "--eval-key", &eval, "--input", &data, "--state", &s1, "--output", &s2],
+        "the data owner refreshes a state",
+    );
+    ok(&["--quiet", "train", "refresh", &plan, "--keys", &keys, "--input", &s1, "--output", &s1r]);
+    ok(&["--quiet", "run", &plan, "--eval-key", &eval, "--input", &data, "--state", &s1r, "--output", &s2]);
+    ok(&["--quiet", "decrypt", &plan, "--keys", &keys, "--input", &s2, "--owner", &owner, "--output", &model]);
+    // The in-process run of the same plan, in float64: the same test predictions within CKKS' error.
+    let reference = p("reference.onnx");
+    let mut args = vec!["--quiet", "train", "--mode", "clear", "--input", &x, "--labels", &y, "-o", &reference];
+    args.extend(shape);
+    ok(&args);
+    let tx = train_set("diabetes", "test_x");
+    let predict = |m: &str| -> ndarray::ArrayD<f32> {
+        let out = format!("{m}.npy");
+        ok(&["predict", m, "--input", &tx, "--output", &out]);
+        ndarray_npy::read_npy(&out).unwrap()
+    };
+    let (got, want) = (predict(&model), predict(&reference));
+    let gap = got.iter().zip(want.iter()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(gap < 0.1, "predictions (targets of ~150) differ by {gap}");
+    // Another plan's keys, and the scaling of another plan.
+    let other = p("other");
+    ok(&["--quiet", "train", "plan", "--samples", "309", "--features", "10", "--task", "linear", "-o", &other]);
+    refused(
+        &["--quiet", "run", &other, "--eval-key", &eval, "--input", &data, "--output", &s2],
+        "not this plan's evaluation key",
+    );
+    refused(
+        &["--quiet", "encrypt", &other, "--keys", &keys, "--input", &x, "--labels", &y, "--output", &p("o.ct")],
+        "generated for another build or plan",
+    );
+    std::fs::write(&owner, "{}").unwrap();
+    refused(
+        &["--quiet", "decrypt", &plan, "--keys", &keys, "--input", &s2, "--owner", &owner, "--output", &model],
+        "not the scaling",
+    );
 }

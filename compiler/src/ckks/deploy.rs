@@ -28,6 +28,26 @@ struct SecretFile {
     plan_digest: String,
 }
 
+/// The envelope bytes of a secret key file (before sealing): the secret and what it belongs to
+/// (the evaluation key's fingerprint, the build's or training plan's digest).
+pub(crate) fn secret_file(secret: Vec<u8>, eval_fingerprint: String, plan_digest: String) -> Vec<u8> {
+    artifact::to_bytes(Kind::CkksSecretKey, &SecretFile { secret, eval_fingerprint, plan_digest })
+        .expect("secret keys serialize")
+        .0
+}
+
+/// The secret and its evaluation key's fingerprint from [`secret_file`]'s bytes, if they belong to
+/// `plan_digest`.
+pub(crate) fn open_secret_file(bytes: &[u8], plan_digest: &str) -> Result<(Vec<u8>, String), DriverError> {
+    let (file, _): (SecretFile, _) = artifact::from_bytes(bytes, Kind::CkksSecretKey).map_err(|e| {
+        DriverError::Key(format!("{e} (CKKS builds and training plans take keys from `fhec keygen` on them)"))
+    })?;
+    if file.plan_digest != plan_digest {
+        return Err(DriverError::Mismatch("the secret key was generated for another build".into()));
+    }
+    Ok((file.secret, file.eval_fingerprint))
+}
+
 /// The rotations the server's evaluation of this build uses: none batch-major; feature-major, the
 /// ones its matrices need, which only the plan knows (the build's server artifact, public).
 fn galois_elements(
@@ -109,25 +129,16 @@ impl ClientSide {
 
     /// The client of `artifact` with the secret key of [`ClientSide::secret_bytes`] (unsealed).
     pub fn from_secret(artifact: ClientArtifact, secret: &[u8]) -> Result<ClientSide, DriverError> {
-        let (file, _): (SecretFile, _) = artifact::from_bytes(secret, Kind::CkksSecretKey)
-            .map_err(|e| DriverError::Key(format!("{e} (a CKKS build takes keys from `fhec keygen` on it)")))?;
-        if file.plan_digest != artifact.plan_digest {
-            return Err(DriverError::Mismatch("the secret key was generated for another build".into()));
-        }
+        let (secret, fingerprint) = open_secret_file(secret, &artifact.plan_digest)?;
         let ctx = Context::new(artifact.layout.ring).map_err(ckks_error)?;
-        let key = ctx.client_key(&file.secret).map_err(|e| DriverError::Key(e.to_string()))?;
-        Ok(ClientSide { artifact, ctx, key, fingerprint: file.eval_fingerprint })
+        let key = ctx.client_key(&secret).map_err(|e| DriverError::Key(e.to_string()))?;
+        Ok(ClientSide { artifact, ctx, key, fingerprint })
     }
 
     /// The secret key, unsealed, with what it belongs to (what `KEYS/secret.key` holds once
     /// sealed): keep it on the client only.
     pub fn secret_bytes(&self) -> Vec<u8> {
-        let file = SecretFile {
-            secret: self.key.to_bytes(&self.ctx),
-            eval_fingerprint: self.fingerprint.clone(),
-            plan_digest: self.artifact.plan_digest.clone(),
-        };
-        artifact::to_bytes(Kind::CkksSecretKey, &file).expect("secret keys serialize").0
+        secret_file(self.key.to_bytes(&self.ctx), self.fingerprint.clone(), self.artifact.plan_digest.clone())
     }
 
     /// The fingerprint of the evaluation key that goes with this secret key.

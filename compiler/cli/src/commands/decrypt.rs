@@ -19,13 +19,23 @@ pub struct DecryptArgs {
     pub keys: PathBuf,
     #[arg(long)]
     pub input: PathBuf,
+    /// A training plan's directory: the feature scaling `fhec encrypt` wrote (DATA.owner.json); the
+    /// output is then the trained ONNX model.
+    #[arg(long)]
+    pub owner: Option<PathBuf>,
     #[arg(long)]
     pub output: PathBuf,
 }
 
 pub fn run(args: DecryptArgs, g: &Global) -> Result<()> {
-    let DecryptArgs { dir, keys, input, output } = args;
+    let DecryptArgs { dir, keys, input, owner, output } = args;
     let protection = &g.protection;
+    if fhec::train::deploy::is_training(&dir) {
+        return super::train::split::decrypt(&dir, &keys, &input, owner.as_deref(), &output, g);
+    }
+    if owner.is_some() {
+        anyhow::bail!("--owner is for a training plan's directory (fhec train plan); {} is a build", dir.display());
+    }
     if fhec::ckks::is_ckks(&dir) {
         return ckks(&dir, &keys, &input, &output, g);
     }

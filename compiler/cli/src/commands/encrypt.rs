@@ -16,13 +16,22 @@ pub struct EncryptArgs {
     pub keys: PathBuf,
     #[arg(long)]
     pub input: PathBuf,
+    /// A training plan's directory: the training set's labels or targets (.npy).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
     #[arg(long)]
     pub output: PathBuf,
 }
 
 pub fn run(args: EncryptArgs, g: &Global) -> Result<()> {
-    let EncryptArgs { dir, keys, input, output } = args;
+    let EncryptArgs { dir, keys, input, labels, output } = args;
     let protection = &g.protection;
+    if fhec::train::deploy::is_training(&dir) {
+        return super::train::split::encrypt(&dir, &keys, &input, labels.as_deref(), &output, g);
+    }
+    if labels.is_some() {
+        anyhow::bail!("--labels is for a training plan's directory (fhec train plan); {} is a build", dir.display());
+    }
     if fhec::ckks::is_ckks(&dir) {
         return ckks(&dir, &keys, &input, &output, g);
     }

@@ -19,6 +19,9 @@ pub fn run(args: KeygenArgs, g: &Global) -> Result<()> {
     let KeygenArgs { dir, keys } = args;
     let quiet = g.quiet;
     let protection = &g.protection;
+    if fhec::train::deploy::is_training(&dir) {
+        return super::train::split::keygen(&dir, &keys, g);
+    }
     if fhec::ckks::is_ckks(&dir) {
         return ckks(&dir, &keys, g);
     }

@@ -20,13 +20,22 @@ pub struct RunArgs {
     pub eval_key: PathBuf,
     #[arg(long)]
     pub input: PathBuf,
+    /// A training plan's directory: the weights of the previous round, refreshed by the data owner.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
     #[arg(long)]
     pub output: PathBuf,
 }
 
 pub fn run(args: RunArgs, g: &Global) -> Result<()> {
-    let RunArgs { dir, eval_key, input, output } = args;
+    let RunArgs { dir, eval_key, input, state, output } = args;
     let quiet = g.quiet;
+    if fhec::train::deploy::is_training(&dir) {
+        return super::train::split::run(&dir, &eval_key, &input, state.as_deref(), &output, g);
+    }
+    if state.is_some() {
+        anyhow::bail!("--state is for a training plan's directory (fhec train plan); {} is a build", dir.display());
+    }
     if fhec::ckks::is_ckks(&dir) {
         return ckks(&dir, &eval_key, &input, &output, g);
     }

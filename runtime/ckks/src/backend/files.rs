@@ -11,6 +11,7 @@
 //!   layouts: the masks are regenerated from a seed when the server reads the key).
 //! - A batch of ciphertexts: samples, packing, slots per sample, values per sample, then each
 //!   ciphertext, normalized before writing.
+//! - Training ciphertexts (rows, targets, weights): their count, then each as in a batch.
 
 use super::{BE, Batch, ClientKey, Context, Ct, EvalKey, RotationKey, glwe, os_seed, rotation_key, tensor_key};
 use crate::{BASE2K, CkksError, ClientLayout, LOG_DELTA, Packing, Ring};
@@ -41,6 +42,7 @@ const VERSION: u32 = 2;
 const SECRET_TAG: &[u8; 4] = b"CKSK";
 const EVAL_TAG: &[u8; 4] = b"CKEK";
 const BATCH_TAG: &[u8; 4] = b"CKCT";
+const TRAIN_TAG: &[u8; 4] = b"CKTR";
 
 /// Whether a batch holds a client's fresh inputs or a server's results.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,5 +360,48 @@ impl Context {
             cts.push(ct);
         }
         Ok(Batch { cts, samples, packing, block: layout.block, values: want_values })
+    }
+
+    /// Writes training ciphertexts (see the module docs), each normalized first.
+    pub(super) fn write_cts(&self, cts: &[&Ct], w: &mut dyn Write) -> Result<(), CkksError> {
+        put_head(w, TRAIN_TAG, &self.params)?;
+        put_u64(w, cts.len() as u64)?;
+        let mut scratch = self.scratch(0);
+        let mut buf = std::io::BufWriter::new(w);
+        for ct in cts {
+            let mut ct = (*ct).clone();
+            self.module.glwe_normalize_assign(&mut ct, &mut scratch.borrow());
+            put_u64(&mut buf, ct.k().as_usize() as u64)?;
+            ct.write_live_to(&mut buf).map_err(io("writing a ciphertext"))?;
+        }
+        buf.flush().map_err(io("writing ciphertexts"))
+    }
+
+    /// Reads exactly `count` training ciphertexts of this ring (with `fresh`, each at a fresh
+    /// ciphertext's width and scale: what the data owner sends).
+    pub(super) fn read_cts(&self, mut r: &mut dyn Read, count: usize, fresh: bool) -> Result<Vec<Ct>, CkksError> {
+        check_head(r, TRAIN_TAG, &self.params, "training ciphertext file")?;
+        let got = get_u64(r, "training ciphertext file")?;
+        if got != count as u64 {
+            return Err(CkksError::Shape(format!("{got} ciphertexts where {count} belong")));
+        }
+        let n = 1usize << self.params.log_n;
+        let mut cts = Vec::with_capacity(count);
+        for i in 0..count {
+            let k = get_u64(r, "training ciphertext file")?;
+            if k == 0 || k > self.params.k as u64 || (fresh && k != self.params.k as u64) {
+                return Err(CkksError::Shape(format!(
+                    "ciphertext {i} has {k} bits of precision; this ring's fresh ciphertexts have {}",
+                    self.params.k
+                )));
+            }
+            let mut ct: Ct = self.module.ckks_ciphertext_alloc(BASE2K.into(), (k as usize).into());
+            ct.read_live_from(&mut r).map_err(|e| CkksError::Shape(format!("ciphertext {i}: {e}")))?;
+            if ct.n().as_usize() != n || ct.rank().as_usize() != 1 || ct.log_delta() != LOG_DELTA {
+                return Err(CkksError::Shape(format!("ciphertext {i} is not one of this ring at its scale")));
+            }
+            cts.push(ct);
+        }
+        Ok(cts)
     }
 }

@@ -10,7 +10,7 @@ use crate::train::{Data, Slots, State, TrainPlan};
 use std::sync::Mutex;
 
 /// A ciphertext of the training program: rows, targets, or weights.
-pub struct Cipher(Ct);
+pub struct Cipher(pub(super) Ct);
 
 impl Cipher {
     /// Bytes in memory.
@@ -145,6 +145,71 @@ impl Context {
         let w = plan.unpack_weights(&self.decrypt_slots(key, &state.w.0)?);
         let v = plan.unpack_weights(&self.decrypt_slots(key, &state.v.0)?);
         self.encrypt_weights(key, plan, &w, &v)
+    }
+}
+
+/// What a training ciphertext file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holds {
+    /// The data owner's upload: the rows, the targets (linear regression), the starting weights.
+    Data,
+    /// Weights between rounds (`w`, then `v`).
+    State,
+}
+
+impl Context {
+    fn count(plan: &TrainPlan, holds: Holds) -> usize {
+        match (holds, plan.hyper.task) {
+            (Holds::Data, crate::train::Task::Linear) => 4,
+            (Holds::Data, crate::train::Task::Logistic) => 3,
+            (Holds::State, _) => 2,
+        }
+    }
+
+    /// Writes a training set and its starting weights (one file: what the data owner uploads).
+    pub fn write_training(
+        &self,
+        data: &Data<Cipher>,
+        state: &State<Cipher>,
+        w: &mut dyn std::io::Write,
+    ) -> Result<(), CkksError> {
+        let mut cts = vec![&data.rows.0];
+        cts.extend(data.targets.as_ref().map(|t| &t.0));
+        cts.extend([&state.w.0, &state.v.0]);
+        self.write_cts(&cts, w)
+    }
+
+    /// Reads what [`Context::write_training`] wrote, for `plan`: every ciphertext fresh.
+    pub fn read_training(
+        &self,
+        plan: &TrainPlan,
+        r: &mut dyn std::io::Read,
+    ) -> Result<(Data<Cipher>, State<Cipher>), CkksError> {
+        check_ring(self, plan)?;
+        let mut cts = self.read_cts(r, Context::count(plan, Holds::Data), true)?.into_iter().map(Cipher);
+        let mut next = || cts.next().expect("counted");
+        let rows = next();
+        let targets = (plan.hyper.task == crate::train::Task::Linear).then(&mut next);
+        let (w, v) = (next(), next());
+        Ok((Data { rows, targets }, State { w, v }))
+    }
+
+    /// Writes weights between rounds.
+    pub fn write_state(&self, state: &State<Cipher>, w: &mut dyn std::io::Write) -> Result<(), CkksError> {
+        self.write_cts(&[&state.w.0, &state.v.0], w)
+    }
+
+    /// Reads weights between rounds (`fresh`: as the data owner refreshed them).
+    pub fn read_state(
+        &self,
+        plan: &TrainPlan,
+        r: &mut dyn std::io::Read,
+        fresh: bool,
+    ) -> Result<State<Cipher>, CkksError> {
+        check_ring(self, plan)?;
+        let mut cts = self.read_cts(r, Context::count(plan, Holds::State), fresh)?.into_iter().map(Cipher);
+        let (w, v) = (cts.next().expect("counted"), cts.next().expect("counted"));
+        Ok(State { w, v })
     }
 }
 

@@ -9,9 +9,11 @@
 //! Every run also trains in float64 (the same algorithm on the unpacked data, and once with the
 //! exact sigmoid), so that the report can say how far the result is from its reference.
 
+pub mod deploy;
+
 use crate::DriverError;
 pub use fhec_ckks::train::{Hyper, Task, TrainPlan};
-use fhec_onnx::export::{LinearModel, Link};
+pub(crate) use fhec_onnx::export::{LinearModel, Link};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
