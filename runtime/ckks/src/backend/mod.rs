@@ -225,31 +225,37 @@ impl Context {
         self.module.glwe_secret_prepare(&mut sk, &raw);
         if let Some(w) = out {
             // For a file: seed-compressed keys (the masks regenerated from a seed on reading).
-            files::write_eval_key(self, w, &raw, galois, &mut xe)?;
+            files::write_eval_key(self, w, &raw, galois)?;
             return Ok((ClientKey { seed, sk }, None));
         }
-        let mut tsk_raw = self.module.glwe_tensor_key_alloc_from_infos(&tensor_key(p));
-        self.module.glwe_tensor_key_encrypt_sk(&mut tsk_raw, &raw, &mut xe, &mut xa, &mut scratch.borrow());
-        let tsk = self.prepare_tensor_key(&tsk_raw);
-        // Rotation keys are independent (at ring 2^15, seconds each): one per worker, each from
-        // its own seeds.
-        let rotations = galois
-            .par_iter()
-            .map(|&g| {
-                let (mut xa, mut xe) = (Source::new(os_seed()?), Source::new(os_seed()?));
-                let mut scratch = self.scratch(0);
-                let mut raw_key = self.module.glwe_automorphism_key_alloc_from_infos(&rotation_key(p));
-                self.module.glwe_automorphism_key_encrypt_sk(
-                    &mut raw_key,
-                    g,
-                    &raw,
-                    &mut xe,
-                    &mut xa,
-                    &mut scratch.borrow(),
-                );
-                Ok((g, self.prepare_rotation_key(&raw_key)))
-            })
-            .collect::<Result<HashMap<_, _>, CkksError>>()?;
+        // The relinearization key and the rotation keys are independent (at ring 2^15, seconds
+        // each): one per worker, each rotation key from its own seeds.
+        let tensor = || {
+            let mut tsk_raw = self.module.glwe_tensor_key_alloc_from_infos(&tensor_key(p));
+            self.module.glwe_tensor_key_encrypt_sk(&mut tsk_raw, &raw, &mut xe, &mut xa, &mut scratch.borrow());
+            self.prepare_tensor_key(&tsk_raw)
+        };
+        let rotations = || {
+            galois
+                .par_iter()
+                .map(|&g| {
+                    let (mut xa, mut xe) = (Source::new(os_seed()?), Source::new(os_seed()?));
+                    let mut scratch = self.scratch(0);
+                    let mut raw_key = self.module.glwe_automorphism_key_alloc_from_infos(&rotation_key(p));
+                    self.module.glwe_automorphism_key_encrypt_sk(
+                        &mut raw_key,
+                        g,
+                        &raw,
+                        &mut xe,
+                        &mut xa,
+                        &mut scratch.borrow(),
+                    );
+                    Ok((g, self.prepare_rotation_key(&raw_key)))
+                })
+                .collect::<Result<HashMap<_, _>, CkksError>>()
+        };
+        let (tsk, rotations) = rayon::join(tensor, rotations);
+        let rotations = rotations?;
         Ok((ClientKey { seed, sk }, Some(EvalKey { tsk, rotations })))
     }
 
