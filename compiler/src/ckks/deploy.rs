@@ -40,7 +40,7 @@ pub(crate) fn secret_file(secret: Vec<u8>, eval_fingerprint: String, plan_digest
 /// `plan_digest`.
 pub(crate) fn open_secret_file(bytes: &[u8], plan_digest: &str) -> Result<(Vec<u8>, String), DriverError> {
     let (file, _): (SecretFile, _) = artifact::from_bytes(bytes, Kind::CkksSecretKey).map_err(|e| {
-        DriverError::Key(format!("{e} (CKKS builds and training plans take keys from `fhec keygen` on them)"))
+        DriverError::Key(format!("{e} (a CKKS build takes keys from `fhec keygen` on it, and so does a training plan)"))
     })?;
     if file.plan_digest != plan_digest {
         return Err(DriverError::Mismatch("the secret key was generated for another build".into()));
