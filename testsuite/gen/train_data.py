@@ -1,6 +1,6 @@
-"""Training sets for `fhec train` (testsuite/train/): scikit-learn's bundled breast-cancer and
-diabetes data, raw features, split 70/30 with random_state=0 (breast cancer stratified), as the
-training issue specifies. Also prints scikit-learn's reference scores, recorded in
+"""Training sets for `fhec train` (testsuite/train/): scikit-learn's bundled breast-cancer, wine
+(three classes, for one-vs-rest) and diabetes data, raw features, split 70/30 with random_state=0
+(the classification sets stratified), as the training issue specifies. Also prints scikit-learn's reference scores, recorded in
 testsuite/train/README.md.
 
     /work/venv-train/bin/python testsuite/gen/train_data.py   # numpy, scikit-learn (requirements.txt)
@@ -31,10 +31,15 @@ X, y = datasets.load_breast_cancer(return_X_y=True)
 Xtr, Xte, ytr, yte = write("breast_cancer", X, y, True)
 s = StandardScaler().fit(Xtr)
 acc = LogisticRegression(max_iter=1000).fit(s.transform(Xtr), ytr).score(s.transform(Xte), yte)
+X, y = datasets.load_wine(return_X_y=True)
+Xtr3, Xte3, ytr3, yte3 = write("wine", X, y, True)
+s3 = StandardScaler().fit(Xtr3)
+acc3 = LogisticRegression(max_iter=1000).fit(s3.transform(Xtr3), ytr3).score(s3.transform(Xte3), yte3)
 X, y = datasets.load_diabetes(return_X_y=True)
 Xtr2, Xte2, ytr2, yte2 = write("diabetes", X, y, False)
 r2 = LinearRegression().fit(Xtr2, ytr2).score(Xte2, yte2)
 ref = {"breast_cancer": {"train": len(Xtr), "test": len(Xte), "sklearn_logistic_standardized_accuracy": acc},
+       "wine": {"train": len(Xtr3), "test": len(Xte3), "sklearn_logistic_standardized_accuracy": acc3},
        "diabetes": {"train": len(Xtr2), "test": len(Xte2), "sklearn_least_squares_r2": r2}}
 print(json.dumps(ref, indent=1))
 with open(os.path.join(OUT, "reference.json"), "w") as f:

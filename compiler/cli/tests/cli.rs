@@ -713,6 +713,26 @@ fn training_writes_a_model_that_predicts_and_builds() {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(out.contains(&format!("accuracy {:.2}%", 100.0 * accuracy)), "{out} vs {accuracy}");
 
+    // Three classes: one model per class (one-vs-rest), one output column each.
+    let model = dir.path().join("wine.onnx");
+    let (x, y, tx, ty) = (
+        train_set("wine", "train_x"),
+        train_set("wine", "train_y"),
+        train_set("wine", "test_x"),
+        train_set("wine", "test_y"),
+    );
+    let args = ["--input", &x, "--labels", &y, "--test-input", &tx, "--test-labels", &ty, "--mode", "simulate"];
+    let o = fhec(&[&["--quiet", "train"][..], &args, &["-o", model.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(report["classes"], 3, "{report}");
+    assert_eq!(report["weights"].as_array().unwrap().len(), 3, "{report}");
+    assert!(report["test"]["value"].as_f64().unwrap() >= 0.95, "{report}");
+    let o = fhec(&["predict", model.to_str().unwrap(), "--input", &tx, "--labels", &ty]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("accuracy 100.00%") || out.contains("accuracy 98.15%"), "{out}");
+
     let model = dir.path().join("diabetes.onnx");
     let o = fhec(&[
         "--quiet",
@@ -756,7 +776,7 @@ fn training_refuses_bad_data_by_name() {
     nan[[4, 2]] = f64::NAN;
     ndarray_npy::write_npy(p("nan.npy"), &nan).unwrap();
     ndarray_npy::write_npy(p("y.npy"), &ndarray::Array1::<i64>::from_shape_fn(20, |i| (i % 2) as i64)).unwrap();
-    ndarray_npy::write_npy(p("y3.npy"), &ndarray::Array1::<i64>::from_shape_fn(20, |i| (i % 3) as i64)).unwrap();
+    ndarray_npy::write_npy(p("yf.npy"), &ndarray::Array1::<f64>::from_shape_fn(20, |i| i as f64 / 3.0)).unwrap();
     ndarray_npy::write_npy(p("short.npy"), &ndarray::Array1::<i64>::zeros(19)).unwrap();
     let out = p("m.onnx");
     let train = |x: &str, y: &str, extra: &[&str]| {
@@ -765,7 +785,8 @@ fn training_refuses_bad_data_by_name() {
         fhec(&args)
     };
     for (x, y, extra, want) in [
-        (p("x.npy"), p("y3.npy"), &[][..], "label 2 is 2; logistic regression takes 0 or 1"),
+        (p("x.npy"), p("short.npy"), &["--task", "linear", "--iterations", "0"][..], "[19] labels for 20 samples"),
+        (p("x.npy"), p("yf.npy"), &[], "label 1 is 0.333"),
         (p("nan.npy"), p("y.npy"), &[], "sample 4, feature 2: NaN"),
         (p("x.npy"), p("short.npy"), &[], "[19] labels for 20 samples"),
         (p("x.npy"), p("y.npy"), &["--degree", "4"], "sigmoid degree 4: odd"),
@@ -798,6 +819,26 @@ fn training_refuses_bad_data_by_name() {
 #[test]
 fn training_under_encryption_matches_the_float64_run() {
     let dir = tempfile::tempdir().unwrap();
+    // Three classes: one model per class (one-vs-rest), one output column each.
+    let model = dir.path().join("wine.onnx");
+    let (x, y, tx, ty) = (
+        train_set("wine", "train_x"),
+        train_set("wine", "train_y"),
+        train_set("wine", "test_x"),
+        train_set("wine", "test_y"),
+    );
+    let args = ["--input", &x, "--labels", &y, "--test-input", &tx, "--test-labels", &ty, "--mode", "simulate"];
+    let o = fhec(&[&["--quiet", "train"][..], &args, &["-o", model.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(report["classes"], 3, "{report}");
+    assert_eq!(report["weights"].as_array().unwrap().len(), 3, "{report}");
+    assert!(report["test"]["value"].as_f64().unwrap() >= 0.95, "{report}");
+    let o = fhec(&["predict", model.to_str().unwrap(), "--input", &tx, "--labels", &ty]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("accuracy 100.00%") || out.contains("accuracy 98.15%"), "{out}");
+
     let model = dir.path().join("diabetes.onnx");
     let o = fhec(&[
         "--quiet",

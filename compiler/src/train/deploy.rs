@@ -183,6 +183,16 @@ mod with_ckks {
                     plan.columns - 1
                 )));
             }
+            if plan.hyper.task == Task::Logistic
+                && let Some(i) = ds.y.iter().position(|&v| v != 0.0 && v != 1.0)
+            {
+                return Err(DriverError::Data(format!(
+                    "label {i} is {}; a training plan trains one binary model (labels 0 and 1): for several classes, \
+                     encrypt one relabeled set per class (that class 1, the others 0), or let `fhec train` train \
+                     one-vs-rest in one process",
+                    ds.y[i]
+                )));
+            }
             let scaling = Scaling::fit(ds, plan.hyper.task, self.plan.clip);
             let (x, y) = (scaling.features(&ds.x), scaling.targets(&ds.y));
             let (data, state) = self.ctx.encrypt_training(&self.key, plan, &x, &y).map_err(ckks_error)?;
@@ -262,8 +272,8 @@ mod with_ckks {
                 mean: f32s(&o.mean),
                 scale: f32s(&o.scale),
                 clip: o.clip as f32,
-                weights: f32s(&w[1..]),
-                bias: w[0] as f32,
+                weights: vec![f32s(&w[1..])],
+                bias: vec![w[0] as f32],
                 link: match (self.plan.plan.hyper.task, o.target) {
                     (Task::Linear, Some((m, s))) => Link::Affine { scale: s as f32, offset: m as f32 },
                     _ => Link::Sigmoid,

@@ -179,6 +179,8 @@ pub struct Report {
     pub mode: Mode,
     pub samples: usize,
     pub features: usize,
+    /// Classes (logistic: 2, or one model per class, one-vs-rest, for more; linear: 1).
+    pub classes: usize,
     pub iterations: usize,
     pub step: f64,
     pub l2: f64,
@@ -189,7 +191,7 @@ pub struct Report {
     pub slots_used: usize,
     pub bits_per_iteration: usize,
     pub iterations_per_round: usize,
-    /// Interactive refreshes (round trips to the data owner) between rounds.
+    /// Interactive refreshes (round trips to the data owner) between rounds, all models.
     pub refreshes: usize,
     /// The largest `|w·z|` over the sigmoid's interval any iteration met (logistic, clear and
     /// simulate; above 1 the polynomial left the interval it was fitted on).
@@ -205,8 +207,8 @@ pub struct Report {
     pub distance_from_float64: f64,
     /// Largest gap from float64 with the exact sigmoid (what the polynomial costs).
     pub distance_from_exact_sigmoid: Option<f64>,
-    /// Weights on the standardized features, bias first.
-    pub weights: Vec<f64>,
+    /// Weights on the standardized features, bias first: one model, or one per class.
+    pub weights: Vec<Vec<f64>>,
 }
 
 /// A trained model: its ONNX form, the report, and what it needs to predict in float64.
@@ -215,7 +217,7 @@ pub struct Trained {
     pub report: Report,
     pub scaling: Scaling,
     /// The float64 reference's weights (same algorithm), to compare predictions with.
-    pub reference: Vec<f64>,
+    pub reference: Vec<Vec<f64>>,
 }
 
 fn gap(a: &[f64], b: &[f64]) -> f64 {
@@ -226,7 +228,23 @@ fn ckks(e: fhec_ckks::CkksError) -> DriverError {
     DriverError::Ckks(e.to_string())
 }
 
-/// Trains on `ds` as `opts` says.
+/// The label vectors to train on: the targets (linear), the 0/1 labels (binary), or one 0/1 vector
+/// per class for labels `0..K` (one-vs-rest, `K` ≥ 3).
+fn label_sets(task: Task, y: &[f64]) -> Result<Vec<Vec<f64>>, DriverError> {
+    if task == Task::Linear || y.iter().all(|&v| v == 0.0 || v == 1.0) {
+        return Ok(vec![y.to_vec()]);
+    }
+    if let Some(i) = y.iter().position(|&v| v.fract() != 0.0 || !(0.0..64.0).contains(&v)) {
+        return Err(DriverError::Data(format!(
+            "label {i} is {}; logistic regression takes 0 or 1, or classes 0, 1, 2, ... (below 64) for one-vs-rest",
+            y[i]
+        )));
+    }
+    let classes = y.iter().fold(0.0f64, |m, &v| m.max(v)) as usize + 1;
+    Ok((0..classes).map(|c| y.iter().map(|&v| f64::from(v as usize == c)).collect()).collect())
+}
+
+/// Trains on `ds` as `opts` says: one model, or one per class (one-vs-rest, the same keys).
 pub fn train(ds: &Dataset, opts: &Options, progress: &mut dyn FnMut(Progress)) -> Result<Trained, DriverError> {
     let hyper = &opts.hyper;
     if !(opts.clip.is_finite() && opts.clip > 0.0) {
@@ -236,35 +254,54 @@ pub fn train(ds: &Dataset, opts: &Options, progress: &mut dyn FnMut(Progress)) -
     let plan = TrainPlan::at(hyper.clone(), ds.x.len(), ds.features(), opts.ring).map_err(ckks)?;
     let scaling = Scaling::fit(ds, hyper.task, opts.clip);
     let x = scaling.features(&ds.x);
-    let y = scaling.targets(&ds.y);
+    let sets = label_sets(hyper.task, &scaling.targets(&ds.y))?;
     // Labels and values are checked before anything runs.
-    plan.pack_rows(&x, &y).map_err(ckks)?;
-    let reference = fhec_ckks::train::reference(&plan, &x, &y, false);
-    let exact = (hyper.task == Task::Logistic).then(|| fhec_ckks::train::reference(&plan, &x, &y, true));
+    for y in &sets {
+        plan.pack_rows(&x, y).map_err(ckks)?;
+    }
+    let reference: Vec<Vec<f64>> = sets.iter().map(|y| fhec_ckks::train::reference(&plan, &x, y, false)).collect();
+    let exact: Option<Vec<Vec<f64>>> = (hyper.task == Task::Logistic)
+        .then(|| sets.iter().map(|y| fhec_ckks::train::reference(&plan, &x, y, true)).collect());
     let mut times = Times::default();
     let mut sizes = (None, None, None);
     let mut reach = None;
+    let mut simulated = || -> Result<Vec<Vec<f64>>, DriverError> {
+        let mut out = Vec::new();
+        for y in &sets {
+            let (w, r) = plan.simulate(&x, y).map_err(ckks)?;
+            reach = Some(reach.map_or(r, |m: f64| m.max(r)));
+            out.push(w);
+        }
+        Ok(out)
+    };
     let weights = match opts.mode {
-        Mode::Clear => reference.clone(),
+        Mode::Clear => {
+            simulated()?;
+            reference.clone()
+        }
         Mode::Simulate => {
             progress(Progress::Stage("simulating"));
             let t = Instant::now();
-            let (w, r) = plan.simulate(&x, &y).map_err(ckks)?;
+            let w = simulated()?;
             times.server_s = t.elapsed().as_secs_f64();
-            reach = (hyper.task == Task::Logistic).then_some(r);
             w
         }
-        Mode::Fhe => fhe(&plan, &x, &y, &mut times, &mut sizes, progress)?,
+        Mode::Fhe => {
+            simulated()?;
+            fhe(&plan, &x, &sets, &mut times, &mut sizes, progress)?
+        }
     };
-    if opts.mode == Mode::Clear && hyper.task == Task::Logistic {
-        reach = Some(plan.simulate(&x, &y).map_err(ckks)?.1);
+    if hyper.task == Task::Linear {
+        reach = None;
     }
-    times.per_iteration_s = times.server_s / hyper.iterations as f64;
+    times.per_iteration_s = times.server_s / (hyper.iterations * sets.len()) as f64;
+    let gaps = |other: &[Vec<f64>]| weights.iter().zip(other).fold(0.0f64, |m, (a, b)| m.max(gap(a, b)));
     let report = Report {
         task: hyper.task,
         mode: opts.mode,
         samples: ds.x.len(),
         features: ds.features(),
+        classes: if sets.len() == 1 && hyper.task == Task::Logistic { 2 } else { sets.len() },
         iterations: hyper.iterations,
         step: hyper.step,
         l2: hyper.l2,
@@ -275,15 +312,15 @@ pub fn train(ds: &Dataset, opts: &Options, progress: &mut dyn FnMut(Progress)) -
         slots_used: ds.x.len().next_power_of_two() * plan.block(),
         bits_per_iteration: fhec_ckks::train::bits_per_iteration(hyper),
         iterations_per_round: plan.per_round,
-        refreshes: plan.refreshes(),
+        refreshes: plan.refreshes() * sets.len(),
         sigmoid_reach: reach,
         times,
         eval_key_bytes: sizes.0,
         dataset_ciphertext_bytes: sizes.1,
         refresh_ciphertext_bytes: sizes.2,
         peak_memory_mb: crate::bench::peak_memory_mb(),
-        distance_from_float64: gap(&weights, &reference),
-        distance_from_exact_sigmoid: exact.as_ref().map(|e| gap(&weights, e)),
+        distance_from_float64: gaps(&reference),
+        distance_from_exact_sigmoid: exact.as_deref().map(gaps),
         weights: weights.clone(),
     };
     let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
@@ -291,15 +328,16 @@ pub fn train(ds: &Dataset, opts: &Options, progress: &mut dyn FnMut(Progress)) -
         mean: f32s(&scaling.mean),
         scale: f32s(&scaling.scale),
         clip: opts.clip as f32,
-        weights: f32s(&weights[1..]),
-        bias: weights[0] as f32,
+        weights: weights.iter().map(|w| f32s(&w[1..])).collect(),
+        bias: weights.iter().map(|w| w[0] as f32).collect(),
         link: match scaling.target {
             None => Link::Sigmoid,
             Some((m, s)) => Link::Affine { scale: s as f32, offset: m as f32 },
         },
         doc: format!(
-            "fhec train: {} regression, {} iterations of Nesterov-accelerated gradient descent ({} mode), {} samples",
+            "fhec train: {} regression{}, {} iterations of Nesterov-accelerated gradient descent ({} mode), {} samples",
             hyper.task.name(),
+            if sets.len() > 1 { format!(" (one-vs-rest, {} classes)", sets.len()) } else { String::new() },
             hyper.iterations,
             opts.mode.name(),
             ds.x.len()
@@ -312,11 +350,11 @@ pub fn train(ds: &Dataset, opts: &Options, progress: &mut dyn FnMut(Progress)) -
 fn fhe(
     plan: &TrainPlan,
     x: &[Vec<f64>],
-    y: &[f64],
+    sets: &[Vec<f64>],
     times: &mut Times,
     sizes: &mut (Option<usize>, Option<usize>, Option<usize>),
     progress: &mut dyn FnMut(Progress),
-) -> Result<Vec<f64>, DriverError> {
+) -> Result<Vec<Vec<f64>>, DriverError> {
     use fhec_ckks::backend::Context;
     use fhec_ckks::backend::train::{Trainer, train_galois_elements};
     let secs = |t: Instant| t.elapsed().as_secs_f64();
@@ -327,46 +365,50 @@ fn fhe(
     let (client, eval) = ctx.keygen(&galois).map_err(ckks)?;
     times.keygen_s = secs(t);
     sizes.0 = Some(ctx.eval_key_bytes(galois.len()));
-    progress(Progress::Stage("encrypting the training set"));
-    let t = Instant::now();
-    let (data, mut state) = ctx.encrypt_training(&client, plan, x, y).map_err(ckks)?;
-    times.encrypt_s = secs(t);
-    sizes.1 = Some(data.rows.bytes() + data.targets.as_ref().map_or(0, |t| t.bytes()));
-    sizes.2 = Some(state.w.bytes() + state.v.bytes());
     // The server's side: holds `eval`, never `client`.
     let trainer = Trainer::new(&ctx, &eval, plan).map_err(ckks)?;
-    let total = plan.hyper.iterations;
-    let mut done = 0;
-    while done < total {
-        let end = (done + plan.per_round).min(total);
+    let total = plan.hyper.iterations * sets.len();
+    let mut out = Vec::with_capacity(sets.len());
+    for (c, y) in sets.iter().enumerate() {
+        progress(Progress::Stage("encrypting the training set"));
         let t = Instant::now();
-        state = trainer
-            .round(&data, state, done..end, |k| progress(Progress::Iteration { done: k + 1, total }))
-            .map_err(ckks)?;
-        times.server_s += secs(t);
-        if end < total {
-            progress(Progress::Stage("refreshing the weights (data owner)"));
+        let (data, mut state) = ctx.encrypt_training(&client, plan, x, y).map_err(ckks)?;
+        times.encrypt_s += secs(t);
+        sizes.1 = Some(data.rows.bytes() + data.targets.as_ref().map_or(0, |t| t.bytes()));
+        sizes.2 = Some(state.w.bytes() + state.v.bytes());
+        let base = c * plan.hyper.iterations;
+        let mut done = 0;
+        while done < plan.hyper.iterations {
+            let end = (done + plan.per_round).min(plan.hyper.iterations);
             let t = Instant::now();
-            state = ctx.refresh(&client, plan, &state).map_err(ckks)?;
-            times.refresh_s += secs(t);
+            state = trainer
+                .round(&data, state, done..end, |k| progress(Progress::Iteration { done: base + k + 1, total }))
+                .map_err(ckks)?;
+            times.server_s += secs(t);
+            if end < plan.hyper.iterations {
+                progress(Progress::Stage("refreshing the weights (data owner)"));
+                let t = Instant::now();
+                state = ctx.refresh(&client, plan, &state).map_err(ckks)?;
+                times.refresh_s += secs(t);
+            }
+            done = end;
         }
-        done = end;
+        let t = Instant::now();
+        out.push(ctx.decrypt_weights(&client, plan, &state).map_err(ckks)?);
+        times.decrypt_s += secs(t);
     }
-    let t = Instant::now();
-    let w = ctx.decrypt_weights(&client, plan, &state).map_err(ckks)?;
-    times.decrypt_s = secs(t);
-    Ok(w)
+    Ok(out)
 }
 
 #[cfg(not(feature = "ckks"))]
 fn fhe(
     _: &TrainPlan,
     _: &[Vec<f64>],
-    _: &[f64],
+    _: &[Vec<f64>],
     _: &mut Times,
     _: &mut (Option<usize>, Option<usize>, Option<usize>),
     _: &mut dyn FnMut(Progress),
-) -> Result<Vec<f64>, DriverError> {
+) -> Result<Vec<Vec<f64>>, DriverError> {
     Err(DriverError::Usage(
         "training under encryption needs an fhec built with CKKS (poulpy needs a nightly compiler): `cargo +nightly \
          build --release -p fhec-cli --features ckks`; `--mode simulate` runs the same program in the clear"
@@ -375,30 +417,48 @@ fn fhe(
 }
 
 impl Trained {
-    /// Predictions in float64 from raw features: probabilities (logistic) or targets (linear);
-    /// with `reference`, those of the float64 run of the same algorithm.
-    pub fn predict(&self, x: &[Vec<f64>], reference: bool) -> Vec<f64> {
-        let w = if reference { &self.reference } else { &self.report.weights };
+    /// Predictions in float64 from raw features, per sample: a probability per model (logistic;
+    /// one-vs-rest, one per class) or the target (linear); with `reference`, those of the float64
+    /// run of the same algorithm.
+    pub fn predict(&self, x: &[Vec<f64>], reference: bool) -> Vec<Vec<f64>> {
+        let ws = if reference { &self.reference } else { &self.report.weights };
         self.scaling
             .features(x)
             .iter()
             .map(|r| {
-                let t = w[0] + r.iter().zip(&w[1..]).map(|(a, b)| a * b).sum::<f64>();
-                match self.scaling.target {
-                    None => 1.0 / (1.0 + (-t).exp()),
-                    Some((m, s)) => t * s + m,
-                }
+                ws.iter()
+                    .map(|w| {
+                        let t = w[0] + r.iter().zip(&w[1..]).map(|(a, b)| a * b).sum::<f64>();
+                        match self.scaling.target {
+                            None => 1.0 / (1.0 + (-t).exp()),
+                            Some((m, s)) => t * s + m,
+                        }
+                    })
+                    .collect()
             })
             .collect()
     }
 
-    /// On a test set: accuracy (logistic) or R² (linear), of this model and of the float64
-    /// reference, and (logistic) how many test samples the two classify differently.
+    /// On a test set: accuracy (logistic; one-vs-rest, the most probable class) or R² (linear), of
+    /// this model and of the float64 reference, and (logistic) how many test samples the two
+    /// classify differently.
     pub fn score(&self, test: &Dataset) -> TestScore {
         let (p, r) = (self.predict(&test.x, false), self.predict(&test.x, true));
         match self.report.task {
             Task::Logistic => {
-                let class = |v: &[f64]| v.iter().map(|&q| f64::from(q > 0.5)).collect::<Vec<_>>();
+                let class = |v: &[Vec<f64>]| -> Vec<f64> {
+                    v.iter()
+                        .map(|q| match q.as_slice() {
+                            [one] => f64::from(*one > 0.5),
+                            many => {
+                                many.iter()
+                                    .enumerate()
+                                    .fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+                                    .0 as f64
+                            }
+                        })
+                        .collect()
+                };
                 let (cp, cr) = (class(&p), class(&r));
                 let acc = |c: &[f64]| c.iter().zip(&test.y).filter(|(a, b)| a == b).count() as f64 / c.len() as f64;
                 TestScore {
@@ -409,6 +469,7 @@ impl Trained {
                 }
             }
             Task::Linear => {
+                let (p, r): (Vec<f64>, Vec<f64>) = (p.iter().map(|v| v[0]).collect(), r.iter().map(|v| v[0]).collect());
                 let mean = test.y.iter().sum::<f64>() / test.y.len().max(1) as f64;
                 let total: f64 = test.y.iter().map(|v| (v - mean) * (v - mean)).sum();
                 let r2 = |q: &[f64]| 1.0 - q.iter().zip(&test.y).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / total;

@@ -13,9 +13,9 @@ pub struct LinearModel {
     pub mean: Vec<f32>,
     pub scale: Vec<f32>,
     pub clip: f32,
-    /// `t = w·x̃ + bias`.
-    pub weights: Vec<f32>,
-    pub bias: f32,
+    /// `t_k = w_k·x̃ + bias_k`, one row of weights per output column (one-vs-rest: per class).
+    pub weights: Vec<Vec<f32>>,
+    pub bias: Vec<f32>,
     pub link: Link,
     /// The producer, recorded in the file (e.g. "fhec train, logistic, 8 iterations").
     pub doc: String,
@@ -23,9 +23,9 @@ pub struct LinearModel {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Link {
-    /// `P(y = 1) = σ(t)`, one column.
+    /// `P(y = 1) = σ(t)`, a column per row of weights.
     Sigmoid,
-    /// `y = t · scale + offset`, one column.
+    /// `y = t · scale + offset`, one column (one row of weights).
     Affine { scale: f32, offset: f32 },
 }
 
@@ -39,9 +39,9 @@ fn tensor(name: &str, dims: &[i64], values: Vec<f32>) -> pb::TensorProto {
     }
 }
 
-fn value(name: &str, features: Option<i64>) -> pb::ValueInfoProto {
+fn value(name: &str, columns: Option<i64>) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{Dimension, dimension::Value};
-    let dims = [Value::DimParam("N".into()), Value::DimValue(features.unwrap_or(1))];
+    let dims = [Value::DimParam("N".into()), Value::DimValue(columns.unwrap_or(1))];
     pb::ValueInfoProto {
         name: name.into(),
         r#type: Some(pb::TypeProto {
@@ -68,9 +68,10 @@ fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
 }
 
 impl LinearModel {
-    /// The model as ONNX bytes (opset 13): input `x` `[N, features]`, output `y` `[N, 1]`.
+    /// The model as ONNX bytes (opset 13): input `x` `[N, features]`, output `y` `[N, outputs]`.
     pub fn to_onnx(&self) -> Vec<u8> {
-        let d = self.weights.len() as i64;
+        let d = self.mean.len() as i64;
+        let k = self.weights.len() as i64;
         let mut nodes = vec![
             node("Sub", &["x", "mean"], "centered"),
             node("Div", &["centered", "scale"], "standardized"),
@@ -83,17 +84,21 @@ impl LinearModel {
             tensor("clip_lo", &[], vec![-self.clip]),
             tensor("clip_hi", &[], vec![self.clip]),
         ];
+        // [features, outputs], row-major.
+        let matrix = |scale: f32| -> Vec<f32> {
+            (0..d as usize).flat_map(|j| self.weights.iter().map(move |w| w[j] * scale)).collect()
+        };
         match self.link {
             Link::Sigmoid => {
-                init.push(tensor("weights", &[d, 1], self.weights.clone()));
-                init.push(tensor("bias", &[1], vec![self.bias]));
+                init.push(tensor("weights", &[d, k], matrix(1.0)));
+                init.push(tensor("bias", &[k], self.bias.clone()));
                 nodes.push(node("Add", &["dot", "bias"], "logit"));
                 nodes.push(node("Sigmoid", &["logit"], "y"));
             }
             Link::Affine { scale, offset } => {
                 // Folded: y = x̃·(w·scale) + (bias·scale + offset).
-                init.push(tensor("weights", &[d, 1], self.weights.iter().map(|w| w * scale).collect()));
-                init.push(tensor("bias", &[1], vec![self.bias * scale + offset]));
+                init.push(tensor("weights", &[d, k], matrix(scale)));
+                init.push(tensor("bias", &[k], self.bias.iter().map(|b| b * scale + offset).collect()));
                 nodes.push(node("Add", &["dot", "bias"], "y"));
             }
         }
@@ -102,7 +107,7 @@ impl LinearModel {
             node: nodes,
             initializer: init,
             input: vec![value("x", Some(d))],
-            output: vec![value("y", None)],
+            output: vec![value("y", Some(k))],
             doc_string: self.doc.clone(),
             ..Default::default()
         };

@@ -190,6 +190,9 @@ pub fn run(args: TrainArgs, g: &Global) -> Result<()> {
     pb.finish_and_clear();
     let r = &trained.report;
     let t = &r.times;
+    if task == Task::Logistic && r.classes > 2 {
+        println!("one-vs-rest: {} classes, a model each, under the same keys", r.classes);
+    }
     if mode == Mode::Fhe {
         let refresh = match r.refreshes {
             0 => String::new(),
