@@ -292,6 +292,23 @@ impl<'a> Trainer<'a> {
         self.ctx.module.ckks_ciphertext_alloc(BASE2K.into(), k.into())
     }
 
+    /// A sum or difference of `a` and `b` (`op`), at the narrower width, carries resolved.
+    fn combine(
+        &self,
+        a: &Cipher,
+        b: &Cipher,
+        what: &'static str,
+        op: impl FnOnce(&Module<BE>, &mut Ct, &mut poulpy_hal::layouts::ScratchArena<'_, BE>) -> poulpy_ckks::CKKSResult<()>,
+    ) -> Result<Cipher, CkksError> {
+        let m = &self.ctx.module;
+        let mut out = self.alloc(width(&a.0).min(width(&b.0)));
+        self.with_scratch(|s| {
+            op(m, &mut out, &mut s.borrow()).map_err(err(what))?;
+            m.glwe_normalize_assign(&mut out, &mut s.borrow());
+            Ok(Cipher(out))
+        })
+    }
+
     fn rotated(&self, a: &Ct, k: usize) -> Result<Ct, CkksError> {
         let mut out = self.alloc(width(a));
         self.with_scratch(|s| {
@@ -315,7 +332,11 @@ impl Slots for Trainer<'_> {
     /// `a · c`, `c` encoded with 20 significant bits whatever its magnitude.
     fn mul_const(&self, a: &Cipher, c: f64) -> Result<Cipher, CkksError> {
         let m = &self.ctx.module;
-        let bits = CONST_BITS + (-c.abs().log2().floor()).max(0.0) as usize;
+        if c == 0.0 || !c.is_finite() {
+            return Err(CkksError::Plan(format!("a product by the constant {c}")));
+        }
+        // Small constants get more fractional bits (at most 30 more), so that each keeps 20 bits.
+        let bits = CONST_BITS + (-c.abs().log2().floor()).clamp(0.0, 30.0) as usize;
         let mut pt: Pt = m.ckks_plaintext_alloc(Degree(1), BASE2K.into(), (bits + int_bits(c.abs())).into());
         pt.set_meta(GLWEPlaintextMeta { scale: Scale::Log(bits), slots: SlotsKind::Real, log_sparsity: 0 });
         pt.encode_host_floats(&[c]).map_err(err("encoding a constant"))?;
@@ -345,25 +366,11 @@ impl Slots for Trainer<'_> {
     }
 
     fn add(&self, a: &Cipher, b: &Cipher) -> Result<Cipher, CkksError> {
-        let m = &self.ctx.module;
-        let mut out = self.alloc(width(&a.0).min(width(&b.0)));
-        self.with_scratch(|s| {
-            m.ckks_add_into(&mut out, &a.0, &b.0, &mut s.borrow()).map_err(err("adding"))?;
-            m.glwe_normalize_assign(&mut out, &mut s.borrow());
-            Ok(())
-        })?;
-        Ok(Cipher(out))
+        self.combine(a, b, "adding", |m, out, s| m.ckks_add_into(out, &a.0, &b.0, s))
     }
 
     fn sub(&self, a: &Cipher, b: &Cipher) -> Result<Cipher, CkksError> {
-        let m = &self.ctx.module;
-        let mut out = self.alloc(width(&a.0).min(width(&b.0)));
-        self.with_scratch(|s| {
-            m.ckks_sub_into(&mut out, &a.0, &b.0, &mut s.borrow()).map_err(err("subtracting"))?;
-            m.glwe_normalize_assign(&mut out, &mut s.borrow());
-            Ok(())
-        })?;
-        Ok(Cipher(out))
+        self.combine(a, b, "subtracting", |m, out, s| m.ckks_sub_into(out, &a.0, &b.0, s))
     }
 
     fn rotate(&self, a: &Cipher, k: usize) -> Result<Cipher, CkksError> {
