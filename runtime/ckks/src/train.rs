@@ -29,7 +29,7 @@
 //! only values it decrypts and encrypts again (`interactive` refresh, counted in the report): poulpy
 //! bootstraps at ring 2^15 in about 11 s and 16 GB, over this machine's budget for training.
 //!
-//! [`reference`] is the same algorithm in float64 on the unpacked data (dense products, the same
+//! [`reference()`] is the same algorithm in float64 on the unpacked data (dense products, the same
 //! polynomial): the simulation must match it to rounding, and the encrypted run the simulation
 //! within CKKS' error.
 
