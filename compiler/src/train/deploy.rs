@@ -77,7 +77,7 @@ mod with_ckks {
     use super::*;
     use crate::ckks::ckks_error;
     use crate::keyfile::Protection;
-    use crate::train::{Dataset, LinearModel, Link, Scaling, Task};
+    use crate::train::{Dataset, Scaling, Task};
     use fhec_ckks::backend::train::{Trainer, train_galois_elements};
     use fhec_ckks::backend::{ClientKey, Context, EvalKey};
     use std::time::{Duration, Instant};
@@ -85,10 +85,7 @@ mod with_ckks {
     #[derive(Serialize, Deserialize)]
     struct OwnerFile {
         plan_digest: String,
-        mean: Vec<f64>,
-        scale: Vec<f64>,
-        clip: f64,
-        target: Option<(f64, f64)>,
+        scaling: Scaling,
     }
 
     /// An encrypted training set (`Kind::TrainData`) or encrypted weights (`Kind::TrainState`).
@@ -205,13 +202,7 @@ mod with_ckks {
                 data: bytes,
             };
             artifact::save(out, Kind::TrainData, &file)?;
-            let owner = OwnerFile {
-                plan_digest: self.digest.clone(),
-                mean: scaling.mean,
-                scale: scaling.scale,
-                clip: scaling.clip,
-                target: scaling.target,
-            };
+            let owner = OwnerFile { plan_digest: self.digest.clone(), scaling };
             let text = serde_json::to_string_pretty(&owner).map_err(|e| DriverError::Io(e.to_string()))?;
             crate::tfhe::write_private(&owner_path(out), text.as_bytes())?;
             Ok(std::fs::metadata(out).map(|m| m.len() as usize).unwrap_or(0))
@@ -263,26 +254,17 @@ mod with_ckks {
             let o: OwnerFile = serde_json::from_str(&text).map_err(|e| {
                 DriverError::Artifact(format!("{}: not the scaling `fhec encrypt` wrote ({e})", owner.display()))
             })?;
-            if o.plan_digest != self.digest || o.mean.len() + 1 != self.plan.plan.columns {
+            if o.plan_digest != self.digest || o.scaling.mean.len() + 1 != self.plan.plan.columns {
                 return Err(DriverError::Mismatch(format!("{} belongs to another training plan", owner.display())));
             }
             let w = self.ctx.decrypt_weights(&self.key, &self.plan.plan, &state).map_err(ckks_error)?;
-            let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-            let model = LinearModel {
-                mean: f32s(&o.mean),
-                scale: f32s(&o.scale),
-                clip: o.clip as f32,
-                weights: vec![f32s(&w[1..])],
-                bias: vec![w[0] as f32],
-                link: match (self.plan.plan.hyper.task, o.target) {
-                    (Task::Linear, Some((m, s))) => Link::Affine { scale: s as f32, offset: m as f32 },
-                    _ => Link::Sigmoid,
-                },
-                doc: format!(
+            let model = o.scaling.model(
+                std::slice::from_ref(&w),
+                format!(
                     "fhec train: {} regression, {total} iterations, trained on encrypted data",
                     self.plan.plan.hyper.task.name()
                 ),
-            };
+            );
             std::fs::write(out, model.to_onnx()).map_err(io(out))?;
             Ok(w)
         }

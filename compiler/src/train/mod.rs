@@ -13,7 +13,7 @@ pub mod deploy;
 
 use crate::DriverError;
 pub use fhec_ckks::train::{Hyper, Task, TrainPlan};
-pub(crate) use fhec_onnx::export::{LinearModel, Link};
+use fhec_onnx::export::{LinearModel, Link};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
@@ -95,7 +95,7 @@ impl Dataset {
 }
 
 /// The data owner's scaling, fitted on the training set on its own machine: never sent.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Scaling {
     pub mean: Vec<f64>,
     pub scale: Vec<f64>,
@@ -134,6 +134,24 @@ impl Scaling {
         match self.target {
             Some((m, s)) => y.iter().map(|v| (v - m) / s).collect(),
             None => y.to_vec(),
+        }
+    }
+
+    /// The ONNX model of `weights` (bias first; one row per output column) over raw features: this
+    /// scaling, then a sigmoid (logistic) or the target's units (linear).
+    pub fn model(&self, weights: &[Vec<f64>], doc: String) -> LinearModel {
+        let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        LinearModel {
+            mean: f32s(&self.mean),
+            scale: f32s(&self.scale),
+            clip: self.clip as f32,
+            weights: weights.iter().map(|w| f32s(&w[1..])).collect(),
+            bias: weights.iter().map(|w| w[0] as f32).collect(),
+            link: match self.target {
+                None => Link::Sigmoid,
+                Some((m, s)) => Link::Affine { scale: s as f32, offset: m as f32 },
+            },
+            doc,
         }
     }
 }
@@ -323,18 +341,9 @@ pub fn train(ds: &Dataset, opts: &Options, progress: &mut dyn FnMut(Progress)) -
         distance_from_exact_sigmoid: exact.as_deref().map(gaps),
         weights: weights.clone(),
     };
-    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-    let model = LinearModel {
-        mean: f32s(&scaling.mean),
-        scale: f32s(&scaling.scale),
-        clip: opts.clip as f32,
-        weights: weights.iter().map(|w| f32s(&w[1..])).collect(),
-        bias: weights.iter().map(|w| w[0] as f32).collect(),
-        link: match scaling.target {
-            None => Link::Sigmoid,
-            Some((m, s)) => Link::Affine { scale: s as f32, offset: m as f32 },
-        },
-        doc: format!(
+    let model = scaling.model(
+        &weights,
+        format!(
             "fhec train: {} regression{}, {} iterations of Nesterov-accelerated gradient descent ({} mode), {} samples",
             hyper.task.name(),
             if sets.len() > 1 { format!(" (one-vs-rest, {} classes)", sets.len()) } else { String::new() },
@@ -342,7 +351,7 @@ pub fn train(ds: &Dataset, opts: &Options, progress: &mut dyn FnMut(Progress)) -
             opts.mode.name(),
             ds.x.len()
         ),
-    };
+    );
     Ok(Trained { model, report, scaling, reference })
 }
 

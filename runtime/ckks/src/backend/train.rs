@@ -148,24 +148,7 @@ impl Context {
     }
 }
 
-/// What a training ciphertext file holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Holds {
-    /// The data owner's upload: the rows, the targets (linear regression), the starting weights.
-    Data,
-    /// Weights between rounds (`w`, then `v`).
-    State,
-}
-
 impl Context {
-    fn count(plan: &TrainPlan, holds: Holds) -> usize {
-        match (holds, plan.hyper.task) {
-            (Holds::Data, crate::train::Task::Linear) => 4,
-            (Holds::Data, crate::train::Task::Logistic) => 3,
-            (Holds::State, _) => 2,
-        }
-    }
-
     /// Writes a training set and its starting weights (one file: what the data owner uploads).
     pub fn write_training(
         &self,
@@ -186,7 +169,9 @@ impl Context {
         r: &mut dyn std::io::Read,
     ) -> Result<(Data<Cipher>, State<Cipher>), CkksError> {
         check_ring(self, plan)?;
-        let mut cts = self.read_cts(r, Context::count(plan, Holds::Data), true)?.into_iter().map(Cipher);
+        // The rows, the targets (linear regression), then `w` and `v`.
+        let count = 1 + usize::from(plan.hyper.task == crate::train::Task::Linear) + 2;
+        let mut cts = self.read_cts(r, count, true)?.into_iter().map(Cipher);
         let mut next = || cts.next().expect("counted");
         let rows = next();
         let targets = (plan.hyper.task == crate::train::Task::Linear).then(&mut next);
@@ -207,7 +192,7 @@ impl Context {
         fresh: bool,
     ) -> Result<State<Cipher>, CkksError> {
         check_ring(self, plan)?;
-        let mut cts = self.read_cts(r, Context::count(plan, Holds::State), fresh)?.into_iter().map(Cipher);
+        let mut cts = self.read_cts(r, 2, fresh)?.into_iter().map(Cipher);
         let (w, v) = (cts.next().expect("counted"), cts.next().expect("counted"));
         Ok(State { w, v })
     }
