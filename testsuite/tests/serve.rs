@@ -469,6 +469,15 @@ fn ckks_builds_need_the_ckks_feature() {
     fhec::scheme::build(&src.join("model.onnx"), Some(&cal), &dir, &opts, |_| ()).unwrap();
     let err = Session::load(&dir, tmp.path(), &Protection::None).err().expect("refused").to_string();
     assert!(err.contains("is a CKKS build") && err.contains("--features ckks"), "{err}");
+
+    // A training plan, likewise.
+    let plan =
+        fhec::train::TrainPlan::new(fhec::train::Hyper::defaults(fhec::train::Task::Logistic, 5), 60, 5).unwrap();
+    let file = fhec::train::deploy::PlanFile { plan, clip: 3.0 };
+    fhec::train::deploy::write_plan(&tmp.path().join("plan"), &file).unwrap();
+    let config = Config::new(vec![("bc".into(), tmp.path().join("plan"))], tmp.path().join("store"), Auth::Anonymous);
+    let err = App::new(config).err().expect("refused");
+    assert!(err.contains("model bc") && err.contains("is a training plan") && err.contains("--features ckks"), "{err}");
 }
 
 /// Every operation in `deploy/openapi.json` exists on the router (an unrouted path gets axum's empty

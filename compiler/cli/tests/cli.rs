@@ -930,7 +930,7 @@ fn training_deploys_through_plan_key_and_ciphertext_files() {
     ok(&["--quiet", "train", "plan", "--samples", "309", "--features", "10", "--task", "linear", "-o", &other]);
     refused(
         &["--quiet", "run", &other, "--eval-key", &eval, "--input", &data, "--output", &s2],
-        "not this plan's evaluation key",
+        "not this training plan's evaluation key",
     );
     refused(
         &["--quiet", "encrypt", &other, "--keys", &keys, "--input", &x, "--labels", &y, "--output", &p("o.ct")],

@@ -3,6 +3,7 @@
 //! for the caller to decrypt. Holds no key material itself: it carries bytes.
 
 use super::ModelInfo;
+use super::jobs::JobMeta;
 use super::keystore::KeyMeta;
 use crate::ServeError;
 use reqwest::StatusCode;
@@ -268,5 +269,68 @@ impl Remote {
         }
         let bytes = r.bytes().await.map_err(|e| err(format!("reading the results: {e}")))?;
         Ok((bytes.to_vec(), attempts))
+    }
+
+    /// Sends a request whose answer is JSON, or an error with the server's message.
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<bytes::Bytes>,
+    ) -> Result<T, ServeError> {
+        let make = || {
+            let r = self.request(method.clone(), path);
+            match &body {
+                Some(b) => r.header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(b.clone()),
+                None => r,
+            }
+        };
+        let r = self.send(make, &mut Attempts::default()).await?;
+        if !r.status().is_success() {
+            return Err(err(message(r).await));
+        }
+        r.json().await.map_err(|e| err(format!("{method} {path}: {e}")))
+    }
+
+    /// Submits a training job: an encrypted training set (the bytes `fhec encrypt` writes for a
+    /// training plan) for training model `model` with key `key_id`. The job is queued.
+    pub async fn submit_job(&self, model: &str, key_id: &str, data: Vec<u8>) -> Result<JobMeta, ServeError> {
+        let path = format!("/v1/models/{model}/jobs?key={key_id}");
+        self.json(reqwest::Method::POST, &path, Some(data.into())).await
+    }
+
+    pub async fn job(&self, id: &str) -> Result<JobMeta, ServeError> {
+        self.json(reqwest::Method::GET, &format!("/v1/jobs/{id}"), None).await
+    }
+
+    /// This tenant's training jobs.
+    pub async fn jobs(&self) -> Result<Vec<JobMeta>, ServeError> {
+        self.json(reqwest::Method::GET, "/v1/jobs", None).await
+    }
+
+    /// The encrypted weights a job's last round ended with.
+    pub async fn job_state(&self, id: &str) -> Result<Vec<u8>, ServeError> {
+        let path = format!("/v1/jobs/{id}/state");
+        let r = self.send(|| self.request(reqwest::Method::GET, &path), &mut Attempts::default()).await?;
+        if !r.status().is_success() {
+            return Err(err(message(r).await));
+        }
+        Ok(r.bytes().await.map_err(|e| err(format!("reading job {id}'s state: {e}")))?.to_vec())
+    }
+
+    /// Puts back a job's state refreshed by the data owner, which queues its next round.
+    pub async fn continue_job(&self, id: &str, state: Vec<u8>) -> Result<JobMeta, ServeError> {
+        self.json(reqwest::Method::PUT, &format!("/v1/jobs/{id}/state"), Some(state.into())).await
+    }
+
+    /// Deletes a job (a round running stops first); false if the server had no such job.
+    pub async fn delete_job(&self, id: &str) -> Result<bool, ServeError> {
+        let path = format!("/v1/jobs/{id}");
+        let r = self.send(|| self.request(reqwest::Method::DELETE, &path), &mut Attempts::default()).await?;
+        match r.status() {
+            StatusCode::NO_CONTENT | StatusCode::ACCEPTED => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(err(message(r).await)),
+        }
     }
 }

@@ -41,6 +41,11 @@ pub struct KeyStore {
     ttl: Duration,
 }
 
+/// A tenant's directory name: a digest of the tenant, so no tenant name reaches a path.
+pub(crate) fn tenant_dir(tenant: &str) -> String {
+    format!("t-{}", &artifact::hex(&Sha256::digest(tenant.as_bytes()))[..24])
+}
+
 pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -99,7 +104,9 @@ pub fn decode_upload(bytes: &[u8]) -> Result<Upload, String> {
     })
 }
 
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `dir/name` so that a crash leaves the old file or the new one: a temporary file in `dir`,
+/// fsynced, renamed over `name`, and `dir` fsynced.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
@@ -135,9 +142,8 @@ impl KeyStore {
             .unwrap_or_default()
     }
 
-    /// A tenant's directory: named by a digest of the tenant, so no tenant name reaches a path.
     fn dir(&self, tenant: &str) -> PathBuf {
-        self.root.join(format!("t-{}", &artifact::hex(&Sha256::digest(tenant.as_bytes()))[..24]))
+        self.root.join(tenant_dir(tenant))
     }
 
     /// Stores an uploaded key for `tenant` (or renews its expiry if it is stored already). Returns its

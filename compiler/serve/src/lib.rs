@@ -14,6 +14,12 @@
 //!   build, its samples packed into ciphertexts), ciphertexts out (an `fhec run` file), and the
 //!   samples evaluated in `X-Fhec-Samples`. Refused with a 4xx when they were made for another key,
 //!   model or scheme.
+//! - Training (feature `ckks`; a served directory that holds an `fhec train plan`):
+//!   `POST /v1/models/{model}/jobs?key={id}` takes an encrypted training set (`fhec encrypt` on the
+//!   plan) and answers 202 with a job; `GET /v1/jobs`, `GET`/`DELETE /v1/jobs/{id}`;
+//!   `GET /v1/jobs/{id}/state` returns the encrypted weights once a round has ended, and
+//!   `PUT /v1/jobs/{id}/state` takes them back refreshed by the data owner and queues the next
+//!   round. Jobs are kept on disk ([`jobs`]) and run one round at a time on one training worker.
 //! - `GET /v1/models`; `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus; no auth).
 //!
 //! Load: at most `workers` requests run at once (each spreads its bootstraps over the whole rayon
@@ -27,12 +33,14 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod jobs;
 pub mod keystore;
 pub mod roundtrip;
 pub mod tls;
 
 mod metrics;
 mod routes;
+mod training;
 
 use metrics::{Metrics, RouteLabel, RouteLabels};
 use routes::*;
@@ -145,6 +153,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Decompressed evaluation keys kept in memory (each takes tens to hundreds of MB).
     pub key_cache: usize,
+    /// A training round stopped (and its job failed) after this long.
+    pub train_round_timeout: Duration,
+    /// Training jobs a tenant may hold at once (any status); more are refused with 429.
+    pub max_jobs: usize,
 }
 
 impl Config {
@@ -162,6 +174,8 @@ impl Config {
             max_ckks_samples: 16384,
             request_timeout: Duration::from_secs(300),
             key_cache: 4,
+            train_round_timeout: Duration::from_secs(3600),
+            max_jobs: 8,
         }
     }
 }
@@ -175,12 +189,24 @@ enum Model {
     /// The plan, its ring and rotations (no key: keys are the tenants').
     #[cfg(feature = "ckks")]
     Ckks(Box<fhec::ckks::deploy::Deployed>),
+    /// A training plan: it takes training jobs, not inference requests.
+    #[cfg(feature = "ckks")]
+    Train(Box<fhec::train::deploy::Trainable>),
 }
 
 impl Model {
     /// Loads the build in `dir`, of either scheme.
     fn load(name: &str, dir: &Path) -> Result<Model, String> {
         let context = |e: fhec::DriverError| format!("model {name} ({}): {e}", dir.display());
+        if fhec::train::deploy::is_training(dir) {
+            #[cfg(feature = "ckks")]
+            return fhec::train::deploy::Trainable::load(dir).map(|t| Model::Train(Box::new(t))).map_err(context);
+            #[cfg(not(feature = "ckks"))]
+            return Err(format!(
+                "model {name} ({}) is a training plan, and training runs on CKKS, which this fhec was built without (poulpy needs a nightly compiler): build it with `cargo +nightly build --release -p fhec-cli --features ckks`, or use the Docker image, which has it",
+                dir.display()
+            ));
+        }
         if fhec::ckks::is_ckks(dir) {
             #[cfg(feature = "ckks")]
             return fhec::ckks::deploy::Deployed::load(dir).map(|d| Model::Ckks(Box::new(d))).map_err(context);
@@ -201,6 +227,8 @@ impl Model {
             Model::Tfhe { artifact, .. } => artifact.circuit.params.name().to_string(),
             #[cfg(feature = "ckks")]
             Model::Ckks(d) => d.key_params(),
+            #[cfg(feature = "ckks")]
+            Model::Train(t) => t.key_params(),
         }
     }
 
@@ -209,6 +237,28 @@ impl Model {
             Model::Tfhe { digest, .. } => digest,
             #[cfg(feature = "ckks")]
             Model::Ckks(d) => d.digest(),
+            #[cfg(feature = "ckks")]
+            Model::Train(t) => t.digest(),
+        }
+    }
+
+    /// The size of an evaluation key for this model, where it may exceed the configured limit.
+    #[cfg(feature = "ckks")]
+    fn eval_key_bytes(&self) -> usize {
+        match self {
+            Model::Tfhe { .. } => 0,
+            Model::Ckks(d) => d.eval_key_bytes(),
+            Model::Train(t) => t.eval_key_bytes(),
+        }
+    }
+
+    /// Reads a CKKS evaluation key's bytes for this model, if it is a CKKS one.
+    #[cfg(feature = "ckks")]
+    fn ckks_key(&self, raw: &[u8]) -> Option<Result<fhec::ckks::deploy::EvalKey, fhec::DriverError>> {
+        match self {
+            Model::Tfhe { .. } => None,
+            Model::Ckks(d) => Some(d.eval_key_from(raw)),
+            Model::Train(t) => Some(t.eval_key_from(raw)),
         }
     }
 }
@@ -238,9 +288,12 @@ pub struct ModelInfo {
     /// CKKS: samples one ciphertext holds (what a request's samples fill).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples_per_ciphertext: Option<usize>,
-    /// Samples one request may hold.
+    /// Samples one request may hold (a training plan: the samples of its set).
     #[serde(default)]
     pub max_samples: usize,
+    /// A training plan: it takes jobs at `/v1/models/{name}/jobs`, not inference requests.
+    #[serde(default)]
+    pub training: bool,
 }
 
 /// The service's shared state.
@@ -257,6 +310,8 @@ pub struct App {
     job_us: AtomicU64,
     ready: AtomicBool,
     metrics: Metrics,
+    jobs: jobs::JobStore,
+    training: training::Queue,
 }
 
 /// Holds an admission (running or queued); released on drop, whatever happens to the request.
@@ -292,11 +347,9 @@ impl App {
         let config = {
             let mut config = config;
             for (name, m) in &models {
-                if let Model::Ckks(d) = m
-                    && d.eval_key_bytes() > config.max_key_bytes
-                {
-                    tracing::info!(model = %name, bytes = d.eval_key_bytes(), "key limit raised to this model's evaluation key");
-                    config.max_key_bytes = d.eval_key_bytes();
+                if m.eval_key_bytes() > config.max_key_bytes {
+                    tracing::info!(model = %name, bytes = m.eval_key_bytes(), "key limit raised to this model's evaluation key");
+                    config.max_key_bytes = m.eval_key_bytes();
                 }
             }
             config
@@ -304,6 +357,14 @@ impl App {
         let store = KeyStore::open(&config.store, config.key_ttl)
             .map_err(|e| format!("key store {}: {e}", config.store.display()))?;
         let cache = lru::LruCache::new(NonZeroUsize::new(config.key_cache.max(1)).expect("positive"));
+        let jobs_root = config.store.join("jobs");
+        let jobs = jobs::JobStore::open(&jobs_root, config.key_ttl)
+            .map_err(|e| format!("job store {}: {e}", jobs_root.display()))?;
+        let training = training::Queue::default();
+        for job in jobs.recover().map_err(|e| format!("job store {}: {e}", jobs_root.display()))? {
+            tracing::info!(job = %job.id, model = %job.model, "training job queued again after a restart");
+            training.push(job.tenant, job.id);
+        }
         Ok(Arc::new(App {
             slots: Arc::new(Semaphore::new(config.workers)),
             config,
@@ -314,10 +375,12 @@ impl App {
             job_us: AtomicU64::new(1_000_000),
             ready: AtomicBool::new(true),
             metrics: Metrics::new(),
+            jobs,
+            training,
         }))
     }
 
-    /// The router: the API above (every route is in [`ROUTES`]), with per-route body limits and request metrics., with per-route body limits and request metrics.
+    /// The router: the API above (every route is in [`ROUTES`]), with per-route body limits and request metrics.
     pub fn router(self: &Arc<App>) -> Router {
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -327,6 +390,10 @@ impl App {
             .route("/v1/keys", put(put_key).get(list_keys))
             .route("/v1/keys/{id}", get(get_key).delete(delete_key))
             .route("/v1/models/{model}/infer", post(infer))
+            .route("/v1/models/{model}/jobs", post(training::submit))
+            .route("/v1/jobs", get(training::list))
+            .route("/v1/jobs/{id}", get(training::get).delete(training::delete))
+            .route("/v1/jobs/{id}/state", get(training::get_state).put(training::put_state))
             // Bodies are read after admission, each route under its own limit (see `read_body`).
             .layer(DefaultBodyLimit::disable())
             .layer(middleware::from_fn_with_state(self.clone(), observe))
@@ -451,12 +518,12 @@ impl App {
             keystore::Uploaded::Ckks(raw) => {
                 let mut tried = Vec::new();
                 for m in self.models.values() {
-                    let Model::Ckks(d) = m else { continue };
-                    let wanted = d.key_params();
+                    let wanted = m.key_params();
                     if (!params.is_empty() && params != wanted) || tried.contains(&wanted) {
                         continue;
                     }
-                    if let Ok(key) = d.eval_key_from(raw) {
+                    let Some(read) = m.ckks_key(raw) else { continue };
+                    if let Ok(key) = read {
                         return Ok((ServedKey::Ckks(Arc::new(key)), wanted));
                     }
                     tried.push(wanted);
@@ -509,6 +576,7 @@ impl App {
                     pbs_per_sample: artifact.circuit.pbs.len(),
                     samples_per_ciphertext: None,
                     max_samples: self.config.max_samples,
+                    training: false,
                 },
                 #[cfg(feature = "ckks")]
                 Model::Ckks(d) => ModelInfo {
@@ -521,6 +589,20 @@ impl App {
                     pbs_per_sample: 0,
                     samples_per_ciphertext: Some(d.samples_per_ciphertext()),
                     max_samples: d.max_samples(self.config.max_ckks_samples),
+                    training: false,
+                },
+                #[cfg(feature = "ckks")]
+                Model::Train(t) => ModelInfo {
+                    name: name.clone(),
+                    scheme: "ckks".into(),
+                    params: t.key_params(),
+                    circuit_digest: t.digest().to_string(),
+                    inputs: t.plan().columns - 1,
+                    outputs: 1,
+                    pbs_per_sample: 0,
+                    samples_per_ciphertext: Some(t.plan().samples),
+                    max_samples: t.plan().samples,
+                    training: true,
                 },
             })
             .collect()
@@ -539,10 +621,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/keys/{id}"),
     ("DELETE", "/v1/keys/{id}"),
     ("POST", "/v1/models/{model}/infer"),
+    ("POST", "/v1/models/{model}/jobs"),
+    ("GET", "/v1/jobs"),
+    ("GET", "/v1/jobs/{id}"),
+    ("DELETE", "/v1/jobs/{id}"),
+    ("GET", "/v1/jobs/{id}/state"),
+    ("PUT", "/v1/jobs/{id}/state"),
 ];
 
-/// Serves `app` on `listener` (a `TcpListener`, or a [`tls::TlsListener`]) until `shutdown` resolves, then stops accepting, reports not ready, and
-/// returns once the requests in flight are answered. Expired keys are swept every minute.
+/// Serves `app` on `listener` (a `TcpListener`, or a [`tls::TlsListener`]) until `shutdown`
+/// resolves, then stops accepting, reports not ready, and returns once the requests in flight are
+/// answered and a training round in progress has stopped (its job runs again at the next start).
+/// Expired keys and jobs are swept every minute.
 pub async fn serve<L>(
     app: Arc<App>,
     listener: L,
@@ -560,13 +650,18 @@ where
             loop {
                 tick.tick().await;
                 let app = app.clone();
-                let removed = tokio::task::spawn_blocking(move || app.sweep()).await.unwrap_or(0);
+                let (removed, jobs) =
+                    tokio::task::spawn_blocking(move || (app.sweep(), app.jobs.sweep())).await.unwrap_or((0, 0));
                 if removed > 0 {
                     tracing::info!(removed, "expired keys deleted");
+                }
+                if jobs > 0 {
+                    tracing::info!(jobs, "expired training jobs deleted");
                 }
             }
         })
     };
+    let trainer = tokio::spawn(training::worker(app.clone()));
     let router = app.router();
     let draining = app.clone();
     let result = axum::serve(listener, router)
@@ -577,6 +672,8 @@ where
         })
         .await;
     sweeper.abort();
+    app.training.stop();
+    let _ = trainer.await;
     result
 }
 

@@ -331,3 +331,91 @@ pub async fn loadtest(
     report.latencies.sort();
     Ok(report)
 }
+
+/// What a training job through the service gave the data owner.
+#[cfg(feature = "ckks")]
+pub struct Trained {
+    /// The job as it ended.
+    pub job: crate::jobs::JobMeta,
+    /// The decrypted weights (bias first, on the scaled features).
+    pub weights: Vec<f64>,
+    /// The trained model over raw features.
+    pub onnx: Vec<u8>,
+    /// Seconds spent on the data owner's side (encryption, refreshes, decryption).
+    pub client_s: f64,
+    /// Bytes sent and received (key excluded).
+    pub uploaded: usize,
+    pub downloaded: usize,
+}
+
+/// The data owner's whole training through `remote`: uploads the evaluation key, encrypts `ds`,
+/// submits the job to the training plan served as `model`, and [`follow`]s it to the end.
+#[cfg(feature = "ckks")]
+pub async fn train(
+    remote: &Remote,
+    model: &str,
+    owner: &fhec::train::deploy::Owner,
+    eval_key: Vec<u8>,
+    ds: &fhec::train::Dataset,
+    poll: Duration,
+    progress: impl FnMut(&crate::jobs::JobMeta),
+) -> Result<Trained, ServeError> {
+    let key = remote.register_key(eval_key).await?;
+    let start = Instant::now();
+    let (data, scaling) = owner.encrypt_set(ds)?;
+    let encrypt_s = start.elapsed().as_secs_f64();
+    let sent = data.len();
+    let job = remote.submit_job(model, &key.id, data).await?;
+    let mut trained = follow(remote, owner, &job.id, &scaling, poll, progress).await?;
+    trained.client_s += encrypt_s;
+    trained.uploaded += sent;
+    Ok(trained)
+}
+
+/// Follows training job `id` to its end: polls it every `poll`, and each time a round ends,
+/// fetches the state, refreshes it and puts it back; at the end, decrypts the weights (with the
+/// feature scaling `scaling` that [`fhec::train::deploy::Owner::encrypt_set`] returned).
+#[cfg(feature = "ckks")]
+pub async fn follow(
+    remote: &Remote,
+    owner: &fhec::train::deploy::Owner,
+    id: &str,
+    scaling: &fhec::train::deploy::OwnerFile,
+    poll: Duration,
+    mut progress: impl FnMut(&crate::jobs::JobMeta),
+) -> Result<Trained, ServeError> {
+    use crate::jobs::Status;
+    let (mut client_s, mut uploaded, mut downloaded) = (0.0, 0, 0);
+    loop {
+        let job = remote.job(id).await?;
+        progress(&job);
+        match job.status {
+            Status::Queued | Status::Running => tokio::time::sleep(poll).await,
+            Status::Waiting => {
+                let state = remote.job_state(id).await?;
+                downloaded += state.len();
+                let start = Instant::now();
+                let (fresh, _) = owner.refresh_bytes(&state, &format!("job {id}'s state"))?;
+                client_s += start.elapsed().as_secs_f64();
+                uploaded += fresh.len();
+                remote.continue_job(id, fresh).await?;
+            }
+            Status::Done => {
+                let state = remote.job_state(id).await?;
+                downloaded += state.len();
+                let start = Instant::now();
+                let (weights, onnx) =
+                    owner.decrypt_bytes(&state, &format!("job {id}'s state"), scaling, "the feature scaling")?;
+                client_s += start.elapsed().as_secs_f64();
+                return Ok(Trained { job, weights, onnx, client_s, uploaded, downloaded });
+            }
+            Status::Failed | Status::Cancelled => {
+                return Err(ServeError::Remote(format!(
+                    "training job {id} {}: {}",
+                    if job.status == Status::Failed { "failed" } else { "was cancelled" },
+                    job.message.unwrap_or_default()
+                )));
+            }
+        }
+    }
+}

@@ -34,7 +34,7 @@ impl IntoResponse for ApiError {
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The caller's tenant, from the `Authorization: Bearer` header.
-pub struct Tenant(String);
+pub struct Tenant(pub(crate) String);
 
 impl FromRequestParts<Arc<App>> for Tenant {
     type Rejection = ApiError;
@@ -116,7 +116,7 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize, wha
 }
 
 /// What a key's `params` names, in words: a tfhe-rs parameter set, or a CKKS build's ring and rotations.
-fn key_kind(params: &str) -> String {
+pub(crate) fn key_kind(params: &str) -> String {
     if params.starts_with("ckks-") {
         format!("the CKKS ring and rotations {params}")
     } else {
@@ -202,7 +202,36 @@ pub(crate) async fn delete_key(
 
 #[derive(Deserialize)]
 pub(crate) struct InferQuery {
-    key: Option<String>,
+    pub(crate) key: Option<String>,
+}
+
+/// The key named by `?key=` (or `X-Fhec-Key`), checked against `model`.
+pub(crate) fn key_for(
+    app: &App,
+    tenant: &str,
+    q: &InferQuery,
+    headers: &HeaderMap,
+    name: &str,
+    model: &Model,
+) -> ApiResult<KeyMeta> {
+    let id = q.key.clone().or_else(|| headers.get("x-fhec-key").and_then(|v| v.to_str().ok()).map(str::to_string));
+    let id = id.ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "name the evaluation key: ?key=ID (the id PUT /v1/keys returned)")
+    })?;
+    let meta = app.store.meta(tenant, &id).ok_or_else(|| no_key(&id))?;
+    let wanted = model.key_params();
+    if meta.params != wanted {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "key {} is for {}, model {name} needs {}: generate keys for this model",
+                &id[..16],
+                key_kind(&meta.params),
+                key_kind(&wanted)
+            ),
+        ));
+    }
+    Ok(meta)
 }
 
 pub(crate) async fn infer(
@@ -222,24 +251,14 @@ pub(crate) async fn infer(
                 format!("no model {name}; served: {}", app.models.keys().cloned().collect::<Vec<_>>().join(", ")),
             )
         })?;
-        let id = q.key.clone().or_else(|| headers.get("x-fhec-key").and_then(|v| v.to_str().ok()).map(str::to_string));
-        let id = id.ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "name the evaluation key: ?key=ID (the id PUT /v1/keys returned)")
-        })?;
-        let meta = app.store.meta(&tenant, &id).ok_or_else(|| no_key(&id))?;
-        let wanted = model.key_params();
-        if meta.params != wanted {
+        if app.is_training(model) {
             return Err(bad(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                format!(
-                    "key {} is for {}, model {name} needs {}: generate keys for this model",
-                    &id[..16],
-                    key_kind(&meta.params),
-                    key_kind(&wanted)
-                ),
+                format!("model {name} is a training plan: submit training jobs to /v1/models/{name}/jobs"),
             ));
         }
-        Ok((id, meta))
+        let meta = key_for(&app, &tenant, &q, &headers, &name, model)?;
+        Ok((meta.id.clone(), meta))
     };
     let (id, meta) = match early() {
         Ok(found) => found,
@@ -316,6 +335,8 @@ pub(crate) async fn infer(
                     })?;
                     (artifact::to_bytes(Kind::CkksOutputs, &out), out.samples)
                 }
+                #[cfg(feature = "ckks")]
+                Model::Train(_) => return Err(bad(StatusCode::UNPROCESSABLE_ENTITY, format!("{job_name} is a training plan"))),
             };
             job_app.metrics.samples.inc_by(samples as u64);
             Ok((bytes.map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e))?.0, samples))

@@ -82,10 +82,12 @@ mod with_ckks {
     use fhec_ckks::backend::{ClientKey, Context, EvalKey};
     use std::time::{Duration, Instant};
 
-    #[derive(Serialize, Deserialize)]
-    struct OwnerFile {
-        plan_digest: String,
-        scaling: Scaling,
+    /// What the data owner keeps beside an encrypted set (`DATA.owner.json`): the plan it was made
+    /// for and the feature scaling, which the ONNX model needs and the server never sees.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct OwnerFile {
+        pub plan_digest: String,
+        pub scaling: Scaling,
     }
 
     /// An encrypted training set (`Kind::TrainData`) or encrypted weights (`Kind::TrainState`).
@@ -166,9 +168,10 @@ mod with_ckks {
             Ok(Owner { plan, digest, ctx, key, fingerprint })
         }
 
-        /// Scales `ds` (its own statistics), encrypts it with zero starting weights, and writes the
-        /// ciphertexts to `out` and the scaling to [`owner_path`]`(out)`.
-        pub fn encrypt(&self, ds: &Dataset, out: &Path) -> Result<usize, DriverError> {
+        /// Scales `ds` (its own statistics) and encrypts it with zero starting weights: the
+        /// encrypted set's envelope bytes (`Kind::TrainData`, for the server) and the scaling (the
+        /// data owner's, needed to decrypt).
+        pub fn encrypt_set(&self, ds: &Dataset) -> Result<(Vec<u8>, OwnerFile), DriverError> {
             let plan = &self.plan.plan;
             ds.check()?;
             if ds.x.len() != plan.samples || ds.features() + 1 != plan.columns {
@@ -201,124 +204,235 @@ mod with_ckks {
                 done: 0,
                 data: bytes,
             };
-            artifact::save(out, Kind::TrainData, &file)?;
-            let owner = OwnerFile { plan_digest: self.digest.clone(), scaling };
+            let (env, _) = artifact::to_bytes(Kind::TrainData, &file).map_err(DriverError::Artifact)?;
+            Ok((env, OwnerFile { plan_digest: self.digest.clone(), scaling }))
+        }
+
+        /// [`Owner::encrypt_set`] into files: the ciphertexts to `out`, the scaling to
+        /// [`owner_path`]`(out)` (mode 0600). Returns the size of `out`.
+        pub fn encrypt(&self, ds: &Dataset, out: &Path) -> Result<usize, DriverError> {
+            let (env, owner) = self.encrypt_set(ds)?;
+            std::fs::write(out, &env).map_err(io(out))?;
             let text = serde_json::to_string_pretty(&owner).map_err(|e| DriverError::Io(e.to_string()))?;
             crate::tfhe::write_private(&owner_path(out), text.as_bytes())?;
-            Ok(std::fs::metadata(out).map(|m| m.len() as usize).unwrap_or(0))
+            Ok(env.len())
         }
 
         fn state(
             &self,
-            path: &Path,
+            bytes: &[u8],
+            what: &str,
         ) -> Result<(TrainCts, fhec_ckks::train::State<fhec_ckks::backend::train::Cipher>), DriverError> {
-            let (file, _): (TrainCts, _) = artifact::load(path, Kind::TrainState)?;
-            file.check(&self.fingerprint, &self.digest, &path.display().to_string())?;
+            let (file, _): (TrainCts, _) = artifact::from_bytes(bytes, Kind::TrainState)
+                .map_err(|e| DriverError::Artifact(format!("{what} {e}")))?;
+            file.check(&self.fingerprint, &self.digest, what)?;
             let state = self
                 .ctx
                 .read_state(&self.plan.plan, &mut file.data.as_slice(), false)
-                .map_err(|e| DriverError::Artifact(format!("{}: {e}", path.display())))?;
+                .map_err(|e| DriverError::Artifact(format!("{what}: {e}")))?;
             Ok((file, state))
         }
 
-        /// Between rounds: the weights decrypted and encrypted again at full budget.
-        pub fn refresh(&self, input: &Path, out: &Path) -> Result<usize, DriverError> {
-            let (file, state) = self.state(input)?;
+        /// Between rounds: the weights of a state (`Kind::TrainState` bytes; `what` names them in
+        /// errors) decrypted and encrypted again at full budget. Returns the new state's bytes and
+        /// the iterations still to run.
+        pub fn refresh_bytes(&self, bytes: &[u8], what: &str) -> Result<(Vec<u8>, usize), DriverError> {
+            let (file, state) = self.state(bytes, what)?;
             if file.done >= self.plan.plan.hyper.iterations {
                 return Err(DriverError::Usage(format!(
-                    "{}: training is complete ({} iterations); decrypt it",
-                    input.display(),
+                    "{what}: training is complete ({} iterations); decrypt it",
                     file.done
                 )));
             }
             let fresh = self.ctx.refresh(&self.key, &self.plan.plan, &state).map_err(ckks_error)?;
-            let mut bytes = Vec::new();
-            self.ctx.write_state(&fresh, &mut bytes).map_err(ckks_error)?;
-            artifact::save(out, Kind::TrainState, &TrainCts { data: bytes, ..file })?;
-            Ok(self.plan.plan.hyper.iterations - file.done)
+            let mut data = Vec::new();
+            self.ctx.write_state(&fresh, &mut data).map_err(ckks_error)?;
+            let (env, _) =
+                artifact::to_bytes(Kind::TrainState, &TrainCts { data, ..file }).map_err(DriverError::Artifact)?;
+            Ok((env, self.plan.plan.hyper.iterations - file.done))
         }
 
-        /// The trained weights, written as an ONNX model over raw features with the scaling of
-        /// `owner` (from [`Owner::encrypt`]).
-        pub fn decrypt(&self, input: &Path, owner: &Path, out: &Path) -> Result<Vec<f64>, DriverError> {
-            let (file, state) = self.state(input)?;
+        /// [`Owner::refresh_bytes`] from file `input` to file `out`.
+        pub fn refresh(&self, input: &Path, out: &Path) -> Result<usize, DriverError> {
+            let bytes = std::fs::read(input).map_err(io(input))?;
+            let (env, left) = self.refresh_bytes(&bytes, &input.display().to_string())?;
+            std::fs::write(out, env).map_err(io(out))?;
+            Ok(left)
+        }
+
+        /// The trained weights of a finished state (`Kind::TrainState` bytes, `what` in errors), and
+        /// the ONNX model (over raw features, with the scaling `owner`, called `owner_what`) they make.
+        pub fn decrypt_bytes(
+            &self,
+            bytes: &[u8],
+            what: &str,
+            owner: &OwnerFile,
+            owner_what: &str,
+        ) -> Result<(Vec<f64>, Vec<u8>), DriverError> {
+            let (file, state) = self.state(bytes, what)?;
             let total = self.plan.plan.hyper.iterations;
             if file.done < total {
                 return Err(DriverError::Usage(format!(
-                    "{}: {} of {total} iterations done: refresh it (`fhec train refresh`) and run the next round",
-                    input.display(),
+                    "{what}: {} of {total} iterations done: refresh it (`fhec train refresh`) and run the next round",
                     file.done
                 )));
             }
-            let text = std::fs::read_to_string(owner).map_err(io(owner))?;
-            let o: OwnerFile = serde_json::from_str(&text).map_err(|e| {
-                DriverError::Artifact(format!("{}: not the scaling `fhec encrypt` wrote ({e})", owner.display()))
-            })?;
-            if o.plan_digest != self.digest || o.scaling.mean.len() + 1 != self.plan.plan.columns {
-                return Err(DriverError::Mismatch(format!("{} belongs to another training plan", owner.display())));
+            if owner.plan_digest != self.digest || owner.scaling.mean.len() + 1 != self.plan.plan.columns {
+                return Err(DriverError::Mismatch(format!("{owner_what} belongs to another training plan")));
             }
             let w = self.ctx.decrypt_weights(&self.key, &self.plan.plan, &state).map_err(ckks_error)?;
-            let model = o.scaling.model(
+            let model = owner.scaling.model(
                 std::slice::from_ref(&w),
                 format!(
                     "fhec train: {} regression, {total} iterations, trained on encrypted data",
                     self.plan.plan.hyper.task.name()
                 ),
             );
-            std::fs::write(out, model.to_onnx()).map_err(io(out))?;
+            Ok((w, model.to_onnx()))
+        }
+
+        /// [`Owner::decrypt_bytes`] from files: the state `input`, the scaling `owner` (from
+        /// [`Owner::encrypt`]); the model is written to `out`.
+        pub fn decrypt(&self, input: &Path, owner: &Path, out: &Path) -> Result<Vec<f64>, DriverError> {
+            let bytes = std::fs::read(input).map_err(io(input))?;
+            let text = std::fs::read_to_string(owner).map_err(io(owner))?;
+            let o: OwnerFile = serde_json::from_str(&text).map_err(|e| {
+                DriverError::Artifact(format!("{}: not the scaling `fhec encrypt` wrote ({e})", owner.display()))
+            })?;
+            let (w, onnx) =
+                self.decrypt_bytes(&bytes, &input.display().to_string(), &o, &owner.display().to_string())?;
+            std::fs::write(out, onnx).map_err(io(out))?;
             Ok(w)
         }
     }
 
-    /// The server's side: the plan and the evaluation key, nothing secret.
-    pub struct Server {
+    /// A training plan as a server holds it: the plan, its ring and the rotations its evaluation key
+    /// must have. No key: `fhec serve` keeps the tenants' keys apart and passes one to each round.
+    pub struct Trainable {
         plan: PlanFile,
         digest: String,
         ctx: Context,
-        key: EvalKey,
-        fingerprint: String,
+        galois: Vec<i64>,
     }
 
-    impl Server {
-        pub fn load(dir: &Path, eval_key: &Path) -> Result<Server, DriverError> {
+    impl Trainable {
+        pub fn load(dir: &Path) -> Result<Trainable, DriverError> {
             let (plan, digest) = load_plan(dir)?;
             let ctx = Context::new(plan.plan.ring).map_err(ckks_error)?;
-            let bytes = std::fs::read(eval_key).map_err(io(eval_key))?;
-            let what = eval_key.display().to_string();
-            let (raw, payload): (Vec<u8>, _) = artifact::from_bytes(&bytes, Kind::CkksEvalKey).map_err(|e| {
-                DriverError::Key(format!("{what}: {e} (training takes the eval.key of `fhec keygen` on the plan)"))
-            })?;
             let galois = train_galois_elements(&ctx, &plan.plan);
-            let key = ctx
-                .read_eval_key(&mut raw.as_slice(), &galois)
-                .map_err(|e| DriverError::Mismatch(format!("{what} is not this plan's evaluation key: {e}")))?;
-            Ok(Server { plan, digest, ctx, key, fingerprint: artifact::fingerprint(&payload) })
+            Ok(Trainable { plan, digest, ctx, galois })
         }
 
-        /// One round: the data (and the state, after a refresh; else the data's starting weights)
-        /// through the next iterations, as far as one encryption carries them. Returns the new
-        /// state's envelope bytes, the iterations done and the total.
+        pub fn plan(&self) -> &TrainPlan {
+            &self.plan.plan
+        }
+
+        /// The plan file's digest, which every ciphertext file of this plan carries.
+        pub fn digest(&self) -> &str {
+            &self.digest
+        }
+
+        /// What an evaluation key for this plan must be made for (see
+        /// `crate::ckks::deploy::Deployed::key_params`): its ring and rotations, and that it trains.
+        pub fn key_params(&self) -> String {
+            format!("ckks-train-2^{}-{}rot-{}", self.ctx.params.log_n, self.galois.len(), &self.digest[..8])
+        }
+
+        /// The size of this plan's evaluation key file (an upper bound).
+        pub fn eval_key_bytes(&self) -> usize {
+            self.ctx.eval_key_bytes(self.galois.len()) + 1024
+        }
+
+        /// Reads poulpy's key bytes (an `eval.key` envelope's payload): refused unless made for this
+        /// plan's ring and rotations.
+        pub fn eval_key_from(&self, raw: &[u8]) -> Result<EvalKey, DriverError> {
+            self.ctx
+                .read_eval_key(&mut &raw[..], &self.galois)
+                .map_err(|e| DriverError::Mismatch(format!("not this training plan's evaluation key: {e}")))
+        }
+
+        /// Reads an `eval.key` file's bytes; returns the key and its fingerprint.
+        pub fn read_eval_key(&self, bytes: &[u8], what: &str) -> Result<(EvalKey, String), DriverError> {
+            let (raw, payload): (Vec<u8>, _) = artifact::from_bytes(bytes, Kind::CkksEvalKey).map_err(|e| {
+                DriverError::Key(format!("{what}: {e} (training takes the eval.key of `fhec keygen` on the plan)"))
+            })?;
+            let key = self.eval_key_from(&raw).map_err(|e| DriverError::Mismatch(format!("{what} is {e}")))?;
+            Ok((key, artifact::fingerprint(&payload)))
+        }
+
+        /// Opens an envelope of `kind` (an encrypted set or a state) and checks that it was made for
+        /// this plan and the key of `fingerprint`; `what` names it in errors.
+        pub fn open(&self, bytes: &[u8], kind: Kind, fingerprint: &str, what: &str) -> Result<TrainCts, DriverError> {
+            let (file, _): (TrainCts, _) =
+                artifact::from_bytes(bytes, kind).map_err(|e| DriverError::Artifact(format!("{what} {e}")))?;
+            file.check(fingerprint, &self.digest, what)?;
+            Ok(file)
+        }
+
+        /// Checks an upload before it is accepted: an encrypted set (`Kind::TrainData`, no iteration
+        /// done) or a refreshed state (`Kind::TrainState`, at full budget) of this plan and the key of
+        /// `fingerprint`, whose ciphertexts read back. Returns the iterations it holds.
+        pub fn check_upload(
+            &self,
+            bytes: &[u8],
+            kind: Kind,
+            fingerprint: &str,
+            what: &str,
+        ) -> Result<usize, DriverError> {
+            let file = self.open(bytes, kind, fingerprint, what)?;
+            let plan = &self.plan.plan;
+            let read = if kind == Kind::TrainData {
+                if file.done != 0 {
+                    return Err(DriverError::Artifact(format!("{what} is an encrypted set with iterations done")));
+                }
+                self.ctx.read_training(plan, &mut file.data.as_slice()).map(drop)
+            } else {
+                self.ctx.read_state(plan, &mut file.data.as_slice(), true).map(drop)
+            };
+            read.map_err(|e| {
+                DriverError::Artifact(format!(
+                    "{what}: {e}{}",
+                    if kind == Kind::TrainState {
+                        " (the data owner refreshes a state before the next round)"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+            if file.done >= plan.hyper.iterations {
+                return Err(DriverError::Usage(format!("{what}: training is complete ({} iterations)", file.done)));
+            }
+            Ok(file.done)
+        }
+
+        /// One round: the encrypted set `data` (and `state`, a refreshed state, for every round
+        /// after the first; else the set's starting weights) through the next iterations, as far as
+        /// one encryption carries them, under `key` (of `fingerprint`). Each input comes with what to
+        /// call it in errors (a file's path, or a job's). Stops early, with
+        /// [`fhec_ckks::CkksError::Stopped`] as the error, once `stop` is set. Returns the new state's
+        /// envelope bytes, the iterations done and the total.
+        #[allow(clippy::too_many_arguments)]
         pub fn round(
             &self,
-            data: &Path,
-            state: Option<&Path>,
+            key: &EvalKey,
+            fingerprint: &str,
+            data: (&[u8], &str),
+            state: Option<(&[u8], &str)>,
+            stop: Option<&std::sync::atomic::AtomicBool>,
             progress: impl FnMut(usize),
         ) -> Result<(Vec<u8>, usize, usize), DriverError> {
             let plan = &self.plan.plan;
-            let (file, _): (TrainCts, _) = artifact::load(data, Kind::TrainData)?;
-            file.check(&self.fingerprint, &self.digest, &data.display().to_string())?;
+            let file = self.open(data.0, Kind::TrainData, fingerprint, data.1)?;
             let (cts, mut st) = self
                 .ctx
                 .read_training(plan, &mut file.data.as_slice())
-                .map_err(|e| DriverError::Artifact(format!("{}: {e}", data.display())))?;
+                .map_err(|e| DriverError::Artifact(format!("{}: {e}", data.1)))?;
             let mut done = 0;
-            if let Some(path) = state {
-                let (s, _): (TrainCts, _) = artifact::load(path, Kind::TrainState)?;
-                s.check(&self.fingerprint, &self.digest, &path.display().to_string())?;
+            if let Some((bytes, what)) = state {
+                let s = self.open(bytes, Kind::TrainState, fingerprint, what)?;
                 st = self.ctx.read_state(plan, &mut s.data.as_slice(), true).map_err(|e| {
                     DriverError::Artifact(format!(
-                        "{} (the data owner refreshes a state before the next round): {e}",
-                        path.display()
+                        "{what} (the data owner refreshes a state before the next round): {e}"
                     ))
                 })?;
                 done = s.done;
@@ -328,18 +442,52 @@ mod with_ckks {
                 return Err(DriverError::Usage(format!("training is complete ({done} iterations): nothing to run")));
             }
             let end = (done + plan.per_round).min(total);
-            let trainer = Trainer::new(&self.ctx, &self.key, plan).map_err(ckks_error)?;
+            let mut trainer = Trainer::new(&self.ctx, key, plan).map_err(ckks_error)?;
+            if let Some(flag) = stop {
+                trainer = trainer.stop_on(flag);
+            }
             let st = trainer.round(&cts, st, done..end, progress).map_err(ckks_error)?;
             let mut bytes = Vec::new();
             self.ctx.write_state(&st, &mut bytes).map_err(ckks_error)?;
             let out = TrainCts {
-                key_fingerprint: self.fingerprint.clone(),
+                key_fingerprint: fingerprint.to_string(),
                 plan_digest: self.digest.clone(),
                 done: end,
                 data: bytes,
             };
             let (env, _) = artifact::to_bytes(Kind::TrainState, &out).map_err(DriverError::Artifact)?;
             Ok((env, end, total))
+        }
+    }
+
+    /// The server's side through files (`fhec run`): the plan and the evaluation key, nothing secret.
+    pub struct Server {
+        plan: Trainable,
+        key: EvalKey,
+        fingerprint: String,
+    }
+
+    impl Server {
+        pub fn load(dir: &Path, eval_key: &Path) -> Result<Server, DriverError> {
+            let plan = Trainable::load(dir)?;
+            let bytes = std::fs::read(eval_key).map_err(io(eval_key))?;
+            let (key, fingerprint) = plan.read_eval_key(&bytes, &eval_key.display().to_string())?;
+            Ok(Server { plan, key, fingerprint })
+        }
+
+        /// One round (see [`Trainable::round`]) on the files `data` and `state`.
+        pub fn round(
+            &self,
+            data: &Path,
+            state: Option<&Path>,
+            progress: impl FnMut(usize),
+        ) -> Result<(Vec<u8>, usize, usize), DriverError> {
+            let data_bytes = std::fs::read(data).map_err(io(data))?;
+            let state_bytes = state.map(|p| std::fs::read(p).map(|b| (b, p.display().to_string())).map_err(io(p)));
+            let state_bytes = state_bytes.transpose()?;
+            let data_name = data.display().to_string();
+            let state = state_bytes.as_ref().map(|(b, name)| (b.as_slice(), name.as_str()));
+            self.plan.round(&self.key, &self.fingerprint, (&data_bytes, &data_name), state, None, progress)
         }
     }
 }

@@ -31,4 +31,7 @@ pub enum CkksError {
     Shape(String),
     #[error("CKKS backend: {0}")]
     Backend(String),
+    /// The caller asked the computation to stop (a training job cancelled or over its time).
+    #[error("stopped before the end")]
+    Stopped,
 }

@@ -48,6 +48,30 @@ pub enum ClientCommand {
     Keys,
     /// Delete a key from the server.
     Delete { id: String },
+    /// Train on encrypted data through the server (data owner's side, CKKS): uploads KEYS/eval.key and
+    /// the encrypted set, refreshes the weights between rounds, and writes the trained ONNX model.
+    /// DIR is the `fhec train plan` directory, KEYS from `fhec keygen DIR`.
+    Train {
+        dir: PathBuf,
+        #[arg(long)]
+        keys: PathBuf,
+        /// Features (.npy, [samples, features]).
+        #[arg(long)]
+        input: PathBuf,
+        /// Labels (.npy): 0/1 for logistic regression, targets for linear.
+        #[arg(long)]
+        labels: PathBuf,
+        /// The trained model (ONNX, over raw features).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// The plan's name on the server (default: the directory's name without .fhec).
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// This tenant's training jobs.
+    Jobs,
+    /// Delete a training job (its round stops if it runs).
+    Cancel { id: String },
     /// Load test: concurrent clients send encrypted requests; every answer is decrypted and checked
     /// against the local cleartext simulation. Prints throughput, latency percentiles, rejections.
     Loadtest {
@@ -85,6 +109,13 @@ async fn client_command(
     match command {
         ClientCommand::Models => {
             for m in remote.models().await? {
+                if m.training {
+                    println!(
+                        "{}: training plan (CKKS), {} samples x {} features, keys for {}",
+                        m.name, m.max_samples, m.inputs, m.params
+                    );
+                    continue;
+                }
                 match m.samples_per_ciphertext {
                     Some(per) => println!(
                         "{}: CKKS, {} inputs, {} outputs, {per} samples per ciphertext, up to {} per request, keys for {}",
@@ -118,6 +149,28 @@ async fn client_command(
         ClientCommand::Delete { id } => {
             if !remote.delete_key(&id).await? {
                 bail!("the server has no key {id} for this tenant");
+            }
+            println!("deleted {id}");
+        }
+        ClientCommand::Train { dir, keys, input, labels, output, model } => {
+            train(remote, &dir, &keys, &input, &labels, &output, model, protection, quiet).await?;
+        }
+        ClientCommand::Jobs => {
+            for j in remote.jobs().await? {
+                println!(
+                    "{}  {}  {:?}  {}/{} iterations  {}",
+                    j.id,
+                    j.model,
+                    j.status,
+                    j.done,
+                    j.total,
+                    j.message.unwrap_or_default()
+                );
+            }
+        }
+        ClientCommand::Cancel { id } => {
+            if !remote.delete_job(&id).await? {
+                bail!("the server has no training job {id} for this tenant");
             }
             println!("deleted {id}");
         }
@@ -164,4 +217,66 @@ async fn client_command(
         }
     }
     Ok(())
+}
+
+/// `fhec client train`: the data owner's side of a training job.
+#[cfg(feature = "ckks")]
+#[allow(clippy::too_many_arguments)]
+async fn train(
+    remote: &fhec_serve::client::Remote,
+    dir: &std::path::Path,
+    keys: &std::path::Path,
+    input: &std::path::Path,
+    labels: &std::path::Path,
+    output: &std::path::Path,
+    model: Option<String>,
+    protection: &fhec::keyfile::Protection,
+    quiet: bool,
+) -> Result<()> {
+    let owner = fhec::train::deploy::Owner::load(dir, keys, protection)?;
+    let ds = fhec::train::Dataset::read(input, labels)?;
+    let path = keys.join("eval.key");
+    let eval_key = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let name = model.unwrap_or_else(|| served_name(dir));
+    let pb = spinner(quiet, "uploading the key and the encrypted set");
+    let start = std::time::Instant::now();
+    let trained = fhec_serve::roundtrip::train(remote, &name, &owner, eval_key, &ds, Duration::from_secs(1), |job| {
+        pb.set_message(
+            format!("job {}: {:?}, {} of {} iterations", &job.id[..8], job.status, job.done, job.total).to_lowercase(),
+        )
+    })
+    .await?;
+    pb.finish_and_clear();
+    std::fs::write(output, &trained.onnx).with_context(|| format!("writing {}", output.display()))?;
+    let server_s: f64 = trained.job.round_seconds.iter().sum();
+    println!(
+        "trained {} on the server ({} rounds, {:.1} s of server time; {:.1} s here; {:.1} s in all), sent {:.1} MB, received {:.1} MB: wrote {}",
+        name,
+        trained.job.rounds,
+        server_s,
+        trained.client_s,
+        start.elapsed().as_secs_f64(),
+        trained.uploaded as f64 / 1e6,
+        trained.downloaded as f64 / 1e6,
+        output.display()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "ckks"))]
+#[allow(clippy::too_many_arguments)]
+async fn train(
+    _: &fhec_serve::client::Remote,
+    _: &std::path::Path,
+    _: &std::path::Path,
+    _: &std::path::Path,
+    _: &std::path::Path,
+    _: &std::path::Path,
+    _: Option<String>,
+    _: &fhec::keyfile::Protection,
+    _: bool,
+) -> Result<()> {
+    bail!(
+        "training runs on CKKS, which this fhec was built without (poulpy needs a nightly compiler): build it with `cargo +nightly build --release -p fhec-cli --features ckks`"
+    )
 }

@@ -15,7 +15,8 @@ use std::time::Duration;
 /// deploy/README.md). Holds no secret key.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Build directories to serve, as DIR (named after the directory, without .fhec) or NAME=DIR.
+    /// Build directories (or `fhec train plan` directories, which take training jobs) to serve, as DIR
+    /// (named after the directory, without .fhec) or NAME=DIR.
     #[arg(required = true)]
     pub models: Vec<String>,
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -54,6 +55,12 @@ pub struct ServeArgs {
     /// Decompressed evaluation keys kept in memory.
     #[arg(long, default_value_t = 4)]
     pub key_cache: usize,
+    /// Seconds a training round may run before it is stopped and its job fails.
+    #[arg(long, default_value_t = 3600)]
+    pub train_timeout: u64,
+    /// Training jobs one tenant may hold at once (finished ones count until deleted or expired).
+    #[arg(long, default_value_t = 8)]
+    pub max_jobs: usize,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Serve HTTPS with this certificate chain (PEM, leaf first); reloaded when the file changes.
@@ -80,6 +87,8 @@ pub fn run(args: ServeArgs, g: &Global) -> Result<()> {
         max_ckks_samples,
         request_timeout,
         key_cache,
+        train_timeout,
+        max_jobs,
         log_format,
         tls_cert,
         tls_key,
@@ -105,8 +114,13 @@ pub fn run(args: ServeArgs, g: &Global) -> Result<()> {
     if !(key_ttl_hours > 0.0 && key_ttl_hours <= 24.0 * 3650.0) {
         bail!("--key-ttl-hours must be more than 0 and at most ten years");
     }
-    if workers == 0 || max_samples == 0 || max_ckks_samples == 0 || key_cache == 0 || request_timeout == 0 {
-        bail!("--workers, --max-samples, --max-ckks-samples, --key-cache and --request-timeout must be at least 1");
+    if [workers, max_samples, max_ckks_samples, key_cache, max_jobs].contains(&0)
+        || request_timeout == 0
+        || train_timeout == 0
+    {
+        bail!(
+            "--workers, --max-samples, --max-ckks-samples, --key-cache, --max-jobs, --request-timeout and --train-timeout must be at least 1"
+        );
     }
     let models = models
         .iter()
@@ -125,6 +139,8 @@ pub fn run(args: ServeArgs, g: &Global) -> Result<()> {
     config.max_ckks_samples = max_ckks_samples;
     config.request_timeout = Duration::from_secs(request_timeout);
     config.key_cache = key_cache;
+    config.train_round_timeout = Duration::from_secs(train_timeout);
+    config.max_jobs = max_jobs;
     let tls = match (&tls_cert, &tls_key) {
         (Some(cert), Some(key)) => Some(fhec_serve::tls::ServerTls::load(cert, key).map_err(anyhow::Error::msg)?),
         _ => None,

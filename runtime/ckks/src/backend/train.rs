@@ -8,6 +8,7 @@ use super::*;
 use crate::train::sum_stages;
 use crate::train::{Data, Slots, State, TrainPlan};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A ciphertext of the training program: rows, targets, or weights.
 pub struct Cipher(pub(super) Ct);
@@ -208,6 +209,8 @@ pub struct Trainer<'a> {
     scratch_bytes: usize,
     /// The link polynomial, prepared once (its coefficients are the same every iteration).
     sigmoid: Option<Approx>,
+    /// Set by the caller to stop the round at its next product or rotation ([`CkksError::Stopped`]).
+    stop: Option<&'a AtomicBool>,
 }
 
 impl<'a> Trainer<'a> {
@@ -239,7 +242,21 @@ impl<'a> Trainer<'a> {
             }
             sigmoid = Some(ap);
         }
-        Ok(Trainer { ctx, key, plan, scratch: Mutex::new(Vec::new()), scratch_bytes: bytes, sigmoid })
+        Ok(Trainer { ctx, key, plan, scratch: Mutex::new(Vec::new()), scratch_bytes: bytes, sigmoid, stop: None })
+    }
+
+    /// Stops a round at its next product or rotation once `flag` is set: the round then fails with
+    /// [`CkksError::Stopped`] (its input state is unchanged, and the round can be run again).
+    pub fn stop_on(mut self, flag: &'a AtomicBool) -> Trainer<'a> {
+        self.stop = Some(flag);
+        self
+    }
+
+    fn check_stop(&self) -> Result<(), CkksError> {
+        match self.stop {
+            Some(f) if f.load(Ordering::Relaxed) => Err(CkksError::Stopped),
+            _ => Ok(()),
+        }
     }
 
     /// Iterations `range` (at most one round) on `state`, calling `progress` after each.
@@ -295,6 +312,7 @@ impl<'a> Trainer<'a> {
     }
 
     fn rotated(&self, a: &Ct, k: usize) -> Result<Ct, CkksError> {
+        self.check_stop()?;
         let mut out = self.alloc(width(a));
         self.with_scratch(|s| {
             self.ctx.module.ckks_rotate_into(k as i64, &mut out, a, &self.key.rotations, &mut s.borrow())
@@ -308,6 +326,7 @@ impl Slots for Trainer<'_> {
     type V = Cipher;
 
     fn mul(&self, a: &Cipher, b: &Cipher) -> Result<Cipher, CkksError> {
+        self.check_stop()?;
         let mut out = self.alloc(width(&a.0).min(width(&b.0)).saturating_sub(LOG_DELTA));
         self.with_scratch(|s| self.ctx.module.ckks_mul_into(&mut out, &a.0, &b.0, &self.key.tsk, &mut s.borrow()))
             .map_err(err("multiplying ciphertexts"))?;
