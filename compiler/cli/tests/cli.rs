@@ -809,7 +809,14 @@ fn training_refuses_bad_data_by_name() {
         assert!(o.status.success(), "{}", stderr(&o));
         let o = fhec(&["--quiet", "keygen", &plan, "--keys", &p("keys")]);
         assert!(!o.status.success() && stderr(&o).contains("--features ckks"), "{}", stderr(&o));
+        let o = fhec(&["--quiet", "bench", &plan, "--input", &p("x.npy"), "--labels", &p("y.npy")]);
+        assert!(!o.status.success() && stderr(&o).contains("--features ckks"), "{}", stderr(&o));
     }
+    // `fhec bench` on a plan needs the labels; on a build, labels make no sense.
+    let plan = p("plan2");
+    assert!(fhec(&["--quiet", "train", "plan", "--input", &p("x.npy"), "-o", &plan]).status.success());
+    let o = fhec(&["--quiet", "bench", &plan, "--input", &p("x.npy")]);
+    assert!(!o.status.success() && stderr(&o).contains("give its --labels"), "{}", stderr(&o));
 }
 
 /// Training under encryption from the CLI (an fhec with the `ckks` feature, nightly): diabetes at
@@ -941,4 +948,10 @@ fn training_deploys_through_plan_key_and_ciphertext_files() {
         &["--quiet", "decrypt", &plan, "--keys", &keys, "--input", &s2, "--owner", &owner, "--output", &model],
         "not the scaling",
     );
+    // The plan benchmarked: keys once, a whole training per run, weights checked against float64.
+    let json = p("bench.json");
+    ok(&["--quiet", "bench", &plan, "--input", &x, "--labels", &y, "--runs", "1", "--json", &json]);
+    let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!((b["rounds"].as_u64(), b["ring_log_n"].as_u64()), (Some(2), Some(14)), "{b}");
+    assert!(b["max_distance_from_float64"].as_f64().unwrap() < 1e-2, "{b}");
 }

@@ -9,6 +9,8 @@
 //! Every run also trains in float64 (the same algorithm on the unpacked data, and once with the
 //! exact sigmoid), so that the report can say how far the result is from its reference.
 
+#[cfg(feature = "ckks")]
+pub mod bench;
 pub mod deploy;
 
 use crate::DriverError;

@@ -8,6 +8,7 @@ use super::spinner;
 use crate::Global;
 use anyhow::Context;
 use anyhow::Result;
+use anyhow::bail;
 use clap::Args;
 use std::path::Path;
 use std::path::PathBuf;
@@ -28,17 +29,27 @@ pub struct BenchArgs {
     /// Also write the numbers as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// For a training plan (`fhec train plan`): the training set's labels; --input is its features.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
 }
 
 pub fn run(args: BenchArgs, g: &Global) -> Result<()> {
-    let BenchArgs { dir, input, runs, batch, json } = args;
+    let BenchArgs { dir, input, runs, batch, json, labels } = args;
     let quiet = g.quiet;
     let threads = g.threads;
-    let x = fhec::npy::read_samples(&input)?;
     let name = dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into_owned());
-    let (text, numbers) = if fhec::ckks::is_ckks(&dir) {
+    if labels.is_some() && !fhec::train::deploy::is_training(&dir) {
+        bail!("--labels is for a training plan, and {} holds a build", dir.display());
+    }
+    let (text, numbers) = if fhec::train::deploy::is_training(&dir) {
+        let labels = labels.context("a training plan is benchmarked on a training set: give its --labels too")?;
+        bench_training(&dir, &input, &labels, runs, &name, quiet)?
+    } else if fhec::ckks::is_ckks(&dir) {
+        let x = fhec::npy::read_samples(&input)?;
         bench_ckks(&dir, &x, runs, &name, quiet)?
     } else {
+        let x = fhec::npy::read_samples(&input)?;
         let pb = spinner(quiet, "benchmarking (key generation, latency runs, batch runs)");
         let report = fhec::bench::bench(&dir, &x, runs, batch, threads)?;
         pb.finish_and_clear();
@@ -67,6 +78,28 @@ fn bench_ckks(
     let report = fhec::ckks::bench(&loaded, x, runs, |done| pb.set_position(done as u64))?;
     pb.finish_and_clear();
     Ok((report.text(name), report.json(name)))
+}
+
+/// `fhec bench` on a training plan: keys once, then `runs` whole encrypted trainings.
+#[cfg(feature = "ckks")]
+fn bench_training(
+    dir: &Path,
+    input: &Path,
+    labels: &Path,
+    runs: usize,
+    name: &str,
+    quiet: bool,
+) -> Result<(String, serde_json::Value)> {
+    let ds = fhec::train::Dataset::read(input, labels)?;
+    let pb = bar(quiet, runs.max(1), "benchmarking (key generation, whole encrypted trainings)");
+    let report = fhec::train::bench::bench(dir, &ds, runs, |done| pb.set_position(done as u64))?;
+    pb.finish_and_clear();
+    Ok((report.text(name), report.json(name)))
+}
+
+#[cfg(not(feature = "ckks"))]
+fn bench_training(_: &Path, _: &Path, _: &Path, _: usize, _: &str, _: bool) -> Result<(String, serde_json::Value)> {
+    ckks_missing()
 }
 
 #[cfg(not(feature = "ckks"))]
