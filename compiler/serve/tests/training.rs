@@ -1,9 +1,9 @@
 //! Training jobs through `fhec serve` on loopback (feature `ckks`, nightly: `cargo +nightly test -p
-//! fhec-serve --features ckks --test training`). A data owner uploads its key and an encrypted set,
-//! and the service's first round returns exactly the state the split deployment's `fhec run`
-//! computes from the same files; a shutdown in the middle of a round loses nothing (the round runs
-//! again after the restart); the weights the data owner decrypts are the cleartext simulation's
-//! within CKKS' error. Other tenants, other keys, states out of turn and inference requests on a
+//! fhec-serve --features ckks --test training`). A data owner uploads its key and an encrypted set;
+//! every round of the service returns exactly the state the split deployment's `fhec run` computes
+//! from the same input, so the data owner decrypts the same weights as the local run; a shutdown in
+//! the middle of a round loses nothing (the round runs again after the restart); the weights are the
+//! cleartext simulation's within CKKS' error. Other tenants, other keys, states out of turn and inference requests on a
 //! training plan are refused with the right 4xx.
 #![cfg(feature = "ckks")]
 
@@ -60,11 +60,11 @@ fn start(
     })
 }
 
-async fn wait_for(remote: &Remote, id: &str, status: Status) -> fhec_serve::jobs::JobMeta {
+async fn wait_for(remote: &Remote, id: &str, status: &[Status]) -> fhec_serve::jobs::JobMeta {
     loop {
         let job = remote.job(id).await.unwrap();
         assert!(job.status != Status::Failed, "{job:?}");
-        if job.status == status {
+        if status.contains(&job.status) {
             return job;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -99,7 +99,7 @@ fn a_training_job_through_the_service_trains_what_the_split_deployment_does() {
     let (url, stop, task) = start(&rt, &p("plan"), &p("store"));
     let alice = Remote::new(&url, Some("alice-token-0123456789".into()), None).unwrap();
     let bob = Remote::new(&url, Some("bob-token-0123456789ab".into()), None).unwrap();
-    let job_id = rt.block_on(async {
+    let (job_id, mut input) = rt.block_on(async {
         let listed = alice.models().await.unwrap();
         assert!(listed[0].training && listed[0].params.starts_with("ckks-train-2^14"), "{listed:?}");
         let key = alice.register_key(eval_key.clone()).await.unwrap();
@@ -120,7 +120,7 @@ fn a_training_job_through_the_service_trains_what_the_split_deployment_does() {
         assert!(!bob.delete_job(&job.id).await.unwrap());
 
         // Round 1: the split deployment's state, bit for bit.
-        let waiting = wait_for(&alice, &job.id, Status::Waiting).await;
+        let waiting = wait_for(&alice, &job.id, &[Status::Waiting]).await;
         assert_eq!((waiting.done, waiting.rounds), (1, 1));
         let state = alice.job_state(&job.id).await.unwrap();
         assert!(state == local_round, "the service's round is the split deployment's");
@@ -131,40 +131,60 @@ fn a_training_job_through_the_service_trains_what_the_split_deployment_does() {
         assert_eq!(left, 2);
         let queued = alice.continue_job(&job.id, fresh.clone()).await.unwrap();
         assert_eq!(queued.status, Status::Queued);
-        refused(alice.continue_job(&job.id, fresh).await.unwrap_err(), "409", "between rounds");
+        refused(alice.continue_job(&job.id, fresh.clone()).await.unwrap_err(), "409", "between rounds");
         // A shutdown in the middle of round 2.
-        wait_for(&alice, &job.id, Status::Running).await;
-        job.id
+        wait_for(&alice, &job.id, &[Status::Running]).await;
+        (job.id, fresh)
     });
     let _ = stop.send(());
     rt.block_on(task).unwrap().unwrap();
 
-    // After the restart, the job runs round 2 again, and the data owner follows it to the end.
+    // After the restart, the job runs round 2 again. Every round equals the split deployment's on
+    // the same input, bit for bit, and so do the weights the data owner decrypts.
     let (url, stop, task) = start(&rt, &p("plan"), &p("store"));
     let alice = Remote::new(&url, Some("alice-token-0123456789".into()), None).unwrap();
-    let trained = rt.block_on(async {
+    let served_weights = rt.block_on(async {
         let job = alice.job(&job_id).await.unwrap();
         assert!(matches!(job.status, Status::Queued | Status::Running | Status::Waiting), "{job:?}");
         assert_eq!(job.state_done, 1);
         if job.status == Status::Queued {
             assert!(job.message.as_deref().unwrap_or("").contains("interrupted"), "{job:?}");
         }
+        loop {
+            let job = wait_for(&alice, &job_id, &[Status::Waiting, Status::Done]).await;
+            let state = alice.job_state(&job_id).await.unwrap();
+            std::fs::write(p("input"), &input).unwrap();
+            let (local_state, _, _) = local.round(&p("data"), Some(&p("input")), |_| ()).unwrap();
+            assert!(state == local_state, "round {}: the service's state is the split deployment's", job.rounds);
+            if job.status == Status::Done {
+                assert_eq!((job.rounds, job.done), (3, 3));
+                assert!(alice.delete_job(&job_id).await.unwrap());
+                break owner.decrypt_bytes(&state, "the state", &scaling, "the scaling").unwrap().0;
+            }
+            input = owner.refresh_bytes(&state, "the state").unwrap().0;
+            alice.continue_job(&job_id, input.clone()).await.unwrap();
+        }
+    });
+
+    // The data owner's whole side in one call (key, set, refreshes, model): the simulation's
+    // weights within CKKS' error.
+    let trained = rt.block_on(async {
         let trained =
-            roundtrip::follow(&alice, &owner, &job_id, &scaling, Duration::from_millis(200), |_| ()).await.unwrap();
+            roundtrip::train(&alice, "bc", &owner, eval_key, &ds, Duration::from_millis(200), |_| ()).await.unwrap();
         assert_eq!((trained.job.status, trained.job.rounds), (Status::Done, 3));
-        assert!(alice.delete_job(&job_id).await.unwrap());
+        assert!(alice.delete_job(&trained.job.id).await.unwrap());
         assert!(alice.jobs().await.unwrap().is_empty());
         trained
     });
     let _ = stop.send(());
     rt.block_on(task).unwrap().unwrap();
-
-    // The weights: the simulation's, within CKKS' error; the model predicts with them.
     let plan_served = Trainable::load(&p("plan")).unwrap();
     let x = fhec::train::Scaling::fit(&ds, Task::Logistic, 3.0);
     let (simulated, _) = plan_served.plan().simulate(&x.features(&ds.x), &x.targets(&ds.y)).unwrap();
     let scale = simulated.iter().fold(0.0f64, |m, b| m.max(b.abs()));
-    let gap = trained.weights.iter().zip(&simulated).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    assert!(gap <= 1e-3 * scale.max(1.0), "encrypted {:?} vs simulated {simulated:?}", trained.weights);
+    for weights in [&served_weights, &trained.weights] {
+        let gap = weights.iter().zip(&simulated).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(gap <= 1e-3 * scale.max(1.0), "encrypted {weights:?} vs simulated {simulated:?}");
+    }
     assert!(trained.onnx.len() > 100);
 }
