@@ -140,6 +140,29 @@ pub(crate) async fn discard(mut body: Body, limit: usize, time: Duration) {
     let _ = tokio::time::timeout(time, drain).await;
 }
 
+/// What a request carries once `check` (what can be refused before its body is read) has passed and
+/// the request is admitted: the check's value, the admission, and the body (at most
+/// `max_request_bytes`; `what` names it in errors). A refused request's body is read and dropped
+/// first: a client still sending a large body would see a broken pipe instead of the answer.
+pub(crate) async fn admit_body<T>(
+    app: &Arc<App>,
+    check: ApiResult<T>,
+    headers: &HeaderMap,
+    body: Body,
+    what: &str,
+) -> ApiResult<(T, Admission, Bytes)> {
+    let value = match check {
+        Ok(v) => v,
+        Err(e) => {
+            discard(body, app.config.max_request_bytes, app.config.request_timeout).await;
+            return Err(e);
+        }
+    };
+    let admission = app.admit()?;
+    let body = read_body(headers, body, app.config.max_request_bytes, what).await?;
+    Ok((value, admission, body))
+}
+
 pub(crate) async fn put_key(
     State(app): State<Arc<App>>,
     Tenant(tenant): Tenant,
@@ -260,16 +283,7 @@ pub(crate) async fn infer(
         let meta = key_for(&app, &tenant, &q, &headers, &name, model)?;
         Ok((meta.id.clone(), meta))
     };
-    let (id, meta) = match early() {
-        Ok(found) => found,
-        Err(e) => {
-            // A client still sending a large body would see a broken pipe instead of the answer.
-            discard(body, app.config.max_request_bytes, app.config.request_timeout).await;
-            return Err(e);
-        }
-    };
-    let admission = app.admit()?;
-    let body = read_body(&headers, body, app.config.max_request_bytes, "the ciphertexts").await?;
+    let ((id, meta), admission, body) = admit_body(&app, early(), &headers, body, "the ciphertexts").await?;
     let (job_app, job_name) = (app.clone(), name.clone());
     let out = app
         .run_job(admission, move || -> ApiResult<(Vec<u8>, usize)> {

@@ -276,15 +276,7 @@ pub(crate) async fn submit(
         }
         Ok(meta)
     };
-    let key = match early() {
-        Ok(k) => k,
-        Err(e) => {
-            discard(body, app.config.max_request_bytes, app.config.request_timeout).await;
-            return Err(e);
-        }
-    };
-    let admission = app.admit()?;
-    let body = read_body(&headers, body, app.config.max_request_bytes, "the encrypted training set").await?;
+    let (key, admission, body) = admit_body(&app, early(), &headers, body, "the encrypted training set").await?;
     let job_app = app.clone();
     let meta = app
         .run_job(admission, move || -> ApiResult<JobMeta> {
@@ -395,15 +387,7 @@ pub(crate) async fn put_state(
         }
         Ok(meta)
     };
-    let meta = match early() {
-        Ok(m) => m,
-        Err(e) => {
-            discard(body, app.config.max_request_bytes, app.config.request_timeout).await;
-            return Err(e);
-        }
-    };
-    let admission = app.admit()?;
-    let body = read_body(&headers, body, app.config.max_request_bytes, "the state").await?;
+    let (meta, admission, body) = admit_body(&app, early(), &headers, body, "the state").await?;
     let job_app = app.clone();
     let meta = app
         .run_job(admission, move || -> ApiResult<JobMeta> {
