@@ -225,3 +225,82 @@ fn calibrated_table_ranges_beat_the_interval_bound() {
     assert!(rms_cal < 0.6 * rms_bound, "logit error: calibrated {rms_cal}, bound {rms_bound}");
     assert!(agree_cal > agree_bound, "class agreement: calibrated {agree_cal}, bound {agree_bound}");
 }
+
+/// The op models again with a static batch of 2 (the graph's data input and outputs declared with a
+/// leading 2 instead of 1): each compiles to a circuit for both samples that tracks the float
+/// reference as the batch-1 circuit does (same bounds), or is refused with its reason, by the
+/// frontend or the lowering, before any circuit is made. Never a circuit for one sample of two.
+#[test]
+fn op_models_with_a_static_batch_of_two() {
+    use prost::Message;
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut report, mut failures) = (Vec::new(), Vec::new());
+    for dir in cases().into_iter().filter(|d| case_name(d).starts_with("op_")) {
+        let name = case_name(&dir);
+        let mut proto = tract_onnx::pb::ModelProto::decode(&*std::fs::read(dir.join("model.onnx")).unwrap()).unwrap();
+        let graph = proto.graph.as_mut().unwrap();
+        let constant: Vec<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+        let mut batched = 0;
+        for v in graph.input.iter_mut().filter(|v| !constant.contains(&v.name)).chain(graph.output.iter_mut()) {
+            use tract_onnx::pb::{tensor_shape_proto::dimension::Value, type_proto::Value as Ty};
+            let Some(Ty::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut()) else { continue };
+            if let Some(d) = t.shape.as_mut().and_then(|s| s.dim.first_mut())
+                && matches!(d.value, Some(Value::DimValue(1)))
+            {
+                d.value = Some(Value::DimValue(2));
+                batched += 1;
+            }
+        }
+        graph.value_info.clear();
+        if batched == 0 {
+            report.push(format!("{name:36} no leading batch of 1"));
+            continue;
+        }
+        let path = tmp.path().join(format!("{name}.onnx"));
+        std::fs::write(&path, proto.encode_to_vec()).unwrap();
+        let m = match fhec::load_model(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                report
+                    .push(format!("{name:36} refused by the frontend: {}", e.to_string().lines().next().unwrap_or("")));
+                continue;
+            }
+        };
+        let one = fhec::load_model(&dir.join("model.onnx")).unwrap();
+        let shape = m.node(m.inputs()[0]).ty.shape.clone();
+        let xs: Vec<Tensor> = samples(&dir, &one)
+            .chunks_exact(2)
+            .map(|p| Tensor::from_f32(shape.clone(), p.iter().flat_map(|t| t.to_f32_vec()).collect()).unwrap())
+            .collect();
+        let compiled = match compile(&m, &Calibration::from_samples(xs.clone()).unwrap(), &Options::default()) {
+            Ok(c) => c,
+            Err(e) => {
+                let e = e.to_string();
+                if e.contains("internal") || NOT_LOWERED.iter().all(|(n, _)| *n != name) {
+                    failures.push(format!("{name}: batch 2 refused, batch 1 compiles: {e}"));
+                }
+                report.push(format!("{name:36} refused by the lowering: {e}"));
+                continue;
+            }
+        };
+        let (mut scale, mut worst) = (1e-6f32, 0f32);
+        for x in &xs {
+            let want = fhec_interp::run(&m, std::slice::from_ref(x)).unwrap();
+            let got = compiled.simulate(x, Noise::None).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.shape(), w.shape(), "{name}: output shapes");
+                for (g, w) in g.to_f32_vec().iter().zip(w.to_f32_vec()) {
+                    worst = worst.max((g - w).abs());
+                    scale = scale.max(w.abs());
+                }
+            }
+        }
+        let bound = if STEPS.iter().any(|(n, _)| *n == name) { 0.1 } else { 0.01 };
+        report.push(format!("{name:36} pbs {:4} max error {:.2e}", compiled.pbs_count(), worst / scale));
+        if worst > bound * scale {
+            failures.push(format!("{name}: batch 2 error {:.2e} of the output scale", worst / scale));
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

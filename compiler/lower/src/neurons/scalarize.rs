@@ -479,7 +479,8 @@ fn conv(
     let (mtot, cg) = (ws[0], ws[1]);
     let per_group = mtot / c.group;
     let mut res = Vec::with_capacity(fhec_ir::numel(out));
-    for mo in 0..mtot {
+    // A static batch: each sample is convolved on its own, its outputs after the previous sample's.
+    for (mo, n) in (0..xs[0]).flat_map(|n| (0..mtot).map(move |mo| (mo, n))) {
         let g = mo / per_group;
         for oy in 0..oh {
             for ox in 0..ow {
@@ -497,7 +498,7 @@ fn conv(
                                 continue;
                             }
                             let wt = f64::from(wv[((mo * cg + ci) * kh + ky) * kw + kx]);
-                            parts.push((wt, &xf[(chn * ih + iy as usize) * iw + ix as usize]));
+                            parts.push((wt, &xf[((n * ch + chn) * ih + iy as usize) * iw + ix as usize]));
                         }
                     }
                 }
@@ -510,7 +511,6 @@ fn conv(
             }
         }
     }
-    let _ = ch;
     Ok(res)
 }
 
@@ -527,11 +527,9 @@ fn pool(
     let classes: std::collections::HashSet<usize> =
         x.iter().flat_map(|f| f.terms.iter().map(|&(w, _)| b.wires[w as usize].class)).collect();
     let class = if classes.len() == 1 { *classes.iter().next().expect("one") } else { class };
-    if xs[0] != 1 {
-        return Err("pooling needs batch size 1".into());
-    }
     let two = xs.len() == 4;
-    let (ch, ih, iw) = if two { (xs[1], xs[2], xs[3]) } else { (xs[1], 1, xs[2]) };
+    // Pooling is per channel: a static batch's samples are more channels.
+    let (ch, ih, iw) = if two { (xs[0] * xs[1], xs[2], xs[3]) } else { (xs[0] * xs[1], 1, xs[2]) };
     let (oh, ow) = if two { (out[2], out[3]) } else { (1, out[2]) };
     let (kh, kw) = if two { (p.kernel[0], p.kernel[1]) } else { (1, p.kernel[0]) };
     let (sh, sw) = if two { (p.strides[0], p.strides[1]) } else { (1, p.strides[0]) };
