@@ -22,6 +22,13 @@ pub fn variadic(ctx: &mut Ctx, b: Binary) -> Result<Vec<Val>, String> {
     Ok(vec![acc])
 }
 
+/// Mean: the inputs' broadcast sum times `1 / n`.
+pub fn mean(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let sum = variadic(ctx, Binary::Add)?.remove(0);
+    let n = ctx.n_inputs() as f32;
+    Ok(vec![ctx.binary(Binary::Mul, &sum, &Ctx::f32_const(vec![], vec![1.0 / n]))?])
+}
+
 pub fn matmul(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let (a, b) = (ctx.input(0)?, ctx.input(1)?);
     Ok(vec![ctx.op(Op::MatMul, &[a, b])?])

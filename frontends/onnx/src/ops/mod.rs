@@ -60,6 +60,8 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "Div", |c| math::binary(c, Binary::Div)),
     ("", "Max", |c| math::variadic(c, Binary::Max)),
     ("", "Min", |c| math::variadic(c, Binary::Min)),
+    ("", "Sum", |c| math::variadic(c, Binary::Add)),
+    ("", "Mean", math::mean),
     ("", "MatMul", math::matmul),
     ("", "Gemm", math::gemm),
     ("", "Einsum", math::einsum),
