@@ -303,11 +303,45 @@ fn the_kubernetes_command_line_parses() {
     }
 }
 
+type Lines = std::io::Lines<std::io::BufReader<std::process::ChildStderr>>;
+
+/// A server process, killed if the test ends (or fails) before it stops.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `fhec serve ARGS --listen 127.0.0.1:0` in its own process: the process, its log lines, and the
+/// address it bound (from its "serving" line).
+fn serve(args: &[&str]) -> (Serving, Lines, String) {
+    use std::io::{BufRead, BufReader};
+    let mut server = Command::new(env!("CARGO_BIN_EXE_fhec"))
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.contains("serving")
+                .then(|| l.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_string())
+        })
+        .expect("the server logs its address");
+    (Serving(server), lines, addr)
+}
+
 /// A user's whole path: `fhec serve` in one process, `fhec client` and `fhec predict --server` in
 /// others, then SIGTERM: the server drains and exits cleanly.
 #[test]
 fn serve_and_predict_over_https() {
-    use std::io::{BufRead, BufReader};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("logreg.fhec");
     build_logreg(&dir);
@@ -320,33 +354,17 @@ fn serve_and_predict_over_https() {
     std::fs::write(&cert, pair.cert.pem()).unwrap();
     std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
     let ca = cert.to_str().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_fhec"))
-        .args([
-            "serve",
-            dir.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--allow-anonymous",
-            "--tls-cert",
-            ca,
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--store",
-        ])
-        .arg(tmp.path().join("store"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The log line "serving" names the address bound.
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.contains("serving")
-                .then(|| l.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_string())
-        })
-        .expect("the server logs its address");
+    let store = tmp.path().join("store");
+    let (mut server, lines, addr) = serve(&[
+        dir.to_str().unwrap(),
+        "--allow-anonymous",
+        "--tls-cert",
+        ca,
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ]);
     let url = format!("https://{addr}");
     let o = fhec(&["client", "--server", &url, "models"]);
     assert!(!o.status.success() && stderr(&o).contains("UnknownIssuer"), "{}", stderr(&o));
@@ -381,9 +399,9 @@ fn serve_and_predict_over_https() {
     let o = fhec(&["client", "--server", &url, "--ca-cert", ca, "delete", &id]);
     assert!(!o.status.success() && stderr(&o).contains("no key"), "{}", stderr(&o));
     // SIGTERM: graceful shutdown, exit status 0.
-    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(server.wait().unwrap().success(), "{rest:?}");
+    assert!(server.0.wait().unwrap().success(), "{rest:?}");
     assert!(rest.iter().any(|l| l.contains("draining")), "{rest:?}");
 }
 
@@ -954,4 +972,44 @@ fn training_deploys_through_plan_key_and_ciphertext_files() {
     let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!((b["rounds"].as_u64(), b["ring_log_n"].as_u64()), (Some(2), Some(14)), "{b}");
     assert!(b["max_distance_from_float64"].as_f64().unwrap() < 1e-2, "{b}");
+}
+
+/// Training through `fhec serve` from the CLI alone (feature `ckks`, nightly): a plan served, the
+/// data owner's `fhec client train`, the job listed, followed again with `--job` after the fact
+/// (the same model), then cancelled.
+#[cfg(feature = "ckks")]
+#[test]
+fn training_through_fhec_serve_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let (x, y) = (corpus("train/diabetes/train_x.npy"), corpus("train/diabetes/train_y.npy"));
+    let (x, y) = (x.to_str().unwrap(), y.to_str().unwrap());
+    let ok = |args: &[&str]| {
+        let o = fhec(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        (String::from_utf8_lossy(&o.stdout).into_owned(), stderr(&o))
+    };
+    let (plan, keys) = (p("diabetes.fhec"), p("keys"));
+    let shape = ["--task", "linear", "--ring", "14", "--iterations", "4"];
+    ok(&[&["--quiet", "train", "plan", "--input", x, "-o", &plan][..], &shape[..]].concat());
+    ok(&["--quiet", "keygen", &plan, "--keys", &keys]);
+    let (mut server, _lines, addr) = serve(&[&plan, "--allow-anonymous", "--store", &p("store")]);
+    let url = format!("http://{addr}");
+    let client = |args: &[&str]| ok(&[&["--quiet", "client", "--server", &url][..], args].concat());
+    assert!(client(&["models"]).0.contains("diabetes: training plan (CKKS), 309 samples x 10 features"));
+    let (out, err) = client(&["train", &plan, "--keys", &keys, "--input", x, "--labels", y, "-o", &p("m.onnx")]);
+    assert!(out.contains("trained diabetes on the server (2 rounds") && err.contains("--job"), "{out}{err}");
+    let jobs = client(&["jobs"]).0;
+    let id = jobs.split_whitespace().next().unwrap().to_string();
+    assert!(jobs.contains("Done") && jobs.contains("4/4 iterations"), "{jobs}");
+    client(&["train", &plan, "--keys", &keys, "--input", x, "--labels", y, "-o", &p("again.onnx"), "--job", &id]);
+    assert_eq!(std::fs::read(p("m.onnx")).unwrap(), std::fs::read(p("again.onnx")).unwrap());
+    // The model predicts (targets of ~150).
+    let (out, _) = ok(&["predict", &p("m.onnx"), "--input", x, "--output", &p("pred.npy")]);
+    assert!(out.contains("309 samples"), "{out}");
+    client(&["cancel", &id]);
+    let o = fhec(&["client", "--server", &url, "cancel", &id]);
+    assert!(!o.status.success() && stderr(&o).contains("no training job"), "{}", stderr(&o));
+    Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
+    assert!(server.0.wait().unwrap().success());
 }

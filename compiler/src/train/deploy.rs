@@ -193,8 +193,8 @@ mod with_ckks {
                     ds.y[i]
                 )));
             }
-            let scaling = Scaling::fit(ds, plan.hyper.task, self.plan.clip);
-            let (x, y) = (scaling.features(&ds.x), scaling.targets(&ds.y));
+            let owner = self.scaling(ds);
+            let (x, y) = (owner.scaling.features(&ds.x), owner.scaling.targets(&ds.y));
             let (data, state) = self.ctx.encrypt_training(&self.key, plan, &x, &y).map_err(ckks_error)?;
             let mut bytes = Vec::new();
             self.ctx.write_training(&data, &state, &mut bytes).map_err(ckks_error)?;
@@ -205,7 +205,14 @@ mod with_ckks {
                 data: bytes,
             };
             let (env, _) = artifact::to_bytes(Kind::TrainData, &file).map_err(DriverError::Artifact)?;
-            Ok((env, OwnerFile { plan_digest: self.digest.clone(), scaling }))
+            Ok((env, owner))
+        }
+
+        /// The feature scaling [`Owner::encrypt_set`] uses for `ds` (its own statistics, so the same
+        /// set gives the same scaling: a data owner who lost it makes it again from the set).
+        pub fn scaling(&self, ds: &Dataset) -> OwnerFile {
+            let scaling = Scaling::fit(ds, self.plan.plan.hyper.task, self.plan.clip);
+            OwnerFile { plan_digest: self.digest.clone(), scaling }
         }
 
         /// [`Owner::encrypt_set`] into files: the ciphertexts to `out`, the scaling to

@@ -67,6 +67,10 @@ pub enum ClientCommand {
         /// The plan's name on the server (default: the directory's name without .fhec).
         #[arg(long)]
         model: Option<String>,
+        /// Follow this job, submitted earlier from the same set, instead of submitting one (after
+        /// an interruption on this side: the job kept running on the server).
+        #[arg(long)]
+        job: Option<String>,
     },
     /// This tenant's training jobs.
     Jobs,
@@ -152,8 +156,9 @@ async fn client_command(
             }
             println!("deleted {id}");
         }
-        ClientCommand::Train { dir, keys, input, labels, output, model } => {
-            train(remote, &dir, &keys, &input, &labels, &output, model, protection, quiet).await?;
+        ClientCommand::Train { dir, keys, input, labels, output, model, job } => {
+            let files = TrainFiles { dir, keys, input, labels, output };
+            train(remote, &files, model, job, protection, quiet).await?;
         }
         ClientCommand::Jobs => {
             for j in remote.jobs().await? {
@@ -219,39 +224,65 @@ async fn client_command(
     Ok(())
 }
 
+/// The files `fhec client train` reads and writes.
+#[cfg_attr(not(feature = "ckks"), allow(dead_code))]
+struct TrainFiles {
+    dir: PathBuf,
+    keys: PathBuf,
+    input: PathBuf,
+    labels: PathBuf,
+    output: PathBuf,
+}
+
 /// `fhec client train`: the data owner's side of a training job.
 #[cfg(feature = "ckks")]
-#[allow(clippy::too_many_arguments)]
 async fn train(
     remote: &fhec_serve::client::Remote,
-    dir: &std::path::Path,
-    keys: &std::path::Path,
-    input: &std::path::Path,
-    labels: &std::path::Path,
-    output: &std::path::Path,
+    files: &TrainFiles,
     model: Option<String>,
+    job: Option<String>,
     protection: &fhec::keyfile::Protection,
     quiet: bool,
 ) -> Result<()> {
+    let TrainFiles { dir, keys, input, labels, output } = files;
     let owner = fhec::train::deploy::Owner::load(dir, keys, protection)?;
     let ds = fhec::train::Dataset::read(input, labels)?;
-    let path = keys.join("eval.key");
-    let eval_key = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let name = model.unwrap_or_else(|| served_name(dir));
     let pb = spinner(quiet, "uploading the key and the encrypted set");
     let start = std::time::Instant::now();
-    let trained = fhec_serve::roundtrip::train(remote, &name, &owner, eval_key, &ds, Duration::from_secs(1), |job| {
+    let poll = Duration::from_secs(1);
+    let mut announced = false;
+    let show = |job: &fhec_serve::jobs::JobMeta| {
+        if !announced {
+            pb.suspend(|| {
+                eprintln!(
+                    "training job {} (if this side is interrupted, follow it again with --job {})",
+                    job.id, job.id
+                )
+            });
+            announced = true;
+        }
         pb.set_message(
             format!("job {}: {:?}, {} of {} iterations", &job.id[..8], job.status, job.done, job.total).to_lowercase(),
         )
-    })
-    .await?;
+    };
+    let trained = match job {
+        Some(id) => {
+            let scaling = owner.scaling(&ds);
+            fhec_serve::roundtrip::follow(remote, &owner, &id, &scaling, poll, show).await?
+        }
+        None => {
+            let path = keys.join("eval.key");
+            let eval_key = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            fhec_serve::roundtrip::train(remote, &name, &owner, eval_key, &ds, poll, show).await?
+        }
+    };
     pb.finish_and_clear();
     std::fs::write(output, &trained.onnx).with_context(|| format!("writing {}", output.display()))?;
     let server_s: f64 = trained.job.round_seconds.iter().sum();
     println!(
         "trained {} on the server ({} rounds, {:.1} s of server time; {:.1} s here; {:.1} s in all), sent {:.1} MB, received {:.1} MB: wrote {}",
-        name,
+        trained.job.model,
         trained.job.rounds,
         server_s,
         trained.client_s,
@@ -264,14 +295,10 @@ async fn train(
 }
 
 #[cfg(not(feature = "ckks"))]
-#[allow(clippy::too_many_arguments)]
 async fn train(
     _: &fhec_serve::client::Remote,
-    _: &std::path::Path,
-    _: &std::path::Path,
-    _: &std::path::Path,
-    _: &std::path::Path,
-    _: &std::path::Path,
+    _: &TrainFiles,
+    _: Option<String>,
     _: Option<String>,
     _: &fhec::keyfile::Protection,
     _: bool,
