@@ -79,6 +79,7 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "LogSoftmax", math::log_softmax),
     ("", "ArgMax", math::argmax),
     ("", "Conv", nn::conv),
+    ("", "ConvTranspose", nn::conv_transpose),
     ("", "BatchNormalization", nn::batch_norm),
     ("", "AveragePool", nn::average_pool),
     ("", "MaxPool", nn::max_pool),

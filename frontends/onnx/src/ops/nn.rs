@@ -173,3 +173,123 @@ pub fn global_average_pool(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     }
     Ok(vec![ctx.op(Op::Reduce { kind: ReduceKind::Mean, axes: (2..rank).collect(), keepdims: true }, &[x])?])
 }
+
+/// ConvTranspose, as a convolution: the input spread on a grid (input position `i` at
+/// `i·stride + begin`, zeros between, `begin = dilation·(k − 1) − pad_begin`; a negative edge crops
+/// the grid), then a stride-1 convolution with the kernel flipped and its two channel axes swapped
+/// per group. The spreading is a product by a constant 0/1 matrix, leveled like the convolution.
+pub fn conv_transpose(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let (x, b) = (ctx.input(0)?, ctx.opt_input(2)?);
+    let w = ctx.const_input(1, "W")?.ok_or("the kernel W must be constant")?;
+    let (xs, ws) = (ctx.shape(&x), w.shape().to_vec());
+    let s = ws.len().saturating_sub(2);
+    if !(1..=2).contains(&s) {
+        return Err(format!("a kernel of shape {ws:?}: {s}-D ConvTranspose is not supported (1-D and 2-D are)"));
+    }
+    if xs.len() != s + 2 || xs[1] != ws[0] {
+        return Err(format!("input of shape {xs:?} does not match the kernel {ws:?} (channels first)"));
+    }
+    let a = ctx.attrs();
+    if let Some(k) = a.ints("kernel_shape")?
+        && to_usizes(&k, "kernel_shape")? != ws[2..]
+    {
+        return Err(format!("kernel_shape {k:?} does not match the weight's shape {ws:?}"));
+    }
+    let group = usize::try_from(a.int("group", 1)?).ok().filter(|&g| g > 0 && ws[0] % g == 0).ok_or_else(|| {
+        format!("group {} does not divide the {} input channels", a.int("group", 1).unwrap_or(0), ws[0])
+    })?;
+    let list = |name: &str, default: i64| -> Result<Vec<i64>, String> {
+        match a.ints(name)? {
+            Some(v) if v.len() == s && v.iter().all(|&x| x >= 0) => Ok(v),
+            Some(v) => Err(format!("`{name}` is {v:?}: expected {s} non-negative values")),
+            None => Ok(vec![default; s]),
+        }
+    };
+    let (strides, dilations, extra) = (list("strides", 1)?, list("dilations", 1)?, list("output_padding", 0)?);
+    if strides.contains(&0) || dilations.contains(&0) {
+        return Err("strides and dilations must be positive".into());
+    }
+    let kernel: Vec<i64> = ws[2..].iter().map(|&k| k as i64).collect();
+    let input: Vec<i64> = xs[2..].iter().map(|&n| n as i64).collect();
+    let span = |i: usize| (kernel[i] - 1) * dilations[i] + 1;
+    let auto_pad = a.string("auto_pad", "NOTSET")?;
+    // Padding at each end: given, or what makes the asked output shape (ONNX's rule).
+    let wanted = match (a.ints("output_shape")?, auto_pad.as_str()) {
+        (Some(out), _) => {
+            let out = if out.len() == s + 2 { out[2..].to_vec() } else { out };
+            if out.len() != s {
+                return Err(format!("`output_shape` {out:?} does not have {s} spatial values"));
+            }
+            Some(out)
+        }
+        (None, "SAME_UPPER" | "SAME_LOWER") => Some((0..s).map(|i| input[i] * strides[i]).collect()),
+        (None, "NOTSET" | "VALID") => None,
+        (None, other) => return Err(format!("unknown auto_pad `{other}`")),
+    };
+    let pads: Vec<(i64, i64)> = match wanted {
+        Some(out) => (0..s)
+            .map(|i| {
+                let total = strides[i] * (input[i] - 1) + extra[i] + span(i) - out[i];
+                let half = total.div_euclid(2); // floor, as ONNX's reference rounds a negative total
+                if auto_pad == "SAME_UPPER" { (half, total - half) } else { (total - half, half) }
+            })
+            .collect(),
+        None if auto_pad == "VALID" => vec![(0, 0); s],
+        None => match a.ints("pads")? {
+            Some(v) if v.len() == 2 * s && v.iter().all(|&p| p >= 0) => (0..s).map(|i| (v[i], v[i + s])).collect(),
+            Some(v) => return Err(format!("`pads` is {v:?}: expected {} non-negative values", 2 * s)),
+            None => vec![(0, 0); s],
+        },
+    };
+    // The grid the convolution reads, and where each input position lands on it.
+    let begin: Vec<i64> = (0..s).map(|i| span(i) - 1 - pads[i].0).collect();
+    let grid: Vec<i64> =
+        (0..s).map(|i| (input[i] - 1) * strides[i] + 1 + begin[i] + span(i) - 1 - pads[i].1 + extra[i]).collect();
+    if (0..s).any(|i| grid[i] < span(i)) {
+        return Err(format!("pads {pads:?} leave no output"));
+    }
+    let (n_in, n_grid) = (input.iter().product::<i64>() as usize, grid.iter().product::<i64>() as usize);
+    if n_in.saturating_mul(n_grid) > 1 << 26 {
+        return Err(format!("a {input:?} input spread on a {grid:?} grid is too large for this translation"));
+    }
+    let mut spread = vec![0f32; n_in * n_grid];
+    for p in 0..n_in {
+        let at = |i: usize| if s == 2 && i == 0 { p as i64 / input[1] } else { p as i64 % input[s - 1] };
+        let cell: Vec<i64> = (0..s).map(|i| at(i) * strides[i] + begin[i]).collect();
+        if (0..s).all(|i| (0..grid[i]).contains(&cell[i])) {
+            let q = if s == 2 { cell[0] * grid[1] + cell[1] } else { cell[0] };
+            spread[p * n_grid + q as usize] = 1.0;
+        }
+    }
+    let (batch, channels) = (xs[0], xs[1]);
+    let rows = ctx.reshape(&x, vec![batch * channels, n_in])?;
+    let spread = ctx.op(Op::MatMul, &[rows, Ctx::f32_const(vec![n_in, n_grid], spread)])?;
+    let mut shape = vec![batch, channels];
+    shape.extend(grid.iter().map(|&g| g as usize));
+    let spread = ctx.reshape(&spread, shape)?;
+    // The kernel [C, M/g, k...] as a convolution's [M, C/g, k...], flipped.
+    let (per_in, per_out, taps) = (ws[0] / group, ws[1], ws[2..].iter().product::<usize>());
+    let wv = w.to_f32_vec();
+    let mut flipped = vec![0f32; wv.len()];
+    for g in 0..group {
+        for mo in 0..per_out {
+            for ci in 0..per_in {
+                for t in 0..taps {
+                    let src = (((g * per_in + ci) * per_out + mo) * taps) + t;
+                    flipped[(((g * per_out + mo) * per_in + ci) * taps) + (taps - 1 - t)] = wv[src];
+                }
+            }
+        }
+    }
+    let mut kshape = vec![group * per_out, per_in];
+    kshape.extend(&ws[2..]);
+    let mut operands = vec![spread, Ctx::f32_const(kshape, flipped)];
+    operands.extend(b);
+    let attrs = ConvAttrs {
+        strides: vec![1; s],
+        pads: vec![0; 2 * s],
+        dilations: dilations.iter().map(|&d| d as usize).collect(),
+        group,
+    };
+    Ok(vec![ctx.op(Op::Conv(attrs), &operands)?])
+}
