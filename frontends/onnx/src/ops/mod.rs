@@ -81,6 +81,7 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     ("", "Conv", nn::conv),
     ("", "ConvTranspose", nn::conv_transpose),
     ("", "BatchNormalization", nn::batch_norm),
+    ("", "LRN", nn::lrn),
     ("", "AveragePool", nn::average_pool),
     ("", "MaxPool", nn::max_pool),
     ("", "GlobalAveragePool", nn::global_average_pool),

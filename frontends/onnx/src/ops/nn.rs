@@ -293,3 +293,36 @@ pub fn conv_transpose(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     };
     Ok(vec![ctx.op(Op::Conv(attrs), &operands)?])
 }
+
+/// LRN: `x / (bias + alpha/size · Σ x²)^beta`, the sum over `size` neighbouring channels: the
+/// squares, their window sums (a constant 1×1 convolution mixing channels, leveled), the power of
+/// the sum (one table each), and the product with `x`.
+pub fn lrn(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let x = ctx.input(0)?;
+    let xs = ctx.shape(&x);
+    if !(3..=4).contains(&xs.len()) {
+        return Err(format!("input of shape {xs:?}: LRN is supported on [N, C, L] and [N, C, H, W]"));
+    }
+    let a = ctx.attrs();
+    let size = a.int("size", 0)?;
+    let size = usize::try_from(size).ok().filter(|&s| s > 0).ok_or(format!("size must be positive, got {size}"))?;
+    let (alpha, beta, bias) = (a.float("alpha", 1e-4)?, a.float("beta", 0.75)?, a.float("bias", 1.0)?);
+    let c = xs[1];
+    let (below, above) = ((size - 1) / 2, size - 1 - (size - 1) / 2);
+    let mut band = vec![0f32; c * c];
+    for out in 0..c {
+        for i in out.saturating_sub(below)..=(out + above).min(c - 1) {
+            band[out * c + i] = 1.0;
+        }
+    }
+    let mut kshape = vec![c, c];
+    kshape.resize(xs.len(), 1);
+    let squares = ctx.binary(Binary::Mul, &x, &x)?;
+    let s = xs.len() - 2;
+    let attrs = ConvAttrs { strides: vec![1; s], pads: vec![0; 2 * s], dilations: vec![1; s], group: 1 };
+    let sums = ctx.op(Op::Conv(attrs), &[squares, Ctx::f32_const(kshape, band)])?;
+    let scaled = ctx.binary(Binary::Mul, &sums, &Ctx::f32_const(vec![], vec![alpha / size as f32]))?;
+    let base = ctx.binary(Binary::Add, &scaled, &Ctx::f32_const(vec![], vec![bias]))?;
+    let factor = ctx.op(Op::Unary(fhec_ir::Unary::Pow { exponent: -beta }), &[base])?;
+    Ok(vec![ctx.binary(Binary::Mul, &x, &factor)?])
+}
