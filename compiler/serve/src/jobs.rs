@@ -198,11 +198,6 @@ impl JobStore {
         std::fs::read(self.dir(&meta.tenant, &meta.id).join(file))
     }
 
-    /// Whether a job has the file `input` (a refreshed state for its next round).
-    pub fn has(&self, meta: &JobMeta, file: &str) -> bool {
-        self.dir(&meta.tenant, &meta.id).join(file).is_file()
-    }
-
     /// Writes one of a job's files atomically.
     pub fn write(&self, meta: &JobMeta, file: &str, bytes: &[u8]) -> std::io::Result<()> {
         write_atomic(&self.dir(&meta.tenant, &meta.id), file, bytes)

@@ -59,7 +59,7 @@ pub fn bench(
         let t = Instant::now();
         let (data, owner_file) = owner.encrypt_set(ds)?;
         encrypt.push(t.elapsed().as_secs_f64());
-        let (mut server_s, mut refresh_s, mut state, mut done) = (0.0, 0.0, None::<Vec<u8>>, 0);
+        let (mut server_s, mut refresh_s, mut state) = (0.0, 0.0, None::<Vec<u8>>);
         rounds = 0;
         loop {
             let t = Instant::now();
@@ -68,9 +68,7 @@ pub fn bench(
                 served.round(&key, &fingerprint, (&data, "the training set"), input, None, |_| ())?;
             server_s += t.elapsed().as_secs_f64();
             rounds += 1;
-            debug_assert!(end > done);
-            done = end;
-            if done >= total {
+            if end >= total {
                 state = Some(out);
                 break;
             }
