@@ -43,6 +43,8 @@ OTHER_GENERATORS = {
     "cnn_digits_qop": "qdq.py",
     "mlp_cancer_keras": "keras_models.py",
     "cnn_digits_keras": "keras_models.py",
+    **{c: "trees.py" for c in ["tree_cancer_skl", "forest_wine_skl", "gbr_diabetes_skl", "xgb_cancer", "xgbrf_wine",
+                               "lgbm_iris"]},
 }
 
 

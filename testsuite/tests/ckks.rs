@@ -41,7 +41,11 @@ fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
             reads.outside,
             reads.total
         ));
+        // A tree ensemble's steps become polynomials; where the search finds none within the budget
+        // it says so, `--scheme auto` keeps TFHE, and `--scheme ckks` warns.
+        let trees = meta(&t.dir).unwrap()["tree_nodes"].is_u64();
         match t.labels {
+            _ if trees && !choice.within_budget => {}
             fhec::metrics::Labels::Classes(_) if af - asim > t.budget() + 1e-9 => {
                 failures.push(format!("{name}: simulated CKKS accuracy {asim:.4} vs float {af:.4}"))
             }

@@ -5,8 +5,14 @@ use fhec_ir::{DataMode, Module};
 use fhec_testsuite::*;
 
 /// Models tract 0.23 itself cannot run; they are still checked against their exporter's outputs.
-/// (tract 0.23 does not implement ai.onnx.ml.Scaler.)
-const TRACT_CANNOT_RUN: &[&str] = &["logreg_cancer_skl", "logreg_iris_multiclass_skl"];
+/// (tract 0.23 implements neither ai.onnx.ml.Scaler nor TreeEnsembleRegressor, and refuses a binary
+/// TreeEnsembleClassifier with one base value for the one class it scores.)
+const TRACT_CANNOT_RUN: &[&str] =
+    &["logreg_cancer_skl", "logreg_iris_multiclass_skl", "gbr_diabetes_skl", "xgb_cancer"];
+
+/// Outputs tract 0.23 computes differently from onnxruntime, which the exporter's outputs are:
+/// the labels of a two-class tree ensemble (its probabilities agree).
+const TRACT_DIFFERS: &[(&str, usize)] = &[("tree_cancer_skl", 0)];
 
 /// "max abs error <= 1e-4 relative to the output scale".
 const TOLERANCE: f32 = 1e-4;
@@ -69,6 +75,9 @@ fn interpreter_matches_exporter_and_tract() {
             Ok(tract) => {
                 checked_with_tract += 1;
                 for (k, ((oname, got), t)) in ours.iter().zip(&tract).enumerate() {
+                    if TRACT_DIFFERS.contains(&(name.as_str(), k)) {
+                        continue;
+                    }
                     match relative_error(got, &fhec::Stacked::F32(t.clone())) {
                         Ok(e) if e <= TOLERANCE => {}
                         Ok(e) => failures.push(format!("{name} output {k} ({oname}): relative error {e:e} vs tract")),

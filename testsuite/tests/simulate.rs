@@ -10,7 +10,12 @@ use fhec_testsuite::*;
 
 /// Models that do not meet the accuracy budget yet under the noise model, with the loss they may not
 /// exceed (so that a regression still fails) and why.
-const KNOWN_GAPS: &[(&str, f64, &str)] = &[];
+const KNOWN_GAPS: &[(&str, f64, &str)] = &[(
+    "xgb_cancer",
+    0.02,
+    "50 boosted trees: bootstrap noise flips decisions on features within a few table positions of a \
+     threshold, and 60 quantized leaf tables are summed into one logit (1.4 points at 2048 positions)",
+)];
 
 #[test]
 fn trained_models_keep_their_accuracy_in_simulation() {
@@ -40,6 +45,14 @@ fn trained_models_keep_their_accuracy_in_simulation() {
             choice.chosen.output_weight_max,
             choice.fidelity
         ));
+        // A tree ensemble takes fewer bootstraps than one per node and one per leaf.
+        if let Some(nodes) = meta(&t.dir).unwrap()["tree_nodes"].as_u64() {
+            let pbs = compiled.pbs_count() as u64;
+            report.push(format!("{name:28} {pbs} bootstraps, {nodes} for one per node and one per leaf"));
+            if pbs >= nodes {
+                failures.push(format!("{name}: {pbs} bootstraps for {nodes} tree nodes"));
+            }
+        }
         let budget = KNOWN_GAPS.iter().find(|g| g.0 == t.name).map_or(t.budget(), |g| g.1);
         if af - an > budget + 1e-9 {
             failures.push(format!("{name}: simulated accuracy {an:.4} vs float {af:.4}"));

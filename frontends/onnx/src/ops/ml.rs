@@ -1,6 +1,7 @@
 //! The `ai.onnx.ml` ops that scikit-learn exports (through skl2onnx) use for linear models.
 
 use crate::ctx::{Ctx, Val};
+use crate::proto::Attrs;
 use fhec_ir::{Binary, Op, Unary};
 
 /// `(x - offset) * scale`, both broadcast along the last axis.
@@ -46,7 +47,7 @@ fn linear(
     }
 }
 
-fn post_transform(ctx: &mut Ctx, y: Val) -> Result<Val, String> {
+pub(crate) fn post_transform(ctx: &mut Ctx, y: Val) -> Result<Val, String> {
     match ctx.attrs().string("post_transform", "NONE")?.as_str() {
         "NONE" => Ok(y),
         "LOGISTIC" => ctx.op(Op::Unary(Unary::Sigmoid), &[y]),
@@ -64,23 +65,32 @@ pub fn linear_regressor(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     Ok(vec![post_transform(ctx, y)?])
 }
 
-/// Outputs: labels (argmax of the scores; class labels must be 0..k-1) and scores.
-pub fn linear_classifier(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    let x = ctx.input(0)?;
-    let a = ctx.attrs();
+/// The number of classes of a classifier, whose integer labels (`classlabels_ints`, or
+/// `classlabels_int64s` for trees) must be 0..k-1.
+pub(crate) fn class_count(a: &Attrs) -> Result<usize, String> {
     if a.strings("classlabels_strings")?.is_some() {
         return Err("string class labels are not supported; train with integer labels 0..k-1".into());
     }
-    let labels = a.ints("classlabels_ints")?.ok_or("missing attribute `classlabels_ints`")?;
-    if labels.iter().enumerate().any(|(i, &l)| l != i as i64) {
+    let labels = match a.ints("classlabels_ints")? {
+        Some(l) => l,
+        None => a.ints("classlabels_int64s")?.ok_or("missing attribute `classlabels_ints`")?,
+    };
+    if labels.is_empty() || labels.iter().enumerate().any(|(i, &l)| l != i as i64) {
         return Err(format!(
             "class labels {labels:?} are not 0..{}; fhec needs labels equal to their index",
             labels.len()
         ));
     }
+    Ok(labels.len())
+}
+
+/// Outputs: labels (argmax of the scores; class labels must be 0..k-1) and scores.
+pub fn linear_classifier(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let x = ctx.input(0)?;
+    let a = ctx.attrs();
+    let k = class_count(&a)?;
     let coefficients = a.floats("coefficients")?.ok_or("missing attribute `coefficients`")?;
     let intercepts = a.floats("intercepts")?;
-    let k = labels.len();
     let models = intercepts.as_ref().map_or(k, Vec::len);
     let binary = k == 2 && models == 1 && a.int("multi_class", 0)? == 0;
     if !binary && models != k {

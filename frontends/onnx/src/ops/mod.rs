@@ -14,6 +14,7 @@ mod quant;
 mod resize;
 mod rnn;
 mod shape;
+mod trees;
 
 use crate::ctx::{Ctx, Val};
 use fhec_ir::{Binary, Cmp, Unary};
@@ -132,6 +133,8 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     (ML, "LinearClassifier", ml::linear_classifier),
     (ML, "ArrayFeatureExtractor", ml::array_feature_extractor),
     (ML, "Normalizer", ml::normalizer),
+    (ML, "TreeEnsembleClassifier", trees::tree_ensemble_classifier),
+    (ML, "TreeEnsembleRegressor", trees::tree_ensemble_regressor),
 ];
 
 pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<Translate> {
