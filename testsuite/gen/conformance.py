@@ -22,8 +22,10 @@ CACHE = Path(os.environ.get("FHEC_ONNX_CACHE", Path.home() / ".cache" / "fhec-on
 
 
 def claimed_ops():
+    """(domain, op type) pairs: the default domain as "", `ML` as "ai.onnx.ml"."""
     text = (ROOT / "frontends" / "onnx" / "src" / "ops" / "mod.rs").read_text()
-    return {op for domain, op in re.findall(r'\(\s*"([^"]*)",\s*"([A-Za-z0-9]+)"', text) if domain == ""}
+    ops = {("", op) for domain, op in re.findall(r'\(\s*"([^"]*)",\s*"([A-Za-z0-9]+)"', text) if domain == ""}
+    return ops | {("ai.onnx.ml", op) for op in re.findall(r'\(\s*ML,\s*"([A-Za-z0-9]+)"', text)}
 
 
 def wheel():
@@ -55,8 +57,8 @@ def main():
     kept = 0
     for test in sorted(os.listdir(extracted)):
         model = onnx.load(str(extracted / test / "model.onnx"))
-        types = {n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")}
-        if not types or not types <= ops or any(n.domain not in ("", "ai.onnx") for n in model.graph.node):
+        types = {("" if n.domain == "ai.onnx" else n.domain, n.op_type) for n in model.graph.node}
+        if not types or not types <= ops:
             continue
         shutil.copytree(extracted / test, OUT / test)
         kept += 1

@@ -35,6 +35,7 @@ def data(name):
 
 
 def case(name, m, Xte, yte, *, exporter, version, dataset, description, regression=False):
+    m.graph.name = name  # onnxmltools names the graph with a random uuid
     expected = [o.astype(np.int64) if o.dtype == np.int64 else o.astype(np.float32).reshape(len(Xte), -1)
                 for o in g.ort_run_per_sample(m, Xte)]
     node = next(n for n in m.graph.node if n.op_type.startswith("TreeEnsemble"))
@@ -154,6 +155,8 @@ INVALID = [
     ("tree_cycle.onnx", "a TreeEnsembleRegressor (`my_trees`) whose node 2 names the root as its child", "cycle"),
     ("tree_bad_feature.onnx", "a TreeEnsembleRegressor (`my_trees`) that tests feature 7 of a 2-feature input",
      "feature"),
+    ("tree_dag.onnx", "a TreeEnsembleRegressor (`my_trees`) of 40 branches each leading to the next on both sides: "
+     "2^40 paths in 81 bytes of node ids", "paths"),
 ]
 
 
@@ -184,6 +187,8 @@ def invalid_trees():
     regressor("tree_branch_eq.onnx", ["BRANCH_EQ"] + leq[1:], [0, 0, 1, 0, 0], [1, 0, 3, 0, 0], [2, 0, 4, 0, 0])
     regressor("tree_cycle.onnx", leq[:4], [0, 0, 1, 0], [1, 0, 3, 0], [2, 0, 0, 0])
     regressor("tree_bad_feature.onnx", leq, [0, 0, 7, 0, 0], [1, 0, 3, 0, 0], [2, 0, 4, 0, 0])
+    chain = list(range(1, 41)) + [0]
+    regressor("tree_dag.onnx", ["BRANCH_LEQ"] * 40 + ["LEAF"], [0] * 41, chain, chain)
     readme = os.path.join(g_invalid(), "README.md")
     text = open(readme).read()
     for file, what, _ in INVALID:

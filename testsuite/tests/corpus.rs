@@ -154,3 +154,26 @@ fn corrupted_models_never_panic() {
     }
     assert!(errors > 100, "mutations should mostly be rejected, {errors} were");
 }
+
+/// Every corpus tree ensemble is summarized for the build report: its trees, branches and leaves as
+/// exported, and fewer tables than one per branch and one per leaf; other models have none.
+#[test]
+fn tree_ensembles_summarize_their_cost() {
+    let mut checked = 0;
+    for dir in cases() {
+        let meta = meta(&dir).unwrap();
+        let found = fhec_onnx::tree_ensembles(dir.join("model.onnx")).unwrap();
+        let Some(nodes) = meta["tree_nodes"].as_u64() else {
+            assert!(found.is_empty(), "{}: {found:?}", case_name(&dir));
+            continue;
+        };
+        let [e] = found.as_slice() else { panic!("{}: {found:?}", case_name(&dir)) };
+        assert_eq!(e.trees as u64, meta["trees"].as_u64().unwrap(), "{}", case_name(&dir));
+        assert_eq!((e.branches + e.leaves) as u64, nodes, "{}", case_name(&dir));
+        assert_eq!(e.leaves as u64, meta["tree_leaves"].as_u64().unwrap(), "{}", case_name(&dir));
+        assert!((e.tables() as u64) < nodes, "{}: {} tables for {nodes} nodes", case_name(&dir), e.tables());
+        assert_eq!(e.per_tree.len(), e.trees);
+        checked += 1;
+    }
+    assert_eq!(checked, 6, "the corpus has six tree ensembles");
+}

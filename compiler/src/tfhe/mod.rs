@@ -85,7 +85,11 @@ pub fn compile(
         outputs: compiled.outputs.clone(),
         postprocess: compiled.postprocess.to_string(),
     };
-    let (text, json) = report(&name, &choice);
+    let (mut text, mut json) = report(&name, &choice);
+    let ensembles = fhec_onnx::tree_ensembles(model_path).unwrap_or_default();
+    if !ensembles.is_empty() {
+        report::trees(&ensembles, &mut text, &mut json);
+    }
     // Each stage's wall time: the frontend, the pipeline's stages, then the rest of the search
     // (the float reference, integerizing and simulating candidates).
     let mut stages: Vec<(&'static str, Duration)> = vec![("frontend", frontend)];

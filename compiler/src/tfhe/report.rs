@@ -231,3 +231,44 @@ pub(super) fn report(name: &str, choice: &Choice) -> (String, serde_json::Value)
     });
     (text, json)
 }
+
+/// The tree ensembles' section: per ensemble, what a node-by-node lowering would take (one bootstrap
+/// per branch and one per leaf) beside the translation's shared decisions and block tables.
+pub(super) fn trees(ensembles: &[fhec_onnx::TreeSummary], text: &mut String, json: &mut serde_json::Value) {
+    use std::fmt::Write;
+    let span = |v: &[usize]| {
+        let (lo, hi) = (v.iter().min().copied().unwrap_or(0), v.iter().max().copied().unwrap_or(0));
+        let mean = v.iter().sum::<usize>() as f64 / v.len().max(1) as f64;
+        (lo, hi, mean)
+    };
+    text.push_str(
+        "\ntree ensembles (tables in the translation; a node-by-node lowering takes one per branch and one per leaf):\n",
+    );
+    let mut list = Vec::new();
+    for e in ensembles {
+        let naive = e.branches + e.leaves;
+        let tables: Vec<usize> = e.per_tree.iter().map(|t| t.0).collect();
+        let reads: Vec<usize> = e.per_tree.iter().map(|t| t.1).collect();
+        let ((tlo, thi, tmean), (rlo, rhi, rmean)) = (span(&tables), span(&reads));
+        let _ = writeln!(
+            text,
+            "  {:?}: {} trees, {} branches, {} leaves: {naive} node by node; here {} decisions shared by the trees \
+             + {} block tables = {} ({:.1}x fewer); per tree {tlo}-{thi} tables (mean {tmean:.1}), reading \
+             {rlo}-{rhi} decisions (mean {rmean:.1})",
+            e.node,
+            e.trees,
+            e.branches,
+            e.leaves,
+            e.decisions,
+            e.tables() - e.decisions,
+            e.tables(),
+            naive as f64 / e.tables().max(1) as f64,
+        );
+        list.push(json!({
+            "node": e.node, "trees": e.trees, "branches": e.branches, "leaves": e.leaves,
+            "node_by_node_pbs": naive, "decisions": e.decisions, "tables": e.tables(),
+            "per_tree": e.per_tree.iter().map(|t| json!({"tables": t.0, "decisions_read": t.1})).collect::<Vec<_>>(),
+        }));
+    }
+    json["tree_ensembles"] = json!(list);
+}

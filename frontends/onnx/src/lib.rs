@@ -18,7 +18,7 @@ mod ops;
 mod proto;
 
 pub use error::OnnxError;
-pub use ops::supported_ops;
+pub use ops::{TreeSummary, supported_ops};
 
 use fhec_ir::Module;
 use std::path::Path;
@@ -42,6 +42,20 @@ pub fn read_tensor_proto(bytes: &[u8]) -> Result<fhec_ir::Tensor, OnnxError> {
     let t = pb::TensorProto::decode(bytes)
         .map_err(|e| OnnxError::Decode { msg: format!("not a valid TensorProto ({e})") })?;
     proto::convert_tensor(&t).map_err(|msg| OnnxError::Decode { msg: format!("tensor \"{}\": {msg}", t.name) })
+}
+
+/// What the translation makes of each tree-ensemble node of an ONNX file (empty for other models):
+/// trees, branches and leaves beside the decisions and tables it emits. For reports; a model that
+/// does not load gives `load`'s error there, not here (an ensemble that does not translate is left out).
+pub fn tree_ensembles(path: impl AsRef<Path>) -> Result<Vec<TreeSummary>, OnnxError> {
+    let path = path.as_ref();
+    let bytes =
+        std::fs::read(path).map_err(|e| OnnxError::Io { path: path.display().to_string(), msg: e.to_string() })?;
+    let proto: pb::ModelProto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| OnnxError::Decode { msg: format!("not a valid ONNX protobuf ({e})") })?;
+    let nodes = proto.graph.iter().flat_map(|g| &g.node).filter(|n| n.domain == "ai.onnx.ml");
+    Ok(nodes.filter_map(ops::tree_summary).filter_map(Result::ok).collect())
 }
 
 /// Loads ONNX bytes; `dir` is where external tensor data would be looked up.

@@ -19,6 +19,9 @@ mod trees;
 use crate::ctx::{Ctx, Val};
 use fhec_ir::{Binary, Cmp, Unary};
 
+pub use trees::Summary as TreeSummary;
+pub(crate) use trees::summary as tree_summary;
+
 pub(crate) type Translate = fn(&mut Ctx) -> Result<Vec<Val>, String>;
 
 const ML: &str = "ai.onnx.ml";
@@ -133,6 +136,7 @@ const REGISTRY: &[(&str, &str, Translate)] = &[
     (ML, "LinearClassifier", ml::linear_classifier),
     (ML, "ArrayFeatureExtractor", ml::array_feature_extractor),
     (ML, "Normalizer", ml::normalizer),
+    (ML, "TreeEnsemble", trees::tree_ensemble),
     (ML, "TreeEnsembleClassifier", trees::tree_ensemble_classifier),
     (ML, "TreeEnsembleRegressor", trees::tree_ensemble_regressor),
 ];

@@ -49,6 +49,49 @@ struct Decision {
     threshold: f32,
 }
 
+/// The distinct decisions, keyed by feature, strictness and threshold bits.
+#[derive(Default)]
+struct Decisions {
+    keys: HashMap<(usize, bool, u32), usize>,
+    list: Vec<Decision>,
+}
+
+impl Decisions {
+    fn add(&mut self, feature: usize, strict: bool, threshold: f32) -> usize {
+        *self.keys.entry((feature, strict, threshold.to_bits())).or_insert_with(|| {
+            self.list.push(Decision { feature, strict, threshold });
+            self.list.len() - 1
+        })
+    }
+}
+
+/// `(strict, negate)` of an ordered split: `x <= t`, `x < t`, or the negation of one.
+fn split(mode: &str, at: &dyn Fn() -> String) -> Result<Option<(bool, bool)>, String> {
+    Ok(Some(match mode {
+        "LEAF" => return Ok(None),
+        "BRANCH_LEQ" => (false, false),
+        "BRANCH_LT" => (true, false),
+        "BRANCH_GTE" => (true, true),
+        "BRANCH_GT" => (false, true),
+        m @ ("BRANCH_EQ" | "BRANCH_NEQ" | "BRANCH_MEMBER") => {
+            return Err(format!(
+                "{} is {m}: an equality or membership test of an encrypted feature is not supported (a table \
+                 reads its input approximately); use an ordered split",
+                at()
+            ));
+        }
+        m => return Err(format!("{} has mode {m:?} (LEAF, BRANCH_LEQ, BRANCH_LT, BRANCH_GTE, BRANCH_GT)", at())),
+    }))
+}
+
+/// A feature index within `features`.
+fn feature_index(f: i64, features: usize, at: &dyn Fn() -> String) -> Result<usize, String> {
+    usize::try_from(f)
+        .ok()
+        .filter(|&f| f < features)
+        .ok_or_else(|| format!("{} tests feature {f}, the input has {features}", at()))
+}
+
 /// One table: `fun(q)` of the block input `q`, weighted into the outputs.
 struct Table {
     input: usize,
@@ -70,6 +113,8 @@ struct Lowered {
     /// `weight * D[decision]` into an output.
     direct: Vec<(usize, usize, f32)>,
     constant: Vec<f32>,
+    /// The tables each tree added, in root order.
+    tables_per_tree: Vec<usize>,
 }
 
 /// The parsed ensemble: nodes, each tree's root, the decisions they test.
@@ -133,42 +178,21 @@ fn parse(ctx: &Ctx, features: usize, prefix: &str, outputs: usize) -> Result<Ens
         })
     };
 
-    let mut keys: HashMap<(usize, bool, u32), usize> = HashMap::new();
-    let mut decisions = Vec::new();
+    let mut decisions = Decisions::default();
     let mut nodes = Vec::with_capacity(n);
     let mut is_child = vec![false; n];
     for i in 0..n {
         let at = || format!("node {} of tree {}", node_ids[i], tree_ids[i]);
-        let (strict, negate) = match modes[i].as_str() {
-            "LEAF" => {
-                nodes.push(Node::Leaf(Vec::new()));
-                continue;
-            }
-            "BRANCH_LEQ" => (false, false),
-            "BRANCH_LT" => (true, false),
-            "BRANCH_GTE" => (true, true),
-            "BRANCH_GT" => (false, true),
-            m @ ("BRANCH_EQ" | "BRANCH_NEQ") => {
-                return Err(format!(
-                    "{} is {m}: an equality test of an encrypted feature is not supported (a table reads its \
-                     input approximately); use an ordered split",
-                    at()
-                ));
-            }
-            m => return Err(format!("{} has mode {m:?} (LEAF, BRANCH_LEQ, BRANCH_LT, BRANCH_GTE, BRANCH_GT)", at())),
+        let Some((strict, negate)) = split(&modes[i], &at)? else {
+            nodes.push(Node::Leaf(Vec::new()));
+            continue;
         };
-        let feature = usize::try_from(feature_ids[i])
-            .ok()
-            .filter(|&f| f < features)
-            .ok_or_else(|| format!("{} tests feature {}, the input has {features}", at(), feature_ids[i]))?;
+        let feature = feature_index(feature_ids[i], features, &at)?;
         let threshold = values[i];
         if !threshold.is_finite() {
             return Err(format!("{} has threshold {threshold}", at()));
         }
-        let decision = *keys.entry((feature, strict, threshold.to_bits())).or_insert_with(|| {
-            decisions.push(Decision { feature, strict, threshold });
-            decisions.len() - 1
-        });
+        let decision = decisions.add(feature, strict, threshold);
         let (yes, no) = (child(i, yes_ids[i])?, child(i, no_ids[i])?);
         is_child[yes] = true;
         is_child[no] = true;
@@ -211,7 +235,111 @@ fn parse(ctx: &Ctx, features: usize, prefix: &str, outputs: usize) -> Result<Ens
     if let Some(t) = trees.iter().find(|t| !roots.iter().any(|(r, _)| r == *t)) {
         return Err(format!("tree {t} has no root: its nodes form a cycle"));
     }
-    Ok(Ensemble { nodes, roots: roots.into_iter().map(|(_, r)| r).collect(), decisions, outputs })
+    Ok(Ensemble { nodes, roots: roots.into_iter().map(|(_, r)| r).collect(), decisions: decisions.list, outputs })
+}
+
+/// `TreeEnsemble` (ai.onnx.ml opset 5): leaves in arrays of their own, children flagged as leaves,
+/// roots listed, splits and weights as tensors.
+fn parse_v5(ctx: &Ctx, features: usize, outputs: usize) -> Result<Ensemble, String> {
+    let a = ctx.attrs();
+    let ints = |name: &str| a.ints(name)?.ok_or_else(|| format!("missing attribute `{name}`"));
+    let tensor = |name: &str| a.tensor(name)?.ok_or_else(|| format!("missing attribute `{name}`"));
+    let roots = ints("tree_roots")?;
+    let feature_ids = ints("nodes_featureids")?;
+    let splits = tensor("nodes_splits")?.to_f32_vec();
+    let modes = tensor("nodes_modes")?.to_i64_vec();
+    let (yes_ids, yes_leaf) = (ints("nodes_truenodeids")?, ints("nodes_trueleafs")?);
+    let (no_ids, no_leaf) = (ints("nodes_falsenodeids")?, ints("nodes_falseleafs")?);
+    let targets = ints("leaf_targetids")?;
+    let weights = tensor("leaf_weights")?.to_f32_vec();
+    let n = feature_ids.len();
+    for (name, len) in [
+        ("nodes_splits", splits.len()),
+        ("nodes_modes", modes.len()),
+        ("nodes_truenodeids", yes_ids.len()),
+        ("nodes_trueleafs", yes_leaf.len()),
+        ("nodes_falsenodeids", no_ids.len()),
+        ("nodes_falseleafs", no_leaf.len()),
+    ] {
+        if len != n {
+            return Err(format!("`{name}` has {len} entries, `nodes_featureids` has {n}"));
+        }
+    }
+    if weights.len() != targets.len() {
+        return Err(format!("{} leaf weights for {} leaf targets", weights.len(), targets.len()));
+    }
+    // Nodes 0..n are the branches, n.. the leaves.
+    let mut nodes = Vec::with_capacity(n + weights.len());
+    let mut decisions = Decisions::default();
+    let child = |i: usize, id: i64, leaf: i64| -> Result<usize, String> {
+        let (base, count, what) = if leaf != 0 { (n, weights.len(), "leaf") } else { (0, n, "node") };
+        usize::try_from(id)
+            .ok()
+            .filter(|&c| c < count)
+            .map(|c| base + c)
+            .ok_or_else(|| format!("node {i} names {what} {id}, which does not exist"))
+    };
+    for i in 0..n {
+        let at = || format!("node {i}");
+        let mode = match modes[i] {
+            0 => "BRANCH_LEQ",
+            1 => "BRANCH_LT",
+            2 => "BRANCH_GTE",
+            3 => "BRANCH_GT",
+            4 => "BRANCH_EQ",
+            5 => "BRANCH_NEQ",
+            6 => "BRANCH_MEMBER",
+            m => return Err(format!("node {i} has mode {m} (0-6)")),
+        };
+        let (strict, negate) = split(mode, &at)?.expect("a branch");
+        let feature = feature_index(feature_ids[i], features, &at)?;
+        if !splits[i].is_finite() {
+            return Err(format!("node {i} has split {}", splits[i]));
+        }
+        let decision = decisions.add(feature, strict, splits[i]);
+        let (yes, no) = (child(i, yes_ids[i], yes_leaf[i])?, child(i, no_ids[i], no_leaf[i])?);
+        nodes.push(Node::Branch { decision, negate, yes, no });
+    }
+    for (j, (&t, &w)) in targets.iter().zip(&weights).enumerate() {
+        let o = usize::try_from(t)
+            .ok()
+            .filter(|&o| o < outputs)
+            .ok_or_else(|| format!("leaf {j} is for target {t}, the model has {outputs}"))?;
+        if !w.is_finite() {
+            return Err(format!("leaf {j} has weight {w}"));
+        }
+        nodes.push(Node::Leaf(vec![(o, w)]));
+    }
+    let roots = roots
+        .iter()
+        .map(|&r| usize::try_from(r).ok().filter(|&r| r < n).ok_or_else(|| format!("tree root {r} is not a node")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if roots.is_empty() {
+        return Err("the ensemble has no trees".into());
+    }
+    Ok(Ensemble { nodes, roots, decisions: decisions.list, outputs })
+}
+
+/// `TreeEnsemble` (ai.onnx.ml opset 5): `[N, n_targets]` scores, summed or averaged over trees, then
+/// post-transformed.
+pub fn tree_ensemble(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
+    let (x, f) = features(ctx)?;
+    let a = ctx.attrs();
+    let targets =
+        usize::try_from(a.int("n_targets", 1)?).ok().filter(|&t| t > 0).ok_or("n_targets must be positive")?;
+    let mut e = parse_v5(ctx, f, targets)?;
+    match a.int("aggregate_function", 1)? {
+        1 => {}
+        0 => e.average(),
+        m => return Err(format!("aggregate_function {m} is not supported (0 AVERAGE, 1 SUM)")),
+    }
+    let s = emit(ctx, &x, &e.lower()?, targets)?;
+    Ok(vec![match a.int("post_transform", 0)? {
+        0 => s,
+        1 => ctx.op(Op::Softmax { axis: 1 }, &[s])?,
+        2 => ctx.op(Op::Unary(Unary::Sigmoid), &[s])?,
+        m => return Err(format!("post_transform {m} is not supported (0 NONE, 1 SOFTMAX, 2 LOGISTIC)")),
+    }])
 }
 
 /// The function `sum_c (v(c) - v(c-1)) [q > c - 1/2]` over codes `0..v.len()`, `v(-1) = 0`: `v(q)`
@@ -235,7 +363,84 @@ fn lookup(v: &[f32]) -> Option<Fun> {
     f
 }
 
+/// What the translation makes of one tree-ensemble node: the count of a node-by-node lowering (one
+/// bootstrap per branch and one per leaf) beside its own (shared decisions and block tables).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// The ONNX node's name (or op and output).
+    pub node: String,
+    pub trees: usize,
+    pub branches: usize,
+    pub leaves: usize,
+    /// Distinct decisions over all trees (one table each).
+    pub decisions: usize,
+    /// Per tree: its block tables, and the distinct decisions it reads (shared with other trees).
+    pub per_tree: Vec<(usize, usize)>,
+}
+
+impl Summary {
+    /// The tables the translation makes: decisions plus every tree's block tables.
+    pub fn tables(&self) -> usize {
+        self.decisions + self.per_tree.iter().map(|t| t.0).sum::<usize>()
+    }
+}
+
+/// The summary of a tree-ensemble node, `None` for other nodes; an ensemble that does not translate
+/// gives its error.
+pub(crate) fn summary(node: &tract_onnx::pb::NodeProto) -> Option<Result<Summary, String>> {
+    let ctx = Ctx::new("", 0, HashMap::new(), node);
+    let a = ctx.attrs();
+    let targets = || usize::try_from(a.int("n_targets", 1)?).map_err(|_| "n_targets must be positive".to_string());
+    let e = match node.op_type.as_str() {
+        "TreeEnsembleClassifier" => super::ml::class_count(&a).and_then(|k| parse(&ctx, usize::MAX, "class", k)),
+        "TreeEnsembleRegressor" => targets().and_then(|t| parse(&ctx, usize::MAX, "target", t)),
+        "TreeEnsemble" => targets().and_then(|t| parse_v5(&ctx, usize::MAX, t)),
+        _ => return None,
+    };
+    Some(e.and_then(|e| {
+        let low = e.lower()?;
+        let branches = e.nodes.iter().filter(|n| matches!(n, Node::Branch { .. })).count();
+        let per_tree = e.roots.iter().zip(&low.tables_per_tree).map(|(&r, &t)| (t, e.tree_decisions(r))).collect();
+        Ok(Summary {
+            node: crate::ctx::display_name(node),
+            trees: e.roots.len(),
+            branches,
+            leaves: e.nodes.len() - branches,
+            decisions: low.decisions.len(),
+            per_tree,
+        })
+    }))
+}
+
 impl Ensemble {
+    /// The distinct decisions the tree at `root` reads.
+    fn tree_decisions(&self, root: usize) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![root];
+        let mut visits = 0;
+        while let Some(n) = stack.pop() {
+            visits += 1;
+            if visits > MAX_VISITS {
+                break;
+            }
+            if let Node::Branch { decision, yes, no, .. } = &self.nodes[n] {
+                seen.insert(*decision);
+                stack.extend([*yes, *no]);
+            }
+        }
+        seen.len()
+    }
+
+    /// Leaf values divided by the number of trees (`AVERAGE`).
+    fn average(&mut self) {
+        let trees = self.roots.len() as f32;
+        for n in &mut self.nodes {
+            if let Node::Leaf(ws) = n {
+                ws.iter_mut().for_each(|(_, w)| *w /= trees);
+            }
+        }
+    }
+
     /// The decisions of the subtree at `n` in preorder (`None` past `limit`).
     fn block_decisions(&self, n: usize, limit: usize, out: &mut Vec<usize>) -> bool {
         match &self.nodes[n] {
@@ -268,10 +473,13 @@ impl Ensemble {
             tables: Vec::new(),
             direct: Vec::new(),
             constant: vec![0.0; self.outputs],
+            tables_per_tree: Vec::with_capacity(self.roots.len()),
         };
         let mut visits = 0;
         for &root in &self.roots {
+            let before = out.tables.len();
             self.walk(root, &mut Vec::new(), &mut out, &mut visits)?;
+            out.tables_per_tree.push(out.tables.len() - before);
         }
         Ok(out)
     }
@@ -491,14 +699,7 @@ pub fn tree_ensemble_regressor(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let mut e = parse(ctx, f, "target", targets)?;
     match a.string("aggregate_function", "SUM")?.as_str() {
         "SUM" => {}
-        "AVERAGE" => {
-            let trees = e.roots.len() as f32;
-            for n in &mut e.nodes {
-                if let Node::Leaf(ws) = n {
-                    ws.iter_mut().for_each(|(_, w)| *w /= trees);
-                }
-            }
-        }
+        "AVERAGE" => e.average(),
         other => return Err(format!("aggregate_function {other} is not supported (SUM, AVERAGE)")),
     }
     let mut low = e.lower()?;
