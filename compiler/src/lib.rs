@@ -103,6 +103,17 @@ pub fn samples(x: &ArrayD<f32>, input_shape: &[usize], what: &str) -> Result<Vec
             want.join(", ")
         )));
     }
+    // A NaN or an infinity cannot be encrypted: the client would clamp it into the input box (NaN
+    // to an arbitrary end), and a tree ensemble's missing-value routing would silently not apply.
+    if let Some((i, v)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        let per = sample.iter().product::<usize>().max(1);
+        return Err(DriverError::Data(format!(
+            "{what} sample {} element {} is {v}: encrypted inputs must be finite numbers (impute missing values \
+             before encrypting)",
+            i / per,
+            i % per
+        )));
+    }
     Ok(x.axis_iter(Axis(0))
         .map(|s| Tensor::from_f32(input_shape.to_vec(), s.iter().copied().collect()).expect("shape checked"))
         .collect())

@@ -112,6 +112,19 @@ fn wrong_sample_shape_is_a_clear_error() {
     assert!(err.contains("[4, 29]") && err.contains("[N, 30]"), "{err}");
 }
 
+/// A missing value (NaN) or an infinity cannot be encrypted: refused by sample and element, before
+/// the float reference, calibration or encryption see it.
+#[test]
+fn non_finite_inputs_are_refused_by_position() {
+    let m = fhec::load_model(&root().join("models/lgbm_iris/model.onnx")).unwrap();
+    let mut x = fhec::npy::read_samples(&root().join("models/lgbm_iris/inputs.npy")).unwrap();
+    x[[2, 1]] = f32::NAN;
+    let err = fhec::predict(&m, &x).unwrap_err().to_string();
+    assert!(err.contains("sample 2 element 1 is NaN") && err.contains("impute"), "{err}");
+    x[[2, 1]] = f32::INFINITY;
+    assert!(fhec::predict(&m, &x).unwrap_err().to_string().contains("is inf"));
+}
+
 #[test]
 fn float_accuracy_matches_the_exporters() {
     let mut checked = 0;
