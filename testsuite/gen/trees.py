@@ -157,6 +157,8 @@ INVALID = [
      "feature"),
     ("tree_dag.onnx", "a TreeEnsembleRegressor (`my_trees`) of 40 branches each leading to the next on both sides: "
      "2^40 paths in 81 bytes of node ids", "paths"),
+    ("tree_constant.onnx", "a TreeEnsembleRegressor (`my_trees`) whose leaves all weigh 0: its output is a constant",
+     "constant"),
 ]
 
 
@@ -165,7 +167,7 @@ def invalid_trees():
     import onnx
     from onnx import TensorProto, helper
 
-    def regressor(file, modes, features, trues, falses):
+    def regressor(file, modes, features, trues, falses, scale=1.0):
         n = len(modes)
         leaves = [i for i, m in enumerate(modes) if m == "LEAF"]
         x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
@@ -175,7 +177,7 @@ def invalid_trees():
             nodes_treeids=[0] * n, nodes_nodeids=list(range(n)), nodes_featureids=features,
             nodes_values=[0.5 - 0.1 * i for i in range(n)], nodes_modes=modes, nodes_truenodeids=trues,
             nodes_falsenodeids=falses, target_treeids=[0] * len(leaves), target_nodeids=leaves,
-            target_ids=[0] * len(leaves), target_weights=[float(i + 1) for i in range(len(leaves))])
+            target_ids=[0] * len(leaves), target_weights=[scale * (i + 1) for i in range(len(leaves))])
         g = helper.make_graph([node], file, [x], [y])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
                               producer_name="fhec-testsuite-gen")
@@ -187,6 +189,7 @@ def invalid_trees():
     regressor("tree_branch_eq.onnx", ["BRANCH_EQ"] + leq[1:], [0, 0, 1, 0, 0], [1, 0, 3, 0, 0], [2, 0, 4, 0, 0])
     regressor("tree_cycle.onnx", leq[:4], [0, 0, 1, 0], [1, 0, 3, 0], [2, 0, 0, 0])
     regressor("tree_bad_feature.onnx", leq, [0, 0, 7, 0, 0], [1, 0, 3, 0, 0], [2, 0, 4, 0, 0])
+    regressor("tree_constant.onnx", leq, [0, 0, 1, 0, 0], [1, 0, 3, 0, 0], [2, 0, 4, 0, 0], scale=0.0)
     chain = list(range(1, 41)) + [0]
     regressor("tree_dag.onnx", ["BRANCH_LEQ"] * 40 + ["LEAF"], [0] * 41, chain, chain)
     readme = os.path.join(g_invalid(), "README.md")

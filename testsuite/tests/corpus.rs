@@ -149,7 +149,7 @@ fn float_accuracy_matches_the_exporters() {
 #[test]
 fn corrupted_models_never_panic() {
     let mut errors = 0;
-    for name in ["mlp_wine", "cnn_digits_maxpool", "logreg_cancer_skl", "op_conv2d_pads"] {
+    for name in ["mlp_wine", "cnn_digits_maxpool", "logreg_cancer_skl", "op_conv2d_pads", "xgb_cancer"] {
         let bytes = std::fs::read(root().join("models").join(name).join("model.onnx")).unwrap();
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
         for _ in 0..300 {

@@ -663,7 +663,8 @@ fn emit(ctx: &mut Ctx, x: &Val, low: &Lowered, outputs: usize) -> Result<Val, St
         }
         terms.push(ctx.op(Op::MatMul, &[d, Ctx::f32_const(vec![k, outputs], w)])?);
     }
-    let mut s = terms.remove(0);
+    let mut terms = terms.into_iter();
+    let mut s = terms.next().ok_or("no leaf weight depends on the input: the ensemble's output is a constant")?;
     for t in terms {
         s = ctx.binary(Binary::Add, &s, &t)?;
     }
