@@ -51,18 +51,21 @@ pub fn tree_ensembles(path: impl AsRef<Path>) -> Result<Vec<TreeSummary>, OnnxEr
     let path = path.as_ref();
     let bytes =
         std::fs::read(path).map_err(|e| OnnxError::Io { path: path.display().to_string(), msg: e.to_string() })?;
-    let proto: pb::ModelProto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &bytes[..])
-        .map_err(|e| OnnxError::Decode { msg: format!("not a valid ONNX protobuf ({e})") })?;
+    let proto = decode(&bytes)?;
     let nodes = proto.graph.iter().flat_map(|g| &g.node).filter(|n| n.domain == "ai.onnx.ml");
     Ok(nodes.filter_map(ops::tree_summary).filter_map(Result::ok).collect())
 }
 
+/// The model protobuf, by tract's decoder.
+fn decode(bytes: &[u8]) -> Result<pb::ModelProto, OnnxError> {
+    tract_onnx::onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| OnnxError::Decode { msg: format!("not a valid ONNX protobuf ({e})") })
+}
+
 /// Loads ONNX bytes; `dir` is where external tensor data would be looked up.
 pub fn load_bytes(bytes: &[u8], name: &str, dir: Option<&str>) -> Result<Module, OnnxError> {
-    let proto: pb::ModelProto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &bytes[..])
-        .map_err(|e| OnnxError::Decode { msg: format!("not a valid ONNX protobuf ({e})") })?;
+    let proto = decode(bytes)?;
     let graph =
         proto.graph.as_ref().filter(|g| !g.node.is_empty() || !g.output.is_empty()).ok_or(OnnxError::Decode {
             msg: "the file decodes as protobuf but holds no ONNX graph (is it an ONNX model?)".into(),

@@ -1,5 +1,6 @@
 //! Tree ensembles: `ai.onnx.ml` `TreeEnsembleClassifier` and `TreeEnsembleRegressor` (scikit-learn's
-//! trees and forests through skl2onnx, XGBoost and LightGBM through onnxmltools).
+//! trees and forests through skl2onnx, XGBoost and LightGBM through onnxmltools), and opset 5's
+//! `TreeEnsemble`. See docs/trees.md.
 //!
 //! The translation is built for few bootstraps, in the IR's own ops, so the float reference, the
 //! optimizer and both lowerings see ordinary tensors:
@@ -16,8 +17,9 @@
 //!    the label (argmax) follow, as for `LinearClassifier`, and go to the client.
 //!
 //! Inputs are numbers under FHE, never missing: `nodes_missing_value_tracks_true` only routes NaN,
-//! which the client cannot encrypt, so it is accepted and has no effect. Equality tests (`BRANCH_EQ`,
-//! `BRANCH_NEQ`) are refused: a table reads its input approximately.
+//! which fhec refuses to encrypt, so it is accepted and has no effect. Equality and membership tests
+//! (`BRANCH_EQ`, `BRANCH_NEQ`, `BRANCH_MEMBER`) are refused: a table reads its input approximately.
+//! Malformed ensembles (missing children, cycles, more than [`MAX_VISITS`] paths) are refused by node.
 
 use crate::ctx::{Ctx, Val};
 use fhec_ir::{Binary, Cmp, Fun, Op, Unary};
