@@ -105,6 +105,7 @@ pub fn build(
     let ckks_compile = |x| ckks::compile(model, x, &opts.ckks, &opts.packings, batch, threads);
     if opts.scheme == Scheme::Ckks {
         let b = ckks_compile(x.expect("checked"))?;
+        refuse_ckks_trees(model, &b)?;
         let report = b.write(dir, "")?;
         let warnings = ckks_warnings(&b);
         return Ok(Outcome { built: Built::Ckks(Box::new(b)), report, warnings });
@@ -144,6 +145,24 @@ pub fn build(
             Outcome { built: Built::Tfhe(Box::new(t)), report, warnings }
         }
     })
+}
+
+/// A tree ensemble's decisions are steps: where no polynomial keeps the accuracy budget, a CKKS
+/// build of it would silently read decisions on the wrong side (a model that misses the budget for
+/// smooth activations only loses precision, and is built with a warning). `auto` never picks it.
+fn refuse_ckks_trees(model: &Path, b: &ckks::Build) -> Result<(), DriverError> {
+    let c = &b.choice;
+    if c.within_budget {
+        return Ok(());
+    }
+    match fhec_onnx::tree_ensembles(model).unwrap_or_default().first() {
+        Some(e) => Err(DriverError::Ckks(format!(
+            "tree ensemble {:?}: no polynomial approximation of its {} decisions keeps the accuracy budget under \
+             CKKS ({:.2}% fidelity, {:.2}% needed); build it with --scheme tfhe (or auto, which picks TFHE)",
+            e.node, e.decisions, c.fidelity, c.required
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn tfhe_warnings(t: &tfhe::Build) -> Option<String> {

@@ -42,7 +42,7 @@ fn trained_models_keep_their_accuracy_under_ckks_polynomials() {
             reads.total
         ));
         // A tree ensemble's steps become polynomials; where the search finds none within the budget
-        // it says so, `--scheme auto` keeps TFHE, and `--scheme ckks` warns.
+        // it says so, `--scheme auto` keeps TFHE, and `--scheme ckks` refuses (the test below).
         let trees = meta(&t.dir).unwrap()["tree_nodes"].is_u64();
         match t.labels {
             _ if trees && !choice.within_budget => {}
@@ -230,4 +230,22 @@ fn the_encrypted_tests_fixture_is_current() {
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(committed == text, "{} is stale: rerun with FHEC_UPDATE_FIXTURES=1", path.display());
+}
+
+/// `--scheme ckks` refuses a tree ensemble whose steps no polynomial approximates within the
+/// budget (naming the ensemble), builds one that stays within it, and `auto` picks TFHE for the first.
+#[test]
+fn a_tree_ensemble_outside_the_budget_is_refused_under_ckks() {
+    use fhec::scheme::{Built, Options, Scheme, build};
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, scheme: Scheme| {
+        let dir = root().join("models").join(name);
+        let cal = fhec::npy::read_samples(&dir.join("inputs.npy")).unwrap();
+        let opts = Options { scheme, ..Default::default() };
+        build(&dir.join("model.onnx"), Some(&cal), &tmp.path().join(format!("{name}-{}", scheme.name())), &opts, |_| ())
+    };
+    let err = run("tree_cancer_skl", Scheme::Ckks).err().expect("refused").to_string();
+    assert!(err.contains("tree ensemble \"TreeEnsembleClassifier\"") && err.contains("--scheme tfhe"), "{err}");
+    assert!(matches!(run("tree_cancer_skl", Scheme::Auto).unwrap().built, Built::Tfhe(_)));
+    assert!(matches!(run("lgbm_iris", Scheme::Ckks).unwrap().built, Built::Ckks(_)));
 }
