@@ -130,7 +130,9 @@ pub fn open(bytes: &[u8], protection: &Protection, what: &str) -> Result<Zeroizi
         artifact::from_bytes(bytes, Kind::SealedSecretKey).map_err(|e| err(format!("{what} {e}")))?;
     let key = match (&sealed.key, protection) {
         (DataKey::Argon2id { m_kib, t, p, salt }, Protection::Passphrase(pass)) => {
-            if *m_kib > 4 << 20 || *t > 64 {
+            // fhec seals at argon2's defaults (19 MiB, 2 passes, 1 lane); a file that asks for more
+            // than 256 MiB, 16 passes or 16 lanes is refused before any of it is spent.
+            if *m_kib > 1 << 18 || *t > 16 || *p > 16 {
                 return Err(err(format!("{what}: implausible key-derivation cost (corrupted file?)")));
             }
             argon2(pass, *m_kib, *t, *p, salt)?

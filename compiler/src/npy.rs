@@ -3,8 +3,7 @@
 use crate::{DriverError, Stacked};
 use ndarray::ArrayD;
 use ndarray_npy::npy::header::Header;
-use ndarray_npy::{read_npy, write_npy};
-use std::io::Seek;
+use ndarray_npy::{ReadNpyExt, write_npy};
 use std::path::{Path, PathBuf};
 
 /// Reads samples as f32; float64 and integer arrays are converted (numpy's default dtype is float64).
@@ -13,32 +12,38 @@ pub fn read_samples(path: &Path) -> Result<ArrayD<f32>, DriverError> {
     if !path.exists() {
         return Err(err("no such file".into()));
     }
-    check_size(path).map_err(err)?;
-    if let Ok(a) = read_npy::<_, ArrayD<f32>>(path) {
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    samples_from_bytes(&bytes).map_err(err)
+}
+
+/// [`read_samples`] on the bytes of a `.npy` file; the error says what is wrong (without a file name).
+pub fn samples_from_bytes(bytes: &[u8]) -> Result<ArrayD<f32>, String> {
+    check_size(bytes)?;
+    if let Ok(a) = ArrayD::<f32>::read_npy(bytes) {
         return Ok(a);
     }
-    if let Ok(a) = read_npy::<_, ArrayD<f64>>(path) {
+    if let Ok(a) = ArrayD::<f64>::read_npy(bytes) {
         return Ok(a.mapv(|v| v as f32));
     }
-    if let Ok(a) = read_npy::<_, ArrayD<i64>>(path) {
+    if let Ok(a) = ArrayD::<i64>::read_npy(bytes) {
         return Ok(a.mapv(|v| v as f32));
     }
-    match read_npy::<_, ArrayD<i32>>(path) {
+    match ArrayD::<i32>::read_npy(bytes) {
         Ok(a) => Ok(a.mapv(|v| v as f32)),
-        Err(e) => Err(err(format!("not a .npy array of float32, float64, int64 or int32 ({e})"))),
+        Err(e) => Err(format!("not a .npy array of float32, float64, int64 or int32 ({e})")),
     }
 }
 
 /// Refuses a header that declares more values than the file holds, before anything is allocated
 /// for them (a header of 10^11 x 13 values would otherwise abort the process).
-fn check_size(path: &Path) -> Result<(), String> {
-    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let header = Header::from_reader(&mut f).map_err(|e| format!("not a .npy array ({e})"))?;
-    let after_header = f.metadata().map_err(|e| e.to_string())?.len().saturating_sub(f.stream_position().unwrap_or(0));
+fn check_size(bytes: &[u8]) -> Result<(), String> {
+    let mut reader = bytes;
+    let header = Header::from_reader(&mut reader).map_err(|e| format!("not a .npy array ({e})"))?;
+    let after_header = reader.len() as u64;
     // The item size from the dtype (`'<f4'`: 4 bytes); 1 where it cannot be read (the reader refuses those).
     let descr = header.type_descriptor.to_string();
     let code = descr.trim_matches(['\'', '"']).trim_start_matches(['<', '>', '=', '|']);
-    let item: u64 = code.get(1..).and_then(|n| n.parse().ok()).unwrap_or(1);
+    let item: u64 = code.get(1..).and_then(|n| n.parse().ok()).unwrap_or(1).max(1);
     let values = header.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
     match values.and_then(|v| v.checked_mul(item)) {
         Some(bytes) if bytes <= after_header => Ok(()),

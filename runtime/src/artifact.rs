@@ -160,6 +160,28 @@ pub fn to_bytes<T: Serialize>(kind: Kind, value: &T) -> Result<(Vec<u8>, Vec<u8>
     Ok((bytes, env.payload))
 }
 
+/// An envelope of `kind` around `payload` as given, with its checksum (for tests and fuzzing: it
+/// reaches the payload decoders with bytes that no serializer wrote).
+pub fn wrap_payload(kind: Kind, payload: Vec<u8>) -> Vec<u8> {
+    let env =
+        Envelope { magic: MAGIC, kind, version: FORMAT_VERSION, checksum: Sha256::digest(&payload).into(), payload };
+    bincode::serialize(&env).expect("an envelope serializes")
+}
+
+/// The payload of an envelope of any kind, checksum verified (for tests and fuzzing).
+pub fn payload_of(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let env: Envelope = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(bytes.len() as u64 + 1024)
+        .deserialize(bytes)
+        .map_err(|_| "not an fhec file (or truncated)".to_string())?;
+    if <[u8; 32]>::from(Sha256::digest(&env.payload)) != env.checksum {
+        return Err("is corrupted (checksum mismatch)".into());
+    }
+    Ok(env.payload)
+}
+
 /// The kind of an envelope, if `bytes` is one or starts like one (reads the head only: neither the
 /// checksum nor the payload is looked at, so the first few dozen bytes of a file are enough).
 pub fn peek_kind(bytes: &[u8]) -> Option<Kind> {

@@ -11,6 +11,10 @@
 use crate::params::ParamSet;
 use serde::{Deserialize, Serialize};
 
+/// The most inputs, or bootstraps, a circuit may have (the compiler's bound on encrypted values,
+/// `--max-encrypted-values`, is 2^22 by default).
+pub const MAX_WIRES: usize = 1 << 26;
+
 /// `bias + sum(weight * wire)`, in wrapping torus arithmetic.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Affine {
@@ -78,6 +82,14 @@ impl Circuit {
     /// Checks indices and table sizes: every wire a bootstrap or output reads exists before it.
     pub fn validate(&self) -> Result<(), crate::RuntimeError> {
         let bad = |m: String| Err(crate::RuntimeError::Invalid(m));
+        // Wires are allocated per sample: a count no compiled circuit reaches is a damaged file.
+        if self.n_inputs > MAX_WIRES || self.pbs.len() > MAX_WIRES {
+            return bad(format!(
+                "{} inputs and {} bootstraps: more than the {MAX_WIRES} wires a circuit may have",
+                self.n_inputs,
+                self.pbs.len()
+            ));
+        }
         let positions = self.params.positions();
         for (i, t) in self.tables.iter().enumerate() {
             if t.values.len() != positions {

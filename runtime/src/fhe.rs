@@ -70,6 +70,39 @@ impl InputCiphertexts {
         }
     }
 
+    /// Checks that the ciphertexts are well-formed for an evaluation key whose ciphertexts have
+    /// `lwe_size` (what decoding cannot: serde fills tfhe-rs's entities without their constructors'
+    /// checks): the size the server works on, the native modulus, and packed ciphertexts whose
+    /// bodies are as long as their polynomials and that hold at least the values announced.
+    pub fn check(&self, lwe_size: usize) -> Result<(), RuntimeError> {
+        let bad = |m: String| Err(RuntimeError::Invalid(m));
+        if let Some(size) = self.lwe_size().filter(|&s| s != lwe_size) {
+            return bad(format!(
+                "ciphertexts of LWE size {size} do not match the evaluation key ({lwe_size}): wrong key or corrupted input"
+            ));
+        }
+        match self {
+            InputCiphertexts::List(l) => {
+                if !l.ciphertext_modulus().is_native_modulus() {
+                    return bad("ciphertexts with a non-native modulus: corrupted input".into());
+                }
+            }
+            InputCiphertexts::Packed { glwe, count } => {
+                for (i, g) in glwe.iter().enumerate() {
+                    let n = g.polynomial_size().0;
+                    if !n.is_power_of_two() || g.as_ref().len() != n || !g.ciphertext_modulus().is_native_modulus() {
+                        return bad(format!("packed ciphertext {i} is malformed: corrupted input"));
+                    }
+                }
+                let capacity: usize = glwe.iter().map(|g| g.polynomial_size().0).sum();
+                if capacity < *count {
+                    return bad(format!("{count} values announced, the ciphertexts hold {capacity}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The LWE size of the ciphertexts the server works on.
     fn lwe_size(&self) -> Option<usize> {
         match self {
@@ -80,8 +113,9 @@ impl InputCiphertexts {
         }
     }
 
-    /// Expands to one LWE ciphertext per value (regenerating the masks).
-    fn expand(&self) -> Result<Vec<LweCiphertextOwned<u64>>, RuntimeError> {
+    /// Expands to one LWE ciphertext per value (regenerating the masks). Call [`Self::check`] first
+    /// on ciphertexts from outside.
+    pub fn expand(&self) -> Result<Vec<LweCiphertextOwned<u64>>, RuntimeError> {
         match self {
             InputCiphertexts::List(l) => Ok(l
                 .clone()
@@ -152,6 +186,25 @@ fn check_params(circuit: &Circuit, key: ParamSet) -> Result<(), RuntimeError> {
 }
 
 impl CompressedEvalKey {
+    /// Checks that the key is a well-formed key of its parameter set (tfhe-rs's conformance check:
+    /// every dimension, modulus and level count), so that decoding, decompressing and evaluating it
+    /// cannot fail or allocate beyond its set's size. Required of every key read from outside.
+    pub fn check(&self) -> Result<(), RuntimeError> {
+        use tfhe::conformance::ParameterSetConformant;
+        let p = self.0.tfhe();
+        let max_degree =
+            tfhe::shortint::ciphertext::MaxDegree::from_msg_carry_modulus(p.message_modulus, p.carry_modulus);
+        let expected = (tfhe::shortint::parameters::AtomicPatternParameters::from(p), max_degree);
+        if self.1.is_conformant(&expected) {
+            Ok(())
+        } else {
+            Err(RuntimeError::Invalid(format!(
+                "the evaluation key does not conform to its parameter set {}: corrupted, or not made by fhec keygen",
+                self.0
+            )))
+        }
+    }
+
     /// Expands the key for evaluation (on the server).
     pub fn decompress(&self) -> EvalKey {
         EvalKey(self.0, self.1.decompress())
@@ -376,16 +429,12 @@ pub fn run_batch(
 ) -> Result<OutputCiphertexts, RuntimeError> {
     circuit.validate()?;
     check_params(circuit, key.0)?;
-    if inputs.len() != circuit.n_inputs * samples {
-        return Err(RuntimeError::InputCount { expected: circuit.n_inputs * samples, got: inputs.len() });
+    let expected = circuit.n_inputs.saturating_mul(samples);
+    if inputs.len() != expected {
+        return Err(RuntimeError::InputCount { expected, got: inputs.len() });
     }
     let expected = key.1.ciphertext_lwe_dimension().to_lwe_size();
-    if let Some(size) = inputs.lwe_size().filter(|&s| s != expected.0) {
-        return Err(RuntimeError::Invalid(format!(
-            "ciphertexts of LWE size {size} do not match the evaluation key ({}): wrong key or corrupted input",
-            expected.0
-        )));
-    }
+    inputs.check(expected.0)?;
     let tables = circuit.tables.iter().map(|t| key.lookup_table(&t.values)).collect::<Result<Vec<_>, _>>()?;
     let mut cts = inputs.expand()?.into_iter();
     let samples = samples.max(usize::from(circuit.n_inputs == 0));

@@ -691,3 +691,221 @@ fn https_round_trip_certificate_checks_and_rotation() {
         assert!(err.contains("plain HTTP"), "{err}");
     });
 }
+
+/// A disk that holds `left` more bytes, then fails writes with "storage full" (as a full volume
+/// does), writing nothing of a file that does not fit.
+#[derive(Debug)]
+struct SmallDisk {
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl fhec_serve::keystore::Disk for SmallDisk {
+    fn write(&self, dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let left = self.left.load(Ordering::SeqCst);
+        if bytes.len() > left {
+            return Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left on device"));
+        }
+        self.left.store(left - bytes.len(), Ordering::SeqCst);
+        fhec_serve::keystore::write_atomic(dir, name, bytes)
+    }
+}
+
+/// The key store's disk fills up: the upload that does not fit gets a clean 507 naming the cause,
+/// nothing of it is stored or listed, the keys stored before still serve, and once there is room
+/// the same upload succeeds.
+#[test]
+fn a_full_disk_refuses_the_upload_with_507_and_corrupts_nothing() {
+    runtime().block_on(async {
+        let store = tempfile::tempdir().unwrap();
+        let (a, b) = (session("logreg_cancer_torch", "logreg_a"), session("logreg_cancer_torch", "logreg_b"));
+        let room = a.eval_key.len() + 4096;
+        let disk = Arc::new(SmallDisk { left: room.into() });
+        let mut c = config(store.path());
+        c.disk = disk.clone();
+        let server = Running::start(c).await;
+        let alice = server.remote(ALICE);
+        let key_a = alice.register_key(a.eval_key.clone()).await.unwrap().id;
+        let url = format!("{}/v1/keys", server.url);
+        let (status, _, answer) = raw(reqwest::Method::PUT, url.clone(), Some(ALICE), b.eval_key.clone()).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{}", message(&answer));
+        assert!(message(&answer).contains("store is full") && message(&answer).contains("nothing was stored"));
+        let listed: Vec<String> = alice.keys().await.unwrap().into_iter().map(|k| k.id).collect();
+        assert_eq!(listed, std::slice::from_ref(&key_a));
+        let names: Vec<String> =
+            walk(store.path()).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert!(names.iter().all(|n| n.starts_with(&key_a) || !n.ends_with(".key")), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with(".tmp-")), "{names:?}");
+        // The key stored before the disk filled still serves.
+        let x = samples("logreg_cancer_torch", 2);
+        let (answer, _) = alice.infer("logreg", &key_a, a.encrypt(&x).unwrap()).await.unwrap();
+        assert_eq!(decrypted_classes(&a, &answer), simulated_classes("logreg_cancer_torch", &x));
+        // Room again: the same upload is stored.
+        disk.left.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+        let (status, _, answer) = raw(reqwest::Method::PUT, url, Some(ALICE), b.eval_key.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{}", message(&answer));
+        assert_eq!(alice.keys().await.unwrap().len(), 2);
+        server.stop().await;
+    });
+}
+
+/// Slow clients: hundreds of connections that never finish their headers (slowloris) neither keep
+/// others out nor stay open past the header timeout; with more of them than the connection limit,
+/// a client still gets in once the timeout has closed them; a body that trickles in is cut off with
+/// 408 after the body timeout and frees its admission.
+#[test]
+fn slow_clients_cannot_exhaust_connections_or_admissions() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    runtime().block_on(async {
+        let store = tempfile::tempdir().unwrap();
+        let mut c = config(store.path());
+        (c.header_timeout, c.body_timeout, c.max_connections) = (Duration::from_secs(1), Duration::from_secs(2), 128);
+        (c.workers, c.queue) = (1, 1);
+        let server = Running::start(c).await;
+        let addr = server.url.trim_start_matches("http://").to_string();
+        let open_slow = |n: usize| {
+            let addr = addr.clone();
+            async move {
+                let mut v = Vec::new();
+                for _ in 0..n {
+                    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                    s.write_all(b"PUT /v1/keys HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+                    v.push(s);
+                }
+                v
+            }
+        };
+        // Fewer slow connections than the limit: others are served at once.
+        let mut slow = open_slow(100).await;
+        let alice = server.remote(ALICE);
+        promptly("models while 100 connections stall", alice.models()).await.unwrap();
+        // Past the header timeout the server has closed them: each reads end-of-stream (or a reset).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut closed = 0;
+        for s in &mut slow {
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(_)) | Ok(Err(_)) => closed += 1,
+                Err(_) => {}
+            }
+        }
+        assert_eq!(closed, slow.len(), "stalled connections still open after the header timeout");
+        drop(slow);
+        // More slow connections than the limit: a new client waits at most about one header timeout.
+        let slow = open_slow(200).await;
+        let start = std::time::Instant::now();
+        promptly("models while 200 connections stall", alice.models()).await.unwrap();
+        eprintln!("served after {:?} behind 200 stalled connections (limit 128, header timeout 1 s)", start.elapsed());
+        drop(slow);
+        // A body that trickles: 408 after the body timeout, and the admission is free again.
+        let s = session("logreg_cancer_torch", "logreg_a");
+        let mut trickle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "PUT /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nContent-Length: {}\r\n\r\n",
+            s.eval_key.len()
+        );
+        trickle.write_all(head.as_bytes()).await.unwrap();
+        trickle.write_all(&s.eval_key[..100]).await.unwrap();
+        let mut answer = Vec::new();
+        promptly("the trickling body's answer", trickle.read_to_end(&mut answer)).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("did not arrive within 2 s"), "{answer}");
+        let key = promptly("an upload after it", alice.register_key(s.eval_key.clone())).await.unwrap();
+        assert!(!key.id.is_empty());
+        server.stop().await;
+    });
+}
+
+/// 3x overload from one tenant whose clients retry 50 ms after each refusal, beside a second tenant
+/// sending one request at a time: every accepted request of both decrypts to the simulation, and
+/// latency is bounded in jobs rather than seconds (the machine is shared with the other tests):
+/// while an accepted request is in flight, at most `capacity` others finish (those queued ahead of
+/// it, one slack for the time between sending and admission); while the second tenant waits,
+/// retries included, at most `capacity + 1` do (one freed slot goes to it at once: its fair share;
+/// without fair shares it races nine clients for each freed slot). Wall-clock numbers are printed.
+#[test]
+fn overload_with_retrying_clients_keeps_latency_bounded_and_tenants_fair() {
+    use std::time::Instant;
+    runtime().block_on(async {
+        let store = tempfile::tempdir().unwrap();
+        let mut c = config(store.path());
+        (c.workers, c.queue) = (1, 2);
+        let capacity = 3;
+        let server = Running::start(c).await;
+        let (alice, bob) = (server.remote(ALICE), server.remote(BOB));
+        let s = Arc::new(session("mlp_iris_skl", "iris"));
+        let key_a = alice.register_key(s.eval_key.clone()).await.unwrap().id;
+        let key_b = bob.register_key(s.eval_key.clone()).await.unwrap().id;
+        let x = samples("mlp_iris_skl", 2);
+        let body = s.encrypt(&x).unwrap();
+        let want = simulated_classes("mlp_iris_skl", &x);
+        let url = |key: &str| format!("{}/v1/models/iris/infer?key={key}", server.url);
+        // Attempts until accepted, 50 ms after each refusal (clients that ignore Retry-After):
+        // the first attempt's start, the accepted attempt's start, the answer's time, the refusals.
+        let attempt = |token: &'static str, url: String, body: Vec<u8>, s: Arc<Session>, want: Vec<i64>| async move {
+            let (mut refused, first) = (0, Instant::now());
+            loop {
+                let t = Instant::now();
+                let (status, _, answer) = raw(reqwest::Method::POST, url.clone(), Some(token), body.clone()).await;
+                match status {
+                    StatusCode::OK => {
+                        assert_eq!(decrypted_classes(&s, &answer), want);
+                        return (first, t, Instant::now(), refused);
+                    }
+                    StatusCode::TOO_MANY_REQUESTS => refused += 1,
+                    other => panic!("{other}: {}", String::from_utf8_lossy(&answer)),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let single = {
+            let (_, t, end, _) = attempt(ALICE, url(&key_a), body.clone(), s.clone(), want.clone()).await;
+            end - t
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood: Vec<_> = (0..3 * capacity)
+            .map(|_| {
+                let (stop, url, body, s, want) = (stop.clone(), url(&key_a), body.clone(), s.clone(), want.clone());
+                tokio::spawn(async move {
+                    let mut done = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        done.push(attempt(ALICE, url.clone(), body.clone(), s.clone(), want.clone()).await);
+                    }
+                    done
+                })
+            })
+            .collect();
+        tokio::time::sleep(single * 2).await;
+        let mut bob = Vec::new();
+        for _ in 0..6 {
+            bob.push(attempt(BOB, url(&key_b), body.clone(), s.clone(), want.clone()).await);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = bob.clone();
+        for f in flood {
+            all.extend(f.await.unwrap());
+        }
+        // Others that finished strictly inside (from, to).
+        let finished_within =
+            |from: Instant, to: Instant| all.iter().filter(|&&(_, _, end, _)| end > from && end < to).count();
+        let mut in_jobs: Vec<usize> = all.iter().map(|&(_, t, end, _)| finished_within(t, end)).collect();
+        in_jobs.sort();
+        let mut seconds: Vec<Duration> = all.iter().map(|&(_, t, end, _)| end - t).collect();
+        seconds.sort();
+        let bob_waits: Vec<(usize, usize)> =
+            bob.iter().map(|&(first, _, end, refused)| (finished_within(first, end), refused)).collect();
+        eprintln!(
+            "single request {single:?}; {} accepted under 3x overload: p99 {:?}, max {} others finished during one; \
+             the second tenant's requests (others finished meanwhile, refusals): {bob_waits:?}",
+            all.len(),
+            seconds[(seconds.len() * 99 / 100).min(seconds.len() - 1)],
+            in_jobs.last().unwrap()
+        );
+        assert!(*in_jobs.last().unwrap() <= capacity, "an accepted request waited past the queue: {in_jobs:?}");
+        assert!(
+            bob_waits.iter().all(|&(n, _)| n <= capacity + 1),
+            "the second tenant waited past its share: {bob_waits:?}"
+        );
+        server.stop().await;
+    });
+}

@@ -36,6 +36,16 @@ pub struct Cli {
     /// The command that reads the wrapped data key on stdin and prints the 32-byte key.
     #[arg(long, global = true)]
     key_unwrap_command: Option<String>,
+    /// Resource bound: elements of any one tensor a model declares or computes (default 2^28).
+    #[arg(long, global = true, value_name = "N")]
+    max_tensor_elements: Option<usize>,
+    /// Resource bound: nodes of an ONNX graph (default 65536).
+    #[arg(long, global = true, value_name = "N")]
+    max_graph_nodes: Option<usize>,
+    /// Resource bound: encrypted values of a circuit, the sum of its encrypted tensors' sizes
+    /// (default 2^22).
+    #[arg(long, global = true, value_name = "N")]
+    max_encrypted_values: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -131,6 +141,12 @@ fn run(cli: Cli) -> Result<()> {
         bail!("--threads must be at least 1");
     }
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("starting the worker pool")?;
+    let defaults = fhec_ir::Limits::default();
+    fhec_ir::limits::set_limits(fhec_ir::Limits {
+        max_tensor_elements: cli.max_tensor_elements.unwrap_or(defaults.max_tensor_elements),
+        max_graph_nodes: cli.max_graph_nodes.unwrap_or(defaults.max_graph_nodes),
+        max_encrypted_values: cli.max_encrypted_values.unwrap_or(defaults.max_encrypted_values),
+    });
     let global = Global { quiet, threads, engine, protection };
     match cli.command {
         Command::Inspect(args) => commands::inspect::run(args, &global),

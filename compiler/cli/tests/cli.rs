@@ -78,6 +78,41 @@ fn broken_files_are_clear_errors() {
     }
 }
 
+/// A few bytes that declare 10^10 to 10^12 elements are refused before anything that size is
+/// allocated (each used to abort the process on a failed allocation); the flags move the bounds.
+#[test]
+fn huge_declared_tensors_are_refused_before_they_are_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.fhec");
+    for (file, needle) in [
+        ("huge_initializer", "initializer \"W\""),
+        ("huge_input", "input \"x\""),
+        ("huge_constant_of_shape", "(ConstantOfShape)"),
+        ("huge_tile", "(Tile)"),
+        ("huge_range", "(Range)"),
+    ] {
+        let model = corpus(&format!("invalid/{file}.onnx"));
+        let o = fhec(&["build", model.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{file}: {e}");
+        assert!(e.contains(needle) && e.contains("--max-tensor-elements") && !e.contains("panicked"), "{file}: {e}");
+    }
+    // Lower bounds refuse what the defaults allow: a corpus model's 30 inputs, its 3 nodes, its circuit.
+    let model = corpus("models/logreg_cancer_torch/model.onnx");
+    let cal = corpus("models/logreg_cancer_torch/inputs.npy");
+    for (flag, needle) in [
+        ("--max-tensor-elements=16", "elements per tensor"),
+        ("--max-graph-nodes=1", "nodes per graph"),
+        ("--max-encrypted-values=8", "encrypted values"),
+    ] {
+        let args = [flag, "build", model.to_str().unwrap(), "--calibration", cal.to_str().unwrap(), "-o"];
+        let o = fhec(&[&args[..], &[out.to_str().unwrap()]].concat());
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{flag}: {e}");
+        assert!(e.contains(needle) && e.contains(flag.split('=').next().unwrap()), "{flag}: {e}");
+    }
+}
+
 #[test]
 fn wrong_input_shape_names_the_expected_shape() {
     let dir = tempfile::tempdir().unwrap();
@@ -1012,4 +1047,112 @@ fn training_through_fhec_serve_from_the_cli() {
     assert!(!o.status.success() && stderr(&o).contains("no training job"), "{}", stderr(&o));
     Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
     assert!(server.0.wait().unwrap().success());
+}
+
+/// One HTTP/1.1 request over a fresh connection: status and body.
+fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(120))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let at = answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(answer.len(), |i| i + 4);
+    (status, answer[at..].to_vec())
+}
+
+/// `fhec serve` killed with SIGKILL while one key uploads and a batch of ciphertexts is evaluated,
+/// then restarted on the same store, three times over: every upload it answered is listed and
+/// works, every listed key loads, the interrupted upload is either whole or absent (uploading it
+/// again repairs nothing: it answers 200 or 201), no temporary file is left, and the batch runs
+/// after the restart and decrypts to the cleartext simulation.
+#[test]
+fn a_killed_server_keeps_every_completed_upload_and_nothing_half_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |s: &str| tmp.path().join(s).to_str().unwrap().to_string();
+    build_logreg(&tmp.path().join("logreg.fhec"));
+    let model = p("logreg.fhec");
+    for k in 0..4 {
+        let o = fhec(&["--quiet", "keygen", &model, "--keys", &p(&format!("k{k}"))]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let x = corpus("models/logreg_cancer_torch/inputs.npy");
+    let o = fhec(&["encrypt", &model, "--keys", &p("k0"), "--input", x.to_str().unwrap(), "--output", &p("in.ct")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fhec(&["predict", &model, "--input", x.to_str().unwrap(), "--output", &p("sim.npy")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let store = p("store");
+    let key = |k: usize| std::fs::read(tmp.path().join(format!("k{k}/eval.key"))).unwrap();
+    let args = [model.as_str(), "--allow-anonymous", "--store", store.as_str(), "--workers", "1"];
+    let (server, _lines, mut addr) = serve(&args);
+    let (status, body) = http(&addr, "PUT", "/v1/keys", &key(0));
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let id0 = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"].as_str().unwrap().to_string();
+    let mut completed = vec![id0.clone()];
+    let mut server = Some(server);
+    let ciphertexts = std::fs::read(p("in.ct")).unwrap();
+    for round in 1..4 {
+        // In flight when the kill comes: an upload of key `round`, and the whole test set's batch.
+        let upload = {
+            let (addr, bytes) = (addr.clone(), key(round));
+            std::thread::spawn(move || {
+                let _ = std::panic::catch_unwind(|| http(&addr, "PUT", "/v1/keys", &bytes));
+            })
+        };
+        let batch = {
+            let (addr, bytes, path) = (addr.clone(), ciphertexts.clone(), format!("/v1/models/logreg/infer?key={id0}"));
+            std::thread::spawn(move || {
+                let _ = std::panic::catch_unwind(|| http(&addr, "POST", &path, &bytes));
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(40 * round as u64));
+        drop(server.take()); // SIGKILL
+        let _ = (upload.join(), batch.join());
+        let (restarted, _lines, new_addr) = serve(&args);
+        server = Some(restarted);
+        addr = new_addr;
+        let (status, body) = http(&addr, "GET", "/v1/keys", b"");
+        assert_eq!(status, 200);
+        let listed: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&body)
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_string())
+            .collect();
+        for id in &completed {
+            assert!(listed.contains(id), "round {round}: completed upload {id} is not listed: {listed:?}");
+        }
+        for id in &listed {
+            let (status, _) = http(&addr, "GET", &format!("/v1/keys/{id}"), b"");
+            assert_eq!(status, 200, "round {round}: listed key {id}");
+        }
+        let (status, body) = http(&addr, "PUT", "/v1/keys", &key(round));
+        assert!(status == 200 || status == 201, "round {round}: {status} {}", String::from_utf8_lossy(&body));
+        completed.push(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"].as_str().unwrap().into());
+        let leftovers: Vec<_> = std::fs::read_dir(&store)
+            .unwrap()
+            .flatten()
+            .filter(|d| d.path().is_dir())
+            .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+            .filter(|f| f.file_name().to_string_lossy().starts_with(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "round {round}: temporary files left: {leftovers:?}");
+        // The batch, again, on the restarted server: it decrypts to the simulation.
+        let (status, out) = http(&addr, "POST", &format!("/v1/models/logreg/infer?key={id0}"), &ciphertexts);
+        assert_eq!(status, 200, "round {round}: {}", String::from_utf8_lossy(&out));
+        std::fs::write(p("out.ct"), &out).unwrap();
+        let o = fhec(&["decrypt", &model, "--keys", &p("k0"), "--input", &p("out.ct"), "--output", &p("y.npy")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let (got, want): (ndarray::Array2<f32>, ndarray::Array2<f32>) =
+            (ndarray_npy::read_npy(p("y.npy")).unwrap(), ndarray_npy::read_npy(p("sim.npy")).unwrap());
+        let class = |v: f32| v > 0.5;
+        let same = got.iter().zip(&want).filter(|(g, w)| class(**g) == class(**w)).count();
+        assert_eq!(same, want.len(), "round {round}: decrypted classes differ from the simulation");
+    }
 }

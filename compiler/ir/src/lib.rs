@@ -9,6 +9,7 @@
 
 mod error;
 mod index;
+pub mod limits;
 mod module;
 mod op;
 mod parse;
@@ -20,6 +21,7 @@ mod verify;
 
 pub use error::IrError;
 pub use index::{broadcast_index, for_each_index};
+pub use limits::{Limits, check_shape, checked_numel};
 pub use module::{Module, Node, ValueId};
 pub use op::{Attr, AttrMap, ConvAttrs, Op, PadMode, PoolAttrs, ReduceKind, broadcast_shapes, slice_len, window_out};
 pub use print::DataMode;

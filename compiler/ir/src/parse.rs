@@ -192,6 +192,9 @@ impl Parser {
                 Err(_) => return self.err(format!("bad dimension `{w}`")),
             }
         }
+        if let Err(msg) = crate::limits::check_shape(&shape) {
+            return self.err(msg);
+        }
         Ok(Type::new(security, dtype, shape))
     }
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What the store knows of a key (the JSON the API returns).
@@ -39,6 +40,23 @@ pub struct KeyMeta {
 pub struct KeyStore {
     root: PathBuf,
     ttl: Duration,
+    disk: Arc<dyn Disk>,
+}
+
+/// How the store writes a file: whole, or not at all ([`Fsync`] on a real disk). A write that fails
+/// (a full disk) leaves no file of that name changed. Tests put failing disks here.
+pub trait Disk: Send + Sync + std::fmt::Debug {
+    fn write(&self, dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+/// The real disk: [`write_atomic`].
+#[derive(Debug)]
+pub struct Fsync;
+
+impl Disk for Fsync {
+    fn write(&self, dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        write_atomic(dir, name, bytes)
+    }
 }
 
 /// A tenant's directory name: a digest of the tenant, so no tenant name reaches a path.
@@ -93,6 +111,7 @@ pub fn decode_upload(bytes: &[u8]) -> Result<Upload, String> {
     } else {
         let (key, payload): (CompressedEvalKey, _) =
             artifact::from_bytes(bytes, Kind::EvalKey).map_err(|e| format!("the evaluation key {e}"))?;
+        key.check().map_err(|e| e.to_string())?;
         let params = key.params().name().to_string();
         (Uploaded::Tfhe(Box::new(key)), params, payload)
     };
@@ -106,7 +125,7 @@ pub fn decode_upload(bytes: &[u8]) -> Result<Upload, String> {
 
 /// Writes `dir/name` so that a crash leaves the old file or the new one: a temporary file in `dir`,
 /// fsynced, renamed over `name`, and `dir` fsynced.
-pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
@@ -117,9 +136,9 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Res
 
 impl KeyStore {
     /// Opens (creating it if needed) the store at `root`; keys live `ttl` after their upload.
-    pub fn open(root: &Path, ttl: Duration) -> std::io::Result<KeyStore> {
+    pub fn open(root: &Path, ttl: Duration, disk: Arc<dyn Disk>) -> std::io::Result<KeyStore> {
         std::fs::create_dir_all(root)?;
-        let store = KeyStore { root: root.to_path_buf(), ttl };
+        let store = KeyStore { root: root.to_path_buf(), ttl, disk };
         // Temporary files left by a crash mid-write.
         for dir in store.tenant_dirs() {
             for entry in std::fs::read_dir(&dir)?.flatten() {
@@ -165,8 +184,15 @@ impl KeyStore {
             expires: now() + self.ttl.as_secs() + 1,
         };
         // Rewritten even when present: an upload repairs a stored copy damaged on disk.
-        write_atomic(&dir, &format!("{}.key", upload.id), bytes)?;
-        write_atomic(&dir, &format!("{}.json", upload.id), &serde_json::to_vec_pretty(&meta).expect("json"))?;
+        self.disk.write(&dir, &format!("{}.key", upload.id), bytes)?;
+        let json = serde_json::to_vec_pretty(&meta).expect("json");
+        if let Err(e) = self.disk.write(&dir, &format!("{}.json", upload.id), &json) {
+            // A new key without its metadata is never served; removed now rather than by the sweep.
+            if existing.is_none() {
+                let _ = std::fs::remove_file(dir.join(format!("{}.key", upload.id)));
+            }
+            return Err(e);
+        }
         Ok((meta, existing.is_none()))
     }
 

@@ -151,6 +151,16 @@ pub struct Config {
     pub max_ckks_samples: usize,
     /// From arrival to answer, queueing included.
     pub request_timeout: Duration,
+    /// A connection that has not sent a request's headers within this long is closed (slow-header
+    /// clients, slowloris).
+    pub header_timeout: Duration,
+    /// A request body that has not arrived within this long is refused with 408 (slow-body clients
+    /// cannot hold an admission longer than this).
+    pub body_timeout: Duration,
+    /// Connections open at once; beyond them the server stops accepting until one closes.
+    pub max_connections: usize,
+    /// Where the key store writes (the disk; tests inject failures here).
+    pub disk: Arc<dyn keystore::Disk>,
     /// Decompressed evaluation keys kept in memory (each takes tens to hundreds of MB).
     pub key_cache: usize,
     /// A training round stopped (and its job failed) after this long.
@@ -173,6 +183,10 @@ impl Config {
             max_samples: 256,
             max_ckks_samples: 16384,
             request_timeout: Duration::from_secs(300),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(120),
+            max_connections: 4096,
+            disk: Arc::new(keystore::Fsync),
             key_cache: 4,
             train_round_timeout: Duration::from_secs(3600),
             max_jobs: 8,
@@ -306,6 +320,8 @@ pub struct App {
     slots: Arc<Semaphore>,
     /// Requests admitted and not yet answered (running or waiting).
     admitted: AtomicUsize,
+    /// Admissions by tenant, and the tenants refused lately (for fair shares under overload).
+    tenancy: Mutex<Tenancy>,
     /// Moving average of a job's run time, in microseconds (for Retry-After).
     job_us: AtomicU64,
     ready: AtomicBool,
@@ -314,12 +330,30 @@ pub struct App {
     training: training::Queue,
 }
 
-/// Holds an admission (running or queued); released on drop, whatever happens to the request.
-struct Admission(Arc<App>);
+/// Who holds admissions, and who asked for one lately and was refused: both contend for the capacity.
+#[derive(Default)]
+struct Tenancy {
+    held: HashMap<String, usize>,
+    refused: HashMap<String, Instant>,
+}
+
+/// How long a refused tenant counts as contending for a share (clients retry within this).
+const CONTENDING: Duration = Duration::from_secs(10);
+
+/// Holds an admission (running or queued) of a tenant; released on drop, whatever happens to the
+/// request.
+struct Admission(Arc<App>, String);
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        let mut tenancy = self.0.tenancy.lock().unwrap_or_else(|e| e.into_inner());
         self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+        if let Some(n) = tenancy.held.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                tenancy.held.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -354,7 +388,7 @@ impl App {
             }
             config
         };
-        let store = KeyStore::open(&config.store, config.key_ttl)
+        let store = KeyStore::open(&config.store, config.key_ttl, config.disk.clone())
             .map_err(|e| format!("key store {}: {e}", config.store.display()))?;
         let cache = lru::LruCache::new(NonZeroUsize::new(config.key_cache.max(1)).expect("positive"));
         let jobs_root = config.store.join("jobs");
@@ -372,6 +406,7 @@ impl App {
             store,
             cache: Mutex::new(cache),
             admitted: AtomicUsize::new(0),
+            tenancy: Mutex::new(Tenancy::default()),
             job_us: AtomicU64::new(1_000_000),
             ready: AtomicBool::new(true),
             metrics: Metrics::new(),
@@ -401,27 +436,40 @@ impl App {
     }
 
     /// Admits a request, or refuses it with 429 and a Retry-After when `workers + queue` are taken.
-    fn admit(self: &Arc<App>) -> ApiResult<Admission> {
+    fn admit(self: &Arc<App>, tenant: &str) -> ApiResult<Admission> {
         let capacity = self.config.workers + self.config.queue;
-        let mut now = self.admitted.load(Ordering::Acquire);
-        loop {
-            if now >= capacity {
-                self.metrics.rejected.inc();
-                // Room opens when the next admitted request ends: every job time / workers on average.
-                let seconds =
-                    (self.job_us.load(Ordering::Relaxed) / self.config.workers as u64).div_ceil(1_000_000).max(1);
-                let mut e = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("the server is at capacity ({capacity} requests admitted): retry later"),
-                );
-                e.retry_after = Some(seconds);
-                return Err(e);
-            }
-            match self.admitted.compare_exchange_weak(now, now + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(Admission(self.clone())),
-                Err(seen) => now = seen,
-            }
+        let mut tenancy = self.tenancy.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.admitted.load(Ordering::Acquire);
+        let mine = tenancy.held.get(tenant).copied().unwrap_or(0);
+        // A tenant's fair share: the capacity split evenly between the tenants that contend for it
+        // (holding admissions, or refused within `CONTENDING`; this one included), at least one. A
+        // tenant over its share is refused only while the server is at least half full, so one
+        // tenant alone can still use all of it, and a freed slot goes to a tenant under its share.
+        tenancy.refused.retain(|_, at| at.elapsed() < CONTENDING);
+        let tenants = {
+            let Tenancy { held, refused } = &*tenancy;
+            let others = refused.keys().filter(|t| !held.contains_key(*t) && *t != tenant).count();
+            held.len() + others + usize::from(mine == 0)
+        };
+        let share = (capacity / tenants).max(1);
+        let over_share = mine >= share && now >= capacity / 2;
+        if now >= capacity || over_share {
+            self.metrics.rejected.inc();
+            // Room opens when the next admitted request ends: every job time / workers on average.
+            let seconds = (self.job_us.load(Ordering::Relaxed) / self.config.workers as u64).div_ceil(1_000_000).max(1);
+            let why = if now >= capacity {
+                format!("the server is at capacity ({capacity} requests admitted): retry later")
+            } else {
+                format!("this tenant holds its share of the server ({mine} of {capacity} requests): retry later")
+            };
+            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, why);
+            e.retry_after = Some(seconds);
+            tenancy.refused.insert(tenant.to_string(), Instant::now());
+            return Err(e);
         }
+        self.admitted.fetch_add(1, Ordering::AcqRel);
+        *tenancy.held.entry(tenant.to_string()).or_insert(0) += 1;
+        Ok(Admission(self.clone(), tenant.to_string()))
     }
 
     /// Runs `job` on a blocking thread once a worker slot is free; the slot and the admission are
@@ -662,19 +710,58 @@ where
         })
     };
     let trainer = tokio::spawn(training::worker(app.clone()));
-    let router = app.router();
-    let draining = app.clone();
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            draining.ready.store(false, Ordering::Release);
-            tracing::info!("shutting down: draining requests in flight");
-        })
-        .await;
+    let result = accept_loop(&app, listener, shutdown).await;
     sweeper.abort();
     app.training.stop();
     let _ = trainer.await;
     result
+}
+
+/// Accepts connections until `shutdown`, at most `max_connections` open at once (beyond that the
+/// kernel's backlog holds new ones), each closed when a request's headers take longer than
+/// `header_timeout`; then stops accepting, reports not ready, and waits for the connections to end
+/// their requests in flight.
+async fn accept_loop<L>(
+    app: &Arc<App>,
+    mut listener: L,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let router = app.router();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(app.config.header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(Semaphore::new(app.config.max_connections.max(1)));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = open.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (io, peer) = tokio::select! {
+            c = listener.accept() => c,
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(?peer, error = %e, "connection ended");
+            }
+        });
+    }
+    app.ready.store(false, Ordering::Release);
+    tracing::info!("shutting down: draining requests in flight");
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod).

@@ -97,7 +97,15 @@ pub(crate) async fn models(State(app): State<Arc<App>>, _tenant: Tenant) -> Json
 
 /// Reads a request body of at most `limit` bytes (413 beyond), after admission: a refused request's
 /// body is never buffered.
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> ApiResult<Bytes> {
+/// Reads a whole body of at most `limit` bytes within `time` (408 after it: a client that sends
+/// slowly cannot hold its admission longer).
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    time: Duration,
+    what: &str,
+) -> ApiResult<Bytes> {
     let too_large = || {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{what} larger than this server's limit of {limit} bytes"))
     };
@@ -106,7 +114,10 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize, wha
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(time, axum::body::to_bytes(body, limit)).await.map_err(|_| {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, format!("{what} did not arrive within {} s", time.as_secs()))
+    })?;
+    read.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
             too_large()
         } else {
@@ -146,6 +157,7 @@ pub(crate) async fn discard(mut body: Body, limit: usize, time: Duration) {
 /// first: a client still sending a large body would see a broken pipe instead of the answer.
 pub(crate) async fn admit_body<T>(
     app: &Arc<App>,
+    tenant: &str,
     check: ApiResult<T>,
     headers: &HeaderMap,
     body: Body,
@@ -158,8 +170,8 @@ pub(crate) async fn admit_body<T>(
             return Err(e);
         }
     };
-    let admission = app.admit()?;
-    let body = read_body(headers, body, app.config.max_request_bytes, what).await?;
+    let admission = app.admit(tenant)?;
+    let body = read_body(headers, body, app.config.max_request_bytes, app.config.body_timeout, what).await?;
     Ok((value, admission, body))
 }
 
@@ -169,8 +181,9 @@ pub(crate) async fn put_key(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let admission = app.admit()?;
-    let body = read_body(&headers, body, app.config.max_key_bytes, "the evaluation key").await?;
+    let admission = app.admit(&tenant)?;
+    let body =
+        read_body(&headers, body, app.config.max_key_bytes, app.config.body_timeout, "the evaluation key").await?;
     let job_app = app.clone();
     let result = app
         .run_job(admission, move || -> ApiResult<(KeyMeta, bool)> {
@@ -178,10 +191,8 @@ pub(crate) async fn put_key(
             // Decoding checks the key against the models and warms the cache for the first request.
             let (key, params) = job_app.decode_key(&upload.key, "")?;
             upload.params = params;
-            let stored = job_app
-                .store
-                .put(&tenant, &upload, &body)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("storing the key: {e}")))?;
+            let stored =
+                job_app.store.put(&tenant, &upload, &body).map_err(|e| storage_error("storing the key", &e))?;
             job_app.cache_put((tenant, upload.id), key);
             Ok(stored)
         })
@@ -189,6 +200,20 @@ pub(crate) async fn put_key(
     let (meta, new) = result;
     tracing::info!(key = %&meta.id[..16], tenant = %meta.tenant, new, "key stored");
     Ok((if new { StatusCode::CREATED } else { StatusCode::OK }, Json(meta)).into_response())
+}
+
+/// A failed write to the store: 507 when the disk is full (nothing was stored; the client may retry
+/// later), 500 otherwise; the message says which.
+pub(crate) fn storage_error(what: &str, e: &std::io::Error) -> ApiError {
+    use std::io::ErrorKind;
+    if matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge) {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("{what}: the server's store is full ({e}); nothing was stored"),
+        )
+    } else {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e}"))
+    }
 }
 
 pub(crate) async fn list_keys(State(app): State<Arc<App>>, Tenant(tenant): Tenant) -> Json<Vec<KeyMeta>> {
@@ -283,7 +308,7 @@ pub(crate) async fn infer(
         let meta = key_for(&app, &tenant, &q, &headers, &name, model)?;
         Ok((meta.id.clone(), meta))
     };
-    let ((id, meta), admission, body) = admit_body(&app, early(), &headers, body, "the ciphertexts").await?;
+    let ((id, meta), admission, body) = admit_body(&app, &tenant, early(), &headers, body, "the ciphertexts").await?;
     let (job_app, job_name) = (app.clone(), name.clone());
     let out = app
         .run_job(admission, move || -> ApiResult<(Vec<u8>, usize)> {

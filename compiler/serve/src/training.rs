@@ -239,7 +239,7 @@ fn no_job(id: &str) -> ApiError {
 }
 
 fn stored(e: std::io::Error) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("storing the job: {e}"))
+    storage_error("storing the job", &e)
 }
 
 /// `POST /v1/models/{model}/jobs?key=ID`: an encrypted training set in, a queued job out (202).
@@ -276,7 +276,8 @@ pub(crate) async fn submit(
         }
         Ok(meta)
     };
-    let (key, admission, body) = admit_body(&app, early(), &headers, body, "the encrypted training set").await?;
+    let (key, admission, body) =
+        admit_body(&app, &tenant, early(), &headers, body, "the encrypted training set").await?;
     let job_app = app.clone();
     let meta = app
         .run_job(admission, move || -> ApiResult<JobMeta> {
@@ -387,7 +388,7 @@ pub(crate) async fn put_state(
         }
         Ok(meta)
     };
-    let (meta, admission, body) = admit_body(&app, early(), &headers, body, "the state").await?;
+    let (meta, admission, body) = admit_body(&app, &tenant, early(), &headers, body, "the state").await?;
     let job_app = app.clone();
     let meta = app
         .run_job(admission, move || -> ApiResult<JobMeta> {

@@ -257,6 +257,7 @@ pub fn check_private(path: &Path) -> Result<(), DriverError> {
 
 pub fn load_eval(path: &Path) -> Result<(EvalKey, String), DriverError> {
     let (ek, bytes): (CompressedEvalKey, _) = artifact::load(path, Kind::EvalKey)?;
+    ek.check().map_err(|e| DriverError::Data(format!("{}: {e}", path.display())))?;
     Ok((ek.decompress(), artifact::fingerprint(&bytes)))
 }
 

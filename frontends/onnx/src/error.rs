@@ -18,7 +18,7 @@ pub enum OnnxError {
     Unsupported { nodes: Vec<(String, String)>, supported: Vec<String> },
     #[error("node \"{node}\" ({op_type}): {msg}")]
     Node { node: String, op_type: String, msg: String },
-    #[error("graph {what} \"{name}\": {msg}")]
+    #[error("graph {}\"{name}\": {msg}", if what.is_empty() { String::new() } else { format!("{what} ") })]
     Graph { what: &'static str, name: String, msg: String },
     #[error("{file}: {inner}")]
     InFile { file: String, inner: Box<OnnxError> },

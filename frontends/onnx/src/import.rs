@@ -10,6 +10,17 @@ use fhec_ir::{DType, Module, Security, Type};
 use tract_onnx::pb;
 
 pub(crate) fn import(graph: &pb::GraphProto, name: &str, opset: i64, dir: Option<&str>) -> Result<Module, OnnxError> {
+    let max_nodes = fhec_ir::limits::limits().max_graph_nodes;
+    if graph.node.len() > max_nodes {
+        return Err(OnnxError::Graph {
+            what: "",
+            name: graph.name.clone(),
+            msg: format!(
+                "has {} nodes, beyond the limit of {max_nodes} nodes per graph (--max-graph-nodes)",
+                graph.node.len()
+            ),
+        });
+    }
     let unsupported: Vec<(String, String)> = graph
         .node
         .iter()

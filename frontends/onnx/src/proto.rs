@@ -87,6 +87,11 @@ pub(crate) fn convert_tensor_in(t: &pb::TensorProto, dir: Option<&str>) -> Resul
             dtype_name(t.data_type)
         ));
     }
+    // Declared dimensions are bounded before anything of that size is decoded or read.
+    if t.dims.iter().all(|&d| d >= 0) {
+        fhec_ir::check_shape(&t.dims.iter().map(|&d| d as usize).collect::<Vec<_>>())
+            .map_err(|e| format!("tensor \"{}\": {e}", t.name))?;
+    }
     let resolver = tract_onnx::data_resolver::default();
     let tensor = tract_onnx::tensor::load_tensor(&*resolver, t, dir)
         .map_err(|e| format!("cannot decode tensor \"{}\": {e}", t.name))?;
@@ -124,5 +129,6 @@ pub(crate) fn input_shape(vi: &pb::ValueInfoProto) -> Result<Vec<usize>, String>
                 Err(format!("has an unknown dimension at axis {i}; only the leading (batch) dimension may be unknown"))
             }
         })
-        .collect()
+        .collect::<Result<Vec<usize>, String>>()
+        .and_then(|shape| fhec_ir::check_shape(&shape).map(|_| shape))
 }

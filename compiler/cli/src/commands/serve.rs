@@ -52,6 +52,15 @@ pub struct ServeArgs {
     /// Seconds from a request's arrival to its answer, waiting included.
     #[arg(long, default_value_t = 300)]
     pub request_timeout: u64,
+    /// Seconds a connection may take to send a request's headers before it is closed (slowloris).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a request body may take to arrive before it is refused with 408.
+    #[arg(long, default_value_t = 120)]
+    pub body_timeout: u64,
+    /// Connections open at once; more wait in the kernel's backlog.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
     /// Decompressed evaluation keys kept in memory.
     #[arg(long, default_value_t = 4)]
     pub key_cache: usize,
@@ -86,6 +95,9 @@ pub fn run(args: ServeArgs, g: &Global) -> Result<()> {
         max_samples,
         max_ckks_samples,
         request_timeout,
+        header_timeout,
+        body_timeout,
+        max_connections,
         key_cache,
         train_timeout,
         max_jobs,
@@ -114,12 +126,11 @@ pub fn run(args: ServeArgs, g: &Global) -> Result<()> {
     if !(key_ttl_hours > 0.0 && key_ttl_hours <= 24.0 * 3650.0) {
         bail!("--key-ttl-hours must be more than 0 and at most ten years");
     }
-    if [workers, max_samples, max_ckks_samples, key_cache, max_jobs].contains(&0)
-        || request_timeout == 0
-        || train_timeout == 0
+    if [workers, max_samples, max_ckks_samples, key_cache, max_jobs, max_connections].contains(&0)
+        || [request_timeout, train_timeout, header_timeout, body_timeout].contains(&0)
     {
         bail!(
-            "--workers, --max-samples, --max-ckks-samples, --key-cache, --max-jobs, --request-timeout and --train-timeout must be at least 1"
+            "--workers, --max-samples, --max-ckks-samples, --key-cache, --max-jobs, --max-connections, --request-timeout, --train-timeout, --header-timeout and --body-timeout must be at least 1"
         );
     }
     let models = models
@@ -138,6 +149,9 @@ pub fn run(args: ServeArgs, g: &Global) -> Result<()> {
     config.max_samples = max_samples;
     config.max_ckks_samples = max_ckks_samples;
     config.request_timeout = Duration::from_secs(request_timeout);
+    config.header_timeout = Duration::from_secs(header_timeout);
+    config.body_timeout = Duration::from_secs(body_timeout);
+    config.max_connections = max_connections;
     config.key_cache = key_cache;
     config.train_round_timeout = Duration::from_secs(train_timeout);
     config.max_jobs = max_jobs;

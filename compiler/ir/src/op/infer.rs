@@ -6,8 +6,15 @@ use crate::scalar::Binary;
 use crate::types::{DType, Security, Shape, Type};
 
 impl Op {
-    /// The result type of this op applied to operands of the given types, or why it is ill-typed.
+    /// The result type of this op applied to operands of the given types, or why it is ill-typed
+    /// (or too large: beyond [`crate::limits::check_shape`]'s bound).
     pub fn infer(&self, operands: &[&Type]) -> Result<Type, String> {
+        let ty = self.infer_type(operands)?;
+        crate::limits::check_shape(&ty.shape)?;
+        Ok(ty)
+    }
+
+    fn infer_type(&self, operands: &[&Type]) -> Result<Type, String> {
         let security = Security::join(operands.iter().map(|t| t.security));
         let arity = |n: usize| -> Result<(), String> {
             if operands.len() == n {

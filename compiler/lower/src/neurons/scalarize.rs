@@ -199,6 +199,20 @@ pub fn scalarize(
     };
     let mut vals: HashMap<ValueId, V> = HashMap::new();
     let needed = needed(m, frontier);
+    // Bounded before a neuron is made: every encrypted element becomes at least one form.
+    let encrypted: usize = needed
+        .iter()
+        .map(|&v| &m.node(v).ty)
+        .filter(|t| t.security == fhec_ir::Security::Enc)
+        .map(|t| t.numel())
+        .fold(0usize, usize::saturating_add);
+    let max = fhec_ir::limits::limits().max_encrypted_values;
+    if encrypted > max {
+        return Err(LowerError::Model(format!(
+            "the circuit would hold {encrypted} encrypted values (the sizes of its encrypted tensors), beyond the \
+             limit of {max} (--max-encrypted-values): the model is too large to run encrypted on this machine"
+        )));
+    }
     for v in m.topo_order()? {
         if !needed.contains(&v) {
             continue;

@@ -48,8 +48,8 @@ pub fn constant_of_shape(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension in {shape:?}")))
         .collect::<Result<_, _>>()?;
+    let n = fhec_ir::check_shape(&shape)?;
     let value = ctx.attrs().tensor("value")?.unwrap_or_else(|| Tensor::scalar_f32(0.0));
-    let n = fhec_ir::numel(&shape);
     let t = match value.dtype() {
         DType::F32 => Tensor::from_f32(shape, vec![value.to_f32_vec()[0]; n]),
         DType::I64 => Tensor::from_i64(shape, vec![value.to_i64_vec()[0]; n]),
@@ -98,14 +98,19 @@ pub fn range(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         if d == 0 {
             return Err("delta is 0".into());
         }
-        let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as i64;
-        Ok(vec![ints((0..n).map(|k| s + k * d).collect())])
+        let n = ((l as f64 - s as f64) / d as f64).ceil().max(0.0);
+        fhec_ir::check_shape(&[n as usize])?;
+        Ok(vec![ints((0..n as i64).map(|k| s + k * d).collect())])
     } else {
         let [s, l, d] = [0, 1, 2].map(|i| args[i].to_f32_vec()[0]);
         if d == 0.0 {
             return Err("delta is 0".into());
         }
-        let n = ((l - s) / d).ceil().max(0.0) as usize;
+        let n = ((l - s) / d).ceil().max(0.0);
+        if !n.is_finite() {
+            return Err(format!("Range({s}, {l}, {d}) has no finite length"));
+        }
+        let n = fhec_ir::check_shape(&[n as usize])?;
         Ok(vec![Ctx::f32_const(vec![n], (0..n).map(|k| s + k as f32 * d).collect())])
     }
 }
@@ -120,6 +125,7 @@ pub(super) fn const_zip(ctx: &Ctx, i: usize, j: usize) -> Result<Zipped, String>
         ctx.const_input(j, "operand")?.ok_or("missing operand")?,
     );
     let shape = fhec_ir::broadcast_shapes(a.shape(), b.shape()).ok_or("operands do not broadcast")?;
+    fhec_ir::check_shape(&shape)?;
     let expand = |t: &Tensor| -> Vec<f64> {
         let v: Vec<f64> = match t.dtype() {
             DType::F32 => t.to_f32_vec().into_iter().map(f64::from).collect(),
@@ -138,6 +144,7 @@ pub fn expand(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let shape = ctx.const_ints(1, "shape")?.ok_or("missing shape")?;
     let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     let full = fhec_ir::broadcast_shapes(x.shape(), &shape).ok_or("shape does not broadcast")?;
+    fhec_ir::check_shape(&full)?;
     let t = match x.dtype() {
         DType::F32 => Tensor::from_f32(full.clone(), broadcast_to(x.as_f32().expect("f32"), x.shape(), &full)),
         DType::I64 => Tensor::from_i64(full.clone(), broadcast_to(x.as_i64().expect("i64"), x.shape(), &full)),

@@ -99,6 +99,14 @@ pub fn resize(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
         }
         _ => return Err(format!("needs {n} scales or sizes (one per resized axis)")),
     };
+    // The output, and each axis's interpolation matrix (input length x output length), bounded
+    // before either is built.
+    let mut full = shape.clone();
+    for (&ax, &out) in axes.iter().zip(&outs) {
+        full[ax] = out;
+        fhec_ir::check_shape(&[shape[ax], out])?;
+    }
+    fhec_ir::check_shape(&full)?;
     let mut y = x;
     for (i, ((&ax, &out), &s)) in axes.iter().zip(&outs).zip(&factors).enumerate() {
         let len = shape[ax];

@@ -55,13 +55,13 @@ pub fn reshape(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     }
     let total: usize = shape.iter().product();
     if let Some(i) = infer {
-        let rest: usize = out.iter().product();
+        let rest = fhec_ir::checked_numel(&out).unwrap_or(0);
         if rest == 0 || !total.is_multiple_of(rest) {
             return Err(format!("cannot reshape {shape:?} to {target:?}"));
         }
         out[i] = total / rest;
     }
-    if out.iter().product::<usize>() != total {
+    if fhec_ir::checked_numel(&out) != Some(total) {
         return Err(format!("cannot reshape {shape:?} ({total} elements) to {target:?}"));
     }
     Ok(vec![ctx.reshape(&x, out)?])
@@ -291,8 +291,13 @@ pub fn tile(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     if repeats.len() != ctx.shape(&x).len() {
         return Err(format!("{} repeats for a rank-{} input", repeats.len(), ctx.shape(&x).len()));
     }
-    for (ax, &r) in repeats.iter().enumerate() {
-        let r = usize::try_from(r).map_err(|_| format!("negative repeat {r}"))?;
+    let reps: Vec<usize> = repeats
+        .iter()
+        .map(|&r| usize::try_from(r).map_err(|_| format!("negative repeat {r}")))
+        .collect::<Result<_, _>>()?;
+    let full: Vec<usize> = ctx.shape(&x).iter().zip(&reps).map(|(&d, &r)| d.saturating_mul(r)).collect();
+    fhec_ir::check_shape(&full)?;
+    for (ax, r) in reps.into_iter().enumerate() {
         if r == 0 {
             return Err("a repeat of 0 gives an empty tensor".into());
         }
