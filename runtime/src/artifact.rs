@@ -170,16 +170,24 @@ pub fn wrap_payload(kind: Kind, payload: Vec<u8>) -> Vec<u8> {
 
 /// The payload of an envelope of any kind, checksum verified (for tests and fuzzing).
 pub fn payload_of(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    Ok(checked_envelope(bytes)?.payload)
+}
+
+/// The envelope in `bytes`, decoded under a limit of their length, with its magic and checksum verified.
+fn checked_envelope(bytes: &[u8]) -> Result<Envelope, String> {
     let env: Envelope = bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .allow_trailing_bytes()
         .with_limit(bytes.len() as u64 + 1024)
         .deserialize(bytes)
         .map_err(|_| "not an fhec file (or truncated)".to_string())?;
+    if env.magic != MAGIC {
+        return Err("not an fhec file".into());
+    }
     if <[u8; 32]>::from(Sha256::digest(&env.payload)) != env.checksum {
         return Err("is corrupted (checksum mismatch)".into());
     }
-    Ok(env.payload)
+    Ok(env)
 }
 
 /// The kind of an envelope, if `bytes` is one or starts like one (reads the head only: neither the
@@ -209,15 +217,7 @@ pub fn peek_file(path: &Path) -> Option<Kind> {
 
 /// Decodes an envelope of `kind` from bytes; the error says what is wrong (without a file name).
 pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8], kind: Kind) -> Result<(T, Vec<u8>), String> {
-    let env: Envelope = bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .allow_trailing_bytes()
-        .with_limit(bytes.len() as u64 + 1024)
-        .deserialize(bytes)
-        .map_err(|_| "not an fhec file (or truncated)".to_string())?;
-    if env.magic != MAGIC {
-        return Err("not an fhec file".into());
-    }
+    let env = checked_envelope(bytes)?;
     if env.kind != kind {
         return Err(format!("is a {:?} file, expected a {kind:?} file", env.kind));
     }
@@ -226,9 +226,6 @@ pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8], kind: Kind) -> Result<(T, V
             "was written in fhec file format {}, this fhec reads format {FORMAT_VERSION}: rebuild or regenerate it",
             env.version
         ));
-    }
-    if <[u8; 32]>::from(Sha256::digest(&env.payload)) != env.checksum {
-        return Err("is corrupted (checksum mismatch)".into());
     }
     // An envelope is the whole file: bytes after it were appended or concatenated, not written by fhec.
     let end = bincode::DefaultOptions::new().with_fixint_encoding().serialized_size(&env).unwrap_or(0);
