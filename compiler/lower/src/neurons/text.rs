@@ -466,7 +466,7 @@ impl FromStr for Neurons {
                 let Some(group) = n.outputs.last() else {
                     return line.err("an output element before any `output` line");
                 };
-                if k + 1 != n.outputs.len() || e != group.len() {
+                if k != n.outputs.len() - 1 || e != group.len() {
                     return line.err(format!("`o{name}` where `o{}.{}` comes next", n.outputs.len() - 1, group.len()));
                 }
                 line.expect('=')?;
