@@ -190,3 +190,17 @@ fn tree_ensembles_summarize_their_cost() {
     }
     assert_eq!(checked, 6, "the corpus has six tree ensembles");
 }
+
+/// A graph of 100,000 nodes (a corpus model's node, repeated) is refused before any node is
+/// translated, naming its count and the flag that raises the bound.
+#[test]
+fn a_graph_beyond_the_node_bound_is_refused_before_translation() {
+    use prost::Message;
+    use tract_onnx::pb;
+    let bytes = std::fs::read(fhec_testsuite::root().join("models/op_relu/model.onnx")).unwrap();
+    let mut proto = pb::ModelProto::decode(&bytes[..]).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    graph.node = vec![graph.node[0].clone(); 100_000];
+    let e = fhec_onnx::load_bytes(&proto.encode_to_vec(), "chain", None).unwrap_err().to_string();
+    assert!(e.contains("has 100000 nodes, beyond the limit of 65536") && e.contains("--max-graph-nodes"), "{e}");
+}

@@ -30,7 +30,9 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        for (model, keys) in [("logreg_cancer_torch", vec!["logreg_a", "logreg_b"]), ("mlp_iris_skl", vec!["iris"])] {
+        for (model, keys) in
+            [("logreg_cancer_torch", vec!["logreg_a", "logreg_b"]), ("mlp_iris_skl", vec!["iris", "iris_b"])]
+        {
             let dir = root.join(format!("{model}.fhec"));
             let src = fhec_testsuite::root().join("models").join(model);
             let cal = fhec::npy::read_samples(&src.join("inputs.npy")).unwrap();
@@ -817,8 +819,9 @@ fn slow_clients_cannot_exhaust_connections_or_admissions() {
 }
 
 /// 3x overload from one tenant whose clients retry 50 ms after each refusal, beside a second tenant
-/// sending one request at a time: every accepted request of both decrypts to the simulation, and
-/// latency is bounded in jobs rather than seconds (the machine is shared with the other tests):
+/// sending one request at a time, each with its own key: every accepted request of both decrypts
+/// with its tenant's key to the simulation (no answer goes to the wrong tenant), and latency is
+/// bounded in jobs rather than seconds (the machine is shared with the other tests):
 /// while an accepted request is in flight, at most `capacity` others finish (those queued ahead of
 /// it, one slack for the time between sending and admission); while the second tenant waits,
 /// retries included, at most `capacity + 1` do (one freed slot goes to it at once: its fair share;
@@ -833,9 +836,12 @@ fn overload_with_retrying_clients_keeps_latency_bounded_and_tenants_fair() {
         let capacity = 3;
         let server = Running::start(c).await;
         let (alice, bob) = (server.remote(ALICE), server.remote(BOB));
+        // Each tenant its own key: an answer given to the wrong tenant would not decrypt.
         let s = Arc::new(session("mlp_iris_skl", "iris"));
+        let s_b = Arc::new(session("mlp_iris_skl", "iris_b"));
         let key_a = alice.register_key(s.eval_key.clone()).await.unwrap().id;
-        let key_b = bob.register_key(s.eval_key.clone()).await.unwrap().id;
+        let key_b = bob.register_key(s_b.eval_key.clone()).await.unwrap().id;
+        let body_b = s_b.encrypt(&samples("mlp_iris_skl", 2)).unwrap();
         let x = samples("mlp_iris_skl", 2);
         let body = s.encrypt(&x).unwrap();
         let want = simulated_classes("mlp_iris_skl", &x);
@@ -878,7 +884,7 @@ fn overload_with_retrying_clients_keeps_latency_bounded_and_tenants_fair() {
         tokio::time::sleep(single * 2).await;
         let mut bob = Vec::new();
         for _ in 0..6 {
-            bob.push(attempt(BOB, url(&key_b), body.clone(), s.clone(), want.clone()).await);
+            bob.push(attempt(BOB, url(&key_b), body_b.clone(), s_b.clone(), want.clone()).await);
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut all = bob.clone();
@@ -895,8 +901,9 @@ fn overload_with_retrying_clients_keeps_latency_bounded_and_tenants_fair() {
         let bob_waits: Vec<(usize, usize)> =
             bob.iter().map(|&(first, _, end, refused)| (finished_within(first, end), refused)).collect();
         eprintln!(
-            "single request {single:?}; {} accepted under 3x overload: p99 {:?}, max {} others finished during one; \
-             the second tenant's requests (others finished meanwhile, refusals): {bob_waits:?}",
+            "single request {single:?}; {} accepted under 3x overload, each decrypted by its own tenant's key to the \
+             simulation: p99 {:?}, max {} others finished during one; the second tenant's requests (others \
+             finished meanwhile, refusals): {bob_waits:?}",
             all.len(),
             seconds[(seconds.len() * 99 / 100).min(seconds.len() - 1)],
             in_jobs.last().unwrap()
