@@ -435,7 +435,8 @@ impl App {
             .with_state(self.clone())
     }
 
-    /// Admits a request, or refuses it with 429 and a Retry-After when `workers + queue` are taken.
+    /// Admits a request of `tenant`, or refuses it with 429 and a Retry-After when `workers + queue`
+    /// are taken, or when the server is at least half full and the tenant holds its fair share.
     fn admit(self: &Arc<App>, tenant: &str) -> ApiResult<Admission> {
         let capacity = self.config.workers + self.config.queue;
         let mut tenancy = self.tenancy.lock().unwrap_or_else(|e| e.into_inner());
