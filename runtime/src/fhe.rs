@@ -81,6 +81,14 @@ impl InputCiphertexts {
                 "ciphertexts of LWE size {size} do not match the evaluation key ({lwe_size}): wrong key or corrupted input"
             ));
         }
+        self.check_packing()
+    }
+
+    /// The part of [`Self::check`] that needs no key (and that [`Self::expand`] relies on): the
+    /// native modulus, and packed ciphertexts of one shape whose bodies are as long as their
+    /// polynomials and that hold at least the values announced.
+    fn check_packing(&self) -> Result<(), RuntimeError> {
+        let bad = |m: String| Err(RuntimeError::Invalid(m));
         match self {
             InputCiphertexts::List(l) => {
                 if !l.ciphertext_modulus().is_native_modulus() {
@@ -88,6 +96,10 @@ impl InputCiphertexts {
                 }
             }
             InputCiphertexts::Packed { glwe, count } => {
+                let shape = |g: &SeededGlweCiphertextOwned<u64>| (g.glwe_size(), g.polynomial_size());
+                if glwe.iter().any(|g| shape(g) != shape(&glwe[0])) {
+                    return bad("packed ciphertexts of different sizes: corrupted input".into());
+                }
                 for (i, g) in glwe.iter().enumerate() {
                     let n = g.polynomial_size().0;
                     if !n.is_power_of_two() || g.as_ref().len() != n || !g.ciphertext_modulus().is_native_modulus() {
@@ -124,16 +136,7 @@ impl InputCiphertexts {
                 .map(|ct| LweCiphertextOwned::from_container(ct.as_ref().to_vec(), ct.ciphertext_modulus()))
                 .collect()),
             InputCiphertexts::Packed { glwe, count } => {
-                let shape = |g: &SeededGlweCiphertextOwned<u64>| (g.glwe_size(), g.polynomial_size());
-                if glwe.iter().any(|g| shape(g) != shape(&glwe[0])) {
-                    return Err(RuntimeError::Invalid("packed ciphertexts of different sizes: corrupted input".into()));
-                }
-                let capacity: usize = glwe.iter().map(|g| g.polynomial_size().0).sum();
-                if capacity < *count {
-                    return Err(RuntimeError::Invalid(format!(
-                        "{count} values announced, the ciphertexts hold {capacity}"
-                    )));
-                }
+                self.check_packing()?;
                 let glwe: Vec<_> = glwe.par_iter().map(|g| g.clone().decompress_into_glwe_ciphertext()).collect();
                 let mut out = Vec::with_capacity(*count);
                 for g in &glwe {
