@@ -122,6 +122,16 @@ impl ParamSet {
         }
     }
 
+    /// Bytes of the compressed evaluation key (seeded: one body per bootstrapping-key and
+    /// keyswitching-key row): what `fhec keygen` writes and a server loads, within a few percent.
+    pub fn eval_key_bytes(self) -> usize {
+        let p = self.tfhe();
+        let (n, k, big_n) = (p.lwe_dimension.0, p.glwe_dimension.0, p.polynomial_size.0);
+        let bsk = n * (k + 1) * p.pbs_level.0 * big_n;
+        let ksk = k * big_n * p.ks_level.0;
+        (bsk + ksk) * 8
+    }
+
     /// Whether circuits with bootstraps may use this set. Every component of the noise model matches
     /// real ciphertexts for every set (switch noise and bootstrap output noise within ~5%, mean read
     /// offset under 0.7 position over 1000 reads for each of 3 keys: `examples/pbs_noise.rs`), but

@@ -32,6 +32,7 @@ fn small_limits() {
             max_tensor_elements: 1 << 16,
             max_graph_nodes: 4096,
             max_encrypted_values: 1 << 16,
+            ..fhec_ir::Limits::default()
         })
     });
 }

@@ -112,7 +112,7 @@ fn quantized(m: &fhec_ir::Module, inputs: &[Tensor], want: &[Tensor]) -> Quant {
         let w = values(w);
         let scale = w.iter().filter(|v| v.is_finite()).fold(0f64, |a, v| a.max(v.abs()));
         for (i, (g, w)) in values(g).into_iter().zip(w).enumerate() {
-            if g == w || (g - w).abs() <= 1e-6 + QUANT_TOLERANCE * scale {
+            if g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-6 + QUANT_TOLERANCE * scale {
                 continue;
             }
             // A step jumps between the two sides; a spike (equality) jumps away from both. A jump is
@@ -459,4 +459,128 @@ fn onnx_node_tests_of_claimed_ops_pass_or_are_rejected_clearly() {
         failures.iter().map(|f| f.as_str()).collect::<Vec<_>>().join("\n")
     );
     insta::assert_snapshot!("conformance_table", text);
+}
+
+/// The torch `nn` module exports of the `onnx` wheel (`pytorch-converted`, `pytorch-operator`) whose
+/// ops fhec claims, through the same harness as the node tests: the float reference equals the
+/// expected output, and the FHE build (calibrated on the test's input) simulates within
+/// `QUANT_TOLERANCE`, or is refused with its reason (several inputs, a model too large for this
+/// machine...). None may be accepted and then wrong. Each test's wall time goes to stderr; the
+/// slowest is in docs/onnx-ops.md (not asserted: timings belong to benchmarks).
+#[test]
+fn torch_module_exports_pass_or_are_refused_with_a_reason() {
+    let base = root().join("conformance/pytorch");
+    let mut tests: Vec<_> = ["pytorch-converted", "pytorch-operator"]
+        .iter()
+        .flat_map(|f| std::fs::read_dir(base.join(f)).expect("torch exports extracted").filter_map(|e| e.ok()))
+        .map(|e| e.path())
+        .collect();
+    tests.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
+    let (mut text, mut failures, mut counts) = (String::new(), Vec::new(), [0usize; 4]);
+    let mut slowest = (std::time::Duration::ZERO, String::new());
+    for dir in &tests {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let start = std::time::Instant::now();
+        let outcome = run(dir);
+        let took = start.elapsed();
+        eprintln!("{name}: {:.1} s", took.as_secs_f64());
+        if took > slowest.0 {
+            slowest = (took, name.clone());
+        }
+        let (float, fhe) = match outcome {
+            Outcome::Passed(q) | Outcome::Erratum(_, q) => ("passes".to_string(), q),
+            Outcome::Rejected(why) => (format!("refused: {why}"), Quant::NotApplicable("-".into())),
+            Outcome::Failed(why) => {
+                failures.push(format!("{name}: {why}"));
+                (format!("FAILED: {why}"), Quant::NotApplicable("-".into()))
+            }
+        };
+        let fhe = match fhe {
+            Quant::Passed => {
+                counts[1] += 1;
+                "simulates within tolerance".to_string()
+            }
+            Quant::NotApplicable(why) if why == "-" => "-".to_string(),
+            Quant::NotApplicable(why) => {
+                counts[2] += 1;
+                // The size estimate's numbers depend on the machine (its cores): the bound is kept.
+                match (why.find(": about"), why.rfind("; beyond")) {
+                    (Some(i), Some(j)) => format!("refused: {}{}", &why[..i], &why[j..]),
+                    _ => format!("refused: {why}"),
+                }
+            }
+            Quant::Failed(why) => {
+                failures.push(format!("{name} (FHE): {why}"));
+                format!("FAILED: {why}")
+            }
+        };
+        counts[0] += usize::from(float == "passes");
+        counts[3] += 1;
+        text.push_str(&format!("- {name} ({}): float {float}; FHE {fhe}\n", op_types(dir)));
+    }
+    eprintln!("slowest: {} in {:.1} s", slowest.1, slowest.0.as_secs_f64());
+    let text = format!(
+        "{} of {} torch module exports pass in float; {} of those also simulate within {}% under FHE, {} are refused under FHE with a reason\n\n{text}",
+        counts[0],
+        counts[3],
+        counts[1],
+        QUANT_TOLERANCE * 100.0,
+        counts[2]
+    );
+    eprintln!("{text}");
+    assert!(failures.is_empty(), "accepted and then wrong:\n{}", failures.join("\n"));
+    insta::assert_snapshot!("torch_module_exports", text);
+}
+
+/// The light model zoo (AlexNet, DenseNet-121, Inception v1/v2, ResNet-50, ShuffleNet, SqueezeNet,
+/// VGG-19, ZFNet-512; weights are constants) in the float reference: the expected output ONNX ships
+/// (on its input `arange(n) / n`) with its tolerances, and, since that output is a softmax of equal
+/// logits, the logits against onnxruntime's (`gen/conformance.py`). Then the FHE build of each is
+/// refused before any neuron is made, in one line that gives its estimated bootstraps, key and
+/// memory.
+#[test]
+fn light_model_zoo_matches_in_float_and_fhe_builds_refuse_with_a_size_estimate() {
+    let dir = root().join("conformance/light");
+    let models = [
+        ("bvlc_alexnet", 1e-3),
+        ("densenet121", 2e-3),
+        ("inception_v1", 1e-3),
+        ("inception_v2", 1e-3),
+        ("resnet50", 1e-3),
+        ("shufflenet", 1e-3),
+        ("squeezenet", 1e-3),
+        ("vgg19", 1e-3),
+        ("zfnet512", 1e-3),
+    ];
+    let close = |got: &Tensor, want: &Tensor, rtol: f64, what: &str| {
+        assert_eq!(got.numel(), want.numel(), "{what}: {:?} against {:?}", got.shape(), want.shape());
+        for (i, (g, w)) in values(got).into_iter().zip(values(want)).enumerate() {
+            assert!((g - w).abs() <= 1e-7 + rtol * w.abs(), "{what} element {i}: {g}, expected {w}");
+        }
+    };
+    for (name, rtol) in models {
+        let start = std::time::Instant::now();
+        let m = fhec::load_model(&dir.join(format!("light_{name}.onnx"))).expect(name);
+        let shape = m.node(m.inputs()[0]).ty.shape.clone();
+        let n: usize = shape.iter().product();
+        let x = Tensor::from_f32(shape, (0..n).map(|i| (i as f64 / n as f64) as f32).collect()).unwrap();
+        let got = fhec_interp::run(&m, std::slice::from_ref(&x)).expect(name);
+        close(&got[0], &read(&dir.join(format!("light_{name}_output_0.pb"))).unwrap(), rtol, name);
+        let cut = fhec::load_model(&dir.join(format!("light_{name}_logits.onnx"))).expect(name);
+        let logits = fhec_interp::run(&cut, std::slice::from_ref(&x)).expect(name);
+        let want = fhec::npy::read_samples(&dir.join(format!("light_{name}_logits.npy"))).unwrap();
+        let want = Tensor::from_f32(want.shape().to_vec(), want.iter().copied().collect()).unwrap();
+        close(&logits[0], &want, rtol, &format!("{name} logits"));
+        let calibration = fhec_lower::Calibration::from_samples(vec![x]).unwrap();
+        let refused = fhec_lower::Prepared::new(&m, &calibration, &Default::default()).err().expect(name).to_string();
+        assert!(
+            refused.contains("too large to run encrypted on this machine")
+                && refused.contains("bootstraps per sample")
+                && refused.contains("MB to compile")
+                && refused.contains("evaluation key")
+                && !refused.contains('\n'),
+            "{name}: {refused}"
+        );
+        eprintln!("{name}: {:.1} s: {refused}", start.elapsed().as_secs_f64());
+    }
 }

@@ -46,6 +46,13 @@ pub struct Cli {
     /// (default 2^22).
     #[arg(long, global = true, value_name = "N")]
     max_encrypted_values: Option<usize>,
+    /// Resource bound: bootstraps per sample of a circuit (default 2^20).
+    #[arg(long, global = true, value_name = "N")]
+    max_bootstraps: Option<usize>,
+    /// Resource bound: memory a build may take, as estimated before it starts (default 3/4 of this
+    /// machine's memory).
+    #[arg(long, global = true, value_name = "MB")]
+    max_compile_memory_mb: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -146,6 +153,11 @@ fn run(cli: Cli) -> Result<()> {
         max_tensor_elements: cli.max_tensor_elements.unwrap_or(defaults.max_tensor_elements),
         max_graph_nodes: cli.max_graph_nodes.unwrap_or(defaults.max_graph_nodes),
         max_encrypted_values: cli.max_encrypted_values.unwrap_or(defaults.max_encrypted_values),
+        max_bootstraps: cli.max_bootstraps.unwrap_or(defaults.max_bootstraps),
+        max_compile_memory_mb: cli
+            .max_compile_memory_mb
+            .or_else(|| fhec_ir::limits::machine_memory_mb().map(|mb| mb / 4 * 3))
+            .unwrap_or(defaults.max_compile_memory_mb),
     });
     let global = Global { quiet, threads, engine, protection };
     match cli.command {

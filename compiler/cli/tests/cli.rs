@@ -1156,3 +1156,65 @@ fn a_killed_server_keeps_every_completed_upload_and_nothing_half_written() {
         assert_eq!(same, want.len(), "round {round}: decrypted classes differ from the simulation");
     }
 }
+
+/// A `.npy` of f32 `values` shaped `shape`.
+fn write_npy(path: &std::path::Path, shape: &[usize], values: &[f32]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}", dims.join(", "));
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_model_too_large_for_the_machine_is_refused_in_one_line_with_its_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cal, out) = (dir.path().join("x.npy"), dir.path().join("b"));
+    let n = 3 * 224 * 224;
+    write_npy(&cal, &[1, 3, 224, 224], &(0..n).map(|i| i as f32 / n as f32).collect::<Vec<_>>());
+    let model = corpus("conformance/light/light_resnet50.onnx");
+    let build = |flags: &[&str]| {
+        let args =
+            ["build", model.to_str().unwrap(), "--calibration", cal.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        fhec(&[flags, &args[..]].concat())
+    };
+    let o = build(&[]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
+    for needle in [
+        "too large to run encrypted",
+        "10,612,224 bootstraps per sample",
+        "affine terms",
+        "MB to compile",
+        "evaluation key of 21 MB",
+        "--max-bootstraps",
+    ] {
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+    // Past the bootstrap bound, the memory bound refuses it.
+    let o = build(&["--max-bootstraps=100000000"]);
+    let e = stderr(&o);
+    assert!(o.status.code() == Some(1) && e.contains("--max-compile-memory-mb"), "{e}");
+    assert!(!out.exists(), "nothing written");
+    // A corpus model under a lowered bound.
+    let m = corpus("models/mlp_wine/model.onnx");
+    let x = corpus("models/mlp_wine/inputs.npy");
+    let o = fhec(&[
+        "--max-bootstraps=8",
+        "build",
+        m.to_str().unwrap(),
+        "--calibration",
+        x.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let e = stderr(&o);
+    assert!(o.status.code() == Some(1) && e.contains("about 48 bootstraps") && e.contains("--max-bootstraps"), "{e}");
+}

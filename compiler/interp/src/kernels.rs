@@ -1,7 +1,7 @@
 //! One kernel per op, on ndarray views of IR tensors.
 
-use fhec_ir::{ConvAttrs, DType, Op, PadMode, PoolAttrs, ReduceKind, Tensor, Type};
-use ndarray::{ArrayD, ArrayViewD, Axis, Ix2, IxDyn, Slice, Zip};
+use fhec_ir::{ConvAttrs, DType, Op, PadMode, PoolAttrs, ReduceKind, Tap, Tensor, Type, Window};
+use ndarray::{Array2, ArrayD, ArrayViewD, Axis, Ix2, IxDyn, Slice, Zip};
 
 fn view_f32(t: &Tensor) -> Result<ArrayViewD<'_, f32>, String> {
     let data = t.as_f32().ok_or("expected an f32 operand")?;
@@ -207,24 +207,6 @@ fn matmul(a: &Tensor, b: &Tensor, ty: &Type) -> Result<Tensor, String> {
     Tensor::from_f32(ty.shape.clone(), out).ok_or_else(|| "matmul result size".into())
 }
 
-/// The geometry of a 1-D or 2-D sliding window, with 1-D lifted to 2-D (height 1).
-struct Window {
-    n: usize,
-    c: usize,
-    ih: usize,
-    iw: usize,
-    oh: usize,
-    ow: usize,
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    dh: usize,
-    dw: usize,
-    pt: usize,
-    pl: usize,
-}
-
 fn window(
     x: &[usize],
     out: &[usize],
@@ -233,78 +215,58 @@ fn window(
     pads: &[usize],
     dil: &[usize],
 ) -> Result<Window, String> {
-    match x.len() {
-        3 => Ok(Window {
-            n: x[0],
-            c: x[1],
-            ih: 1,
-            iw: x[2],
-            oh: 1,
-            ow: out[2],
-            kh: 1,
-            kw: kernel[0],
-            sh: 1,
-            sw: strides[0],
-            dh: 1,
-            dw: dil[0],
-            pt: 0,
-            pl: pads[0],
-        }),
-        4 => Ok(Window {
-            n: x[0],
-            c: x[1],
-            ih: x[2],
-            iw: x[3],
-            oh: out[2],
-            ow: out[3],
-            kh: kernel[0],
-            kw: kernel[1],
-            sh: strides[0],
-            sw: strides[1],
-            dh: dil[0],
-            dw: dil[1],
-            pt: pads[0],
-            pl: pads[1],
-        }),
-        r => Err(format!("only 1-D and 2-D windows are supported, got rank {r}")),
+    if x.len() < 3 || out.len() != x.len() {
+        return Err(format!("a window over input {x:?} and output {out:?}: no spatial axes"));
     }
+    Window::new(&x[2..], &out[2..], kernel, strides, pads, dil)
 }
 
+/// Output positions per product in [`conv`]: bounds the unfolded input (`taps x positions` f64s).
+const CONV_CHUNK_ELEMENTS: usize = 1 << 21;
+
+/// A convolution as products: per sample and group, the input unfolded into a matrix (a row per
+/// channel and tap, a column per output position, in chunks), multiplied by the group's weights in
+/// f64 (matrixmultiply's kernels), the bias added.
 fn conv(c: &ConvAttrs, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
     let (x, w) = (xs[0], xs[1]);
-    let ws = w.shape();
-    let g = window(x.shape(), &ty.shape, &ws[2..], &c.strides, &c.pads, &c.dilations)?;
+    let (xsh, ws) = (x.shape(), w.shape());
+    let g = window(xsh, &ty.shape, &ws[2..], &c.strides, &c.pads, &c.dilations)?;
     let (xd, wd) = (x.as_f32().ok_or("f32")?, w.as_f32().ok_or("f32")?);
     let bias = xs.get(2).map(|b| b.as_f32().ok_or("f32")).transpose()?;
-    let m_total = ws[0];
-    let cg = ws[1];
-    let m_per_group = m_total / c.group;
+    let (batch, channels) = (xsh[0], xsh[1]);
+    let (m_total, cg) = (ws[0], ws[1]);
+    let per_group = m_total / c.group.max(1);
+    let (il, ol, kl) = (g.input_len(), g.output_len(), g.kernel_len());
+    let taps = g.tap_table();
+    let rows = cg * kl;
+    let chunk = (CONV_CHUNK_ELEMENTS / rows.max(1)).clamp(1, ol.max(1));
     let mut out = vec![0f32; ty.shape.iter().product()];
-    for n in 0..g.n {
-        for m in 0..m_total {
-            let grp = m / m_per_group;
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    let mut acc = bias.map_or(0.0, |b| f64::from(b[m]));
-                    for ci in 0..cg {
-                        let ch = grp * cg + ci;
-                        for ky in 0..g.kh {
-                            let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
-                            if iy < 0 || iy >= g.ih as isize {
-                                continue;
-                            }
-                            for kx in 0..g.kw {
-                                let ix = (ox * g.sw + kx * g.dw) as isize - g.pl as isize;
-                                if ix < 0 || ix >= g.iw as isize {
-                                    continue;
-                                }
-                                let xv = xd[((n * g.c + ch) * g.ih + iy as usize) * g.iw + ix as usize];
-                                let wv = wd[((m * cg + ci) * g.kh + ky) * g.kw + kx];
-                                acc += f64::from(xv) * f64::from(wv);
+    for grp in 0..c.group {
+        let weights =
+            Array2::from_shape_fn((per_group, rows), |(m, r)| f64::from(wd[(grp * per_group + m) * rows + r]));
+        for n in 0..batch {
+            for p0 in (0..ol).step_by(chunk) {
+                let p1 = (p0 + chunk).min(ol);
+                let mut cols = Array2::<f64>::zeros((rows, p1 - p0));
+                for ci in 0..cg {
+                    let plane = &xd[(n * channels + grp * cg + ci) * il..][..il];
+                    for t in 0..kl {
+                        let mut row = cols.row_mut(ci * kl + t);
+                        for (j, p) in (p0..p1).enumerate() {
+                            if let Some(i) = taps[p * kl + t] {
+                                row[j] = f64::from(plane[i]);
                             }
                         }
                     }
-                    out[((n * m_total + m) * g.oh + oy) * g.ow + ox] = acc as f32;
+                }
+                let product = weights.dot(&cols);
+                for m in 0..per_group {
+                    let mo = grp * per_group + m;
+                    let b = bias.map_or(0.0, |b| f64::from(b[mo]));
+                    let dst = &mut out[(n * m_total + mo) * ol..][p0..p1];
+                    for (d, v) in dst.iter_mut().zip(product.row(m)) {
+                        *d = (v + b) as f32;
+                    }
                 }
             }
         }
@@ -315,35 +277,25 @@ fn conv(c: &ConvAttrs, xs: &[&Tensor], ty: &Type) -> Result<Tensor, String> {
 fn pool(p: &PoolAttrs, x: &Tensor, ty: &Type, max: bool) -> Result<Tensor, String> {
     let g = window(x.shape(), &ty.shape, &p.kernel, &p.strides, &p.pads, &p.dilations)?;
     let xd = x.as_f32().ok_or("f32")?;
-    // Window positions inside [-pad_begin, in + pad_end) count towards count_include_pad's divisor.
-    let (pb, pe) = if x.shape().len() == 3 {
-        ((0, p.pads[0]), (0, p.pads[1]))
-    } else {
-        ((p.pads[0], p.pads[1]), (p.pads[2], p.pads[3]))
-    };
+    let (il, ol) = (g.input_len(), g.output_len());
+    let planes = x.shape()[0] * x.shape()[1];
     let mut out = vec![0f32; ty.shape.iter().product()];
-    for nc in 0..g.n * g.c {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let (mut acc, mut best, mut valid, mut padded) = (0f64, f32::NEG_INFINITY, 0usize, 0usize);
-                for ky in 0..g.kh {
-                    let iy = (oy * g.sh + ky * g.dh) as isize - pb.0 as isize;
-                    for kx in 0..g.kw {
-                        let ix = (ox * g.sw + kx * g.dw) as isize - pb.1 as isize;
-                        let in_pads = iy < (g.ih + pe.0) as isize && ix < (g.iw + pe.1) as isize;
-                        if iy < 0 || ix < 0 || iy >= g.ih as isize || ix >= g.iw as isize {
-                            padded += usize::from(in_pads);
-                            continue;
-                        }
-                        let v = xd[(nc * g.ih + iy as usize) * g.iw + ix as usize];
-                        acc += f64::from(v);
-                        best = best.max(v);
-                        valid += 1;
-                    }
-                }
-                let divisor = if p.count_include_pad { valid + padded } else { valid };
-                out[(nc * g.oh + oy) * g.ow + ox] = if max { best } else { (acc / divisor.max(1) as f64) as f32 };
-            }
+    for o in 0..ol {
+        // Positions inside the declared padding count towards count_include_pad's divisor.
+        let (mut at, mut padded) = (Vec::new(), 0usize);
+        g.taps(o, |_, tap| match tap {
+            Tap::In(i) => at.push(i),
+            Tap::Pad => padded += 1,
+            Tap::Beyond => {}
+        });
+        let divisor = if p.count_include_pad { at.len() + padded } else { at.len() };
+        for nc in 0..planes {
+            let plane = &xd[nc * il..][..il];
+            out[nc * ol + o] = if max {
+                at.iter().map(|&i| plane[i]).fold(f32::NEG_INFINITY, f32::max)
+            } else {
+                (at.iter().map(|&i| f64::from(plane[i])).sum::<f64>() / divisor.max(1) as f64) as f32
+            };
         }
     }
     Tensor::from_f32(ty.shape.clone(), out).ok_or_else(|| "pool result size".into())

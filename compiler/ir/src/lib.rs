@@ -18,6 +18,7 @@ mod scalar;
 mod tensor;
 mod types;
 mod verify;
+pub mod window;
 
 pub use error::IrError;
 pub use index::{broadcast_index, for_each_index};
@@ -28,3 +29,4 @@ pub use print::DataMode;
 pub use scalar::{Binary, Cmp, Fun, Monotone, Unary};
 pub use tensor::{Tensor, TensorData};
 pub use types::{DType, Security, Shape, Type, numel};
+pub use window::{Tap, Window};

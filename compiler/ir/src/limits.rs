@@ -3,9 +3,11 @@
 //! A hostile or broken file can declare a tensor of 10^12 elements in one line (an input shape, a
 //! `ConstantOfShape`, a `Range`, a `Resize` scale). Every shape the frontends, the IR parser and
 //! type inference produce goes through [`check_shape`]; ONNX graphs are bounded in nodes, and the
-//! lowering in encrypted values. The bounds are process-wide (the CLI's `--max-tensor-elements`,
-//! `--max-graph-nodes` and `--max-encrypted-values` set them) with defaults far above any model
-//! that runs encrypted here and far below what exhausts the machine's memory.
+//! lowering in encrypted values, bootstraps and the memory it would take (estimated before any
+//! neuron is made). The bounds are process-wide (the CLI's `--max-tensor-elements`,
+//! `--max-graph-nodes`, `--max-encrypted-values`, `--max-bootstraps` and `--max-compile-memory-mb`
+//! set them) with defaults far above any model that runs encrypted here and below what exhausts the
+//! machine's memory.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -20,17 +22,32 @@ pub struct Limits {
     /// Encrypted values of one circuit, the sum of the sizes of its encrypted tensors: 2^22 by
     /// default (a circuit that size needs hours per sample and tens of GB to compile).
     pub max_encrypted_values: usize,
+    /// Bootstraps per sample of one circuit: 2^20 by default (over 3 hours per sample at 11.6 ms
+    /// per bootstrap on two cores, and the precision search simulates each candidate on every
+    /// calibration sample).
+    pub max_bootstraps: usize,
+    /// Memory the lowering may take, in MiB, as estimated from the circuit's affine terms, values and
+    /// calibration samples: 16 GiB by default (the CLI's default is 3/4 of the machine's memory).
+    pub max_compile_memory_mb: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_tensor_elements: 1 << 28, max_graph_nodes: 1 << 16, max_encrypted_values: 1 << 22 }
+        Limits {
+            max_tensor_elements: 1 << 28,
+            max_graph_nodes: 1 << 16,
+            max_encrypted_values: 1 << 22,
+            max_bootstraps: 1 << 20,
+            max_compile_memory_mb: 16 << 10,
+        }
     }
 }
 
 static MAX_TENSOR_ELEMENTS: AtomicUsize = AtomicUsize::new(1 << 28);
 static MAX_GRAPH_NODES: AtomicUsize = AtomicUsize::new(1 << 16);
 static MAX_ENCRYPTED_VALUES: AtomicUsize = AtomicUsize::new(1 << 22);
+static MAX_BOOTSTRAPS: AtomicUsize = AtomicUsize::new(1 << 20);
+static MAX_COMPILE_MEMORY_MB: AtomicUsize = AtomicUsize::new(16 << 10);
 
 /// The bounds in force.
 pub fn limits() -> Limits {
@@ -38,6 +55,8 @@ pub fn limits() -> Limits {
         max_tensor_elements: MAX_TENSOR_ELEMENTS.load(Ordering::Relaxed),
         max_graph_nodes: MAX_GRAPH_NODES.load(Ordering::Relaxed),
         max_encrypted_values: MAX_ENCRYPTED_VALUES.load(Ordering::Relaxed),
+        max_bootstraps: MAX_BOOTSTRAPS.load(Ordering::Relaxed),
+        max_compile_memory_mb: MAX_COMPILE_MEMORY_MB.load(Ordering::Relaxed),
     }
 }
 
@@ -46,6 +65,16 @@ pub fn set_limits(l: Limits) {
     MAX_TENSOR_ELEMENTS.store(l.max_tensor_elements, Ordering::Relaxed);
     MAX_GRAPH_NODES.store(l.max_graph_nodes, Ordering::Relaxed);
     MAX_ENCRYPTED_VALUES.store(l.max_encrypted_values, Ordering::Relaxed);
+    MAX_BOOTSTRAPS.store(l.max_bootstraps, Ordering::Relaxed);
+    MAX_COMPILE_MEMORY_MB.store(l.max_compile_memory_mb, Ordering::Relaxed);
+}
+
+/// This machine's memory in MiB (from `/proc/meminfo`), where it can be read.
+pub fn machine_memory_mb() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: usize =
+        info.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024)
 }
 
 /// The number of elements of `shape`, or `None` when the product overflows.

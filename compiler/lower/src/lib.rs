@@ -23,6 +23,7 @@ mod pipeline;
 pub mod poly;
 mod scale;
 mod simulator;
+pub mod size;
 mod tail;
 pub mod tfhe;
 mod window;
@@ -90,6 +91,8 @@ pub struct Optimization {
     pub layers_after: Vec<(String, usize)>,
     /// Wall time of each stage of `pipeline::prepare`, in order (the neuron passes by name).
     pub stage_times: Vec<(&'static str, std::time::Duration)>,
+    /// What the circuit was estimated to take before it was made (checked against the bounds).
+    pub size: size::Size,
 }
 
 impl Optimization {

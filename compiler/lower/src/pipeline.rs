@@ -5,7 +5,8 @@
 //! 2. client output split (`tail`): the final ops that only shape the answer move to the client;
 //! 3. the server module: what the frontier values need;
 //! 4. the e-graph optimizer (`fhec_passes::optimize`);
-//! 5. exact equality of an encrypted value refused;
+//! 5. exact equality of an encrypted value refused; the circuit's size estimated and a model too
+//!    large for this machine refused ([`crate::size`]);
 //! 6. `scalarize` into the neuron graph;
 //! 7. the neuron passes by name ([`neuron_passes`], `neurons::passes`), verified after each in
 //!    debug builds;
@@ -56,12 +57,14 @@ pub(crate) fn prepare(
     // 4. The e-graph optimizer.
     let (optimized, report) = optimize::optimize(&server, opt, &optimize::CostModel::default())?;
     laps.lap("optimize");
-    // 5. Exact equality refused.
+    // 5. Exact equality refused; the size estimated and checked.
     refuse_exact_equality(&optimized, Side::Server)?;
+    let samples = calibration_samples(calibration);
+    let size = crate::size::Size::estimate(&optimized, report.after.pbs, samples.len())?;
+    size.check()?;
     // 6. Scalarization.
     let input_box = calibration.input_box();
     check_input_box(module, input_box)?;
-    let samples = calibration_samples(calibration);
     let mut neurons = neurons::scalarize(&optimized, &outputs(&optimized), input_box, &samples)?;
     if cfg!(debug_assertions) {
         neurons.verify()?;
@@ -103,6 +106,7 @@ pub(crate) fn prepare(
         layers_before,
         layers_after,
         stage_times: laps.laps,
+        size,
     };
     Ok(Prepared { preprocess, neurons, postprocess, optimization })
 }

@@ -174,11 +174,18 @@ pub(super) fn report(name: &str, choice: &Choice) -> (String, serde_json::Value)
             pre.to_text(fhec_ir::DataMode::Elided)
         ));
     }
+    text.push_str(&format!("\nsize estimated before lowering: {}\n", opt.size));
     text.push_str(&format!("\nclient post-processing:\n{}", c.postprocess.to_text(fhec_ir::DataMode::Elided)));
     let json = json!({
         "model": name,
         "scheme": "tfhe",
         "pbs_count": circuit.pbs.len(),
+        "estimate": json!({
+            "bootstraps": opt.size.bootstraps,
+            "encrypted_values": opt.size.encrypted_values,
+            "affine_terms": opt.size.terms,
+            "compile_memory_mb": opt.size.memory_mb().ceil(),
+        }),
         "parameter_set": params.name(),
         "positions": params.positions(),
         "pbs_ms": params.pbs_ms(),

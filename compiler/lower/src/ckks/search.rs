@@ -112,11 +112,12 @@ const MAX_ASSIGNMENTS: usize = 256;
 /// within the smaller ring (six times cheaper), so polynomials are chosen per layer, not one for the
 /// model. Assignments are simulated cheapest first; the first within the budget is kept.
 pub fn choose(module: &Module, calibration: &Calibration, search: &Search) -> Result<Choice, LowerError> {
+    // Prepared first: a model too large is refused before the float reference runs on it.
+    let prepared = Prepared::for_polynomials(module, calibration, &search.optimize)?;
     let (samples, float) = crate::fidelity::reference(module, calibration, search.max_samples)?;
     let grid = grid_steps(&float);
     let classes = float.iter().all(|t| crate::fidelity::class(t).is_some());
     let required = 100.0 - if classes { search.budget_points } else { search.error_budget_percent };
-    let prepared = Prepared::for_polynomials(module, calibration, &search.optimize)?;
     if search.degrees.is_empty() || search.fits.is_empty() {
         return Err(LowerError::Model("no polynomial degree or fit to try".into()));
     }

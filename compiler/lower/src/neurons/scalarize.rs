@@ -7,7 +7,7 @@
 
 use super::{Form, Lookup, Neurons, QUANTILES, Wire, quantiles};
 use crate::LowerError;
-use fhec_ir::{Binary, Fun, Module, Op, ReduceKind, Tensor, Type, Unary, ValueId};
+use fhec_ir::{Binary, Fun, Module, Op, ReduceKind, Tap, Tensor, Type, Unary, ValueId, Window};
 use std::collections::HashMap;
 
 enum V {
@@ -479,50 +479,33 @@ fn conv(
             return Err(unsupported(m, v, "convolution bias must be constant"));
         }
     };
-    // Lift 1-D to 2-D (height 1).
-    let xs = shapes[0];
-    let (ch, ih, iw) = if xs.len() == 3 { (xs[1], 1, xs[2]) } else { (xs[1], xs[2], xs[3]) };
-    let (oh, ow) = if out.len() == 3 { (1, out[2]) } else { (out[2], out[3]) };
-    let ws = w.shape();
-    let (kh, kw) = if ws.len() == 3 { (1, ws[2]) } else { (ws[2], ws[3]) };
-    let two = xs.len() == 4;
-    let (sh, sw) = if two { (c.strides[0], c.strides[1]) } else { (1, c.strides[0]) };
-    let (dh, dw) = if two { (c.dilations[0], c.dilations[1]) } else { (1, c.dilations[0]) };
-    let (pt, pl) = if two { (c.pads[0], c.pads[1]) } else { (0, c.pads[0]) };
+    let (xs, ws) = (shapes[0], w.shape());
+    let g = Window::new(&xs[2..], &out[2..], &ws[2..], &c.strides, &c.pads, &c.dilations).map_err(LowerError::Model)?;
+    let (ch, il, ol, kl) = (xs[1], g.input_len(), g.output_len(), g.kernel_len());
+    let taps = g.tap_table();
     let wv = w.to_f32_vec();
     let (mtot, cg) = (ws[0], ws[1]);
     let per_group = mtot / c.group;
     let mut res = Vec::with_capacity(fhec_ir::numel(out));
     // A static batch: each sample is convolved on its own, its outputs after the previous sample's.
     for (mo, n) in (0..xs[0]).flat_map(|n| (0..mtot).map(move |mo| (mo, n))) {
-        let g = mo / per_group;
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut parts = Vec::new();
-                for ci in 0..cg {
-                    let chn = g * cg + ci;
-                    for ky in 0..kh {
-                        let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                        if iy < 0 || iy >= ih as isize {
-                            continue;
-                        }
-                        for kx in 0..kw {
-                            let ix = (ox * sw + kx * dw) as isize - pl as isize;
-                            if ix < 0 || ix >= iw as isize {
-                                continue;
-                            }
-                            let wt = f64::from(wv[((mo * cg + ci) * kh + ky) * kw + kx]);
-                            parts.push((wt, &xf[((n * ch + chn) * ih + iy as usize) * iw + ix as usize]));
-                        }
+        let grp = mo / per_group;
+        for o in 0..ol {
+            let mut parts = Vec::new();
+            for ci in 0..cg {
+                let plane = &xf[(n * ch + grp * cg + ci) * il..][..il];
+                for t in 0..kl {
+                    if let Some(i) = taps[o * kl + t] {
+                        parts.push((f64::from(wv[(mo * cg + ci) * kl + t]), &plane[i]));
                     }
                 }
-                let mut f = Form::combine(&parts);
-                let b = bias.as_ref().map_or(0.0, |b| f64::from(b[mo]));
-                f.bias += b;
-                f.lo += b;
-                f.hi += b;
-                res.push(f);
             }
+            let mut f = Form::combine(&parts);
+            let b = bias.as_ref().map_or(0.0, |b| f64::from(b[mo]));
+            f.bias += b;
+            f.lo += b;
+            f.hi += b;
+            res.push(f);
         }
     }
     Ok(res)
@@ -541,47 +524,34 @@ fn pool(
     let classes: std::collections::HashSet<usize> =
         x.iter().flat_map(|f| f.terms.iter().map(|&(w, _)| b.wires[w as usize].class)).collect();
     let class = if classes.len() == 1 { *classes.iter().next().expect("one") } else { class };
-    let two = xs.len() == 4;
+    let g = Window::new(&xs[2..], &out[2..], &p.kernel, &p.strides, &p.pads, &p.dilations)?;
     // Pooling is per channel: a static batch's samples are more channels.
-    let (ch, ih, iw) = if two { (xs[0] * xs[1], xs[2], xs[3]) } else { (xs[0] * xs[1], 1, xs[2]) };
-    let (oh, ow) = if two { (out[2], out[3]) } else { (1, out[2]) };
-    let (kh, kw) = if two { (p.kernel[0], p.kernel[1]) } else { (1, p.kernel[0]) };
-    let (sh, sw) = if two { (p.strides[0], p.strides[1]) } else { (1, p.strides[0]) };
-    let (dh, dw) = if two { (p.dilations[0], p.dilations[1]) } else { (1, p.dilations[0]) };
-    let (pt, pl) = if two { (p.pads[0], p.pads[1]) } else { (0, p.pads[0]) };
-    let (pb, pr) = if two { (p.pads[2], p.pads[3]) } else { (0, p.pads[1]) };
-    let mut res = Vec::with_capacity(ch * oh * ow);
-    for c in 0..ch {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut window = Vec::new();
-                let mut padded = 0usize;
-                for ky in 0..kh {
-                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                    for kx in 0..kw {
-                        let ix = (ox * sw + kx * dw) as isize - pl as isize;
-                        if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
-                            padded += usize::from(iy < (ih + pb) as isize && ix < (iw + pr) as isize);
-                            continue;
-                        }
-                        window.push(&x[(c * ih + iy as usize) * iw + ix as usize]);
-                    }
-                }
-                if max && window.is_empty() {
-                    return Err("a max-pool window lies entirely in the padding".into());
-                }
-                res.push(if max {
-                    let mut acc = window[0].clone();
-                    for f in &window[1..] {
-                        acc = b.extremum(&acc, f, true, class);
-                    }
-                    acc
-                } else {
-                    let count = if p.count_include_pad { window.len() + padded } else { window.len() };
-                    let parts: Vec<(f64, &Form)> = window.iter().map(|f| (1.0 / count as f64, *f)).collect();
-                    Form::combine(&parts)
-                });
+    let (planes, il, ol) = (xs[0] * xs[1], g.input_len(), g.output_len());
+    let mut res = Vec::with_capacity(planes * ol);
+    for c in 0..planes {
+        let plane = &x[c * il..][..il];
+        for o in 0..ol {
+            let mut window = Vec::new();
+            let mut padded = 0usize;
+            g.taps(o, |_, tap| match tap {
+                Tap::In(i) => window.push(&plane[i]),
+                Tap::Pad => padded += 1,
+                Tap::Beyond => {}
+            });
+            if max && window.is_empty() {
+                return Err("a max-pool window lies entirely in the padding".into());
             }
+            res.push(if max {
+                let mut acc = window[0].clone();
+                for f in &window[1..] {
+                    acc = b.extremum(&acc, f, true, class);
+                }
+                acc
+            } else {
+                let count = if p.count_include_pad { window.len() + padded } else { window.len() };
+                let parts: Vec<(f64, &Form)> = window.iter().map(|f| (1.0 / count as f64, *f)).collect();
+                Form::combine(&parts)
+            });
         }
     }
     Ok(res)

@@ -130,6 +130,8 @@ pub fn choose(
     search: &Search,
     mut progress: impl FnMut(&Trial),
 ) -> Result<Choice, LowerError> {
+    // Prepared first: a model too large is refused before the float reference runs on it.
+    let prepared = Prepared::new(module, calibration, &search.optimize)?;
     let (samples, float) = reference(module, calibration, search.max_samples)?;
     let continuous = !float.iter().all(|t| class(t).is_some());
     let synthetic = matches!(calibration.origin(), Origin::InputQuantizer { .. });
@@ -145,7 +147,6 @@ pub fn choose(
     let reference: Vec<Tensor> = float.iter().cycle().take(repeats * float.len()).cloned().collect();
     let required =
         100.0 - if continuous || score != Score::Fidelity { search.error_budget_percent } else { search.budget_points };
-    let prepared = Prepared::new(module, calibration, &search.optimize)?;
     let mut trials = Vec::new();
     let mut last_err = None;
     let mut excluded = None;

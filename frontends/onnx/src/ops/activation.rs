@@ -22,8 +22,16 @@ pub fn leaky_relu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     unary(ctx, Unary::LeakyRelu { alpha })
 }
 
+/// PRelu. Before opset 7 a slope of one value per channel (`[C]`) applies along axis 1 (torch's
+/// exports of that time); from opset 7 the slope broadcasts as numpy's.
 pub fn prelu(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
-    let (x, slope) = (ctx.input(0)?, ctx.input(1)?);
+    let (x, mut slope) = (ctx.input(0)?, ctx.input(1)?);
+    let (xs, ss) = (ctx.shape(&x), ctx.shape(&slope));
+    if ctx.opset < 7 && ss.len() == 1 && ss[0] > 1 && xs.len() > 2 && xs[1] == ss[0] {
+        let mut per_channel = vec![ss[0]];
+        per_channel.resize(xs.len() - 1, 1);
+        slope = ctx.reshape(&slope, per_channel)?;
+    }
     Ok(vec![ctx.binary(Binary::PRelu, &x, &slope)?])
 }
 

@@ -17,8 +17,8 @@ struct Geometry {
 
 fn geometry(a: &Attrs, input: &[usize], kernel: &[usize], read_dilations: bool) -> Result<Geometry, String> {
     let s = kernel.len();
-    if !(1..=2).contains(&s) {
-        return Err(format!("{s}-D windows are not supported (1-D and 2-D are)"));
+    if !(1..=3).contains(&s) {
+        return Err(format!("{s}-D windows are not supported (1-D, 2-D and 3-D are)"));
     }
     if input.len() != s + 2 {
         return Err(format!("input of shape {input:?} does not match a {s}-D window"));
@@ -183,8 +183,8 @@ pub fn conv_transpose(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     let w = ctx.const_input(1, "W")?.ok_or("the kernel W must be constant")?;
     let (xs, ws) = (ctx.shape(&x), w.shape().to_vec());
     let s = ws.len().saturating_sub(2);
-    if !(1..=2).contains(&s) {
-        return Err(format!("a kernel of shape {ws:?}: {s}-D ConvTranspose is not supported (1-D and 2-D are)"));
+    if !(1..=3).contains(&s) {
+        return Err(format!("a kernel of shape {ws:?}: {s}-D ConvTranspose is not supported (1-D, 2-D and 3-D are)"));
     }
     if xs.len() != s + 2 || xs[1] != ws[0] {
         return Err(format!("input of shape {xs:?} does not match the kernel {ws:?} (channels first)"));
@@ -254,10 +254,16 @@ pub fn conv_transpose(ctx: &mut Ctx) -> Result<Vec<Val>, String> {
     }
     let mut spread = vec![0f32; n_in * n_grid];
     for p in 0..n_in {
-        let at = |i: usize| if s == 2 && i == 0 { p as i64 / input[1] } else { p as i64 % input[s - 1] };
-        let cell: Vec<i64> = (0..s).map(|i| at(i) * strides[i] + begin[i]).collect();
+        // Row-major coordinates of input position `p`, then of its cell on the grid.
+        let mut rest = p as i64;
+        let mut at = vec![0i64; s];
+        for i in (0..s).rev() {
+            at[i] = rest % input[i];
+            rest /= input[i];
+        }
+        let cell: Vec<i64> = (0..s).map(|i| at[i] * strides[i] + begin[i]).collect();
         if (0..s).all(|i| (0..grid[i]).contains(&cell[i])) {
-            let q = if s == 2 { cell[0] * grid[1] + cell[1] } else { cell[0] };
+            let q = (0..s).fold(0i64, |q, i| q * grid[i] + cell[i]);
             spread[p * n_grid + q as usize] = 1.0;
         }
     }
