@@ -9,10 +9,11 @@ use fhec_ir::{Fun, Module, Op, Security, Unary, ValueId};
 use std::collections::HashMap;
 
 /// Bytes the lowering holds per affine term at its peak: a term is a wire index and a weight (16
-/// bytes) in the form that holds it, held again by the forms the passes and the integerized
-/// candidates copy. Measured with peak RSS on this project's 2-core machine: 260 MB for a two-layer
-/// CNN of 0.9 M terms, 1.2 GB (and growing as the search went on) for one of 8 M terms.
-const TERM_BYTES: f64 = 160.0;
+/// bytes) in the form that holds it, held again by the forms the passes copy and by the integerized
+/// candidates of the search. Measured with peak RSS on this project's 2-core machine: 260 MB for a
+/// two-layer CNN of 0.9 M terms, 19.6 GB for a batch of 20 through a 3×3 convolution (68 M terms,
+/// `test_operator_conv`): about 290 bytes per term, and a margin.
+const TERM_BYTES: f64 = 320.0;
 /// Bytes per encrypted value (a form's header and bounds, a wire, their maps).
 const VALUE_BYTES: f64 = 256.0;
 /// Bytes per wire and calibration sample (each wire's value on every sample, for its range and
