@@ -41,7 +41,8 @@ pub struct Search {
     /// Calibration samples simulated per candidate (the first ones).
     pub max_samples: usize,
     /// Noisy simulations per candidate: samples are repeated with fresh noise until there are this
-    /// many, so that rare noise events show on small calibration sets.
+    /// many, so that rare noise events show on small calibration sets (fewer for a circuit of over
+    /// [`MAX_SIMULATED_BOOTSTRAPS`] / `min_runs` bootstraps).
     pub min_runs: usize,
     /// Candidates are scored with every noise standard deviation multiplied by this: encrypted runs
     /// on the 512-position sets were measured up to ~1.3x noisier end to end than the model, though
@@ -53,6 +54,11 @@ pub struct Search {
     /// The e-graph optimizer's level and limits (`fhec_passes::optimize`).
     pub optimize: crate::optimize::Config,
 }
+
+/// Noisy bootstraps simulated per candidate, at most (see `choose`): build time grows with them, and a
+/// rare noise event is drawn as often whether it comes from many runs of a small circuit or fewer of
+/// a large one. The corpus's circuits (at most 1,408 bootstraps) keep their 2000 runs.
+pub const MAX_SIMULATED_BOOTSTRAPS: usize = 1 << 22;
 
 impl Default for Search {
     fn default() -> Search {
@@ -143,7 +149,10 @@ pub fn choose(
         (true, false) => Score::Relative,
         (true, true) => Score::Steps,
     };
-    let repeats = search.min_runs.div_ceil(samples.len().max(1)).max(1);
+    // A large circuit runs fewer repeats: as many noisy bootstraps per candidate as 2000 runs of a
+    // 2,000-bootstrap model draw, and never fewer than one run per sample.
+    let min_runs = search.min_runs.min(MAX_SIMULATED_BOOTSTRAPS / prepared.optimization.size.bootstraps.max(1));
+    let repeats = min_runs.div_ceil(samples.len().max(1)).max(1);
     let reference: Vec<Tensor> = float.iter().cycle().take(repeats * float.len()).cloned().collect();
     let required =
         100.0 - if continuous || score != Score::Fidelity { search.error_budget_percent } else { search.budget_points };
