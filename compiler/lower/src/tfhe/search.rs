@@ -42,7 +42,7 @@ pub struct Search {
     pub max_samples: usize,
     /// Noisy simulations per candidate: samples are repeated with fresh noise until there are this
     /// many, so that rare noise events show on small calibration sets (fewer for a circuit of over
-    /// [`MAX_SIMULATED_BOOTSTRAPS`] / `min_runs` bootstraps).
+    /// `MAX_SIMULATED_BOOTSTRAPS` / `min_runs` bootstraps).
     pub min_runs: usize,
     /// Candidates are scored with every noise standard deviation multiplied by this: encrypted runs
     /// on the 512-position sets were measured up to ~1.3x noisier end to end than the model, though
