@@ -91,14 +91,14 @@ fn single_input(module: &Module) -> Result<(fhec_ir::ValueId, String), DriverErr
 }
 
 /// Samples along axis 0 of `x` as tensors of `input_shape` (whose leading batch dimension of 1 the
-/// samples lack); the error names the input `what` and the expected array shape.
+/// samples lack); the errors name the array (`what`: "input", "calibration") and the shape expected.
 pub fn samples(x: &ArrayD<f32>, input_shape: &[usize], what: &str) -> Result<Vec<Tensor>, DriverError> {
     let sample: &[usize] = if input_shape.first() == Some(&1) { &input_shape[1..] } else { input_shape };
     if x.ndim() != sample.len() + 1 || x.shape()[1..] != *sample {
         let mut want = vec!["N".to_string()];
         want.extend(sample.iter().map(|d| d.to_string()));
         return Err(DriverError::Shape(format!(
-            "input array has shape {:?}, but model input \"{what}\" takes samples of shape {sample:?}: expected [{}]",
+            "the {what} array has shape {:?}, but the model takes samples of shape {sample:?}: expected [{}]",
             x.shape(),
             want.join(", ")
         )));

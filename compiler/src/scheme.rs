@@ -157,9 +157,17 @@ fn refuse_ckks_trees(model: &Path, b: &ckks::Build) -> Result<(), DriverError> {
     }
     match fhec_onnx::tree_ensembles(model).unwrap_or_default().first() {
         Some(e) => Err(DriverError::Ckks(format!(
-            "tree ensemble {:?}: no polynomial approximation of its {} decisions keeps the accuracy budget under \
-             CKKS ({:.2}% fidelity, {:.2}% needed); build it with --scheme tfhe (or auto, which picks TFHE)",
-            e.node, e.decisions, c.fidelity, c.required
+            "tree ensemble {:?}: no polynomial approximation of its steps ({} decisions{}) keeps the accuracy \
+             budget under CKKS ({:.2}% fidelity, {:.2}% needed); build it with --scheme tfhe (or auto, which picks TFHE)",
+            e.node,
+            e.decisions,
+            if b.choice.optimization.config.client_decisions {
+                " on the client, then its leaf blocks"
+            } else {
+                " on the server"
+            },
+            c.fidelity,
+            c.required
         ))),
         None => Ok(()),
     }

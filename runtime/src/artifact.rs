@@ -102,11 +102,17 @@ impl ServerArtifact {
     }
 }
 
-/// SHA-256 of a circuit with its input and output codes: equal digests mean equal compiled models
-/// (the compiler's search uses it to score each distinct candidate once).
+/// BLAKE3 of a circuit with its input and output codes: equal digests mean equal compiled models
+/// (the compiler's search uses it to score each distinct candidate once). The encoding streams into
+/// the hash: a circuit's tables can be hundreds of megabytes.
 pub fn compiled_digest(circuit: &Circuit, inputs: &[InputCode], outputs: &[OutputCode]) -> [u8; 32] {
-    let bytes = bincode::serialize(&(circuit, inputs, outputs)).expect("circuits and codes serialize");
-    Sha256::digest(bytes).into()
+    use std::io::Write;
+    let mut hasher = blake3::Hasher::new();
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut hasher);
+    bincode::serialize_into(&mut w, &(circuit, inputs, outputs)).expect("circuits and codes serialize");
+    w.flush().expect("hashing does not fail");
+    drop(w);
+    hasher.finalize().into()
 }
 
 /// A ciphertext file: the ciphertexts plus what they belong to.

@@ -233,19 +233,25 @@ fn the_encrypted_tests_fixture_is_current() {
 }
 
 /// `--scheme ckks` refuses a tree ensemble whose steps no polynomial approximates within the
-/// budget (naming the ensemble), builds one that stays within it, and `auto` picks TFHE for the first.
+/// budget (naming the ensemble), builds one that stays within it, and `auto` picks TFHE for the
+/// first. With its decisions on the client (the default), a single deep tree's steps are only its
+/// leaf blocks on integer codes, and it builds; with the thresholds on the server it is refused.
 #[test]
 fn a_tree_ensemble_outside_the_budget_is_refused_under_ckks() {
     use fhec::scheme::{Built, Options, Scheme, build};
     let tmp = tempfile::tempdir().unwrap();
-    let run = |name: &str, scheme: Scheme| {
+    let run = |name: &str, scheme: Scheme, private: bool| {
         let dir = root().join("models").join(name);
         let cal = fhec::npy::read_samples(&dir.join("inputs.npy")).unwrap();
-        let opts = Options { scheme, ..Default::default() };
-        build(&dir.join("model.onnx"), Some(&cal), &tmp.path().join(format!("{name}-{}", scheme.name())), &opts, |_| ())
+        let mut opts = Options { scheme, ..Default::default() };
+        opts.tfhe.optimize.client_decisions = !private;
+        opts.ckks.optimize.client_decisions = !private;
+        let out = tmp.path().join(format!("{name}-{}-{private}", scheme.name()));
+        build(&dir.join("model.onnx"), Some(&cal), &out, &opts, |_| ())
     };
-    let err = run("tree_cancer_skl", Scheme::Ckks).err().expect("refused").to_string();
+    let err = run("tree_cancer_skl", Scheme::Ckks, true).err().expect("refused").to_string();
     assert!(err.contains("tree ensemble \"TreeEnsembleClassifier\"") && err.contains("--scheme tfhe"), "{err}");
-    assert!(matches!(run("tree_cancer_skl", Scheme::Auto).unwrap().built, Built::Tfhe(_)));
-    assert!(matches!(run("lgbm_iris", Scheme::Ckks).unwrap().built, Built::Ckks(_)));
+    assert!(matches!(run("tree_cancer_skl", Scheme::Auto, true).unwrap().built, Built::Tfhe(_)));
+    assert!(matches!(run("tree_cancer_skl", Scheme::Ckks, false).unwrap().built, Built::Ckks(_)));
+    assert!(matches!(run("lgbm_iris", Scheme::Ckks, true).unwrap().built, Built::Ckks(_)));
 }

@@ -10,12 +10,7 @@ use fhec_testsuite::*;
 
 /// Models that do not meet the accuracy budget yet under the noise model, with the loss they may not
 /// exceed (so that a regression still fails) and why.
-const KNOWN_GAPS: &[(&str, f64, &str)] = &[(
-    "xgb_cancer",
-    0.02,
-    "50 boosted trees: bootstrap noise flips decisions on features within a few table positions of a \
-     threshold, and 60 quantized leaf tables are summed into one logit (1.4 points at 2048 positions)",
-)];
+const KNOWN_GAPS: &[(&str, f64, &str)] = &[];
 
 /// The corpus's compile-time bound, in the work a build does rather than wall time (which the tests
 /// do not assert): scalarization grows with affine terms and the precision search with bootstraps,
@@ -77,6 +72,30 @@ fn trained_models_keep_their_accuracy_in_simulation() {
     }
     eprintln!("{}", report.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A tree ensemble's decisions run on the client by default: exact (the noise-free simulation keeps
+/// the float model's accuracy) and free (only the block tables bootstrap); with the thresholds kept
+/// on the server (`--private-thresholds`), each distinct decision is a bootstrap.
+#[test]
+fn tree_decisions_on_the_client_are_exact_and_cost_no_bootstrap() {
+    use fhec_lower::{Prepared, optimize::Config};
+    let t = Trained::load(root().join("models/xgb_cancer"));
+    let cal = Calibration::from_samples(t.samples.clone()).unwrap();
+    let summary = &fhec_onnx::tree_ensembles(t.dir.join("model.onnx")).unwrap()[0];
+    let build = |client_decisions| {
+        Prepared::new(&t.module, &cal, &Config { client_decisions, ..Config::default() })
+            .unwrap()
+            .tfhe(&Options::default())
+            .unwrap()
+    };
+    let (client, server) = (build(true), build(false));
+    assert!(client.preprocess.as_ref().unwrap().to_string().contains("compare"));
+    assert_eq!(client.pbs_count(), summary.tables() - summary.decisions);
+    // Every decision is one more bootstrap on the server (the optimizer may add a few tables there).
+    assert!(server.pbs_count() >= client.pbs_count() + summary.decisions, "{}", server.pbs_count());
+    let exact: Vec<Vec<Tensor>> = t.samples.iter().map(|x| client.simulate(x, Noise::None).unwrap()).collect();
+    assert_eq!(accuracy(&exact, &t.labels), accuracy(&t.float, &t.labels));
 }
 
 /// Op models the FHE lowering does not support yet, with the reason.

@@ -1218,3 +1218,30 @@ fn a_model_too_large_for_the_machine_is_refused_in_one_line_with_its_estimate() 
     let e = stderr(&o);
     assert!(o.status.code() == Some(1) && e.contains("about 48 bootstraps") && e.contains("--max-bootstraps"), "{e}");
 }
+
+/// A tree ensemble's decisions run on the client unless `--private-thresholds` keeps them on the
+/// server; the report says which and counts the bootstraps either way.
+#[test]
+fn tree_thresholds_stay_on_the_server_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = corpus("models/tree_cancer_skl/model.onnx");
+    let x = corpus("models/tree_cancer_skl/inputs.npy");
+    let build = |out: &str, flags: &[&str]| {
+        let out = dir.path().join(out);
+        let args = ["build", m.to_str().unwrap(), "--calibration", x.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        let o = fhec(&[&args[..], flags].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read_to_string(out.join("report.txt")).unwrap()
+    };
+    let (client, server) = (build("client", &[]), build("server", &["--private-thresholds"]));
+    assert!(
+        client.contains("11 decisions computed by the client") && client.contains("client pre-processing"),
+        "{client}"
+    );
+    assert!(client.contains("bootstraps (PBS) per sample: 4\n"), "{client}");
+    assert!(
+        server.contains("11 decisions shared by the trees") && !server.contains("client pre-processing"),
+        "{server}"
+    );
+    assert!(server.contains("bootstraps (PBS) per sample: 15\n"), "{server}");
+}

@@ -9,6 +9,14 @@
 //!
 //! What the client learns is that map's constants (a standardization's means and deviations, the input
 //! quantizer's scale and zero point): no layer weights.
+//!
+//! A tree ensemble's decisions move too, unless the build keeps them private (`decisions` off,
+//! `--private-thresholds`): a selection of input features (`gather`), minus constant thresholds,
+//! compared with 0, is a one-bit quantizer of each selected feature. The client computes each
+//! decision exactly and encrypts its bit, where the server would spend a bootstrap per decision and
+//! read features within a few table positions of a threshold on either side under its noise. The
+//! client then learns the ensemble's thresholds and the feature each one tests: not the trees, the
+//! paths or the leaf values.
 
 use crate::LowerError;
 use fhec_ir::{Binary, Module, Op, Tensor, Unary, ValueId};
@@ -25,8 +33,10 @@ pub struct Split {
 /// Whether `u`, a user of `x`, can be part of the head: elementwise on `x`, with a constant as its
 /// other operand if any, and monotone in `x` (so the image of an input box is the box of its ends'
 /// images).
-fn head_op(m: &Module, u: ValueId, x: ValueId) -> bool {
+fn head_op(m: &Module, u: ValueId, x: ValueId, decisions: bool) -> bool {
     match &m.node(u).op {
+        Op::Gather { .. } => decisions,
+        Op::Unary(Unary::Compare { cmp, .. }) => decisions && *cmp != fhec_ir::Cmp::Equal,
         Op::Unary(f) => {
             matches!(
                 f,
@@ -64,22 +74,30 @@ pub fn apply(head: &Module, x: &Tensor) -> Result<Tensor, String> {
         .map_err(|e| format!("the client's pre-processing: {e}"))
 }
 
-/// Cuts the head off `m`, if it has one worth a bootstrap per element.
-pub fn split(m: &Module) -> Result<Option<Split>, LowerError> {
+/// Cuts the head off `m`, if it has one worth a bootstrap per element (with `decisions`, also a
+/// comparison of selected features with constants: see the module docs).
+pub fn split(m: &Module, decisions: bool) -> Result<Option<Split>, LowerError> {
     let inputs = m.inputs();
     let [input] = inputs[..] else { return Ok(None) };
     let outputs: HashSet<ValueId> = m.outputs().iter().map(|(_, v)| *v).collect();
-    let (mut chain, mut cut, mut rounded) = (Vec::new(), 0, false);
+    let (mut chain, mut cut, mut rounded, mut gathered) = (Vec::new(), 0, false, false);
     let mut v = input;
     while !outputs.contains(&v) {
         let [u] = m.users(v)[..] else { break };
-        if !head_op(m, u, v) {
+        if !head_op(m, u, v, decisions) {
             break;
         }
         chain.push(u);
         match m.node(u).op {
             Op::Unary(Unary::Round) => rounded = true,
             Op::Unary(Unary::Clip { .. }) if rounded => cut = chain.len(),
+            Op::Gather { .. } => gathered = true,
+            Op::Unary(Unary::Compare { .. }) if gathered => {
+                cut = chain.len();
+                break;
+            }
+            // A comparison of the features themselves is an op the server's tables are tested on.
+            Op::Unary(Unary::Compare { .. }) => break,
             _ => {}
         }
         v = u;

@@ -1,7 +1,8 @@
 //! The middle of the compiler as one list of stages, from a float IR module to the neuron graph
 //! that the backends integerize ([`Prepared`]):
 //!
-//! 1. client input split (`head`): leading ops on the input that need no weights move to the client;
+//! 1. client input split (`head`): leading ops on the input that need no weights (or, unless
+//!    `--private-thresholds`, a tree ensemble's decisions) move to the client;
 //! 2. client output split (`tail`): the final ops that only shape the answer move to the client;
 //! 3. the server module: what the frontier values need;
 //! 4. the e-graph optimizer (`fhec_passes::optimize`);
@@ -43,7 +44,7 @@ pub(crate) fn prepare(
 ) -> Result<Prepared, LowerError> {
     let mut laps = Laps::start();
     // 1. Client input split.
-    let (preprocess, module, calibration) = client_input_split(module, calibration)?;
+    let (preprocess, module, calibration) = client_input_split(module, calibration, opt.client_decisions)?;
     let (module, calibration) = (module.as_ref(), calibration.as_ref());
     // 2. Client output split.
     let client = tail::client_values(module)?;
@@ -192,8 +193,12 @@ impl Prepared {
 type InputSplit<'a> = (Option<Module>, Cow<'a, Module>, Cow<'a, Calibration>);
 
 /// Splits the client's pre-processing off `module` and takes the calibration through it.
-fn client_input_split<'a>(module: &'a Module, calibration: &'a Calibration) -> Result<InputSplit<'a>, LowerError> {
-    Ok(match head::split(module)? {
+fn client_input_split<'a>(
+    module: &'a Module,
+    calibration: &'a Calibration,
+    decisions: bool,
+) -> Result<InputSplit<'a>, LowerError> {
+    Ok(match head::split(module, decisions)? {
         Some(s) => {
             let c = calibration.through(&s.head)?;
             (Some(s.head), Cow::Owned(s.rest), Cow::Owned(c))

@@ -17,6 +17,7 @@ use crate::window::window;
 #[cfg(doc)]
 use crate::window::{MAX_NARROWING, TABLE_HEADROOM};
 use fhec_runtime::{Affine, Circuit, InputCode, NoiseModel, OutputCode, ParamSet, Pbs, Table};
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 const INPUT_WEIGHT_MAX: f64 = 4096.0;
@@ -345,18 +346,27 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
     };
     // Each layer's index in `circuit.layers`, which lists them in order of first table.
     let mut layer_index: HashMap<String, u32> = HashMap::new();
-    for &k in &pbs {
+    // Each bootstrap's input and table, on every core (a large circuit has hundreds of megabytes of
+    // tables, built for every candidate of the search).
+    let built: Vec<(Affine, f64, Vec<i64>)> = pbs
+        .par_iter()
+        .map(|&k| {
+            let l = tables[k].as_ref().expect("lookup");
+            let (input, t_eff) = affine(&l.input, t[k], mid[k], &inputs);
+            let norm = input.pbs_weight_norm(ni as u32);
+            let noise_std = noise.input_std(norm, 0.0);
+            let values = (0..opts.params.positions())
+                .map(|q| {
+                    let p = q as f64 - half_positions + 0.5;
+                    let z = mid[k] + p * position / t_eff;
+                    (s[k] * l.eval(z)).round() as i64
+                })
+                .collect();
+            (input, noise_std, values)
+        })
+        .collect();
+    for (&k, (input, noise_std, values)) in pbs.iter().zip(built) {
         let l = tables[k].as_ref().expect("lookup");
-        let (input, t_eff) = affine(&l.input, t[k], mid[k], &inputs);
-        let norm = input.pbs_weight_norm(ni as u32);
-        let noise_std = noise.input_std(norm, 0.0);
-        let values = (0..opts.params.positions())
-            .map(|q| {
-                let p = q as f64 - half_positions + 0.5;
-                let z = mid[k] + p * position / t_eff;
-                (s[k] * l.eval(z)).round() as i64
-            })
-            .collect();
         circuit.tables.push(Table { values });
         let layer = *layer_index.entry(l.layer.clone()).or_insert_with(|| {
             circuit.layers.push(l.layer.clone());

@@ -156,6 +156,9 @@ pub(super) fn report(name: &str, choice: &Choice) -> (String, serde_json::Value)
     text.push_str("\ncandidates tried (parameter set, weight bits, output weight cap: fidelity):\n");
     for t in &choice.trials {
         let f = match t.fidelity {
+            Some(f) if t.runs < choice.runs => {
+                format!("{f:.2}% (screened out on {} of {} noisy runs)", t.runs, choice.runs)
+            }
             Some(f) => format!("{f:.2}%"),
             None if !t.options.params.bootstraps_validated() && t.pbs > 0 => "set not used with bootstraps".to_string(),
             None => "too noisy".to_string(),
@@ -240,8 +243,15 @@ pub(super) fn report(name: &str, choice: &Choice) -> (String, serde_json::Value)
 }
 
 /// The tree ensembles' section: per ensemble, what a node-by-node lowering would take (one bootstrap
-/// per branch and one per leaf) beside the translation's shared decisions and block tables.
-pub(super) fn trees(ensembles: &[fhec_onnx::TreeSummary], text: &mut String, json: &mut serde_json::Value) {
+/// per branch and one per leaf) beside the translation's shared decisions and block tables. With
+/// `client_decisions`, the client computed the decisions before encrypting: only the block tables
+/// are bootstraps.
+pub(super) fn trees(
+    ensembles: &[fhec_onnx::TreeSummary],
+    client_decisions: bool,
+    text: &mut String,
+    json: &mut serde_json::Value,
+) {
     use std::fmt::Write;
     let span = |v: &[usize]| {
         let (lo, hi) = (v.iter().min().copied().unwrap_or(0), v.iter().max().copied().unwrap_or(0));
@@ -249,7 +259,7 @@ pub(super) fn trees(ensembles: &[fhec_onnx::TreeSummary], text: &mut String, jso
         (lo, hi, mean)
     };
     text.push_str(
-        "\ntree ensembles (tables in the translation; a node-by-node lowering takes one per branch and one per leaf):\n",
+        "\ntree ensembles (bootstraps in the translation; a node-by-node lowering takes one per branch and one per leaf):\n",
     );
     let mut list = Vec::new();
     for e in ensembles {
@@ -257,23 +267,33 @@ pub(super) fn trees(ensembles: &[fhec_onnx::TreeSummary], text: &mut String, jso
         let tables: Vec<usize> = e.per_tree.iter().map(|t| t.0).collect();
         let reads: Vec<usize> = e.per_tree.iter().map(|t| t.1).collect();
         let ((tlo, thi, tmean), (rlo, rhi, rmean)) = (span(&tables), span(&reads));
+        let blocks = e.tables() - e.decisions;
+        let (pbs, decisions) = if client_decisions {
+            (
+                blocks,
+                format!(
+                    "{} decisions computed by the client before encryption (--private-thresholds: on the server)",
+                    e.decisions
+                ),
+            )
+        } else {
+            (e.tables(), format!("{} decisions shared by the trees", e.decisions))
+        };
         let _ = writeln!(
             text,
-            "  {:?}: {} trees, {} branches, {} leaves: {naive} node by node; here {} decisions shared by the trees \
-             + {} block tables = {} ({:.1}x fewer); per tree {tlo}-{thi} tables (mean {tmean:.1}), reading \
-             {rlo}-{rhi} decisions (mean {rmean:.1})",
+            "  {:?}: {} trees, {} branches, {} leaves: {naive} node by node; here {decisions} + {blocks} block \
+             tables = {pbs} ({:.1}x fewer); per tree {tlo}-{thi} tables (mean {tmean:.1}), reading {rlo}-{rhi} \
+             decisions (mean {rmean:.1})",
             e.node,
             e.trees,
             e.branches,
             e.leaves,
-            e.decisions,
-            e.tables() - e.decisions,
-            e.tables(),
-            naive as f64 / e.tables().max(1) as f64,
+            naive as f64 / pbs.max(1) as f64,
         );
         list.push(json!({
             "node": e.node, "trees": e.trees, "branches": e.branches, "leaves": e.leaves,
             "node_by_node_pbs": naive, "decisions": e.decisions, "tables": e.tables(),
+            "client_decisions": client_decisions, "pbs": pbs,
             "per_tree": e.per_tree.iter().map(|t| json!({"tables": t.0, "decisions_read": t.1})).collect::<Vec<_>>(),
         }));
     }

@@ -49,11 +49,16 @@ pub struct Config {
     pub limits: Limits,
     /// Run only these rules (tests); `None`: all of them.
     pub only: Option<Vec<&'static str>>,
+    /// Whether the client computes comparisons of selected input features with constant thresholds
+    /// (a tree ensemble's decisions) before encrypting, exactly and for no bootstrap; the client
+    /// then learns the thresholds (`fhec_lower::head`). Off: the server compares, one bootstrap per
+    /// distinct decision, and the thresholds stay on the server (`--private-thresholds`).
+    pub client_decisions: bool,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { level: 1, limits: Limits::default(), only: None }
+        Config { level: 1, limits: Limits::default(), only: None, client_decisions: true }
     }
 }
 

@@ -57,6 +57,13 @@ pub struct BuildArgs {
     /// Optimizer limit: seconds of equality saturation.
     #[arg(long, default_value_t = 5.0)]
     pub egg_time_limit: f64,
+    /// Tree ensembles: keep the thresholds on the server. By default the client computes each
+    /// decision (a feature against a threshold) before encrypting: exact and with no bootstrap,
+    /// but the client artifact holds the thresholds and the features they test (not the trees or
+    /// the leaf values). With this flag the server compares, one bootstrap per distinct decision,
+    /// and a feature within a few table positions of a threshold may read the other side.
+    #[arg(long)]
+    pub private_thresholds: bool,
     /// The FHE scheme: tfhe, ckks (needs --calibration), or auto (the cheaper for --batch).
     #[arg(long, value_enum, default_value_t = SchemeArg::Tfhe)]
     pub scheme: SchemeArg,
@@ -86,6 +93,7 @@ pub fn run(args: BuildArgs, g: &Global) -> Result<()> {
         egg_node_limit,
         egg_iter_limit,
         egg_time_limit,
+        private_thresholds,
         scheme,
         packing,
         polynomial_fit,
@@ -109,6 +117,7 @@ pub fn run(args: BuildArgs, g: &Global) -> Result<()> {
             time: std::time::Duration::from_secs_f64(egg_time_limit),
         },
         only: None,
+        client_decisions: !private_thresholds,
     };
     if let Some(bits) = weight_bits {
         if !(2..=16).contains(&bits) {

@@ -60,6 +60,14 @@ pub struct Search {
 /// a large one. The corpus's circuits (at most 1,408 bootstraps) keep their 2000 runs.
 pub const MAX_SIMULATED_BOOTSTRAPS: usize = 1 << 22;
 
+/// Every candidate is first screened on this fraction of its noisy runs (the first ones); one more
+/// than `SCREEN_SLACK` points below the budget there is not run further and keeps that estimate (a
+/// candidate within the budget falls that far on a screen of `min_runs / 8` runs with negligible
+/// probability). The others run in full from the same noise seed, so their scores do not depend on
+/// the screen. A search where no candidate comes near the budget then costs an eighth.
+const SCREEN: usize = 8;
+const SCREEN_SLACK: f64 = 5.0;
+
 impl Default for Search {
     fn default() -> Search {
         Search {
@@ -91,6 +99,9 @@ pub struct Trial {
     /// candidate does not compile (too noisy) or its set does not take bootstraps
     /// (`ParamSet::bootstraps_validated`).
     pub fidelity: Option<f64>,
+    /// Noisy runs the fidelity was measured on: fewer than the search's where the screen ruled the
+    /// candidate out (see `Choice::runs`).
+    pub runs: usize,
 }
 
 pub struct Choice {
@@ -103,6 +114,8 @@ pub struct Choice {
     /// Minimum fidelity the budget requires, in percent.
     pub required: f64,
     pub trials: Vec<Trial>,
+    /// Noisy runs a candidate is scored on in full (samples repeated with fresh noise).
+    pub runs: usize,
     /// Why candidates were simulated with the interpreter though the JIT was asked for (the first
     /// reason), if they were.
     pub jit_fallback: Option<String>,
@@ -164,12 +177,24 @@ pub fn choose(
     let runs: Vec<Tensor> = pre.iter().cycle().take(repeats * pre.len()).cloned().collect();
     // Candidates already simulated, with their outputs.
     let mut scored: Vec<([u8; 32], Vec<Tensor>)> = Vec::new();
+    let screen = (repeats / SCREEN).max(1) * pre.len();
+    // A candidate's fidelity and steps on the first `got.len()` runs.
+    let score_of = |got: &[Tensor]| {
+        let want = &reference[..got.len()];
+        let steps = steps(want, got, &grid);
+        let fidelity = match (score, steps) {
+            (Score::Steps, Some(s)) => s.within_one,
+            (Score::Relative, _) => relative_fidelity(want, got),
+            _ => fidelity(want, got, &grid),
+        };
+        (fidelity, steps)
+    };
     // Compiles and scores one candidate; records the trial.
     let mut evaluate = |options: Options, trials: &mut Vec<Trial>| -> Result<Option<Candidate>, LowerError> {
         let (trial, candidate) = match prepared.tfhe(&options) {
             Ok(compiled) if compiled.pbs_count() > 0 && !options.params.bootstraps_validated() => {
                 excluded = Some(options.params);
-                (Trial { options, pbs: compiled.pbs_count(), fidelity: None }, None)
+                (Trial { options, pbs: compiled.pbs_count(), fidelity: None, runs: 0 }, None)
             }
             Ok(compiled) => {
                 // Equal circuits and codes simulate to equal results (one noise seed for all), so a
@@ -179,24 +204,38 @@ pub fn choose(
                 let got = match scored.iter().find(|(d, _)| *d == digest) {
                     Some((_, got)) => got.clone(),
                     None => {
-                        let (got, fallback) = simulate_runs(&compiled, &runs, pre.len(), search)?;
-                        jit_fallback = jit_fallback.take().or(fallback);
+                        let mut got = None;
+                        if screen < runs.len() {
+                            let (first, fallback) = simulate_runs(&compiled, &runs[..screen], pre.len(), search)?;
+                            jit_fallback = jit_fallback.take().or(fallback);
+                            if score_of(&first).0 < required - SCREEN_SLACK {
+                                got = Some(first);
+                            }
+                        }
+                        let got = match got {
+                            Some(g) => g,
+                            None => {
+                                let (all, fallback) = simulate_runs(&compiled, &runs, pre.len(), search)?;
+                                jit_fallback = jit_fallback.take().or(fallback);
+                                all
+                            }
+                        };
                         scored.push((digest, got.clone()));
                         got
                     }
                 };
-                let steps = steps(&reference, &got, &grid);
-                let fidelity = match (score, steps) {
-                    (Score::Steps, Some(s)) => s.within_one,
-                    (Score::Relative, _) => relative_fidelity(&reference, &got),
-                    _ => fidelity(&reference, &got, &grid),
+                let (fidelity, steps) = score_of(&got);
+                let trial = Trial {
+                    options: options.clone(),
+                    pbs: compiled.pbs_count(),
+                    fidelity: Some(fidelity),
+                    runs: got.len(),
                 };
-                let trial = Trial { options: options.clone(), pbs: compiled.pbs_count(), fidelity: Some(fidelity) };
                 (trial, Some(Candidate { fidelity, steps, compiled, options }))
             }
             Err(e @ LowerError::Noise { .. }) => {
                 last_err = Some(e);
-                (Trial { options, pbs: 0, fidelity: None }, None)
+                (Trial { options, pbs: 0, fidelity: None, runs: 0 }, None)
             }
             Err(e) => return Err(e),
         };
@@ -257,6 +296,7 @@ pub fn choose(
                     within_budget: true,
                     required,
                     trials,
+                    runs: runs.len(),
                     jit_fallback,
                     optimization: prepared.optimization.clone(),
                     calibration: (calibration.origin().clone(), samples.len()),
@@ -277,6 +317,7 @@ pub fn choose(
             within_budget: false,
             required,
             trials,
+            runs: runs.len(),
             jit_fallback,
             optimization: prepared.optimization.clone(),
             calibration: (calibration.origin().clone(), samples.len()),
@@ -377,5 +418,24 @@ mod tests {
         assert!(
             strict.trials.iter().filter(|t| !t.options.params.bootstraps_validated()).all(|t| t.fidelity.is_none())
         );
+    }
+
+    #[test]
+    fn candidates_far_below_the_budget_are_screened_on_an_eighth_of_their_runs() {
+        let m: Module = MLP.parse().unwrap();
+        let xs = Calibration::from_samples(inputs(&m, 64)).unwrap();
+        // Noise inflated 100x: no candidate comes near a 5% error budget.
+        let search = Search { min_runs: 512, noise_margin: 100.0, ..Search::default() };
+        let far = choose(&m, &xs, &search, |_| ()).unwrap();
+        assert_eq!(far.runs, 512);
+        let scored: Vec<&Trial> = far.trials.iter().filter(|t| t.fidelity.is_some()).collect();
+        assert!(scored.len() > 5);
+        for t in scored {
+            assert_eq!(t.runs, 64, "{t:?}");
+            assert!(t.fidelity.unwrap() < far.required - SCREEN_SLACK, "{t:?}");
+        }
+        // With no budget to miss, every candidate runs in full.
+        let loose = choose(&m, &xs, &Search { error_budget_percent: 100.0, ..search }, |_| ()).unwrap();
+        assert!(loose.trials.iter().filter(|t| t.fidelity.is_some()).all(|t| t.runs == 512));
     }
 }

@@ -602,29 +602,16 @@ fn emit(ctx: &mut Ctx, x: &Val, low: &Lowered, outputs: usize) -> Result<Val, St
     if low.decisions.is_empty() {
         return Err("the ensemble makes no decision: its output does not depend on the input".into());
     }
-    // The decisions, non-strict then strict; `pos[d]` is decision d's column.
-    let mut pos = vec![0; low.decisions.len()];
-    let mut groups = Vec::new();
-    let mut col = 0;
-    for strict in [false, true] {
-        let members: Vec<usize> = (0..low.decisions.len()).filter(|&d| low.decisions[d].strict == strict).collect();
-        if members.is_empty() {
-            continue;
-        }
-        for &d in &members {
-            pos[d] = col;
-            col += 1;
-        }
-        let indices: Vec<i64> = members.iter().map(|&d| low.decisions[d].feature as i64).collect();
-        let thresholds: Vec<f32> = members.iter().map(|&d| low.decisions[d].threshold).collect();
-        let k = members.len();
-        let g = ctx.op(Op::Gather { axis: 1, indices, indices_shape: vec![k] }, std::slice::from_ref(x))?;
-        let diff = ctx.binary(Binary::Sub, &g, &Ctx::f32_const(vec![k], thresholds))?;
-        let cmp = if strict { Cmp::Less } else { Cmp::LessOrEqual };
-        groups.push(ctx.op(Op::Unary(Unary::Compare { cmp, than: 0.0 }), &[diff])?);
-    }
-    let d = if groups.len() == 1 { groups.pop().expect("one") } else { ctx.op(Op::Concat { axis: 1 }, &groups)? };
-    let k = col;
+    // The decisions as one comparison `x[f] - t <= 0`; a strict `x[f] < t` is `x[f] <= t'` with
+    // `t'` the float just below `t` (the features are f32). One chain of gather, subtract and
+    // compare is what the client computes before encrypting (`fhec_lower::head`).
+    let k = low.decisions.len();
+    let indices: Vec<i64> = low.decisions.iter().map(|d| d.feature as i64).collect();
+    let thresholds: Vec<f32> =
+        low.decisions.iter().map(|d| if d.strict { d.threshold.next_down() } else { d.threshold }).collect();
+    let g = ctx.op(Op::Gather { axis: 1, indices, indices_shape: vec![k] }, std::slice::from_ref(x))?;
+    let diff = ctx.binary(Binary::Sub, &g, &Ctx::f32_const(vec![k], thresholds))?;
+    let d = ctx.op(Op::Unary(Unary::Compare { cmp: Cmp::LessOrEqual, than: 0.0 }), &[diff])?;
 
     let mut terms = Vec::new();
     if !low.tables.is_empty() {
@@ -632,7 +619,7 @@ fn emit(ctx: &mut Ctx, x: &Val, low: &Lowered, outputs: usize) -> Result<Val, St
         let mut m = vec![0f32; k * b];
         for (j, input) in low.inputs.iter().enumerate() {
             for &(dec, c) in &input.coeffs {
-                m[pos[dec] * b + j] += c;
+                m[dec * b + j] += c;
             }
         }
         let q = ctx.op(Op::MatMul, &[d.clone(), Ctx::f32_const(vec![k, b], m)])?;
@@ -661,7 +648,7 @@ fn emit(ctx: &mut Ctx, x: &Val, low: &Lowered, outputs: usize) -> Result<Val, St
     if !low.direct.is_empty() {
         let mut w = vec![0f32; k * outputs];
         for &(dec, o, v) in &low.direct {
-            w[pos[dec] * outputs + o] += v;
+            w[dec * outputs + o] += v;
         }
         terms.push(ctx.op(Op::MatMul, &[d, Ctx::f32_const(vec![k, outputs], w)])?);
     }
