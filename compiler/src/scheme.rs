@@ -80,13 +80,13 @@ pub struct Outcome {
 }
 
 /// Compiles `model` for `opts.scheme` and writes the build into `dir` (see the module docs).
-/// `progress` is called once per TFHE candidate tried.
+/// `progress` gets the TFHE circuit's estimated size, then each TFHE candidate tried.
 pub fn build(
     model: &Path,
     calibration: Option<&ArrayD<f32>>,
     dir: &Path,
     opts: &Options,
-    progress: impl FnMut(&fhec_lower::tfhe::Trial),
+    progress: impl FnMut(fhec_lower::tfhe::Progress<'_>),
 ) -> Result<Outcome, DriverError> {
     if opts.batch == 0 || opts.threads == 0 {
         return Err(DriverError::Usage("the workload needs a batch and threads of at least 1".into()));

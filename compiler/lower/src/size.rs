@@ -142,7 +142,7 @@ fn is_affine(u: &Unary) -> bool {
 }
 
 /// `n` with thousands separated by commas.
-fn group(n: usize) -> String {
+pub fn group(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

@@ -10,7 +10,7 @@ mod report;
 
 use crate::{DriverError, Stacked};
 use fhec_ir::{Module, Tensor};
-use fhec_lower::tfhe::{Choice, Search, TableRanges, Trial};
+use fhec_lower::tfhe::{Choice, Progress, Search, TableRanges};
 use fhec_lower::{Calibration, Origin};
 use fhec_runtime::artifact::{self, Kind, Tagged};
 use fhec_runtime::fhe::{self, CompressedEvalKey, EvalKey, InputCiphertexts, OutputCiphertexts, SecretKey};
@@ -59,7 +59,7 @@ pub fn compile(
     model_path: &Path,
     calibration: Option<&ArrayD<f32>>,
     search: &Search,
-    progress: impl FnMut(&Trial),
+    progress: impl FnMut(Progress<'_>),
 ) -> Result<Build, DriverError> {
     let start = Instant::now();
     let module = crate::load_model(model_path)?;
@@ -138,7 +138,7 @@ pub fn build(
     calibration: Option<&ArrayD<f32>>,
     dir: &Path,
     search: &Search,
-    progress: impl FnMut(&Trial),
+    progress: impl FnMut(Progress<'_>),
 ) -> Result<(Choice, String), DriverError> {
     let b = compile(model_path, calibration, search, progress)?;
     let text = b.write(dir, "")?;

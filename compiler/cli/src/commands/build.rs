@@ -177,14 +177,21 @@ pub fn run(args: BuildArgs, g: &Global) -> Result<()> {
         threads,
     };
     let pb = spinner(quiet, if scheme == SchemeArg::Ckks { "fitting polynomials" } else { "choosing parameters" });
-    let mut tried = 0;
-    let outcome = fhec::scheme::build(&model, x.as_ref(), &dir, &opts, |t| {
-        tried += 1;
-        pb.set_message(format!(
-            "choosing parameters: {tried} candidates simulated (last: {}, {})",
-            t.options.params.name(),
-            t.fidelity.map_or("too noisy".into(), |f| format!("{f:.2}%"))
-        ));
+    let (mut tried, mut size) = (0, String::new());
+    let outcome = fhec::scheme::build(&model, x.as_ref(), &dir, &opts, |p| match p {
+        // A large circuit's first candidate takes a while: say how large before it starts.
+        fhec_lower::tfhe::Progress::Estimated(s) => {
+            size = format!(" for about {} bootstraps per sample", fhec_lower::size::group(s.bootstraps));
+            pb.set_message(format!("choosing parameters{size}: compiling the first candidate"));
+        }
+        fhec_lower::tfhe::Progress::Tried(t) => {
+            tried += 1;
+            pb.set_message(format!(
+                "choosing parameters{size}: {tried} candidates simulated (last: {}, {})",
+                t.options.params.name(),
+                t.fidelity.map_or("too noisy".into(), |f| format!("{f:.2}%"))
+            ));
+        }
     })
     .with_context(|| format!("building {}", model.display()))?;
     pb.finish_and_clear();

@@ -8,7 +8,7 @@ mod search;
 mod tests;
 
 pub use crate::scale::{Options, TableRanges};
-pub use search::{Choice, Search, Trial, choose};
+pub use search::{Choice, Progress, Search, Trial, choose};
 
 use crate::{Calibration, InputCode, OutputCode};
 use crate::{Engine, LowerError, Prepared, Simulator, decode, encode, optimize};

@@ -141,16 +141,27 @@ enum Score {
     Steps,
 }
 
-/// Compiles `module` for the cheapest parameter set that keeps its accuracy (see the module docs).
-/// `progress` is called once per candidate.
+/// What [`choose`] reports as it goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress<'a> {
+    /// The circuit's size, estimated before the float reference runs and any candidate is compiled
+    /// (once).
+    Estimated(&'a crate::size::Size),
+    /// A candidate tried (once each).
+    Tried(&'a Trial),
+}
+
+/// Compiles `module` for the cheapest parameter set that keeps its accuracy (see the module docs),
+/// reporting its estimated size, then each candidate, to `progress`.
 pub fn choose(
     module: &Module,
     calibration: &Calibration,
     search: &Search,
-    mut progress: impl FnMut(&Trial),
+    mut progress: impl FnMut(Progress<'_>),
 ) -> Result<Choice, LowerError> {
     // Prepared first: a model too large is refused before the float reference runs on it.
     let prepared = Prepared::new(module, calibration, &search.optimize)?;
+    progress(Progress::Estimated(&prepared.optimization.size));
     let (samples, float) = reference(module, calibration, search.max_samples)?;
     let continuous = !float.iter().all(|t| class(t).is_some());
     let synthetic = matches!(calibration.origin(), Origin::InputQuantizer { .. });
@@ -239,7 +250,7 @@ pub fn choose(
             }
             Err(e) => return Err(e),
         };
-        progress(&trial);
+        progress(Progress::Tried(&trial));
         trials.push(trial);
         Ok(candidate)
     };
@@ -408,7 +419,10 @@ mod tests {
         // A continuous output never reproduces the float model exactly: with no budget, nothing fits
         // and the most faithful candidate is kept.
         let mut tried = 0;
-        let strict = choose(&m, &xs, &Search { error_budget_percent: 0.0, ..search }, |_| tried += 1).unwrap();
+        let strict = choose(&m, &xs, &Search { error_budget_percent: 0.0, ..search }, |p| {
+            tried += usize::from(matches!(p, Progress::Tried(_)))
+        })
+        .unwrap();
         assert!(!strict.within_budget);
         let best = strict.trials.iter().filter_map(|t| t.fidelity).fold(0.0, f64::max);
         assert_eq!(strict.fidelity, best);
