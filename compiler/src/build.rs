@@ -108,6 +108,14 @@ impl Model {
         self
     }
 
+    /// Tree ensembles: keep the thresholds on the server (`fhec build --private-thresholds`): one
+    /// bootstrap per decision instead of the client computing them before encrypting.
+    pub fn private_thresholds(mut self) -> Model {
+        self.options.tfhe.optimize.client_decisions = false;
+        self.options.ckks.optimize.client_decisions = false;
+        self
+    }
+
     /// The scheme (default TFHE; CKKS and Auto need calibration samples). See the module docs.
     pub fn scheme(mut self, scheme: Scheme) -> Model {
         self.options.scheme = scheme;
@@ -493,6 +501,7 @@ mod build_tests {
         );
         assert!(!model().compile().unwrap().recompiled, "unchanged inputs hit the cache");
         assert!(model().accuracy_budget(0.5).compile().unwrap().recompiled, "other options recompile");
+        assert!(model().private_thresholds().compile().unwrap().recompiled, "so does the thresholds' side");
     }
 
     #[test]
