@@ -96,6 +96,11 @@ fn tree_decisions_on_the_client_are_exact_and_cost_no_bootstrap() {
     assert!(server.pbs_count() >= client.pbs_count() + summary.decisions, "{}", server.pbs_count());
     let exact: Vec<Vec<Tensor>> = t.samples.iter().map(|x| client.simulate(x, Noise::None).unwrap()).collect();
     assert_eq!(accuracy(&exact, &t.labels), accuracy(&t.float, &t.labels));
+    // Calibrated on 2 samples, most decisions never flip there; their bits still take 0 and 1 (the
+    // client computes them for any input) rather than being clamped to what those samples gave.
+    let few = Calibration::from_samples(t.samples[..2].to_vec()).unwrap();
+    let c = Prepared::new(&t.module, &few, &Config::default()).unwrap().tfhe(&Options::default()).unwrap();
+    assert!(c.inputs.iter().all(|i| i.lo <= 0.0 && i.hi >= 1.0), "{:?}", &c.inputs[..3]);
 }
 
 /// Op models the FHE lowering does not support yet, with the reason.

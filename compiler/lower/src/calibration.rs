@@ -115,7 +115,15 @@ impl Calibration {
                 .expect("one value per input element"))
         };
         let (lo, hi) = (end(|b| b.0)?.to_f32_vec(), end(|b| b.1)?.to_f32_vec());
-        let input_box = lo.iter().zip(&hi).map(|(&a, &b)| (f64::from(a.min(b)), f64::from(a.max(b)))).collect();
+        // A decision's bit (a head ending in a comparison) takes its whole range, 0 and 1, whatever
+        // the calibration samples gave: the client computes it exactly for any input, so clamping it
+        // would only copy a small calibration set's limits onto every prediction.
+        let bits = head.outputs().iter().any(|(_, v)| matches!(head.node(*v).op, Op::Unary(Unary::Compare { .. })));
+        let input_box = lo
+            .iter()
+            .zip(&hi)
+            .map(|(&a, &b)| if bits { (0.0, 1.0) } else { (f64::from(a.min(b)), f64::from(a.max(b))) })
+            .collect();
         Ok(Calibration { samples, input_box, origin: self.origin.clone() })
     }
 
