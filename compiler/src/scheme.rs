@@ -161,7 +161,7 @@ fn refuse_ckks_trees(model: &Path, b: &ckks::Build) -> Result<(), DriverError> {
              budget under CKKS ({:.2}% fidelity, {:.2}% needed); build it with --scheme tfhe (or auto, which picks TFHE)",
             e.node,
             e.decisions,
-            if b.choice.optimization.config.client_decisions {
+            if b.choice.compiled.preprocess.as_ref().is_some_and(fhec_lower::ends_in_decisions) {
                 " on the client, then its leaf blocks"
             } else {
                 " on the server"

@@ -118,7 +118,7 @@ impl Calibration {
         // A decision's bit (a head ending in a comparison) takes its whole range, 0 and 1, whatever
         // the calibration samples gave: the client computes it exactly for any input, so clamping it
         // would only copy a small calibration set's limits onto every prediction.
-        let bits = head.outputs().iter().any(|(_, v)| matches!(head.node(*v).op, Op::Unary(Unary::Compare { .. })));
+        let bits = crate::head::ends_in_decisions(head);
         let input_box = lo
             .iter()
             .zip(&hi)

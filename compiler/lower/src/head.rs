@@ -67,6 +67,12 @@ fn head_op(m: &Module, u: ValueId, x: ValueId, decisions: bool) -> bool {
     }
 }
 
+/// Whether a head (`Split::head`, the client's pre-processing) ends in a tree ensemble's decisions:
+/// the client then computes them, and the circuit's inputs are their bits.
+pub fn ends_in_decisions(head: &Module) -> bool {
+    head.outputs().iter().any(|(_, v)| matches!(head.node(*v).op, Op::Unary(Unary::Compare { .. })))
+}
+
 /// Runs a head (`Split::head`) on one sample: what the circuit's input codes encode.
 pub fn apply(head: &Module, x: &Tensor) -> Result<Tensor, String> {
     fhec_interp::run(head, std::slice::from_ref(x))

@@ -32,6 +32,7 @@ pub use calibration::{Calibration, HEADROOM, Origin, SYNTHETIC_SAMPLES, SYNTHETI
 pub use fhec_ckks as ckks_plan;
 pub use fhec_runtime::{InputCode, OutputCode};
 pub use fidelity::Steps;
+pub use head::ends_in_decisions;
 pub use pipeline::{Stage, neuron_passes, stage_text};
 pub use poly::{Approx, Fit};
 pub use simulator::{Engine, Simulator, jit_pays};

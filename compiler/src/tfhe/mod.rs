@@ -88,10 +88,7 @@ pub fn compile(
     let (mut text, mut json) = report(&name, &choice);
     let ensembles = fhec_onnx::tree_ensembles(model_path).unwrap_or_default();
     if !ensembles.is_empty() {
-        // The decisions moved to the client where its pre-processing ends in a comparison.
-        let client_decisions = compiled.preprocess.as_ref().is_some_and(|p| {
-            p.outputs().iter().any(|(_, v)| matches!(p.node(*v).op, fhec_ir::Op::Unary(fhec_ir::Unary::Compare { .. })))
-        });
+        let client_decisions = compiled.preprocess.as_ref().is_some_and(fhec_lower::ends_in_decisions);
         report::trees(&ensembles, client_decisions, &mut text, &mut json);
     }
     // Each stage's wall time: the frontend, the pipeline's stages, then the rest of the search
