@@ -65,6 +65,145 @@ impl Default for Options {
     }
 }
 
+/// A build as a user asks for it (the CLI's `fhec build` flags, the Python package's keywords of
+/// the same names), checked into [`Options`] by [`Settings::options`]: one set of defaults and
+/// one set of refusals for every front end.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub scheme: Scheme,
+    /// A tfhe-rs parameter set by name (default: the cheapest that keeps the budget).
+    pub params: Option<String>,
+    /// Bits of the integer weights on bootstrap outputs (default: chosen by accuracy).
+    pub weight_bits: Option<u32>,
+    /// log2 of the probability that noise corrupts one bootstrap.
+    pub failure_log2: f64,
+    pub table_ranges: fhec_lower::tfhe::TableRanges,
+    /// Points of agreement with the float model's class the build may lose (classifiers).
+    pub accuracy_budget: f64,
+    /// RMS error the build may add, in percent of the output's spread (regressors).
+    pub error_budget: f64,
+    /// 0: the naive lowering; 1: the e-graph optimizer.
+    pub opt_level: u8,
+    pub egg_node_limit: usize,
+    pub egg_iter_limit: usize,
+    /// Seconds of equality saturation.
+    pub egg_time_limit: f64,
+    /// Tree ensembles: the server compares (the client artifact holds no thresholds).
+    pub private_thresholds: bool,
+    /// CKKS packings to lower for (more than one: the cheaper for `batch` is kept).
+    pub packings: Vec<Packing>,
+    /// CKKS polynomial fits offered per layer.
+    pub fits: Vec<fhec_lower::Fit>,
+    /// Samples per request: the workload `auto` optimizes for.
+    pub batch: usize,
+    /// Worker threads of the server.
+    pub threads: usize,
+    pub engine: fhec_lower::Engine,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            scheme: Scheme::Tfhe,
+            params: None,
+            weight_bits: None,
+            failure_log2: -40.0,
+            table_ranges: fhec_lower::tfhe::TableRanges::Calibrated,
+            accuracy_budget: 0.2,
+            error_budget: 5.0,
+            opt_level: 1,
+            egg_node_limit: 50_000,
+            egg_iter_limit: 30,
+            egg_time_limit: 5.0,
+            private_thresholds: false,
+            packings: vec![Packing::BatchMajor],
+            fits: vec![fhec_lower::Fit::Chebyshev, fhec_lower::Fit::LeastSquares],
+            batch: 1,
+            threads: 2,
+            engine: fhec_lower::Engine::Auto,
+        }
+    }
+}
+
+impl Settings {
+    /// The build options, or the first setting out of range (named by its CLI flag).
+    pub fn options(&self) -> Result<Options, DriverError> {
+        let bad = |msg: &str| Err(DriverError::Usage(msg.into()));
+        if !(self.egg_time_limit > 0.0 && self.egg_time_limit <= 3600.0) {
+            return bad("--egg-time-limit is in seconds, more than 0 and at most 3600");
+        }
+        if self.egg_node_limit == 0 || self.egg_iter_limit == 0 {
+            return bad("--egg-node-limit and --egg-iter-limit must be at least 1");
+        }
+        if self.opt_level > 1 {
+            return bad("--opt-level is 0 (the naive lowering) or 1 (the e-graph optimizer)");
+        }
+        if self.weight_bits.is_some_and(|b| !(2..=16).contains(&b)) {
+            return bad("--weight-bits must be between 2 and 16");
+        }
+        if !(-200.0..=-1.0).contains(&self.failure_log2) {
+            return bad("--failure-log2 must be between -200 and -1 (the default -40 means 2^-40 per bootstrap)");
+        }
+        if !(0.0..=100.0).contains(&self.accuracy_budget) {
+            return bad("--accuracy-budget is in points, between 0 and 100");
+        }
+        if !(0.0..=100.0).contains(&self.error_budget) {
+            return bad("--error-budget is in percent of the output's spread, between 0 and 100");
+        }
+        if self.batch == 0 || self.threads == 0 {
+            return bad("--batch and the number of threads must be at least 1");
+        }
+        if self.packings.is_empty() || self.fits.is_empty() {
+            return bad("a CKKS build needs at least one packing and one polynomial fit");
+        }
+        if self.scheme == Scheme::Tfhe && self.packings != [Packing::BatchMajor] {
+            return bad("--packing is for CKKS builds (--scheme ckks or auto): TFHE holds one value per ciphertext");
+        }
+        if self.scheme == Scheme::Tfhe && self.fits != Settings::default().fits {
+            return bad("--polynomial-fit is for CKKS builds (--scheme ckks or auto): TFHE evaluates tables exactly");
+        }
+        let defaults = fhec_lower::tfhe::Search::default();
+        let tfhe = fhec_lower::tfhe::Search {
+            optimize: fhec_lower::optimize::Config {
+                level: self.opt_level,
+                limits: fhec_lower::optimize::Limits {
+                    nodes: self.egg_node_limit,
+                    iterations: self.egg_iter_limit,
+                    time: std::time::Duration::from_secs_f64(self.egg_time_limit),
+                },
+                only: None,
+                client_decisions: !self.private_thresholds,
+            },
+            weight_bits: self.weight_bits.map_or(defaults.weight_bits.clone(), |bits| vec![bits]),
+            params: match &self.params {
+                Some(name) => vec![fhec_runtime::ParamSet::from_name(name)?],
+                None => defaults.params.clone(),
+            },
+            failure_log2: self.failure_log2,
+            table_ranges: self.table_ranges,
+            budget_points: self.accuracy_budget,
+            error_budget_percent: self.error_budget,
+            engine: self.engine,
+            ..defaults
+        };
+        let ckks = fhec_lower::ckks::Search {
+            budget_points: self.accuracy_budget,
+            error_budget_percent: self.error_budget,
+            optimize: tfhe.optimize.clone(),
+            fits: self.fits.clone(),
+            ..fhec_lower::ckks::Search::default()
+        };
+        Ok(Options {
+            scheme: self.scheme,
+            tfhe,
+            ckks,
+            packings: self.packings.clone(),
+            batch: self.batch,
+            threads: self.threads,
+        })
+    }
+}
+
 /// A build, written: which scheme won and what it holds.
 pub enum Built {
     Tfhe(Box<tfhe::Build>),

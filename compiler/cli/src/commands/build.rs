@@ -4,10 +4,9 @@ use super::spinner;
 use crate::Global;
 use anyhow::Context;
 use anyhow::Result;
-use anyhow::bail;
 use clap::Args;
 use clap::ValueEnum;
-use fhec::scheme::{Options, Scheme};
+use fhec::scheme::{Scheme, Settings};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -100,82 +99,36 @@ pub fn run(args: BuildArgs, g: &Global) -> Result<()> {
         batch,
     } = args;
     let quiet = g.quiet;
-    let threads = g.threads;
-    let engine = g.engine;
-    let mut search = fhec_lower::tfhe::Search::default();
-    if !(egg_time_limit > 0.0 && egg_time_limit <= 3600.0) {
-        bail!("--egg-time-limit is in seconds, more than 0 and at most 3600");
-    }
-    if egg_node_limit == 0 || egg_iter_limit == 0 {
-        bail!("--egg-node-limit and --egg-iter-limit must be at least 1");
-    }
-    search.optimize = fhec_lower::optimize::Config {
-        level: opt_level,
-        limits: fhec_lower::optimize::Limits {
-            nodes: egg_node_limit,
-            iterations: egg_iter_limit,
-            time: std::time::Duration::from_secs_f64(egg_time_limit),
-        },
-        only: None,
-        client_decisions: !private_thresholds,
-    };
-    if let Some(bits) = weight_bits {
-        if !(2..=16).contains(&bits) {
-            bail!("--weight-bits must be between 2 and 16");
-        }
-        search.weight_bits = vec![bits];
-    }
-    if let Some(name) = params {
-        search.params = vec![fhec_runtime::ParamSet::from_name(&name)?];
-    }
-    if !(-200.0..=-1.0).contains(&failure_log2) {
-        bail!("--failure-log2 must be between -200 and -1 (the default -40 means 2^-40 per bootstrap)");
-    }
-    if !(0.0..=100.0).contains(&accuracy_budget) {
-        bail!("--accuracy-budget is in points, between 0 and 100");
-    }
-    search.failure_log2 = failure_log2;
-    search.table_ranges = match table_ranges {
-        TableRangesArg::Calibrated => fhec_lower::tfhe::TableRanges::Calibrated,
-        TableRangesArg::Bound => fhec_lower::tfhe::TableRanges::Bound,
-    };
-    if !(0.0..=100.0).contains(&error_budget) {
-        bail!("--error-budget is in percent of the output's spread, between 0 and 100");
-    }
-    search.budget_points = accuracy_budget;
-    search.error_budget_percent = error_budget;
-    search.engine = engine;
-    let dir = output.unwrap_or_else(|| model.with_extension("fhec"));
-    let x = calibration.as_deref().map(fhec::npy::read_samples).transpose()?;
-    let start = Instant::now();
-    if batch == 0 {
-        bail!("--batch must be at least 1");
-    }
-    let ckks = fhec_lower::ckks::Search {
-        budget_points: accuracy_budget,
-        error_budget_percent: error_budget,
-        optimize: search.optimize.clone(),
-        fits: polynomial_fit.fits(),
-        ..fhec_lower::ckks::Search::default()
-    };
-    if scheme == SchemeArg::Tfhe && packing != PackingArg::BatchMajor {
-        bail!("--packing is for CKKS builds (--scheme ckks or auto): TFHE holds one value per ciphertext");
-    }
-    if scheme == SchemeArg::Tfhe && polynomial_fit != FitArg::Auto {
-        bail!("--polynomial-fit is for CKKS builds (--scheme ckks or auto): TFHE evaluates tables exactly");
-    }
-    let opts = Options {
+    let settings = Settings {
         scheme: match scheme {
             SchemeArg::Tfhe => Scheme::Tfhe,
             SchemeArg::Ckks => Scheme::Ckks,
             SchemeArg::Auto => Scheme::Auto,
         },
-        tfhe: search,
-        ckks,
+        params,
+        weight_bits,
+        failure_log2,
+        table_ranges: match table_ranges {
+            TableRangesArg::Calibrated => fhec_lower::tfhe::TableRanges::Calibrated,
+            TableRangesArg::Bound => fhec_lower::tfhe::TableRanges::Bound,
+        },
+        accuracy_budget,
+        error_budget,
+        opt_level,
+        egg_node_limit,
+        egg_iter_limit,
+        egg_time_limit,
+        private_thresholds,
         packings: packing.packings().to_vec(),
+        fits: polynomial_fit.fits(),
         batch,
-        threads,
+        threads: g.threads,
+        engine: g.engine,
     };
+    let opts = settings.options()?;
+    let dir = output.unwrap_or_else(|| model.with_extension("fhec"));
+    let x = calibration.as_deref().map(fhec::npy::read_samples).transpose()?;
+    let start = Instant::now();
     let pb = spinner(quiet, if scheme == SchemeArg::Ckks { "fitting polynomials" } else { "choosing parameters" });
     let (mut tried, mut size) = (0, String::new());
     let outcome = fhec::scheme::build(&model, x.as_ref(), &dir, &opts, |p| match p {
