@@ -9,7 +9,8 @@
 
 Deployed, the data owner and the server are separate: :class:`Client` (secret key: encrypt,
 decrypt), :class:`Server` (evaluation key only: run), :class:`Remote` (a client of ``fhec serve``).
-Every object reads and writes the CLI's files. Errors are :mod:`fhec.errors` exceptions.
+Every object reads and writes the CLI's files. :func:`train` trains a logistic or linear
+regression on encrypted data (CKKS). Errors are :mod:`fhec.errors` exceptions.
 """
 
 from __future__ import annotations
@@ -27,25 +28,8 @@ import numpy as np
 from . import _convert, _progress, errors
 from ._fhec import __version__, has_ckks
 from . import _fhec
-from .errors import (
-    ArtifactError,
-    CkksError,
-    CompileError,
-    DataError,
-    Error,
-    EvaluationError,
-    FileError,
-    InternalError,
-    KeyMismatch,
-    KeyProtectionError,
-    ModelError,
-    PrecisionError,
-    RemoteError,
-    ServerBusy,
-    ShapeError,
-    UnsupportedOp,
-    UsageError,
-)
+from .errors import *  # noqa: F403 (the exception classes, listed in errors.__all__)
+from .errors import DataError, FileError, ShapeError, UsageError
 
 __all__ = [
     "compile",
@@ -56,25 +40,11 @@ __all__ = [
     "Client",
     "Server",
     "Remote",
+    "train",
+    "TrainedModel",
     "errors",
-    "Error",
-    "ModelError",
-    "UnsupportedOp",
-    "CompileError",
-    "PrecisionError",
-    "ShapeError",
-    "DataError",
-    "UsageError",
-    "FileError",
-    "ArtifactError",
-    "KeyMismatch",
-    "KeyProtectionError",
-    "CkksError",
-    "EvaluationError",
-    "RemoteError",
-    "ServerBusy",
-    "InternalError",
     "__version__",
+    *errors.__all__,
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -394,3 +364,82 @@ class Remote:
             outs, stats = self._remote.predict(client._client, name, x, batch, bar)
         self.last_run = dict(stats)
         return _outputs(outs, all_outputs)
+
+
+def train(
+    x: Any,
+    y: Any,
+    *,
+    task: str = "logistic",
+    mode: str = "fhe",
+    iterations: Optional[int] = None,
+    step: Optional[float] = None,
+    l2: float = 0.0,
+    degree: Optional[int] = None,
+    interval: Optional[float] = None,
+    clip: float = 3.0,
+    ring: Optional[int] = None,
+    quiet: bool = False,
+) -> "TrainedModel":
+    """Trains a logistic regression (labels 0/1, or classes 0..K one-vs-rest) or a linear
+    regression (``task="linear"``) on encrypted data, as ``fhec train`` does: the data owner's
+    side standardizes and encrypts the set, the server's side runs Nesterov-accelerated gradient
+    descent on the ciphertexts with the evaluation key only, refreshing the weights with the data
+    owner between rounds; both sides run here.
+
+    ``mode``: ``"fhe"`` (under CKKS; needs the package built with the ``ckks`` feature),
+    ``"simulate"`` (the encrypted program's slot operations in the clear: the same weights up to
+    CKKS's error) or ``"clear"`` (float64). Unset hyperparameters take ``fhec train``'s defaults
+    (see docs/training.md). Returns the :class:`TrainedModel`.
+    """
+    xs = np.ascontiguousarray(np.asarray(x), dtype=np.float64)
+    ys = np.ascontiguousarray(np.asarray(y), dtype=np.float64)
+    if xs.ndim != 2:
+        raise ShapeError(f"training samples of shape {xs.shape}; training takes [samples, features]")
+    if ys.ndim == 2 and ys.shape[1] == 1:
+        ys = ys[:, 0].copy()
+    if ys.ndim != 1:
+        raise ShapeError(f"labels of shape {ys.shape}: one per sample")
+    total = iterations or 1
+    with _progress.Progress(total, "training", quiet or mode == "clear") as bar:
+        trained = _fhec.train(xs, ys, task, mode, iterations, step, l2, degree, interval, clip, ring, bar)
+    return TrainedModel(trained)
+
+
+class TrainedModel:
+    """A linear model trained by :func:`train`: ``onnx`` (bytes, the scaling folded in: compile
+    it with :func:`compile` to predict on encrypted data), ``report`` (what ``fhec train`` writes
+    beside the model: weights, times, sizes, the distance from the same algorithm in float64)."""
+
+    def __init__(self, trained: Any) -> None:
+        self._trained = trained
+        self.report: dict[str, Any] = json.loads(trained.report_json)
+
+    @property
+    def onnx(self) -> bytes:
+        return bytes(self._trained.onnx)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Weights on the standardized features, bias first: one row per model."""
+        return np.asarray(self.report["weights"])
+
+    def predict_proba(self, x: Any, *, reference: bool = False) -> np.ndarray:
+        """Float64 predictions from raw features, ``[samples, models]``: a probability per model
+        (logistic) or the target (linear); ``reference=True`` gives the float64 run's."""
+        return self._trained.predict(np.ascontiguousarray(np.asarray(x), dtype=np.float64), reference)
+
+    def score(self, x: Any, y: Any) -> dict[str, Any]:
+        """Accuracy (logistic) or R² (linear) on a test set, beside the float64 reference's."""
+        xs = np.ascontiguousarray(np.asarray(x), dtype=np.float64)
+        ys = np.ascontiguousarray(np.asarray(y), dtype=np.float64).reshape(-1)
+        return dict(self._trained.score(xs, ys))
+
+    def save(self, path: PathLike) -> Path:
+        """Writes the ONNX model to ``path`` and the report to ``path`` with ``.json``."""
+        self._trained.save(str(path))
+        return Path(path)
+
+    def compile(self, calibration: Any, **settings: Any) -> Model:
+        """The trained model compiled for encrypted inference (:func:`compile`'s keywords)."""
+        return compile(self.onnx, calibration, **settings)

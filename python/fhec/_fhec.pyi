@@ -70,3 +70,27 @@ class Remote:
         batch: Optional[int] = None,
         progress: Optional[Callable[[int, int], None]] = None,
     ) -> tuple[Outputs, dict[str, Any]]: ...
+
+def train(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    task: str,
+    mode: str,
+    iterations: Optional[int] = None,
+    step: Optional[float] = None,
+    l2: float = 0.0,
+    degree: Optional[int] = None,
+    interval: Optional[float] = None,
+    clip: float = 3.0,
+    ring: Optional[int] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> Trained: ...
+
+class Trained:
+    @property
+    def onnx(self) -> bytes: ...
+    @property
+    def report_json(self) -> str: ...
+    def predict(self, x: npt.NDArray[np.float64], reference: bool = False) -> npt.NDArray[np.float64]: ...
+    def score(self, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> dict[str, Any]: ...
+    def save(self, path: str | PathLike[str]) -> None: ...

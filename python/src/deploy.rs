@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The error for a CKKS encrypted step in an extension built without poulpy.
+#[cfg(not(feature = "ckks"))]
 pub(crate) fn no_ckks() -> Failure {
     Failure::Driver(DriverError::Usage(
         "this fhec package was built without CKKS encryption (poulpy needs a nightly compiler): reinstall it with \

@@ -8,8 +8,11 @@
 //! foreign exception; library errors become the `fhec.errors` class of their kind (`Failure`)
 //! with the CLI's text.
 
+#![forbid(unsafe_code)]
+
 mod build;
 mod deploy;
+mod train;
 
 use fhec::{DriverError, Stacked};
 use numpy::{IntoPyArray, PyReadonlyArrayDyn};
@@ -228,5 +231,7 @@ fn _fhec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<deploy::Client>()?;
     m.add_class::<deploy::Server>()?;
     m.add_class::<deploy::Remote>()?;
+    m.add_function(wrap_pyfunction!(train::train, m)?)?;
+    m.add_class::<train::Trained>()?;
     Ok(())
 }

@@ -17,7 +17,9 @@ def test_the_wine_mlp_compiles_and_keeps_the_float_accuracy(wine):
     assert report["within_budget"] and report["pbs_count"] > 0
     assert [layer["pbs"] for layer in report["layers"]] == [32, 16]
     assert "parameter set:" in model.report_text
-    float_acc = (fhec.reference(corpus("mlp_wine")[0], x).argmax(1) == y).mean()
+    reference = fhec.reference(corpus("mlp_wine")[0], x)
+    np.testing.assert_array_equal(model.reference(x), reference)
+    float_acc = (reference.argmax(1) == y).mean()
     assert (model.predict(x).argmax(1) == y).mean() >= float_acc - 0.002
     noisy = model.predict(x, mode="simulate", noise_seed=7)
     assert (noisy.argmax(1) == y).mean() >= float_acc - 0.03
@@ -58,7 +60,9 @@ def test_a_saved_build_loads_as_it_was(wine, tmp_path):
 
 def test_a_pre_quantized_model_needs_no_calibration():
     onnx, x, y = corpus("mlp_wine_qdq")
-    model = fhec.compile(onnx, quiet=True)
+    # Scored on samples drawn from the quantizer's range, the search warns; real data keeps its accuracy.
+    with pytest.warns(UserWarning, match="accuracy budget"):
+        model = fhec.compile(onnx, quiet=True)
     assert (model.predict(x).argmax(1) == y).mean() > 0.9
 
 
