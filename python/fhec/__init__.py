@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import warnings as _warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -121,9 +122,7 @@ def compile(
         finally:
             _progress.clear(quiet)
         for w in warnings:
-            import warnings as _w
-
-            _w.warn(w, stacklevel=2)
+            _warnings.warn(w, stacklevel=2)
         source = onnx.read_bytes()
     except BaseException:
         work.cleanup()
@@ -337,11 +336,20 @@ class Server:
 
 class Remote:
     """A client of ``fhec serve`` at ``url`` (``http://`` or ``https://``; ``ca_cert`` trusts a
-    private certificate authority, ``token`` is the bearer token)."""
+    private certificate authority, ``token`` is the bearer token). A busy answer or a failed
+    connection is retried ``retries`` times with a growing wait (default: the CLI's, about a minute
+    in all before an unreachable server is an error)."""
 
-    def __init__(self, url: str, *, token: Optional[str] = None, ca_cert: Optional[PathLike] = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: Optional[str] = None,
+        ca_cert: Optional[PathLike] = None,
+        retries: Optional[int] = None,
+    ) -> None:
         self.url = url
-        self._remote = _fhec.Remote(url, token, None if ca_cert is None else str(ca_cert))
+        self._remote = _fhec.Remote(url, token, None if ca_cert is None else str(ca_cert), retries)
         #: What the last :meth:`predict` measured.
         self.last_run: dict[str, Any] = {}
 

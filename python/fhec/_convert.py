@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import ModelError, UsageError
 
 # The opsets fhec's corpus is exported with (see testsuite/gen/generate.py).
 ONNX_OPSET = 17
@@ -76,6 +76,10 @@ def _torch_to_onnx(model: Any, calibration: Optional[np.ndarray]) -> bytes:
             kwargs["dynamo"] = False  # the TorchScript exporter: no onnxscript needed, fixed shapes
         with torch.no_grad():
             torch.onnx.export(model, (sample,), f, **kwargs)
+    except Exception as e:
+        raise ModelError(
+            f"torch's ONNX exporter failed on {type(model).__name__} with an input of shape {tuple(sample.shape)}: {e}"
+        ) from e
     finally:
         model.train(was_training)
     return f.getvalue()
@@ -93,10 +97,14 @@ def _sklearn_to_onnx(model: Any, calibration: Optional[np.ndarray]) -> bytes:
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     # Probabilities as a tensor, not a list of dicts (ZipMap), which fhec does not take.
     options = {id(final): {"zipmap": False}} if hasattr(final, "predict_proba") else None
-    onnx_model = to_onnx(
-        model,
-        initial_types=[("input", FloatTensorType([1, sample.shape[1]]))],
-        options=options,
-        target_opset={"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET},
-    )
+    try:
+        onnx_model = to_onnx(
+            model,
+            initial_types=[("input", FloatTensorType([1, sample.shape[1]]))],
+            options=options,
+            target_opset={"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET},
+        )
+    except Exception as e:
+        # XGBoost and LightGBM estimators need their converters registered (onnxmltools).
+        raise ModelError(f"skl2onnx cannot convert {type(model).__name__}: {e}") from e
     return onnx_model.SerializeToString()

@@ -61,7 +61,9 @@ class Server:
     def run(self, ciphertexts: bytes) -> bytes: ...
 
 class Remote:
-    def __init__(self, url: str, token: Optional[str] = None, ca_cert: Optional[str] = None) -> None: ...
+    def __init__(
+        self, url: str, token: Optional[str] = None, ca_cert: Optional[str] = None, retries: Optional[int] = None
+    ) -> None: ...
     def predict(
         self,
         client: Client,

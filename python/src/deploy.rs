@@ -202,15 +202,24 @@ pub struct Remote {
 #[pymethods]
 impl Remote {
     #[new]
-    #[pyo3(signature = (url, token=None, ca_cert=None))]
-    fn new(py: Python<'_>, url: String, token: Option<String>, ca_cert: Option<PathBuf>) -> PyResult<Remote> {
+    #[pyo3(signature = (url, token=None, ca_cert=None, retries=None))]
+    fn new(
+        py: Python<'_>,
+        url: String,
+        token: Option<String>,
+        ca_cert: Option<PathBuf>,
+        retries: Option<u32>,
+    ) -> PyResult<Remote> {
         detached(py, || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .map_err(|e| DriverError::Io(format!("cannot start the async runtime: {e}")))?;
-            let remote = fhec_serve::client::Remote::new(&url, token, ca_cert.as_deref())?;
+            let mut remote = fhec_serve::client::Remote::new(&url, token, ca_cert.as_deref())?;
+            if let Some(r) = retries {
+                remote.retries = r;
+            }
             Ok(Remote { remote, runtime })
         })
     }

@@ -93,3 +93,18 @@ def test_a_missing_build_directory_names_it(tmp_path):
 def test_a_rust_panic_becomes_an_internal_error():
     with pytest.raises(fhec.InternalError, match="a bug.*boom"):
         fhec._fhec._panic_for_test("boom")
+
+
+def test_an_estimator_skl2onnx_cannot_convert_is_a_model_error():
+    pytest.importorskip("skl2onnx")
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    class Homemade(ClassifierMixin, BaseEstimator):
+        def fit(self, x, y):
+            return self
+
+        def predict(self, x):
+            return np.zeros(len(x))
+
+    with pytest.raises(fhec.ModelError, match="skl2onnx cannot convert Homemade"):
+        fhec.compile(Homemade().fit(None, None), calibration=np.zeros((2, 4), dtype=np.float32))

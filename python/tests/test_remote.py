@@ -46,4 +46,4 @@ def test_remote_predictions_equal_the_local_circuit(wine, wine_keys, served):
 def test_an_unreachable_server_is_a_remote_error(wine_keys):
     build, keys = wine_keys
     with pytest.raises(fhec.RemoteError):
-        fhec.Remote("http://127.0.0.1:9").predict(fhec.Client(build, keys), np.zeros((1, 13)), quiet=True)
+        fhec.Remote("http://127.0.0.1:9", retries=0).predict(fhec.Client(build, keys), np.zeros((1, 13)), quiet=True)
