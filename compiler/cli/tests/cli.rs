@@ -144,6 +144,18 @@ fn build_reports_its_choice_and_refuses_bad_parameter_choices() {
         assert!(report.get(key).is_some(), "report.json lacks {key}: {report}");
     }
     assert_eq!(report["pbs_count"], 48);
+    // Where each layer's input bits go, and what the cheaper sets reached: the wine MLP lands on the
+    // 1024-position set because the two 512-position sets take no bootstraps.
+    assert_eq!(report["bias_correction"], true);
+    for l in report["layers"].as_array().unwrap() {
+        let (margin, window) = (l["noise_margin_bits"].as_f64().unwrap(), l["window_bits"].as_f64().unwrap());
+        assert!(margin > 0.0 && margin < 1.0 && window >= 0.0, "{l}");
+    }
+    let cheaper = report["cheaper_sets"].as_array().unwrap();
+    assert_eq!(cheaper.len(), 2, "{report}");
+    assert!(cheaper.iter().all(|c| c["positions"] == 512 && c["outcome"] == "not used with bootstraps"), "{report}");
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    assert!(text.contains("cheaper sets: 512 positions") && text.contains("noise margin"), "{text}");
     let o = fhec(&["build", model, "--calibration", cal, "-o", out_s, "--params", "PARAM_NONE"]);
     assert!(!o.status.success());
     assert!(

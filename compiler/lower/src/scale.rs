@@ -91,6 +91,9 @@ pub struct Options {
     pub failure_log2: f64,
     /// What each table's positions cover.
     pub table_ranges: TableRanges,
+    /// Whether each affine form's bias takes back the mean shift its rounded weights cause on the
+    /// calibration samples (bias correction).
+    pub bias_correction: bool,
 }
 
 impl Default for Options {
@@ -102,6 +105,7 @@ impl Default for Options {
             output_weight_max: 8.0,
             failure_log2: -40.0,
             table_ranges: TableRanges::default(),
+            bias_correction: true,
         }
     }
 }
@@ -289,6 +293,17 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
         let k = (ni..nw).max_by(|&a, &b| margin[a].total_cmp(&margin[b])).expect("bootstraps exist when margins grow");
         return Err(too_noisy(k, margin[k], norm[k]));
     }
+    // Each table's mean output over the calibration samples (from its input's quantiles), where
+    // there were real samples.
+    let mean: Vec<Option<f64>> = n
+        .wires
+        .iter()
+        .map(|w| {
+            let l = w.lookup.as_ref()?;
+            (!l.quantiles.is_empty())
+                .then(|| l.quantiles.iter().map(|&q| l.eval(q) + l.center).sum::<f64>() / l.quantiles.len() as f64)
+        })
+        .collect();
     // The accumulator `T (z - m)` with integer weights. The coarsest weight (the smallest that is at
     // least 1, so the largest relative rounding) is made exact by lowering `T` slightly; terms of the
     // same class and coefficient (a max chain, a pooled sum) become exact with it. Returns the affine
@@ -315,18 +330,28 @@ pub fn integerize(n: &Neurons, opts: &Options) -> Result<Integerized, LowerError
                 (Some(l), Some(table)) => (table.center, Some(l.center)),
                 _ => (inputs[j].mid, None),
             };
-            let w = (c * t / s[j]).round();
+            let ideal = c * t / s[j];
+            let w = ideal.round();
             if w == 0.0 {
-                // The term vanishes; its offset stays as the best estimate of it.
+                // The term vanishes; its calibrated mean (else its offset) stays as the best
+                // estimate of it.
                 match in_bias {
                     None => bias += c * offset,
-                    Some(form_center) => bias += c * (offset - form_center),
+                    Some(form_center) => {
+                        bias += c * (mean[j].filter(|_| opts.bias_correction).unwrap_or(offset) - form_center)
+                    }
                 }
                 continue;
             }
             terms.push((j as u32, w as i64));
             exact = exact.wrapping_add((w as i64).wrapping_mul(wrap(s[j] * offset)));
             bias -= c * in_bias.unwrap_or(0.0);
+            // Bias correction: the rounded weight scales the wire's value by `w / ideal`; on the
+            // calibration samples that shifts the sum by `(w - ideal) S mean` on average, which the
+            // bias takes back (the error left is zero-mean).
+            if let Some(mu) = mean[j].filter(|_| opts.bias_correction) {
+                bias -= (w - ideal) * s[j] * mu / t;
+            }
         }
         (Affine { terms, bias: wrap(bias * t).wrapping_add(exact) }, t)
     };

@@ -3,24 +3,45 @@
 
 #[allow(unused_imports)]
 use super::*;
+use fhec_lower::tfhe::Trial;
 
 pub(super) fn report(name: &str, choice: &Choice) -> (String, serde_json::Value) {
     let c = &choice.compiled;
     let circuit = &c.circuit;
     let params = circuit.params;
     let sigmas = choice.chosen.failure_sigmas();
-    // Per layer, in order of first bootstrap: bootstraps, max noise std, min usable positions.
-    let mut by_layer: IndexMap<String, (usize, f64, f64)> = IndexMap::new();
-    for p in &circuit.pbs {
+    // Per layer, in order of first bootstrap: where the bits of its tables' inputs go.
+    let mut by_layer: IndexMap<String, Layer> = IndexMap::new();
+    for (p, &narrowing) in circuit.pbs.iter().zip(&c.narrowing) {
         let layer = circuit.layers.get(p.layer as usize).cloned().unwrap_or_default();
         let margin = (p.noise_std * sigmas).ceil() + 2.0;
         let usable = params.positions() as f64 - 2.0 * margin;
-        let l = by_layer.entry(layer).or_insert((0, p.noise_std, usable));
-        l.0 += 1;
-        l.1 = l.1.max(p.noise_std);
-        l.2 = l.2.min(usable);
+        let l = by_layer.entry(layer).or_insert(Layer { pbs: 0, noise: p.noise_std, usable, narrowing: Vec::new() });
+        l.pbs += 1;
+        l.noise = l.noise.max(p.noise_std);
+        l.usable = l.usable.min(usable);
+        l.narrowing.push(narrowing);
     }
-    let layers: Vec<(String, usize, f64, f64)> = by_layer.into_iter().map(|(n, (c, s, u))| (n, c, s, u)).collect();
+    let layers: Vec<(String, Layer)> = by_layer.into_iter().collect();
+    // Cheaper sets than the chosen one, and what they reached.
+    let cheaper: Vec<(ParamSet, String)> = ParamSet::ALL
+        .into_iter()
+        .take_while(|&p| p != params)
+        .filter_map(|p| {
+            let tried: Vec<&Trial> = choice.trials.iter().filter(|t| t.options.params == p).collect();
+            let best =
+                tried.iter().filter_map(|t| t.fidelity).fold(None, |b: Option<f64>, f| Some(b.map_or(f, |b| b.max(f))));
+            let outcome = match best {
+                Some(f) => format!("best {f:.2}%"),
+                None if tried.iter().any(|t| !p.bootstraps_validated() && t.pbs > 0) => {
+                    "not used with bootstraps".to_string()
+                }
+                None if tried.is_empty() => return None,
+                None => "too noisy for every weight precision".to_string(),
+            };
+            Some((p, outcome))
+        })
+        .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let latency = estimated_latency_ms(circuit, threads);
     let o = &choice.chosen;
@@ -75,20 +96,29 @@ pub(super) fn report(name: &str, choice: &Choice) -> (String, serde_json::Value)
     };
     let mut text = format!(
         "model: {name}\nparameter set: {params} (tfhe-rs, 128-bit security), tables of {} positions\n\
-         precision: {}-bit weights on bootstrap outputs (outputs: up to {}), failure probability 2^{} per bootstrap ({sigmas:.2} sigma)\n\
+         precision: {}-bit weights on bootstrap outputs (outputs: up to {}){}, failure probability 2^{} per bootstrap ({sigmas:.2} sigma)\n\
          {}\n{ranges_line}\n\
-         fidelity to the float model on {} (noisy simulation): {:.2}% (budget: {:.2}%){}\n{}\
+         fidelity to the float model on {} (noisy simulation): {:.2}% (budget: {:.2}%){}\n{}{}\
          bootstraps (PBS) per sample: {}\ncritical path: {} levels\ninputs: {} encrypted values, outputs: {} decrypted values\n\
          estimated latency: {latency:.0} ms per sample on {threads} threads ({} ms per PBS, {} in batches)\n\nlayers:\n",
         params.positions(),
         o.weight_bits,
         o.output_weight_max,
+        if o.bias_correction && matches!(origin, Origin::Samples) { ", biases corrected for the weights' rounding on the calibration samples" } else { "" },
         o.failure_log2,
         calibration_line,
         fidelity_on,
         choice.fidelity,
         choice.required,
         if choice.within_budget { "" } else { "  NOT WITHIN BUDGET: kept the cheapest set near the most faithful candidate" },
+        if cheaper.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "cheaper sets: {}\n",
+                cheaper.iter().map(|(p, o)| format!("{} positions ({}): {o}", p.positions(), p.name())).collect::<Vec<_>>().join("; ")
+            )
+        },
         choice.steps.map_or(String::new(), |s| format!(
             "quantized output: {:.1}% of output values within one quantization step of the float model in noisy simulation (largest distance: {:.0} steps)\n",
             s.within_one, s.max
@@ -100,13 +130,21 @@ pub(super) fn report(name: &str, choice: &Choice) -> (String, serde_json::Value)
         params.pbs_ms(),
         params.batched_pbs_ms()
     );
-    for (l, n, noise, usable) in &layers {
+    for (name, l) in &layers {
         text.push_str(&format!(
-            "  {l:40} {n:6} PBS  noise std {noise:5.1} positions  input resolution {:.1} bits  output weights {} bits\n",
-            usable.log2(),
-            o.weight_bits_of(l)
+            "  {name:40} {:6} PBS  noise std {:5.1} positions  input resolution {:.1} bits (noise margin {:.2} bits, window {:+.1} bits)  output weights {} bits\n",
+            l.pbs,
+            l.noise,
+            l.usable.log2(),
+            l.margin_bits(params),
+            l.window_bits(),
+            o.weight_bits_of(name)
         ));
     }
+    text.push_str(
+        "  (input resolution: the positions a table's input spreads over, after the noise margin on each side; the window: \
+         what spreading over the calibrated inputs instead of the interval bound gains, median)\n",
+    );
     let opt = &choice.optimization;
     let r = &opt.report;
     let pbs_ms = params.pbs_ms();
@@ -234,12 +272,40 @@ pub(super) fn report(name: &str, choice: &Choice) -> (String, serde_json::Value)
             "layers_before": opt.layers_before.iter().map(|(n, c)| json!({"name": n, "pbs": c})).collect::<Vec<_>>(),
             "layers_after": opt.layers_after.iter().map(|(n, c)| json!({"name": n, "pbs": c})).collect::<Vec<_>>(),
         }),
-        "layers": layers.iter().map(|(l, n, noise, usable)| json!({
-            "name": l, "pbs": n, "noise_std_positions": noise, "input_resolution_bits": usable.log2(),
-            "output_weight_bits": o.weight_bits_of(l),
+        "bias_correction": o.bias_correction && matches!(origin, Origin::Samples),
+        "cheaper_sets": cheaper.iter().map(|(p, o)| json!({ "parameter_set": p.name(), "positions": p.positions(), "outcome": o })).collect::<Vec<_>>(),
+        "layers": layers.iter().map(|(name, l)| json!({
+            "name": name, "pbs": l.pbs, "noise_std_positions": l.noise, "input_resolution_bits": l.usable.log2(),
+            "noise_margin_bits": l.margin_bits(params), "window_bits": l.window_bits(),
+            "output_weight_bits": o.weight_bits_of(name),
         })).collect::<Vec<_>>(),
     });
     (text, json)
+}
+
+/// One layer's tables in the report.
+struct Layer {
+    pbs: usize,
+    /// The largest noise standard deviation at a table input, in positions.
+    noise: f64,
+    /// The fewest positions a table's input spreads over (the noise margin taken off both sides).
+    usable: f64,
+    /// Per table, how many times narrower than its interval bound its window is.
+    narrowing: Vec<f64>,
+}
+
+impl Layer {
+    /// Bits of input resolution the noise margin costs.
+    fn margin_bits(&self, params: ParamSet) -> f64 {
+        (params.positions() as f64 / self.usable).log2()
+    }
+
+    /// Bits the calibrated windows gain over the interval bound, median over the layer's tables.
+    fn window_bits(&self) -> f64 {
+        let mut n = self.narrowing.clone();
+        n.sort_by(f64::total_cmp);
+        n.get(n.len() / 2).map_or(0.0, |g| g.log2())
+    }
 }
 
 /// The tree ensembles' section: per ensemble, what a node-by-node lowering would take (one bootstrap

@@ -267,6 +267,7 @@ pub fn choose(
                     output_weight_max,
                     failure_log2: search.failure_log2,
                     table_ranges: search.table_ranges,
+                    bias_correction: true,
                 };
                 if let Some(c) = evaluate(options, &mut trials)?
                     && here.as_ref().is_none_or(|b| c.better_than(b))

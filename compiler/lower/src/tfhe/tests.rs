@@ -93,3 +93,37 @@ fn equality_of_an_encrypted_value_is_refused() {
         assert!(e.contains(&format!("exact equality of {side}")), "{e}");
     }
 }
+
+/// A relu layer read by three outputs through coarse integer weights (at most 2): rounding scales
+/// each relu's value by up to 1.5x, which shifts every output on average; bias correction takes
+/// the mean shift back on the calibration samples (and the error left is smaller).
+#[test]
+fn bias_correction_takes_back_the_mean_shift_of_rounded_weights() {
+    let m: Module = "module \"m\"\n%0 = input \"x\" : enc<f32>[1,4]\n%1 = const #0 : clear<f32>[4,6]\n%2 = matmul %0, %1 : enc<f32>[1,6]\n%3 = relu %2 : enc<f32>[1,6]\n%4 = const #1 : clear<f32>[6,3]\n%5 = matmul %3, %4 : enc<f32>[1,3]\noutput \"y\" = %5\ndata #0 = [0.9, -0.4, 0.3, 0.7, -0.2, 0.5, 0.1, 0.8, -0.6, 0.4, 0.2, -0.3, 0.5, 0.3, 0.9, -0.1, 0.6, 0.2, -0.7, 0.4, 0.1, 0.5, -0.5, 0.8]\ndata #1 = [1.0, 0.37, -0.62, 0.45, 1.0, 0.28, -0.71, 0.33, 1.0, 1.0, -0.41, 0.58, 0.36, 1.0, -0.27, 0.52, 0.64, 1.0]\n"
+        .parse()
+        .unwrap();
+    let xs = inputs(&m, 64);
+    let cal = cal(&xs);
+    let errors = |bias_correction: bool| {
+        let opts = Options {
+            params: fhec_runtime::ParamSet::P1024,
+            output_weight_max: 2.0,
+            bias_correction,
+            ..Options::default()
+        };
+        let c = compile(&m, &cal, &opts).unwrap();
+        let mut e = Vec::new();
+        for x in &xs {
+            let want = fhec_interp::run(&m, std::slice::from_ref(x)).unwrap()[0].to_f32_vec();
+            let got = c.simulate(x, Noise::None).unwrap()[0].to_f32_vec();
+            e.push(want.iter().zip(&got).map(|(w, g)| f64::from(g - w)).collect::<Vec<_>>());
+        }
+        let mean: Vec<f64> = (0..3).map(|k| e.iter().map(|v| v[k]).sum::<f64>() / e.len() as f64).collect();
+        let rms = (e.iter().flatten().map(|d| d * d).sum::<f64>() / (3 * e.len()) as f64).sqrt();
+        (mean.iter().map(|m| m.abs()).fold(0.0, f64::max), rms)
+    };
+    let (shift, rms) = errors(false);
+    let (corrected_shift, corrected_rms) = errors(true);
+    assert!(corrected_shift * 5.0 < shift, "largest mean shift {corrected_shift} corrected, {shift} not");
+    assert!(corrected_rms < rms, "rms error {corrected_rms} corrected, {rms} not");
+}
