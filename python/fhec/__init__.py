@@ -189,7 +189,6 @@ class Model:
             est["fidelity_percent"] = r.get("fidelity_percent")
         else:
             est["samples_per_ciphertext"] = r.get("samples_per_ciphertext")
-            est["estimated_batch_ms"] = r.get("estimated_batch_ms")
             est["fidelity_percent"] = r.get("fidelity")
         return est
 

@@ -262,8 +262,7 @@ impl Build {
                 let Tfhe { client, server, .. } = &**t;
                 let c = &server.circuit;
                 let one = fhec::tfhe::estimated_latency_ms(c, threads);
-                let many =
-                    one.max(batch as f64 * c.pbs.len() as f64 * c.params.batched_pbs_ms() / threads.max(1) as f64);
+                let many = fhec::tfhe::estimated_batch_ms(c, batch, threads);
                 d.set_item("scheme", "tfhe")?;
                 d.set_item("parameter_set", c.params.name())?;
                 d.set_item("bootstraps_per_sample", c.pbs.len())?;
@@ -278,6 +277,9 @@ impl Build {
                 d.set_item("scheme", "ckks")?;
                 d.set_item("ring_log_n", l.ring.log_n)?;
                 d.set_item("packing", l.packing.name())?;
+                // The plan's estimate for this batch and these workers (the report's is for the
+                // build's own batch).
+                d.set_item("batch_ms", l.plan().estimated_ms(l.ring, l.packing, batch, threads))?;
             }
         }
         d.set_item("batch", batch)?;

@@ -39,6 +39,13 @@ pub fn estimated_latency_ms(c: &fhec_runtime::Circuit, threads: usize) -> f64 {
     c.levels().iter().map(|l| per_thread(l.len().div_ceil(threads.max(1)))).sum::<f64>() + 0.0
 }
 
+/// Estimated time for `batch` samples on `threads` workers: one sample's latency, or the whole
+/// batch's bootstraps spread over the workers at the batched time per bootstrap, whichever is longer.
+pub fn estimated_batch_ms(c: &fhec_runtime::Circuit, batch: usize, threads: usize) -> f64 {
+    estimated_latency_ms(c, threads)
+        .max(batch as f64 * c.pbs.len() as f64 * c.params.batched_pbs_ms() / threads.max(1) as f64)
+}
+
 /// A TFHE build in memory: the chosen compilation, its two artifacts and its reports, not yet
 /// written (see [`Build::write`]).
 pub struct Build {
@@ -104,9 +111,7 @@ impl Build {
     /// Estimated time for `batch` samples on `threads` workers: one sample's latency, or for a
     /// batch, its bootstraps spread over the workers in batches (whichever is longer).
     pub fn estimated_ms(&self, batch: usize, threads: usize) -> f64 {
-        let circuit = &self.choice.compiled.circuit;
-        estimated_latency_ms(circuit, threads)
-            .max(batch as f64 * circuit.pbs.len() as f64 * circuit.params.batched_pbs_ms() / threads.max(1) as f64)
+        estimated_batch_ms(&self.choice.compiled.circuit, batch, threads)
     }
 
     /// Writes the artifacts and the reports (`preface`, then the report with each stage's time)
