@@ -1,7 +1,7 @@
 //! Compiling (`fhec.compile`'s Rust half) and a build directory loaded for predictions: the
 //! compiled circuit in cleartext, with the noise model, or encrypted on this machine.
 
-use crate::{Failure, Measured, Outputs, detached, outputs, report_progress, samples};
+use crate::{Failure, Measured, Outputs, call_progress, detached, outputs, samples};
 use fhec::DriverError;
 use fhec::scheme::{Scheme, Settings};
 use fhec_ckks::Packing;
@@ -231,9 +231,10 @@ impl Build {
                     per_sample.extend(outs);
                     client_t += c;
                     server_t += s;
-                    // Ctrl-C raises KeyboardInterrupt here, between two samples.
+                    // Ctrl-C raises KeyboardInterrupt here, between two samples (or in the
+                    // progress callback, when it lands while that runs).
                     py.check_signals()?;
-                    report_progress(progress.as_ref(), i + 1, n);
+                    call_progress(progress.as_ref(), i + 1, n)?;
                 }
                 let per = |d: Duration| d.as_secs_f64() * 1e3 / n.max(1) as f64;
                 let stats = timings(
@@ -296,7 +297,7 @@ fn ckks_fhe(
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Measured> {
     let n = x.shape().first().copied().unwrap_or(0);
-    let run = detached(py, || Ok(fhec::ckks::fhe(l, x, |done| report_progress(progress.as_ref(), done, n))?))?;
+    let run = detached(py, || Ok(fhec::ckks::fhe(l, x, |done| crate::report_progress(progress.as_ref(), done, n))?))?;
     let per = |d: Duration| d.as_secs_f64() * 1e3 / n.max(1) as f64;
     let stats = timings(
         py,

@@ -183,15 +183,31 @@ pub(crate) fn outputs(py: Python<'_>, outs: Vec<(String, Stacked)>) -> Outputs {
         .collect()
 }
 
-/// Calls a Python progress callback `(done, total)` from any thread (taking the GIL for it); an
-/// exception it raises is printed, not propagated (a progress bar must not abort the work).
+/// Calls a Python progress callback `(done, total)` from any thread (taking the GIL for it), from
+/// inside a library call; an exception it raises is printed, not propagated (a progress bar must
+/// not abort the work), except a Ctrl-C, which is raised again once the call returns.
 pub(crate) fn report_progress(callback: Option<&Py<PyAny>>, done: usize, total: usize) {
-    if let Some(cb) = callback {
+    if let Err(e) = call_progress(callback, done, total) {
         Python::attach(|py| {
-            if let Err(e) = cb.call1(py, (done, total)) {
+            if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+                // A Ctrl-C that landed in the callback cannot stop the library call it reports
+                // from: it is raised again, as a new interrupt, once the call returns.
+                if let Err(e) = py.import("_thread").and_then(|t| t.call_method0("interrupt_main")) {
+                    e.print(py);
+                }
+            } else {
                 e.print(py);
             }
         });
+    }
+}
+
+/// Calls the progress callback, if any, with `(done, total)`; its exception (a Ctrl-C that landed
+/// while it ran) is the caller's.
+pub(crate) fn call_progress(callback: Option<&Py<PyAny>>, done: usize, total: usize) -> PyResult<()> {
+    match callback {
+        Some(cb) => Python::attach(|py| cb.call1(py, (done, total)).map(drop)),
+        None => Ok(()),
     }
 }
 

@@ -7,6 +7,9 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import pytest
+
 from conftest import CORPUS
 
 SCRIPT = f"""
@@ -39,3 +42,18 @@ def test_ctrl_c_stops_an_encrypted_run():
     done = int(rest.split("interrupted after")[1].split()[0])
     assert done < 450, rest
     assert time.monotonic() - start < 60  # one sample is well under a second
+
+
+def test_a_ctrl_c_landing_in_the_progress_callback_stops_the_run(wine):
+    # The signal can arrive while Python runs the progress callback: the KeyboardInterrupt is raised
+    # there, and must stop the run as it does between two samples.
+    model, x, _ = wine
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model._build.fhe(np.ascontiguousarray(x[:3], dtype=np.float32), progress)
+    assert calls == [1]
