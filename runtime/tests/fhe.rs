@@ -56,8 +56,8 @@ fn bootstraps_read_the_simulated_position_within_the_noise_model() {
         // Every key reads with its own small offset (the fixed errors of its keyswitch and bootstrap keys):
         // over 10 keys x 600 reads, rms 0.06-0.10 and max 0.16-0.22 of the predicted std on the validated
         // sets (`examples/pbs_noise.rs`); one key read 0.40 over 200 reads here (sampling error 0.07). The 1.3x
-        // noise margin (2 std at 2^-40) covers such offsets. On the k = 3 sets one key's mean reached 2.9
-        // positions near the table edges (see `ParamSet::bootstraps_validated`).
+        // noise margin (2 std at 2^-40) covers such offsets. Whole models run encrypted err as their noisy
+        // simulation on every set, the 512-position ones included (`fhec`'s `examples/fhe_vs_simulation.rs`).
         let mean_bound = 0.6 * predicted;
         assert!(mean.abs() < mean_bound, "{params}: mean {mean}");
         assert!((0.75 * predicted..1.25 * predicted).contains(&std), "{params}: std {std}, predicted {predicted}");

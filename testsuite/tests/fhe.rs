@@ -94,10 +94,13 @@ fn logistic_regression_encrypted_equals_simulation() {
 
 #[test]
 fn mlp_encrypted_agrees_with_simulation() {
-    let (worst, fhe, sim) = fhe_vs_simulate("mlp_wine", 3, true);
-    eprintln!("mlp_wine: encrypted vs simulated, max difference {worst:.2e} of the output scale");
-    // 48 bootstraps, each read within a few positions of the simulated one (noise model).
-    assert!(worst < 0.05, "relative difference {worst:e}");
+    let (worst, fhe, sim, noisy) = fhe_vs_simulate_and_noise("mlp_wine", 3, true, 200);
+    eprintln!(
+        "mlp_wine: encrypted vs simulated, max difference {worst:.2e} of the output scale; noisy simulation up to {noisy:.2e}"
+    );
+    // 48 bootstraps on the 512-position set, each read within a few positions of the simulated one
+    // (noise model, with the 1.3x margin measured between encrypted runs and their simulation).
+    assert!(worst <= 0.05f32.max(1.5 * noisy), "relative difference {worst:e}, noise model {noisy:e}");
     let argmax = |v: &[f32]| {
         v.chunks(3).map(|r| r.iter().enumerate().fold(0, |b, (i, x)| if *x > r[b] { i } else { b })).collect::<Vec<_>>()
     };
@@ -108,10 +111,12 @@ fn mlp_encrypted_agrees_with_simulation() {
 /// pre-processing travels in the client artifact); compiled without calibration samples.
 #[test]
 fn a_pre_quantized_model_runs_encrypted_with_its_input_quantizer_on_the_client() {
-    let (worst, fhe, sim) = fhe_vs_simulate("mlp_wine_qdq", 3, false);
-    eprintln!("mlp_wine_qdq: encrypted vs simulated, max difference {worst:.2e} of the output scale");
+    let (worst, fhe, sim, noisy) = fhe_vs_simulate_and_noise("mlp_wine_qdq", 3, false, 200);
+    eprintln!(
+        "mlp_wine_qdq: encrypted vs simulated, max difference {worst:.2e} of the output scale; noisy simulation up to {noisy:.2e}"
+    );
     // 48 bootstraps; the client's quantized integers are encrypted exactly.
-    assert!(worst < 0.05, "relative difference {worst:e}");
+    assert!(worst <= 0.05f32.max(1.5 * noisy), "relative difference {worst:e}, noise model {noisy:e}");
     assert_eq!(fhe.len(), sim.len());
 }
 
@@ -172,10 +177,10 @@ fn refuses_another_key_another_model_and_corrupted_files() {
 
     // Keys of another parameter set: refused before anything is encrypted or run.
     let c = tmp.path().join("c");
-    build("mlp_wine", &c);
+    build("mlp_iris_skl", &c);
     let (client_c, _) = tfhe::load_client(&c).unwrap();
-    assert_ne!(client_c.params, client.params, "the corpus MLP and logistic regression choose different sets");
-    let err = tfhe::encrypt(&client_c, &sk1, &fp1, &first_samples("mlp_wine", 1)).err().unwrap().to_string();
+    assert_ne!(client_c.params, client.params, "the iris MLP and logistic regression choose different sets");
+    let err = tfhe::encrypt(&client_c, &sk1, &fp1, &first_samples("mlp_iris_skl", 1)).err().unwrap().to_string();
     assert!(err.contains("parameter set"), "{err}");
 
     // A flipped byte in a ciphertext file, and a key file given where an artifact is expected.

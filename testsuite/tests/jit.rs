@@ -19,12 +19,13 @@ fn every_corpus_circuit_runs_bit_identically_in_the_jit_and_the_interpreter() {
         let shape = m.node(m.inputs()[0]).ty.shape.clone();
         let xs: Vec<Tensor> =
             x.outer_iter().map(|s| Tensor::from_f32(shape.clone(), s.iter().copied().collect()).unwrap()).collect();
-        for params in [ParamSet::P1024, ParamSet::P2048B] {
+        // The 512-position set holds the MLPs' bootstraps with fewer weight bits.
+        for (params, weight_bits) in [(ParamSet::P512A, 3), (ParamSet::P1024, 6), (ParamSet::P2048B, 6)] {
             // Op models the lowering does not take are listed in `simulate.rs`.
             let Ok(compiled) = compile(
                 &m,
                 &fhec_lower::Calibration::from_samples(xs.clone()).unwrap(),
-                &Options { params, ..Options::default() },
+                &Options { params, weight_bits, ..Options::default() },
             ) else {
                 continue;
             };
@@ -49,9 +50,10 @@ fn every_corpus_circuit_runs_bit_identically_in_the_jit_and_the_interpreter() {
         }
     }
     eprintln!("{} circuits checked:\n{}", checked.len(), checked.join("\n"));
-    // Every trained model, under both sets.
-    for name in ["mlp_wine", "cnn_digits", "cnn_digits_maxpool", "logreg_cancer_torch"] {
-        assert_eq!(checked.iter().filter(|c| c.starts_with(&format!("{name} "))).count(), 2, "{name}");
+    // Every trained model: the MLP and the linear model under all three sets, the CNNs under the two
+    // larger ones at least (at 3 weight bits, one of them is too noisy for 512 positions).
+    for (name, sets) in [("mlp_wine", 3), ("logreg_cancer_torch", 3), ("cnn_digits", 2), ("cnn_digits_maxpool", 2)] {
+        assert!(checked.iter().filter(|c| c.starts_with(&format!("{name} "))).count() >= sets, "{name}");
     }
     assert!(checked.len() > 150, "{} circuits", checked.len());
 }

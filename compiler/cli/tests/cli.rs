@@ -144,18 +144,39 @@ fn build_reports_its_choice_and_refuses_bad_parameter_choices() {
         assert!(report.get(key).is_some(), "report.json lacks {key}: {report}");
     }
     assert_eq!(report["pbs_count"], 48);
-    // Where each layer's input bits go, and what the cheaper sets reached: the wine MLP lands on the
-    // 1024-position set because the two 512-position sets take no bootstraps.
+    // Where each layer's input bits go; the wine MLP lands on the cheapest set, so no cheaper set is listed.
     assert_eq!(report["bias_correction"], true);
+    assert_eq!(report["parameter_set"], "V1_2_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M40", "{report}");
     for l in report["layers"].as_array().unwrap() {
         let (margin, window) = (l["noise_margin_bits"].as_f64().unwrap(), l["window_bits"].as_f64().unwrap());
         assert!(margin > 0.0 && margin < 1.0 && window >= 0.0, "{l}");
     }
+    assert_eq!(report["cheaper_sets"].as_array().unwrap().len(), 0, "{report}");
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    assert!(text.contains("noise margin") && !text.contains("cheaper sets:"), "{text}");
+    // The iris MLP needs the 1024-position set: the report says what the two 512-position sets reached.
+    let iris = dir.path().join("iris.fhec");
+    let o = fhec(&[
+        "--quiet",
+        "build",
+        corpus("models/mlp_iris_skl/model.onnx").to_str().unwrap(),
+        "--calibration",
+        corpus("models/mlp_iris_skl/inputs.npy").to_str().unwrap(),
+        "-o",
+        iris.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(iris.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["parameter_set"], "V1_2_PARAM_MESSAGE_2_CARRY_1_KS_PBS_GAUSSIAN_2M128", "{report}");
     let cheaper = report["cheaper_sets"].as_array().unwrap();
     assert_eq!(cheaper.len(), 2, "{report}");
-    assert!(cheaper.iter().all(|c| c["positions"] == 512 && c["outcome"] == "not used with bootstraps"), "{report}");
-    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
-    assert!(text.contains("cheaper sets: 512 positions") && text.contains("noise margin"), "{text}");
+    assert!(
+        cheaper.iter().all(|c| c["positions"] == 512 && c["outcome"].as_str().unwrap().starts_with("best ")),
+        "{report}"
+    );
+    let text = std::fs::read_to_string(iris.join("report.txt")).unwrap();
+    assert!(text.contains("cheaper sets: 512 positions"), "{text}");
     let o = fhec(&["build", model, "--calibration", cal, "-o", out_s, "--params", "PARAM_NONE"]);
     assert!(!o.status.success());
     assert!(
@@ -164,18 +185,6 @@ fn build_reports_its_choice_and_refuses_bad_parameter_choices() {
         "{}",
         stderr(&o)
     );
-    let o = fhec(&[
-        "build",
-        model,
-        "--calibration",
-        cal,
-        "-o",
-        out_s,
-        "--params",
-        "V1_2_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M40",
-    ]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("only used for circuits without bootstraps"), "{}", stderr(&o));
     let o = fhec(&["build", model, "--calibration", cal, "-o", out_s, "--failure-log2", "5"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--failure-log2 must be between"), "{}", stderr(&o));

@@ -33,9 +33,6 @@ pub(super) fn report(name: &str, choice: &Choice) -> (String, serde_json::Value)
                 tried.iter().filter_map(|t| t.fidelity).fold(None, |b: Option<f64>, f| Some(b.map_or(f, |b| b.max(f))));
             let outcome = match best {
                 Some(f) => format!("best {f:.2}%"),
-                None if tried.iter().any(|t| !p.bootstraps_validated() && t.pbs > 0) => {
-                    "not used with bootstraps".to_string()
-                }
                 None if tried.is_empty() => return None,
                 None => "too noisy for every weight precision".to_string(),
             };
@@ -198,7 +195,6 @@ pub(super) fn report(name: &str, choice: &Choice) -> (String, serde_json::Value)
                 format!("{f:.2}% (screened out on {} of {} noisy runs)", t.runs, choice.runs)
             }
             Some(f) => format!("{f:.2}%"),
-            None if !t.options.params.bootstraps_validated() && t.pbs > 0 => "set not used with bootstraps".to_string(),
             None => "too noisy".to_string(),
         };
         let layers: String = t.options.layer_weight_bits.iter().map(|(l, b)| format!(" {l}={b}")).collect();

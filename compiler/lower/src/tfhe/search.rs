@@ -96,8 +96,7 @@ pub struct Trial {
     pub pbs: usize,
     /// Fidelity in percent: agreement with the float model's class (classifiers) or `100 (1 - e)`
     /// with `e` the RMS error relative to the output's spread (continuous outputs); `None` if the
-    /// candidate does not compile (too noisy) or its set does not take bootstraps
-    /// (`ParamSet::bootstraps_validated`).
+    /// candidate does not compile (too noisy).
     pub fidelity: Option<f64>,
     /// Noisy runs the fidelity was measured on: fewer than the search's where the screen ruled the
     /// candidate out (see `Choice::runs`).
@@ -182,7 +181,6 @@ pub fn choose(
         100.0 - if continuous || score != Score::Fidelity { search.error_budget_percent } else { search.budget_points };
     let mut trials = Vec::new();
     let mut last_err = None;
-    let mut excluded = None;
     let mut jit_fallback = None;
     let pre = prepared.preprocessed(samples)?;
     let runs: Vec<Tensor> = pre.iter().cycle().take(repeats * pre.len()).cloned().collect();
@@ -203,10 +201,6 @@ pub fn choose(
     // Compiles and scores one candidate; records the trial.
     let mut evaluate = |options: Options, trials: &mut Vec<Trial>| -> Result<Option<Candidate>, LowerError> {
         let (trial, candidate) = match prepared.tfhe(&options) {
-            Ok(compiled) if compiled.pbs_count() > 0 && !options.params.bootstraps_validated() => {
-                excluded = Some(options.params);
-                (Trial { options, pbs: compiled.pbs_count(), fidelity: None, runs: 0 }, None)
-            }
             Ok(compiled) => {
                 // Equal circuits and codes simulate to equal results (one noise seed for all), so a
                 // candidate equal to one already scored is not simulated again.
@@ -335,18 +329,9 @@ pub fn choose(
             calibration: (calibration.origin().clone(), samples.len()),
             steps: b.steps,
         }),
-        None => Err(match (last_err, excluded) {
-            (_, Some(p)) => LowerError::Model(format!(
-                "parameter set {p} is only used for circuits without bootstraps, and this model needs bootstraps; choose one of {}",
-                ParamSet::ALL
-                    .iter()
-                    .filter(|p| p.bootstraps_validated())
-                    .map(|p| p.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            (Some(e), None) => e,
-            (None, None) => LowerError::Model("no parameter set to try".into()),
+        None => Err(match last_err {
+            Some(e) => e,
+            None => LowerError::Model("no parameter set to try".into()),
         }),
     }
 }
@@ -412,8 +397,8 @@ mod tests {
         let m: Module = MLP.parse().unwrap();
         let xs = Calibration::from_samples(inputs(&m, 64)).unwrap();
         let search = Search { min_runs: 500, ..Search::default() };
-        // The cheapest set that takes bootstraps.
-        let first = ParamSet::ALL.into_iter().find(|p| p.bootstraps_validated()).unwrap();
+        // The cheapest set.
+        let first = ParamSet::ALL[0];
         let loose = choose(&m, &xs, &Search { error_budget_percent: 100.0, ..search.clone() }, |_| ()).unwrap();
         assert_eq!(loose.chosen.params, first);
         assert!(loose.within_budget);
@@ -429,10 +414,6 @@ mod tests {
         assert_eq!(strict.fidelity, best);
         assert!(strict.fidelity > loose.fidelity || strict.chosen.params == first);
         assert_eq!(tried, strict.trials.len());
-        // Sets that do not take bootstraps were not scored on this circuit.
-        assert!(
-            strict.trials.iter().filter(|t| !t.options.params.bootstraps_validated()).all(|t| t.fidelity.is_none())
-        );
     }
 
     #[test]
