@@ -17,12 +17,12 @@ fn argmax(v: &[f32]) -> usize {
     (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0)
 }
 
-/// Class agreement with `float` over `reps` runs of `pre`, noise inflated by `inflation` (none: noise-free).
-fn agreement(c: &Compiled, pre: &[Tensor], float: &[usize], inflation: Option<f64>, reps: usize) -> (f64, Vec<usize>) {
+/// Class agreement with `float` over `reps` runs of the samples `xs`, noise inflated by `inflation` (none: noise-free).
+fn agreement(c: &Compiled, xs: &[Tensor], float: &[usize], inflation: Option<f64>, reps: usize) -> (f64, Vec<usize>) {
     let mut rng = Noise::rng(7);
-    let mut flips = vec![0; pre.len()];
+    let mut flips = vec![0; xs.len()];
     for _ in 0..reps {
-        for (i, x) in pre.iter().enumerate() {
+        for (i, x) in xs.iter().enumerate() {
             let noise = match inflation {
                 None => Noise::None,
                 Some(m) => Noise::Inflated(&mut rng, m),
@@ -31,7 +31,7 @@ fn agreement(c: &Compiled, pre: &[Tensor], float: &[usize], inflation: Option<f6
             flips[i] += usize::from(argmax(&out[0].to_f32_vec()) != float[i]);
         }
     }
-    let n = (reps * pre.len()) as f64;
+    let n = (reps * xs.len()) as f64;
     (100.0 * (1.0 - flips.iter().sum::<usize>() as f64 / n), flips)
 }
 
@@ -67,7 +67,6 @@ fn main() {
             return;
         }
     };
-    let pre = prepared.preprocessed(scored).expect("pre-processing");
     let floats: Vec<Vec<f32>> = scored
         .iter()
         .map(|x| fhec_interp::run(&module, std::slice::from_ref(x)).expect("float model")[0].to_f32_vec())
@@ -77,14 +76,14 @@ fn main() {
     let mean = values.iter().sum::<f32>() / values.len() as f32;
     let std = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / values.len() as f32).sqrt();
     println!("pbs {} held_out {:?}", c.pbs_count(), c.held_out);
-    let (_, flips) = agreement(&c, &pre, &float, Some(1.3), 10);
+    let (_, flips) = agreement(&c, scored, &float, Some(1.3), 10);
     for (i, &f) in flips.iter().enumerate().filter(|(_, f)| **f > 0) {
         let mut s = floats[i].clone();
         s.sort_by(|a, b| b.total_cmp(a));
         let margin = s[0] - s.get(1).copied().unwrap_or(s[0]);
         println!("  sample {i}: {f}/10 flips, float margin {margin:.3} ({:.2}% of logit std)", 100.0 * margin / std);
     }
-    println!("noise-free: {:.2}%", agreement(&c, &pre, &float, None, 1).0);
-    println!("noise x1.0: {:.2}%", agreement(&c, &pre, &float, Some(1.0), 10).0);
-    println!("noise x1.3: {:.2}%", agreement(&c, &pre, &float, Some(1.3), 10).0);
+    println!("noise-free: {:.2}%", agreement(&c, scored, &float, None, 1).0);
+    println!("noise x1.0: {:.2}%", agreement(&c, scored, &float, Some(1.0), 10).0);
+    println!("noise x1.3: {:.2}%", agreement(&c, scored, &float, Some(1.3), 10).0);
 }
