@@ -25,12 +25,14 @@ fn encrypted_round_trip_agrees_with_the_simulator() {
     for (x, p) in xs.iter().zip(&got) {
         let want = server.simulate(x).unwrap();
         // The model's output is 3 class scores: the encrypted class is the simulated one, and the
-        // scores agree within the noise model.
+        // scores agree within the noise model. On the 512-position set the build chooses, 200 noisy
+        // simulations of these samples reach 0.26 of the output scale (`testsuite/tests/fhe.rs`,
+        // `mlp_encrypted_agrees_with_simulation`); the bound is 1.5x that, as there.
         let argmax = |v: &[f32; 3]| (0..3).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
         let (g, w) = (&p.output, &want.output);
         assert_eq!(argmax(g), argmax(w), "{g:?} vs {w:?}");
         assert!(
-            g.iter().zip(w).all(|(a, b)| (a - b).abs() < 0.1 * w.iter().fold(1.0f32, |m, v| m.max(v.abs()))),
+            g.iter().zip(w).all(|(a, b)| (a - b).abs() < 0.4 * w.iter().fold(1.0f32, |m, v| m.max(v.abs()))),
             "{g:?} vs {w:?}"
         );
     }
