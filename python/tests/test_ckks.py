@@ -1,5 +1,5 @@
 """CKKS encrypted from Python: runs where the package was built with the `ckks` feature (nightly:
-see docs/python.md); CI's stable build skips it."""
+see docs/python.md); CI builds the package with it."""
 
 from __future__ import annotations
 

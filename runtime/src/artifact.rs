@@ -45,6 +45,30 @@ pub enum Kind {
     TrainState,
 }
 
+/// What a file of each kind is, in the user's terms (errors name the kind found and the one expected).
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Client => "a TFHE build's client artifact",
+            Kind::Server => "a TFHE build's server artifact",
+            Kind::SecretKey => "a TFHE secret key",
+            Kind::EvalKey => "a TFHE evaluation key",
+            Kind::Inputs => "TFHE input ciphertexts (`fhec encrypt`)",
+            Kind::Outputs => "TFHE result ciphertexts (`fhec run`)",
+            Kind::SealedSecretKey => "a sealed secret key",
+            Kind::CkksClient => "a CKKS build's client artifact",
+            Kind::CkksServer => "a CKKS build's server artifact",
+            Kind::CkksSecretKey => "a CKKS secret key",
+            Kind::CkksEvalKey => "a CKKS evaluation key",
+            Kind::CkksInputs => "CKKS input ciphertexts (`fhec encrypt`)",
+            Kind::CkksOutputs => "CKKS result ciphertexts (`fhec run`)",
+            Kind::TrainPlan => "a training plan (`fhec train plan`)",
+            Kind::TrainData => "an encrypted training set",
+            Kind::TrainState => "encrypted training weights",
+        })
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     magic: [u8; 8],
@@ -225,7 +249,7 @@ pub fn peek_file(path: &Path) -> Option<Kind> {
 pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8], kind: Kind) -> Result<(T, Vec<u8>), String> {
     let env = checked_envelope(bytes)?;
     if env.kind != kind {
-        return Err(format!("is a {:?} file, expected a {kind:?} file", env.kind));
+        return Err(format!("holds {}; expected {kind}", env.kind));
     }
     if env.version != FORMAT_VERSION {
         return Err(format!(
@@ -258,7 +282,11 @@ mod tests {
         let (mut bytes, _) = to_bytes(Kind::Inputs, &vec![1u64, 2, 3]).unwrap();
         let (v, _): (Vec<u64>, _) = from_bytes(&bytes, Kind::Inputs).unwrap();
         assert_eq!(v, [1, 2, 3]);
-        assert!(from_bytes::<Vec<u64>>(&bytes, Kind::Outputs).unwrap_err().contains("is a Inputs file"));
+        assert!(
+            from_bytes::<Vec<u64>>(&bytes, Kind::Outputs)
+                .unwrap_err()
+                .contains("holds TFHE input ciphertexts (`fhec encrypt`); expected TFHE result ciphertexts")
+        );
         assert!(from_bytes::<Vec<u64>>(&bytes[..bytes.len() - 1], Kind::Inputs).unwrap_err().contains("truncated"));
         bytes.extend_from_slice(b"junk");
         assert_eq!(

@@ -200,5 +200,5 @@ fn refuses_another_key_another_model_and_corrupted_files() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("expected a Client file"), "{err}");
+    assert!(err.contains("expected a TFHE build's client artifact"), "{err}");
 }

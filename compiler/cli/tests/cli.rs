@@ -699,7 +699,7 @@ fn ckks_builds_deploy_through_key_and_ciphertext_files() {
     );
     fails(
         &["run", &build, "--eval-key", &p("keys/eval.key"), "--input", &p("out.ct"), "--output", &p("x.ct")],
-        "CkksOutputs",
+        "holds CKKS result ciphertexts",
     );
     fails(
         &["run", &build, "--eval-key", &p("keys/secret.key"), "--input", &p("in.ct"), "--output", &p("x.ct")],
@@ -728,6 +728,36 @@ fn ckks_builds_deploy_through_key_and_ciphertext_files() {
         &other_build,
     ]);
     fails(&["encrypt", &other_build, "--keys", &p("keys"), "--input", x, "--output", &p("x.ct")], "another build");
+    // Ciphertexts and keys of one scheme given to a build of the other.
+    run(&["encrypt", &tfhe, "--keys", &p("tfhe-keys"), "--input", x, "--output", &p("tfhe.ct")]);
+    fails(
+        &["run", &build, "--eval-key", &p("keys/eval.key"), "--input", &p("tfhe.ct"), "--output", &p("x.ct")],
+        "holds TFHE input ciphertexts (`fhec encrypt`); expected CKKS input ciphertexts",
+    );
+    fails(
+        &["run", &tfhe, "--eval-key", &p("tfhe-keys/eval.key"), "--input", &p("in.ct"), "--output", &p("x.ct")],
+        "holds CKKS input ciphertexts (`fhec encrypt`); expected TFHE input ciphertexts",
+    );
+    fails(
+        &["run", &tfhe, "--eval-key", &p("keys/eval.key"), "--input", &p("tfhe.ct"), "--output", &p("x.ct")],
+        "holds a CKKS evaluation key; expected a TFHE evaluation key",
+    );
+    fails(
+        &["decrypt", &tfhe, "--keys", &p("keys"), "--input", &p("out.ct"), "--output", &p("x.npy")],
+        "CKKS secret key",
+    );
+    // One flipped byte in the middle of an evaluation key or a ciphertext file.
+    for (file, damaged) in [("keys/eval.key", "bad.key"), ("in.ct", "bad.ct")] {
+        let mut bytes = std::fs::read(p(file)).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(p(damaged), bytes).unwrap();
+    }
+    for (key, input, damaged) in [("bad.key", "in.ct", "bad.key"), ("keys/eval.key", "bad.ct", "bad.ct")] {
+        let o = fhec(&["run", &build, "--eval-key", &p(key), "--input", &p(input), "--output", &p("x.ct")]);
+        let e = stderr(&o);
+        assert!(!o.status.success() && e.contains("corrupted") && e.contains(&p(damaged)), "{e}");
+    }
 }
 
 fn train_set(name: &str, file: &str) -> String {

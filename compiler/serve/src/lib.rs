@@ -89,6 +89,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// Whether this build serves CKKS builds and training plans (feature `ckks`, nightly); without it,
+/// such a directory is refused when the server starts, by name and with how to get the feature.
+pub const SERVES_CKKS: bool = cfg!(feature = "ckks");
+
 /// Who may call the API.
 #[derive(Clone, Debug)]
 pub enum Auth {

@@ -109,7 +109,7 @@ fn ckks_and_tfhe_builds_served_side_by_side() {
         refused(
             remote.infer("wine", &wine_key, iris.encrypt(&xi).unwrap()).await.unwrap_err(),
             "400",
-            "is a Inputs file",
+            "holds TFHE input ciphertexts (`fhec encrypt`); expected CKKS input",
         );
         refused(
             remote.infer("wine", &wine_key, body[..body.len() / 2].to_vec()).await.unwrap_err(),

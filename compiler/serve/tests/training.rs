@@ -126,7 +126,7 @@ fn a_training_job_through_the_service_trains_what_the_split_deployment_does() {
         assert!(state == local_round, "the service's round is the split deployment's");
         // Out of turn: the state not refreshed, the set as a state, a state fetched while queued.
         refused(alice.continue_job(&job.id, state.clone()).await.unwrap_err(), "400", "refreshes a state");
-        refused(alice.continue_job(&job.id, set.clone()).await.unwrap_err(), "400", "is a TrainData file");
+        refused(alice.continue_job(&job.id, set.clone()).await.unwrap_err(), "400", "holds an encrypted training set");
         let (fresh, left) = owner.refresh_bytes(&state, "the state").unwrap();
         assert_eq!(left, 2);
         let queued = alice.continue_job(&job.id, fresh.clone()).await.unwrap();

@@ -390,13 +390,10 @@ pub fn load_client(dir: &Path) -> Result<ClientArtifact, DriverError> {
 /// A runtime error loading an artifact, said in the user's terms when it is the other scheme's.
 pub(crate) fn wrong_scheme(e: fhec_runtime::RuntimeError) -> DriverError {
     let text = e.to_string();
-    for (found, is) in [
-        ("a CkksClient file", "CKKS"),
-        ("a CkksServer file", "CKKS"),
-        ("a Client file", "TFHE"),
-        ("a Server file", "TFHE"),
-    ] {
-        if text.contains(&format!("is {found}")) {
+    for (found, is) in
+        [(Kind::CkksClient, "CKKS"), (Kind::CkksServer, "CKKS"), (Kind::Client, "TFHE"), (Kind::Server, "TFHE")]
+    {
+        if text.contains(&format!("holds {found};")) {
             return DriverError::Artifact(format!(
                 "{text}: this is a {is} build, and this command expects the other scheme's"
             ));
